@@ -1,0 +1,125 @@
+//! Settings that change what the dataflows compute. Defaults are the contract's.
+
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::Millis;
+
+/// The semantic knobs of the contract ("Gap and the midnight split are settings", ...).
+/// Loaded from a TOML file and CLI flags by the binary; unknown keys are rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// A gap of at least this many minutes between a user's events starts a new session.
+    pub session_gap_minutes: f64,
+    /// Whether a derived session also ends at each UTC midnight.
+    pub midnight_split: bool,
+    /// Length of the tumbling activity windows, in minutes.
+    pub window_minutes: f64,
+    /// Number of window slots before a window that form its spike baseline.
+    pub baseline_windows: usize,
+    /// Percentile (0..1) of the baseline compared against a window.
+    pub baseline_percentile: f64,
+    /// Active users with at least this many sessions in the period count as engaged.
+    pub engaged_sessions: u64,
+    /// Start of the KPI analysis period (inclusive), RFC 3339; none means all data.
+    pub from: Option<String>,
+    /// End of the KPI analysis period (exclusive), RFC 3339; none means all data.
+    pub to: Option<String>,
+    /// How far (minutes) behind the largest event time seen an event may still arrive.
+    pub allowed_lateness_minutes: f64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            session_gap_minutes: 30.0,
+            midnight_split: true,
+            window_minutes: 5.0,
+            baseline_windows: 12,
+            baseline_percentile: 0.95,
+            engaged_sessions: 80,
+            from: None,
+            to: None,
+            allowed_lateness_minutes: 60.0,
+        }
+    }
+}
+
+/// The settings resolved into the units the dataflows work in.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Params {
+    /// Session gap in ms.
+    pub session_gap_ms: Millis,
+    /// Midnight split on or off.
+    pub midnight_split: bool,
+    /// Window length in ms.
+    pub window_ms: Millis,
+    /// Baseline slots.
+    pub baseline_windows: usize,
+    /// Baseline percentile in 0..=1.
+    pub baseline_percentile: f64,
+    /// Engaged threshold in sessions.
+    pub engaged_sessions: u64,
+    /// Analysis period start (inclusive); `Millis::MIN` for all data.
+    pub period_from: Millis,
+    /// Analysis period end (exclusive); `Millis::MAX` for all data.
+    pub period_to: Millis,
+    /// Allowed lateness in ms.
+    pub allowed_lateness_ms: Millis,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Settings::default().params().expect("default settings are valid")
+    }
+}
+
+impl Settings {
+    /// Checks every value and converts to [`Params`]; the error names the offending key.
+    pub fn params(&self) -> Result<Params, String> {
+        let minutes = |key: &str, v: f64, min_exclusive: f64| -> Result<Millis, String> {
+            if !v.is_finite() || v <= min_exclusive {
+                return Err(format!("setting `{key}` must be a number > {min_exclusive}, got {v}"));
+            }
+            Ok((v * 60_000.0).round() as Millis)
+        };
+        let instant = |key: &str, v: &Option<String>| -> Result<Option<Millis>, String> {
+            match v {
+                None => Ok(None),
+                Some(text) => tidemark_inputs::timestamp::parse_instant(text)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        format!("setting `{key}` must be an RFC 3339 time or `YYYY-MM-DD[ HH:MM:SS]`, got {text:?}")
+                    }),
+            }
+        };
+        let session_gap_ms = minutes("session_gap_minutes", self.session_gap_minutes, 0.0)?;
+        let window_ms = minutes("window_minutes", self.window_minutes, 0.0)?;
+        let allowed_lateness_ms =
+            minutes("allowed_lateness_minutes", self.allowed_lateness_minutes, -1.0)?;
+        if self.baseline_windows == 0 {
+            return Err("setting `baseline_windows` must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.baseline_percentile) {
+            return Err(format!(
+                "setting `baseline_percentile` must be within 0..1, got {}",
+                self.baseline_percentile
+            ));
+        }
+        let period_from = instant("from", &self.from)?.unwrap_or(Millis::MIN);
+        let period_to = instant("to", &self.to)?.unwrap_or(Millis::MAX);
+        if period_from >= period_to {
+            return Err("setting `from` must be before `to`".into());
+        }
+        Ok(Params {
+            session_gap_ms,
+            midnight_split: self.midnight_split,
+            window_ms,
+            baseline_windows: self.baseline_windows,
+            baseline_percentile: self.baseline_percentile,
+            engaged_sessions: self.engaged_sessions,
+            period_from,
+            period_to,
+            allowed_lateness_ms,
+        })
+    }
+}

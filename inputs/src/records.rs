@@ -1,0 +1,147 @@
+//! The typed rows of the contract's input tables, as tidemark holds them after
+//! mapping and validation. Every reader produces these; every dataflow consumes them.
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC. All instants inside tidemark use it.
+pub type Millis = i64;
+
+/// One accepted-or-candidate user action (`events/`), after mapping and validation.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique per action; repeats are duplicates and count once.
+    pub event_id: String,
+    /// Non-empty user key.
+    pub user_id: String,
+    /// Event time.
+    pub ts: Millis,
+    /// Lower-cased, trimmed action name (`play`, `skip`, ...).
+    pub event_type: String,
+    /// The track, show or page acted on.
+    pub item_id: Option<String>,
+    /// Time spent, 0..=7_200_000 when present.
+    pub duration_ms: Option<i64>,
+    /// A session given by the source, if any.
+    pub session_id: Option<String>,
+}
+
+impl Event {
+    /// The event as a one-line JSON object in contract column names: the `raw` text of
+    /// a quarantine row for an event rejected after parsing (e.g. `too_late`).
+    pub fn raw_json(&self) -> String {
+        let ts = chrono::DateTime::from_timestamp_millis(self.ts)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+            .unwrap_or_else(|| self.ts.to_string());
+        serde_json::json!({
+            "event_id": self.event_id,
+            "user_id": self.user_id,
+            "ts": ts,
+            "event_type": self.event_type,
+            "item_id": self.item_id,
+            "duration_ms": self.duration_ms,
+            "session_id": self.session_id,
+        })
+        .to_string()
+    }
+}
+
+/// A customer's plan after mapping: the contract allows exactly these two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Plan {
+    /// The free tier.
+    Free,
+    /// Any paying tier.
+    Paid,
+}
+
+impl Plan {
+    /// Parses a mapped plan value; only `free` and `paid` (any case, trimmed) are valid.
+    pub fn parse(text: &str) -> Option<Plan> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "free" => Some(Plan::Free),
+            "paid" => Some(Plan::Paid),
+            _ => None,
+        }
+    }
+
+    /// The contract's spelling of the plan.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Free => "free",
+            Plan::Paid => "paid",
+        }
+    }
+}
+
+/// One customer (`users/`); a later file's row for the same user replaces the earlier one.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserRow {
+    /// Key.
+    pub user_id: String,
+    /// When the customer signed up, if known.
+    pub signup_ts: Option<Millis>,
+    /// Country, if known.
+    pub country: Option<String>,
+    /// Plan in the users table (overridden by `subscriptions/` where present).
+    pub plan: Plan,
+}
+
+/// A plan change (`subscriptions/`): `plan` is in force for `user_id` from `ts` on.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The customer.
+    pub user_id: String,
+    /// From when the plan is in force.
+    pub ts: Millis,
+    /// The plan in force from `ts`.
+    pub plan: Plan,
+}
+
+/// A catalogue entry (`items/`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Item {
+    /// Key.
+    pub item_id: String,
+    /// Artist, if known.
+    pub artist_id: Option<String>,
+    /// Genre, if known.
+    pub genre: Option<String>,
+    /// Title, if known.
+    pub title: Option<String>,
+    /// Length of the item, if known.
+    pub duration_ms: Option<i64>,
+}
+
+/// A row (or whole file, with `row == 0`) that broke a rule of the contract.
+/// Rows are numbered from 1 in the order the file holds them (header excluded).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QuarantineRow {
+    /// The file, as a path relative to the dataset directory.
+    pub file: String,
+    /// 1-based data row number; 0 when the whole file was quarantined.
+    pub row: u64,
+    /// The offending contract field (or source column), empty when not one field.
+    pub field: String,
+    /// Short machine-readable reason, e.g. `missing_value`, `bad_timestamp`, `too_late`.
+    pub reason: String,
+    /// The raw row text (or an error message for a whole file).
+    pub raw: String,
+}
+
+/// Everything one input file contributed: one logical time's worth of rows.
+/// A file may feed several tables (e.g. events and subscriptions from one log).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FileBatch {
+    /// Valid event rows in file order (not yet checked for lateness or duplicates).
+    pub events: Vec<Event>,
+    /// The 1-based file row number of each entry of `events` (same length).
+    pub event_rows: Vec<u64>,
+    /// Valid users rows in file order.
+    pub users: Vec<UserRow>,
+    /// Valid subscription rows in file order.
+    pub subscriptions: Vec<Subscription>,
+    /// Valid items rows in file order.
+    pub items: Vec<Item>,
+    /// Rows (or the whole file) that broke a rule.
+    pub quarantine: Vec<QuarantineRow>,
+}

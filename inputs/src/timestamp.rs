@@ -1,0 +1,106 @@
+//! Parsing of event times in the forms the contract accepts, into epoch milliseconds.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+
+use crate::records::Millis;
+
+/// How integer epochs in a source are scaled (`[events.ts] unit`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Seconds.
+    Seconds,
+    /// Milliseconds (the default).
+    #[default]
+    Millis,
+    /// Microseconds.
+    Micros,
+    /// Nanoseconds.
+    Nanos,
+}
+
+impl EpochUnit {
+    /// Parses the mapping file's spelling: `s`, `ms`, `us`, `ns`.
+    pub fn parse(text: &str) -> Option<EpochUnit> {
+        match text {
+            "s" => Some(EpochUnit::Seconds),
+            "ms" => Some(EpochUnit::Millis),
+            "us" => Some(EpochUnit::Micros),
+            "ns" => Some(EpochUnit::Nanos),
+            _ => None,
+        }
+    }
+
+    /// Converts an integer epoch in this unit to milliseconds (floor), or `None` on overflow.
+    pub fn to_millis(self, value: i64) -> Option<Millis> {
+        match self {
+            EpochUnit::Seconds => value.checked_mul(1000),
+            EpochUnit::Millis => Some(value),
+            EpochUnit::Micros => Some(value.div_euclid(1000)),
+            EpochUnit::Nanos => Some(value.div_euclid(1_000_000)),
+        }
+    }
+}
+
+/// Parses a text time in one of the contract's accepted forms: RFC 3339 (offsets
+/// allowed), `YYYY-MM-DD HH:MM:SS[.fff]` (UTC), or an integer epoch in `unit`.
+/// Returns `None` when the text is none of these.
+pub fn parse_event_time(text: &str, unit: EpochUnit) -> Option<Millis> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(epoch) = text.parse::<i64>() {
+        return unit.to_millis(epoch);
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc().timestamp_millis());
+        }
+    }
+    None
+}
+
+/// Parses a text time with an explicit strftime `format` (`[events.ts] format`),
+/// read as UTC unless the format carries an offset. A date-only format means midnight.
+pub fn parse_with_format(text: &str, format: &str) -> Option<Millis> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_str(text, format) {
+        return Some(t.timestamp_millis());
+    }
+    if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+        return Some(t.and_utc().timestamp_millis());
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, format) {
+        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis());
+    }
+    None
+}
+
+/// Parses an instant given by a person (settings, CLI): any event-time form, or a
+/// bare `YYYY-MM-DD` meaning that day's UTC midnight.
+pub fn parse_instant(text: &str) -> Option<Millis> {
+    parse_event_time(text, EpochUnit::Millis).or_else(|| parse_with_format(text, "%Y-%m-%d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_contract_form() {
+        let expected = 1_752_279_600_000; // 2025-07-12T00:20:00Z
+        assert_eq!(parse_event_time("2025-07-12T00:20:00Z", EpochUnit::Millis), Some(expected));
+        assert_eq!(parse_event_time("2025-07-12T02:20:00+02:00", EpochUnit::Millis), Some(expected));
+        assert_eq!(parse_event_time("2025-07-12 00:20:00", EpochUnit::Millis), Some(expected));
+        assert_eq!(parse_event_time("2025-07-12 00:20:00.250", EpochUnit::Millis), Some(expected + 250));
+        assert_eq!(parse_event_time("1752279600000", EpochUnit::Millis), Some(expected));
+        assert_eq!(parse_event_time("1752279600", EpochUnit::Seconds), Some(expected));
+        assert_eq!(parse_event_time("yesterday", EpochUnit::Millis), None);
+        assert_eq!(parse_event_time("", EpochUnit::Millis), None);
+        assert_eq!(parse_with_format("20250712", "%Y%m%d"), Some(expected - 20 * 60_000));
+        assert_eq!(parse_instant("2025-07-12"), Some(expected - 20 * 60_000));
+    }
+}
