@@ -1,5 +1,14 @@
 //! The differential dataflows of tidemark. Each module is one metric family: a
 //! function from collections to collections. [`dataflow::build`] composes them.
 
+pub mod actives;
+pub mod dataflow;
+pub mod ingest;
+pub mod kpis;
+pub mod plans;
+pub mod retention;
+pub mod rows;
+pub mod sessions;
 pub mod settings;
 pub mod tables;
+pub mod windows;

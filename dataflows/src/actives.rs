@@ -1,0 +1,54 @@
+//! Daily and monthly active users (contract `daily_active`, `monthly_active`).
+
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::time::month_of_day;
+
+use crate::ingest::Time;
+use crate::rows::{DailyActiveRow, MonthlyActiveRow};
+
+/// `daily_active` from the distinct (user, day) pairs with an accepted event.
+pub fn daily_active<'s>(user_days: VecCollection<'s, Time, (String, i32)>) -> VecCollection<'s, Time, DailyActiveRow> {
+    user_days
+        .map(|(_user, day)| day)
+        .count_total()
+        .map(|(day, dau)| DailyActiveRow { day, dau: dau as i64 })
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum MonthPart {
+    Mau(i64),
+    Day(i32, i64),
+}
+
+/// `monthly_active` from distinct (user, month) pairs and the `daily_active` rows:
+/// MAU, the mean DAU over the month's active days, and stickiness.
+pub fn monthly_active<'s>(
+    user_months: VecCollection<'s, Time, (String, i32)>,
+    daily: VecCollection<'s, Time, DailyActiveRow>,
+) -> VecCollection<'s, Time, MonthlyActiveRow> {
+    let mau = user_months
+        .map(|(_user, month)| month)
+        .count_total()
+        .map(|(month, mau)| (month, MonthPart::Mau(mau as i64)));
+    daily
+        .map(|row| (month_of_day(row.day), MonthPart::Day(row.day, row.dau)))
+        .concat(mau)
+        .reduce_named("MonthlyActive", |&month, parts, output| {
+            let mut row = MonthlyActiveRow { month, mau: 0, dau_sum: 0, active_days: 0 };
+            for (part, _count) in parts {
+                match part {
+                    MonthPart::Mau(n) => row.mau = *n,
+                    MonthPart::Day(_, dau) => {
+                        row.dau_sum += dau;
+                        row.active_days += 1;
+                    }
+                }
+            }
+            if row.mau > 0 && row.active_days > 0 {
+                output.push((row, 1isize));
+            }
+        })
+        .map(|(_, row)| row)
+}

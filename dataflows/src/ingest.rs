@@ -1,0 +1,167 @@
+//! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
+//! deduplication by `event_id` (first seen wins).
+
+use std::collections::BTreeMap;
+
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::StreamVec;
+use tidemark_inputs::records::{Event, Millis, QuarantineRow};
+
+/// Logical time: the index of the input file (batch) in arrival order.
+pub type Time = u64;
+
+/// A valid event row as read, tagged with where it came from. `(batch, row)` orders
+/// arrivals, which decides which duplicate is "first seen".
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RawEvent {
+    /// The logical time (file index) that brought the row.
+    pub batch: Time,
+    /// The row's 1-based number in its file.
+    pub row: u64,
+    /// The parsed event.
+    pub event: Event,
+}
+
+/// What the worker that read a batch announces to every worker: the file's name and
+/// the largest event time among its valid event rows. Watermarks are built from these.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BatchMark {
+    /// The batch (logical time).
+    pub batch: Time,
+    /// The file, relative to the dataset directory.
+    pub file: String,
+    /// Largest `ts` of the batch's valid events, if it had any.
+    pub max_ts: Option<Millis>,
+}
+
+/// An event row after the watermark check.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Gated {
+    OnTime(RawEvent),
+    TooLate(QuarantineRow),
+}
+
+/// Splits event rows into those at or above their batch's watermark and `too_late`
+/// quarantine rows. The watermark of batch `t` is the largest event time of batches
+/// `< t` minus `allowed_lateness_ms`; rows of `t` are held until every worker has
+/// announced its [`BatchMark`]s up to `t`, so the split is the same on any number of
+/// workers and processes.
+pub fn watermark_gate<'s>(
+    rows: StreamVec<'s, Time, RawEvent>,
+    marks: StreamVec<'s, Time, BatchMark>,
+    allowed_lateness_ms: Millis,
+) -> (VecCollection<'s, Time, RawEvent>, VecCollection<'s, Time, QuarantineRow>) {
+    let gated = rows.binary_frontier(
+        marks.broadcast(),
+        Pipeline,
+        Pipeline,
+        "WatermarkGate",
+        move |_capability, _info| {
+            let mut pending = BTreeMap::new();
+            let mut files: BTreeMap<Time, String> = BTreeMap::new();
+            let mut maxima: BTreeMap<Time, Millis> = BTreeMap::new();
+            let mut largest_before: Option<Millis> = None;
+            move |(rows_in, rows_frontier), (marks_in, marks_frontier), output| {
+                rows_in.for_each(|cap, data| {
+                    if let Some(cap) = cap.retain_least(0) {
+                        let time = *cap.time();
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| (cap, Vec::new()))
+                            .1
+                            .append(data);
+                    }
+                });
+                marks_in.for_each(|_cap, data| {
+                    for mark in data.drain(..) {
+                        if let Some(ts) = mark.max_ts {
+                            let entry = maxima.entry(mark.batch).or_insert(ts);
+                            *entry = (*entry).max(ts);
+                        }
+                        files.insert(mark.batch, mark.file);
+                    }
+                });
+                // A time is complete once neither input can bring more for it.
+                let complete = |t: &Time| {
+                    !rows_frontier.frontier().less_equal(t) && !marks_frontier.frontier().less_equal(t)
+                };
+                while let Some(entry) = pending.first_entry() {
+                    let time = *entry.key();
+                    if !complete(&time) {
+                        break;
+                    }
+                    let (cap, rows) = entry.remove();
+                    // Fold the maxima of every batch before `time` into the running max.
+                    while let Some(first) = maxima.first_entry() {
+                        if *first.key() >= time {
+                            break;
+                        }
+                        let ts = first.remove();
+                        largest_before = Some(largest_before.map_or(ts, |m| m.max(ts)));
+                    }
+                    let watermark = largest_before.map(|m| m.saturating_sub(allowed_lateness_ms));
+                    let file = files.get(&time).cloned().unwrap_or_default();
+                    let mut session = output.session(&cap);
+                    for raw in rows {
+                        if watermark.is_some_and(|w| raw.event.ts < w) {
+                            session.give(Gated::TooLate(QuarantineRow {
+                                file: file.clone(),
+                                row: raw.row,
+                                field: "ts".into(),
+                                reason: "too_late".into(),
+                                raw: raw.event.raw_json(),
+                            }));
+                        } else {
+                            session.give(Gated::OnTime(raw));
+                        }
+                    }
+                }
+                // File names are needed only until their batch's rows are released.
+                files.retain(|t, _| !complete(t) || pending.contains_key(t));
+            }
+        },
+    );
+    let on_time = gated.clone().flat_map(|g| match g {
+        Gated::OnTime(raw) => Some(raw),
+        Gated::TooLate(_) => None,
+    });
+    let too_late = gated.flat_map(|g| match g {
+        Gated::TooLate(row) => Some(row),
+        Gated::OnTime(_) => None,
+    });
+    (stamp(on_time), stamp(too_late))
+}
+
+/// Turns a timely stream of records into a differential collection of insertions at
+/// each record's own logical time.
+fn stamp<'s, D: timely::ExchangeData + Ord>(
+    stream: StreamVec<'s, Time, D>,
+) -> VecCollection<'s, Time, D> {
+    stream
+        .unary(Pipeline, "Stamp", |_, _| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    if let Some(time) = cap.least().copied() {
+                        let mut session = output.session(&cap);
+                        session.give_iterator(data.drain(..).map(|d| (d, time, 1isize)));
+                    }
+                });
+            }
+        })
+        .as_collection()
+}
+
+/// Accepted events: per `event_id`, the first-seen row (smallest batch, then row).
+/// Later rows with the same id are duplicates and count once (contract `events/`).
+pub fn deduplicate<'s>(rows: VecCollection<'s, Time, RawEvent>) -> VecCollection<'s, Time, Event> {
+    rows.map(|raw| (raw.event.event_id.clone(), (raw.batch, raw.row, raw.event)))
+        .reduce_named("Deduplicate", |_id, arrivals, output| {
+            // Values arrive sorted, so the first is the earliest arrival.
+            output.push((arrivals[0].0 .2.clone(), 1isize));
+        })
+        .map(|(_id, event)| event)
+}

@@ -1,0 +1,111 @@
+//! Headline KPIs over the analysis period (contract `kpis`). Facts are first folded
+//! per user into a handful of flags, then the flags are counted globally, so a change
+//! touches one user's reduce and one small global reduce.
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::{Event, Subscription, UserRow};
+
+use crate::ingest::Time;
+use crate::plans::{Arrival, PlanFact, PlanHistory};
+use crate::rows::{KpiRow, SessionRow};
+use crate::settings::Params;
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum UserFact {
+    /// An accepted event (any time).
+    Seen,
+    /// An accepted event inside the period.
+    ActiveInPeriod,
+    /// A session starting inside the period.
+    SessionInPeriod,
+    /// A users/ row or a plan change.
+    Plan(PlanFact),
+}
+
+/// What the KPIs need to know of one user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct UserFlags {
+    seen: bool,
+    listed: bool,
+    active: bool,
+    has_session: bool,
+    engaged: bool,
+    paid: bool,
+}
+
+/// The `kpis` table.
+pub fn kpis<'s>(
+    events: VecCollection<'s, Time, Event>,
+    sessions: VecCollection<'s, Time, SessionRow>,
+    users: VecCollection<'s, Time, (UserRow, Arrival)>,
+    subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
+    params: Params,
+) -> VecCollection<'s, Time, KpiRow> {
+    let (from, to) = (params.period_from, params.period_to);
+    let in_period = move |ts| from <= ts && ts < to;
+    let event_facts = events.flat_map(move |e| {
+        let active = in_period(e.ts).then(|| (e.user_id.clone(), UserFact::ActiveInPeriod));
+        std::iter::once((e.user_id, UserFact::Seen)).chain(active)
+    });
+    let session_facts = sessions
+        .filter(move |s| in_period(s.start))
+        .map(|s| (s.user_id, UserFact::SessionInPeriod));
+    let profile_facts = users.map(|(u, arrival)| (u.user_id, UserFact::Plan(PlanFact::Profile(arrival, u.plan))));
+    let change_facts = subscriptions
+        .map(|(s, arrival)| (s.user_id, UserFact::Plan(PlanFact::Change(s.ts, arrival, s.plan))));
+
+    let engaged_threshold = params.engaged_sessions as isize;
+    event_facts
+        .concat(session_facts)
+        .concat(profile_facts)
+        .concat(change_facts)
+        .reduce_named("UserKpiFlags", move |_user, facts, output| {
+            let mut flags = UserFlags { seen: false, listed: false, active: false, has_session: false, engaged: false, paid: false };
+            let mut sessions = 0isize;
+            for (fact, count) in facts {
+                match fact {
+                    UserFact::Seen => flags.seen = true,
+                    UserFact::ActiveInPeriod => flags.active = true,
+                    UserFact::SessionInPeriod => sessions += count,
+                    UserFact::Plan(PlanFact::Profile(..)) => flags.listed = true,
+                    UserFact::Plan(_) => {}
+                }
+            }
+            let history = PlanHistory::from_facts(facts.iter().filter_map(|(f, _)| match f {
+                UserFact::Plan(p) => Some(p),
+                _ => None,
+            }));
+            flags.has_session = sessions > 0;
+            flags.engaged = flags.active && sessions >= engaged_threshold;
+            flags.paid = flags.active && history.paid_during(from, to);
+            output.push((flags, 1isize));
+        })
+        .map(|(_user, flags)| ((), flags))
+        .reduce_named("Kpis", |_unit, flag_counts, output| {
+            let count = |pred: fn(&UserFlags) -> bool| -> i64 {
+                flag_counts.iter().filter(|(f, _)| pred(f)).map(|(_, c)| *c as i64).sum()
+            };
+            let seen = count(|f| f.seen);
+            let listed = count(|f| f.listed);
+            if seen == 0 && listed == 0 {
+                return;
+            }
+            let total = if listed > 0 { listed } else { seen };
+            let active = count(|f| f.active);
+            let mut rows = vec![
+                KpiRow { metric: "total_customers".into(), numerator: total, denominator: None },
+                KpiRow { metric: "active_customers".into(), numerator: active, denominator: None },
+            ];
+            let mut pct = |metric: &str, numerator: i64, denominator: i64| {
+                if denominator > 0 {
+                    rows.push(KpiRow { metric: metric.into(), numerator, denominator: Some(denominator) });
+                }
+            };
+            pct("session_adoption_rate_pct", count(|f| f.has_session), total);
+            pct("engaged_users_pct", count(|f| f.engaged), active);
+            pct("paid_share_pct", count(|f| f.paid), active);
+            output.extend(rows.into_iter().map(|row| (row, 1isize)));
+        })
+        .map(|((), row)| row)
+}

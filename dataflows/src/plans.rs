@@ -1,0 +1,70 @@
+//! The plan in force for a user at an instant (contract `users/`, `subscriptions/`):
+//! the latest subscription row at or before the instant, else the user's `users/`
+//! plan (the latest-arriving row), else none.
+
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::{Millis, Plan};
+
+/// Arrival order of an input row: (batch, row). Later arrivals replace earlier ones.
+pub type Arrival = (u64, u64);
+
+/// A user's plan history, as gathered per user from `users/` and `subscriptions/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PlanHistory {
+    /// The plan of the latest-arriving `users/` row, if any.
+    pub profile_plan: Option<Plan>,
+    /// Plan changes `(ts, plan)`, sorted by time, one per instant (the latest arrival wins).
+    pub changes: Vec<(Millis, Plan)>,
+}
+
+/// One input to a [`PlanHistory`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PlanFact {
+    /// A `users/` row's plan.
+    Profile(Arrival, Plan),
+    /// A `subscriptions/` row.
+    Change(Millis, Arrival, Plan),
+}
+
+impl PlanHistory {
+    /// Builds the history from a user's facts (in any order).
+    pub fn from_facts<'a>(facts: impl IntoIterator<Item = &'a PlanFact>) -> PlanHistory {
+        let mut profile: Option<(Arrival, Plan)> = None;
+        let mut changes: Vec<(Millis, Arrival, Plan)> = Vec::new();
+        for fact in facts {
+            match *fact {
+                PlanFact::Profile(arrival, plan) => {
+                    if profile.is_none_or(|(a, _)| arrival > a) {
+                        profile = Some((arrival, plan));
+                    }
+                }
+                PlanFact::Change(ts, arrival, plan) => changes.push((ts, arrival, plan)),
+            }
+        }
+        changes.sort();
+        // Keep the latest arrival at each instant.
+        let mut dedup: Vec<(Millis, Plan)> = Vec::with_capacity(changes.len());
+        for (ts, _arrival, plan) in changes {
+            match dedup.last_mut() {
+                Some(last) if last.0 == ts => last.1 = plan,
+                _ => dedup.push((ts, plan)),
+            }
+        }
+        PlanHistory { profile_plan: profile.map(|(_, p)| p), changes: dedup }
+    }
+
+    /// The plan in force at `ts`.
+    pub fn plan_at(&self, ts: Millis) -> Option<Plan> {
+        let after = self.changes.partition_point(|(t, _)| *t <= ts);
+        match after {
+            0 => self.profile_plan,
+            n => Some(self.changes[n - 1].1),
+        }
+    }
+
+    /// Whether the plan in force is `paid` at any instant of `[from, to)`.
+    pub fn paid_during(&self, from: Millis, to: Millis) -> bool {
+        self.plan_at(from) == Some(Plan::Paid)
+            || self.changes.iter().any(|&(ts, plan)| from <= ts && ts < to && plan == Plan::Paid)
+    }
+}

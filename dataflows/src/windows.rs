@@ -1,0 +1,55 @@
+//! Tumbling activity windows (contract `window_activity`): events, exact distinct
+//! active users and sessions started per window of `window_ms`.
+
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::{Event, Millis};
+
+use crate::ingest::Time;
+use crate::rows::{SessionRow, WindowRow};
+
+/// The start of the window holding `ts`.
+pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
+    ts.div_euclid(window_ms) * window_ms
+}
+
+/// One input to a window's row, combined per window by a single reduce.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum WindowPart {
+    /// An event of this user in the window (multiplicity = number of events).
+    Activity(String),
+    /// This many sessions started in the window.
+    Started(i64),
+}
+
+/// The `window_activity` table: a row per window with at least one accepted event.
+pub fn window_activity<'s>(
+    events: VecCollection<'s, Time, Event>,
+    sessions: VecCollection<'s, Time, SessionRow>,
+    window_ms: Millis,
+) -> VecCollection<'s, Time, WindowRow> {
+    let started = sessions
+        .map(move |s| window_start(s.start, window_ms))
+        .count_total()
+        .map(|(window, count)| (window, WindowPart::Started(count as i64)));
+    events
+        .map(move |e| (window_start(e.ts, window_ms), WindowPart::Activity(e.user_id)))
+        .concat(started)
+        .reduce_named("WindowActivity", move |&start, parts, output| {
+            let mut row = WindowRow { start, length_ms: window_ms, events: 0, active_users: 0, sessions_started: 0 };
+            for (part, count) in parts {
+                match part {
+                    WindowPart::Activity(_) => {
+                        row.events += *count as i64;
+                        row.active_users += 1;
+                    }
+                    WindowPart::Started(n) => row.sessions_started = *n,
+                }
+            }
+            if row.events > 0 {
+                output.push((row, 1isize));
+            }
+        })
+        .map(|(_, row)| row)
+}
