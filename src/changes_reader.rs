@@ -1,0 +1,60 @@
+//! Reads change streams back: every change of a table, or the table's current
+//! contents (diffs summed per row). Used by `report`, the run summary and tests.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tidemark_dataflows::tables::{Cell, TableSpec};
+
+use crate::arrow_rows::{batch_to_changes, Change};
+use crate::sink::changes::changes_dir;
+
+/// Every change recorded for `spec` under `out`, in file order.
+pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
+    let dir = changes_dir(out, spec.name);
+    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    files.sort();
+    let mut changes = Vec::new();
+    for path in files {
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("reading {}", path.display()))?
+            .build()?;
+        for batch in reader {
+            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            changes.extend(batch_to_changes(spec, &batch, true).with_context(|| format!("in {}", path.display()))?);
+        }
+    }
+    Ok(changes)
+}
+
+/// Sums changes into current contents: row -> multiplicity (zero-sum rows dropped).
+pub fn sum_changes(changes: impl IntoIterator<Item = Change>) -> BTreeMap<Vec<Cell>, i64> {
+    let mut table = BTreeMap::new();
+    for (row, _time, diff) in changes {
+        *table.entry(row).or_insert(0) += diff;
+    }
+    table.retain(|_, count| *count != 0);
+    table
+}
+
+/// The current contents of a table, as sorted rows (a row with multiplicity n appears n times).
+pub fn read_table(out: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
+    let summed = sum_changes(read_changes(out, spec)?);
+    let mut rows = Vec::new();
+    for (row, count) in summed {
+        anyhow::ensure!(count > 0, "table `{}` has a row with negative count {count}: {row:?}", spec.name);
+        rows.extend(std::iter::repeat_n(row, count as usize));
+    }
+    Ok(rows)
+}

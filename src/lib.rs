@@ -1,0 +1,12 @@
+//! The `tidemark` runtime: CLI, settings, cluster set-up, sinks and reports around the
+//! dataflows of `tidemark-dataflows` and the readers of `tidemark-inputs`.
+
+pub mod arrow_rows;
+pub mod changes_reader;
+pub mod cli;
+pub mod cluster;
+pub mod progress;
+pub mod report;
+pub mod run;
+pub mod settings_cli;
+pub mod sink;

@@ -1,0 +1,93 @@
+//! What a person reads after a run: KPIs, the busiest windows, DAU/MAU, the retention
+//! matrix and the quarantine, from the tables of an output directory.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use tidemark_dataflows::tables::{self, Cell};
+
+use crate::changes_reader::read_table;
+
+fn float(cell: &Cell) -> f64 {
+    match cell {
+        Cell::Float(v) => *v,
+        Cell::Int(v) => *v as f64,
+        _ => f64::NAN,
+    }
+}
+
+fn int(cell: &Cell) -> i64 {
+    match cell {
+        Cell::Int(v) => *v,
+        _ => 0,
+    }
+}
+
+/// Renders the report of the tables under `out` (80 columns wide).
+pub fn render(out: &Path) -> Result<String> {
+    let mut text = String::new();
+    let kpis = read_table(out, &tables::KPIS)?;
+    let windows = read_table(out, &tables::WINDOW_ACTIVITY)?;
+    let monthly = read_table(out, &tables::MONTHLY_ACTIVE)?;
+    let retention = read_table(out, &tables::RETENTION_COHORTS)?;
+    let quarantine = read_table(out, &tables::QUARANTINE)?;
+    let sessions = read_table(out, &tables::SESSIONS)?;
+
+    let accepted: i64 = windows.iter().map(|row| int(&row[2])).sum();
+    writeln!(text, "Events accepted: {accepted}   quarantined: {}   sessions: {}", quarantine.len(), sessions.len())?;
+
+    writeln!(text, "\nKPIs")?;
+    for row in &kpis {
+        writeln!(text, "  {:<28} {:>14.2}", row[0].to_string(), float(&row[1]))?;
+    }
+
+    writeln!(text, "\nBusiest 5-minute windows (by events)")?;
+    writeln!(text, "  {:<20} {:>8} {:>8} {:>9}", "window_start", "events", "users", "sessions")?;
+    let mut busiest = windows.clone();
+    busiest.sort_by_key(|row| std::cmp::Reverse(int(&row[2])));
+    for row in busiest.iter().take(5) {
+        writeln!(text, "  {:<20} {:>8} {:>8} {:>9}", row[0].to_string(), int(&row[2]), int(&row[3]), int(&row[4]))?;
+    }
+
+    writeln!(text, "\nMonthly actives")?;
+    writeln!(text, "  {:<10} {:>8} {:>10} {:>11}", "month", "mau", "avg_dau", "stickiness")?;
+    for row in &monthly {
+        let month = row[0].to_string();
+        writeln!(text, "  {:<10} {:>8} {:>10.1} {:>11.3}", &month[..7.min(month.len())], int(&row[1]), float(&row[2]), float(&row[3]))?;
+    }
+
+    writeln!(text, "\nRetention (% of cohort active N months later; first 6 cohorts x 6 months)")?;
+    let mut cohorts: Vec<Cell> = retention.iter().map(|row| row[0].clone()).collect();
+    cohorts.dedup();
+    write!(text, "  {:<8} {:>6}", "cohort", "size")?;
+    for month in 0..6 {
+        write!(text, " {:>7}", format!("M{month}"))?;
+    }
+    writeln!(text)?;
+    for cohort in cohorts.iter().take(6) {
+        let cells: Vec<&Vec<Cell>> = retention.iter().filter(|row| &row[0] == cohort).collect();
+        let label = cohort.to_string();
+        write!(text, "  {:<8} {:>6}", &label[..7.min(label.len())], cells.first().map_or(0, |r| int(&r[2])))?;
+        for month in 0..6 {
+            match cells.iter().find(|row| int(&row[1]) == month) {
+                Some(row) => write!(text, " {:>6.1}%", 100.0 * float(&row[4]))?,
+                None => write!(text, " {:>7}", "-")?,
+            }
+        }
+        writeln!(text)?;
+    }
+
+    if !quarantine.is_empty() {
+        writeln!(text, "\nQuarantine by reason")?;
+        let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+        for row in &quarantine {
+            *reasons.entry(row[3].to_string()).or_default() += 1;
+        }
+        for (reason, count) in reasons {
+            writeln!(text, "  {reason:<20} {count:>8}")?;
+        }
+    }
+    writeln!(text, "\nOutputs: {} (change streams: changes/<table>/)", out.display())?;
+    Ok(text)
+}

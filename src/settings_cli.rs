@@ -1,0 +1,86 @@
+//! Settings from a TOML file and from CLI flags (flags win), resolved into [`Params`].
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use tidemark_dataflows::settings::{Params, Settings};
+
+/// The settings flags of `tidemark run`; each one overrides the same key of `--settings`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SettingsArgs {
+    /// TOML file with any of the keys below (snake_case), e.g. `session_gap_minutes = 20`.
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
+    /// A gap of at least this many minutes starts a new session [default: 30].
+    #[arg(long, value_name = "MIN")]
+    pub session_gap_minutes: Option<f64>,
+    /// Split derived sessions at each UTC midnight [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub midnight_split: Option<bool>,
+    /// Length of the tumbling windows in minutes [default: 5].
+    #[arg(long, value_name = "MIN")]
+    pub window_minutes: Option<f64>,
+    /// Window slots in the spike baseline [default: 12].
+    #[arg(long, value_name = "N")]
+    pub baseline_windows: Option<usize>,
+    /// Percentile of the spike baseline, 0..1 [default: 0.95].
+    #[arg(long, value_name = "P")]
+    pub baseline_percentile: Option<f64>,
+    /// Sessions in the period that make an active user engaged [default: 80].
+    #[arg(long, value_name = "N")]
+    pub engaged_sessions: Option<u64>,
+    /// Start of the KPI analysis period (inclusive), e.g. 2025-03-01 [default: all data].
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// End of the KPI analysis period (exclusive) [default: all data].
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Minutes an event may arrive behind the largest event time seen [default: 60].
+    #[arg(long, value_name = "MIN")]
+    pub allowed_lateness_minutes: Option<f64>,
+}
+
+impl SettingsArgs {
+    /// The settings in force: defaults, then the file, then the flags.
+    pub fn settings(&self) -> Result<Settings> {
+        let mut settings = match &self.settings {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading settings file {}", path.display()))?;
+                toml::from_str::<Settings>(&text).map_err(|e| {
+                    anyhow!("settings file {}: {}", path.display(), e.message())
+                        .context("fix the key named above; `tidemark run --print-settings` lists the valid keys")
+                })?
+            }
+            None => Settings::default(),
+        };
+        macro_rules! flag {
+            ($field:ident) => {
+                if let Some(value) = &self.$field {
+                    settings.$field = value.clone();
+                }
+            };
+        }
+        flag!(session_gap_minutes);
+        flag!(midnight_split);
+        flag!(window_minutes);
+        flag!(baseline_windows);
+        flag!(baseline_percentile);
+        flag!(engaged_sessions);
+        flag!(allowed_lateness_minutes);
+        if self.from.is_some() {
+            settings.from = self.from.clone();
+        }
+        if self.to.is_some() {
+            settings.to = self.to.clone();
+        }
+        Ok(settings)
+    }
+
+    /// The resolved parameters; an invalid value is an error naming its key.
+    pub fn params(&self) -> Result<(Settings, Params)> {
+        let settings = self.settings()?;
+        let params = settings.params().map_err(|e| anyhow!(e))?;
+        Ok((settings, params))
+    }
+}
