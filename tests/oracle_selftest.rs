@@ -1018,3 +1018,68 @@ fn segments_use_the_latest_users_row_and_subscriptions_from_their_first_row_on()
         ],
     );
 }
+
+// ---------------------------------------------------------------------------------
+// Shape
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn every_cell_has_its_columns_type_and_rows_are_sorted() {
+    use tables::ColumnType;
+    let b = noon();
+    let mut late = events(
+        "events/2.csv",
+        vec![ev("9", "v", b - 2 * HOUR, "play"), ev("10", "w", b, "like")],
+    );
+    late.1.quarantine.push(QuarantineRow {
+        file: "events/2.csv".into(),
+        row: 3,
+        field: "user_id".into(),
+        reason: "missing_value".into(),
+        raw: "10,,x".into(),
+    });
+    let batches = [
+        users("users/a.csv", vec![user("u", Some("SE"), Plan::Paid)]),
+        subs("subscriptions/a.csv", vec![sub("w", b, Plan::Free)]),
+        events(
+            "events/1.csv",
+            (0..30)
+                .map(|i| {
+                    let e = lasting(ev(&i.to_string(), "u", b + i * 7 * MIN, "play"), i);
+                    if i % 3 == 0 {
+                        in_session(e, "s")
+                    } else {
+                        e
+                    }
+                })
+                .collect(),
+        ),
+        late,
+    ];
+    let out = run(&batches, &Params::default());
+    for spec in tables::ALL_TABLES {
+        let rows = &out[spec.name];
+        assert!(!rows.is_empty(), "{} has rows", spec.name);
+        assert!(
+            rows.windows(2).all(|w| w[0] <= w[1]),
+            "{} sorted",
+            spec.name
+        );
+        for row in rows {
+            assert_eq!(row.len(), spec.columns.len());
+            for (cell, column) in row.iter().zip(spec.columns) {
+                let ok = match (cell, column.ty) {
+                    (Cell::Null, _) => column.nullable,
+                    (Cell::Str(_), ColumnType::Str)
+                    | (Cell::Int(_), ColumnType::Int)
+                    | (Cell::Float(_), ColumnType::Float)
+                    | (Cell::Bool(_), ColumnType::Bool)
+                    | (Cell::Timestamp(_), ColumnType::Timestamp)
+                    | (Cell::Date(_), ColumnType::Date) => true,
+                    _ => false,
+                };
+                assert!(ok, "{}.{}: {cell:?}", spec.name, column.name);
+            }
+        }
+    }
+}
