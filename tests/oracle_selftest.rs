@@ -1,0 +1,1085 @@
+//! Self-tests of the oracle: small hand-built batch sequences whose results were
+//! worked out by hand from the contract text. They pin the oracle's reading of it.
+
+mod oracle;
+
+use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::tables::{self, Cell};
+use tidemark_inputs::records::{Event, FileBatch, Plan, QuarantineRow, Subscription, UserRow};
+use tidemark_inputs::time::days_from_civil;
+
+// ---------------------------------------------------------------------------------
+// Builders
+// ---------------------------------------------------------------------------------
+
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 86_400_000;
+
+/// The first instant of a UTC date.
+fn date(y: i32, m: u32, d: u32) -> i64 {
+    days_from_civil(y, m, d) as i64 * DAY
+}
+
+/// 2025-07-12 12:00 UTC: far from midnight, aligned to every window length used here.
+fn noon() -> i64 {
+    date(2025, 7, 12) + 12 * HOUR
+}
+
+fn ev(id: &str, user: &str, ts: i64, kind: &str) -> Event {
+    Event {
+        event_id: id.to_string(),
+        user_id: user.to_string(),
+        ts,
+        event_type: kind.to_string(),
+        item_id: None,
+        duration_ms: None,
+        session_id: None,
+    }
+}
+
+fn in_session(mut e: Event, sid: &str) -> Event {
+    e.session_id = Some(sid.to_string());
+    e
+}
+
+fn lasting(mut e: Event, ms: i64) -> Event {
+    e.duration_ms = Some(ms);
+    e
+}
+
+/// An events file: rows numbered 1, 2, ... in the given order.
+fn events(file: &str, events: Vec<Event>) -> (String, FileBatch) {
+    let event_rows = (1..=events.len() as u64).collect();
+    let batch = FileBatch {
+        events,
+        event_rows,
+        ..FileBatch::default()
+    };
+    (file.to_string(), batch)
+}
+
+fn user(id: &str, country: Option<&str>, plan: Plan) -> UserRow {
+    UserRow {
+        user_id: id.to_string(),
+        signup_ts: None,
+        country: country.map(str::to_string),
+        plan,
+    }
+}
+
+fn users(file: &str, rows: Vec<UserRow>) -> (String, FileBatch) {
+    let batch = FileBatch {
+        users: rows,
+        ..FileBatch::default()
+    };
+    (file.to_string(), batch)
+}
+
+fn sub(id: &str, ts: i64, plan: Plan) -> Subscription {
+    Subscription {
+        user_id: id.to_string(),
+        ts,
+        plan,
+    }
+}
+
+fn subs(file: &str, rows: Vec<Subscription>) -> (String, FileBatch) {
+    let batch = FileBatch {
+        subscriptions: rows,
+        ..FileBatch::default()
+    };
+    (file.to_string(), batch)
+}
+
+/// Defaults, but late events of any age are still accepted.
+fn lenient() -> Params {
+    Params {
+        allowed_lateness_ms: i64::MAX,
+        ..Params::default()
+    }
+}
+
+fn s(v: &str) -> Cell {
+    Cell::Str(v.to_string())
+}
+fn int(v: i64) -> Cell {
+    Cell::Int(v)
+}
+fn fl(v: f64) -> Cell {
+    Cell::Float(v)
+}
+fn at(ms: i64) -> Cell {
+    Cell::Timestamp(ms)
+}
+/// The DATE cell of the UTC day holding `ms`.
+fn day(ms: i64) -> Cell {
+    Cell::Date(ms.div_euclid(DAY) as i32)
+}
+/// The DATE cell of a month (its first day).
+fn month(y: i32, m: u32) -> Cell {
+    Cell::Date(days_from_civil(y, m, 1))
+}
+const NULL: Cell = Cell::Null;
+
+/// Asserts that a table of `out` equals `expected` (in any order), floats approximately.
+fn check(out: &oracle::Tables, name: &str, mut expected: Vec<Vec<Cell>>) {
+    let spec = tables::table_spec(name).expect("a contract table");
+    expected.sort();
+    if let Err(msg) = oracle::compare_table(&spec, &expected, &out[name]) {
+        panic!("{msg}\nactual: {:?}", out[name]);
+    }
+}
+
+fn run(batches: &[(String, FileBatch)], params: &Params) -> oracle::Tables {
+    oracle::compute(batches, params)
+}
+
+// ---------------------------------------------------------------------------------
+// Sessions
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn empty_input_yields_every_table_empty() {
+    let out = oracle::compute(&[], &Params::default());
+    assert_eq!(out.len(), tables::ALL_TABLES.len());
+    for spec in tables::ALL_TABLES {
+        assert_eq!(out[spec.name], Vec::<Vec<Cell>>::new(), "{}", spec.name);
+    }
+}
+
+#[test]
+fn a_gap_of_thirty_minutes_or_more_starts_a_new_session() {
+    let b = noon();
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", b, "play"),
+            ev("2", "u", b + 10 * MIN, "play"),
+            ev("3", "u", b + 40 * MIN, "play"), // gap of exactly 30 min: new session
+            ev("4", "u", b + 69 * MIN, "skip"), // gap of 29 min: same session
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "sessions",
+        vec![
+            vec![s("u"), at(b), NULL, at(b + 10 * MIN), fl(600.0), int(2)],
+            vec![
+                s("u"),
+                at(b + 40 * MIN),
+                NULL,
+                at(b + 69 * MIN),
+                fl(1740.0),
+                int(2),
+            ],
+        ],
+    );
+}
+
+#[test]
+fn midnight_splits_a_session() {
+    let midnight = date(2025, 7, 13);
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", midnight - 10 * MIN, "play"),
+            ev("2", "u", midnight + 5 * MIN, "play"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "sessions",
+        vec![
+            vec![
+                s("u"),
+                at(midnight - 10 * MIN),
+                NULL,
+                at(midnight - 10 * MIN),
+                fl(0.0),
+                int(1),
+            ],
+            vec![
+                s("u"),
+                at(midnight + 5 * MIN),
+                NULL,
+                at(midnight + 5 * MIN),
+                fl(0.0),
+                int(1),
+            ],
+        ],
+    );
+
+    let no_split = Params {
+        midnight_split: false,
+        ..Params::default()
+    };
+    let out = run(&batches, &no_split);
+    check(
+        &out,
+        "sessions",
+        vec![vec![
+            s("u"),
+            at(midnight - 10 * MIN),
+            NULL,
+            at(midnight + 5 * MIN),
+            fl(900.0),
+            int(2),
+        ]],
+    );
+}
+
+#[test]
+fn source_session_ids_group_a_users_events_whatever_the_gap() {
+    let b = noon();
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            in_session(ev("1", "u", b, "play"), "s1"),
+            ev("2", "u", b + HOUR, "play"), // no id: a derived session of its own
+            in_session(ev("3", "u", b + 2 * HOUR, "stop"), "s1"),
+            in_session(ev("4", "v", b, "play"), "s1"), // same id, other user
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "sessions",
+        vec![
+            vec![s("u"), at(b), s("s1"), at(b + 2 * HOUR), fl(7200.0), int(2)],
+            vec![s("u"), at(b + HOUR), NULL, at(b + HOUR), fl(0.0), int(1)],
+            vec![s("v"), at(b), s("s1"), at(b), fl(0.0), int(1)],
+        ],
+    );
+}
+
+#[test]
+fn a_late_event_that_bridges_two_sessions_merges_them() {
+    let b = noon();
+    let batches = [
+        events(
+            "events/1.csv",
+            vec![ev("1", "u", b, "play"), ev("2", "u", b + 40 * MIN, "play")],
+        ),
+        // Watermark b + 40 min - 1 h: b + 20 min is late but allowed.
+        events("events/2.csv", vec![ev("3", "u", b + 20 * MIN, "skip")]),
+    ];
+    let each = oracle::compute_each(&batches, &Params::default());
+    check(
+        &each[0],
+        "sessions",
+        vec![
+            vec![s("u"), at(b), NULL, at(b), fl(0.0), int(1)],
+            vec![
+                s("u"),
+                at(b + 40 * MIN),
+                NULL,
+                at(b + 40 * MIN),
+                fl(0.0),
+                int(1),
+            ],
+        ],
+    );
+    check(
+        &each[1],
+        "sessions",
+        vec![vec![
+            s("u"),
+            at(b),
+            NULL,
+            at(b + 40 * MIN),
+            fl(2400.0),
+            int(3),
+        ]],
+    );
+    check(
+        &each[1],
+        "session_metrics_daily",
+        vec![vec![day(b), int(1), fl(2400.0), fl(3.0)]],
+    );
+}
+
+#[test]
+fn session_metrics_daily_averages_the_sessions_starting_that_day() {
+    let b = noon();
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", b, "play"),
+            ev("2", "u", b + 10 * MIN, "play"),
+            ev("3", "v", b + HOUR, "play"),
+            ev("4", "w", b + DAY, "play"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "session_metrics_daily",
+        vec![
+            vec![day(b), int(2), fl(300.0), fl(1.5)],
+            vec![day(b + DAY), int(1), fl(0.0), fl(1.0)],
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Lateness, duplicates, quarantine
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn an_event_below_the_watermark_is_quarantined_as_too_late() {
+    let b = noon();
+    let late = ev("3", "v", b + HOUR - 1, "play");
+    let batches = [
+        events("events/a.csv", vec![ev("1", "u", b + 2 * HOUR, "play")]),
+        // Watermark = b + 2 h - 1 h = b + 1 h.
+        events(
+            "events/b.csv",
+            vec![
+                ev("2", "u", b + HOUR, "play"), // exactly at the watermark: accepted
+                late.clone(),                   // 1 ms below: too late
+                ev("4", "w", b + 3 * HOUR, "play"),
+            ],
+        ),
+    ];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "quarantine",
+        vec![vec![
+            s("events/b.csv"),
+            int(2),
+            s("ts"),
+            s("too_late"),
+            s(&late.raw_json()),
+        ]],
+    );
+    check(&out, "daily_active", vec![vec![day(b), int(2)]]);
+    check(
+        &out,
+        "event_mix_daily",
+        vec![vec![day(b), s("play"), int(3), fl(1.0)]],
+    );
+}
+
+#[test]
+fn the_watermark_comes_from_earlier_batches_only() {
+    let b = noon();
+    let batches = [
+        events("events/1.csv", vec![ev("1", "u", b, "play")]),
+        // Watermark b - 1 h; b + 5 h in the same batch does not raise it yet.
+        events(
+            "events/2.csv",
+            vec![ev("2", "u", b + 5 * HOUR, "play"), ev("3", "u", b, "play")],
+        ),
+        // Watermark b + 4 h.
+        events("events/3.csv", vec![ev("4", "u", b + 3 * HOUR, "play")]),
+    ];
+    let each = oracle::compute_each(&batches, &Params::default());
+    check(&each[1], "quarantine", vec![]);
+    check(&each[1], "daily_active", vec![vec![day(b), int(1)]]);
+    let q = &each[2]["quarantine"];
+    assert_eq!(q.len(), 1);
+    assert_eq!(
+        q[0][..4],
+        [s("events/3.csv"), int(1), s("ts"), s("too_late")]
+    );
+}
+
+#[test]
+fn duplicates_count_once_first_seen_wins() {
+    let b = noon();
+    let batches = [
+        events("events/1.csv", vec![ev("x", "u", b, "play")]),
+        events(
+            "events/2.csv",
+            vec![
+                ev("x", "v", b + MIN, "skip"), // repeat of an earlier batch's id
+                ev("y", "w", b + MIN, "like"),
+                ev("y", "w", b + 2 * MIN, "pause"), // repeat within the batch
+            ],
+        ),
+    ];
+    let out = run(&batches, &Params::default());
+    check(&out, "daily_active", vec![vec![day(b), int(2)]]);
+    check(
+        &out,
+        "event_mix_daily",
+        vec![
+            vec![day(b), s("like"), int(1), fl(0.5)],
+            vec![day(b), s("play"), int(1), fl(0.5)],
+        ],
+    );
+    check(
+        &out,
+        "sessions",
+        vec![
+            vec![s("u"), at(b), NULL, at(b), fl(0.0), int(1)],
+            vec![s("w"), at(b + MIN), NULL, at(b + MIN), fl(0.0), int(1)],
+        ],
+    );
+    // Duplicates are not errors: nothing is quarantined.
+    check(&out, "quarantine", vec![]);
+}
+
+#[test]
+fn duplicates_raise_the_watermark_and_late_duplicates_are_quarantined() {
+    let b = noon();
+    let batches = [
+        events("events/1.csv", vec![ev("x", "u", b + 2 * HOUR, "play")]),
+        // A duplicate (dropped) that still raises the largest event time to b + 6 h.
+        events("events/2.csv", vec![ev("x", "u", b + 6 * HOUR, "play")]),
+        // Watermark b + 5 h: a too-late event is quarantined even if it is a repeat.
+        events(
+            "events/3.csv",
+            vec![ev("y", "v", b + 4 * HOUR, "play"), ev("x", "u", b, "play")],
+        ),
+    ];
+    let out = run(&batches, &Params::default());
+    let q: Vec<_> = out["quarantine"].iter().map(|r| r[..4].to_vec()).collect();
+    assert_eq!(
+        q,
+        vec![
+            vec![s("events/3.csv"), int(1), s("ts"), s("too_late")],
+            vec![s("events/3.csv"), int(2), s("ts"), s("too_late")],
+        ]
+    );
+    check(&out, "daily_active", vec![vec![day(b), int(1)]]);
+}
+
+#[test]
+fn quarantine_keeps_the_readers_rows() {
+    let mut bad = events("events/b.csv", vec![ev("1", "u", noon(), "play")]);
+    bad.1.quarantine = vec![QuarantineRow {
+        file: "events/b.csv".into(),
+        row: 2,
+        field: "duration_ms".into(),
+        reason: "out_of_range".into(),
+        raw: "2,u,2025-07-12T12:00:00Z,play,,-5,".into(),
+    }];
+    let mut broken = events("events/a.parquet", vec![]);
+    broken.1.quarantine = vec![QuarantineRow {
+        file: "events/a.parquet".into(),
+        row: 0,
+        field: String::new(),
+        reason: "unreadable".into(),
+        raw: "truncated".into(),
+    }];
+    let out = run(&[broken, bad], &Params::default());
+    check(
+        &out,
+        "quarantine",
+        vec![
+            vec![
+                s("events/a.parquet"),
+                int(0),
+                s(""),
+                s("unreadable"),
+                s("truncated"),
+            ],
+            vec![
+                s("events/b.csv"),
+                int(2),
+                s("duration_ms"),
+                s("out_of_range"),
+                s("2,u,2025-07-12T12:00:00Z,play,,-5,"),
+            ],
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Windows and spikes
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn window_activity_counts_events_users_and_sessions_started() {
+    let b = noon();
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", b + MIN, "play"),
+            ev("2", "v", b + 2 * MIN, "play"),
+            ev("3", "u", b + 4 * MIN, "play"),
+            ev("4", "v", b + 12 * MIN, "play"), // continues v's session
+            in_session(ev("5", "w", b + 12 * MIN, "play"), "s"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "window_activity",
+        vec![
+            vec![at(b), at(b + 5 * MIN), int(3), int(2), int(2), fl(0.4)],
+            vec![
+                at(b + 10 * MIN),
+                at(b + 15 * MIN),
+                int(2),
+                int(2),
+                int(1),
+                fl(0.2),
+            ],
+        ],
+    );
+}
+
+/// One single-event user per session: slot i of `counts` gets that many sessions.
+fn sessions_per_slot(counts: &[usize], window: i64) -> Vec<(String, FileBatch)> {
+    let b = noon();
+    let mut list = Vec::new();
+    for (slot, &n) in counts.iter().enumerate() {
+        for j in 0..n {
+            let id = format!("{slot}-{j}");
+            list.push(ev(&id, &id, b + slot as i64 * window, "play"));
+        }
+    }
+    vec![events("events/a.csv", list)]
+}
+
+#[test]
+fn spike_baseline_counts_empty_slots_as_zero() {
+    let b = noon();
+    let w = 5 * MIN;
+    let params = Params {
+        baseline_windows: 3,
+        baseline_percentile: 0.5,
+        ..Params::default()
+    };
+    // Slots 0..=5: sessions 2, -, 1, 4, -, 1 (slots 1 and 4 have no window row).
+    let out = run(&sessions_per_slot(&[2, 0, 1, 4, 0, 1], w), &params);
+    check(
+        &out,
+        "spike_alerts",
+        vec![
+            // Fewer than 3 slots since the first window: nulls, no spike.
+            vec![at(b), int(2), NULL, NULL, Cell::Bool(false)],
+            vec![at(b + 2 * w), int(1), NULL, NULL, Cell::Bool(false)],
+            // Baseline [2, 0, 1]: mean 1, median 1.
+            vec![at(b + 3 * w), int(4), fl(1.0), fl(1.0), Cell::Bool(true)],
+            // Baseline [1, 4, 0]: mean 5/3, median 1.
+            vec![
+                at(b + 5 * w),
+                int(1),
+                fl(5.0 / 3.0),
+                fl(1.0),
+                Cell::Bool(false),
+            ],
+        ],
+    );
+}
+
+#[test]
+fn spike_p95_interpolates_linearly_between_ranks() {
+    let b = noon();
+    let w = 5 * MIN;
+    let params = Params {
+        baseline_windows: 3,
+        ..Params::default()
+    };
+    let out = run(&sessions_per_slot(&[2, 0, 1, 2, 0, 3], w), &params);
+    check(
+        &out,
+        "spike_alerts",
+        vec![
+            vec![at(b), int(2), NULL, NULL, Cell::Bool(false)],
+            vec![at(b + 2 * w), int(1), NULL, NULL, Cell::Bool(false)],
+            // Baseline sorted [0, 1, 2], pos 0.95 * 2 = 1.9: 1 + 0.9 * (2 - 1) = 1.9.
+            vec![at(b + 3 * w), int(2), fl(1.0), fl(1.9), Cell::Bool(true)],
+            // Baseline [1, 2, 0] -> same p95 1.9; 3 > 1.9.
+            vec![at(b + 5 * w), int(3), fl(1.0), fl(1.9), Cell::Bool(true)],
+        ],
+    );
+}
+
+#[test]
+fn a_spike_needs_more_than_the_percentile() {
+    let b = noon();
+    let w = 5 * MIN;
+    let params = Params {
+        baseline_windows: 2,
+        ..Params::default()
+    };
+    // Slot 2: baseline [2, 2], p95 = 2; 2 sessions is not above it.
+    let out = run(&sessions_per_slot(&[2, 2, 2], w), &params);
+    check(
+        &out,
+        "spike_alerts",
+        vec![
+            vec![at(b), int(2), NULL, NULL, Cell::Bool(false)],
+            vec![at(b + w), int(2), NULL, NULL, Cell::Bool(false)],
+            vec![at(b + 2 * w), int(2), fl(2.0), fl(2.0), Cell::Bool(false)],
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Active users and retention
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn daily_and_monthly_active_with_stickiness() {
+    let d1 = date(2025, 7, 12);
+    let aug1 = date(2025, 8, 1);
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", d1 + HOUR, "play"),
+            ev("2", "v", d1 + 2 * HOUR, "play"),
+            ev("3", "u", d1 + 3 * HOUR, "play"),
+            ev("4", "u", d1 + DAY + HOUR, "play"),
+            ev("5", "w", aug1 + HOUR, "play"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "daily_active",
+        vec![
+            vec![day(d1), int(2)],
+            vec![day(d1 + DAY), int(1)],
+            vec![day(aug1), int(1)],
+        ],
+    );
+    check(
+        &out,
+        "monthly_active",
+        vec![
+            vec![month(2025, 7), int(2), fl(1.5), fl(0.75)],
+            vec![month(2025, 8), int(1), fl(1.0), fl(1.0)],
+        ],
+    );
+}
+
+#[test]
+fn retention_only_emits_non_empty_cells() {
+    let jul = date(2025, 7, 10);
+    let aug = date(2025, 8, 10);
+    let sep = date(2025, 9, 10);
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", jul, "play"),
+            ev("2", "v", jul + HOUR, "play"),
+            ev("3", "w", aug, "play"),
+            ev("4", "u", sep, "play"),
+            ev("5", "w", sep + HOUR, "play"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "retention_cohorts",
+        vec![
+            vec![month(2025, 7), int(0), int(2), int(2), fl(1.0)],
+            // Nobody of July is active in August: no (July, 1) row.
+            vec![month(2025, 7), int(2), int(2), int(1), fl(0.5)],
+            vec![month(2025, 8), int(0), int(1), int(1), fl(1.0)],
+            vec![month(2025, 8), int(1), int(1), int(1), fl(1.0)],
+        ],
+    );
+}
+
+#[test]
+fn a_late_first_event_moves_a_user_to_an_earlier_cohort() {
+    let jul = date(2025, 7, 10);
+    let aug = date(2025, 8, 10);
+    let batches = [
+        events(
+            "events/1.csv",
+            vec![ev("1", "u", jul, "play"), ev("2", "v", aug, "play")],
+        ),
+        events("events/2.csv", vec![ev("3", "v", jul + HOUR, "play")]),
+    ];
+    let each = oracle::compute_each(&batches, &lenient());
+    check(
+        &each[0],
+        "retention_cohorts",
+        vec![
+            vec![month(2025, 7), int(0), int(1), int(1), fl(1.0)],
+            vec![month(2025, 8), int(0), int(1), int(1), fl(1.0)],
+        ],
+    );
+    check(
+        &each[1],
+        "retention_cohorts",
+        vec![
+            vec![month(2025, 7), int(0), int(2), int(2), fl(1.0)],
+            vec![month(2025, 7), int(1), int(2), int(1), fl(0.5)],
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Event mix and feature adoption
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn event_mix_shares_are_fractions_of_the_days_events() {
+    let b = noon();
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", b, "play"),
+            ev("2", "u", b + MIN, "play"),
+            ev("3", "v", b + 2 * MIN, "play"),
+            ev("4", "v", b + 3 * MIN, "skip"),
+            ev("5", "v", b + DAY, "like"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "event_mix_daily",
+        vec![
+            vec![day(b), s("play"), int(3), fl(0.75)],
+            vec![day(b), s("skip"), int(1), fl(0.25)],
+            vec![day(b + DAY), s("like"), int(1), fl(1.0)],
+        ],
+    );
+}
+
+#[test]
+fn feature_adoption_counts_first_uses_and_may_report_zero_new_adopters() {
+    let (d1, d2, d3) = (noon(), noon() + DAY, noon() + 2 * DAY);
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", d1, "play"),
+            ev("2", "v", d1, "skip"),
+            ev("3", "u", d2, "play"),
+            ev("4", "w", d2, "play"),
+            ev("5", "u", d2 + MIN, "skip"),
+            ev("6", "v", d3, "play"),
+            ev("7", "u", d3, "skip"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "feature_adoption",
+        vec![
+            // Users active so far: 2 on day 1, 3 from day 2.
+            vec![day(d1), s("play"), int(1), int(1), fl(50.0)],
+            vec![day(d1), s("skip"), int(1), int(1), fl(50.0)],
+            vec![day(d2), s("play"), int(1), int(2), fl(200.0 / 3.0)],
+            vec![day(d2), s("skip"), int(1), int(2), fl(200.0 / 3.0)],
+            vec![day(d3), s("play"), int(1), int(3), fl(100.0)],
+            vec![day(d3), s("skip"), int(0), int(2), fl(200.0 / 3.0)],
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// KPIs
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn kpis_period_excludes_events_outside_from_to() {
+    let p = noon();
+    let params = Params {
+        period_from: p,
+        period_to: p + DAY,
+        engaged_sessions: 1,
+        ..lenient()
+    };
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "a", p - 1, "play"), // before the period; a's session starts here
+            ev("2", "a", p, "play"),     // in the period, same session
+            ev("3", "b", p + DAY, "play"), // at `to`: outside
+            ev("4", "c", p + DAY - 1, "play"),
+        ],
+    )];
+    let out = run(&batches, &params);
+    check(
+        &out,
+        "kpis",
+        vec![
+            vec![s("total_customers"), fl(3.0)], // no users/ rows: users seen
+            vec![s("active_customers"), fl(2.0)], // a, c
+            // Only c has a session starting in the period.
+            vec![s("session_adoption_rate_pct"), fl(100.0 / 3.0)],
+            vec![s("engaged_users_pct"), fl(50.0)],
+            vec![s("paid_share_pct"), fl(0.0)],
+        ],
+    );
+}
+
+#[test]
+fn total_customers_counts_users_rows_a_later_row_replacing_an_earlier() {
+    let b = noon();
+    let batches = [
+        users(
+            "users/1.csv",
+            vec![
+                user("a", Some("US"), Plan::Free),
+                user("b", Some("DE"), Plan::Free),
+            ],
+        ),
+        users("users/2.csv", vec![user("a", Some("FR"), Plan::Paid)]),
+    ];
+    // Users but no events: only the metrics with a non-zero denominator.
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "kpis",
+        vec![
+            vec![s("total_customers"), fl(2.0)],
+            vec![s("active_customers"), fl(0.0)],
+            vec![s("session_adoption_rate_pct"), fl(0.0)],
+        ],
+    );
+
+    let mut with_events = batches.to_vec();
+    with_events.push(events(
+        "events/a.csv",
+        vec![ev("1", "a", b, "play"), ev("2", "c", b, "play")],
+    ));
+    let out = run(&with_events, &Params::default());
+    check(
+        &out,
+        "kpis",
+        vec![
+            vec![s("total_customers"), fl(2.0)],
+            vec![s("active_customers"), fl(2.0)],
+            vec![s("session_adoption_rate_pct"), fl(100.0)], // a and c of 2 customers
+            vec![s("engaged_users_pct"), fl(0.0)],
+            vec![s("paid_share_pct"), fl(50.0)], // a (paid by its later row)
+        ],
+    );
+}
+
+#[test]
+fn engaged_users_have_at_least_the_threshold_of_sessions() {
+    let b = noon();
+    let params = Params {
+        engaged_sessions: 2,
+        ..Params::default()
+    };
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", b, "play"),
+            ev("2", "u", b + HOUR, "play"),
+            ev("3", "v", b, "play"),
+            ev("4", "v", b + MIN, "play"),
+        ],
+    )];
+    let out = run(&batches, &params);
+    let engaged = out["kpis"]
+        .iter()
+        .find(|r| r[0] == s("engaged_users_pct"))
+        .expect("engaged_users_pct");
+    assert!(engaged[1].approx_eq(&fl(50.0)), "{engaged:?}");
+}
+
+#[test]
+fn paid_share_counts_users_paid_at_any_instant_of_the_period() {
+    let p = noon();
+    let params = Params {
+        period_from: p,
+        period_to: p + DAY,
+        ..Params::default()
+    };
+    let batches = [
+        users(
+            "users/a.csv",
+            vec![
+                user("a", None, Plan::Paid),
+                user("b", None, Plan::Free),
+                user("c", None, Plan::Free),
+                user("d", None, Plan::Paid),
+                user("e", None, Plan::Free),
+                user("f", None, Plan::Free),
+            ],
+        ),
+        subs(
+            "subscriptions/a.csv",
+            vec![
+                sub("b", p + HOUR, Plan::Paid), // upgrades inside the period
+                sub("c", p - HOUR, Plan::Paid), // paid already at `from`
+                sub("d", p - HOUR, Plan::Free), // downgraded before the period
+                sub("e", p + 2 * HOUR, Plan::Paid),
+                sub("e", p + 2 * HOUR, Plan::Free), // same instant, arrives later: wins
+                sub("f", p + DAY, Plan::Paid),      // at `to`: outside
+            ],
+        ),
+        events(
+            "events/a.csv",
+            ["a", "b", "c", "d", "e", "f"]
+                .iter()
+                .map(|u| ev(u, u, p + 3 * HOUR, "play"))
+                .collect(),
+        ),
+    ];
+    let out = run(&batches, &params);
+    let paid = out["kpis"]
+        .iter()
+        .find(|r| r[0] == s("paid_share_pct"))
+        .expect("paid_share_pct");
+    assert!(paid[1].approx_eq(&fl(50.0)), "{paid:?}"); // a, b, c of 6
+}
+
+// ---------------------------------------------------------------------------------
+// Engagement by segment
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn a_late_plan_change_moves_events_to_the_paid_segment() {
+    let b = noon();
+    let batches = [
+        users("users/a.csv", vec![user("u", Some("SE"), Plan::Free)]),
+        events(
+            "events/a.csv",
+            vec![
+                lasting(ev("1", "u", b, "play"), 1000),
+                ev("2", "u", b + HOUR, "play"), // null duration counts 0
+                lasting(ev("3", "v", b, "play"), 500), // no users/ row
+            ],
+        ),
+        subs(
+            "subscriptions/a.csv",
+            vec![sub("u", b + 30 * MIN, Plan::Paid)],
+        ),
+    ];
+    let each = oracle::compute_each(&batches, &Params::default());
+    check(
+        &each[1],
+        "engagement_by_segment",
+        vec![
+            vec![month(2025, 7), NULL, NULL, int(1), int(1), int(500)],
+            vec![
+                month(2025, 7),
+                s("SE"),
+                s("free"),
+                int(1),
+                int(2),
+                int(1000),
+            ],
+        ],
+    );
+    check(
+        &each[2],
+        "engagement_by_segment",
+        vec![
+            vec![month(2025, 7), NULL, NULL, int(1), int(1), int(500)],
+            vec![
+                month(2025, 7),
+                s("SE"),
+                s("free"),
+                int(1),
+                int(1),
+                int(1000),
+            ],
+            vec![month(2025, 7), s("SE"), s("paid"), int(1), int(1), int(0)],
+        ],
+    );
+}
+
+#[test]
+fn segments_use_the_latest_users_row_and_subscriptions_from_their_first_row_on() {
+    let b = noon();
+    let batches = [
+        users(
+            "users/1.csv",
+            vec![
+                user("u", Some("SE"), Plan::Free),
+                user("w", Some("DE"), Plan::Free),
+            ],
+        ),
+        users("users/2.csv", vec![user("u", None, Plan::Paid)]), // replaces u's row
+        subs(
+            "subscriptions/a.csv",
+            vec![sub("w", b + HOUR, Plan::Paid), sub("x", b, Plan::Paid)],
+        ),
+        events(
+            "events/a.csv",
+            vec![
+                ev("1", "u", b, "play"),
+                ev("2", "w", b, "play"), // before w's first subscription row
+                ev("3", "w", b + 2 * HOUR, "play"), // after it
+                ev("4", "x", b, "play"), // no users/ row, but a subscription
+                ev("5", "x", date(2025, 8, 1), "play"),
+            ],
+        ),
+    ];
+    let out = run(&batches, &lenient());
+    check(
+        &out,
+        "engagement_by_segment",
+        vec![
+            vec![month(2025, 7), NULL, s("paid"), int(2), int(2), int(0)], // u and x
+            vec![month(2025, 7), s("DE"), s("free"), int(1), int(1), int(0)],
+            vec![month(2025, 7), s("DE"), s("paid"), int(1), int(1), int(0)],
+            vec![month(2025, 8), NULL, s("paid"), int(1), int(1), int(0)],
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------
+// Shape
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn every_cell_has_its_columns_type_and_rows_are_sorted() {
+    use tables::ColumnType;
+    let b = noon();
+    let mut late = events(
+        "events/2.csv",
+        vec![ev("9", "v", b - 2 * HOUR, "play"), ev("10", "w", b, "like")],
+    );
+    late.1.quarantine.push(QuarantineRow {
+        file: "events/2.csv".into(),
+        row: 3,
+        field: "user_id".into(),
+        reason: "missing_value".into(),
+        raw: "10,,x".into(),
+    });
+    let batches = [
+        users("users/a.csv", vec![user("u", Some("SE"), Plan::Paid)]),
+        subs("subscriptions/a.csv", vec![sub("w", b, Plan::Free)]),
+        events(
+            "events/1.csv",
+            (0..30)
+                .map(|i| {
+                    let e = lasting(ev(&i.to_string(), "u", b + i * 7 * MIN, "play"), i);
+                    if i % 3 == 0 {
+                        in_session(e, "s")
+                    } else {
+                        e
+                    }
+                })
+                .collect(),
+        ),
+        late,
+    ];
+    let out = run(&batches, &Params::default());
+    for spec in tables::ALL_TABLES {
+        let rows = &out[spec.name];
+        assert!(!rows.is_empty(), "{} has rows", spec.name);
+        assert!(
+            rows.windows(2).all(|w| w[0] <= w[1]),
+            "{} sorted",
+            spec.name
+        );
+        for row in rows {
+            assert_eq!(row.len(), spec.columns.len());
+            for (cell, column) in row.iter().zip(spec.columns) {
+                let ok = match (cell, column.ty) {
+                    (Cell::Null, _) => column.nullable,
+                    (Cell::Str(_), ColumnType::Str)
+                    | (Cell::Int(_), ColumnType::Int)
+                    | (Cell::Float(_), ColumnType::Float)
+                    | (Cell::Bool(_), ColumnType::Bool)
+                    | (Cell::Timestamp(_), ColumnType::Timestamp)
+                    | (Cell::Date(_), ColumnType::Date) => true,
+                    _ => false,
+                };
+                assert!(ok, "{}.{}: {cell:?}", spec.name, column.name);
+            }
+        }
+    }
+}
