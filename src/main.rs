@@ -1,1 +1,149 @@
-fn main() {}
+//! The `tidemark` binary: parses the command line and dispatches.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tidemark::cli::{Cli, Command, GenerateArgs, RunArgs};
+use tidemark::run::{run, RunOptions};
+use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Run(args)) => run_command(args),
+        Some(Command::Generate(args)) => generate_command(&args).map(|_| ()),
+        Some(Command::Report(args)) => tidemark::report::render(&args.out_dir).map(|text| print!("{text}")),
+        None => demo(),
+    };
+    if let Err(error) = result {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// `tidemark` with no command: generate the demo dataset once, then run on it.
+fn demo() -> Result<()> {
+    let data = PathBuf::from("tidemark-demo/data");
+    if !data.join("events").exists() {
+        eprintln!("Generating the demo dataset (1M events, seed 42) into {} ...", data.display());
+        generate_command(&GenerateArgs {
+            out_dir: data.clone(),
+            events: 1_000_000,
+            users: 20_000,
+            seed: 42,
+            format: "parquet".into(),
+            gzip: false,
+            files: None,
+            days: None,
+            start_day: "2025-01-01".into(),
+            late_share: None,
+            too_late_share: None,
+            duplicate_share: None,
+            invalid_share: None,
+        })?;
+    }
+    let args = RunArgs::parse_from_demo(data, PathBuf::from("tidemark-demo/out"));
+    run_command(args)
+}
+
+trait DemoArgs {
+    fn parse_from_demo(dataset: PathBuf, out: PathBuf) -> RunArgs;
+}
+
+impl DemoArgs for RunArgs {
+    fn parse_from_demo(dataset: PathBuf, out: PathBuf) -> RunArgs {
+        let cli = Cli::parse_from([
+            "tidemark",
+            "run",
+            dataset.to_str().unwrap_or("tidemark-demo/data"),
+            "--out",
+            out.to_str().unwrap_or("tidemark-demo/out"),
+            "--overwrite",
+        ]);
+        match cli.command {
+            Some(Command::Run(args)) => args,
+            _ => unreachable!("parsed a run command"),
+        }
+    }
+}
+
+fn run_command(args: RunArgs) -> Result<()> {
+    let (settings, params) = args.settings.params()?;
+    if args.print_settings {
+        print!("{}", toml::to_string(&settings).context("printing settings")?);
+        return Ok(());
+    }
+    let Some(dataset) = args.dataset.clone() else {
+        bail!("tidemark run needs a DATASET directory (or run `tidemark` with no command for the demo)");
+    };
+    let options = RunOptions {
+        dataset,
+        mapping: args.mapping.clone(),
+        out: args.out.clone(),
+        params,
+        cluster: args.cluster.clone(),
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+        overwrite: args.overwrite,
+    };
+    let stats = run(&options)?;
+    if !args.quiet && args.cluster.process == 0 {
+        let seconds = stats.elapsed.as_secs_f64();
+        println!(
+            "Ran {} files ({} event rows read) in {:.2}s: {:.0} events/s with {} worker(s)",
+            stats.files,
+            stats.event_rows_read,
+            seconds,
+            stats.event_rows_read as f64 / seconds.max(1e-9),
+            args.cluster.total_workers()
+        );
+        print!("{}", tidemark::report::render(&args.out)?);
+    }
+    Ok(())
+}
+
+fn generate_command(args: &GenerateArgs) -> Result<()> {
+    let format = match args.format.as_str() {
+        "parquet" => OutputFormat::Parquet,
+        "csv" => OutputFormat::Csv,
+        "ndjson" | "jsonl" => OutputFormat::Ndjson,
+        other => bail!("unknown --format {other:?}: use parquet, csv or ndjson"),
+    };
+    let mut config = GeneratorConfig { events: args.events, users: args.users, seed: args.seed, format, gzip: args.gzip, ..GeneratorConfig::default() };
+    config.start_day = args.start_day.clone();
+    if let Some(files) = args.files {
+        config.files = files;
+    }
+    if let Some(days) = args.days {
+        config.days = days;
+    }
+    if let Some(v) = args.late_share {
+        config.late_share = v;
+    }
+    if let Some(v) = args.too_late_share {
+        config.too_late_share = v;
+    }
+    if let Some(v) = args.duplicate_share {
+        config.duplicate_share = v;
+    }
+    if let Some(v) = args.invalid_share {
+        config.invalid_share = v;
+    }
+    let started = std::time::Instant::now();
+    let summary = generator::generate(&args.out_dir, &config)
+        .with_context(|| format!("generating into {}", args.out_dir.display()))?;
+    println!(
+        "Wrote {} events ({} late, {} too late, {} duplicates, {} invalid) for {} users in {} files to {} in {:.1}s",
+        summary.events_written,
+        summary.late,
+        summary.too_late,
+        summary.duplicates,
+        summary.invalid,
+        summary.users,
+        summary.files.len(),
+        args.out_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

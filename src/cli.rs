@@ -1,0 +1,113 @@
+//! The command line: `tidemark run`, `tidemark generate`, `tidemark report`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::cluster::ClusterArgs;
+use crate::settings_cli::SettingsArgs;
+
+/// tidemark: incremental user-engagement analytics. Sessions, windows, exact distinct
+/// users, DAU/MAU, retention cohorts and KPIs, corrected incrementally as data arrives.
+/// With no command, generates a demo data set (1M events) and runs on it.
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, disable_help_flag = true)]
+pub struct Cli {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help, global = true)]
+    pub help: Option<bool>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// tidemark's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compute every output table over a dataset and write their change streams.
+    #[command(disable_help_flag = true)]
+    Run(RunArgs),
+    /// Write a realistic synthetic dataset in the contract's layout.
+    Generate(GenerateArgs),
+    /// Print the results of a finished (or running) output directory.
+    Report(ReportArgs),
+}
+
+/// Arguments of `tidemark run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Dataset directory (events/, users/, subscriptions/, items/, optional tidemark.toml).
+    /// Without it, a demo dataset of about one million events is generated first.
+    pub dataset: Option<PathBuf>,
+    /// Output directory: changes/<table>/ holds each table's change stream.
+    #[arg(long, default_value = "tidemark-out")]
+    pub out: PathBuf,
+    /// Mapping file for a source not in contract column names (overrides <dataset>/tidemark.toml).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Replace an existing output directory's contents.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Print the settings in force and exit.
+    #[arg(long)]
+    pub print_settings: bool,
+    /// Print no progress and no summary.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Settings (flags win over --settings FILE).
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+    /// Cluster: timely's -w/-n/-p/-h flags.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Arguments of `tidemark generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Directory to write the dataset into.
+    pub out_dir: PathBuf,
+    /// Number of events.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Number of users.
+    #[arg(long, default_value_t = 20_000)]
+    pub users: u64,
+    /// Random seed: the same seed writes the same bytes.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// File format of the tables: parquet, csv or ndjson.
+    #[arg(long, default_value = "parquet")]
+    pub format: String,
+    /// Gzip text formats.
+    #[arg(long)]
+    pub gzip: bool,
+    /// Number of event files (default: chosen from the event count).
+    #[arg(long)]
+    pub files: Option<u32>,
+    /// Days of event time (default: chosen from the event count).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// First day of event time (UTC).
+    #[arg(long, default_value = "2025-01-01")]
+    pub start_day: String,
+    /// Share of rows that arrive late, within the allowed lateness.
+    #[arg(long)]
+    pub late_share: Option<f64>,
+    /// Share of rows that arrive later than the allowed lateness (quarantined as too_late).
+    #[arg(long)]
+    pub too_late_share: Option<f64>,
+    /// Share of rows replayed as exact duplicates in a later file.
+    #[arg(long)]
+    pub duplicate_share: Option<f64>,
+    /// Share of rows breaking a contract rule.
+    #[arg(long)]
+    pub invalid_share: Option<f64>,
+}
+
+/// Arguments of `tidemark report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// An output directory written by `tidemark run --out`.
+    pub out_dir: PathBuf,
+}
