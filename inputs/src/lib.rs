@@ -2,6 +2,18 @@
 //! mapping file that turns real sources into contract tables, validation with
 //! quarantine, and a deterministic generator of realistic data sets.
 
+mod csv_file;
+pub mod dataset;
+pub mod error;
+pub mod mapping;
+mod ndjson_file;
+mod parquet_file;
 pub mod records;
+mod rows;
+mod text;
 pub mod time;
 pub mod timestamp;
+
+pub use dataset::{Dataset, SourceFile, Table};
+pub use error::InputError;
+pub use mapping::Mapping;

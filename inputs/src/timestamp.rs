@@ -74,7 +74,9 @@ pub fn parse_with_format(text: &str, format: &str) -> Option<Millis> {
         return Some(t.and_utc().timestamp_millis());
     }
     if let Ok(d) = NaiveDate::parse_from_str(text, format) {
-        return d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis());
+        return d
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis());
     }
     None
 }
@@ -92,15 +94,36 @@ mod tests {
     #[test]
     fn accepts_every_contract_form() {
         let expected = 1_752_279_600_000; // 2025-07-12T00:20:00Z
-        assert_eq!(parse_event_time("2025-07-12T00:20:00Z", EpochUnit::Millis), Some(expected));
-        assert_eq!(parse_event_time("2025-07-12T02:20:00+02:00", EpochUnit::Millis), Some(expected));
-        assert_eq!(parse_event_time("2025-07-12 00:20:00", EpochUnit::Millis), Some(expected));
-        assert_eq!(parse_event_time("2025-07-12 00:20:00.250", EpochUnit::Millis), Some(expected + 250));
-        assert_eq!(parse_event_time("1752279600000", EpochUnit::Millis), Some(expected));
-        assert_eq!(parse_event_time("1752279600", EpochUnit::Seconds), Some(expected));
+        assert_eq!(
+            parse_event_time("2025-07-12T00:20:00Z", EpochUnit::Millis),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_event_time("2025-07-12T02:20:00+02:00", EpochUnit::Millis),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_event_time("2025-07-12 00:20:00", EpochUnit::Millis),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_event_time("2025-07-12 00:20:00.250", EpochUnit::Millis),
+            Some(expected + 250)
+        );
+        assert_eq!(
+            parse_event_time("1752279600000", EpochUnit::Millis),
+            Some(expected)
+        );
+        assert_eq!(
+            parse_event_time("1752279600", EpochUnit::Seconds),
+            Some(expected)
+        );
         assert_eq!(parse_event_time("yesterday", EpochUnit::Millis), None);
         assert_eq!(parse_event_time("", EpochUnit::Millis), None);
-        assert_eq!(parse_with_format("20250712", "%Y%m%d"), Some(expected - 20 * 60_000));
+        assert_eq!(
+            parse_with_format("20250712", "%Y%m%d"),
+            Some(expected - 20 * 60_000)
+        );
         assert_eq!(parse_instant("2025-07-12"), Some(expected - 20 * 60_000));
     }
 }
