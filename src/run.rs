@@ -12,6 +12,7 @@ use timely::dataflow::operators::{Concatenate, Input as _, Probe};
 use tidemark_dataflows::dataflow::{build, Inputs, Outputs};
 use tidemark_dataflows::ingest::{BatchMark, RawEvent};
 use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::tables;
 use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
 
 use crate::cluster::ClusterArgs;
@@ -190,6 +191,17 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         progress.finish();
     }
 }
+
+/// The tables `tidemark run` writes, in the order they are attached.
+pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
+    tables::SESSIONS,
+    tables::WINDOW_ACTIVITY,
+    tables::DAILY_ACTIVE,
+    tables::MONTHLY_ACTIVE,
+    tables::RETENTION_COHORTS,
+    tables::KPIS,
+    tables::QUARANTINE,
+];
 
 /// Attaches a change-stream sink to every output table; returns their reports.
 fn write_outputs<'s>(

@@ -1,0 +1,79 @@
+//! Helpers shared by the end-to-end tests: run the engine, read its change streams,
+//! read the same input for the oracle, and compare table by table.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use tidemark::changes_reader::{read_changes, sum_changes};
+use tidemark::cluster::ClusterArgs;
+use tidemark::run::{run, RunOptions, WRITTEN_TABLES};
+use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_inputs::records::FileBatch;
+use tidemark_inputs::Dataset;
+
+/// Tables by name, rows sorted.
+pub type Tables = BTreeMap<&'static str, Vec<Vec<Cell>>>;
+
+/// Every input file of a dataset, read in batch order, as the oracle's input.
+pub fn read_batches(dataset: &Path, mapping: Option<&Path>) -> Vec<(String, FileBatch)> {
+    let dataset = Dataset::open(dataset, mapping).expect("dataset opens");
+    let files = dataset.discover().expect("dataset lists its files");
+    files.iter().map(|file| (file.rel.clone(), dataset.read(file))).collect()
+}
+
+/// Runs the engine in this process with `workers` threads.
+pub fn run_engine(dataset: &Path, mapping: Option<&Path>, out: &Path, params: Params, workers: usize) {
+    let options = RunOptions {
+        dataset: dataset.to_path_buf(),
+        mapping: mapping.map(Path::to_path_buf),
+        out: out.to_path_buf(),
+        params,
+        cluster: ClusterArgs { workers, ..ClusterArgs::default() },
+        progress: false,
+        overwrite: true,
+    };
+    run(&options).expect("tidemark run succeeds");
+}
+
+/// The engine's tables as of logical time `upto` (inclusive; `u64::MAX` = final).
+pub fn engine_tables(out: &Path, upto: u64) -> Tables {
+    WRITTEN_TABLES
+        .iter()
+        .map(|spec| {
+            let changes = read_changes(out, spec).expect("change stream reads");
+            let summed = sum_changes(changes.into_iter().filter(|(_, time, _)| *time <= upto));
+            let mut rows = Vec::new();
+            for (row, count) in summed {
+                assert!(count > 0, "table {} holds a row with count {count}: {row:?}", spec.name);
+                rows.extend(std::iter::repeat_n(row, count as usize));
+            }
+            (spec.name, rows)
+        })
+        .collect()
+}
+
+/// Asserts that every written table of the engine equals the oracle's.
+pub fn assert_matches_oracle(expected: &BTreeMap<&'static str, Vec<Vec<Cell>>>, actual: &Tables, context: &str) {
+    for spec in WRITTEN_TABLES {
+        compare(spec, &expected[spec.name], &actual[spec.name], context);
+    }
+}
+
+/// Compares one table; the panic message lists the differing rows.
+pub fn compare(spec: &TableSpec, expected: &[Vec<Cell>], actual: &[Vec<Cell>], context: &str) {
+    let equal = expected.len() == actual.len()
+        && expected.iter().zip(actual).all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.approx_eq(y)));
+    if !equal {
+        let missing: Vec<_> = expected.iter().filter(|r| !actual.contains(r)).take(5).collect();
+        let extra: Vec<_> = actual.iter().filter(|r| !expected.contains(r)).take(5).collect();
+        panic!(
+            "{context}: table `{}` differs ({} expected rows, {} actual)\n  missing (first 5): {missing:?}\n  unexpected (first 5): {extra:?}",
+            spec.name,
+            expected.len(),
+            actual.len()
+        );
+    }
+}
