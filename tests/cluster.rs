@@ -1,0 +1,71 @@
+//! Workers and processes: the same dataset gives identical tables, row for row, on
+//! one worker, two worker threads, and two real `tidemark` processes on localhost.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use common::{engine_tables, run_engine};
+use tidemark_dataflows::settings::Params;
+use tidemark_inputs::generator::{generate, GeneratorConfig};
+
+fn dataset(dir: &std::path::Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let config = GeneratorConfig {
+        events: 20_000,
+        users: 400,
+        seed: 3,
+        days: 30,
+        files: 9,
+        late_share: 0.02,
+        too_late_share: 0.005,
+        duplicate_share: 0.01,
+        invalid_share: 0.005,
+        ..GeneratorConfig::default()
+    };
+    generate(&data, &config).expect("generator writes the dataset");
+    data
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn two_threads_give_the_same_tables_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    run_engine(&data, None, &dir.path().join("one"), Params::default(), 1);
+    run_engine(&data, None, &dir.path().join("two"), Params::default(), 2);
+    let one = engine_tables(&dir.path().join("one"), u64::MAX);
+    let two = engine_tables(&dir.path().join("two"), u64::MAX);
+    assert!(one["sessions"].len() > 100, "the dataset yields sessions");
+    assert_eq!(one, two);
+}
+
+#[test]
+fn two_processes_give_the_same_tables_as_one_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    run_engine(&data, None, &dir.path().join("one"), Params::default(), 1);
+
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    let out = dir.path().join("cluster");
+    let spawn = |process: usize| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["run", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"])
+            .args(["-n", "2", "-p", &process.to_string(), "-h", hostfile.to_str().unwrap()])
+            .spawn()
+            .expect("tidemark starts")
+    };
+    let mut first = spawn(0);
+    let mut second = spawn(1);
+    assert!(first.wait().unwrap().success(), "process 0 succeeds");
+    assert!(second.wait().unwrap().success(), "process 1 succeeds");
+
+    let files = std::fs::read_dir(out.join("changes/sessions")).unwrap().count();
+    assert!(files > 1, "both processes wrote change files");
+    assert_eq!(engine_tables(&dir.path().join("one"), u64::MAX), engine_tables(&out, u64::MAX));
+}
