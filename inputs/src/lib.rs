@@ -8,6 +8,7 @@ pub mod error;
 pub mod mapping;
 mod ndjson_file;
 mod parquet_file;
+pub mod generator;
 pub mod records;
 mod rows;
 mod text;
