@@ -126,7 +126,7 @@ pub(crate) fn read(
     else {
         return Ok(());
     };
-    let plan = ReadPlan::resolve(mapping, &file.tables, &mut |name| {
+    let plan = ReadPlan::resolve(mapping, &file.tables, false, &mut |name| {
         names.iter().position(|c| c == name)
     })
     .map_err(|m| Stop::missing(m, &names))?;

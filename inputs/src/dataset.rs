@@ -327,7 +327,7 @@ impl Dataset {
         let Some(columns) = columns else {
             return Ok(()); // nothing to check in an empty file
         };
-        ReadPlan::resolve(&self.mapping, &file.tables, &mut |name| {
+        ReadPlan::resolve(&self.mapping, &file.tables, false, &mut |name| {
             columns.iter().position(|c| c == name)
         })
         .map(|_| ())

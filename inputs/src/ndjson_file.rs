@@ -230,7 +230,7 @@ pub(crate) fn read(
 ) -> Result<(), Stop> {
     let mut input = text::open(&file.path, format.gzip).map_err(Stop::whole)?;
     let mut keys: Vec<String> = Vec::new();
-    let plan = ReadPlan::resolve(mapping, &file.tables, &mut |name| {
+    let plan = ReadPlan::resolve(mapping, &file.tables, true, &mut |name| {
         Some(keys.iter().position(|k| k == name).unwrap_or_else(|| {
             keys.push(name.to_string());
             keys.len() - 1

@@ -197,7 +197,7 @@ pub(crate) fn read(
     let builder = builder(&file.path).map_err(Stop::whole)?;
     let names = names_of(&builder);
     let mut used = BTreeSet::new();
-    let plan = ReadPlan::resolve(mapping, &file.tables, &mut |name| {
+    let plan = ReadPlan::resolve(mapping, &file.tables, false, &mut |name| {
         let found = names.iter().position(|c| c == name);
         if let Some(i) = found {
             used.insert(i);

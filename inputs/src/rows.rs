@@ -122,6 +122,8 @@ pub(crate) enum Src {
     Hash(Vec<usize>),
     Const(String),
     RowHash,
+    /// A column that rows may lack (NDJSON `event_id`): the row hash when null.
+    ColOrRowHash(usize),
 }
 
 /// One contract field of a table: its source and value map.
@@ -159,10 +161,12 @@ pub(crate) struct Missing(pub(crate) String, pub(crate) Table);
 impl ReadPlan {
     /// Resolves `mapping` for `tables`. `find` maps a source column name to an index,
     /// or `None` when the file lacks it. Named columns, and default columns of
-    /// required fields, must exist.
+    /// required fields, must exist. `open` says that rows may lack columns the file
+    /// has (NDJSON): an unmapped `event_id` is then the row hash where a row has none.
     pub(crate) fn resolve(
         mapping: &Mapping,
         tables: &[Table],
+        open: bool,
         find: &mut dyn FnMut(&str) -> Option<usize>,
     ) -> Result<ReadPlan, Missing> {
         let mut plan = ReadPlan {
@@ -207,6 +211,13 @@ impl ReadPlan {
                     Some(ColumnSpec::Value(v)) => Src::Const(v.clone()),
                     None if table.required_fields().contains(&field) => {
                         Src::Col(need(field, &mut plan, find)?)
+                    }
+                    None if open && table == Table::Events && field == "event_id" => {
+                        plan.needs_row_hash = true;
+                        match find(field) {
+                            Some(idx) => Src::ColOrRowHash(idx),
+                            None => Src::RowHash,
+                        }
                     }
                     None => match find(field) {
                         Some(idx) => Src::Col(idx),
@@ -293,6 +304,10 @@ impl TablePlan {
             Src::Col(c) => row.get(*c),
             Src::Const(v) => Got::Str(Cow::Borrowed(v)),
             Src::RowHash => Got::Str(Cow::Owned(hex(row.row_hash()))),
+            Src::ColOrRowHash(c) => match row.get(*c) {
+                Got::Null => Got::Str(Cow::Owned(hex(row.row_hash()))),
+                g => g,
+            },
             Src::Hash(cols) => {
                 let mut h = Xxh3Default::new();
                 for (k, c) in cols.iter().enumerate() {

@@ -113,8 +113,8 @@ fn sparkify_through_its_mapping() {
         .count();
     assert_eq!(paid, 6_093);
     // The third line: Kaylee (userId 8) plays "You Gotta Be", 246.30812 s.
-    let e = &batch.events[1];
-    assert_eq!(batch.event_rows[1], 3);
+    let e = &batch.events[2];
+    assert_eq!(batch.event_rows[2], 3);
     assert_eq!((e.user_id.as_str(), e.event_type.as_str()), ("8", "play"));
     assert_eq!(e.item_id.as_deref(), Some("You Gotta Be"));
     assert_eq!(e.duration_ms, Some(246_308));
