@@ -6,11 +6,12 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::month_of_day;
 
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::rows::{DailyActiveRow, MonthlyActiveRow};
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
 pub fn daily_active<'s>(
-    user_days: VecCollection<'s, Time, (String, i32)>,
+    user_days: VecCollection<'s, Time, (Name, i32)>,
 ) -> VecCollection<'s, Time, DailyActiveRow> {
     user_days
         .map(|(_user, day)| day)
@@ -30,7 +31,7 @@ enum MonthPart {
 /// `monthly_active` from distinct (user, month) pairs and the `daily_active` rows:
 /// MAU, the mean DAU over the month's active days, and stickiness.
 pub fn monthly_active<'s>(
-    user_months: VecCollection<'s, Time, (String, i32)>,
+    user_months: VecCollection<'s, Time, (Name, i32)>,
     daily: VecCollection<'s, Time, DailyActiveRow>,
 ) -> VecCollection<'s, Time, MonthlyActiveRow> {
     let mau = user_months

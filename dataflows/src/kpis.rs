@@ -4,9 +4,11 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Event, Subscription, UserRow};
+use tidemark_inputs::records::{Subscription, UserRow};
 
+use crate::action::Action;
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::plans::{Arrival, PlanFact, PlanHistory};
 use crate::rows::{KpiRow, SessionRow};
 use crate::settings::Params;
@@ -36,7 +38,7 @@ struct UserFlags {
 
 /// The `kpis` table.
 pub fn kpis<'s>(
-    events: VecCollection<'s, Time, Event>,
+    events: VecCollection<'s, Time, Action>,
     sessions: VecCollection<'s, Time, SessionRow>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
@@ -53,13 +55,13 @@ pub fn kpis<'s>(
         .map(|s| (s.user_id, UserFact::SessionInPeriod));
     let profile_facts = users.map(|(u, arrival)| {
         (
-            u.user_id,
+            Name::new(&u.user_id),
             UserFact::Plan(PlanFact::Profile(arrival, u.plan)),
         )
     });
     let change_facts = subscriptions.map(|(s, arrival)| {
         (
-            s.user_id,
+            Name::new(&s.user_id),
             UserFact::Plan(PlanFact::Change(s.ts, arrival, s.plan)),
         )
     });

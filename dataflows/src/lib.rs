@@ -1,10 +1,12 @@
 //! The differential dataflows of tidemark. Each module is one metric family: a
 //! function from collections to collections. [`dataflow::build`] composes them.
 
+pub mod action;
 pub mod actives;
 pub mod dataflow;
 pub mod ingest;
 pub mod kpis;
+pub mod name;
 pub mod plans;
 pub mod retention;
 pub mod rows;

@@ -9,18 +9,19 @@ use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::rows::RetentionRow;
 
 /// Distinct (user, month) pairs arranged by user: built once, read by both the
 /// first-month reduce and the cohort join.
-pub type UserMonths<'s> = Arranged<'s, TraceAgent<ValSpine<String, i32, Time, isize>>>;
+pub type UserMonths<'s> = Arranged<'s, TraceAgent<ValSpine<Name, i32, Time, isize>>>;
 
 /// The `retention_cohorts` table from the arranged distinct (user, month) pairs.
 pub fn retention_cohorts<'s>(user_months: UserMonths<'s>) -> VecCollection<'s, Time, RetentionRow> {
     // Each user's cohort: their earliest active month (values arrive sorted).
     let cohort_of_user = user_months
         .clone()
-        .reduce_abelian::<_, ValBuilder<String, i32, Time, isize>, ValSpine<String, i32, Time, isize>, _, _>(
+        .reduce_abelian::<_, ValBuilder<Name, i32, Time, isize>, ValSpine<Name, i32, Time, isize>, _, _>(
             "FirstMonth",
             |_user, months, output| output.push((*months[0].0, 1isize)),
             |vec, key, updates| {

@@ -6,17 +6,18 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Millis, QuarantineRow};
 use tidemark_inputs::time::month_first_day;
 
+use crate::name::Name;
 use crate::tables::{self, Cell, TableRow, TableSpec};
 
 /// One session of one user.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRow {
     /// The user.
-    pub user_id: String,
+    pub user_id: Name,
     /// First event time.
     pub start: Millis,
     /// The source's session id, or none for derived sessions.
-    pub session_id: Option<String>,
+    pub session_id: Option<Name>,
     /// Last event time.
     pub end: Millis,
     /// Number of events.
@@ -27,7 +28,7 @@ impl TableRow for SessionRow {
     const SPEC: TableSpec = tables::SESSIONS;
     fn cells(&self) -> Vec<Cell> {
         vec![
-            Cell::Str(self.user_id.clone()),
+            Cell::Str(self.user_id.to_string()),
             Cell::Timestamp(self.start),
             Cell::opt_str(self.session_id.as_deref()),
             Cell::Timestamp(self.end),

@@ -5,10 +5,12 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Event, Millis};
+use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
+use crate::action::Action;
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::rows::SessionRow;
 use crate::settings::Params;
 
@@ -16,7 +18,7 @@ use crate::settings::Params;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SessionScope {
     /// Events carrying this source session id: exactly one session.
-    Source(String),
+    Source(Name),
     /// Events of one UTC day (derived sessions with the midnight split).
     Day(i32),
     /// All of a user's events without a session id (midnight split off).
@@ -24,7 +26,7 @@ pub enum SessionScope {
 }
 
 /// Which scope an event's session is formed in.
-pub fn session_scope(event: &Event, params: &Params) -> SessionScope {
+pub fn session_scope(event: &Action, params: &Params) -> SessionScope {
     match &event.session_id {
         Some(id) => SessionScope::Source(id.clone()),
         None if params.midnight_split => SessionScope::Day(day_of(event.ts)),
@@ -62,7 +64,7 @@ pub fn cut_sessions(
 
 /// The `sessions` table, maintained from accepted events.
 pub fn sessions<'s>(
-    events: VecCollection<'s, Time, Event>,
+    events: VecCollection<'s, Time, Action>,
     params: Params,
 ) -> VecCollection<'s, Time, SessionRow> {
     events
