@@ -147,8 +147,8 @@ const HOURLY: [f64; 24] = [
 /// Relative intensity per weekday, Monday first.
 const WEEKDAY: [f64; 7] = [0.92, 0.95, 0.97, 1.00, 1.06, 1.16, 1.12];
 
-/// How many times the normal rate an injected traffic spike carries.
-const SPIKE_FACTOR: f64 = 6.0;
+/// Extra traffic of an injected spike, in average slots' worth per slot.
+const SPIKE_EXTRA: f64 = 8.0;
 /// Slots (5 minutes each) one spike lasts.
 const SPIKE_SLOTS: usize = 3;
 
@@ -349,7 +349,8 @@ fn capitalize(word: &str) -> String {
 }
 
 /// Relative traffic of each 5-minute slot of the span: hour-of-day and weekday curve,
-/// times the activity weight of the users active then, times injected spikes.
+/// times the activity weight of the users active then, plus injected 15-minute spikes
+/// (3 + one per 20 days).
 /// Returns the weights and the first slot of each spike.
 pub(super) fn traffic(
     rng: &mut StdRng,
@@ -382,17 +383,11 @@ pub(super) fn traffic(
         .map(|_| rng.random_range(SLOTS_PER_DAY / 12..slots - SPIKE_SLOTS))
         .collect();
     spikes.sort_unstable();
-    let mut factor = vec![1f64; slots];
-    for &s in &spikes {
-        for f in &mut factor[s..s + SPIKE_SLOTS] {
-            *f = SPIKE_FACTOR;
-        }
-    }
     let start_day = start.div_euclid(DAY_MS);
     let mut active = 0f64;
     let mut weights = Vec::with_capacity(slots);
-    for (s, f) in factor.iter().enumerate() {
-        active += delta[s];
+    for (s, d) in delta.iter().take(slots).enumerate() {
+        active += d;
         let mid = start.rem_euclid(DAY_MS) + s as Millis * SLOT_MS + SLOT_MS / 2;
         let day = start_day + mid.div_euclid(DAY_MS);
         let hour = mid.rem_euclid(DAY_MS) as f64 / HOUR as f64;
@@ -401,7 +396,14 @@ pub(super) fn traffic(
         let diurnal = HOURLY[h0] * (1.0 - frac) + HOURLY[(h0 + 1) % 24] * frac;
         // 1970-01-01 was a Thursday (index 3 with Monday = 0).
         let weekday = WEEKDAY[(day + 3).rem_euclid(7) as usize];
-        weights.push(diurnal * weekday * active.max(0.0) * f);
+        weights.push(diurnal * weekday * active.max(0.0));
+    }
+    // A spike adds a burst as large as SPIKE_EXTRA average slots, whatever the hour.
+    let mean = weights.iter().sum::<f64>() / slots.max(1) as f64;
+    for &s in &spikes {
+        for w in &mut weights[s..s + SPIKE_SLOTS] {
+            *w += SPIKE_EXTRA * mean;
+        }
     }
     (weights, spikes)
 }
