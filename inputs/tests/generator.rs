@@ -779,7 +779,8 @@ fn tiny_and_empty_data_sets() {
 }
 
 /// The speed check: `TIDEMARK_GEN_EVENTS=10000000 cargo test --release -p tidemark-inputs
-/// --test generator -- --ignored --nocapture` (format from `TIDEMARK_GEN_FORMAT`).
+/// --test generator -- --ignored --nocapture` (format from `TIDEMARK_GEN_FORMAT`,
+/// gzip when `TIDEMARK_GEN_GZIP` is set).
 #[test]
 #[ignore]
 fn generation_speed() {
@@ -791,7 +792,9 @@ fn generation_speed() {
     };
     let gzip = std::env::var("TIDEMARK_GEN_GZIP").is_ok();
     let users = (events / 100).max(1_000);
-    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    // TIDEMARK_GEN_OUT keeps the data set (in a fresh directory) for a look.
+    let out = std::env::var("TIDEMARK_GEN_OUT").map_or(tmp.path().to_path_buf(), PathBuf::from);
     let cfg = GeneratorConfig {
         events,
         users,
@@ -800,7 +803,7 @@ fn generation_speed() {
         ..GeneratorConfig::default()
     };
     let started = std::time::Instant::now();
-    let summary = generate(dir.path(), &cfg).unwrap();
+    let summary = generate(&out, &cfg).unwrap();
     let elapsed = started.elapsed();
     let bytes: u64 = summary
         .files

@@ -439,7 +439,7 @@ impl<'a> Sessions<'a> {
             users,
             pick_user,
             last_end: vec![Millis::MIN; users.ids.len()],
-            item_zipf: Zipf::new(n as f64, 1.05).expect("valid Zipf"),
+            item_zipf: Zipf::new(n as f64, 0.9).expect("valid Zipf"),
             rank_to_item,
             item_length: items.length.iter().map(|l| l.unwrap_or(200_000)).collect(),
             length: Geometric::new(1.0 / 8.0).expect("valid Geometric"),
