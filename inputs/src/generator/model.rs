@@ -57,16 +57,15 @@ pub(super) const NO_DURATION: i64 = i64::MIN;
 
 /// Share of each event type in a session's first event (play, page_view, search).
 const FIRST_WEIGHTS: [(u8, u32); 3] = [(PLAY, 50), (PAGE_VIEW, 28), (SEARCH, 22)];
-/// Share of each event type after the first one.
-const NEXT_WEIGHTS: [(u8, u32); 8] = [
+/// Share of each event type after the first one (`stop` comes only last).
+const NEXT_WEIGHTS: [(u8, u32); 7] = [
     (PLAY, 57),
     (SKIP, 16),
     (PAUSE, 7),
     (LIKE, 5),
     (SEARCH, 4),
     (PLAYLIST_ADD, 4),
-    (PAGE_VIEW, 4),
-    (STOP, 3),
+    (PAGE_VIEW, 5),
 ];
 
 /// ISO country codes with a skewed share (percent); a few customers have none.
