@@ -46,9 +46,17 @@ fn event_strategy() -> impl Strategy<Value = TestEvent> {
 /// Events in arrival order, cut into batches: arrival order is event time plus a
 /// random delay below the allowed lateness, with the occasional much later straggler.
 fn batches_strategy() -> impl Strategy<Value = Vec<Vec<TestEvent>>> {
-    (prop::collection::vec((event_strategy(), 0i64..HOUR, prop::bool::weighted(0.05)), 1..70), prop::collection::vec(0usize..70, 0..6))
+    (
+        prop::collection::vec(
+            (event_strategy(), 0i64..HOUR, prop::bool::weighted(0.05)),
+            1..70,
+        ),
+        prop::collection::vec(0usize..70, 0..6),
+    )
         .prop_map(|(mut events, cuts)| {
-            events.sort_by_key(|(e, delay, straggler)| e.ts + delay + if *straggler { 30 * HOUR } else { 0 });
+            events.sort_by_key(|(e, delay, straggler)| {
+                e.ts + delay + if *straggler { 30 * HOUR } else { 0 }
+            });
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % events.len()).collect();
             cuts.sort();
             cuts.dedup();
@@ -56,7 +64,12 @@ fn batches_strategy() -> impl Strategy<Value = Vec<Vec<TestEvent>>> {
             let mut start = 0;
             for cut in cuts.into_iter().chain([events.len()]) {
                 if cut > start {
-                    batches.push(events[start..cut].iter().map(|(e, _, _)| e.clone()).collect());
+                    batches.push(
+                        events[start..cut]
+                            .iter()
+                            .map(|(e, _, _)| e.clone())
+                            .collect(),
+                    );
                     start = cut;
                 }
             }
@@ -72,13 +85,20 @@ fn write_dataset(dir: &Path, batches: &[Vec<TestEvent>], paid_users: &[u8]) {
     let mut users = std::fs::File::create(dir.join("users/users.csv")).unwrap();
     writeln!(users, "user_id,signup_ts,country,plan").unwrap();
     for user in 0..4u8 {
-        let plan = if paid_users.contains(&user) { "paid" } else { "free" };
+        let plan = if paid_users.contains(&user) {
+            "paid"
+        } else {
+            "free"
+        };
         writeln!(users, "u{user},,SE,{plan}").unwrap();
     }
     for (index, batch) in batches.iter().enumerate() {
-        let mut file = std::fs::File::create(dir.join(format!("events/part-{index:04}.ndjson"))).unwrap();
+        let mut file =
+            std::fs::File::create(dir.join(format!("events/part-{index:04}.ndjson"))).unwrap();
         for e in batch {
-            let session = e.session.map_or("null".to_string(), |s| format!("\"s{s}\""));
+            let session = e
+                .session
+                .map_or("null".to_string(), |s| format!("\"s{s}\""));
             writeln!(
                 file,
                 r#"{{"event_id":"e{}","user_id":"u{}","ts":{},"event_type":"{}","session_id":{session}}}"#,
@@ -89,7 +109,12 @@ fn write_dataset(dir: &Path, batches: &[Vec<TestEvent>], paid_users: &[u8]) {
     }
 }
 
-fn check_every_prefix(batches: &[Vec<TestEvent>], paid_users: &[u8], params: Params, workers: usize) -> Vec<common::Tables> {
+fn check_every_prefix(
+    batches: &[Vec<TestEvent>],
+    paid_users: &[u8],
+    params: Params,
+    workers: usize,
+) -> Vec<common::Tables> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out");
@@ -100,7 +125,11 @@ fn check_every_prefix(batches: &[Vec<TestEvent>], paid_users: &[u8], params: Par
     for time in 0..inputs.len() {
         let expected = oracle::compute(&inputs[..=time], &params);
         let actual = engine_tables(&out, time as u64);
-        assert_matches_oracle(&expected, &actual, &format!("after batch {time} of {} ({workers} workers)", inputs.len()));
+        assert_matches_oracle(
+            &expected,
+            &actual,
+            &format!("after batch {time} of {} ({workers} workers)", inputs.len()),
+        );
         finals.push(actual);
     }
     finals
@@ -151,13 +180,23 @@ proptest! {
 
 /// A distinct user's event at `minutes` after BASE: each starts a session of its own.
 fn lone_event(id: u32, minutes: i64) -> TestEvent {
-    TestEvent { id, user: (id % 250) as u8 + 4, ts: BASE + minutes * 60_000, kind: 0, session: None }
+    TestEvent {
+        id,
+        user: (id % 250) as u8 + 4,
+        ts: BASE + minutes * 60_000,
+        kind: 0,
+        session: None,
+    }
 }
 
 /// The `spike_alerts` row of the window starting `minutes` after BASE.
 fn spike_row(tables: &common::Tables, minutes: i64) -> Vec<tidemark_dataflows::tables::Cell> {
     let start = tidemark_dataflows::tables::Cell::Timestamp(BASE + minutes * 60_000);
-    tables["spike_alerts"].iter().find(|row| row[0] == start).cloned().unwrap_or_else(|| panic!("a spike row at minute {minutes}"))
+    tables["spike_alerts"]
+        .iter()
+        .find(|row| row[0] == start)
+        .cloned()
+        .unwrap_or_else(|| panic!("a spike row at minute {minutes}"))
 }
 
 #[test]
@@ -178,15 +217,35 @@ fn a_late_event_changes_the_spike_baseline_of_the_following_windows() {
         let tables = check_every_prefix(&batches, &[], Params::default(), workers);
         let (t0, t1, t2) = (&tables[1], &tables[2], &tables[3]);
         // Window 30 is 10 slots after the first window 20, then 12 after the new first 18.
-        assert_eq!(spike_row(t0, 150)[2], Cell::Null, "window 30 is warming up after batch 0");
-        assert_eq!(spike_row(t1, 150)[2], Cell::Float(11.0 / 12.0), "window 30 has a baseline after batch 1");
-        assert_eq!(spike_row(t1, 145)[2], Cell::Null, "window 29 is still warming up after batch 1");
+        assert_eq!(
+            spike_row(t0, 150)[2],
+            Cell::Null,
+            "window 30 is warming up after batch 0"
+        );
+        assert_eq!(
+            spike_row(t1, 150)[2],
+            Cell::Float(11.0 / 12.0),
+            "window 30 has a baseline after batch 1"
+        );
+        assert_eq!(
+            spike_row(t1, 145)[2],
+            Cell::Null,
+            "window 29 is still warming up after batch 1"
+        );
         // Window 29 now started 3 sessions: the baselines of the windows after it change.
         for window in 30..=40 {
-            assert_ne!(spike_row(t1, window * 5), spike_row(t2, window * 5), "window {window} sees the late sessions of window 29");
+            assert_ne!(
+                spike_row(t1, window * 5),
+                spike_row(t2, window * 5),
+                "window {window} sees the late sessions of window 29"
+            );
         }
         assert_eq!(spike_row(t2, 150)[2], Cell::Float(13.0 / 12.0));
-        assert_eq!(spike_row(t1, 140), spike_row(t2, 140), "earlier windows do not change");
+        assert_eq!(
+            spike_row(t1, 140),
+            spike_row(t2, 140),
+            "earlier windows do not change"
+        );
     }
 }
 
@@ -237,27 +296,56 @@ kind = ["subscription"]
     };
     let files = [
         // Batch 0: u1 and u2 play, neither has a users/ row yet.
-        vec![event("a", "u1", 10, 1000), event("b", "u1", 20, 2000), event("c", "u2", 30, 500), user("u2", "NO", "free")],
+        vec![
+            event("a", "u1", 10, 1000),
+            event("b", "u1", 20, 2000),
+            event("c", "u2", 30, 500),
+            user("u2", "NO", "free"),
+        ],
         // Batch 1: u1's users/ row arrives late and u1 plays again.
         vec![user("u1", "SE", "paid"), event("d", "u1", 40, 4000)],
         // Batch 2: u1 moves country (a later row replaces the earlier) and a plan change
         // from minute 15 on moves u1's later events to `free`.
-        vec![user("u1", "DK", "paid"), change("u1", 15, "free"), event("e", "u2", 50, 0)],
+        vec![
+            user("u1", "DK", "paid"),
+            change("u1", 15, "free"),
+            event("e", "u2", 50, 0),
+        ],
     ];
     for (index, lines) in files.iter().enumerate() {
-        std::fs::write(data.join(format!("log/{index:04}.ndjson")), lines.join("\n") + "\n").unwrap();
+        std::fs::write(
+            data.join(format!("log/{index:04}.ndjson")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
     }
 
     let inputs = read_batches(&data, Some(&mapping));
     assert_eq!(inputs.len(), 3);
     let params = Params::default();
-    let month = Cell::Date(tidemark_inputs::time::month_first_day(tidemark_inputs::time::month_of(BASE)));
-    let segment = |country: Option<&str>, plan: Option<&str>, users: i64, events: i64, duration: i64| {
-        vec![month.clone(), Cell::opt_str(country), Cell::opt_str(plan), Cell::Int(users), Cell::Int(events), Cell::Int(duration)]
-    };
+    let month = Cell::Date(tidemark_inputs::time::month_first_day(
+        tidemark_inputs::time::month_of(BASE),
+    ));
+    let segment =
+        |country: Option<&str>, plan: Option<&str>, users: i64, events: i64, duration: i64| {
+            vec![
+                month.clone(),
+                Cell::opt_str(country),
+                Cell::opt_str(plan),
+                Cell::Int(users),
+                Cell::Int(events),
+                Cell::Int(duration),
+            ]
+        };
     let expected_segments = [
-        vec![segment(None, None, 1, 2, 3000), segment(Some("NO"), Some("free"), 1, 1, 500)],
-        vec![segment(Some("NO"), Some("free"), 1, 1, 500), segment(Some("SE"), Some("paid"), 1, 3, 7000)],
+        vec![
+            segment(None, None, 1, 2, 3000),
+            segment(Some("NO"), Some("free"), 1, 1, 500),
+        ],
+        vec![
+            segment(Some("NO"), Some("free"), 1, 1, 500),
+            segment(Some("SE"), Some("paid"), 1, 3, 7000),
+        ],
         vec![
             segment(Some("DK"), Some("free"), 1, 2, 6000),
             segment(Some("DK"), Some("paid"), 1, 1, 1000),
@@ -272,7 +360,10 @@ kind = ["subscription"]
             let actual = engine_tables(&out, time as u64);
             let context = format!("after batch {time} ({workers} workers)");
             assert_matches_oracle(&expected, &actual, &context);
-            assert_eq!(actual["engagement_by_segment"], expected_segments[time], "{context}");
+            assert_eq!(
+                actual["engagement_by_segment"], expected_segments[time],
+                "{context}"
+            );
         }
     }
 }

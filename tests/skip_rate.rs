@@ -22,7 +22,12 @@ fn expected_rows(counts: &BTreeMap<i32, (i64, i64)>) -> Vec<Vec<Cell>> {
         .iter()
         .filter(|(_, &(_, plays))| plays > 0)
         .map(|(&day, &(skips, plays))| {
-            vec![Cell::Date(day), Cell::Int(skips), Cell::Int(plays), Cell::Float(skips as f64 / plays as f64)]
+            vec![
+                Cell::Date(day),
+                Cell::Int(skips),
+                Cell::Int(plays),
+                Cell::Float(skips as f64 / plays as f64),
+            ]
         })
         .collect()
 }
@@ -37,7 +42,7 @@ fn skip_rate_counts_accepted_skips_and_plays_per_day() {
             ("b", "u1", 11, "Skip "),
             ("c", "u2", 12, "PLAY"),
             ("d", "u2", 13, "pause"),
-            ("b", "u2", 14, "skip"), // duplicate of b
+            ("b", "u2", 14, "skip"),          // duplicate of b
             ("e", "u3", 24 * 60 + 5, "skip"), // second day: skips only (until batch 1), so no row
             ("f", "u3", 24 * 60 + 6, "like"),
         ],
@@ -55,10 +60,15 @@ fn skip_rate_counts_accepted_skips_and_plays_per_day() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("events")).unwrap();
     for (index, batch) in batches.iter().enumerate() {
-        let mut file = std::fs::File::create(data.join(format!("events/part-{index:04}.ndjson"))).unwrap();
+        let mut file =
+            std::fs::File::create(data.join(format!("events/part-{index:04}.ndjson"))).unwrap();
         for (id, user, minutes, kind) in batch {
             let ts = BASE + minutes * MINUTE;
-            writeln!(file, r#"{{"event_id":"{id}","user_id":"{user}","ts":{ts},"event_type":"{kind}"}}"#).unwrap();
+            writeln!(
+                file,
+                r#"{{"event_id":"{id}","user_id":"{user}","ts":{ts},"event_type":"{kind}"}}"#
+            )
+            .unwrap();
         }
     }
     let out = dir.path().join("out");
@@ -80,7 +90,12 @@ fn skip_rate_counts_accepted_skips_and_plays_per_day() {
             }
         }
         let actual = &engine_tables(&out, time as u64)["skip_rate_daily"];
-        common::compare(&tidemark_dataflows::tables::SKIP_RATE_DAILY, &expected_rows(&counts), actual, &format!("after batch {time}"));
+        common::compare(
+            &tidemark_dataflows::tables::SKIP_RATE_DAILY,
+            &expected_rows(&counts),
+            actual,
+            &format!("after batch {time}"),
+        );
     }
     let day = |d: i64| day_of(BASE) + d as i32;
     assert_eq!(
@@ -115,7 +130,8 @@ fn skip_rate_matches_the_oracles_event_counts_on_messy_data() {
     let tables = oracle::compute(&read_batches(&data, None), &Params::default());
     let mut counts: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
     for row in &tables["event_mix_daily"] {
-        let (Cell::Date(day), Cell::Str(kind), Cell::Int(events)) = (&row[0], &row[1], &row[2]) else {
+        let (Cell::Date(day), Cell::Str(kind), Cell::Int(events)) = (&row[0], &row[1], &row[2])
+        else {
             panic!("unexpected event_mix_daily row {row:?}");
         };
         let entry = counts.entry(*day).or_default();
@@ -126,7 +142,15 @@ fn skip_rate_matches_the_oracles_event_counts_on_messy_data() {
         }
     }
     let expected = expected_rows(&counts);
-    assert!(expected.len() > 10, "the generated data has plays on most days");
+    assert!(
+        expected.len() > 10,
+        "the generated data has plays on most days"
+    );
     let actual = &engine_tables(&out, u64::MAX)["skip_rate_daily"];
-    common::compare(&tidemark_dataflows::tables::SKIP_RATE_DAILY, &expected, actual, "generated data");
+    common::compare(
+        &tidemark_dataflows::tables::SKIP_RATE_DAILY,
+        &expected,
+        actual,
+        "generated data",
+    );
 }

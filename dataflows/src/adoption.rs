@@ -38,7 +38,14 @@ fn running_sums(parts: &[(&(i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
             DayPart::New(n) => {
                 let n = n * *count as i64;
                 total += n;
-                new_today = (*day, if new_today.0 == *day { new_today.1 + n } else { n });
+                new_today = (
+                    *day,
+                    if new_today.0 == *day {
+                        new_today.1 + n
+                    } else {
+                        n
+                    },
+                );
             }
             DayPart::Report => {
                 let new = if new_today.0 == *day { new_today.1 } else { 0 };
@@ -50,7 +57,10 @@ fn running_sums(parts: &[(&(i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
 }
 
 /// The earliest day among each key's values (values arrive sorted).
-fn first_day<'s, K>(pairs: VecCollection<'s, Time, (K, i32)>, name: &str) -> VecCollection<'s, Time, (K, i32)>
+fn first_day<'s, K>(
+    pairs: VecCollection<'s, Time, (K, i32)>,
+    name: &str,
+) -> VecCollection<'s, Time, (K, i32)>
 where
     K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
 {
@@ -68,10 +78,13 @@ pub fn feature_adoption<'s>(
 ) -> VecCollection<'s, Time, FeatureAdoptionRow> {
     // Adopters: each user's first day with each type, counted per (type, day) and summed
     // per type over the days the type occurred.
-    let new_adopters = first_day(events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))), "FirstUse")
-        .map(|((_user, event_type), day)| (event_type, day))
-        .count_total()
-        .map(|((event_type, day), n)| (event_type, (day, DayPart::New(n as i64))));
+    let new_adopters = first_day(
+        events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))),
+        "FirstUse",
+    )
+    .map(|((_user, event_type), day)| (event_type, day))
+    .count_total()
+    .map(|((event_type, day), n)| (event_type, (day, DayPart::New(n as i64))));
     let occurred = event_mix.map(|row| (row.event_type, (row.day, DayPart::Report)));
     let adopters = new_adopters
         .concat(occurred)
@@ -98,7 +111,13 @@ pub fn feature_adoption<'s>(
         })
         .map(|((), (day, total))| (day, total));
 
-    adopters.join(users_to_date).map(|(day, ((event_type, new_adopters, adopters_to_date), users_to_date))| {
-        FeatureAdoptionRow { day, event_type, new_adopters, adopters_to_date, users_to_date }
-    })
+    adopters.join(users_to_date).map(
+        |(day, ((event_type, new_adopters, adopters_to_date), users_to_date))| FeatureAdoptionRow {
+            day,
+            event_type,
+            new_adopters,
+            adopters_to_date,
+            users_to_date,
+        },
+    )
 }

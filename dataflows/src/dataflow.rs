@@ -3,9 +3,9 @@
 
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
-use timely::dataflow::StreamVec;
 use tidemark_inputs::records::{QuarantineRow, Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
+use timely::dataflow::StreamVec;
 
 use crate::actives::{daily_active, monthly_active};
 use crate::adoption::feature_adoption;
@@ -15,8 +15,8 @@ use crate::kpis::kpis;
 use crate::plans::Arrival;
 use crate::retention::retention_cohorts;
 use crate::rows::{
-    DailyActiveRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow, RetentionRow, SegmentRow,
-    SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, WindowRow,
+    DailyActiveRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow, RetentionRow,
+    SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, WindowRow,
 };
 use crate::segments::engagement_by_segment;
 use crate::session_metrics::session_metrics_daily;
@@ -71,7 +71,11 @@ pub struct Outputs<'s> {
 
 /// Builds the dataflow: watermark gate, dedup, then every metric family.
 pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
-    let (on_time, too_late) = watermark_gate(inputs.event_rows, inputs.batch_marks, params.allowed_lateness_ms);
+    let (on_time, too_late) = watermark_gate(
+        inputs.event_rows,
+        inputs.batch_marks,
+        params.allowed_lateness_ms,
+    );
     let events = deduplicate(on_time);
 
     let sessions = sessions(events.clone(), params);
@@ -92,7 +96,9 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         .arrange_by_key_named("UserMonths");
     let daily_active = daily_active(user_days.clone());
     let monthly_active = monthly_active(
-        user_months.clone().as_collection(|user, month| (user.clone(), *month)),
+        user_months
+            .clone()
+            .as_collection(|user, month| (user.clone(), *month)),
         daily_active.clone(),
     );
     let retention_cohorts = retention_cohorts(user_months.clone());
@@ -101,12 +107,26 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let day_types = day_types(events.clone());
     let event_mix_daily = event_mix_daily(day_types.clone());
     let skip_rate_daily = skip_rate_daily(day_types);
-    let feature_adoption =
-        feature_adoption(events.clone(), user_days, event_mix_daily.clone(), daily_active.clone());
+    let feature_adoption = feature_adoption(
+        events.clone(),
+        user_days,
+        event_mix_daily.clone(),
+        daily_active.clone(),
+    );
 
-    let engagement_by_segment =
-        engagement_by_segment(events.clone(), user_months, inputs.users.clone(), inputs.subscriptions.clone());
-    let kpis = kpis(events, sessions.clone(), inputs.users, inputs.subscriptions, params);
+    let engagement_by_segment = engagement_by_segment(
+        events.clone(),
+        user_months,
+        inputs.users.clone(),
+        inputs.subscriptions.clone(),
+    );
+    let kpis = kpis(
+        events,
+        sessions.clone(),
+        inputs.users,
+        inputs.subscriptions,
+        params,
+    );
     let quarantine = inputs.read_errors.concat(too_late);
 
     Outputs {

@@ -22,7 +22,9 @@ pub type DayTypes<'s> = Arranged<'s, TraceAgent<ValSpine<i32, String, Time, isiz
 
 /// Arranges accepted events by day with their type (built once, read by both tables).
 pub fn day_types<'s>(events: VecCollection<'s, Time, Event>) -> DayTypes<'s> {
-    events.map(|e| (day_of(e.ts), e.event_type)).arrange_by_key_named("DayTypes")
+    events
+        .map(|e| (day_of(e.ts), e.event_type))
+        .arrange_by_key_named("DayTypes")
 }
 
 /// Reduces `day_types` per day with `logic`, giving one output collection of rows.
@@ -67,10 +69,22 @@ pub const PLAY: &str = "play";
 /// The `skip_rate_daily` table: skips and plays per day, for days with plays.
 pub fn skip_rate_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, SkipRateRow> {
     per_day(day_types, "SkipRateDaily", |&day, types, output| {
-        let count = |kind: &str| types.iter().find(|(t, _)| t.as_str() == kind).map_or(0, |(_, c)| *c as i64);
+        let count = |kind: &str| {
+            types
+                .iter()
+                .find(|(t, _)| t.as_str() == kind)
+                .map_or(0, |(_, c)| *c as i64)
+        };
         let plays = count(PLAY);
         if plays > 0 {
-            output.push((SkipRateRow { day, skips: count(SKIP), plays }, 1isize));
+            output.push((
+                SkipRateRow {
+                    day,
+                    skips: count(SKIP),
+                    plays,
+                },
+                1isize,
+            ));
         }
     })
 }

@@ -52,12 +52,20 @@ pub fn engagement_by_segment<'s>(
 ) -> VecCollection<'s, Time, SegmentRow> {
     let facts = users
         .map(|(u, arrival)| (u.user_id, UserFact::Profile(arrival, u.country, u.plan)))
-        .concat(subscriptions.map(|(s, arrival)| (s.user_id, UserFact::Change(s.ts, arrival, s.plan))))
+        .concat(
+            subscriptions.map(|(s, arrival)| (s.user_id, UserFact::Change(s.ts, arrival, s.plan))),
+        )
         .arrange_by_key_named("UserFacts");
-    let facts_by_month =
-        user_months.join_core(facts, |user, month, fact| Some(((user.clone(), *month), MonthInput::Fact(fact.clone()))));
+    let facts_by_month = user_months.join_core(facts, |user, month, fact| {
+        Some(((user.clone(), *month), MonthInput::Fact(fact.clone())))
+    });
     events
-        .map(|e| ((e.user_id, month_of(e.ts)), MonthInput::Event(e.ts, e.duration_ms.unwrap_or(0))))
+        .map(|e| {
+            (
+                (e.user_id, month_of(e.ts)),
+                MonthInput::Event(e.ts, e.duration_ms.unwrap_or(0)),
+            )
+        })
         .concat(facts_by_month)
         .reduce_named("UserMonthSegments", |_user_month, inputs, output| {
             let mut country: Option<(Arrival, Option<String>)> = None;
@@ -94,15 +102,20 @@ pub fn engagement_by_segment<'s>(
             }
         })
         .explode(|((_user, month), (country, plan, events, duration))| {
-            Some(((month, country, plan), (1isize, events as isize, duration as isize)))
+            Some((
+                (month, country, plan),
+                (1isize, events as isize, duration as isize),
+            ))
         })
         .count_total()
-        .map(|((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
-            month,
-            country,
-            plan,
-            active_users: active_users as i64,
-            events: events as i64,
-            duration_ms: duration_ms as i64,
-        })
+        .map(
+            |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
+                month,
+                country,
+                plan,
+                active_users: active_users as i64,
+                events: events as i64,
+                duration_ms: duration_ms as i64,
+            },
+        )
 }

@@ -10,7 +10,9 @@ use crate::ingest::Time;
 use crate::rows::{SessionDailyRow, SessionRow};
 
 /// The `session_metrics_daily` table from the `sessions` rows.
-pub fn session_metrics_daily<'s>(sessions: VecCollection<'s, Time, SessionRow>) -> VecCollection<'s, Time, SessionDailyRow> {
+pub fn session_metrics_daily<'s>(
+    sessions: VecCollection<'s, Time, SessionRow>,
+) -> VecCollection<'s, Time, SessionDailyRow> {
     sessions
         .explode(|s| {
             let totals = (1isize, (s.end - s.start) as isize, s.actions as isize);

@@ -32,12 +32,18 @@ enum AlertPart {
 
 /// The start of the earliest window: the least window start of each day, then the
 /// least of those, so that a change re-reads one day's windows and the list of days.
-fn first_window<'s>(windows: VecCollection<'s, Time, WindowRow>) -> VecCollection<'s, Time, Millis> {
+fn first_window<'s>(
+    windows: VecCollection<'s, Time, WindowRow>,
+) -> VecCollection<'s, Time, Millis> {
     windows
         .map(|row| (day_of(row.start), row.start))
-        .reduce_named("FirstWindowOfDay", |_day, starts, output| output.push((*starts[0].0, 1isize)))
+        .reduce_named("FirstWindowOfDay", |_day, starts, output| {
+            output.push((*starts[0].0, 1isize))
+        })
         .map(|(_day, start)| ((), start))
-        .reduce_named("FirstWindow", |_unit, starts, output| output.push((*starts[0].0, 1isize)))
+        .reduce_named("FirstWindow", |_unit, starts, output| {
+            output.push((*starts[0].0, 1isize))
+        })
         .map(|((), start)| start)
 }
 
@@ -58,7 +64,10 @@ pub fn baseline(mut counts: Vec<i64>, slots: usize, percentile: f64) -> Baseline
 }
 
 /// The `spike_alerts` table from the `window_activity` rows.
-pub fn spike_alerts<'s>(windows: VecCollection<'s, Time, WindowRow>, params: Params) -> VecCollection<'s, Time, SpikeRow> {
+pub fn spike_alerts<'s>(
+    windows: VecCollection<'s, Time, WindowRow>,
+    params: Params,
+) -> VecCollection<'s, Time, SpikeRow> {
     let slots = params.baseline_windows;
     let n = slots as i64;
     let window_ms = params.window_ms;
@@ -66,7 +75,9 @@ pub fn spike_alerts<'s>(windows: VecCollection<'s, Time, WindowRow>, params: Par
 
     let warming_up = first_window(windows.clone())
         .flat_map(move |first| (0..n).map(move |i| (first + i * window_ms, AlertPart::WarmingUp)));
-    let own = windows.clone().map(|row| (row.start, AlertPart::Own(row.sessions_started)));
+    let own = windows
+        .clone()
+        .map(|row| (row.start, AlertPart::Own(row.sessions_started)));
     let slot_counts = windows.flat_map(move |row| {
         let count = row.sessions_started;
         (1..=n)
@@ -90,7 +101,14 @@ pub fn spike_alerts<'s>(windows: VecCollection<'s, Time, WindowRow>, params: Par
             }
             if let Some(sessions_started) = own {
                 let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
-                output.push((SpikeRow { start, sessions_started, baseline }, 1isize));
+                output.push((
+                    SpikeRow {
+                        start,
+                        sessions_started,
+                        baseline,
+                    },
+                    1isize,
+                ));
             }
         })
         .map(|(_start, row)| row)

@@ -32,11 +32,19 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, ty: ColumnType) -> Column {
-    Column { name, ty, nullable: false }
+    Column {
+        name,
+        ty,
+        nullable: false,
+    }
 }
 
 const fn opt(name: &'static str, ty: ColumnType) -> Column {
-    Column { name, ty, nullable: true }
+    Column {
+        name,
+        ty,
+        nullable: true,
+    }
 }
 
 /// An output table: its name, its columns (key columns first) and how many form the key.
@@ -231,7 +239,11 @@ pub const EXTRA_TABLES: &[TableSpec] = &[SKIP_RATE_DAILY];
 
 /// Looks a table up by name, among the contract's tables and the extra ones.
 pub fn table_spec(name: &str) -> Option<TableSpec> {
-    ALL_TABLES.iter().chain(EXTRA_TABLES).copied().find(|t| t.name == name)
+    ALL_TABLES
+        .iter()
+        .chain(EXTRA_TABLES)
+        .copied()
+        .find(|t| t.name == name)
 }
 
 /// One value of an output row. Floats compare by bit pattern so rows can be keys;
@@ -330,7 +342,13 @@ impl std::fmt::Display for Cell {
                 let day = ms.div_euclid(86_400_000);
                 let rest = ms.rem_euclid(86_400_000) / 1000;
                 let (y, m, d) = tidemark_inputs::time::civil_from_days(day as i32);
-                write!(f, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
+                write!(
+                    f,
+                    "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+                    rest / 3600,
+                    rest / 60 % 60,
+                    rest % 60
+                )
             }
             Cell::Date(day) => {
                 let (y, m, d) = tidemark_inputs::time::civil_from_days(*day);
