@@ -227,6 +227,12 @@ pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
     tables::MONTHLY_ACTIVE,
     tables::RETENTION_COHORTS,
     tables::KPIS,
+    tables::SPIKE_ALERTS,
+    tables::SESSION_METRICS_DAILY,
+    tables::EVENT_MIX_DAILY,
+    tables::SKIP_RATE_DAILY,
+    tables::FEATURE_ADOPTION,
+    tables::ENGAGEMENT_BY_SEGMENT,
     tables::QUARANTINE,
 ];
 
@@ -244,6 +250,12 @@ fn write_outputs<'s>(
         change_stream_sink(outputs.monthly_active, out.clone(), worker),
         change_stream_sink(outputs.retention_cohorts, out.clone(), worker),
         change_stream_sink(outputs.kpis, out.clone(), worker),
+        change_stream_sink(outputs.spike_alerts, out.clone(), worker),
+        change_stream_sink(outputs.session_metrics_daily, out.clone(), worker),
+        change_stream_sink(outputs.event_mix_daily, out.clone(), worker),
+        change_stream_sink(outputs.skip_rate_daily, out.clone(), worker),
+        change_stream_sink(outputs.feature_adoption, out.clone(), worker),
+        change_stream_sink(outputs.engagement_by_segment, out.clone(), worker),
         change_stream_sink(outputs.quarantine, out, worker),
     ]
 }

@@ -3,14 +3,19 @@
 
 pub mod action;
 pub mod actives;
+pub mod adoption;
 pub mod dataflow;
+pub mod event_mix;
 pub mod ingest;
 pub mod kpis;
 pub mod name;
 pub mod plans;
 pub mod retention;
 pub mod rows;
+pub mod segments;
+pub mod session_metrics;
 pub mod sessions;
 pub mod settings;
+pub mod spikes;
 pub mod tables;
 pub mod windows;

@@ -164,6 +164,20 @@ pub const EVENT_MIX_DAILY: TableSpec = TableSpec {
     key_len: 2,
 };
 
+/// `skip_rate_daily` (beyond the contract): skips per play per day, a row for each day
+/// with plays. Not in [`ALL_TABLES`], which lists the contract's tables; see
+/// [`EXTRA_TABLES`].
+pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
+    name: "skip_rate_daily",
+    columns: &[
+        col("day", Date),
+        col("skips", Int),
+        col("plays", Int),
+        col("skip_rate", Float),
+    ],
+    key_len: 1,
+};
+
 /// `feature_adoption`: per day and event type.
 pub const FEATURE_ADOPTION: TableSpec = TableSpec {
     name: "feature_adoption",
@@ -220,9 +234,16 @@ pub const ALL_TABLES: &[TableSpec] = &[
     QUARANTINE,
 ];
 
-/// Looks a table up by name.
+/// Tables tidemark writes beyond the contract's (not in [`ALL_TABLES`]).
+pub const EXTRA_TABLES: &[TableSpec] = &[SKIP_RATE_DAILY];
+
+/// Looks a table up by name, among the contract's tables and the extra ones.
 pub fn table_spec(name: &str) -> Option<TableSpec> {
-    ALL_TABLES.iter().copied().find(|t| t.name == name)
+    ALL_TABLES
+        .iter()
+        .chain(EXTRA_TABLES)
+        .copied()
+        .find(|t| t.name == name)
 }
 
 /// One value of an output row. Floats compare by bit pattern so rows can be keys;
