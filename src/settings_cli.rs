@@ -48,8 +48,11 @@ impl SettingsArgs {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading settings file {}", path.display()))?;
                 toml::from_str::<Settings>(&text).map_err(|e| {
-                    anyhow!("settings file {}: {}", path.display(), e.message())
-                        .context("fix the key named above; `tidemark run --print-settings` lists the valid keys")
+                    anyhow!(
+                        "settings file {}: {}\nfix the key shown above; `tidemark run --print-settings` prints every valid key",
+                        path.display(),
+                        e.to_string().trim_end()
+                    )
                 })?
             }
             None => Settings::default(),

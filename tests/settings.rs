@@ -1,0 +1,107 @@
+//! Settings: every key changes what it should (checked against the oracle run with the
+//! same settings, and against the default so the key is seen to matter), and bad
+//! settings are errors that name the key.
+
+mod common;
+mod oracle;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{assert_matches_oracle, engine_tables, read_batches, run_engine, Tables};
+use tidemark_dataflows::settings::Settings;
+use tidemark_inputs::generator::{generate, GeneratorConfig};
+
+fn dataset(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("data");
+    let config = GeneratorConfig {
+        events: 15_000,
+        users: 150,
+        seed: 21,
+        days: 45,
+        files: 10,
+        late_share: 0.03,
+        too_late_share: 0.01,
+        ..GeneratorConfig::default()
+    };
+    generate(&data, &config).expect("generator writes the dataset");
+    data
+}
+
+/// Runs engine and oracle with `settings`; returns the engine's tables.
+fn run_with(data: &Path, out: &Path, settings: &Settings) -> Tables {
+    let params = settings.params().expect("valid settings");
+    run_engine(data, None, out, params, 1);
+    let actual = engine_tables(out, u64::MAX);
+    let expected = oracle::compute(&read_batches(data, None), &params);
+    assert_matches_oracle(&expected, &actual, &format!("settings {settings:?}"));
+    actual
+}
+
+#[test]
+fn every_setting_changes_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let defaults = run_with(&data, &dir.path().join("default"), &Settings::default());
+
+    let cases: Vec<(&str, Settings, &[&str])> = vec![
+        ("session_gap_minutes", Settings { session_gap_minutes: 3.0, ..Default::default() }, &["sessions", "session_metrics_daily"]),
+        ("midnight_split", Settings { midnight_split: false, ..Default::default() }, &["sessions"]),
+        ("window_minutes", Settings { window_minutes: 15.0, ..Default::default() }, &["window_activity", "spike_alerts"]),
+        ("baseline_windows", Settings { baseline_windows: 3, ..Default::default() }, &["spike_alerts"]),
+        ("baseline_percentile", Settings { baseline_percentile: 0.5, ..Default::default() }, &["spike_alerts"]),
+        ("engaged_sessions", Settings { engaged_sessions: 5, ..Default::default() }, &["kpis"]),
+        ("from", Settings { from: Some("2025-01-20".into()), ..Default::default() }, &["kpis"]),
+        ("to", Settings { to: Some("2025-01-20T12:00:00Z".into()), ..Default::default() }, &["kpis"]),
+        ("allowed_lateness_minutes", Settings { allowed_lateness_minutes: 0.0, ..Default::default() }, &["quarantine", "sessions"]),
+    ];
+    for (key, settings, changed) in cases {
+        let tables = run_with(&data, &dir.path().join(key), &settings);
+        for table in changed {
+            assert_ne!(tables[table], defaults[table], "setting `{key}` changes table `{table}`");
+        }
+    }
+}
+
+fn tidemark(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).output().expect("tidemark runs")
+}
+
+#[test]
+fn print_settings_shows_file_values_overridden_by_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("settings.toml");
+    std::fs::write(&file, "session_gap_minutes = 20\nwindow_minutes = 10\n").unwrap();
+    let output = tidemark(&["run", "--settings", file.to_str().unwrap(), "--window-minutes", "15", "--print-settings"]);
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let printed: Settings = toml::from_str(&text).expect("printed settings parse back");
+    assert_eq!(printed.session_gap_minutes, 20.0, "from the file");
+    assert_eq!(printed.window_minutes, 15.0, "the flag wins");
+    assert_eq!(printed.allowed_lateness_minutes, 60.0, "the default");
+}
+
+#[test]
+fn bad_settings_are_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("session_gap_minuts = 20\n", "session_gap_minuts"),
+        ("window_minutes = -5\n", "window_minutes"),
+        ("baseline_percentile = 1.5\n", "baseline_percentile"),
+        ("baseline_windows = 0\n", "baseline_windows"),
+        ("from = \"last tuesday\"\n", "from"),
+        ("midnight_split = \"sometimes\"\n", "midnight_split"),
+        ("allowed_lateness_minutes = -1\n", "allowed_lateness_minutes"),
+    ];
+    for (index, (text, key)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{index}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let output = tidemark(&["run", "--settings", file.to_str().unwrap(), "--print-settings"]);
+        assert!(!output.status.success(), "{text:?} is refused");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains(key), "the error for {text:?} names `{key}`: {error}");
+    }
+    let output = tidemark(&["run", "--window-minutes", "0", "--print-settings"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("window_minutes"));
+}
