@@ -1,6 +1,7 @@
 //! Sinks: where finished logical times of each output table are written.
 
 pub mod changes;
+pub mod delta;
 
 /// What a sink reports for each logical time it has made durable on this worker.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]

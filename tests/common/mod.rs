@@ -34,6 +34,7 @@ pub fn run_engine(dataset: &Path, mapping: Option<&Path>, out: &Path, params: Pa
         cluster: ClusterArgs { workers, ..ClusterArgs::default() },
         progress: false,
         overwrite: true,
+        delta: true,
     };
     run(&options).expect("tidemark run succeeds");
 }
