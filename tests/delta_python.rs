@@ -12,7 +12,10 @@ use tidemark_dataflows::settings::Params;
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 
 fn python_has_readers() -> Result<(), String> {
-    match Command::new("python3").args(["-c", "import deltalake, polars, pyarrow"]).output() {
+    match Command::new("python3")
+        .args(["-c", "import deltalake, polars, pyarrow"])
+        .output()
+    {
         Ok(output) if output.status.success() => Ok(()),
         Ok(output) => Err(String::from_utf8_lossy(&output.stderr).trim().to_string()),
         Err(error) => Err(format!("cannot run python3: {error}")),
@@ -46,9 +49,16 @@ fn python_deltalake_and_polars_read_the_tables() {
     generate(&data, &config).expect("generator writes the dataset");
     run_engine(&data, None, &out, Params::default(), 2);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_delta.py");
-    let output = Command::new("python3").arg(&script).arg(&out).output().expect("python3 runs");
+    let output = Command::new("python3")
+        .arg(&script)
+        .arg(&out)
+        .output()
+        .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "check_delta.py failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "check_delta.py failed:\n{stdout}\n{stderr}"
+    );
     println!("{stdout}");
 }

@@ -117,8 +117,11 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime> {
 
 /// The URL of an existing directory.
 fn dir_url(dir: &Path) -> Result<Url> {
-    let canonical = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
-    Url::from_directory_path(&canonical).map_err(|()| anyhow!("{} is not a usable directory path", canonical.display()))
+    let canonical = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
+    Url::from_directory_path(&canonical)
+        .map_err(|()| anyhow!("{} is not a usable directory path", canonical.display()))
 }
 
 /// Opens the Delta table in `dir`; `None` when `dir` holds no Delta table (yet).
@@ -139,12 +142,23 @@ pub fn last_committed_version(table_dir: &Path) -> Result<Option<u64>> {
         .and_then(|n| n.to_str())
         .with_context(|| format!("{} has no table name", table_dir.display()))?;
     let app = app_id(table);
-    runtime()?.block_on(async {
-        let Some(table) = open_table(table_dir).await? else { return Ok::<_, anyhow::Error>(None) };
-        let version = table.snapshot()?.transaction_version(table.log_store().as_ref(), app).await?;
-        Ok(version.map(|v| v as u64))
-    })
-    .with_context(|| format!("reading the last commit of the Delta table at {}", table_dir.display()))
+    runtime()?
+        .block_on(async {
+            let Some(table) = open_table(table_dir).await? else {
+                return Ok::<_, anyhow::Error>(None);
+            };
+            let version = table
+                .snapshot()?
+                .transaction_version(table.log_store().as_ref(), app)
+                .await?;
+            Ok(version.map(|v| v as u64))
+        })
+        .with_context(|| {
+            format!(
+                "reading the last commit of the Delta table at {}",
+                table_dir.display()
+            )
+        })
 }
 
 /// The current contents of the Delta table in `table_dir` as rows of `spec` (sorted; a row
@@ -152,8 +166,15 @@ pub fn last_committed_version(table_dir: &Path) -> Result<Option<u64>> {
 /// when the directory holds no Delta table.
 pub fn read_delta_table(table_dir: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
     let files = runtime()?.block_on(async {
-        let Some(table) = open_table(table_dir).await? else { return Ok::<_, anyhow::Error>(Vec::new()) };
-        Ok(table.snapshot()?.log_data().iter().map(|f| f.path().to_string()).collect())
+        let Some(table) = open_table(table_dir).await? else {
+            return Ok::<_, anyhow::Error>(Vec::new());
+        };
+        Ok(table
+            .snapshot()?
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect())
     })?;
     let mut rows = Vec::new();
     for path in files {
@@ -178,9 +199,9 @@ fn read_data_file(path: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
             .fields()
             .iter()
             .map(|field| {
-                let column = batch
-                    .column_by_name(field.name())
-                    .with_context(|| format!("{} has no column `{}`", path.display(), field.name()))?;
+                let column = batch.column_by_name(field.name()).with_context(|| {
+                    format!("{} has no column `{}`", path.display(), field.name())
+                })?;
                 Ok(cast(column, field.data_type())?)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -272,24 +293,34 @@ impl DeltaTableSink {
             dirty: vec![false; BUCKETS],
         };
         let loaded = runtime()?.block_on(async {
-            let Some(table) = open_table(dir).await? else { return Ok::<_, anyhow::Error>(None) };
+            let Some(table) = open_table(dir).await? else {
+                return Ok::<_, anyhow::Error>(None);
+            };
             let log_store = table.log_store();
             let snapshot = table.snapshot()?.clone();
-            let last = snapshot.transaction_version(log_store.as_ref(), &sink.app_id).await?;
+            let last = snapshot
+                .transaction_version(log_store.as_ref(), &sink.app_id)
+                .await?;
             let files: Vec<DataFile> = snapshot
                 .log_data()
                 .iter()
-                .map(|f| DataFile { path: f.path().to_string(), size: f.size() })
+                .map(|f| DataFile {
+                    path: f.path().to_string(),
+                    size: f.size(),
+                })
                 .collect();
             Ok(Some((log_store, snapshot, last, files)))
         })?;
-        let Some((log_store, snapshot, last, files)) = loaded else { return Ok(sink) };
+        let Some((log_store, snapshot, last, files)) = loaded else {
+            return Ok(sink);
+        };
         sink.last_time = last.map(|v| v as u64);
         sink.state = Some((log_store, snapshot));
         let mut rows: Vec<Vec<Vec<Cell>>> = vec![Vec::new(); BUCKETS];
         for file in files {
             let file_rows = read_data_file(&dir.join(&file.path), &spec)?;
-            let mut buckets: Vec<usize> = file_rows.iter().map(|row| bucket_of(&spec, row)).collect();
+            let mut buckets: Vec<usize> =
+                file_rows.iter().map(|row| bucket_of(&spec, row)).collect();
             for (row, &bucket) in file_rows.into_iter().zip(&buckets) {
                 rows[bucket].push(row);
             }
@@ -330,15 +361,23 @@ impl DeltaTableSink {
 
     /// Commits the changes (row, diff) of logical time `time` as one Delta version, with a
     /// txn of version `time`. A time at or below the last committed one is skipped.
-    pub fn commit(&mut self, time: u64, changes: Vec<(Vec<Cell>, i64)>) -> Result<CommitOutcome> {
+    pub fn commit(
+        &mut self,
+        time: u64,
+        mut changes: Vec<(Vec<Cell>, i64)>,
+    ) -> Result<CommitOutcome> {
         if self.last_time.is_some_and(|last| time <= last) {
             return Ok(CommitOutcome::AlreadyCommitted);
         }
         let spec = self.spec;
+        consolidate(&mut changes);
         let mut by_bucket: BTreeMap<usize, Vec<(Vec<Cell>, i64)>> = BTreeMap::new();
         for (row, diff) in changes {
             if diff != 0 {
-                by_bucket.entry(bucket_of(&spec, &row)).or_default().push((row, diff));
+                by_bucket
+                    .entry(bucket_of(&spec, &row))
+                    .or_default()
+                    .push((row, diff));
             }
         }
         for (bucket, dirty) in self.dirty.iter().enumerate() {
@@ -369,14 +408,19 @@ impl DeltaTableSink {
                 }
                 rows.extend(std::iter::repeat_n(row, count as usize));
             }
-            let batch = if rows.is_empty() { None } else { Some(rows_to_batch(&spec, &rows)?) };
+            let batch = if rows.is_empty() {
+                None
+            } else {
+                Some(rows_to_batch(&spec, &rows)?)
+            };
             rewritten.push((bucket, batch));
         }
         if rewritten.is_empty() && self.foreign.is_empty() {
             return Ok(CommitOutcome::NoChange);
         }
 
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("creating {}", self.dir.display()))?;
         let url = dir_url(&self.dir)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = self.foreign.iter().map(|f| f.remove(now_ms)).collect();
@@ -384,15 +428,22 @@ impl DeltaTableSink {
         let txn = Transaction::new(&self.app_id, time as i64);
         let state = self.state.take();
         let result = runtime()?.block_on(async {
-            let mut writer = RecordBatchWriter::try_new(url.as_str(), schema(&spec, false), None, None)?;
+            let mut writer =
+                RecordBatchWriter::try_new(url.as_str(), schema(&spec, false), None, None)?;
             for (bucket, batch) in &rewritten {
                 actions.extend(self.buckets[*bucket].files.iter().map(|f| f.remove(now_ms)));
                 let mut files = Vec::new();
                 if let Some(batch) = batch {
                     writer.write(batch.clone()).await?;
                     for add in writer.flush().await? {
-                        files.push(DataFile { path: add.path.clone(), size: add.size });
-                        actions.push(Action::Add(Add { data_change: true, ..add }));
+                        files.push(DataFile {
+                            path: add.path.clone(),
+                            size: add.size,
+                        });
+                        actions.push(Action::Add(Add {
+                            data_change: true,
+                            ..add
+                        }));
                     }
                 }
                 new_files.push((*bucket, files));
@@ -406,7 +457,9 @@ impl DeltaTableSink {
                         .with_table_name(spec.name)
                         .with_save_mode(SaveMode::ErrorIfExists)
                         .with_columns(
-                            spec.columns.iter().map(|c| StructField::new(c.name, delta_type(c.ty), c.nullable)),
+                            spec.columns
+                                .iter()
+                                .map(|c| StructField::new(c.name, delta_type(c.ty), c.nullable)),
                         )
                         .with_actions(actions)
                         .with_commit_properties(properties)
@@ -452,7 +505,10 @@ impl DeltaTableSink {
 fn bucket_rows(spec: &TableSpec, bucket: &Bucket) -> Result<Vec<Vec<Cell>>> {
     match &bucket.rows {
         None => Ok(Vec::new()),
-        Some(batch) => Ok(batch_to_changes(spec, batch, false)?.into_iter().map(|(row, _, _)| row).collect()),
+        Some(batch) => Ok(batch_to_changes(spec, batch, false)?
+            .into_iter()
+            .map(|(row, _, _)| row)
+            .collect()),
     }
 }
 
@@ -461,17 +517,25 @@ fn bucket_rows(spec: &TableSpec, bucket: &Bucket) -> Result<Vec<Vec<Cell>>> {
 /// which the table changed as one Delta version. The returned stream carries a
 /// [`SinkReport`] per committed time and holds that time open until the commit is done.
 /// A failed commit stops the run with a message naming the table and its path.
-pub fn delta_sink<'s, R>(rows: VecCollection<'s, u64, R>, out: &Path) -> StreamVec<'s, u64, SinkReport>
+pub fn delta_sink<'s, R>(
+    rows: VecCollection<'s, u64, R>,
+    out: &Path,
+) -> StreamVec<'s, u64, SinkReport>
 where
     R: TableRow + ExchangeData + Hashable,
 {
     let table = R::SPEC.name;
     let dir = delta_dir(out, table);
+    let out = out.to_path_buf();
     let pact = Exchange::new(|_: &(R, u64, isize)| 0u64);
-    rows.consolidate().inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, _info| {
+    let scope = rows.inner.scope();
+    super::clear_failure(&out);
+    rows.consolidate().inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, info| {
         let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(R, isize)>)> = BTreeMap::new();
         let mut sink: Option<DeltaTableSink> = None;
+        let activator = scope.activator_for(info.address);
         move |(input, frontier), output| {
+            super::check_failure(&out, &activator, !frontier.frontier().is_empty() || !pending.is_empty());
             input.for_each(|cap, data| {
                 for (row, time, diff) in data.drain(..) {
                     pending.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((row, diff));
@@ -490,7 +554,7 @@ where
                 let sink = match &mut sink {
                     Some(sink) => sink,
                     None => sink.insert(DeltaTableSink::open(&dir, R::SPEC).unwrap_or_else(|error| {
-                        panic!("cannot open the Delta table `{table}` at {}: {error:#}", dir.display())
+                        super::fail(&out, format!("cannot open the Delta table `{table}` at {}: {error:#}", dir.display()))
                     })),
                 };
                 let changes: Vec<(Vec<Cell>, i64)> =
@@ -501,9 +565,9 @@ where
                         output.session(&cap).give(SinkReport { table: table.to_string(), time, rows });
                     }
                     Ok(CommitOutcome::AlreadyCommitted | CommitOutcome::NoChange) => {}
-                    Err(error) => panic!(
-                        "cannot commit time {time} to the Delta table `{table}` at {}: {error:#}",
-                        dir.display()
+                    Err(error) => super::fail(
+                        &out,
+                        format!("cannot commit time {time} to the Delta table `{table}` at {}: {error:#}", dir.display()),
                     ),
                 }
             }
@@ -523,7 +587,13 @@ mod tests {
     fn log_versions(dir: &Path) -> usize {
         std::fs::read_dir(dir.join("_delta_log"))
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "json"))
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "json")
+            })
             .count()
     }
 
@@ -538,18 +608,39 @@ mod tests {
         let dir = tmp.path().join("tables").join("daily_active");
         let mut sink = DeltaTableSink::open(&dir, DAILY_ACTIVE).unwrap();
         assert_eq!(sink.last_time(), None);
-        assert!(!dir.exists(), "the directory is created on the first commit");
+        assert!(
+            !dir.exists(),
+            "the directory is created on the first commit"
+        );
         assert_eq!(last_committed_version(&dir).unwrap(), None);
 
         let first = vec![(day(1, 10), 1), (day(2, 20), 1)];
-        assert!(matches!(sink.commit(0, first.clone()).unwrap(), CommitOutcome::Committed { version: 0, .. }));
-        assert_eq!(sink.commit(0, first.clone()).unwrap(), CommitOutcome::AlreadyCommitted);
+        assert!(matches!(
+            sink.commit(0, first.clone()).unwrap(),
+            CommitOutcome::Committed { version: 0, .. }
+        ));
+        assert_eq!(
+            sink.commit(0, first.clone()).unwrap(),
+            CommitOutcome::AlreadyCommitted
+        );
         assert_eq!(log_versions(&dir), 1);
 
         let update = vec![(day(1, 10), -1), (day(1, 11), 1)];
-        assert_eq!(sink.commit(1, update.clone()).unwrap(), CommitOutcome::Committed { version: 1, buckets: 1 });
-        assert_eq!(sink.commit(1, update.clone()).unwrap(), CommitOutcome::AlreadyCommitted);
-        assert_eq!(sink.commit(0, first).unwrap(), CommitOutcome::AlreadyCommitted);
+        assert_eq!(
+            sink.commit(1, update.clone()).unwrap(),
+            CommitOutcome::Committed {
+                version: 1,
+                buckets: 1
+            }
+        );
+        assert_eq!(
+            sink.commit(1, update.clone()).unwrap(),
+            CommitOutcome::AlreadyCommitted
+        );
+        assert_eq!(
+            sink.commit(0, first).unwrap(),
+            CommitOutcome::AlreadyCommitted
+        );
         assert_eq!(log_versions(&dir), 2);
         assert_eq!(last_committed_version(&dir).unwrap(), Some(1));
         let expected = vec![day(1, 11), day(2, 20)];
@@ -560,19 +651,36 @@ mod tests {
         let mut sink = DeltaTableSink::open(&dir, DAILY_ACTIVE).unwrap();
         assert_eq!(sink.last_time(), Some(1));
         assert_eq!(sink.rows().unwrap(), expected);
-        assert_eq!(sink.commit(1, update).unwrap(), CommitOutcome::AlreadyCommitted);
+        assert_eq!(
+            sink.commit(1, update).unwrap(),
+            CommitOutcome::AlreadyCommitted
+        );
         assert_eq!(log_versions(&dir), 2);
         // Multiplicity: a row counted twice appears twice.
         assert_eq!(
-            sink.commit(2, vec![(day(2, 20), -1), (day(3, 30), 2)]).unwrap(),
-            CommitOutcome::Committed { version: 2, buckets: if bucket_of(&DAILY_ACTIVE, &day(2, 0)) == bucket_of(&DAILY_ACTIVE, &day(3, 0)) { 1 } else { 2 } }
+            sink.commit(2, vec![(day(2, 20), -1), (day(3, 30), 2)])
+                .unwrap(),
+            CommitOutcome::Committed {
+                version: 2,
+                buckets: if bucket_of(&DAILY_ACTIVE, &day(2, 0))
+                    == bucket_of(&DAILY_ACTIVE, &day(3, 0))
+                {
+                    1
+                } else {
+                    2
+                }
+            }
         );
         let expected = vec![day(1, 11), day(3, 30), day(3, 30)];
         assert_eq!(read_delta_table(&dir, &DAILY_ACTIVE).unwrap(), expected);
         assert_eq!(last_committed_version(&dir).unwrap(), Some(2));
 
         // Nothing to do: no commit.
-        assert_eq!(sink.commit(3, vec![(day(5, 1), 1), (day(5, 1), -1)]).unwrap(), CommitOutcome::NoChange);
+        assert_eq!(
+            sink.commit(3, vec![(day(5, 1), 1), (day(5, 1), -1)])
+                .unwrap(),
+            CommitOutcome::NoChange
+        );
         assert_eq!(log_versions(&dir), 3);
         // A retraction of an absent row is an error and leaves the table as it was.
         assert!(sink.commit(4, vec![(day(9, 9), -1)]).is_err());
@@ -596,25 +704,56 @@ mod tests {
             ]
         };
         let mut sink = DeltaTableSink::open(&dir, SESSIONS).unwrap();
-        let rows: Vec<Vec<Cell>> = (0..500).map(|u| session(u, 1_700_000_000_000 + u as i64, 3)).collect();
-        let outcome = sink.commit(0, rows.iter().map(|r| (r.clone(), 1)).collect()).unwrap();
-        assert_eq!(outcome, CommitOutcome::Committed { version: 0, buckets: BUCKETS });
+        let rows: Vec<Vec<Cell>> = (0..500)
+            .map(|u| session(u, 1_700_000_000_000 + u as i64, 3))
+            .collect();
+        let outcome = sink
+            .commit(0, rows.iter().map(|r| (r.clone(), 1)).collect())
+            .unwrap();
+        assert_eq!(
+            outcome,
+            CommitOutcome::Committed {
+                version: 0,
+                buckets: BUCKETS
+            }
+        );
         // Same key, new values: one bucket is rewritten, as one Remove and one Add.
         let changed = session(7, 1_700_000_000_007, 4);
-        let outcome = sink.commit(5, vec![(rows[7].clone(), -1), (changed.clone(), 1)]).unwrap();
-        assert_eq!(outcome, CommitOutcome::Committed { version: 1, buckets: 1 });
-        let log = std::fs::read_to_string(dir.join("_delta_log").join(format!("{:020}.json", 1))).unwrap();
+        let outcome = sink
+            .commit(5, vec![(rows[7].clone(), -1), (changed.clone(), 1)])
+            .unwrap();
+        assert_eq!(
+            outcome,
+            CommitOutcome::Committed {
+                version: 1,
+                buckets: 1
+            }
+        );
+        let log = std::fs::read_to_string(dir.join("_delta_log").join(format!("{:020}.json", 1)))
+            .unwrap();
         assert_eq!(log.matches("\"remove\"").count(), 1, "{log}");
         assert_eq!(log.matches("\"add\"").count(), 1, "{log}");
-        assert!(log.contains("\"appId\":\"tidemark-sessions\"") && log.contains("\"version\":5"), "{log}");
+        assert!(
+            log.contains("\"appId\":\"tidemark-sessions\"") && log.contains("\"version\":5"),
+            "{log}"
+        );
         let mut expected = rows.clone();
         expected[7] = changed;
-        assert_eq!(read_delta_table(&dir, &SESSIONS).unwrap(), sorted(expected.clone()));
+        assert_eq!(
+            read_delta_table(&dir, &SESSIONS).unwrap(),
+            sorted(expected.clone())
+        );
         // A restarted sink finds each file's bucket and again rewrites one.
         let mut sink = DeltaTableSink::open(&dir, SESSIONS).unwrap();
         assert!(sink.foreign.is_empty());
         let outcome = sink.commit(6, vec![(expected[0].clone(), -1)]).unwrap();
-        assert_eq!(outcome, CommitOutcome::Committed { version: 2, buckets: 1 });
+        assert_eq!(
+            outcome,
+            CommitOutcome::Committed {
+                version: 2,
+                buckets: 1
+            }
+        );
         expected.remove(0);
         assert_eq!(read_delta_table(&dir, &SESSIONS).unwrap(), sorted(expected));
     }
