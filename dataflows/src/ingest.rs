@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Event, Millis, QuarantineRow};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::StreamVec;
+use tidemark_inputs::records::{Event, Millis, QuarantineRow};
 
 /// Logical time: the index of the input file (batch) in arrival order.
 pub type Time = u64;
@@ -54,10 +54,7 @@ pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, RawEvent>,
     marks: StreamVec<'s, Time, BatchMark>,
     allowed_lateness_ms: Millis,
-) -> (
-    VecCollection<'s, Time, RawEvent>,
-    VecCollection<'s, Time, QuarantineRow>,
-) {
+) -> (VecCollection<'s, Time, RawEvent>, VecCollection<'s, Time, QuarantineRow>) {
     let gated = rows.binary_frontier(
         marks.broadcast(),
         Pipeline,
@@ -90,8 +87,7 @@ pub fn watermark_gate<'s>(
                 });
                 // A time is complete once neither input can bring more for it.
                 let complete = |t: &Time| {
-                    !rows_frontier.frontier().less_equal(t)
-                        && !marks_frontier.frontier().less_equal(t)
+                    !rows_frontier.frontier().less_equal(t) && !marks_frontier.frontier().less_equal(t)
                 };
                 while let Some(entry) = pending.first_entry() {
                     let time = *entry.key();

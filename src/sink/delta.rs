@@ -488,7 +488,7 @@ impl DeltaTableSink {
                 return Err(error);
             }
         };
-        let version = snapshot.version() as u64;
+        let version = snapshot.version();
         self.state = Some((log_store, snapshot));
         self.last_time = Some(time);
         self.foreign.clear();
@@ -512,6 +512,9 @@ fn bucket_rows(spec: &TableSpec, bucket: &Bucket) -> Result<Vec<Vec<Cell>>> {
     }
 }
 
+/// Updates buffered by logical time, with the capability to report each time.
+type Pending<R> = BTreeMap<u64, (Capability<u64>, Vec<(R, isize)>)>;
+
 /// Writes `rows` as the Delta table `OUT/tables/<table>/`: every worker's updates are
 /// exchanged to worker 0 of the cluster, which commits each completed logical time at
 /// which the table changed as one Delta version. The returned stream carries a
@@ -531,7 +534,7 @@ where
     let scope = rows.inner.scope();
     super::clear_failure(&out);
     rows.consolidate().inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, info| {
-        let mut pending: BTreeMap<u64, (Capability<u64>, Vec<(R, isize)>)> = BTreeMap::new();
+        let mut pending: Pending<R> = BTreeMap::new();
         let mut sink: Option<DeltaTableSink> = None;
         let activator = scope.activator_for(info.address);
         move |(input, frontier), output| {
