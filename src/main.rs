@@ -14,7 +14,9 @@ fn main() {
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(args),
         Some(Command::Generate(args)) => generate_command(&args).map(|_| ()),
-        Some(Command::Report(args)) => tidemark::report::render(&args.out_dir).map(|text| print!("{text}")),
+        Some(Command::Report(args)) => {
+            tidemark::report::render(&args.out_dir).map(|text| print!("{text}"))
+        }
         None => demo(),
     };
     if let Err(error) = result {
@@ -27,7 +29,10 @@ fn main() {
 fn demo() -> Result<()> {
     let data = PathBuf::from("tidemark-demo/data");
     if !data.join("events").exists() {
-        eprintln!("Generating the demo dataset (1M events, seed 42) into {} ...", data.display());
+        eprintln!(
+            "Generating the demo dataset (1M events, seed 42) into {} ...",
+            data.display()
+        );
         generate_command(&GenerateArgs {
             out_dir: data.clone(),
             events: 1_000_000,
@@ -72,7 +77,10 @@ impl DemoArgs for RunArgs {
 fn run_command(args: RunArgs) -> Result<()> {
     let (settings, params) = args.settings.params()?;
     if args.print_settings {
-        print!("{}", toml::to_string(&settings).context("printing settings")?);
+        print!(
+            "{}",
+            toml::to_string(&settings).context("printing settings")?
+        );
         return Ok(());
     }
     let Some(dataset) = args.dataset.clone() else {
@@ -111,7 +119,14 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
         "ndjson" | "jsonl" => OutputFormat::Ndjson,
         other => bail!("unknown --format {other:?}: use parquet, csv or ndjson"),
     };
-    let mut config = GeneratorConfig { events: args.events, users: args.users, seed: args.seed, format, gzip: args.gzip, ..GeneratorConfig::default() };
+    let mut config = GeneratorConfig {
+        events: args.events,
+        users: args.users,
+        seed: args.seed,
+        format,
+        gzip: args.gzip,
+        ..GeneratorConfig::default()
+    };
     config.start_day = args.start_day.clone();
     if let Some(files) = args.files {
         config.files = files;

@@ -16,17 +16,25 @@ impl Progress {
     pub fn files(total: u64) -> Progress {
         let bar = ProgressBar::new(total);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        Progress { bar, started: Instant::now() }
+        Progress {
+            bar,
+            started: Instant::now(),
+        }
     }
 
     /// Shows `files_done` complete logical times and the event read rate.
     pub fn update(&self, files_done: u64, events_read: u64) {
         let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar.set_position(files_done);
-        self.bar.set_message(format!("{events_read} events read, {:.0} events/s", events_read as f64 / seconds));
+        self.bar.set_message(format!(
+            "{events_read} events read, {:.0} events/s",
+            events_read as f64 / seconds
+        ));
     }
 
     /// Clears the bar.

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use differential_dataflow::input::Input as _;
-use timely::dataflow::operators::{Concatenate, Input as _, Probe};
 use tidemark_dataflows::dataflow::{build, Inputs, Outputs};
 use tidemark_dataflows::ingest::{BatchMark, RawEvent};
 use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::tables;
 use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
+use timely::dataflow::operators::{Concatenate, Input as _, Probe};
 
 use crate::cluster::ClusterArgs;
 use crate::progress::Progress;
@@ -65,7 +65,12 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
             options.dataset.display()
         );
     }
-    for table in [Table::Events, Table::Users, Table::Subscriptions, Table::Items] {
+    for table in [
+        Table::Events,
+        Table::Users,
+        Table::Subscriptions,
+        Table::Items,
+    ] {
         if let Some(first) = files.iter().find(|f| f.tables.contains(&table)) {
             dataset.check_columns(first).map_err(|e| anyhow!("{e}"))?;
         }
@@ -88,7 +93,12 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     let guards = timely::execute(config, move |worker| run_worker(worker, &worker_shared))
         .map_err(|e| anyhow!("starting workers: {e}"))?;
     for result in guards.join() {
-        result.map_err(|e| anyhow!("a worker failed: {}", crate::sink::failure(&options.out).unwrap_or(e)))?;
+        result.map_err(|e| {
+            anyhow!(
+                "a worker failed: {}",
+                crate::sink::failure(&options.out).unwrap_or(e)
+            )
+        })?;
     }
     Ok(RunStats {
         files: shared.files.len(),
@@ -118,10 +128,12 @@ fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
                 out.display()
             );
         }
-        std::fs::remove_dir_all(&changes).with_context(|| format!("removing {}", changes.display()))?;
+        std::fs::remove_dir_all(&changes)
+            .with_context(|| format!("removing {}", changes.display()))?;
         let tables = out.join("tables");
         if tables.exists() {
-            std::fs::remove_dir_all(&tables).with_context(|| format!("removing {}", tables.display()))?;
+            std::fs::remove_dir_all(&tables)
+                .with_context(|| format!("removing {}", tables.display()))?;
         }
     }
     std::fs::create_dir_all(&changes).with_context(|| format!("creating {}", changes.display()))?;
@@ -138,30 +150,50 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     let out = shared.out.clone();
     let delta = shared.delta;
 
-    let (mut rows_in, mut marks_in, mut users_in, mut subs_in, mut errors_in, probe) =
-        worker.dataflow::<u64, _, _>(|scope| {
+    let (mut rows_in, mut marks_in, mut users_in, mut subs_in, mut errors_in, probe) = worker
+        .dataflow::<u64, _, _>(|scope| {
             let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
             let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
             let (users_in, users) = scope.new_collection();
             let (subs_in, subscriptions) = scope.new_collection();
             let (errors_in, read_errors) = scope.new_collection();
-            let outputs = build(Inputs { event_rows, batch_marks, users, subscriptions, read_errors }, params);
+            let outputs = build(
+                Inputs {
+                    event_rows,
+                    batch_marks,
+                    users,
+                    subscriptions,
+                    read_errors,
+                },
+                params,
+            );
             let reports = write_outputs(outputs, &out, index, delta);
             let (probe, _) = scope.concatenate(reports).probe();
             (rows_in, marks_in, users_in, subs_in, errors_in, probe)
         });
 
-    let progress = (index == 0 && shared.progress).then(|| Progress::files(shared.files.len() as u64));
+    let progress =
+        (index == 0 && shared.progress).then(|| Progress::files(shared.files.len() as u64));
     for (position, file) in shared.files.iter().enumerate() {
         let time = position as u64;
         if position % peers == index {
             let batch = shared.dataset.read(file);
             let max_ts = batch.events.iter().map(|e| e.ts).max();
-            shared.event_rows_read.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            shared
+                .event_rows_read
+                .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             for (event, row) in batch.events.into_iter().zip(batch.event_rows) {
-                rows_in.send(RawEvent { batch: time, row, event });
+                rows_in.send(RawEvent {
+                    batch: time,
+                    row,
+                    event,
+                });
             }
-            marks_in.send(BatchMark { batch: time, file: file.rel.clone(), max_ts });
+            marks_in.send(BatchMark {
+                batch: time,
+                file: file.rel.clone(),
+                max_ts,
+            });
             for (position, user) in batch.users.into_iter().enumerate() {
                 users_in.insert((user, (time, position as u64)));
             }
@@ -193,7 +225,8 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     drop((rows_in, marks_in, users_in, subs_in, errors_in));
     while worker.step() {
         if let Some(progress) = &progress {
-            let done = probe.with_frontier(|f| f.first().copied().unwrap_or(shared.files.len() as u64));
+            let done =
+                probe.with_frontier(|f| f.first().copied().unwrap_or(shared.files.len() as u64));
             progress.update(done, shared.event_rows_read.load(Ordering::Relaxed));
         }
     }
@@ -210,6 +243,12 @@ pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
     tables::MONTHLY_ACTIVE,
     tables::RETENTION_COHORTS,
     tables::KPIS,
+    tables::SPIKE_ALERTS,
+    tables::SESSION_METRICS_DAILY,
+    tables::EVENT_MIX_DAILY,
+    tables::SKIP_RATE_DAILY,
+    tables::FEATURE_ADOPTION,
+    tables::ENGAGEMENT_BY_SEGMENT,
     tables::QUARANTINE,
 ];
 
@@ -230,6 +269,20 @@ fn write_outputs<'s>(
             reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker));
         )*};
     }
-    sinks!(sessions, window_activity, daily_active, monthly_active, retention_cohorts, kpis, quarantine);
+    sinks!(
+        sessions,
+        window_activity,
+        daily_active,
+        monthly_active,
+        retention_cohorts,
+        kpis,
+        spike_alerts,
+        session_metrics_daily,
+        event_mix_daily,
+        skip_rate_daily,
+        feature_adoption,
+        engagement_by_segment,
+        quarantine
+    );
     reports
 }

@@ -6,14 +6,20 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::month_of_day;
 
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::rows::{DailyActiveRow, MonthlyActiveRow};
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
-pub fn daily_active<'s>(user_days: VecCollection<'s, Time, (String, i32)>) -> VecCollection<'s, Time, DailyActiveRow> {
+pub fn daily_active<'s>(
+    user_days: VecCollection<'s, Time, (Name, i32)>,
+) -> VecCollection<'s, Time, DailyActiveRow> {
     user_days
         .map(|(_user, day)| day)
         .count_total()
-        .map(|(day, dau)| DailyActiveRow { day, dau: dau as i64 })
+        .map(|(day, dau)| DailyActiveRow {
+            day,
+            dau: dau as i64,
+        })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -25,7 +31,7 @@ enum MonthPart {
 /// `monthly_active` from distinct (user, month) pairs and the `daily_active` rows:
 /// MAU, the mean DAU over the month's active days, and stickiness.
 pub fn monthly_active<'s>(
-    user_months: VecCollection<'s, Time, (String, i32)>,
+    user_months: VecCollection<'s, Time, (Name, i32)>,
     daily: VecCollection<'s, Time, DailyActiveRow>,
 ) -> VecCollection<'s, Time, MonthlyActiveRow> {
     let mau = user_months
@@ -36,7 +42,12 @@ pub fn monthly_active<'s>(
         .map(|row| (month_of_day(row.day), MonthPart::Day(row.day, row.dau)))
         .concat(mau)
         .reduce_named("MonthlyActive", |&month, parts, output| {
-            let mut row = MonthlyActiveRow { month, mau: 0, dau_sum: 0, active_days: 0 };
+            let mut row = MonthlyActiveRow {
+                month,
+                mau: 0,
+                dau_sum: 0,
+                active_days: 0,
+            };
             for (part, _count) in parts {
                 match part {
                     MonthPart::Mau(n) => row.mau = *n,

@@ -3,18 +3,26 @@
 
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
-use timely::dataflow::StreamVec;
 use tidemark_inputs::records::{QuarantineRow, Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
+use timely::dataflow::StreamVec;
 
 use crate::actives::{daily_active, monthly_active};
+use crate::adoption::feature_adoption;
+use crate::event_mix::{day_types, event_mix_daily, skip_rate_daily};
 use crate::ingest::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
 use crate::kpis::kpis;
 use crate::plans::Arrival;
 use crate::retention::retention_cohorts;
-use crate::rows::{DailyActiveRow, KpiRow, MonthlyActiveRow, RetentionRow, SessionRow, WindowRow};
+use crate::rows::{
+    DailyActiveRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow, RetentionRow,
+    SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, WindowRow,
+};
+use crate::segments::engagement_by_segment;
+use crate::session_metrics::session_metrics_daily;
 use crate::sessions::sessions;
 use crate::settings::Params;
+use crate::spikes::spike_alerts;
 use crate::windows::window_activity;
 
 /// What the runtime feeds in, per worker.
@@ -45,18 +53,38 @@ pub struct Outputs<'s> {
     pub retention_cohorts: VecCollection<'s, Time, RetentionRow>,
     /// `kpis`.
     pub kpis: VecCollection<'s, Time, KpiRow>,
+    /// `spike_alerts`.
+    pub spike_alerts: VecCollection<'s, Time, SpikeRow>,
+    /// `session_metrics_daily`.
+    pub session_metrics_daily: VecCollection<'s, Time, SessionDailyRow>,
+    /// `event_mix_daily`.
+    pub event_mix_daily: VecCollection<'s, Time, EventMixRow>,
+    /// `skip_rate_daily` (beyond the contract).
+    pub skip_rate_daily: VecCollection<'s, Time, SkipRateRow>,
+    /// `feature_adoption`.
+    pub feature_adoption: VecCollection<'s, Time, FeatureAdoptionRow>,
+    /// `engagement_by_segment`.
+    pub engagement_by_segment: VecCollection<'s, Time, SegmentRow>,
     /// `quarantine`.
     pub quarantine: VecCollection<'s, Time, QuarantineRow>,
 }
 
 /// Builds the dataflow: watermark gate, dedup, then every metric family.
 pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
-    let (on_time, too_late) = watermark_gate(inputs.event_rows, inputs.batch_marks, params.allowed_lateness_ms);
+    let (on_time, too_late) = watermark_gate(
+        inputs.event_rows,
+        inputs.batch_marks,
+        params.allowed_lateness_ms,
+    );
     let events = deduplicate(on_time);
 
     let sessions = sessions(events.clone(), params);
     let window_activity = window_activity(events.clone(), sessions.clone(), params.window_ms);
+    let spike_alerts = spike_alerts(window_activity.clone(), params);
+    let session_metrics_daily = session_metrics_daily(sessions.clone());
 
+    // Distinct (user, day) and (user, month) pairs; the latter arranged once by user and
+    // read by monthly actives, cohorts and segments.
     let user_days = events
         .clone()
         .map(|e| (e.user_id, day_of(e.ts)))
@@ -66,15 +94,54 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         .map(|(user, day)| (user, month_of_day(day)))
         .distinct_total()
         .arrange_by_key_named("UserMonths");
-    let daily_active = daily_active(user_days);
+    let daily_active = daily_active(user_days.clone());
     let monthly_active = monthly_active(
-        user_months.clone().as_collection(|user, month| (user.clone(), *month)),
+        user_months
+            .clone()
+            .as_collection(|user, month| (user.clone(), *month)),
         daily_active.clone(),
     );
-    let retention_cohorts = retention_cohorts(user_months);
+    let retention_cohorts = retention_cohorts(user_months.clone());
 
-    let kpis = kpis(events, sessions.clone(), inputs.users, inputs.subscriptions, params);
+    // Accepted events by (day, type), arranged once for the event mix and the skip rate.
+    let day_types = day_types(events.clone());
+    let event_mix_daily = event_mix_daily(day_types.clone());
+    let skip_rate_daily = skip_rate_daily(day_types);
+    let feature_adoption = feature_adoption(
+        events.clone(),
+        user_days,
+        event_mix_daily.clone(),
+        daily_active.clone(),
+    );
+
+    let engagement_by_segment = engagement_by_segment(
+        events.clone(),
+        user_months,
+        inputs.users.clone(),
+        inputs.subscriptions.clone(),
+    );
+    let kpis = kpis(
+        events,
+        sessions.clone(),
+        inputs.users,
+        inputs.subscriptions,
+        params,
+    );
     let quarantine = inputs.read_errors.concat(too_late);
 
-    Outputs { sessions, window_activity, daily_active, monthly_active, retention_cohorts, kpis, quarantine }
+    Outputs {
+        sessions,
+        window_activity,
+        daily_active,
+        monthly_active,
+        retention_cohorts,
+        kpis,
+        spike_alerts,
+        session_metrics_daily,
+        event_mix_daily,
+        skip_rate_daily,
+        feature_adoption,
+        engagement_by_segment,
+        quarantine,
+    }
 }

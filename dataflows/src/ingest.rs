@@ -1,15 +1,19 @@
 //! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
 //! deduplication by `event_id` (first seen wins).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use timely::dataflow::channels::pact::Pipeline;
+use tidemark_inputs::records::{Event, Millis, QuarantineRow};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::Capability;
+use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+
+use crate::action::{Action, ActionMaker};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::StreamVec;
-use tidemark_inputs::records::{Event, Millis, QuarantineRow};
 
 /// Logical time: the index of the input file (batch) in arrival order.
 pub type Time = u64;
@@ -54,7 +58,10 @@ pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, RawEvent>,
     marks: StreamVec<'s, Time, BatchMark>,
     allowed_lateness_ms: Millis,
-) -> (VecCollection<'s, Time, RawEvent>, VecCollection<'s, Time, QuarantineRow>) {
+) -> (
+    VecCollection<'s, Time, RawEvent>,
+    VecCollection<'s, Time, QuarantineRow>,
+) {
     let gated = rows.binary_frontier(
         marks.broadcast(),
         Pipeline,
@@ -87,7 +94,8 @@ pub fn watermark_gate<'s>(
                 });
                 // A time is complete once neither input can bring more for it.
                 let complete = |t: &Time| {
-                    !rows_frontier.frontier().less_equal(t) && !marks_frontier.frontier().less_equal(t)
+                    !rows_frontier.frontier().less_equal(t)
+                        && !marks_frontier.frontier().less_equal(t)
                 };
                 while let Some(entry) = pending.first_entry() {
                     let time = *entry.key();
@@ -157,11 +165,48 @@ fn stamp<'s, D: timely::ExchangeData + Ord>(
 
 /// Accepted events: per `event_id`, the first-seen row (smallest batch, then row).
 /// Later rows with the same id are duplicates and count once (contract `events/`).
-pub fn deduplicate<'s>(rows: VecCollection<'s, Time, RawEvent>) -> VecCollection<'s, Time, Event> {
-    rows.map(|raw| (raw.event.event_id.clone(), (raw.batch, raw.row, raw.event)))
-        .reduce_named("Deduplicate", |_id, arrivals, output| {
-            // Values arrive sorted, so the first is the earliest arrival.
-            output.push((arrivals[0].0 .2.clone(), 1isize));
+///
+/// Input rows are only ever added, and a later batch can never precede an earlier one,
+/// so the first-seen row of an id never changes once its batch is complete. That makes
+/// dedup a streaming operator: rows are routed by id, each complete batch is taken in
+/// row order, and an id's first row is emitted while its 128-bit hash is remembered.
+/// (A differential `reduce` here would arrange every event by id and copy it on each
+/// merge; this keeps 16 bytes per id instead.)
+pub fn deduplicate<'s>(rows: VecCollection<'s, Time, RawEvent>) -> VecCollection<'s, Time, Action> {
+    let route = Exchange::new(|(raw, _time, _diff): &(RawEvent, Time, isize)| {
+        xxh3_64(raw.event.event_id.as_bytes())
+    });
+    rows.inner
+        .unary_frontier(route, "Deduplicate", |_capability, _info| {
+            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<RawEvent>)> = BTreeMap::new();
+            let mut seen: HashSet<u128> = HashSet::new();
+            let mut actions = ActionMaker::default();
+            move |(input, frontier), output| {
+                input.for_each(|cap, data| {
+                    for (raw, time, diff) in data.drain(..) {
+                        debug_assert!(diff > 0, "input rows are never retracted");
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .1
+                            .push(raw);
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    if frontier.frontier().less_equal(entry.key()) {
+                        break;
+                    }
+                    let time = *entry.key();
+                    let (cap, mut rows) = entry.remove();
+                    rows.sort_unstable_by_key(|raw| (raw.batch, raw.row));
+                    let mut session = output.session(&cap);
+                    for raw in rows {
+                        if seen.insert(xxh3_128(raw.event.event_id.as_bytes())) {
+                            session.give((actions.make(&raw.event), time, 1isize));
+                        }
+                    }
+                }
+            }
         })
-        .map(|(_id, event)| event)
+        .as_collection()
 }

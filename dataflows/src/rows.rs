@@ -3,20 +3,21 @@
 //! turned into doubles only when written, by [`TableRow::cells`].
 
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Millis, QuarantineRow};
+use tidemark_inputs::records::{Millis, Plan, QuarantineRow};
 use tidemark_inputs::time::month_first_day;
 
+use crate::name::Name;
 use crate::tables::{self, Cell, TableRow, TableSpec};
 
 /// One session of one user.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRow {
     /// The user.
-    pub user_id: String,
+    pub user_id: Name,
     /// First event time.
     pub start: Millis,
     /// The source's session id, or none for derived sessions.
-    pub session_id: Option<String>,
+    pub session_id: Option<Name>,
     /// Last event time.
     pub end: Millis,
     /// Number of events.
@@ -27,7 +28,7 @@ impl TableRow for SessionRow {
     const SPEC: TableSpec = tables::SESSIONS;
     fn cells(&self) -> Vec<Cell> {
         vec![
-            Cell::Str(self.user_id.clone()),
+            Cell::Str(self.user_id.to_string()),
             Cell::Timestamp(self.start),
             Cell::opt_str(self.session_id.as_deref()),
             Cell::Timestamp(self.end),
@@ -63,6 +64,60 @@ impl TableRow for WindowRow {
             Cell::Int(self.active_users),
             Cell::Int(self.sessions_started),
             Cell::Float(self.sessions_started as f64 / minutes),
+        ]
+    }
+}
+
+/// The baseline of a window's spike alert, kept exact: the percentile is
+/// `below + fraction * (above - below)` over the sorted slot counts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Number of slots (empty slots count 0).
+    pub slots: i64,
+    /// Sum of the slots' `sessions_started`.
+    pub sum: i64,
+    /// The sorted slot value at the floor of the percentile's position.
+    pub below: i64,
+    /// The sorted slot value at the ceiling of the percentile's position.
+    pub above: i64,
+    /// The position's fractional part, as `f64::to_bits` (so the row stays `Ord`).
+    pub fraction_bits: u64,
+}
+
+impl Baseline {
+    /// Mean of the slots.
+    pub fn mean(&self) -> f64 {
+        self.sum as f64 / self.slots as f64
+    }
+
+    /// The percentile by linear interpolation between the closest ranks.
+    pub fn percentile(&self) -> f64 {
+        let fraction = f64::from_bits(self.fraction_bits);
+        self.below as f64 + fraction * (self.above - self.below) as f64
+    }
+}
+
+/// The spike alert of one window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SpikeRow {
+    /// Window start.
+    pub start: Millis,
+    /// Sessions started in the window.
+    pub sessions_started: i64,
+    /// The baseline, or none while fewer slots than the baseline lie since the first window.
+    pub baseline: Option<Baseline>,
+}
+
+impl TableRow for SpikeRow {
+    const SPEC: TableSpec = tables::SPIKE_ALERTS;
+    fn cells(&self) -> Vec<Cell> {
+        let percentile = self.baseline.as_ref().map(Baseline::percentile);
+        vec![
+            Cell::Timestamp(self.start),
+            Cell::Int(self.sessions_started),
+            Cell::opt_float(self.baseline.as_ref().map(Baseline::mean)),
+            Cell::opt_float(percentile),
+            Cell::Bool(percentile.is_some_and(|p| self.sessions_started as f64 > p)),
         ]
     }
 }
@@ -131,6 +186,139 @@ impl TableRow for RetentionRow {
             Cell::Int(self.cohort_size),
             Cell::Int(self.active_users),
             Cell::Float(self.active_users as f64 / self.cohort_size as f64),
+        ]
+    }
+}
+
+/// Sessions starting on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionDailyRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// Sessions starting that day.
+    pub sessions: i64,
+    /// Sum of their durations in ms.
+    pub duration_ms: i64,
+    /// Sum of their actions.
+    pub actions: i64,
+}
+
+impl TableRow for SessionDailyRow {
+    const SPEC: TableSpec = tables::SESSION_METRICS_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        let n = self.sessions as f64;
+        vec![
+            Cell::Date(self.day),
+            Cell::Int(self.sessions),
+            Cell::Float(self.duration_ms as f64 / 1000.0 / n),
+            Cell::Float(self.actions as f64 / n),
+        ]
+    }
+}
+
+/// Events of one type on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventMixRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// The event type.
+    pub event_type: Name,
+    /// Accepted events of the type that day.
+    pub events: i64,
+    /// Accepted events of any type that day.
+    pub day_events: i64,
+}
+
+impl TableRow for EventMixRow {
+    const SPEC: TableSpec = tables::EVENT_MIX_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(self.day),
+            Cell::Str(self.event_type.to_string()),
+            Cell::Int(self.events),
+            Cell::Float(self.events as f64 / self.day_events as f64),
+        ]
+    }
+}
+
+/// Skips and plays of one UTC day with plays.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SkipRateRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// Accepted `skip` events that day.
+    pub skips: i64,
+    /// Accepted `play` events that day (> 0).
+    pub plays: i64,
+}
+
+impl TableRow for SkipRateRow {
+    const SPEC: TableSpec = tables::SKIP_RATE_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(self.day),
+            Cell::Int(self.skips),
+            Cell::Int(self.plays),
+            Cell::Float(self.skips as f64 / self.plays as f64),
+        ]
+    }
+}
+
+/// Adoption of one event type as of one UTC day on which it occurred.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FeatureAdoptionRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// The event type.
+    pub event_type: Name,
+    /// Users using the type for the first time that day.
+    pub new_adopters: i64,
+    /// Users who used the type on or before that day.
+    pub adopters_to_date: i64,
+    /// Users active on or before that day.
+    pub users_to_date: i64,
+}
+
+impl TableRow for FeatureAdoptionRow {
+    const SPEC: TableSpec = tables::FEATURE_ADOPTION;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(self.day),
+            Cell::Str(self.event_type.to_string()),
+            Cell::Int(self.new_adopters),
+            Cell::Int(self.adopters_to_date),
+            Cell::Float(100.0 * self.adopters_to_date as f64 / self.users_to_date as f64),
+        ]
+    }
+}
+
+/// Engagement of one segment (month, country, plan).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentRow {
+    /// Months since 1970-01.
+    pub month: i32,
+    /// Country of the users' `users/` row, if any.
+    pub country: Option<String>,
+    /// Plan in force at the events' time, if any.
+    pub plan: Option<Plan>,
+    /// Distinct users with an event in the segment.
+    pub active_users: i64,
+    /// Accepted events in the segment.
+    pub events: i64,
+    /// Sum of their durations in ms (null counts 0).
+    pub duration_ms: i64,
+}
+
+impl TableRow for SegmentRow {
+    const SPEC: TableSpec = tables::ENGAGEMENT_BY_SEGMENT;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(month_first_day(self.month)),
+            Cell::opt_str(self.country.as_deref()),
+            Cell::opt_str(self.plan.map(Plan::as_str)),
+            Cell::Int(self.active_users),
+            Cell::Int(self.events),
+            Cell::Int(self.duration_ms),
         ]
     }
 }

@@ -5,10 +5,12 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Event, Millis};
+use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
+use crate::action::Action;
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::rows::SessionRow;
 use crate::settings::Params;
 
@@ -16,7 +18,7 @@ use crate::settings::Params;
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum SessionScope {
     /// Events carrying this source session id: exactly one session.
-    Source(String),
+    Source(Name),
     /// Events of one UTC day (derived sessions with the midnight split).
     Day(i32),
     /// All of a user's events without a session id (midnight split off).
@@ -24,7 +26,7 @@ pub enum SessionScope {
 }
 
 /// Which scope an event's session is formed in.
-pub fn session_scope(event: &Event, params: &Params) -> SessionScope {
+pub fn session_scope(event: &Action, params: &Params) -> SessionScope {
     match &event.session_id {
         Some(id) => SessionScope::Source(id.clone()),
         None if params.midnight_split => SessionScope::Day(day_of(event.ts)),
@@ -35,7 +37,11 @@ pub fn session_scope(event: &Event, params: &Params) -> SessionScope {
 /// Cuts one scope's event times (sorted, with multiplicities) into sessions:
 /// `(start, end, actions)`. Source scopes are one session; derived ones split where
 /// the gap to the previous event is at least `gap_ms`.
-pub fn cut_sessions(scope: &SessionScope, times: &[(&Millis, isize)], gap_ms: Millis) -> Vec<(Millis, Millis, i64)> {
+pub fn cut_sessions(
+    scope: &SessionScope,
+    times: &[(&Millis, isize)],
+    gap_ms: Millis,
+) -> Vec<(Millis, Millis, i64)> {
     let mut sessions = Vec::new();
     let mut current: Option<(Millis, Millis, i64)> = None;
     for (&ts, count) in times.iter().map(|(ts, count)| (*ts, *count as i64)) {
@@ -57,7 +63,10 @@ pub fn cut_sessions(scope: &SessionScope, times: &[(&Millis, isize)], gap_ms: Mi
 }
 
 /// The `sessions` table, maintained from accepted events.
-pub fn sessions<'s>(events: VecCollection<'s, Time, Event>, params: Params) -> VecCollection<'s, Time, SessionRow> {
+pub fn sessions<'s>(
+    events: VecCollection<'s, Time, Action>,
+    params: Params,
+) -> VecCollection<'s, Time, SessionRow> {
     events
         .map(move |event| {
             let scope = session_scope(&event, &params);

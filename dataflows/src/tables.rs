@@ -32,11 +32,19 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, ty: ColumnType) -> Column {
-    Column { name, ty, nullable: false }
+    Column {
+        name,
+        ty,
+        nullable: false,
+    }
 }
 
 const fn opt(name: &'static str, ty: ColumnType) -> Column {
-    Column { name, ty, nullable: true }
+    Column {
+        name,
+        ty,
+        nullable: true,
+    }
 }
 
 /// An output table: its name, its columns (key columns first) and how many form the key.
@@ -156,6 +164,20 @@ pub const EVENT_MIX_DAILY: TableSpec = TableSpec {
     key_len: 2,
 };
 
+/// `skip_rate_daily` (beyond the contract): skips per play per day, a row for each day
+/// with plays. Not in [`ALL_TABLES`], which lists the contract's tables; see
+/// [`EXTRA_TABLES`].
+pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
+    name: "skip_rate_daily",
+    columns: &[
+        col("day", Date),
+        col("skips", Int),
+        col("plays", Int),
+        col("skip_rate", Float),
+    ],
+    key_len: 1,
+};
+
 /// `feature_adoption`: per day and event type.
 pub const FEATURE_ADOPTION: TableSpec = TableSpec {
     name: "feature_adoption",
@@ -212,9 +234,16 @@ pub const ALL_TABLES: &[TableSpec] = &[
     QUARANTINE,
 ];
 
-/// Looks a table up by name.
+/// Tables tidemark writes beyond the contract's (not in [`ALL_TABLES`]).
+pub const EXTRA_TABLES: &[TableSpec] = &[SKIP_RATE_DAILY];
+
+/// Looks a table up by name, among the contract's tables and the extra ones.
 pub fn table_spec(name: &str) -> Option<TableSpec> {
-    ALL_TABLES.iter().copied().find(|t| t.name == name)
+    ALL_TABLES
+        .iter()
+        .chain(EXTRA_TABLES)
+        .copied()
+        .find(|t| t.name == name)
 }
 
 /// One value of an output row. Floats compare by bit pattern so rows can be keys;
@@ -313,7 +342,13 @@ impl std::fmt::Display for Cell {
                 let day = ms.div_euclid(86_400_000);
                 let rest = ms.rem_euclid(86_400_000) / 1000;
                 let (y, m, d) = tidemark_inputs::time::civil_from_days(day as i32);
-                write!(f, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
+                write!(
+                    f,
+                    "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+                    rest / 3600,
+                    rest / 60 % 60,
+                    rest % 60
+                )
             }
             Cell::Date(day) => {
                 let (y, m, d) = tidemark_inputs::time::civil_from_days(*day);

@@ -4,9 +4,11 @@
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Event, Millis};
+use tidemark_inputs::records::Millis;
 
+use crate::action::Action;
 use crate::ingest::Time;
+use crate::name::Name;
 use crate::rows::{SessionRow, WindowRow};
 
 /// The start of the window holding `ts`.
@@ -18,14 +20,14 @@ pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum WindowPart {
     /// An event of this user in the window (multiplicity = number of events).
-    Activity(String),
+    Activity(Name),
     /// This many sessions started in the window.
     Started(i64),
 }
 
 /// The `window_activity` table: a row per window with at least one accepted event.
 pub fn window_activity<'s>(
-    events: VecCollection<'s, Time, Event>,
+    events: VecCollection<'s, Time, Action>,
     sessions: VecCollection<'s, Time, SessionRow>,
     window_ms: Millis,
 ) -> VecCollection<'s, Time, WindowRow> {
@@ -34,10 +36,21 @@ pub fn window_activity<'s>(
         .count_total()
         .map(|(window, count)| (window, WindowPart::Started(count as i64)));
     events
-        .map(move |e| (window_start(e.ts, window_ms), WindowPart::Activity(e.user_id)))
+        .map(move |e| {
+            (
+                window_start(e.ts, window_ms),
+                WindowPart::Activity(e.user_id),
+            )
+        })
         .concat(started)
         .reduce_named("WindowActivity", move |&start, parts, output| {
-            let mut row = WindowRow { start, length_ms: window_ms, events: 0, active_users: 0, sessions_started: 0 };
+            let mut row = WindowRow {
+                start,
+                length_ms: window_ms,
+                events: 0,
+                active_users: 0,
+                sessions_started: 0,
+            };
             for (part, count) in parts {
                 match part {
                     WindowPart::Activity(_) => {

@@ -5,10 +5,10 @@
 mod csv_file;
 pub mod dataset;
 pub mod error;
+pub mod generator;
 pub mod mapping;
 mod ndjson_file;
 mod parquet_file;
-pub mod generator;
 pub mod records;
 mod rows;
 mod text;

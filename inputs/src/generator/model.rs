@@ -57,16 +57,15 @@ pub(super) const NO_DURATION: i64 = i64::MIN;
 
 /// Share of each event type in a session's first event (play, page_view, search).
 const FIRST_WEIGHTS: [(u8, u32); 3] = [(PLAY, 50), (PAGE_VIEW, 28), (SEARCH, 22)];
-/// Share of each event type after the first one.
-const NEXT_WEIGHTS: [(u8, u32); 8] = [
+/// Share of each event type after the first one (`stop` comes only last).
+const NEXT_WEIGHTS: [(u8, u32); 7] = [
     (PLAY, 57),
     (SKIP, 16),
     (PAUSE, 7),
     (LIKE, 5),
     (SEARCH, 4),
     (PLAYLIST_ADD, 4),
-    (PAGE_VIEW, 4),
-    (STOP, 3),
+    (PAGE_VIEW, 5),
 ];
 
 /// ISO country codes with a skewed share (percent); a few customers have none.
@@ -147,8 +146,8 @@ const HOURLY: [f64; 24] = [
 /// Relative intensity per weekday, Monday first.
 const WEEKDAY: [f64; 7] = [0.92, 0.95, 0.97, 1.00, 1.06, 1.16, 1.12];
 
-/// How many times the normal rate an injected traffic spike carries.
-const SPIKE_FACTOR: f64 = 6.0;
+/// Extra traffic of an injected spike, in average slots' worth per slot.
+const SPIKE_EXTRA: f64 = 8.0;
 /// Slots (5 minutes each) one spike lasts.
 const SPIKE_SLOTS: usize = 3;
 
@@ -349,7 +348,8 @@ fn capitalize(word: &str) -> String {
 }
 
 /// Relative traffic of each 5-minute slot of the span: hour-of-day and weekday curve,
-/// times the activity weight of the users active then, times injected spikes.
+/// times the activity weight of the users active then, plus injected 15-minute spikes
+/// (3 + one per 20 days).
 /// Returns the weights and the first slot of each spike.
 pub(super) fn traffic(
     rng: &mut StdRng,
@@ -382,17 +382,11 @@ pub(super) fn traffic(
         .map(|_| rng.random_range(SLOTS_PER_DAY / 12..slots - SPIKE_SLOTS))
         .collect();
     spikes.sort_unstable();
-    let mut factor = vec![1f64; slots];
-    for &s in &spikes {
-        for f in &mut factor[s..s + SPIKE_SLOTS] {
-            *f = SPIKE_FACTOR;
-        }
-    }
     let start_day = start.div_euclid(DAY_MS);
     let mut active = 0f64;
     let mut weights = Vec::with_capacity(slots);
-    for (s, f) in factor.iter().enumerate() {
-        active += delta[s];
+    for (s, d) in delta.iter().take(slots).enumerate() {
+        active += d;
         let mid = start.rem_euclid(DAY_MS) + s as Millis * SLOT_MS + SLOT_MS / 2;
         let day = start_day + mid.div_euclid(DAY_MS);
         let hour = mid.rem_euclid(DAY_MS) as f64 / HOUR as f64;
@@ -401,7 +395,14 @@ pub(super) fn traffic(
         let diurnal = HOURLY[h0] * (1.0 - frac) + HOURLY[(h0 + 1) % 24] * frac;
         // 1970-01-01 was a Thursday (index 3 with Monday = 0).
         let weekday = WEEKDAY[(day + 3).rem_euclid(7) as usize];
-        weights.push(diurnal * weekday * active.max(0.0) * f);
+        weights.push(diurnal * weekday * active.max(0.0));
+    }
+    // A spike adds a burst as large as SPIKE_EXTRA average slots, whatever the hour.
+    let mean = weights.iter().sum::<f64>() / slots.max(1) as f64;
+    for &s in &spikes {
+        for w in &mut weights[s..s + SPIKE_SLOTS] {
+            *w += SPIKE_EXTRA * mean;
+        }
     }
     (weights, spikes)
 }
@@ -437,7 +438,7 @@ impl<'a> Sessions<'a> {
             users,
             pick_user,
             last_end: vec![Millis::MIN; users.ids.len()],
-            item_zipf: Zipf::new(n as f64, 1.05).expect("valid Zipf"),
+            item_zipf: Zipf::new(n as f64, 0.9).expect("valid Zipf"),
             rank_to_item,
             item_length: items.length.iter().map(|l| l.unwrap_or(200_000)).collect(),
             length: Geometric::new(1.0 / 8.0).expect("valid Geometric"),

@@ -1,0 +1,53 @@
+//! `Action`: an accepted event as the metric dataflows hold it, with interned names
+//! and only the fields some output needs (`event_id` and `item_id` are not needed
+//! once duplicates are gone).
+
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::{Event, Millis};
+
+use crate::name::{Interner, Name};
+
+/// One accepted user action.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Action {
+    /// The user.
+    pub user_id: Name,
+    /// Event time.
+    pub ts: Millis,
+    /// Lower-cased action name.
+    pub event_type: Name,
+    /// Time spent, if given.
+    pub duration_ms: Option<i64>,
+    /// The source's session, if given.
+    pub session_id: Option<Name>,
+}
+
+/// Turns events into actions, sharing the text of repeated names.
+pub struct ActionMaker {
+    users: Interner,
+    types: Interner,
+    sessions: Interner,
+}
+
+impl Default for ActionMaker {
+    fn default() -> Self {
+        ActionMaker {
+            users: Interner::with_capacity(4_000_000),
+            types: Interner::with_capacity(10_000),
+            sessions: Interner::with_capacity(100_000),
+        }
+    }
+}
+
+impl ActionMaker {
+    /// The action of an accepted event.
+    pub fn make(&mut self, event: &Event) -> Action {
+        Action {
+            user_id: self.users.intern(&event.user_id),
+            ts: event.ts,
+            event_type: self.types.intern(&event.event_type),
+            duration_ms: event.duration_ms,
+            session_id: event.session_id.as_deref().map(|s| self.sessions.intern(s)),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Feature adoption (contract `feature_adoption`): per (day, event_type), "a row for
+//! each day on which the event type occurred: new_adopters (users using it for the
+//! first time that day, may be 0), adopters_to_date, adoption_pct (= 100 *
+//! adopters_to_date / users active on or before that day)".
+//!
+//! The cumulative counts are built in steps so that a late event touches only what it
+//! must: each user's first day per type and first active day (reduces per user), new
+//! adopters per (type, day) and new users per day (`count_total`), then one running sum
+//! per type over its days and one over the active days, joined by day.
+
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use crate::action::Action;
+use crate::name::Name;
+use tidemark_inputs::time::day_of;
+
+use crate::ingest::Time;
+use crate::rows::{DailyActiveRow, EventMixRow, FeatureAdoptionRow};
+
+/// One input of a running sum over days: a count that starts on a day, or a day on
+/// which the sum is reported. On one day, the count sorts before the report.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum DayPart {
+    /// This many new members on the day.
+    New(i64),
+    /// Report the running sum on the day.
+    Report,
+}
+
+/// Running sums over `(day, part)` values sorted by day: for each reported day,
+/// `(day, new that day, total up to and including the day)`.
+fn running_sums(parts: &[(&(i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
+    let mut total = 0i64;
+    let mut new_today = (i32::MIN, 0i64);
+    let mut reports = Vec::new();
+    for ((day, part), count) in parts {
+        match part {
+            DayPart::New(n) => {
+                let n = n * *count as i64;
+                total += n;
+                new_today = (
+                    *day,
+                    if new_today.0 == *day {
+                        new_today.1 + n
+                    } else {
+                        n
+                    },
+                );
+            }
+            DayPart::Report => {
+                let new = if new_today.0 == *day { new_today.1 } else { 0 };
+                reports.push((*day, new, total));
+            }
+        }
+    }
+    reports
+}
+
+/// The earliest day among each key's values (values arrive sorted).
+fn first_day<'s, K>(
+    pairs: VecCollection<'s, Time, (K, i32)>,
+    name: &str,
+) -> VecCollection<'s, Time, (K, i32)>
+where
+    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
+{
+    pairs.reduce_named(name, |_key, days, output| output.push((*days[0].0, 1isize)))
+}
+
+/// The `feature_adoption` table from the accepted events, the distinct (user, day)
+/// pairs, the `event_mix_daily` rows (the days each type occurred) and the
+/// `daily_active` rows (the active days).
+pub fn feature_adoption<'s>(
+    events: VecCollection<'s, Time, Action>,
+    user_days: VecCollection<'s, Time, (Name, i32)>,
+    event_mix: VecCollection<'s, Time, EventMixRow>,
+    daily_active: VecCollection<'s, Time, DailyActiveRow>,
+) -> VecCollection<'s, Time, FeatureAdoptionRow> {
+    // Adopters: each user's first day with each type, counted per (type, day) and summed
+    // per type over the days the type occurred.
+    let new_adopters = first_day(
+        events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))),
+        "FirstUse",
+    )
+    .map(|((_user, event_type), day)| (event_type, day))
+    .count_total()
+    .map(|((event_type, day), n)| (event_type, (day, DayPart::New(n as i64))));
+    let occurred = event_mix.map(|row| (row.event_type, (row.day, DayPart::Report)));
+    let adopters = new_adopters
+        .concat(occurred)
+        .reduce_named("AdoptersToDate", |_type, parts, output| {
+            for report in running_sums(parts) {
+                output.push((report, 1isize));
+            }
+        })
+        .map(|(event_type, (day, new, to_date))| (day, (event_type, new, to_date)));
+
+    // Users active on or before each active day: first active day per user, counted per
+    // day, summed over the active days.
+    let new_users = first_day(user_days, "FirstActiveDay")
+        .map(|(_user, day)| day)
+        .count_total()
+        .map(|(day, n)| ((), (day, DayPart::New(n as i64))));
+    let active_days = daily_active.map(|row| ((), (row.day, DayPart::Report)));
+    let users_to_date = new_users
+        .concat(active_days)
+        .reduce_named("UsersToDate", |_unit, parts, output| {
+            for (day, _new, total) in running_sums(parts) {
+                output.push(((day, total), 1isize));
+            }
+        })
+        .map(|((), (day, total))| (day, total));
+
+    adopters.join(users_to_date).map(
+        |(day, ((event_type, new_adopters, adopters_to_date), users_to_date))| FeatureAdoptionRow {
+            day,
+            event_type,
+            new_adopters,
+            adopters_to_date,
+            users_to_date,
+        },
+    )
+}

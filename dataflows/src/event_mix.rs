@@ -1,0 +1,91 @@
+//! The mix of event types per day (contract `event_mix_daily`: "day, event_type |
+//! events, share", share = events / all accepted events that day, 0..1) and the daily
+//! skip rate (`skip_rate_daily`, beyond the contract: skips / plays per day, a row for
+//! each day with plays).
+//!
+//! Both read one arrangement of accepted events' (day, event_type): the arrangement's
+//! multiplicities already are the per-type counts, so each per-day reduce reads only
+//! the day's distinct types.
+
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::VecCollection;
+use crate::action::Action;
+use crate::name::Name;
+use tidemark_inputs::time::day_of;
+
+use crate::ingest::Time;
+use crate::rows::{EventMixRow, SkipRateRow};
+
+/// Accepted events as (day, event_type), arranged by day; a type's multiplicity is its
+/// number of events that day.
+pub type DayTypes<'s> = Arranged<'s, TraceAgent<ValSpine<i32, Name, Time, isize>>>;
+
+/// Arranges accepted events by day with their type (built once, read by both tables).
+pub fn day_types<'s>(events: VecCollection<'s, Time, Action>) -> DayTypes<'s> {
+    events
+        .map(|e| (day_of(e.ts), e.event_type))
+        .arrange_by_key_named("DayTypes")
+}
+
+/// Reduces `day_types` per day with `logic`, giving one output collection of rows.
+fn per_day<'s, R, L>(day_types: DayTypes<'s>, name: &str, logic: L) -> VecCollection<'s, Time, R>
+where
+    R: differential_dataflow::ExchangeData + std::hash::Hash,
+    L: FnMut(&i32, &[(&Name, isize)], &mut Vec<(R, isize)>) + 'static,
+{
+    day_types
+        .reduce_abelian::<_, ValBuilder<i32, R, Time, isize>, ValSpine<i32, R, Time, isize>, _, _>(
+            name,
+            logic,
+            |vec, key, updates| {
+                vec.clear();
+                vec.extend(updates.drain(..).map(|(v, t, r)| ((*key, v), t, r)));
+            },
+        )
+        .as_collection(|_day, row: &R| row.clone())
+}
+
+/// The `event_mix_daily` table.
+pub fn event_mix_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, EventMixRow> {
+    per_day(day_types, "EventMixDaily", |&day, types, output| {
+        let day_events: isize = types.iter().map(|(_, count)| *count).sum();
+        for (event_type, count) in types {
+            let row = EventMixRow {
+                day,
+                event_type: (*event_type).clone(),
+                events: *count as i64,
+                day_events: day_events as i64,
+            };
+            output.push((row, 1isize));
+        }
+    })
+}
+
+/// The event type counted as a skip.
+pub const SKIP: &str = "skip";
+/// The event type counted as a play.
+pub const PLAY: &str = "play";
+
+/// The `skip_rate_daily` table: skips and plays per day, for days with plays.
+pub fn skip_rate_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, SkipRateRow> {
+    per_day(day_types, "SkipRateDaily", |&day, types, output| {
+        let count = |kind: &str| {
+            types
+                .iter()
+                .find(|(t, _)| t.as_str() == kind)
+                .map_or(0, |(_, c)| *c as i64)
+        };
+        let plays = count(PLAY);
+        if plays > 0 {
+            output.push((
+                SkipRateRow {
+                    day,
+                    skips: count(SKIP),
+                    plays,
+                },
+                1isize,
+            ));
+        }
+    })
+}
