@@ -17,7 +17,10 @@ fn python_has_readers() -> Result<(), String> {
         .output()
     {
         Ok(output) if output.status.success() => Ok(()),
-        Ok(output) => Err(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+        Ok(output) => {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            Err(stderr.lines().last().unwrap_or("import failed").to_string())
+        }
         Err(error) => Err(format!("cannot run python3: {error}")),
     }
 }
