@@ -2,19 +2,23 @@
 //! `OUT/tables/<table>/` holding the table's current contents (contract "Outputs").
 //!
 //! Design:
-//! - All workers' (consolidated) updates of a table are exchanged to worker 0 of the
-//!   cluster, which buffers them by their own logical time and commits time `t` once the
-//!   input frontier has passed `t`: one Delta commit per logical time at which the table
-//!   changed, never an empty one.
-//! - The committing worker keeps the table's current rows in memory, split into
-//!   [`BUCKETS`] buckets by a stable hash of the row's key columns. Each bucket is stored
-//!   as its own data file(s). A commit rewrites only the buckets whose rows changed: it
-//!   `Remove`s their old files and `Add`s the new ones in one atomic commit.
+//! - All workers' updates of a table are exchanged to worker 0 of the cluster, which
+//!   buffers them by their own logical time, consolidates them, and commits time `t` once
+//!   the input frontier has passed `t`: one Delta commit per logical time at which the
+//!   table changed, never an empty one. (No `consolidate()` arrangement upstream: the
+//!   per-time consolidation on worker 0 gives the same commits at half the run's cost.)
+//! - The committing worker keeps the table's current rows in memory, split into buckets
+//!   (see [`bucket_of`]): by the UTC day of the first instant key column, or the 31-day
+//!   block of the first date key column, else by a stable hash of the first key column
+//!   into [`HASH_BUCKETS`]. New data mostly lands in the latest days, so most commits
+//!   touch few buckets. Each bucket is stored as its own data file(s). A commit rewrites
+//!   only the buckets whose rows changed: it `Remove`s their old files and `Add`s the new
+//!   ones in one atomic commit.
 //! - Exactly once: each commit carries a `txn` action with app id `tidemark-<table>` and
 //!   version = the logical time. On start the sink reads the last committed version and
 //!   skips every time at or below it, so a restarted run never commits a time twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -42,8 +46,11 @@ use url::Url;
 use super::SinkReport;
 use crate::arrow_rows::{batch_to_changes, rows_to_batch, schema};
 
-/// Number of key-hash buckets (data files) a Delta table is split into.
-pub const BUCKETS: usize = 16;
+/// Number of hash buckets of a table with no instant or date key column.
+pub const HASH_BUCKETS: u64 = 16;
+
+/// Width of a bucket of a date-keyed table, in days.
+pub const DATE_BUCKET_DAYS: i32 = 31;
 
 /// The directory of a table's Delta table.
 pub fn delta_dir(out: &Path, table: &str) -> PathBuf {
@@ -67,37 +74,33 @@ pub fn delta_type(ty: ColumnType) -> DeltaType {
     }
 }
 
-/// The bucket of a row: a stable hash (same in every run and process) of its key columns.
-pub fn bucket_of(spec: &TableSpec, row: &[Cell]) -> usize {
-    let mut bytes = Vec::with_capacity(64);
-    for cell in &row[..spec.key_len.min(row.len())] {
-        match cell {
-            Cell::Null => bytes.push(0),
-            Cell::Str(s) => {
-                bytes.push(1);
-                bytes.extend_from_slice(&(s.len() as u64).to_le_bytes());
-                bytes.extend_from_slice(s.as_bytes());
+/// The bucket of a row, the same in every run and process: the UTC day of the table's
+/// first instant key column, or the [`DATE_BUCKET_DAYS`]-day block of its first date key
+/// column, or else a hash of its first key column into [`HASH_BUCKETS`] (so all rows of
+/// one quarantined file share a bucket).
+pub fn bucket_of(spec: &TableSpec, row: &[Cell]) -> i64 {
+    let key = &spec.columns[..spec.key_len.min(spec.columns.len())];
+    let time_key = key
+        .iter()
+        .position(|c| matches!(c.ty, ColumnType::Timestamp | ColumnType::Date));
+    match time_key.map(|index| &row[index]) {
+        Some(Cell::Timestamp(ms)) => ms.div_euclid(86_400_000),
+        Some(Cell::Date(day)) => i64::from(day.div_euclid(DATE_BUCKET_DAYS)),
+        Some(_) => i64::MIN,
+        None => {
+            let mut bytes = Vec::with_capacity(32);
+            match row.first() {
+                Some(Cell::Str(s)) => bytes.extend_from_slice(s.as_bytes()),
+                Some(Cell::Int(v)) => bytes.extend_from_slice(&v.to_le_bytes()),
+                Some(Cell::Float(v)) => bytes.extend_from_slice(&v.to_bits().to_le_bytes()),
+                Some(Cell::Bool(v)) => bytes.push(u8::from(*v)),
+                Some(Cell::Timestamp(v)) => bytes.extend_from_slice(&v.to_le_bytes()),
+                Some(Cell::Date(v)) => bytes.extend_from_slice(&v.to_le_bytes()),
+                Some(Cell::Null) | None => {}
             }
-            Cell::Int(v) => {
-                bytes.push(2);
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
-            Cell::Float(v) => {
-                bytes.push(3);
-                bytes.extend_from_slice(&v.to_bits().to_le_bytes());
-            }
-            Cell::Bool(v) => bytes.extend_from_slice(&[4, u8::from(*v)]),
-            Cell::Timestamp(v) => {
-                bytes.push(5);
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
-            Cell::Date(v) => {
-                bytes.push(6);
-                bytes.extend_from_slice(&v.to_le_bytes());
-            }
+            (xxhash_rust::xxh3::xxh3_64(&bytes) % HASH_BUCKETS) as i64
         }
     }
-    (xxhash_rust::xxh3::xxh3_64(&bytes) % BUCKETS as u64) as usize
 }
 
 /// The process-wide runtime that drives delta-rs' async calls from worker threads.
@@ -271,11 +274,11 @@ pub struct DeltaTableSink {
     app_id: String,
     state: Option<(LogStoreRef, DeltaTableState)>,
     last_time: Option<u64>,
-    buckets: Vec<Bucket>,
+    buckets: BTreeMap<i64, Bucket>,
     /// Files not laid out one bucket a file (written by something else): removed, and
     /// their rows rewritten, at the next commit.
     foreign: Vec<DataFile>,
-    dirty: Vec<bool>,
+    dirty: BTreeSet<i64>,
 }
 
 impl DeltaTableSink {
@@ -288,9 +291,9 @@ impl DeltaTableSink {
             app_id: app_id(spec.name),
             state: None,
             last_time: None,
-            buckets: (0..BUCKETS).map(|_| Bucket::default()).collect(),
+            buckets: BTreeMap::new(),
             foreign: Vec::new(),
-            dirty: vec![false; BUCKETS],
+            dirty: BTreeSet::new(),
         };
         let loaded = runtime()?.block_on(async {
             let Some(table) = open_table(dir).await? else {
@@ -316,30 +319,25 @@ impl DeltaTableSink {
         };
         sink.last_time = last.map(|v| v as u64);
         sink.state = Some((log_store, snapshot));
-        let mut rows: Vec<Vec<Vec<Cell>>> = vec![Vec::new(); BUCKETS];
+        let mut rows: BTreeMap<i64, Vec<Vec<Cell>>> = BTreeMap::new();
         for file in files {
             let file_rows = read_data_file(&dir.join(&file.path), &spec)?;
-            let mut buckets: Vec<usize> =
-                file_rows.iter().map(|row| bucket_of(&spec, row)).collect();
+            let mut buckets: Vec<i64> = file_rows.iter().map(|row| bucket_of(&spec, row)).collect();
             for (row, &bucket) in file_rows.into_iter().zip(&buckets) {
-                rows[bucket].push(row);
+                rows.entry(bucket).or_default().push(row);
             }
             buckets.sort_unstable();
             buckets.dedup();
             if let [bucket] = buckets[..] {
-                sink.buckets[bucket].files.push(file);
+                sink.buckets.entry(bucket).or_default().files.push(file);
             } else {
-                for bucket in buckets {
-                    sink.dirty[bucket] = true;
-                }
+                sink.dirty.extend(buckets);
                 sink.foreign.push(file);
             }
         }
-        for (bucket, mut rows) in rows.into_iter().enumerate() {
-            if !rows.is_empty() {
-                rows.sort();
-                sink.buckets[bucket].rows = Some(rows_to_batch(&spec, &rows)?);
-            }
+        for (bucket, mut rows) in rows {
+            rows.sort();
+            sink.buckets.entry(bucket).or_default().rows = Some(rows_to_batch(&spec, &rows)?);
         }
         Ok(sink)
     }
@@ -352,7 +350,7 @@ impl DeltaTableSink {
     /// The current contents (sorted rows, repeated by multiplicity), from memory.
     pub fn rows(&self) -> Result<Vec<Vec<Cell>>> {
         let mut rows = Vec::new();
-        for bucket in &self.buckets {
+        for bucket in self.buckets.values() {
             rows.extend(bucket_rows(&self.spec, bucket)?);
         }
         rows.sort();
@@ -371,7 +369,7 @@ impl DeltaTableSink {
         }
         let spec = self.spec;
         consolidate(&mut changes);
-        let mut by_bucket: BTreeMap<usize, Vec<(Vec<Cell>, i64)>> = BTreeMap::new();
+        let mut by_bucket: BTreeMap<i64, Vec<(Vec<Cell>, i64)>> = BTreeMap::new();
         for (row, diff) in changes {
             if diff != 0 {
                 by_bucket
@@ -380,20 +378,21 @@ impl DeltaTableSink {
                     .push((row, diff));
             }
         }
-        for (bucket, dirty) in self.dirty.iter().enumerate() {
-            if *dirty {
-                by_bucket.entry(bucket).or_default();
-            }
+        for bucket in &self.dirty {
+            by_bucket.entry(*bucket).or_default();
         }
         // The new contents of every touched bucket; nothing is changed until the commit lands.
-        let mut rewritten: Vec<(usize, Option<RecordBatch>)> = Vec::new();
+        let mut rewritten: Vec<(i64, Option<RecordBatch>)> = Vec::new();
         for (bucket, diffs) in by_bucket {
-            let old = bucket_rows(&spec, &self.buckets[bucket])?;
+            let old = match self.buckets.get(&bucket) {
+                Some(bucket) => bucket_rows(&spec, bucket)?,
+                None => Vec::new(),
+            };
             let mut counts: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
             for row in old {
                 *counts.entry(row).or_insert(0) += 1;
             }
-            let mut changed = self.dirty[bucket];
+            let mut changed = self.dirty.contains(&bucket);
             for (row, diff) in diffs {
                 *counts.entry(row).or_insert(0) += diff;
                 changed = true;
@@ -424,14 +423,16 @@ impl DeltaTableSink {
         let url = dir_url(&self.dir)?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut actions: Vec<Action> = self.foreign.iter().map(|f| f.remove(now_ms)).collect();
-        let mut new_files: Vec<(usize, Vec<DataFile>)> = Vec::new();
+        let mut new_files: Vec<(i64, Vec<DataFile>)> = Vec::new();
         let txn = Transaction::new(&self.app_id, time as i64);
         let state = self.state.take();
         let result = runtime()?.block_on(async {
             let mut writer =
                 RecordBatchWriter::try_new(url.as_str(), schema(&spec, false), None, None)?;
             for (bucket, batch) in &rewritten {
-                actions.extend(self.buckets[*bucket].files.iter().map(|f| f.remove(now_ms)));
+                if let Some(old) = self.buckets.get(bucket) {
+                    actions.extend(old.files.iter().map(|f| f.remove(now_ms)));
+                }
                 let mut files = Vec::new();
                 if let Some(batch) = batch {
                     writer.write(batch.clone()).await?;
@@ -494,10 +495,13 @@ impl DeltaTableSink {
         self.foreign.clear();
         let buckets = rewritten.len();
         for ((bucket, rows), (_, files)) in rewritten.into_iter().zip(new_files) {
-            self.buckets[bucket] = Bucket { rows, files };
-            self.dirty[bucket] = false;
+            if rows.is_none() && files.is_empty() {
+                self.buckets.remove(&bucket);
+            } else {
+                self.buckets.insert(bucket, Bucket { rows, files });
+            }
         }
-        self.dirty.iter_mut().for_each(|d| *d = false);
+        self.dirty.clear();
         Ok(CommitOutcome::Committed { version, buckets })
     }
 }
@@ -533,7 +537,7 @@ where
     let pact = Exchange::new(|_: &(R, u64, isize)| 0u64);
     let scope = rows.inner.scope();
     super::clear_failure(&out);
-    rows.consolidate().inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, info| {
+    rows.inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, info| {
         let mut pending: Pending<R> = BTreeMap::new();
         let mut sink: Option<DeltaTableSink> = None;
         let activator = scope.activator_for(info.address);
@@ -603,6 +607,27 @@ mod tests {
     fn sorted(mut rows: Vec<Vec<Cell>>) -> Vec<Vec<Cell>> {
         rows.sort();
         rows
+    }
+
+    #[test]
+    fn buckets_follow_time_keys_else_a_hash_of_the_first_key_column() {
+        use tidemark_dataflows::tables::QUARANTINE;
+        let day_ms = 86_400_000;
+        let s = |start: i64| vec![Cell::Str("u".into()), Cell::Timestamp(start)];
+        assert_eq!(bucket_of(&SESSIONS, &s(3 * day_ms)), 3);
+        assert_eq!(bucket_of(&SESSIONS, &s(4 * day_ms - 1)), 3);
+        assert_eq!(bucket_of(&SESSIONS, &s(-1)), -1);
+        assert_eq!(bucket_of(&DAILY_ACTIVE, &day(30, 1)), 0);
+        assert_eq!(bucket_of(&DAILY_ACTIVE, &day(31, 1)), 1);
+        let q = |file: &str, row: i64| vec![Cell::Str(file.into()), Cell::Int(row)];
+        assert_eq!(
+            bucket_of(&QUARANTINE, &q("a.csv", 1)),
+            bucket_of(&QUARANTINE, &q("a.csv", 9))
+        );
+        let hashed: BTreeSet<i64> = (0..100)
+            .map(|i| bucket_of(&QUARANTINE, &q(&format!("f{i}"), 0)))
+            .collect();
+        assert!(hashed.len() > 8 && hashed.iter().all(|b| (0..HASH_BUCKETS as i64).contains(b)));
     }
 
     #[test]
@@ -708,8 +733,10 @@ mod tests {
         };
         let mut sink = DeltaTableSink::open(&dir, SESSIONS).unwrap();
         let rows: Vec<Vec<Cell>> = (0..500)
-            .map(|u| session(u, 1_700_000_000_000 + u as i64, 3))
+            .map(|u| session(u, 1_700_000_000_000 + u as i64 * 3_600_000, 3))
             .collect();
+        let days: BTreeSet<i64> = rows.iter().map(|r| bucket_of(&SESSIONS, r)).collect();
+        assert_eq!(days.len(), 22, "500 hourly sessions span 22 UTC days");
         let outcome = sink
             .commit(0, rows.iter().map(|r| (r.clone(), 1)).collect())
             .unwrap();
@@ -717,11 +744,11 @@ mod tests {
             outcome,
             CommitOutcome::Committed {
                 version: 0,
-                buckets: BUCKETS
+                buckets: days.len()
             }
         );
         // Same key, new values: one bucket is rewritten, as one Remove and one Add.
-        let changed = session(7, 1_700_000_000_007, 4);
+        let changed = session(7, 1_700_000_000_000 + 7 * 3_600_000, 4);
         let outcome = sink
             .commit(5, vec![(rows[7].clone(), -1), (changed.clone(), 1)])
             .unwrap();
