@@ -39,7 +39,8 @@ pub struct RunArgs {
     /// Dataset directory (events/, users/, subscriptions/, items/, optional tidemark.toml).
     /// Without it, a demo dataset of about one million events is generated first.
     pub dataset: Option<PathBuf>,
-    /// Output directory: changes/<table>/ holds each table's change stream.
+    /// Output directory: changes/<table>/ holds each table's change stream, tables/<table>/
+    /// its Delta Lake table.
     #[arg(long, default_value = "tidemark-out")]
     pub out: PathBuf,
     /// Mapping file for a source not in contract column names (overrides <dataset>/tidemark.toml).
@@ -48,6 +49,9 @@ pub struct RunArgs {
     /// Replace an existing output directory's contents.
     #[arg(long)]
     pub overwrite: bool,
+    /// Skip the Delta Lake tables under OUT/tables/ (faster; change streams only).
+    #[arg(long)]
+    pub no_delta: bool,
     /// Print the settings in force and exit.
     #[arg(long)]
     pub print_settings: bool,

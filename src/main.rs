@@ -94,6 +94,7 @@ fn run_command(args: RunArgs) -> Result<()> {
         cluster: args.cluster.clone(),
         progress: !args.quiet && std::io::stderr().is_terminal(),
         overwrite: args.overwrite,
+        delta: !args.no_delta,
     };
     let stats = run(&options)?;
     if !args.quiet && args.cluster.process == 0 {

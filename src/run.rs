@@ -18,6 +18,7 @@ use timely::dataflow::operators::{Concatenate, Input as _, Probe};
 use crate::cluster::ClusterArgs;
 use crate::progress::Progress;
 use crate::sink::changes::change_stream_sink;
+use crate::sink::delta::delta_sink;
 
 /// Everything `tidemark run` needs to know.
 #[derive(Clone, Debug)]
@@ -36,6 +37,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Whether an existing output may be replaced.
     pub overwrite: bool,
+    /// Whether to write the Delta tables under `OUT/tables/` (off with `--no-delta`).
+    pub delta: bool,
 }
 
 /// What a finished run did, as seen from this process.
@@ -84,12 +87,18 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         out: options.out.clone(),
         event_rows_read: AtomicU64::new(0),
         progress: options.progress && options.cluster.process == 0,
+        delta: options.delta,
     });
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(config, move |worker| run_worker(worker, &worker_shared))
         .map_err(|e| anyhow!("starting workers: {e}"))?;
     for result in guards.join() {
-        result.map_err(|e| anyhow!("a worker failed: {e}"))?;
+        result.map_err(|e| {
+            anyhow!(
+                "a worker failed: {}",
+                crate::sink::failure(&options.out).unwrap_or(e)
+            )
+        })?;
     }
     Ok(RunStats {
         files: shared.files.len(),
@@ -106,6 +115,7 @@ struct Shared {
     out: PathBuf,
     event_rows_read: AtomicU64,
     progress: bool,
+    delta: bool,
 }
 
 /// Refuses to mix a new run into an old output unless asked to replace it.
@@ -120,6 +130,11 @@ fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
         }
         std::fs::remove_dir_all(&changes)
             .with_context(|| format!("removing {}", changes.display()))?;
+        let tables = out.join("tables");
+        if tables.exists() {
+            std::fs::remove_dir_all(&tables)
+                .with_context(|| format!("removing {}", tables.display()))?;
+        }
     }
     std::fs::create_dir_all(&changes).with_context(|| format!("creating {}", changes.display()))?;
     Ok(())
@@ -133,6 +148,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     let peers = worker.peers();
     let params = shared.params;
     let out = shared.out.clone();
+    let delta = shared.delta;
 
     let (mut rows_in, mut marks_in, mut users_in, mut subs_in, mut errors_in, probe) = worker
         .dataflow::<u64, _, _>(|scope| {
@@ -151,7 +167,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
                 },
                 params,
             );
-            let reports = write_outputs(outputs, &out, index);
+            let reports = write_outputs(outputs, &out, index, delta);
             let (probe, _) = scope.concatenate(reports).probe();
             (rows_in, marks_in, users_in, subs_in, errors_in, probe)
         });
@@ -236,26 +252,37 @@ pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
     tables::QUARANTINE,
 ];
 
-/// Attaches a change-stream sink to every output table; returns their reports.
+/// Attaches a change-stream sink and (with `delta`) a Delta Lake sink to every output
+/// table; returns their reports.
 fn write_outputs<'s>(
     outputs: Outputs<'s>,
     out: &Path,
     worker: usize,
+    delta: bool,
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
-    let out = out.to_path_buf();
-    vec![
-        change_stream_sink(outputs.sessions, out.clone(), worker),
-        change_stream_sink(outputs.window_activity, out.clone(), worker),
-        change_stream_sink(outputs.daily_active, out.clone(), worker),
-        change_stream_sink(outputs.monthly_active, out.clone(), worker),
-        change_stream_sink(outputs.retention_cohorts, out.clone(), worker),
-        change_stream_sink(outputs.kpis, out.clone(), worker),
-        change_stream_sink(outputs.spike_alerts, out.clone(), worker),
-        change_stream_sink(outputs.session_metrics_daily, out.clone(), worker),
-        change_stream_sink(outputs.event_mix_daily, out.clone(), worker),
-        change_stream_sink(outputs.skip_rate_daily, out.clone(), worker),
-        change_stream_sink(outputs.feature_adoption, out.clone(), worker),
-        change_stream_sink(outputs.engagement_by_segment, out.clone(), worker),
-        change_stream_sink(outputs.quarantine, out, worker),
-    ]
+    let mut reports = Vec::new();
+    macro_rules! sinks {
+        ($($table:ident),*) => {$(
+            if delta {
+                reports.push(delta_sink(outputs.$table.clone(), out));
+            }
+            reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker));
+        )*};
+    }
+    sinks!(
+        sessions,
+        window_activity,
+        daily_active,
+        monthly_active,
+        retention_cohorts,
+        kpis,
+        spike_alerts,
+        session_metrics_daily,
+        event_mix_daily,
+        skip_rate_daily,
+        feature_adoption,
+        engagement_by_segment,
+        quarantine
+    );
+    reports
 }

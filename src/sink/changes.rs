@@ -48,12 +48,17 @@ where
     R: TableRow + ExchangeData + Hashable,
 {
     let table = R::SPEC.name;
+    let scope = rows.inner.scope();
+    super::clear_failure(&out);
     rows.consolidate().inner.unary_frontier(
         Pipeline,
         &format!("ChangeSink({table})"),
-        move |_cap, _info| {
+        move |_cap, info| {
             let mut pending: BTreeMap<u64, Pending<R>> = BTreeMap::new();
+            let activator = scope.activator_for(info.address);
             move |(input, frontier), output| {
+                let live = !frontier.frontier().is_empty() || !pending.is_empty();
+                super::check_failure(&out, &activator, live);
                 input.for_each(|cap, data| {
                     for (row, time, diff) in data.drain(..) {
                         pending
@@ -80,7 +85,7 @@ where
                     let path = change_file(&out, table, time, worker);
                     if let Err(error) = write_changes::<R>(&path, &changes) {
                         // A sink that cannot write must not pretend it did: stop the run loudly.
-                        panic!("cannot write {}: {error:#}", path.display());
+                        super::fail(&out, format!("cannot write {}: {error:#}", path.display()));
                     }
                     output.session(&cap).give(SinkReport {
                         table: table.to_string(),

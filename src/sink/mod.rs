@@ -1,6 +1,12 @@
 //! Sinks: where finished logical times of each output table are written.
 
 pub mod changes;
+pub mod delta;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 /// What a sink reports for each logical time it has made durable on this worker.
 #[derive(
@@ -13,4 +19,50 @@ pub struct SinkReport {
     pub time: u64,
     /// Number of change rows written.
     pub rows: u64,
+}
+
+/// Failures of the runs of this process, by output directory.
+static FAILURES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
+
+/// How often a sink operator looks whether another worker's sink of its run failed.
+pub const FAILURE_POLL: Duration = Duration::from_millis(50);
+
+/// Stops the run writing under `out` because a sink failed: records `message` so the
+/// other workers of this process stop too (see [`failure`]), then panics with it.
+pub fn fail(out: &Path, message: String) -> ! {
+    FAILURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(out.to_path_buf())
+        .or_insert_with(|| message.clone());
+    panic!("{message}");
+}
+
+/// The failure recorded for the run writing under `out`, if a sink of it failed.
+pub fn failure(out: &Path) -> Option<String> {
+    FAILURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(out)
+        .cloned()
+}
+
+/// Forgets an earlier run's failure under `out` (called as a new run's sinks are built).
+pub fn clear_failure(out: &Path) {
+    FAILURES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(out);
+}
+
+/// Called by a sink operator each time it runs: panics if another sink of the run writing
+/// under `out` failed (a worker that died would otherwise leave the others waiting for
+/// it forever), else asks to be run again after [`FAILURE_POLL`] while `live`.
+pub fn check_failure(out: &Path, activator: &timely::scheduling::Activator, live: bool) {
+    if let Some(message) = failure(out) {
+        panic!("stopping: another worker failed: {message}");
+    }
+    if live {
+        activator.activate_after(FAILURE_POLL);
+    }
 }

@@ -46,6 +46,7 @@ pub fn run_engine(
         },
         progress: false,
         overwrite: true,
+        delta: true,
     };
     run(&options).expect("tidemark run succeeds");
 }

@@ -1,0 +1,398 @@
+//! The Delta Lake tables under `OUT/tables/`: read back with the deltalake crate, each
+//! equals its table's summed change stream row for row, at the end and at every Delta
+//! version; the log holds exactly one commit per logical time at which the table
+//! changed, each with a `tidemark-<table>` txn of that time; column types are the right
+//! Delta primitive types.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use common::run_engine;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use tidemark::arrow_rows::{batch_to_changes, schema};
+use tidemark::changes_reader::{read_changes, sum_changes};
+use tidemark::cluster::ClusterArgs;
+use tidemark::run::{run, RunOptions, WRITTEN_TABLES};
+use tidemark::sink::delta::{delta_dir, last_committed_version};
+use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
+use tidemark_inputs::generator::{generate, GeneratorConfig};
+use url::Url;
+
+fn messy(seed: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        events: 12_000,
+        users: 300,
+        seed,
+        days: 40,
+        files: 12,
+        late_share: 0.03,
+        too_late_share: 0.01,
+        duplicate_share: 0.02,
+        invalid_share: 0.01,
+        ..GeneratorConfig::default()
+    }
+}
+
+/// One commit file of a Delta log, as JSON actions.
+struct Commit {
+    version: u64,
+    actions: Vec<serde_json::Value>,
+}
+
+fn read_log(table_dir: &Path) -> Vec<Commit> {
+    let log = table_dir.join("_delta_log");
+    let mut commits: Vec<Commit> = std::fs::read_dir(&log)
+        .unwrap_or_else(|e| panic!("{} is not readable: {e}", log.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|path| {
+            let version = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let actions = text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            Commit { version, actions }
+        })
+        .collect();
+    commits.sort_by_key(|c| c.version);
+    commits
+}
+
+/// The rows of the Delta table at `version` (latest with `None`), read independently of
+/// tidemark's sink: delta-rs lists the snapshot's active files, the parquet crate reads them.
+fn delta_rows(table_dir: &Path, spec: &TableSpec, version: Option<u64>) -> Vec<Vec<Cell>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let url = Url::from_directory_path(table_dir.canonicalize().unwrap()).unwrap();
+    let files: Vec<String> = runtime.block_on(async {
+        let table = match version {
+            Some(v) => deltalake::open_table_with_version(url, v).await,
+            None => deltalake::open_table(url).await,
+        }
+        .expect("delta-rs opens the table");
+        table
+            .snapshot()
+            .unwrap()
+            .log_data()
+            .iter()
+            .map(|f| f.path().to_string())
+            .collect()
+    });
+    let target = schema(spec, false);
+    let mut rows = Vec::new();
+    for path in files {
+        let file = File::open(table_dir.join(&path)).unwrap();
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            let columns = target
+                .fields()
+                .iter()
+                .map(|f| {
+                    cast(
+                        batch.column_by_name(f.name()).expect("column present"),
+                        f.data_type(),
+                    )
+                    .unwrap()
+                })
+                .collect();
+            let batch = RecordBatch::try_new(target.clone(), columns).unwrap();
+            rows.extend(
+                batch_to_changes(spec, &batch, false)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(row, _, _)| row),
+            );
+        }
+    }
+    rows.sort();
+    rows
+}
+
+fn expand(summed: BTreeMap<Vec<Cell>, i64>) -> Vec<Vec<Cell>> {
+    let mut rows = Vec::new();
+    for (row, count) in summed {
+        assert!(count > 0, "change stream sums to count {count} for {row:?}");
+        rows.extend(std::iter::repeat_n(row, count as usize));
+    }
+    rows
+}
+
+fn assert_rows_equal(
+    spec: &TableSpec,
+    expected: &[Vec<Cell>],
+    actual: &[Vec<Cell>],
+    context: &str,
+) {
+    if expected != actual {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|r| !actual.contains(r))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|r| !expected.contains(r))
+            .take(5)
+            .collect();
+        panic!(
+            "{context}: Delta table `{}` differs from its change stream ({} expected rows, {} in Delta)\n  missing: {missing:?}\n  unexpected: {extra:?}",
+            spec.name,
+            expected.len(),
+            actual.len()
+        );
+    }
+}
+
+fn delta_type_name(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::Str => "string",
+        ColumnType::Int => "long",
+        ColumnType::Float => "double",
+        ColumnType::Bool => "boolean",
+        ColumnType::Timestamp => "timestamp",
+        ColumnType::Date => "date",
+    }
+}
+
+fn check_out(out: &Path, context: &str) {
+    for spec in WRITTEN_TABLES {
+        let dir = delta_dir(out, spec.name);
+        let changes = read_changes(out, spec).unwrap();
+        let times: BTreeSet<u64> = changes.iter().map(|(_, t, _)| *t).collect();
+        if times.is_empty() {
+            assert!(
+                !dir.exists(),
+                "{context}: `{}` never changed but has a Delta directory",
+                spec.name
+            );
+            continue;
+        }
+
+        // The log: one commit per changed time, in time order, each with its txn; none empty.
+        let commits = read_log(&dir);
+        let app_id = format!("tidemark-{}", spec.name);
+        let mut committed = Vec::new();
+        for commit in &commits {
+            let txns: Vec<&serde_json::Value> =
+                commit.actions.iter().filter_map(|a| a.get("txn")).collect();
+            assert_eq!(
+                txns.len(),
+                1,
+                "{context}: `{}` commit {} has {} txn actions",
+                spec.name,
+                commit.version,
+                txns.len()
+            );
+            assert_eq!(
+                txns[0]["appId"], app_id,
+                "{context}: `{}` commit {}",
+                spec.name, commit.version
+            );
+            committed.push(txns[0]["version"].as_u64().expect("txn version"));
+            let data = commit
+                .actions
+                .iter()
+                .filter(|a| a.get("add").is_some() || a.get("remove").is_some())
+                .count();
+            assert!(
+                data > 0,
+                "{context}: `{}` commit {} is empty",
+                spec.name,
+                commit.version
+            );
+        }
+        let expected_times: Vec<u64> = times.iter().copied().collect();
+        assert_eq!(
+            committed, expected_times,
+            "{context}: `{}` txn versions vs change-stream times",
+            spec.name
+        );
+        assert_eq!(
+            commits.iter().map(|c| c.version).collect::<Vec<_>>(),
+            (0..commits.len() as u64).collect::<Vec<_>>(),
+            "{context}: `{}` Delta versions",
+            spec.name
+        );
+        assert_eq!(
+            last_committed_version(&dir).unwrap(),
+            times.last().copied(),
+            "{context}: `{}`",
+            spec.name
+        );
+
+        // The schema: the right Delta primitive types.
+        let metadata = commits[0]
+            .actions
+            .iter()
+            .find_map(|a| a.get("metaData"))
+            .expect("first commit has metaData");
+        let schema: serde_json::Value =
+            serde_json::from_str(metadata["schemaString"].as_str().unwrap()).unwrap();
+        let fields = schema["fields"].as_array().unwrap();
+        assert_eq!(
+            fields.len(),
+            spec.columns.len(),
+            "{context}: `{}` column count",
+            spec.name
+        );
+        for (field, column) in fields.iter().zip(spec.columns) {
+            assert_eq!(field["name"], column.name, "{context}: `{}`", spec.name);
+            assert_eq!(
+                field["type"],
+                delta_type_name(column.ty),
+                "{context}: `{}`.{}",
+                spec.name,
+                column.name
+            );
+            assert_eq!(
+                field["nullable"], column.nullable,
+                "{context}: `{}`.{}",
+                spec.name, column.name
+            );
+        }
+
+        // The contents at every version equal the change stream summed up to its time.
+        for (version, time) in committed.iter().enumerate() {
+            let expected = expand(sum_changes(
+                changes.iter().filter(|(_, t, _)| t <= time).cloned(),
+            ));
+            let actual = delta_rows(&dir, spec, Some(version as u64));
+            assert_rows_equal(
+                spec,
+                &expected,
+                &actual,
+                &format!("{context}, version {version} (time {time})"),
+            );
+        }
+        let expected = expand(sum_changes(changes.iter().cloned()));
+        assert_rows_equal(
+            spec,
+            &expected,
+            &delta_rows(&dir, spec, None),
+            &format!("{context}, latest"),
+        );
+        assert!(
+            !expected.is_empty() || spec.name == "quarantine",
+            "{context}: `{}` is empty",
+            spec.name
+        );
+    }
+}
+
+fn check(seed: u64, workers: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    generate(&data, &messy(seed)).expect("generator writes the dataset");
+    run_engine(&data, None, &out, Params::default(), workers);
+    check_out(&out, &format!("seed={seed} workers={workers}"));
+    // --overwrite replaces the Delta tables too (a stale log would skip every commit).
+    run_engine(&data, None, &out, Params::default(), workers);
+    check_out(&out, &format!("seed={seed} workers={workers}, overwritten"));
+}
+
+#[test]
+fn delta_tables_equal_change_streams_on_one_worker() {
+    check(21, 1);
+}
+
+#[test]
+fn delta_tables_equal_change_streams_on_two_workers() {
+    check(22, 2);
+}
+
+#[test]
+fn no_delta_writes_no_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    generate(
+        &data,
+        &GeneratorConfig {
+            events: 2_000,
+            users: 50,
+            files: 3,
+            ..messy(5)
+        },
+    )
+    .unwrap();
+    let options = RunOptions {
+        dataset: data,
+        mapping: None,
+        out: out.clone(),
+        params: Params::default(),
+        cluster: ClusterArgs::default(),
+        progress: false,
+        overwrite: false,
+        delta: false,
+    };
+    run(&options).expect("run succeeds");
+    assert!(out.join("changes").join("sessions").exists());
+    assert!(
+        !out.join("tables").exists(),
+        "--no-delta wrote Delta tables"
+    );
+}
+
+#[test]
+fn a_failed_commit_stops_the_run_naming_the_table_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    generate(
+        &data,
+        &GeneratorConfig {
+            events: 2_000,
+            users: 50,
+            files: 3,
+            ..messy(6)
+        },
+    )
+    .unwrap();
+    // A file where the tables directory should be: no Delta table can be created.
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("tables"), b"not a directory").unwrap();
+    let options = RunOptions {
+        dataset: data,
+        mapping: None,
+        out: out.clone(),
+        params: Params::default(),
+        cluster: ClusterArgs {
+            workers: 2,
+            ..ClusterArgs::default()
+        },
+        progress: false,
+        overwrite: false,
+        delta: true,
+    };
+    // On two workers: the one that fails must not leave the other waiting forever.
+    let (send, receive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || send.send(run(&options).map(|_| ())).unwrap());
+    let result = receive
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the run stops");
+    let error = format!("{:#}", result.expect_err("the run must fail"));
+    assert!(
+        error.contains("Delta table `"),
+        "message names no table: {error}"
+    );
+    assert!(
+        error.contains(&out.join("tables").display().to_string()),
+        "message names no path: {error}"
+    );
+}
