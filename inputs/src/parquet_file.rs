@@ -11,7 +11,7 @@ use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, Float64Array, Int64Ar
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 
 use crate::dataset::{SourceFile, Stop};
@@ -171,7 +171,11 @@ impl Row for ParquetRow<'_> {
 
 fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
     let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format!("invalid Parquet: {e}"))
+    // The embedded Arrow schema (IPC bytes in the footer) is not needed — the Parquet
+    // schema gives every type tidemark reads — and arrow-ipc can panic on corrupt bytes.
+    let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+        .map_err(|e| format!("invalid Parquet: {e}"))
 }
 
 fn names_of(builder: &ParquetRecordBatchReaderBuilder<File>) -> Vec<String> {

@@ -435,7 +435,11 @@ fn read_never_panics(rel: &str, bytes: &[u8]) {
     let b = set.dataset.read(&file);
     assert_eq!(b.events.len(), b.event_rows.len());
     for q in &b.quarantine {
-        assert!(!q.raw.contains("panicked"), "{rel}: {}", q.raw);
+        // A decoder crate may panic on corrupt bytes (parquet 59 does in bit_util); the
+        // guarantee is that tidemark catches it and quarantines the file as unreadable.
+        if q.raw.contains("panicked") {
+            assert_eq!(q.reason, "unreadable_file", "{rel}: {}", q.raw);
+        }
         assert_eq!(q.file, rel);
         assert!(q.raw.chars().count() <= 1000);
     }
