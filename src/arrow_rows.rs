@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{
-    Array, ArrayRef, BooleanBuilder, Date32Array, Date32Builder, Float64Array, Float64Builder, Int64Array,
-    Int64Builder, RecordBatch, StringArray, StringBuilder, TimestampMillisecondArray, TimestampMillisecondBuilder,
-    UInt64Array, UInt64Builder, BooleanArray,
+    Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array,
+    Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
@@ -31,8 +31,11 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
 
 /// The schema of a table, optionally followed by the change-stream columns `time`, `diff`.
 pub fn schema(spec: &TableSpec, with_changes: bool) -> SchemaRef {
-    let mut fields: Vec<Field> =
-        spec.columns.iter().map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable)).collect();
+    let mut fields: Vec<Field> = spec
+        .columns
+        .iter()
+        .map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable))
+        .collect();
     if with_changes {
         fields.push(Field::new(TIME_COLUMN, DataType::UInt64, false));
         fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
@@ -65,12 +68,20 @@ pub fn changes_to_batch(spec: &TableSpec, changes: &[Change]) -> Result<RecordBa
 pub fn rows_to_batch(spec: &TableSpec, rows: &[Vec<Cell>]) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(spec.columns.len());
     for (index, column) in spec.columns.iter().enumerate() {
-        columns.push(build_column(column.ty, column.name, rows.iter().map(|row| &row[index]))?);
+        columns.push(build_column(
+            column.ty,
+            column.name,
+            rows.iter().map(|row| &row[index]),
+        )?);
     }
     Ok(RecordBatch::try_new(schema(spec, false), columns)?)
 }
 
-fn build_column<'a>(ty: ColumnType, name: &str, cells: impl ExactSizeIterator<Item = &'a Cell>) -> Result<ArrayRef> {
+fn build_column<'a>(
+    ty: ColumnType,
+    name: &str,
+    cells: impl ExactSizeIterator<Item = &'a Cell>,
+) -> Result<ArrayRef> {
     let n = cells.len();
     macro_rules! fill {
         ($builder:expr, $variant:path) => {{
@@ -100,22 +111,43 @@ fn build_column<'a>(ty: ColumnType, name: &str, cells: impl ExactSizeIterator<It
 
 /// Reads the rows of a record batch written with [`schema`] back into cells; with
 /// `with_changes`, also the `time` and `diff` of each row.
-pub fn batch_to_changes(spec: &TableSpec, batch: &RecordBatch, with_changes: bool) -> Result<Vec<Change>> {
+pub fn batch_to_changes(
+    spec: &TableSpec,
+    batch: &RecordBatch,
+    with_changes: bool,
+) -> Result<Vec<Change>> {
     let n = batch.num_rows();
-    let mut rows: Vec<Vec<Cell>> = (0..n).map(|_| Vec::with_capacity(spec.columns.len())).collect();
+    let mut rows: Vec<Vec<Cell>> = (0..n)
+        .map(|_| Vec::with_capacity(spec.columns.len()))
+        .collect();
     for column in spec.columns {
         let array = batch
             .column_by_name(column.name)
             .with_context(|| format!("table `{}` has no column `{}`", spec.name, column.name))?;
         for (i, row) in rows.iter_mut().enumerate() {
-            row.push(read_cell(column.ty, array.as_ref(), i).with_context(|| format!("column `{}`", column.name))?);
+            row.push(
+                read_cell(column.ty, array.as_ref(), i)
+                    .with_context(|| format!("column `{}`", column.name))?,
+            );
         }
     }
     let (times, diffs) = if with_changes {
-        let time = batch.column_by_name(TIME_COLUMN).context("change stream has no `time` column")?;
-        let diff = batch.column_by_name(DIFF_COLUMN).context("change stream has no `diff` column")?;
-        let time = time.as_any().downcast_ref::<UInt64Array>().context("`time` is not u64")?.clone();
-        let diff = diff.as_any().downcast_ref::<Int64Array>().context("`diff` is not i64")?.clone();
+        let time = batch
+            .column_by_name(TIME_COLUMN)
+            .context("change stream has no `time` column")?;
+        let diff = batch
+            .column_by_name(DIFF_COLUMN)
+            .context("change stream has no `diff` column")?;
+        let time = time
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .context("`time` is not u64")?
+            .clone();
+        let diff = diff
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .context("`diff` is not i64")?
+            .clone();
         (Some(time), Some(diff))
     } else {
         (None, None)
@@ -123,7 +155,13 @@ pub fn batch_to_changes(spec: &TableSpec, batch: &RecordBatch, with_changes: boo
     Ok(rows
         .into_iter()
         .enumerate()
-        .map(|(i, row)| (row, times.as_ref().map_or(0, |t| t.value(i)), diffs.as_ref().map_or(1, |d| d.value(i))))
+        .map(|(i, row)| {
+            (
+                row,
+                times.as_ref().map_or(0, |t| t.value(i)),
+                diffs.as_ref().map_or(1, |d| d.value(i)),
+            )
+        })
         .collect())
 }
 
@@ -132,7 +170,10 @@ fn read_cell(ty: ColumnType, array: &dyn Array, i: usize) -> Result<Cell> {
         return Ok(Cell::Null);
     }
     fn typed<T: 'static>(array: &dyn Array) -> Result<&T> {
-        array.as_any().downcast_ref::<T>().with_context(|| format!("unexpected type {:?}", array.data_type()))
+        array
+            .as_any()
+            .downcast_ref::<T>()
+            .with_context(|| format!("unexpected type {:?}", array.data_type()))
     }
     Ok(match ty {
         ColumnType::Str => Cell::Str(typed::<StringArray>(array)?.value(i).to_string()),
@@ -140,6 +181,8 @@ fn read_cell(ty: ColumnType, array: &dyn Array, i: usize) -> Result<Cell> {
         ColumnType::Float => Cell::Float(typed::<Float64Array>(array)?.value(i)),
         ColumnType::Bool => Cell::Bool(typed::<BooleanArray>(array)?.value(i)),
         ColumnType::Date => Cell::Date(typed::<Date32Array>(array)?.value(i)),
-        ColumnType::Timestamp => Cell::Timestamp(typed::<TimestampMillisecondArray>(array)?.value(i)),
+        ColumnType::Timestamp => {
+            Cell::Timestamp(typed::<TimestampMillisecondArray>(array)?.value(i))
+        }
     })
 }

@@ -32,7 +32,10 @@ pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
             .build()?;
         for batch in reader {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            changes.extend(batch_to_changes(spec, &batch, true).with_context(|| format!("in {}", path.display()))?);
+            changes.extend(
+                batch_to_changes(spec, &batch, true)
+                    .with_context(|| format!("in {}", path.display()))?,
+            );
         }
     }
     Ok(changes)
@@ -53,7 +56,11 @@ pub fn read_table(out: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
     let summed = sum_changes(read_changes(out, spec)?);
     let mut rows = Vec::new();
     for (row, count) in summed {
-        anyhow::ensure!(count > 0, "table `{}` has a row with negative count {count}: {row:?}", spec.name);
+        anyhow::ensure!(
+            count > 0,
+            "table `{}` has a row with negative count {count}: {row:?}",
+            spec.name
+        );
         rows.extend(std::iter::repeat_n(row, count as usize));
     }
     Ok(rows)

@@ -24,7 +24,12 @@ pub struct ClusterArgs {
 
 impl Default for ClusterArgs {
     fn default() -> Self {
-        ClusterArgs { workers: 1, processes: 1, process: 0, hostfile: None }
+        ClusterArgs {
+            workers: 1,
+            processes: 1,
+            process: 0,
+            hostfile: None,
+        }
     }
 }
 
@@ -35,7 +40,11 @@ impl ClusterArgs {
             bail!("-w/--workers must be at least 1");
         }
         if self.processes == 0 || self.process >= self.processes {
-            bail!("-p/--process must be below -n/--processes ({}), got {}", self.processes, self.process);
+            bail!(
+                "-p/--process must be below -n/--processes ({}), got {}",
+                self.processes,
+                self.process
+            );
         }
         let communication = if self.processes == 1 {
             if self.workers == 1 {
@@ -48,8 +57,12 @@ impl ClusterArgs {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("reading hostfile {}", path.display()))?;
-                    let hosts: Vec<String> =
-                        text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+                    let hosts: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .map(String::from)
+                        .collect();
                     if hosts.len() < self.processes {
                         bail!(
                             "hostfile {} lists {} hosts but -n is {}: give one host:port line per process",
@@ -60,7 +73,9 @@ impl ClusterArgs {
                     }
                     hosts
                 }
-                None => (0..self.processes).map(|i| format!("localhost:{}", 2101 + i)).collect(),
+                None => (0..self.processes)
+                    .map(|i| format!("localhost:{}", 2101 + i))
+                    .collect(),
             };
             timely::CommunicationConfig::Cluster {
                 threads: self.workers,
@@ -70,7 +85,10 @@ impl ClusterArgs {
                 zerocopy: false,
             }
         };
-        Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+        Ok(timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        })
     }
 
     /// Total number of workers across all processes.

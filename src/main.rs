@@ -2,11 +2,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tidemark::cli::{Cli, Command, GenerateArgs, RunArgs};
-use tidemark::run::{run, RunOptions};
+use tidemark::cli::{Cli, Command, GenerateArgs, LiveArgs, RunArgs};
+use tidemark::live_source::{Batching, LiveInput};
+use tidemark::run::{run, LiveOptions, RunOptions};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 
 fn main() {
@@ -14,7 +16,9 @@ fn main() {
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(args),
         Some(Command::Generate(args)) => generate_command(&args).map(|_| ()),
-        Some(Command::Report(args)) => tidemark::report::render(&args.out_dir).map(|text| print!("{text}")),
+        Some(Command::Report(args)) => {
+            tidemark::report::render(&args.out_dir).map(|text| print!("{text}"))
+        }
         None => demo(),
     };
     if let Err(error) = result {
@@ -27,7 +31,10 @@ fn main() {
 fn demo() -> Result<()> {
     let data = PathBuf::from("tidemark-demo/data");
     if !data.join("events").exists() {
-        eprintln!("Generating the demo dataset (1M events, seed 42) into {} ...", data.display());
+        eprintln!(
+            "Generating the demo dataset (1M events, seed 42) into {} ...",
+            data.display()
+        );
         generate_command(&GenerateArgs {
             out_dir: data.clone(),
             events: 1_000_000,
@@ -72,26 +79,36 @@ impl DemoArgs for RunArgs {
 fn run_command(args: RunArgs) -> Result<()> {
     let (settings, params) = args.settings.params()?;
     if args.print_settings {
-        print!("{}", toml::to_string(&settings).context("printing settings")?);
+        print!(
+            "{}",
+            toml::to_string(&settings).context("printing settings")?
+        );
         return Ok(());
     }
-    let Some(dataset) = args.dataset.clone() else {
-        bail!("tidemark run needs a DATASET directory (or run `tidemark` with no command for the demo)");
-    };
+    let live = live_options(&args.live);
+    if args.dataset.is_none() && live.input.is_none() {
+        bail!("tidemark run needs a DATASET directory, --stdin or --listen (or run `tidemark` with no command for the demo)");
+    }
+    let following = live.follow || live.input.is_some();
     let options = RunOptions {
-        dataset,
+        dataset: args.dataset.clone(),
         mapping: args.mapping.clone(),
         out: args.out.clone(),
         params,
         cluster: args.cluster.clone(),
-        progress: !args.quiet && std::io::stderr().is_terminal(),
+        progress: !args.quiet && (following || std::io::stderr().is_terminal()),
         overwrite: args.overwrite,
+        live,
     };
     let stats = run(&options)?;
     if !args.quiet && args.cluster.process == 0 {
         let seconds = stats.elapsed.as_secs_f64();
+        let replayed = match stats.replayed {
+            0 => String::new(),
+            n => format!(" after replaying {n} from the checkpoint"),
+        };
         println!(
-            "Ran {} files ({} event rows read) in {:.2}s: {:.0} events/s with {} worker(s)",
+            "Ran {} new batches{replayed} ({} event rows read) in {:.2}s: {:.0} events/s with {} worker(s)",
             stats.files,
             stats.event_rows_read,
             seconds,
@@ -103,6 +120,29 @@ fn run_command(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The live options the flags describe.
+fn live_options(args: &LiveArgs) -> LiveOptions {
+    let input = if args.stdin {
+        Some(LiveInput::Stdin)
+    } else {
+        args.listen.clone().map(LiveInput::Listen)
+    };
+    LiveOptions {
+        follow: args.follow,
+        poll: Duration::from_millis(args.poll_ms.max(1)),
+        settle: Duration::from_millis(args.settle_ms.unwrap_or(args.poll_ms)),
+        max_idle: args
+            .max_idle_secs
+            .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        input,
+        batching: Batching {
+            events: args.batch_events.max(1),
+            interval: Duration::from_millis(args.batch_ms),
+        },
+        reingest_changed: args.reingest_changed,
+    }
+}
+
 fn generate_command(args: &GenerateArgs) -> Result<()> {
     let format = match args.format.as_str() {
         "parquet" => OutputFormat::Parquet,
@@ -110,7 +150,14 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
         "ndjson" | "jsonl" => OutputFormat::Ndjson,
         other => bail!("unknown --format {other:?}: use parquet, csv or ndjson"),
     };
-    let mut config = GeneratorConfig { events: args.events, users: args.users, seed: args.seed, format, gzip: args.gzip, ..GeneratorConfig::default() };
+    let mut config = GeneratorConfig {
+        events: args.events,
+        users: args.users,
+        seed: args.seed,
+        format,
+        gzip: args.gzip,
+        ..GeneratorConfig::default()
+    };
     config.start_day = args.start_day.clone();
     if let Some(files) = args.files {
         config.files = files;

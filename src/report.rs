@@ -35,29 +35,64 @@ pub fn render(out: &Path) -> Result<String> {
     let sessions = read_table(out, &tables::SESSIONS)?;
 
     let accepted: i64 = windows.iter().map(|row| int(&row[2])).sum();
-    writeln!(text, "Events accepted: {accepted}   quarantined: {}   sessions: {}", quarantine.len(), sessions.len())?;
+    writeln!(
+        text,
+        "Events accepted: {accepted}   quarantined: {}   sessions: {}",
+        quarantine.len(),
+        sessions.len()
+    )?;
 
     writeln!(text, "\nKPIs")?;
     for row in &kpis {
-        writeln!(text, "  {:<28} {:>14.2}", row[0].to_string(), float(&row[1]))?;
+        writeln!(
+            text,
+            "  {:<28} {:>14.2}",
+            row[0].to_string(),
+            float(&row[1])
+        )?;
     }
 
     writeln!(text, "\nBusiest 5-minute windows (by events)")?;
-    writeln!(text, "  {:<20} {:>8} {:>8} {:>9}", "window_start", "events", "users", "sessions")?;
+    writeln!(
+        text,
+        "  {:<20} {:>8} {:>8} {:>9}",
+        "window_start", "events", "users", "sessions"
+    )?;
     let mut busiest = windows.clone();
     busiest.sort_by_key(|row| std::cmp::Reverse(int(&row[2])));
     for row in busiest.iter().take(5) {
-        writeln!(text, "  {:<20} {:>8} {:>8} {:>9}", row[0].to_string(), int(&row[2]), int(&row[3]), int(&row[4]))?;
+        writeln!(
+            text,
+            "  {:<20} {:>8} {:>8} {:>9}",
+            row[0].to_string(),
+            int(&row[2]),
+            int(&row[3]),
+            int(&row[4])
+        )?;
     }
 
     writeln!(text, "\nMonthly actives")?;
-    writeln!(text, "  {:<10} {:>8} {:>10} {:>11}", "month", "mau", "avg_dau", "stickiness")?;
+    writeln!(
+        text,
+        "  {:<10} {:>8} {:>10} {:>11}",
+        "month", "mau", "avg_dau", "stickiness"
+    )?;
     for row in &monthly {
         let month = row[0].to_string();
-        writeln!(text, "  {:<10} {:>8} {:>10.1} {:>11.3}", &month[..7.min(month.len())], int(&row[1]), float(&row[2]), float(&row[3]))?;
+        writeln!(
+            text,
+            "  {:<10} {:>8} {:>10.1} {:>11.3}",
+            &month[..7.min(month.len())],
+            int(&row[1]),
+            float(&row[2]),
+            float(&row[3])
+        )?;
     }
 
-    writeln!(text, "\nRetention (% of cohort active N months later; first 6 cohorts x 6 months)")?;
+    writeln!(
+        text,
+        "\nRetention (% of cohort active N months later; first 6 cohorts x 6 months)"
+    )?;
     let mut cohorts: Vec<Cell> = retention.iter().map(|row| row[0].clone()).collect();
     cohorts.dedup();
     write!(text, "  {:<8} {:>6}", "cohort", "size")?;
@@ -68,7 +103,12 @@ pub fn render(out: &Path) -> Result<String> {
     for cohort in cohorts.iter().take(6) {
         let cells: Vec<&Vec<Cell>> = retention.iter().filter(|row| &row[0] == cohort).collect();
         let label = cohort.to_string();
-        write!(text, "  {:<8} {:>6}", &label[..7.min(label.len())], cells.first().map_or(0, |r| int(&r[2])))?;
+        write!(
+            text,
+            "  {:<8} {:>6}",
+            &label[..7.min(label.len())],
+            cells.first().map_or(0, |r| int(&r[2]))
+        )?;
         for month in 0..6 {
             match cells.iter().find(|row| int(&row[1]) == month) {
                 Some(row) => write!(text, " {:>6.1}%", 100.0 * float(&row[4]))?,
@@ -88,6 +128,10 @@ pub fn render(out: &Path) -> Result<String> {
             writeln!(text, "  {reason:<20} {count:>8}")?;
         }
     }
-    writeln!(text, "\nOutputs: {} (change streams: changes/<table>/)", out.display())?;
+    writeln!(
+        text,
+        "\nOutputs: {} (change streams: changes/<table>/)",
+        out.display()
+    )?;
     Ok(text)
 }

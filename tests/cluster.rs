@@ -29,7 +29,11 @@ fn dataset(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
@@ -51,12 +55,29 @@ fn two_processes_give_the_same_tables_as_one_worker() {
     run_engine(&data, None, &dir.path().join("one"), Params::default(), 1);
 
     let hostfile = dir.path().join("hosts.txt");
-    std::fs::write(&hostfile, format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port())).unwrap();
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
     let out = dir.path().join("cluster");
     let spawn = |process: usize| {
         Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["run", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"])
-            .args(["-n", "2", "-p", &process.to_string(), "-h", hostfile.to_str().unwrap()])
+            .args([
+                "run",
+                data.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "-q",
+            ])
+            .args([
+                "-n",
+                "2",
+                "-p",
+                &process.to_string(),
+                "-h",
+                hostfile.to_str().unwrap(),
+            ])
             .spawn()
             .expect("tidemark starts")
     };
@@ -65,7 +86,12 @@ fn two_processes_give_the_same_tables_as_one_worker() {
     assert!(first.wait().unwrap().success(), "process 0 succeeds");
     assert!(second.wait().unwrap().success(), "process 1 succeeds");
 
-    let files = std::fs::read_dir(out.join("changes/sessions")).unwrap().count();
+    let files = std::fs::read_dir(out.join("changes/sessions"))
+        .unwrap()
+        .count();
     assert!(files > 1, "both processes wrote change files");
-    assert_eq!(engine_tables(&dir.path().join("one"), u64::MAX), engine_tables(&out, u64::MAX));
+    assert_eq!(
+        engine_tables(&dir.path().join("one"), u64::MAX),
+        engine_tables(&out, u64::MAX)
+    );
 }

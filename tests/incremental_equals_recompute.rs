@@ -46,9 +46,17 @@ fn event_strategy() -> impl Strategy<Value = TestEvent> {
 /// Events in arrival order, cut into batches: arrival order is event time plus a
 /// random delay below the allowed lateness, with the occasional much later straggler.
 fn batches_strategy() -> impl Strategy<Value = Vec<Vec<TestEvent>>> {
-    (prop::collection::vec((event_strategy(), 0i64..HOUR, prop::bool::weighted(0.05)), 1..70), prop::collection::vec(0usize..70, 0..6))
+    (
+        prop::collection::vec(
+            (event_strategy(), 0i64..HOUR, prop::bool::weighted(0.05)),
+            1..70,
+        ),
+        prop::collection::vec(0usize..70, 0..6),
+    )
         .prop_map(|(mut events, cuts)| {
-            events.sort_by_key(|(e, delay, straggler)| e.ts + delay + if *straggler { 30 * HOUR } else { 0 });
+            events.sort_by_key(|(e, delay, straggler)| {
+                e.ts + delay + if *straggler { 30 * HOUR } else { 0 }
+            });
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % events.len()).collect();
             cuts.sort();
             cuts.dedup();
@@ -56,7 +64,12 @@ fn batches_strategy() -> impl Strategy<Value = Vec<Vec<TestEvent>>> {
             let mut start = 0;
             for cut in cuts.into_iter().chain([events.len()]) {
                 if cut > start {
-                    batches.push(events[start..cut].iter().map(|(e, _, _)| e.clone()).collect());
+                    batches.push(
+                        events[start..cut]
+                            .iter()
+                            .map(|(e, _, _)| e.clone())
+                            .collect(),
+                    );
                     start = cut;
                 }
             }
@@ -72,13 +85,20 @@ fn write_dataset(dir: &Path, batches: &[Vec<TestEvent>], paid_users: &[u8]) {
     let mut users = std::fs::File::create(dir.join("users/users.csv")).unwrap();
     writeln!(users, "user_id,signup_ts,country,plan").unwrap();
     for user in 0..4u8 {
-        let plan = if paid_users.contains(&user) { "paid" } else { "free" };
+        let plan = if paid_users.contains(&user) {
+            "paid"
+        } else {
+            "free"
+        };
         writeln!(users, "u{user},,SE,{plan}").unwrap();
     }
     for (index, batch) in batches.iter().enumerate() {
-        let mut file = std::fs::File::create(dir.join(format!("events/part-{index:04}.ndjson"))).unwrap();
+        let mut file =
+            std::fs::File::create(dir.join(format!("events/part-{index:04}.ndjson"))).unwrap();
         for e in batch {
-            let session = e.session.map_or("null".to_string(), |s| format!("\"s{s}\""));
+            let session = e
+                .session
+                .map_or("null".to_string(), |s| format!("\"s{s}\""));
             writeln!(
                 file,
                 r#"{{"event_id":"e{}","user_id":"u{}","ts":{},"event_type":"{}","session_id":{session}}}"#,
@@ -89,7 +109,12 @@ fn write_dataset(dir: &Path, batches: &[Vec<TestEvent>], paid_users: &[u8]) {
     }
 }
 
-fn check_every_prefix(batches: &[Vec<TestEvent>], paid_users: &[u8], params: Params, workers: usize) -> Vec<common::Tables> {
+fn check_every_prefix(
+    batches: &[Vec<TestEvent>],
+    paid_users: &[u8],
+    params: Params,
+    workers: usize,
+) -> Vec<common::Tables> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out");
@@ -100,7 +125,11 @@ fn check_every_prefix(batches: &[Vec<TestEvent>], paid_users: &[u8], params: Par
     for time in 0..inputs.len() {
         let expected = oracle::compute(&inputs[..=time], &params);
         let actual = engine_tables(&out, time as u64);
-        assert_matches_oracle(&expected, &actual, &format!("after batch {time} of {} ({workers} workers)", inputs.len()));
+        assert_matches_oracle(
+            &expected,
+            &actual,
+            &format!("after batch {time} of {} ({workers} workers)", inputs.len()),
+        );
         finals.push(actual);
     }
     finals

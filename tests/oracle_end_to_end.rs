@@ -33,7 +33,10 @@ fn check(config: GeneratorConfig, workers: usize) {
     let params = Params::default();
     run_engine(&data, None, &out, params, workers);
     let expected = oracle::compute(&read_batches(&data, None), &params);
-    let context = format!("{:?} gzip={} seed={} workers={workers}", config.format, config.gzip, config.seed);
+    let context = format!(
+        "{:?} gzip={} seed={} workers={workers}",
+        config.format, config.gzip, config.seed
+    );
     assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), &context);
 }
 

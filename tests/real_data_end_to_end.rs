@@ -10,7 +10,9 @@ use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
 use tidemark_dataflows::settings::Params;
 
 fn shared_data(name: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(name);
     if dir.exists() {
         Some(dir)
     } else {
@@ -20,7 +22,9 @@ fn shared_data(name: &str) -> Option<PathBuf> {
 }
 
 fn mapping(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("inputs/examples").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("inputs/examples")
+        .join(name)
 }
 
 fn check(dataset: &Path, mapping: &Path, workers: usize) -> common::Tables {
@@ -35,19 +39,27 @@ fn check(dataset: &Path, mapping: &Path, workers: usize) -> common::Tables {
 
 #[test]
 fn online_retail_matches_oracle() {
-    let Some(data) = shared_data("online_retail") else { return };
+    let Some(data) = shared_data("online_retail") else {
+        return;
+    };
     let tables = check(&data, &mapping("online_retail.toml"), 2);
     // Retention is the point of this data set: twelve-plus monthly cohorts.
     assert!(tables["retention_cohorts"].len() > 50);
     // Rows without a customer are quarantined with a reason naming user_id.
-    assert!(tables["quarantine"].iter().any(|row| row[2].to_string() == "user_id"));
+    assert!(tables["quarantine"]
+        .iter()
+        .any(|row| row[2].to_string() == "user_id"));
 }
 
 #[test]
 fn sparkify_matches_oracle() {
-    let Some(data) = shared_data("sparkify_log") else { return };
+    let Some(data) = shared_data("sparkify_log") else {
+        return;
+    };
     let tables = check(&data, &mapping("sparkify.toml"), 1);
     // Sessions come from the source: every session row carries its session_id.
     assert!(!tables["sessions"].is_empty());
-    assert!(tables["sessions"].iter().all(|row| row[2] != tidemark_dataflows::tables::Cell::Null));
+    assert!(tables["sessions"]
+        .iter()
+        .all(|row| row[2] != tidemark_dataflows::tables::Cell::Null));
 }

@@ -9,11 +9,16 @@ use crate::ingest::Time;
 use crate::rows::{DailyActiveRow, MonthlyActiveRow};
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
-pub fn daily_active<'s>(user_days: VecCollection<'s, Time, (String, i32)>) -> VecCollection<'s, Time, DailyActiveRow> {
+pub fn daily_active<'s>(
+    user_days: VecCollection<'s, Time, (String, i32)>,
+) -> VecCollection<'s, Time, DailyActiveRow> {
     user_days
         .map(|(_user, day)| day)
         .count_total()
-        .map(|(day, dau)| DailyActiveRow { day, dau: dau as i64 })
+        .map(|(day, dau)| DailyActiveRow {
+            day,
+            dau: dau as i64,
+        })
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -36,7 +41,12 @@ pub fn monthly_active<'s>(
         .map(|row| (month_of_day(row.day), MonthPart::Day(row.day, row.dau)))
         .concat(mau)
         .reduce_named("MonthlyActive", |&month, parts, output| {
-            let mut row = MonthlyActiveRow { month, mau: 0, dau_sum: 0, active_days: 0 };
+            let mut row = MonthlyActiveRow {
+                month,
+                mau: 0,
+                dau_sum: 0,
+                active_days: 0,
+            };
             for (part, _count) in parts {
                 match part {
                     MonthPart::Mau(n) => row.mau = *n,

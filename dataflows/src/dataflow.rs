@@ -3,9 +3,9 @@
 
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
-use timely::dataflow::StreamVec;
 use tidemark_inputs::records::{QuarantineRow, Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
+use timely::dataflow::StreamVec;
 
 use crate::actives::{daily_active, monthly_active};
 use crate::ingest::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
@@ -19,8 +19,9 @@ use crate::windows::window_activity;
 
 /// What the runtime feeds in, per worker.
 pub struct Inputs<'s> {
-    /// Valid event rows as read (before lateness and duplicate checks), at their batch's time.
-    pub event_rows: StreamVec<'s, Time, RawEvent>,
+    /// Valid event rows as read (before lateness and duplicate checks), at their batch's
+    /// time, with +1; -1 retracts a row of an earlier batch (a re-ingested file).
+    pub event_rows: StreamVec<'s, Time, (RawEvent, isize)>,
     /// One [`BatchMark`] per batch, from the worker that read it.
     pub batch_marks: StreamVec<'s, Time, BatchMark>,
     /// Valid `users/` rows with their arrival.
@@ -51,7 +52,11 @@ pub struct Outputs<'s> {
 
 /// Builds the dataflow: watermark gate, dedup, then every metric family.
 pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
-    let (on_time, too_late) = watermark_gate(inputs.event_rows, inputs.batch_marks, params.allowed_lateness_ms);
+    let (on_time, too_late) = watermark_gate(
+        inputs.event_rows,
+        inputs.batch_marks,
+        params.allowed_lateness_ms,
+    );
     let events = deduplicate(on_time);
 
     let sessions = sessions(events.clone(), params);
@@ -68,13 +73,29 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         .arrange_by_key_named("UserMonths");
     let daily_active = daily_active(user_days);
     let monthly_active = monthly_active(
-        user_months.clone().as_collection(|user, month| (user.clone(), *month)),
+        user_months
+            .clone()
+            .as_collection(|user, month| (user.clone(), *month)),
         daily_active.clone(),
     );
     let retention_cohorts = retention_cohorts(user_months);
 
-    let kpis = kpis(events, sessions.clone(), inputs.users, inputs.subscriptions, params);
+    let kpis = kpis(
+        events,
+        sessions.clone(),
+        inputs.users,
+        inputs.subscriptions,
+        params,
+    );
     let quarantine = inputs.read_errors.concat(too_late);
 
-    Outputs { sessions, window_activity, daily_active, monthly_active, retention_cohorts, kpis, quarantine }
+    Outputs {
+        sessions,
+        window_activity,
+        daily_active,
+        monthly_active,
+        retention_cohorts,
+        kpis,
+        quarantine,
+    }
 }

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::{Event, Millis, QuarantineRow};
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map};
 use timely::dataflow::StreamVec;
-use tidemark_inputs::records::{Event, Millis, QuarantineRow};
 
 /// Logical time: the index of the input file (batch) in arrival order.
 pub type Time = u64;
@@ -38,11 +38,12 @@ pub struct BatchMark {
     pub max_ts: Option<Millis>,
 }
 
-/// An event row after the watermark check.
+/// An event row after the watermark check, with its multiplicity (+1 arrival, -1 a
+/// retracted earlier arrival).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Gated {
-    OnTime(RawEvent),
-    TooLate(QuarantineRow),
+    OnTime(RawEvent, isize),
+    TooLate(QuarantineRow, isize),
 }
 
 /// Splits event rows into those at or above their batch's watermark and `too_late`
@@ -50,11 +51,19 @@ enum Gated {
 /// `< t` minus `allowed_lateness_ms`; rows of `t` are held until every worker has
 /// announced its [`BatchMark`]s up to `t`, so the split is the same on any number of
 /// workers and processes.
+///
+/// Each row comes with a multiplicity. A negative one retracts a row that arrived with
+/// an earlier batch (`raw.batch` < the current time, e.g. a re-ingested changed file):
+/// it is judged against the watermark its own batch had, so exactly the earlier
+/// decision is undone. Watermarks never move backwards.
 pub fn watermark_gate<'s>(
-    rows: StreamVec<'s, Time, RawEvent>,
+    rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
     allowed_lateness_ms: Millis,
-) -> (VecCollection<'s, Time, RawEvent>, VecCollection<'s, Time, QuarantineRow>) {
+) -> (
+    VecCollection<'s, Time, RawEvent>,
+    VecCollection<'s, Time, QuarantineRow>,
+) {
     let gated = rows.binary_frontier(
         marks.broadcast(),
         Pipeline,
@@ -62,9 +71,17 @@ pub fn watermark_gate<'s>(
         "WatermarkGate",
         move |_capability, _info| {
             let mut pending = BTreeMap::new();
+            // Every batch's file and largest event time: kept (one entry per batch) so
+            // that a retraction can be judged against its own batch's watermark.
             let mut files: BTreeMap<Time, String> = BTreeMap::new();
             let mut maxima: BTreeMap<Time, Millis> = BTreeMap::new();
-            let mut largest_before: Option<Millis> = None;
+            let watermark_of = move |maxima: &BTreeMap<Time, Millis>, batch: Time| {
+                maxima
+                    .range(..batch)
+                    .map(|(_, ts)| *ts)
+                    .max()
+                    .map(|m| m.saturating_sub(allowed_lateness_ms))
+            };
             move |(rows_in, rows_frontier), (marks_in, marks_frontier), output| {
                 rows_in.for_each(|cap, data| {
                     if let Some(cap) = cap.retain_least(0) {
@@ -87,7 +104,8 @@ pub fn watermark_gate<'s>(
                 });
                 // A time is complete once neither input can bring more for it.
                 let complete = |t: &Time| {
-                    !rows_frontier.frontier().less_equal(t) && !marks_frontier.frontier().less_equal(t)
+                    !rows_frontier.frontier().less_equal(t)
+                        && !marks_frontier.frontier().less_equal(t)
                 };
                 while let Some(entry) = pending.first_entry() {
                     let time = *entry.key();
@@ -95,51 +113,47 @@ pub fn watermark_gate<'s>(
                         break;
                     }
                     let (cap, rows) = entry.remove();
-                    // Fold the maxima of every batch before `time` into the running max.
-                    while let Some(first) = maxima.first_entry() {
-                        if *first.key() >= time {
-                            break;
-                        }
-                        let ts = first.remove();
-                        largest_before = Some(largest_before.map_or(ts, |m| m.max(ts)));
-                    }
-                    let watermark = largest_before.map(|m| m.saturating_sub(allowed_lateness_ms));
-                    let file = files.get(&time).cloned().unwrap_or_default();
+                    // Watermarks of the batches whose rows are in this release (usually one).
+                    let mut judged: BTreeMap<Time, Option<Millis>> = BTreeMap::new();
                     let mut session = output.session(&cap);
-                    for raw in rows {
+                    for (raw, diff) in rows {
+                        let watermark = *judged
+                            .entry(raw.batch)
+                            .or_insert_with(|| watermark_of(&maxima, raw.batch));
                         if watermark.is_some_and(|w| raw.event.ts < w) {
-                            session.give(Gated::TooLate(QuarantineRow {
-                                file: file.clone(),
-                                row: raw.row,
-                                field: "ts".into(),
-                                reason: "too_late".into(),
-                                raw: raw.event.raw_json(),
-                            }));
+                            session.give(Gated::TooLate(
+                                QuarantineRow {
+                                    file: files.get(&raw.batch).cloned().unwrap_or_default(),
+                                    row: raw.row,
+                                    field: "ts".into(),
+                                    reason: "too_late".into(),
+                                    raw: raw.event.raw_json(),
+                                },
+                                diff,
+                            ));
                         } else {
-                            session.give(Gated::OnTime(raw));
+                            session.give(Gated::OnTime(raw, diff));
                         }
                     }
                 }
-                // File names are needed only until their batch's rows are released.
-                files.retain(|t, _| !complete(t) || pending.contains_key(t));
             }
         },
     );
     let on_time = gated.clone().flat_map(|g| match g {
-        Gated::OnTime(raw) => Some(raw),
-        Gated::TooLate(_) => None,
+        Gated::OnTime(raw, diff) => Some((raw, diff)),
+        Gated::TooLate(..) => None,
     });
     let too_late = gated.flat_map(|g| match g {
-        Gated::TooLate(row) => Some(row),
-        Gated::OnTime(_) => None,
+        Gated::TooLate(row, diff) => Some((row, diff)),
+        Gated::OnTime(..) => None,
     });
     (stamp(on_time), stamp(too_late))
 }
 
-/// Turns a timely stream of records into a differential collection of insertions at
-/// each record's own logical time.
+/// Turns a timely stream of records with multiplicities into a differential
+/// collection of updates at each record's own logical time.
 fn stamp<'s, D: timely::ExchangeData + Ord>(
-    stream: StreamVec<'s, Time, D>,
+    stream: StreamVec<'s, Time, (D, isize)>,
 ) -> VecCollection<'s, Time, D> {
     stream
         .unary(Pipeline, "Stamp", |_, _| {
@@ -147,7 +161,7 @@ fn stamp<'s, D: timely::ExchangeData + Ord>(
                 input.for_each(|cap, data| {
                     if let Some(time) = cap.least().copied() {
                         let mut session = output.session(&cap);
-                        session.give_iterator(data.drain(..).map(|d| (d, time, 1isize)));
+                        session.give_iterator(data.drain(..).map(|(d, diff)| (d, time, diff)));
                     }
                 });
             }

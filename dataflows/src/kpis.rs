@@ -51,9 +51,18 @@ pub fn kpis<'s>(
     let session_facts = sessions
         .filter(move |s| in_period(s.start))
         .map(|s| (s.user_id, UserFact::SessionInPeriod));
-    let profile_facts = users.map(|(u, arrival)| (u.user_id, UserFact::Plan(PlanFact::Profile(arrival, u.plan))));
-    let change_facts = subscriptions
-        .map(|(s, arrival)| (s.user_id, UserFact::Plan(PlanFact::Change(s.ts, arrival, s.plan))));
+    let profile_facts = users.map(|(u, arrival)| {
+        (
+            u.user_id,
+            UserFact::Plan(PlanFact::Profile(arrival, u.plan)),
+        )
+    });
+    let change_facts = subscriptions.map(|(s, arrival)| {
+        (
+            s.user_id,
+            UserFact::Plan(PlanFact::Change(s.ts, arrival, s.plan)),
+        )
+    });
 
     let engaged_threshold = params.engaged_sessions as isize;
     event_facts
@@ -61,7 +70,14 @@ pub fn kpis<'s>(
         .concat(profile_facts)
         .concat(change_facts)
         .reduce_named("UserKpiFlags", move |_user, facts, output| {
-            let mut flags = UserFlags { seen: false, listed: false, active: false, has_session: false, engaged: false, paid: false };
+            let mut flags = UserFlags {
+                seen: false,
+                listed: false,
+                active: false,
+                has_session: false,
+                engaged: false,
+                paid: false,
+            };
             let mut sessions = 0isize;
             for (fact, count) in facts {
                 match fact {
@@ -84,7 +100,11 @@ pub fn kpis<'s>(
         .map(|(_user, flags)| ((), flags))
         .reduce_named("Kpis", |_unit, flag_counts, output| {
             let count = |pred: fn(&UserFlags) -> bool| -> i64 {
-                flag_counts.iter().filter(|(f, _)| pred(f)).map(|(_, c)| *c as i64).sum()
+                flag_counts
+                    .iter()
+                    .filter(|(f, _)| pred(f))
+                    .map(|(_, c)| *c as i64)
+                    .sum()
             };
             let seen = count(|f| f.seen);
             let listed = count(|f| f.listed);
@@ -94,12 +114,24 @@ pub fn kpis<'s>(
             let total = if listed > 0 { listed } else { seen };
             let active = count(|f| f.active);
             let mut rows = vec![
-                KpiRow { metric: "total_customers".into(), numerator: total, denominator: None },
-                KpiRow { metric: "active_customers".into(), numerator: active, denominator: None },
+                KpiRow {
+                    metric: "total_customers".into(),
+                    numerator: total,
+                    denominator: None,
+                },
+                KpiRow {
+                    metric: "active_customers".into(),
+                    numerator: active,
+                    denominator: None,
+                },
             ];
             let mut pct = |metric: &str, numerator: i64, denominator: i64| {
                 if denominator > 0 {
-                    rows.push(KpiRow { metric: metric.into(), numerator, denominator: Some(denominator) });
+                    rows.push(KpiRow {
+                        metric: metric.into(),
+                        numerator,
+                        denominator: Some(denominator),
+                    });
                 }
             };
             pct("session_adoption_rate_pct", count(|f| f.has_session), total);

@@ -50,7 +50,10 @@ impl PlanHistory {
                 _ => dedup.push((ts, plan)),
             }
         }
-        PlanHistory { profile_plan: profile.map(|(_, p)| p), changes: dedup }
+        PlanHistory {
+            profile_plan: profile.map(|(_, p)| p),
+            changes: dedup,
+        }
     }
 
     /// The plan in force at `ts`.
@@ -65,6 +68,9 @@ impl PlanHistory {
     /// Whether the plan in force is `paid` at any instant of `[from, to)`.
     pub fn paid_during(&self, from: Millis, to: Millis) -> bool {
         self.plan_at(from) == Some(Plan::Paid)
-            || self.changes.iter().any(|&(ts, plan)| from <= ts && ts < to && plan == Plan::Paid)
+            || self
+                .changes
+                .iter()
+                .any(|&(ts, plan)| from <= ts && ts < to && plan == Plan::Paid)
     }
 }

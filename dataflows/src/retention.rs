@@ -34,14 +34,18 @@ pub fn retention_cohorts<'s>(user_months: UserMonths<'s>) -> VecCollection<'s, T
         .count_total()
         .map(|(cohort, size)| (cohort, size as i64));
     user_months
-        .join_core(cohort_of_user, |_user, month, cohort| Some((*cohort, (*month - *cohort) as i64)))
+        .join_core(cohort_of_user, |_user, month, cohort| {
+            Some((*cohort, (*month - *cohort) as i64))
+        })
         .count_total()
         .map(|((cohort, months_since), active)| (cohort, (months_since, active as i64)))
         .join(cohort_size)
-        .map(|(cohort_month, ((months_since, active_users), cohort_size))| RetentionRow {
-            cohort_month,
-            months_since,
-            cohort_size,
-            active_users,
-        })
+        .map(
+            |(cohort_month, ((months_since, active_users), cohort_size))| RetentionRow {
+                cohort_month,
+                months_since,
+                cohort_size,
+                active_users,
+            },
+        )
 }

@@ -35,7 +35,11 @@ pub fn session_scope(event: &Event, params: &Params) -> SessionScope {
 /// Cuts one scope's event times (sorted, with multiplicities) into sessions:
 /// `(start, end, actions)`. Source scopes are one session; derived ones split where
 /// the gap to the previous event is at least `gap_ms`.
-pub fn cut_sessions(scope: &SessionScope, times: &[(&Millis, isize)], gap_ms: Millis) -> Vec<(Millis, Millis, i64)> {
+pub fn cut_sessions(
+    scope: &SessionScope,
+    times: &[(&Millis, isize)],
+    gap_ms: Millis,
+) -> Vec<(Millis, Millis, i64)> {
     let mut sessions = Vec::new();
     let mut current: Option<(Millis, Millis, i64)> = None;
     for (&ts, count) in times.iter().map(|(ts, count)| (*ts, *count as i64)) {
@@ -57,7 +61,10 @@ pub fn cut_sessions(scope: &SessionScope, times: &[(&Millis, isize)], gap_ms: Mi
 }
 
 /// The `sessions` table, maintained from accepted events.
-pub fn sessions<'s>(events: VecCollection<'s, Time, Event>, params: Params) -> VecCollection<'s, Time, SessionRow> {
+pub fn sessions<'s>(
+    events: VecCollection<'s, Time, Event>,
+    params: Params,
+) -> VecCollection<'s, Time, SessionRow> {
     events
         .map(move |event| {
             let scope = session_scope(&event, &params);

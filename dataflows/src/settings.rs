@@ -69,7 +69,9 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Self {
-        Settings::default().params().expect("default settings are valid")
+        Settings::default()
+            .params()
+            .expect("default settings are valid")
     }
 }
 
@@ -78,7 +80,9 @@ impl Settings {
     pub fn params(&self) -> Result<Params, String> {
         let minutes = |key: &str, v: f64, min_exclusive: f64| -> Result<Millis, String> {
             if !v.is_finite() || v <= min_exclusive {
-                return Err(format!("setting `{key}` must be a number > {min_exclusive}, got {v}"));
+                return Err(format!(
+                    "setting `{key}` must be a number > {min_exclusive}, got {v}"
+                ));
             }
             Ok((v * 60_000.0).round() as Millis)
         };
@@ -94,8 +98,11 @@ impl Settings {
         };
         let session_gap_ms = minutes("session_gap_minutes", self.session_gap_minutes, 0.0)?;
         let window_ms = minutes("window_minutes", self.window_minutes, 0.0)?;
-        let allowed_lateness_ms =
-            minutes("allowed_lateness_minutes", self.allowed_lateness_minutes, -1.0)?;
+        let allowed_lateness_ms = minutes(
+            "allowed_lateness_minutes",
+            self.allowed_lateness_minutes,
+            -1.0,
+        )?;
         if self.baseline_windows == 0 {
             return Err("setting `baseline_windows` must be at least 1".into());
         }

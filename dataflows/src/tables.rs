@@ -32,11 +32,19 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, ty: ColumnType) -> Column {
-    Column { name, ty, nullable: false }
+    Column {
+        name,
+        ty,
+        nullable: false,
+    }
 }
 
 const fn opt(name: &'static str, ty: ColumnType) -> Column {
-    Column { name, ty, nullable: true }
+    Column {
+        name,
+        ty,
+        nullable: true,
+    }
 }
 
 /// An output table: its name, its columns (key columns first) and how many form the key.
@@ -313,7 +321,13 @@ impl std::fmt::Display for Cell {
                 let day = ms.div_euclid(86_400_000);
                 let rest = ms.rem_euclid(86_400_000) / 1000;
                 let (y, m, d) = tidemark_inputs::time::civil_from_days(day as i32);
-                write!(f, "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rest / 3600, rest / 60 % 60, rest % 60)
+                write!(
+                    f,
+                    "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+                    rest / 3600,
+                    rest / 60 % 60,
+                    rest % 60
+                )
             }
             Cell::Date(day) => {
                 let (y, m, d) = tidemark_inputs::time::civil_from_days(*day);

@@ -34,10 +34,21 @@ pub fn window_activity<'s>(
         .count_total()
         .map(|(window, count)| (window, WindowPart::Started(count as i64)));
     events
-        .map(move |e| (window_start(e.ts, window_ms), WindowPart::Activity(e.user_id)))
+        .map(move |e| {
+            (
+                window_start(e.ts, window_ms),
+                WindowPart::Activity(e.user_id),
+            )
+        })
         .concat(started)
         .reduce_named("WindowActivity", move |&start, parts, output| {
-            let mut row = WindowRow { start, length_ms: window_ms, events: 0, active_users: 0, sessions_started: 0 };
+            let mut row = WindowRow {
+                start,
+                length_ms: window_ms,
+                events: 0,
+                active_users: 0,
+                sessions_started: 0,
+            };
             for (part, count) in parts {
                 match part {
                     WindowPart::Activity(_) => {

@@ -5,10 +5,10 @@
 mod csv_file;
 pub mod dataset;
 pub mod error;
+pub mod generator;
 pub mod mapping;
 mod ndjson_file;
 mod parquet_file;
-pub mod generator;
 pub mod records;
 mod rows;
 mod text;
@@ -18,3 +18,4 @@ pub mod timestamp;
 pub use dataset::{Dataset, SourceFile, Table};
 pub use error::InputError;
 pub use mapping::Mapping;
+pub use ndjson_file::NdjsonLines;

@@ -3,7 +3,9 @@
 pub mod changes;
 
 /// What a sink reports for each logical time it has made durable on this worker.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SinkReport {
     /// The table.
     pub table: String,

@@ -21,19 +21,32 @@ pub type Tables = BTreeMap<&'static str, Vec<Vec<Cell>>>;
 pub fn read_batches(dataset: &Path, mapping: Option<&Path>) -> Vec<(String, FileBatch)> {
     let dataset = Dataset::open(dataset, mapping).expect("dataset opens");
     let files = dataset.discover().expect("dataset lists its files");
-    files.iter().map(|file| (file.rel.clone(), dataset.read(file))).collect()
+    files
+        .iter()
+        .map(|file| (file.rel.clone(), dataset.read(file)))
+        .collect()
 }
 
 /// Runs the engine in this process with `workers` threads.
-pub fn run_engine(dataset: &Path, mapping: Option<&Path>, out: &Path, params: Params, workers: usize) {
+pub fn run_engine(
+    dataset: &Path,
+    mapping: Option<&Path>,
+    out: &Path,
+    params: Params,
+    workers: usize,
+) {
     let options = RunOptions {
-        dataset: dataset.to_path_buf(),
+        dataset: Some(dataset.to_path_buf()),
         mapping: mapping.map(Path::to_path_buf),
         out: out.to_path_buf(),
         params,
-        cluster: ClusterArgs { workers, ..ClusterArgs::default() },
+        cluster: ClusterArgs {
+            workers,
+            ..ClusterArgs::default()
+        },
         progress: false,
         overwrite: true,
+        live: Default::default(),
     };
     run(&options).expect("tidemark run succeeds");
 }
@@ -47,7 +60,11 @@ pub fn engine_tables(out: &Path, upto: u64) -> Tables {
             let summed = sum_changes(changes.into_iter().filter(|(_, time, _)| *time <= upto));
             let mut rows = Vec::new();
             for (row, count) in summed {
-                assert!(count > 0, "table {} holds a row with count {count}: {row:?}", spec.name);
+                assert!(
+                    count > 0,
+                    "table {} holds a row with count {count}: {row:?}",
+                    spec.name
+                );
                 rows.extend(std::iter::repeat_n(row, count as usize));
             }
             (spec.name, rows)
@@ -56,7 +73,11 @@ pub fn engine_tables(out: &Path, upto: u64) -> Tables {
 }
 
 /// Asserts that every written table of the engine equals the oracle's.
-pub fn assert_matches_oracle(expected: &BTreeMap<&'static str, Vec<Vec<Cell>>>, actual: &Tables, context: &str) {
+pub fn assert_matches_oracle(
+    expected: &BTreeMap<&'static str, Vec<Vec<Cell>>>,
+    actual: &Tables,
+    context: &str,
+) {
     for spec in WRITTEN_TABLES {
         compare(spec, &expected[spec.name], &actual[spec.name], context);
     }
@@ -65,10 +86,21 @@ pub fn assert_matches_oracle(expected: &BTreeMap<&'static str, Vec<Vec<Cell>>>, 
 /// Compares one table; the panic message lists the differing rows.
 pub fn compare(spec: &TableSpec, expected: &[Vec<Cell>], actual: &[Vec<Cell>], context: &str) {
     let equal = expected.len() == actual.len()
-        && expected.iter().zip(actual).all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.approx_eq(y)));
+        && expected
+            .iter()
+            .zip(actual)
+            .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.approx_eq(y)));
     if !equal {
-        let missing: Vec<_> = expected.iter().filter(|r| !actual.contains(r)).take(5).collect();
-        let extra: Vec<_> = actual.iter().filter(|r| !expected.contains(r)).take(5).collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|r| !actual.contains(r))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|r| !expected.contains(r))
+            .take(5)
+            .collect();
         panic!(
             "{context}: table `{}` differs ({} expected rows, {} actual)\n  missing (first 5): {missing:?}\n  unexpected (first 5): {extra:?}",
             spec.name,
