@@ -91,6 +91,9 @@ pub struct LineRange {
 pub struct WalHeader {
     /// The logical time of the batch.
     pub time: u64,
+    /// Its place in arrival order: `time`, or for a changed file re-ingested, the
+    /// arrival of the batch it replaces (its rows are fed as arriving there).
+    pub arrival: u64,
     /// Its origin.
     pub origin: BatchOrigin,
     /// A logical time whose batch this one retracts before adding its own (a changed
@@ -413,6 +416,7 @@ mod tests {
     fn header(time: u64) -> WalHeader {
         WalHeader {
             time,
+            arrival: time,
             origin: BatchOrigin::Lines(vec![LineRange {
                 source: "stdin".into(),
                 first: 1,

@@ -486,19 +486,29 @@ fn feed_time(
     scheduler: Option<&mut Scheduler>,
 ) -> Result<()> {
     let counters = &shared.counters;
-    let (header, batch) = match assignment {
+    let checkpoint = &shared.checkpoint;
+    // The batch a changed file replaces: its rows are retracted, and the new content
+    // takes its place in arrival order (dedup, latest user row, lateness).
+    let replaced = |retracts: Option<u64>| -> Result<Option<(WalHeader, FileBatch)>> {
+        retracts.map(|old| checkpoint.read_batch(old)).transpose()
+    };
+    let (header, batch, old) = match assignment {
         Assignment::Replay => {
             counters.replayed.fetch_add(1, Ordering::Relaxed);
-            shared.checkpoint.read_batch(time)?
+            let (header, batch) = checkpoint.read_batch(time)?;
+            let old = replaced(header.retracts)?;
+            (header, batch, old)
         }
         Assignment::File(task) => {
             let dataset = shared
                 .dataset
                 .as_ref()
                 .context("a file to read but no dataset")?;
+            let old = replaced(task.retracts)?;
             let batch = dataset.read(&task.file);
             let header = WalHeader {
                 time,
+                arrival: old.as_ref().map_or(time, |(h, _)| h.arrival),
                 origin: BatchOrigin::File {
                     rel: task.file.rel.clone(),
                     size: task.size,
@@ -508,12 +518,12 @@ fn feed_time(
                 retracts: task.retracts,
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             };
-            shared.checkpoint.log_batch(&header, &batch)?;
+            checkpoint.log_batch(&header, &batch)?;
             counters.fed.fetch_add(1, Ordering::Relaxed);
             counters
                 .event_rows
                 .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-            (header, batch)
+            (header, batch, old)
         }
         Assignment::Live => {
             let live = scheduler
@@ -521,24 +531,24 @@ fn feed_time(
                 .context("no live batch for this time")?;
             let header = WalHeader {
                 time,
+                arrival: time,
                 origin: live.origin,
                 retracts: None,
                 max_ts: live.batch.events.iter().map(|e| e.ts).max(),
             };
-            shared.checkpoint.log_batch(&header, &live.batch)?;
+            checkpoint.log_batch(&header, &live.batch)?;
             counters.fed.fetch_add(1, Ordering::Relaxed);
             counters
                 .event_rows
                 .fetch_add(live.batch.events.len() as u64, Ordering::Relaxed);
-            (header, live.batch)
+            (header, live.batch, None)
         }
         Assignment::End => return Ok(()),
     };
-    if let Some(old) = header.retracts {
-        let (_, old_batch) = shared.checkpoint.read_batch(old)?;
-        feeds.feed(&old_batch, old, -1);
+    if let Some((old_header, old_batch)) = old {
+        feeds.feed(&old_batch, old_header.arrival, -1);
     }
-    feeds.feed(&batch, time, 1);
+    feeds.feed(&batch, header.arrival, 1);
     let label = match &header.origin {
         BatchOrigin::File { rel, .. } => rel.clone(),
         BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()).unwrap_or_default(),

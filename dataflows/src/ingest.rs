@@ -52,10 +52,11 @@ enum Gated {
 /// announced its [`BatchMark`]s up to `t`, so the split is the same on any number of
 /// workers and processes.
 ///
-/// Each row comes with a multiplicity. A negative one retracts a row that arrived with
-/// an earlier batch (`raw.batch` < the current time, e.g. a re-ingested changed file):
-/// it is judged against the watermark its own batch had, so exactly the earlier
-/// decision is undone. Watermarks never move backwards.
+/// Each row comes with a multiplicity: -1 retracts a row fed earlier. A row whose
+/// `raw.batch` is before the current time (the rows of a changed file re-ingested in
+/// place of its old batch, and the retraction of that old batch) is judged against
+/// the watermark of `raw.batch`, so a retraction undoes exactly the earlier decision
+/// and a replacement is judged where its file arrived. Watermarks never move back.
 pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
