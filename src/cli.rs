@@ -23,6 +23,7 @@ pub struct Cli {
 
 /// tidemark's commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would buy nothing
 pub enum Command {
     /// Compute every output table over a dataset and write their change streams.
     #[command(disable_help_flag = true)]

@@ -321,6 +321,28 @@ fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
         );
     }
     std::fs::create_dir_all(&changes).with_context(|| format!("creating {}", changes.display()))?;
+    remove_partial_files(&changes)
+}
+
+/// Removes the temporary files of change files a killed run left half-written.
+fn remove_partial_files(changes: &Path) -> Result<()> {
+    for table in std::fs::read_dir(changes)? {
+        let table = table?.path();
+        if !table.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&table)? {
+            let path = file?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -28,37 +28,46 @@ fn crash_and_resume(seed: u64, format: OutputFormat) {
 
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut child = spawn(&mut command());
-    let mut kills = 0;
+    let (mut kills, mut mid_time) = (0, 0);
     for file in event_files(&source) {
         feed(&file, &data);
-        match rng.below(3) {
+        match rng.below(4) {
             0 => {
                 // Right after the next change file appears: most likely mid-sink.
                 let before = change_files(&out).len();
                 wait_until(Duration::from_secs(10), || {
                     change_files(&out).len() > before
                 });
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                child = spawn(&mut command());
             }
             1 => {
-                std::thread::sleep(Duration::from_millis(rng.below(400)));
-                child.kill().unwrap();
-                child.wait().unwrap();
-                kills += 1;
-                child = spawn(&mut command());
+                // Right after the batch is logged: before or while it is computed.
+                let before = checkpoint_state(&out).0;
+                wait_until(Duration::from_secs(10), || {
+                    checkpoint_state(&out).0 > before
+                });
             }
-            _ => std::thread::sleep(Duration::from_millis(rng.below(150))),
+            2 => std::thread::sleep(Duration::from_millis(rng.below(400))),
+            _ => {
+                std::thread::sleep(Duration::from_millis(rng.below(150)));
+                if child.try_wait().unwrap().is_some() {
+                    // It went idle before this file came: start it again, as a supervisor would.
+                    expect_success(child, Duration::from_secs(1));
+                    child = spawn(&mut command());
+                }
+                continue;
+            }
         }
-        if child.try_wait().unwrap().is_some() {
-            // It went idle before this file came: start it again, as a supervisor would.
-            expect_success(child, Duration::from_secs(1));
-            child = spawn(&mut command());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        let (logged, completed) = checkpoint_state(&out);
+        if completed.map_or(0, |c| c + 1) < logged as u64 {
+            mid_time += 1; // killed between logging a batch and completing it
         }
+        child = spawn(&mut command());
     }
     expect_success(child, Duration::from_secs(90));
+    eprintln!("seed {seed}: {kills} kills, {mid_time} between logging a batch and completing it");
     assert!(kills > 0, "seed {seed} killed the run at least once");
 
     let batches = read_batches(&data, None);

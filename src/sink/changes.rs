@@ -30,6 +30,15 @@ pub fn change_file(out: &Path, table: &str, time: u64, worker: usize) -> PathBuf
     changes_dir(out, table).join(format!("part-{time:010}-w{worker:04}.parquet"))
 }
 
+/// Updates buffered per logical time, with the capability that holds the time open.
+type Pending<R> = BTreeMap<
+    u64,
+    (
+        timely::dataflow::operators::Capability<u64>,
+        Vec<(R, isize)>,
+    ),
+>;
+
 /// Writes `rows`' changes of each completed logical time. The returned stream carries a
 /// [`SinkReport`] per written time and holds that time open until the file is on disk,
 /// so a probe downstream sees a time complete only once every worker has written it.
@@ -49,13 +58,7 @@ where
         Pipeline,
         &format!("ChangeSink({table})"),
         move |_cap, _info| {
-            let mut pending: BTreeMap<
-                u64,
-                (
-                    timely::dataflow::operators::Capability<u64>,
-                    Vec<(R, isize)>,
-                ),
-            > = BTreeMap::new();
+            let mut pending: Pending<R> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for (row, time, diff) in data.drain(..) {

@@ -1,7 +1,8 @@
-//! `tidemark run --stdin`: NDJSON event lines piped in are cut into logical times by
-//! count, give the oracle's tables over the same batches, and a bad line is
-//! quarantined with file `stdin` and its line number, never fatal. The end of the
-//! input ends the run; a second run on the same output resumes the line numbering.
+//! Live sources besides files. `tidemark run --stdin`: NDJSON event lines piped in are
+//! cut into logical times by count, give the oracle's tables over the same batches,
+//! and a bad line is quarantined with file `stdin` and its line number, never fatal.
+//! The end of the input ends the run; a second run on the same output resumes the
+//! line numbering. `--listen`: lines from a TCP peer, quarantined as `tcp:<peer>`.
 
 mod common;
 mod live;
@@ -118,5 +119,68 @@ fn piped_lines_match_the_oracle_and_a_bad_line_is_quarantined() {
         &oracle::compute(&expected_batches, &params),
         &engine_tables(&out, u64::MAX),
         "after the second pipe",
+    );
+}
+
+#[test]
+fn lines_sent_over_tcp_are_ingested_and_a_bad_line_is_quarantined() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_dataset(dir.path(), 32, 2, OutputFormat::Ndjson);
+    let lines = std::fs::read_to_string(&event_files(&source)[0]).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let out = dir.path().join("out");
+    let mut child = tidemark_run(
+        None,
+        &out,
+        &[
+            "--listen",
+            &address,
+            "--batch-ms",
+            "100",
+            "--max-idle-secs",
+            "1.5",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stream = (0..200)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(25));
+            std::net::TcpStream::connect(&address).ok()
+        })
+        .expect("tidemark listens");
+    let peer = format!("tcp:{}", stream.local_addr().unwrap());
+    stream.write_all(lines.as_bytes()).unwrap();
+    stream.write_all(b"not json at all\n").unwrap();
+    drop(stream);
+    let status = wait(&mut child, Duration::from_secs(60));
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let tables = engine_tables(&out, u64::MAX);
+    assert!(!tables["sessions"].is_empty(), "the events made sessions");
+    let bad_row = lines.lines().count() as i64 + 1;
+    let bad = [
+        Cell::Str(peer),
+        Cell::Int(bad_row),
+        Cell::Str(String::new()),
+        Cell::Str("bad_json".into()),
+    ];
+    assert!(
+        tables["quarantine"].iter().any(|row| row[..4] == bad),
+        "the bad line is quarantined as {:?}: {:?}",
+        bad,
+        tables["quarantine"]
     );
 }
