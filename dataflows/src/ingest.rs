@@ -76,6 +76,8 @@ pub fn watermark_gate<'s>(
             // that a retraction can be judged against its own batch's watermark.
             let mut files: BTreeMap<Time, String> = BTreeMap::new();
             let mut maxima: BTreeMap<Time, Millis> = BTreeMap::new();
+            let mut largest_before: Option<Millis> = None;
+            let mut folded: Time = 0;
             let watermark_of = move |maxima: &BTreeMap<Time, Millis>, batch: Time| {
                 maxima
                     .range(..batch)
@@ -114,8 +116,18 @@ pub fn watermark_gate<'s>(
                         break;
                     }
                     let (cap, rows) = entry.remove();
+                    // The running maximum over every batch before `time` (releases come
+                    // in time order), so the usual case costs no scan.
+                    for (_, ts) in maxima.range(folded..time) {
+                        largest_before = Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
+                    }
+                    folded = folded.max(time);
                     // Watermarks of the batches whose rows are in this release (usually one).
                     let mut judged: BTreeMap<Time, Option<Millis>> = BTreeMap::new();
+                    judged.insert(
+                        time,
+                        largest_before.map(|m| m.saturating_sub(allowed_lateness_ms)),
+                    );
                     let mut session = output.session(&cap);
                     for (raw, diff) in rows {
                         let watermark = *judged
