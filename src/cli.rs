@@ -23,6 +23,7 @@ pub struct Cli {
 
 /// tidemark's commands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; boxing would buy nothing
 pub enum Command {
     /// Compute every output table over a dataset and write their change streams.
     #[command(disable_help_flag = true)]
@@ -46,12 +47,16 @@ pub struct RunArgs {
     /// Mapping file for a source not in contract column names (overrides <dataset>/tidemark.toml).
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
-    /// Replace an existing output directory's contents.
+    /// Replace an existing output directory's contents (without it, a run on an
+    /// existing output resumes from its checkpoint).
     #[arg(long)]
     pub overwrite: bool,
     /// Skip the Delta Lake tables under OUT/tables/ (faster; change streams only).
     #[arg(long)]
     pub no_delta: bool,
+    /// Live inputs: --follow, --stdin, --listen and their batching.
+    #[command(flatten)]
+    pub live: LiveArgs,
     /// Print the settings in force and exit.
     #[arg(long)]
     pub print_settings: bool,
@@ -64,6 +69,41 @@ pub struct RunArgs {
     /// Cluster: timely's -w/-n/-p/-h flags.
     #[command(flatten)]
     pub cluster: ClusterArgs,
+}
+
+/// Flags for input that arrives while the run is live.
+#[derive(Debug, Default, clap::Args)]
+pub struct LiveArgs {
+    /// After the files present, keep watching the dataset and ingest each new file
+    /// once, as the next logical time. SIGINT/SIGTERM stop cleanly.
+    #[arg(long)]
+    pub follow: bool,
+    /// How often to list the dataset when following, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub poll_ms: u64,
+    /// A new file is taken once its size and mtime have not changed for this long
+    /// (files renamed into place are complete when they appear) [default: --poll-ms].
+    #[arg(long, value_name = "MS")]
+    pub settle_ms: Option<u64>,
+    /// Stop after this many seconds without new input (for scripts and tests).
+    #[arg(long, value_name = "SECS")]
+    pub max_idle_secs: Option<f64>,
+    /// Read NDJSON events (contract events/ columns) from standard input; its end ends the run.
+    #[arg(long, conflicts_with = "listen")]
+    pub stdin: bool,
+    /// Listen on this TCP address (e.g. 127.0.0.1:9000) for NDJSON event lines.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Cut live lines into a logical time once this many are waiting.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub batch_events: usize,
+    /// Cut live lines into a logical time once the oldest has waited this long (ms).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub batch_ms: u64,
+    /// Re-ingest an input file that changed after it was ingested: its old rows are
+    /// retracted and the new content added at a new logical time (default: an error).
+    #[arg(long)]
+    pub reingest_changed: bool,
 }
 
 /// Arguments of `tidemark generate`.

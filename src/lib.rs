@@ -3,10 +3,16 @@
 
 pub mod arrow_rows;
 pub mod changes_reader;
+pub mod checkpoint;
 pub mod cli;
 pub mod cluster;
+pub mod follow;
+pub mod ingested;
+pub mod live_source;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod settings_cli;
 pub mod sink;
+pub mod stop;

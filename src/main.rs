@@ -2,11 +2,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tidemark::cli::{Cli, Command, GenerateArgs, RunArgs};
-use tidemark::run::{run, RunOptions};
+use tidemark::cli::{Cli, Command, GenerateArgs, LiveArgs, RunArgs};
+use tidemark::live_source::{Batching, LiveInput};
+use tidemark::run::{run, LiveOptions, RunOptions};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 
 fn main() {
@@ -83,24 +85,31 @@ fn run_command(args: RunArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let Some(dataset) = args.dataset.clone() else {
-        bail!("tidemark run needs a DATASET directory (or run `tidemark` with no command for the demo)");
-    };
+    let live = live_options(&args.live);
+    if args.dataset.is_none() && live.input.is_none() {
+        bail!("tidemark run needs a DATASET directory, --stdin or --listen (or run `tidemark` with no command for the demo)");
+    }
+    let following = live.follow || live.input.is_some();
     let options = RunOptions {
-        dataset,
+        dataset: args.dataset.clone(),
         mapping: args.mapping.clone(),
         out: args.out.clone(),
         params,
         cluster: args.cluster.clone(),
-        progress: !args.quiet && std::io::stderr().is_terminal(),
+        progress: !args.quiet && (following || std::io::stderr().is_terminal()),
         overwrite: args.overwrite,
         delta: !args.no_delta,
+        live,
     };
     let stats = run(&options)?;
     if !args.quiet && args.cluster.process == 0 {
         let seconds = stats.elapsed.as_secs_f64();
+        let replayed = match stats.replayed {
+            0 => String::new(),
+            n => format!(" after replaying {n} from the checkpoint"),
+        };
         println!(
-            "Ran {} files ({} event rows read) in {:.2}s: {:.0} events/s with {} worker(s)",
+            "Ran {} new batches{replayed} ({} event rows read) in {:.2}s: {:.0} events/s with {} worker(s)",
             stats.files,
             stats.event_rows_read,
             seconds,
@@ -110,6 +119,29 @@ fn run_command(args: RunArgs) -> Result<()> {
         print!("{}", tidemark::report::render(&args.out)?);
     }
     Ok(())
+}
+
+/// The live options the flags describe.
+fn live_options(args: &LiveArgs) -> LiveOptions {
+    let input = if args.stdin {
+        Some(LiveInput::Stdin)
+    } else {
+        args.listen.clone().map(LiveInput::Listen)
+    };
+    LiveOptions {
+        follow: args.follow,
+        poll: Duration::from_millis(args.poll_ms.max(1)),
+        settle: Duration::from_millis(args.settle_ms.unwrap_or(args.poll_ms)),
+        max_idle: args
+            .max_idle_secs
+            .map(|s| Duration::from_secs_f64(s.max(0.0))),
+        input,
+        batching: Batching {
+            events: args.batch_events.max(1),
+            interval: Duration::from_millis(args.batch_ms),
+        },
+        reingest_changed: args.reingest_changed,
+    }
 }
 
 fn generate_command(args: &GenerateArgs) -> Result<()> {

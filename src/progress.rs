@@ -42,3 +42,64 @@ impl Progress {
         self.bar.finish_and_clear();
     }
 }
+
+/// Progress lines on stderr while a run follows live input: batches and events per
+/// second, the current watermark and the last completed logical time.
+pub struct FollowProgress {
+    allowed_lateness_ms: i64,
+    last_print: Instant,
+    last_batches: u64,
+    last_events: u64,
+}
+
+/// How often a progress line is printed.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl FollowProgress {
+    /// A reporter for a run with this allowed lateness.
+    pub fn new(allowed_lateness_ms: i64) -> FollowProgress {
+        FollowProgress {
+            allowed_lateness_ms,
+            last_print: Instant::now(),
+            last_batches: 0,
+            last_events: 0,
+        }
+    }
+
+    /// Prints a line if one is due: `batches` fed and `events` read by this run,
+    /// `files` ingested in all, the largest event time seen and the completed time.
+    pub fn update(
+        &mut self,
+        batches: u64,
+        files: usize,
+        events: u64,
+        max_ts: Option<i64>,
+        completed: Option<u64>,
+    ) {
+        let elapsed = self.last_print.elapsed();
+        if elapsed < FOLLOW_INTERVAL {
+            return;
+        }
+        let seconds = elapsed.as_secs_f64();
+        let watermark = max_ts
+            .and_then(|ts| chrono::DateTime::from_timestamp_millis(ts - self.allowed_lateness_ms))
+            .map_or("none".to_string(), |t| {
+                t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+            });
+        let completed = completed.map_or("none".to_string(), |t| t.to_string());
+        eprintln!(
+            "following: {batches} batches ({:.1}/s), {files} files in all, {events} events ({:.0}/s), watermark {watermark}, last completed time {completed}",
+            (batches - self.last_batches) as f64 / seconds,
+            (events - self.last_events) as f64 / seconds,
+        );
+        self.last_print = Instant::now();
+        self.last_batches = batches;
+        self.last_events = events;
+    }
+
+    /// Prints the final line.
+    pub fn finish(self, completed: Option<u64>) {
+        let completed = completed.map_or("none".to_string(), |t| t.to_string());
+        eprintln!("stopped: last completed time {completed}");
+    }
+}

@@ -119,15 +119,33 @@ pub fn render(out: &Path) -> Result<String> {
     }
 
     let spikes = read_table(out, &tables::SPIKE_ALERTS)?;
-    let mut top: Vec<&Vec<Cell>> = spikes.iter().filter(|row| row[4] == Cell::Bool(true)).collect();
+    let mut top: Vec<&Vec<Cell>> = spikes
+        .iter()
+        .filter(|row| row[4] == Cell::Bool(true))
+        .collect();
     top.sort_by(|a, b| {
         let excess = |row: &Vec<Cell>| float(&row[1]) - float(&row[3]);
         excess(b).total_cmp(&excess(a))
     });
-    writeln!(text, "\nTop spikes ({} windows flagged; sessions started vs the p95 of the baseline)", top.len())?;
-    writeln!(text, "  {:<20} {:>9} {:>10} {:>10}", "window_start", "sessions", "recent_avg", "recent_p95")?;
+    writeln!(
+        text,
+        "\nTop spikes ({} windows flagged; sessions started vs the p95 of the baseline)",
+        top.len()
+    )?;
+    writeln!(
+        text,
+        "  {:<20} {:>9} {:>10} {:>10}",
+        "window_start", "sessions", "recent_avg", "recent_p95"
+    )?;
     for row in top.iter().take(5) {
-        writeln!(text, "  {:<20} {:>9} {:>10.1} {:>10.1}", row[0].to_string(), int(&row[1]), float(&row[2]), float(&row[3]))?;
+        writeln!(
+            text,
+            "  {:<20} {:>9} {:>10.1} {:>10.1}",
+            row[0].to_string(),
+            int(&row[1]),
+            float(&row[2]),
+            float(&row[3])
+        )?;
     }
 
     let mix = read_table(out, &tables::EVENT_MIX_DAILY)?;
@@ -140,12 +158,25 @@ pub fn render(out: &Path) -> Result<String> {
     types.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     writeln!(text, "\nEvent mix (all days)")?;
     for (event_type, events) in types.iter().take(10) {
-        writeln!(text, "  {:<20} {:>10} {:>7.1}%", event_type, events, 100.0 * *events as f64 / total.max(1) as f64)?;
+        writeln!(
+            text,
+            "  {:<20} {:>10} {:>7.1}%",
+            event_type,
+            events,
+            100.0 * *events as f64 / total.max(1) as f64
+        )?;
     }
     let skips = read_table(out, &tables::SKIP_RATE_DAILY)?;
-    let (skipped, played) = skips.iter().fold((0, 0), |(s, p), row| (s + int(&row[1]), p + int(&row[2])));
+    let (skipped, played) = skips
+        .iter()
+        .fold((0, 0), |(s, p), row| (s + int(&row[1]), p + int(&row[2])));
     if played > 0 {
-        writeln!(text, "  skip rate (skips / plays): {:.3} over {} days", skipped as f64 / played as f64, skips.len())?;
+        writeln!(
+            text,
+            "  skip rate (skips / plays): {:.3} over {} days",
+            skipped as f64 / played as f64,
+            skips.len()
+        )?;
     }
 
     if !quarantine.is_empty() {

@@ -1,30 +1,54 @@
-//! `tidemark run`: reads a dataset file by file (one logical time per file), feeds the
-//! dataflow on every worker of the cluster, and writes each output table's changes.
+//! `tidemark run`: feeds the dataflow one logical time per input batch (a dataset
+//! file, or a batch of live lines) on every worker of the cluster, and writes each
+//! output table's changes.
+//!
+//! Worker 0 decides what each logical time holds ([`crate::schedule`]) and broadcasts
+//! it; worker `time % peers` reads the file (live batches: worker 0), logs the parsed
+//! batch in the checkpoint's write-ahead log, and feeds it. A resumed run replays the
+//! log to rebuild the in-memory state; sinks skip the times already completed
+//! ([`crate::checkpoint`]).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use differential_dataflow::input::Input as _;
+use differential_dataflow::input::{Input as _, InputSession};
 use tidemark_dataflows::dataflow::{build, Inputs, Outputs};
 use tidemark_dataflows::ingest::{BatchMark, RawEvent};
+use tidemark_dataflows::plans::Arrival;
 use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::tables;
-use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
-use timely::dataflow::operators::{Concatenate, Input as _, Probe};
+use tidemark_inputs::dataset::{Dataset, Table};
+use tidemark_inputs::records::{FileBatch, QuarantineRow, Subscription, UserRow};
+use tidemark_inputs::Mapping;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
+use timely::dataflow::InputHandle;
 
+use crate::checkpoint::{
+    BatchOrigin, Checkpoint, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
+};
 use crate::cluster::ClusterArgs;
-use crate::progress::Progress;
+use crate::follow::Watcher;
+use crate::ingested::IngestedFiles;
+use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
+use crate::progress::{FollowProgress, Progress};
+use crate::schedule::{Assignment, EndReason, Live, Scheduler};
 use crate::sink::changes::change_stream_sink;
 use crate::sink::delta::delta_sink;
+use crate::stop::StopFlag;
 
 /// Everything `tidemark run` needs to know.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// The dataset directory.
-    pub dataset: PathBuf,
+    /// The dataset directory (none: live lines only).
+    pub dataset: Option<PathBuf>,
     /// A mapping file overriding `<dataset>/tidemark.toml`.
     pub mapping: Option<PathBuf>,
     /// The output directory.
@@ -33,62 +57,200 @@ pub struct RunOptions {
     pub params: Params,
     /// Cluster flags.
     pub cluster: ClusterArgs,
-    /// Whether to draw a progress bar on the terminal.
+    /// Whether to draw a progress bar on the terminal (static runs) or print progress
+    /// lines to stderr (live runs).
     pub progress: bool,
-    /// Whether an existing output may be replaced.
+    /// Whether an existing output may be replaced (else it is resumed).
     pub overwrite: bool,
     /// Whether to write the Delta tables under `OUT/tables/` (off with `--no-delta`).
     pub delta: bool,
+    /// Live inputs: following the dataset, standard input, a TCP port.
+    pub live: LiveOptions,
+}
+
+/// How a run takes input that arrives while it runs.
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Keep watching the dataset for new files.
+    pub follow: bool,
+    /// How often the dataset is listed.
+    pub poll: Duration,
+    /// How long a new file must stay unchanged before it is taken.
+    pub settle: Duration,
+    /// End after this long without new input.
+    pub max_idle: Option<Duration>,
+    /// NDJSON event lines from standard input or a TCP port.
+    pub input: Option<LiveInput>,
+    /// How live lines are cut into logical times.
+    pub batching: Batching,
+    /// Re-ingest a changed file (retract its old rows) instead of failing.
+    pub reingest_changed: bool,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            follow: false,
+            poll: Duration::from_millis(500),
+            settle: Duration::from_millis(500),
+            max_idle: None,
+            input: None,
+            batching: Batching {
+                events: 10_000,
+                interval: Duration::from_millis(1000),
+            },
+            reingest_changed: false,
+        }
+    }
+}
+
+impl LiveOptions {
+    fn is_live(&self) -> bool {
+        self.follow || self.input.is_some()
+    }
 }
 
 /// What a finished run did, as seen from this process.
 #[derive(Clone, Debug)]
 pub struct RunStats {
-    /// Input files (logical times) in the run.
+    /// New input batches (logical times) this run ingested.
     pub files: usize,
+    /// Logical times replayed from the checkpoint of an earlier run.
+    pub replayed: u64,
     /// Event rows read by this process's workers (valid rows, before lateness and dedup).
     pub event_rows_read: u64,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// Why the run stopped taking input (process 0 only).
+    pub end: Option<EndReason>,
 }
 
-/// Runs the dataflow over a static dataset to completion.
+/// Runs the dataflow over a dataset and live inputs until their end, resuming the
+/// output directory's checkpoint if it has one.
 pub fn run(options: &RunOptions) -> Result<RunStats> {
     let started = Instant::now();
-    let dataset = Dataset::open(&options.dataset, options.mapping.as_deref())
-        .map_err(|e| anyhow!("{e}"))
-        .with_context(|| format!("opening dataset {}", options.dataset.display()))?;
-    let files = dataset.discover().map_err(|e| anyhow!("{e}"))?;
-    if !files.iter().any(|f| f.tables.contains(&Table::Events)) {
-        bail!(
-            "no event files found in {}: put files under events/ or map them with `[events] files = ...` in tidemark.toml",
-            options.dataset.display()
-        );
+    let live = &options.live;
+    if live.follow && options.dataset.is_none() {
+        bail!("--follow watches a DATASET directory: give one");
     }
-    for table in [
-        Table::Events,
-        Table::Users,
-        Table::Subscriptions,
-        Table::Items,
-    ] {
-        if let Some(first) = files.iter().find(|f| f.tables.contains(&table)) {
-            dataset.check_columns(first).map_err(|e| anyhow!("{e}"))?;
-        }
-    }
-    if options.cluster.process == 0 {
+    let dataset = match &options.dataset {
+        Some(path) => Some(
+            Dataset::open(path, options.mapping.as_deref())
+                .map_err(|e| anyhow!("{e}"))
+                .with_context(|| format!("opening dataset {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let files = match &dataset {
+        Some(dataset) => dataset.discover().map_err(|e| anyhow!("{e}"))?,
+        None => Vec::new(),
+    };
+    let root = options.cluster.process == 0;
+    let stop = StopFlag::on_signals()?;
+    let identity = RunIdentity::new(
+        options.cluster.workers,
+        options.cluster.processes,
+        options.params,
+    );
+
+    let (checkpoint, recovered) = if root {
         prepare_output(&options.out, options.overwrite)?;
+        Checkpoint::open(&options.out, &identity)?
+    } else {
+        let checkpoint = Checkpoint::at(&options.out);
+        let last_completed = if options.overwrite {
+            None
+        } else {
+            checkpoint.read_completed()?
+        };
+        (
+            checkpoint,
+            Recovered {
+                entries: Vec::new(),
+                last_completed,
+            },
+        )
+    };
+
+    let mut scheduler = None;
+    let mut static_total = 0;
+    if root {
+        let mut ingested = IngestedFiles::from_log(&recovered.entries);
+        let initial = ingested.tasks(&files, live.reingest_changed)?;
+        let has_events = |tables: &[Table]| tables.contains(&Table::Events);
+        if !live.is_live()
+            && recovered.entries.is_empty()
+            && !initial.iter().any(|t| has_events(&t.file.tables))
+        {
+            bail!(
+                "no event files found in {}: put files under events/ or map them with `[events] files = ...` in tidemark.toml",
+                options.dataset.as_deref().unwrap_or(Path::new(".")).display()
+            );
+        }
+        if let Some(dataset) = &dataset {
+            for table in Table::ALL {
+                if let Some(first) = initial.iter().find(|t| t.file.tables.contains(&table)) {
+                    dataset
+                        .check_columns(&first.file)
+                        .map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+        }
+        let source = match &live.input {
+            Some(input) => {
+                let mapping = dataset.as_ref().map(|d| d.mapping.clone());
+                let mapping = match (&options.mapping, mapping) {
+                    (_, Some(mapping)) => mapping,
+                    (Some(file), None) => Mapping::load(file).map_err(|e| anyhow!("{e}"))?,
+                    (None, None) => Mapping::default(),
+                };
+                let first_line = next_stdin_line(recovered.entries.iter().map(|e| &e.origin));
+                Some(LiveSource::start(
+                    input,
+                    &mapping,
+                    live.batching,
+                    first_line,
+                )?)
+            }
+            None => None,
+        };
+        static_total = recovered.next_time() + initial.len() as u64;
+        let watcher = live.follow.then(|| Watcher::new(live.poll, live.settle));
+        let live_inputs = Live {
+            watcher,
+            source,
+            max_idle: live.max_idle,
+            reingest_changed: live.reingest_changed,
+        };
+        scheduler = Some(Scheduler::new(
+            dataset.clone(),
+            ingested,
+            recovered.next_time(),
+            initial,
+            live_inputs,
+            stop.clone(),
+        ));
     }
 
-    let config = options.cluster.timely_config()?;
+    let progress = match (options.progress && root, live.is_live()) {
+        (false, _) => ProgressMode::Off,
+        (true, false) => ProgressMode::Bar(static_total),
+        (true, true) => ProgressMode::Lines,
+    };
     let shared = Arc::new(Shared {
         dataset,
-        files,
+        checkpoint,
         params: options.params,
         out: options.out.clone(),
-        event_rows_read: AtomicU64::new(0),
-        progress: options.progress && options.cluster.process == 0,
+        resume_after: recovered.last_completed,
+        scheduler: Mutex::new(scheduler),
+        progress,
+        counters: Counters::default(),
+        end: Mutex::new(None),
         delta: options.delta,
+        reingest_changed: options.live.reingest_changed,
     });
+    let config = options.cluster.timely_config()?;
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(config, move |worker| run_worker(worker, &worker_shared))
         .map_err(|e| anyhow!("starting workers: {e}"))?;
@@ -100,138 +262,431 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
             )
         })?;
     }
+    let end = shared.end.lock().map(|e| e.clone()).unwrap_or(None);
+    if let Some(EndReason::Failed(message)) = &end {
+        bail!("{message}");
+    }
     Ok(RunStats {
-        files: shared.files.len(),
-        event_rows_read: shared.event_rows_read.load(Ordering::Relaxed),
+        files: shared.counters.fed.load(Ordering::Relaxed) as usize,
+        replayed: shared.counters.replayed.load(Ordering::Relaxed),
+        event_rows_read: shared.counters.event_rows.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
+        end,
     })
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug)]
+enum ProgressMode {
+    Off,
+    Bar(u64),
+    Lines,
+}
+
+/// Counts the workers of this process keep.
+#[derive(Debug, Default)]
+struct Counters {
+    /// New batches fed (not replayed).
+    fed: AtomicU64,
+    /// Batches replayed from the log.
+    replayed: AtomicU64,
+    /// Valid event rows of new batches.
+    event_rows: AtomicU64,
+    /// Largest event time seen in any batch.
+    max_ts: AtomicI64,
 }
 
 /// State every worker thread of this process reads.
 struct Shared {
-    dataset: Dataset,
-    files: Vec<SourceFile>,
+    dataset: Option<Dataset>,
+    checkpoint: Checkpoint,
     params: Params,
     out: PathBuf,
-    event_rows_read: AtomicU64,
-    progress: bool,
+    resume_after: Option<u64>,
+    scheduler: Mutex<Option<Scheduler>>,
+    progress: ProgressMode,
+    counters: Counters,
+    end: Mutex<Option<EndReason>>,
     delta: bool,
+    reingest_changed: bool,
 }
 
-/// Refuses to mix a new run into an old output unless asked to replace it.
+/// Output directories a run writes, removed by `--overwrite`.
+const OUTPUT_DIRS: &[&str] = &["changes", "tables", CHECKPOINT_DIR];
+
+/// Replaces the output with `--overwrite`; else refuses an output that has changes
+/// but no checkpoint to resume from.
 fn prepare_output(out: &Path, overwrite: bool) -> Result<()> {
     let changes = out.join("changes");
-    if changes.exists() {
-        if !overwrite {
-            bail!(
-                "{} already holds a run's output: choose another --out, or pass --overwrite to replace it",
-                out.display()
-            );
+    if overwrite {
+        for dir in OUTPUT_DIRS {
+            let dir = out.join(dir);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
         }
-        std::fs::remove_dir_all(&changes)
-            .with_context(|| format!("removing {}", changes.display()))?;
-        let tables = out.join("tables");
-        if tables.exists() {
-            std::fs::remove_dir_all(&tables)
-                .with_context(|| format!("removing {}", tables.display()))?;
-        }
+    } else if changes.exists() && !out.join(CHECKPOINT_DIR).join("run.json").exists() {
+        bail!(
+            "{} already holds a run's output but no checkpoint to resume from: choose another --out, or pass --overwrite to replace it",
+            out.display()
+        );
     }
     std::fs::create_dir_all(&changes).with_context(|| format!("creating {}", changes.display()))?;
+    remove_partial_files(&changes)
+}
+
+/// Removes the temporary files of change files a killed run left half-written.
+fn remove_partial_files(changes: &Path) -> Result<()> {
+    for table in std::fs::read_dir(changes)? {
+        let table = table?.path();
+        if !table.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&table)? {
+            let path = file?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("removing {}", path.display()))?;
+            }
+        }
+    }
     Ok(())
 }
 
 /// How many logical times a worker may read ahead of the slowest completed one.
 const READ_AHEAD: u64 = 2;
 
+/// The input handles of one worker's dataflow.
+struct Feeds {
+    rows: InputHandle<u64, CapacityContainerBuilder<Vec<(RawEvent, isize)>>>,
+    marks: InputHandle<u64, CapacityContainerBuilder<Vec<BatchMark>>>,
+    users: InputSession<u64, (UserRow, Arrival), isize>,
+    subscriptions: InputSession<u64, (Subscription, Arrival), isize>,
+    errors: InputSession<u64, QuarantineRow, isize>,
+}
+
+impl Feeds {
+    /// Feeds `batch`, the batch of logical time `batch_time`, with multiplicity `diff`
+    /// (-1 retracts it at a later time).
+    fn feed(&mut self, batch: &FileBatch, batch_time: u64, diff: isize) {
+        for (event, row) in batch.events.iter().zip(&batch.event_rows) {
+            self.rows.send((
+                RawEvent {
+                    batch: batch_time,
+                    row: *row,
+                    event: event.clone(),
+                },
+                diff,
+            ));
+        }
+        for (position, user) in batch.users.iter().enumerate() {
+            self.users
+                .update((user.clone(), (batch_time, position as u64)), diff);
+        }
+        for (position, change) in batch.subscriptions.iter().enumerate() {
+            self.subscriptions
+                .update((change.clone(), (batch_time, position as u64)), diff);
+        }
+        for row in &batch.quarantine {
+            self.errors.update(row.clone(), diff);
+        }
+    }
+
+    /// Closes logical time `time` on this worker.
+    fn advance(&mut self, time: u64) {
+        let next = time + 1;
+        self.rows.advance_to(next);
+        self.marks.advance_to(next);
+        self.users.advance_to(next);
+        self.subscriptions.advance_to(next);
+        self.errors.advance_to(next);
+        self.users.flush();
+        self.subscriptions.flush();
+        self.errors.flush();
+    }
+}
+
 fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     let index = worker.index();
     let peers = worker.peers();
     let params = shared.params;
     let out = shared.out.clone();
+    let resume_after = shared.resume_after;
     let delta = shared.delta;
+    let reingest = shared.reingest_changed;
+    let mut scheduler = if index == 0 {
+        shared.scheduler.lock().ok().and_then(|mut s| s.take())
+    } else {
+        None
+    };
 
-    let (mut rows_in, mut marks_in, mut users_in, mut subs_in, mut errors_in, probe) = worker
-        .dataflow::<u64, _, _>(|scope| {
-            let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
-            let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
-            let (users_in, users) = scope.new_collection();
-            let (subs_in, subscriptions) = scope.new_collection();
-            let (errors_in, read_errors) = scope.new_collection();
-            let outputs = build(
-                Inputs {
-                    event_rows,
-                    batch_marks,
-                    users,
-                    subscriptions,
-                    read_errors,
-                },
-                params,
-            );
-            let reports = write_outputs(outputs, &out, index, delta);
-            let (probe, _) = scope.concatenate(reports).probe();
-            (rows_in, marks_in, users_in, subs_in, errors_in, probe)
+    // The control dataflow: worker 0's decisions, broadcast to every worker.
+    let decided: Rc<RefCell<BTreeMap<u64, Assignment>>> = Rc::default();
+    let mut control = worker.dataflow::<u64, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<Vec<(u64, Assignment)>>();
+        let decided = Rc::clone(&decided);
+        stream.broadcast().inspect(move |(time, assignment)| {
+            decided.borrow_mut().insert(*time, assignment.clone());
         });
+        input
+    });
 
-    let progress =
-        (index == 0 && shared.progress).then(|| Progress::files(shared.files.len() as u64));
-    for (position, file) in shared.files.iter().enumerate() {
-        let time = position as u64;
-        if position % peers == index {
-            let batch = shared.dataset.read(file);
-            let max_ts = batch.events.iter().map(|e| e.ts).max();
-            shared
-                .event_rows_read
-                .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-            for (event, row) in batch.events.into_iter().zip(batch.event_rows) {
-                rows_in.send(RawEvent {
-                    batch: time,
-                    row,
-                    event,
-                });
-            }
-            marks_in.send(BatchMark {
-                batch: time,
-                file: file.rel.clone(),
-                max_ts,
-            });
-            for (position, user) in batch.users.into_iter().enumerate() {
-                users_in.insert((user, (time, position as u64)));
-            }
-            for (position, change) in batch.subscriptions.into_iter().enumerate() {
-                subs_in.insert((change, (time, position as u64)));
-            }
-            for row in batch.quarantine {
-                errors_in.insert(row);
+    let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
+        let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+        let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
+        let (users_in, users) = scope.new_collection();
+        let (subs_in, subscriptions) = scope.new_collection();
+        let (errors_in, read_errors) = scope.new_collection();
+        let outputs = build(
+            Inputs {
+                event_rows,
+                batch_marks,
+                users,
+                subscriptions,
+                read_errors,
+                retractions: reingest,
+            },
+            params,
+        );
+        let reports = write_outputs(outputs, &out, index, delta, resume_after);
+        let (probe, _) = scope.concatenate(reports).probe();
+        let feeds = Feeds {
+            rows: rows_in,
+            marks: marks_in,
+            users: users_in,
+            subscriptions: subs_in,
+            errors: errors_in,
+        };
+        (feeds, probe)
+    });
+
+    let mut progress = Reporter::new(index, shared);
+    let mut time: u64 = 0;
+    loop {
+        if let Some(scheduler) = scheduler.as_mut() {
+            let decisions = scheduler.poll(time, READ_AHEAD * peers as u64 + 2);
+            if !decisions.is_empty() {
+                for decision in decisions {
+                    control.send(decision);
+                }
+                control.flush();
             }
         }
-        let next = time + 1;
-        rows_in.advance_to(next);
-        marks_in.advance_to(next);
-        users_in.advance_to(next);
-        subs_in.advance_to(next);
-        errors_in.advance_to(next);
-        users_in.flush();
-        subs_in.flush();
-        errors_in.flush();
+        let Some(assignment) = decided.borrow_mut().remove(&time) else {
+            worker.step_or_park(Some(Duration::from_millis(if index == 0 { 5 } else { 50 })));
+            progress.tick(&probe, time, scheduler.as_ref());
+            continue;
+        };
+        if assignment == Assignment::End {
+            break;
+        }
+        if assignment.reader(time, peers) == index {
+            if let Err(error) = feed_time(time, &assignment, shared, &mut feeds, scheduler.as_mut())
+            {
+                // A batch that cannot be logged or replayed must not be fed: stop loudly.
+                panic!("logical time {time}: {error:#}");
+            }
+        }
+        feeds.advance(time);
         worker.step();
+        let next = time + 1;
         while probe.less_than(&next.saturating_sub(READ_AHEAD * peers as u64)) {
             worker.step();
         }
-        if let Some(progress) = &progress {
-            let done = probe.with_frontier(|f| f.first().copied().unwrap_or(next));
-            progress.update(done, shared.event_rows_read.load(Ordering::Relaxed));
-        }
+        time = next;
+        progress.tick(&probe, time, scheduler.as_ref());
     }
-    drop((rows_in, marks_in, users_in, subs_in, errors_in));
+    drop(control);
+    drop(feeds);
     while worker.step() {
-        if let Some(progress) = &progress {
-            let done =
-                probe.with_frontier(|f| f.first().copied().unwrap_or(shared.files.len() as u64));
-            progress.update(done, shared.event_rows_read.load(Ordering::Relaxed));
+        progress.tick(&probe, time, scheduler.as_ref());
+    }
+    progress.finish(time);
+    if let Some(scheduler) = scheduler {
+        if let Ok(mut end) = shared.end.lock() {
+            *end = scheduler.end_reason().cloned();
         }
     }
-    if let Some(progress) = progress {
-        progress.finish();
+}
+
+/// Reads (or replays), logs and feeds the batch of `time` on its reader worker.
+fn feed_time(
+    time: u64,
+    assignment: &Assignment,
+    shared: &Shared,
+    feeds: &mut Feeds,
+    scheduler: Option<&mut Scheduler>,
+) -> Result<()> {
+    let counters = &shared.counters;
+    let checkpoint = &shared.checkpoint;
+    // The batch a changed file replaces: its rows are retracted, and the new content
+    // takes its place in arrival order (dedup, latest user row, lateness).
+    let replaced = |retracts: Option<u64>| -> Result<Option<(WalHeader, FileBatch)>> {
+        retracts.map(|old| checkpoint.read_batch(old)).transpose()
+    };
+    let (header, batch, old) = match assignment {
+        Assignment::Replay => {
+            counters.replayed.fetch_add(1, Ordering::Relaxed);
+            let (header, batch) = checkpoint.read_batch(time)?;
+            let old = replaced(header.retracts)?;
+            (header, batch, old)
+        }
+        Assignment::File(task) => {
+            let dataset = shared
+                .dataset
+                .as_ref()
+                .context("a file to read but no dataset")?;
+            let old = replaced(task.retracts)?;
+            let batch = dataset.read(&task.file);
+            let header = WalHeader {
+                time,
+                arrival: old.as_ref().map_or(time, |(h, _)| h.arrival),
+                origin: BatchOrigin::File {
+                    rel: task.file.rel.clone(),
+                    size: task.size,
+                    mtime_ns: task.mtime_ns,
+                    hash: task.hash,
+                },
+                retracts: task.retracts,
+                max_ts: batch.events.iter().map(|e| e.ts).max(),
+            };
+            checkpoint.log_batch(&header, &batch)?;
+            counters.fed.fetch_add(1, Ordering::Relaxed);
+            counters
+                .event_rows
+                .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            (header, batch, old)
+        }
+        Assignment::Live => {
+            let live = scheduler
+                .and_then(|s| s.take_live_batch(time))
+                .context("no live batch for this time")?;
+            let header = WalHeader {
+                time,
+                arrival: time,
+                origin: live.origin,
+                retracts: None,
+                max_ts: live.batch.events.iter().map(|e| e.ts).max(),
+            };
+            checkpoint.log_batch(&header, &live.batch)?;
+            counters.fed.fetch_add(1, Ordering::Relaxed);
+            counters
+                .event_rows
+                .fetch_add(live.batch.events.len() as u64, Ordering::Relaxed);
+            (header, live.batch, None)
+        }
+        Assignment::End => return Ok(()),
+    };
+    if let Some((old_header, old_batch)) = old {
+        feeds.feed(&old_batch, old_header.arrival, -1);
+    }
+    feeds.feed(&batch, header.arrival, 1);
+    let label = match &header.origin {
+        BatchOrigin::File { rel, .. } => rel.clone(),
+        BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()).unwrap_or_default(),
+    };
+    feeds.marks.send(BatchMark {
+        batch: time,
+        file: label,
+        max_ts: header.max_ts,
+    });
+    if let Some(ts) = header.max_ts {
+        counters.max_ts.fetch_max(ts, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Worker 0's bookkeeping after each step: the completed time in the checkpoint, and
+/// progress on stderr.
+struct Reporter<'a> {
+    shared: &'a Shared,
+    active: bool,
+    completed: Option<u64>,
+    bar: Option<Progress>,
+    lines: Option<FollowProgress>,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(index: usize, shared: &'a Shared) -> Reporter<'a> {
+        let active = index == 0;
+        let (bar, lines) = match (active, shared.progress) {
+            (true, ProgressMode::Bar(total)) => (Some(Progress::files(total)), None),
+            (true, ProgressMode::Lines) => (
+                None,
+                Some(FollowProgress::new(shared.params.allowed_lateness_ms)),
+            ),
+            _ => (None, None),
+        };
+        Reporter {
+            shared,
+            active,
+            completed: shared.resume_after,
+            bar,
+            lines,
+        }
+    }
+
+    /// Records the completed time (every sink passed it) and draws progress.
+    fn tick(
+        &mut self,
+        probe: &timely::dataflow::ProbeHandle<u64>,
+        time: u64,
+        scheduler: Option<&Scheduler>,
+    ) {
+        if !self.active {
+            return;
+        }
+        let frontier = probe.with_frontier(|f| f.first().copied());
+        let done = match frontier {
+            Some(f) => f.checked_sub(1),
+            None => time.checked_sub(1),
+        };
+        self.record(done);
+        let counters = &self.shared.counters;
+        let events = counters.event_rows.load(Ordering::Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.update(frontier.unwrap_or(time), events);
+        }
+        if let Some(lines) = &mut self.lines {
+            let max_ts = counters.max_ts.load(Ordering::Relaxed);
+            let files = scheduler.map_or(0, Scheduler::files_ingested);
+            lines.update(
+                counters.fed.load(Ordering::Relaxed),
+                files,
+                events,
+                (max_ts != 0).then_some(max_ts),
+                self.completed,
+            );
+        }
+    }
+
+    fn record(&mut self, done: Option<u64>) {
+        let Some(done) = done else { return };
+        if self.completed.is_some_and(|c| c >= done) {
+            return;
+        }
+        match self.shared.checkpoint.set_completed(done) {
+            Ok(()) => self.completed = Some(done),
+            Err(error) => tracing::warn!("recording completed time {done}: {error:#}"),
+        }
+    }
+
+    fn finish(mut self, time: u64) {
+        if !self.active {
+            return;
+        }
+        self.record(time.checked_sub(1));
+        if let Some(bar) = self.bar.take() {
+            bar.finish();
+        }
+        if let Some(lines) = self.lines.take() {
+            lines.finish(self.completed);
+        }
     }
 }
 
@@ -252,13 +707,14 @@ pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
     tables::QUARANTINE,
 ];
 
-/// Attaches a change-stream sink and (with `delta`) a Delta Lake sink to every output
-/// table; returns their reports.
+/// Attaches a sink to every output table; returns their reports. Every sink skips
+/// the logical times up to `resume_after`: an earlier run already wrote them.
 fn write_outputs<'s>(
     outputs: Outputs<'s>,
     out: &Path,
     worker: usize,
     delta: bool,
+    resume_after: Option<u64>,
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
     let mut reports = Vec::new();
     macro_rules! sinks {
@@ -266,7 +722,7 @@ fn write_outputs<'s>(
             if delta {
                 reports.push(delta_sink(outputs.$table.clone(), out));
             }
-            reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker));
+            reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker, resume_after));
         )*};
     }
     sinks!(

@@ -332,7 +332,8 @@ fn no_delta_writes_no_tables() {
     )
     .unwrap();
     let options = RunOptions {
-        dataset: data,
+        dataset: Some(data),
+        live: Default::default(),
         mapping: None,
         out: out.clone(),
         params: Params::default(),
@@ -368,7 +369,8 @@ fn a_failed_commit_stops_the_run_naming_the_table_and_path() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("tables"), b"not a directory").unwrap();
     let options = RunOptions {
-        dataset: data,
+        dataset: Some(data),
+        live: Default::default(),
         mapping: None,
         out: out.clone(),
         params: Params::default(),

@@ -45,26 +45,95 @@ fn every_setting_changes_what_it_should() {
     let defaults = run_with(&data, &dir.path().join("default"), &Settings::default());
 
     let cases: Vec<(&str, Settings, &[&str])> = vec![
-        ("session_gap_minutes", Settings { session_gap_minutes: 3.0, ..Default::default() }, &["sessions", "session_metrics_daily"]),
-        ("midnight_split", Settings { midnight_split: false, ..Default::default() }, &["sessions"]),
-        ("window_minutes", Settings { window_minutes: 15.0, ..Default::default() }, &["window_activity", "spike_alerts"]),
-        ("baseline_windows", Settings { baseline_windows: 3, ..Default::default() }, &["spike_alerts"]),
-        ("baseline_percentile", Settings { baseline_percentile: 0.5, ..Default::default() }, &["spike_alerts"]),
-        ("engaged_sessions", Settings { engaged_sessions: 5, ..Default::default() }, &["kpis"]),
-        ("from", Settings { from: Some("2025-01-20".into()), ..Default::default() }, &["kpis"]),
-        ("to", Settings { to: Some("2025-01-20T12:00:00Z".into()), ..Default::default() }, &["kpis"]),
-        ("allowed_lateness_minutes", Settings { allowed_lateness_minutes: 0.0, ..Default::default() }, &["quarantine", "sessions"]),
+        (
+            "session_gap_minutes",
+            Settings {
+                session_gap_minutes: 3.0,
+                ..Default::default()
+            },
+            &["sessions", "session_metrics_daily"],
+        ),
+        (
+            "midnight_split",
+            Settings {
+                midnight_split: false,
+                ..Default::default()
+            },
+            &["sessions"],
+        ),
+        (
+            "window_minutes",
+            Settings {
+                window_minutes: 15.0,
+                ..Default::default()
+            },
+            &["window_activity", "spike_alerts"],
+        ),
+        (
+            "baseline_windows",
+            Settings {
+                baseline_windows: 3,
+                ..Default::default()
+            },
+            &["spike_alerts"],
+        ),
+        (
+            "baseline_percentile",
+            Settings {
+                baseline_percentile: 0.5,
+                ..Default::default()
+            },
+            &["spike_alerts"],
+        ),
+        (
+            "engaged_sessions",
+            Settings {
+                engaged_sessions: 5,
+                ..Default::default()
+            },
+            &["kpis"],
+        ),
+        (
+            "from",
+            Settings {
+                from: Some("2025-01-20".into()),
+                ..Default::default()
+            },
+            &["kpis"],
+        ),
+        (
+            "to",
+            Settings {
+                to: Some("2025-01-20T12:00:00Z".into()),
+                ..Default::default()
+            },
+            &["kpis"],
+        ),
+        (
+            "allowed_lateness_minutes",
+            Settings {
+                allowed_lateness_minutes: 0.0,
+                ..Default::default()
+            },
+            &["quarantine", "sessions"],
+        ),
     ];
     for (key, settings, changed) in cases {
         let tables = run_with(&data, &dir.path().join(key), &settings);
         for table in changed {
-            assert_ne!(tables[table], defaults[table], "setting `{key}` changes table `{table}`");
+            assert_ne!(
+                tables[table], defaults[table],
+                "setting `{key}` changes table `{table}`"
+            );
         }
     }
 }
 
 fn tidemark(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tidemark")).args(args).output().expect("tidemark runs")
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(args)
+        .output()
+        .expect("tidemark runs")
 }
 
 #[test]
@@ -72,7 +141,14 @@ fn print_settings_shows_file_values_overridden_by_flags() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("settings.toml");
     std::fs::write(&file, "session_gap_minutes = 20\nwindow_minutes = 10\n").unwrap();
-    let output = tidemark(&["run", "--settings", file.to_str().unwrap(), "--window-minutes", "15", "--print-settings"]);
+    let output = tidemark(&[
+        "run",
+        "--settings",
+        file.to_str().unwrap(),
+        "--window-minutes",
+        "15",
+        "--print-settings",
+    ]);
     assert!(output.status.success());
     let text = String::from_utf8_lossy(&output.stdout);
     let printed: Settings = toml::from_str(&text).expect("printed settings parse back");
@@ -91,15 +167,26 @@ fn bad_settings_are_errors_naming_the_key() {
         ("baseline_windows = 0\n", "baseline_windows"),
         ("from = \"last tuesday\"\n", "from"),
         ("midnight_split = \"sometimes\"\n", "midnight_split"),
-        ("allowed_lateness_minutes = -1\n", "allowed_lateness_minutes"),
+        (
+            "allowed_lateness_minutes = -1\n",
+            "allowed_lateness_minutes",
+        ),
     ];
     for (index, (text, key)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{index}.toml"));
         std::fs::write(&file, text).unwrap();
-        let output = tidemark(&["run", "--settings", file.to_str().unwrap(), "--print-settings"]);
+        let output = tidemark(&[
+            "run",
+            "--settings",
+            file.to_str().unwrap(),
+            "--print-settings",
+        ]);
         assert!(!output.status.success(), "{text:?} is refused");
         let error = String::from_utf8_lossy(&output.stderr);
-        assert!(error.contains(key), "the error for {text:?} names `{key}`: {error}");
+        assert!(
+            error.contains(key),
+            "the error for {text:?} names `{key}`: {error}"
+        );
     }
     let output = tidemark(&["run", "--window-minutes", "0", "--print-settings"]);
     assert!(!output.status.success());

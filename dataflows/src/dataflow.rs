@@ -10,7 +10,9 @@ use timely::dataflow::StreamVec;
 use crate::actives::{daily_active, monthly_active};
 use crate::adoption::feature_adoption;
 use crate::event_mix::{day_types, event_mix_daily, skip_rate_daily};
-use crate::ingest::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
+use crate::ingest::{
+    deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, RawEvent, Time,
+};
 use crate::kpis::kpis;
 use crate::plans::Arrival;
 use crate::retention::retention_cohorts;
@@ -27,8 +29,9 @@ use crate::windows::window_activity;
 
 /// What the runtime feeds in, per worker.
 pub struct Inputs<'s> {
-    /// Valid event rows as read (before lateness and duplicate checks), at their batch's time.
-    pub event_rows: StreamVec<'s, Time, RawEvent>,
+    /// Valid event rows as read (before lateness and duplicate checks), at their batch's
+    /// time, with +1; -1 retracts a row of an earlier batch (a re-ingested file).
+    pub event_rows: StreamVec<'s, Time, (RawEvent, isize)>,
     /// One [`BatchMark`] per batch, from the worker that read it.
     pub batch_marks: StreamVec<'s, Time, BatchMark>,
     /// Valid `users/` rows with their arrival.
@@ -37,6 +40,9 @@ pub struct Inputs<'s> {
     pub subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
     /// Rows and files rejected while reading.
     pub read_errors: VecCollection<'s, Time, QuarantineRow>,
+    /// Whether `event_rows` may carry retractions (`--reingest-changed`); selects the
+    /// retraction-safe deduplication instead of the streaming one.
+    pub retractions: bool,
 }
 
 /// Every output table, as a collection of typed rows.
@@ -76,7 +82,11 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         inputs.batch_marks,
         params.allowed_lateness_ms,
     );
-    let events = deduplicate(on_time);
+    let events = if inputs.retractions {
+        deduplicate_with_retractions(on_time)
+    } else {
+        deduplicate(on_time)
+    };
 
     let sessions = sessions(events.clone(), params);
     let window_activity = window_activity(events.clone(), sessions.clone(), params.window_ms);

@@ -42,11 +42,12 @@ pub struct BatchMark {
     pub max_ts: Option<Millis>,
 }
 
-/// An event row after the watermark check.
+/// An event row after the watermark check, with its multiplicity (+1 arrival, -1 a
+/// retracted earlier arrival).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Gated {
-    OnTime(RawEvent),
-    TooLate(QuarantineRow),
+    OnTime(RawEvent, isize),
+    TooLate(QuarantineRow, isize),
 }
 
 /// Splits event rows into those at or above their batch's watermark and `too_late`
@@ -54,8 +55,14 @@ enum Gated {
 /// `< t` minus `allowed_lateness_ms`; rows of `t` are held until every worker has
 /// announced its [`BatchMark`]s up to `t`, so the split is the same on any number of
 /// workers and processes.
+///
+/// Each row comes with a multiplicity: -1 retracts a row fed earlier. A row whose
+/// `raw.batch` is before the current time (the rows of a changed file re-ingested in
+/// place of its old batch, and the retraction of that old batch) is judged against
+/// the watermark of `raw.batch`, so a retraction undoes exactly the earlier decision
+/// and a replacement is judged where its file arrived. Watermarks never move back.
 pub fn watermark_gate<'s>(
-    rows: StreamVec<'s, Time, RawEvent>,
+    rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
     allowed_lateness_ms: Millis,
 ) -> (
@@ -69,9 +76,19 @@ pub fn watermark_gate<'s>(
         "WatermarkGate",
         move |_capability, _info| {
             let mut pending = BTreeMap::new();
+            // Every batch's file and largest event time: kept (one entry per batch) so
+            // that a retraction can be judged against its own batch's watermark.
             let mut files: BTreeMap<Time, String> = BTreeMap::new();
             let mut maxima: BTreeMap<Time, Millis> = BTreeMap::new();
             let mut largest_before: Option<Millis> = None;
+            let mut folded: Time = 0;
+            let watermark_of = move |maxima: &BTreeMap<Time, Millis>, batch: Time| {
+                maxima
+                    .range(..batch)
+                    .map(|(_, ts)| *ts)
+                    .max()
+                    .map(|m| m.saturating_sub(allowed_lateness_ms))
+            };
             move |(rows_in, rows_frontier), (marks_in, marks_frontier), output| {
                 rows_in.for_each(|cap, data| {
                     if let Some(cap) = cap.retain_least(0) {
@@ -103,51 +120,57 @@ pub fn watermark_gate<'s>(
                         break;
                     }
                     let (cap, rows) = entry.remove();
-                    // Fold the maxima of every batch before `time` into the running max.
-                    while let Some(first) = maxima.first_entry() {
-                        if *first.key() >= time {
-                            break;
-                        }
-                        let ts = first.remove();
-                        largest_before = Some(largest_before.map_or(ts, |m| m.max(ts)));
+                    // The running maximum over every batch before `time` (releases come
+                    // in time order), so the usual case costs no scan.
+                    for (_, ts) in maxima.range(folded..time) {
+                        largest_before = Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
                     }
-                    let watermark = largest_before.map(|m| m.saturating_sub(allowed_lateness_ms));
-                    let file = files.get(&time).cloned().unwrap_or_default();
+                    folded = folded.max(time);
+                    // Watermarks of the batches whose rows are in this release (usually one).
+                    let mut judged: BTreeMap<Time, Option<Millis>> = BTreeMap::new();
+                    judged.insert(
+                        time,
+                        largest_before.map(|m| m.saturating_sub(allowed_lateness_ms)),
+                    );
                     let mut session = output.session(&cap);
-                    for raw in rows {
+                    for (raw, diff) in rows {
+                        let watermark = *judged
+                            .entry(raw.batch)
+                            .or_insert_with(|| watermark_of(&maxima, raw.batch));
                         if watermark.is_some_and(|w| raw.event.ts < w) {
-                            session.give(Gated::TooLate(QuarantineRow {
-                                file: file.clone(),
-                                row: raw.row,
-                                field: "ts".into(),
-                                reason: "too_late".into(),
-                                raw: raw.event.raw_json(),
-                            }));
+                            session.give(Gated::TooLate(
+                                QuarantineRow {
+                                    file: files.get(&raw.batch).cloned().unwrap_or_default(),
+                                    row: raw.row,
+                                    field: "ts".into(),
+                                    reason: "too_late".into(),
+                                    raw: raw.event.raw_json(),
+                                },
+                                diff,
+                            ));
                         } else {
-                            session.give(Gated::OnTime(raw));
+                            session.give(Gated::OnTime(raw, diff));
                         }
                     }
                 }
-                // File names are needed only until their batch's rows are released.
-                files.retain(|t, _| !complete(t) || pending.contains_key(t));
             }
         },
     );
     let on_time = gated.clone().flat_map(|g| match g {
-        Gated::OnTime(raw) => Some(raw),
-        Gated::TooLate(_) => None,
+        Gated::OnTime(raw, diff) => Some((raw, diff)),
+        Gated::TooLate(..) => None,
     });
     let too_late = gated.flat_map(|g| match g {
-        Gated::TooLate(row) => Some(row),
-        Gated::OnTime(_) => None,
+        Gated::TooLate(row, diff) => Some((row, diff)),
+        Gated::OnTime(..) => None,
     });
     (stamp(on_time), stamp(too_late))
 }
 
-/// Turns a timely stream of records into a differential collection of insertions at
-/// each record's own logical time.
+/// Turns a timely stream of records with multiplicities into a differential
+/// collection of updates at each record's own logical time.
 fn stamp<'s, D: timely::ExchangeData + Ord>(
-    stream: StreamVec<'s, Time, D>,
+    stream: StreamVec<'s, Time, (D, isize)>,
 ) -> VecCollection<'s, Time, D> {
     stream
         .unary(Pipeline, "Stamp", |_, _| {
@@ -155,7 +178,7 @@ fn stamp<'s, D: timely::ExchangeData + Ord>(
                 input.for_each(|cap, data| {
                     if let Some(time) = cap.least().copied() {
                         let mut session = output.session(&cap);
-                        session.give_iterator(data.drain(..).map(|d| (d, time, 1isize)));
+                        session.give_iterator(data.drain(..).map(|(d, diff)| (d, time, diff)));
                     }
                 });
             }
@@ -184,7 +207,9 @@ pub fn deduplicate<'s>(rows: VecCollection<'s, Time, RawEvent>) -> VecCollection
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
                     for (raw, time, diff) in data.drain(..) {
-                        debug_assert!(diff > 0, "input rows are never retracted");
+                        // Retractions come only with `--reingest-changed`, which selects
+                        // `deduplicate_with_retractions` instead.
+                        debug_assert!(diff > 0, "input rows are never retracted here");
                         pending
                             .entry(time)
                             .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
@@ -209,4 +234,23 @@ pub fn deduplicate<'s>(rows: VecCollection<'s, Time, RawEvent>) -> VecCollection
             }
         })
         .as_collection()
+}
+
+/// Deduplication that also accepts retracted rows (a re-ingested file): a differential
+/// `reduce` per id hash keeps every live arrival, so retracting the first-seen row
+/// promotes the next one. Slower and larger than [`deduplicate`]; used only when
+/// retractions are possible.
+pub fn deduplicate_with_retractions<'s>(
+    rows: VecCollection<'s, Time, RawEvent>,
+) -> VecCollection<'s, Time, Action> {
+    let mut actions = ActionMaker::default();
+    rows.map(|raw| {
+        let id = xxh3_128(raw.event.event_id.as_bytes());
+        (id, (raw.batch, raw.row, raw.event))
+    })
+    .reduce_named("DeduplicateWithRetractions", |_id, arrivals, output| {
+        // Values arrive sorted, so the first is the earliest live arrival.
+        output.push((arrivals[0].0 .2.clone(), 1isize));
+    })
+    .map(move |(_id, event)| actions.make(&event))
 }

@@ -18,3 +18,4 @@ pub mod timestamp;
 pub use dataset::{Dataset, SourceFile, Table};
 pub use error::InputError;
 pub use mapping::Mapping;
+pub use ndjson_file::NdjsonLines;

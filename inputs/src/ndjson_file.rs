@@ -299,3 +299,112 @@ pub(crate) fn read(
     }
     Ok(())
 }
+
+/// Parses NDJSON event lines one at a time, for live sources (standard input, a TCP
+/// socket) that have no file. Each line is validated like a row of an `events/`
+/// NDJSON file; a bad line becomes a quarantine row naming the source and line number.
+pub struct NdjsonLines {
+    keys: Vec<String>,
+    plan: ReadPlan,
+    slots: Vec<JVal>,
+    seen: Vec<bool>,
+}
+
+impl NdjsonLines {
+    /// A parser of `events` lines under `mapping` (use `Mapping::default()` for lines
+    /// in contract column names).
+    pub fn new(mapping: &Mapping) -> NdjsonLines {
+        let mut keys: Vec<String> = Vec::new();
+        let plan = ReadPlan::resolve(
+            mapping,
+            &[crate::dataset::Table::Events],
+            true,
+            &mut |name| {
+                Some(keys.iter().position(|k| k == name).unwrap_or_else(|| {
+                    keys.push(name.to_string());
+                    keys.len() - 1
+                }))
+            },
+        )
+        .expect("an open plan finds every column");
+        let slots = vec![JVal::Null; keys.len()];
+        let seen = vec![false; keys.len()];
+        NdjsonLines {
+            keys,
+            plan,
+            slots,
+            seen,
+        }
+    }
+
+    /// Adds line number `lineno` of `source` to `batch`: an event, or a quarantine row
+    /// (`bad_json`, or the first rule the row breaks). Blank lines are skipped.
+    pub fn push(&mut self, line: &[u8], lineno: u64, source: &str, batch: &mut FileBatch) {
+        let bad_json = |raw: String, batch: &mut FileBatch| {
+            batch.quarantine.push(QuarantineRow {
+                file: source.to_string(),
+                row: lineno,
+                field: String::new(),
+                reason: "bad_json".to_string(),
+                raw: truncate_raw(raw),
+            })
+        };
+        let Ok(text) = std::str::from_utf8(line) else {
+            bad_json(String::from_utf8_lossy(line).into_owned(), batch);
+            return;
+        };
+        let text = text.trim_start_matches('\u{feff}').trim_end();
+        if text.is_empty() {
+            return;
+        }
+        self.slots.iter_mut().for_each(|s| *s = JVal::Null);
+        if parse_line(text, &self.keys, &mut self.slots, &mut self.seen).is_err() {
+            bad_json(text.to_string(), batch);
+            return;
+        }
+        self.plan.apply(
+            &JsonRow {
+                slots: &self.slots,
+                line: text,
+            },
+            lineno,
+            source,
+            batch,
+        );
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_events_or_quarantine_rows() {
+        let mut lines = NdjsonLines::new(&Mapping::default());
+        let mut batch = FileBatch::default();
+        lines.push(
+            br#"{"event_id":"e1","user_id":"u1","ts":"2025-01-01T00:00:00Z","event_type":"Play "}"#,
+            1,
+            "stdin",
+            &mut batch,
+        );
+        lines.push(b"not json", 2, "stdin", &mut batch);
+        lines.push(b"", 3, "stdin", &mut batch);
+        lines.push(
+            br#"{"event_id":"e2","ts":"2025-01-01T00:00:00Z","event_type":"play"}"#,
+            4,
+            "stdin",
+            &mut batch,
+        );
+        assert_eq!(batch.events.len(), 1);
+        assert_eq!(batch.events[0].event_type, "play");
+        assert_eq!(batch.event_rows, vec![1]);
+        let reasons: Vec<_> = batch
+            .quarantine
+            .iter()
+            .map(|q| (q.file.as_str(), q.row, q.reason.as_str()))
+            .collect();
+        assert_eq!(reasons[0], ("stdin", 2, "bad_json"));
+        assert_eq!(reasons[1].1, 4);
+    }
+}

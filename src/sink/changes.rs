@@ -30,19 +30,25 @@ pub fn change_file(out: &Path, table: &str, time: u64, worker: usize) -> PathBuf
     changes_dir(out, table).join(format!("part-{time:010}-w{worker:04}.parquet"))
 }
 
-/// The capability and the updates buffered for one logical time.
-type Pending<R> = (
-    timely::dataflow::operators::Capability<u64>,
-    Vec<(R, isize)>,
-);
+/// Updates buffered per logical time, with the capability that holds the time open.
+type Pending<R> = BTreeMap<
+    u64,
+    (
+        timely::dataflow::operators::Capability<u64>,
+        Vec<(R, isize)>,
+    ),
+>;
 
 /// Writes `rows`' changes of each completed logical time. The returned stream carries a
 /// [`SinkReport`] per written time and holds that time open until the file is on disk,
 /// so a probe downstream sees a time complete only once every worker has written it.
+/// Times up to `resume_after` are not written: a resumed run replays them only to
+/// rebuild its state, and an earlier run already wrote their files.
 pub fn change_stream_sink<'s, R>(
     rows: VecCollection<'s, u64, R>,
     out: PathBuf,
     worker: usize,
+    resume_after: Option<u64>,
 ) -> StreamVec<'s, u64, SinkReport>
 where
     R: TableRow + ExchangeData + Hashable,
@@ -54,7 +60,7 @@ where
         Pipeline,
         &format!("ChangeSink({table})"),
         move |_cap, info| {
-            let mut pending: BTreeMap<u64, Pending<R>> = BTreeMap::new();
+            let mut pending: Pending<R> = BTreeMap::new();
             let activator = scope.activator_for(info.address);
             move |(input, frontier), output| {
                 let live = !frontier.frontier().is_empty() || !pending.is_empty();
@@ -74,6 +80,9 @@ where
                     }
                     let time = *entry.key();
                     let (cap, mut updates) = entry.remove();
+                    if resume_after.is_some_and(|done| time <= done) {
+                        continue;
+                    }
                     consolidate(&mut updates);
                     if updates.is_empty() {
                         continue;
@@ -98,7 +107,8 @@ where
     )
 }
 
-/// Writes one change file atomically (temporary name, then rename).
+/// Writes one change file atomically and durably (temporary name, fsync, rename): a
+/// time recorded as completed in the checkpoint never loses its files.
 fn write_changes<R: TableRow>(path: &Path, changes: &[Change]) -> Result<()> {
     let batch = changes_to_batch(&R::SPEC, changes)?;
     let dir = path.parent().context("change file has no directory")?;
@@ -113,7 +123,7 @@ fn write_changes<R: TableRow>(path: &Path, changes: &[Change]) -> Result<()> {
         .build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(&batch)?;
-    writer.close()?;
+    writer.into_inner()?.sync_all()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }

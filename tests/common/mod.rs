@@ -36,7 +36,7 @@ pub fn run_engine(
     workers: usize,
 ) {
     let options = RunOptions {
-        dataset: dataset.to_path_buf(),
+        dataset: Some(dataset.to_path_buf()),
         mapping: mapping.map(Path::to_path_buf),
         out: out.to_path_buf(),
         params,
@@ -47,6 +47,7 @@ pub fn run_engine(
         progress: false,
         overwrite: true,
         delta: true,
+        live: Default::default(),
     };
     run(&options).expect("tidemark run succeeds");
 }

@@ -1,0 +1,139 @@
+//! Following a live dataset directory: list it every poll interval and hand out each
+//! file that is new (or changed) once it is complete. Writers are meant to write
+//! under a temporary name and rename (the listing ignores `.*`, `_*` and `*.tmp`), so
+//! a file that appears is complete; a file written in place is taken once its size and
+//! modification time have not changed for the settle time.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use tidemark_inputs::dataset::{Dataset, SourceFile};
+
+use crate::checkpoint::file_stamp;
+use crate::ingested::{FileState, IngestedFiles};
+
+/// A file seen in a listing but not yet taken.
+#[derive(Clone, Debug)]
+struct Candidate {
+    stamp: (u64, u128),
+    since: Instant,
+}
+
+/// Watches a dataset directory for new and changed files.
+#[derive(Debug)]
+pub struct Watcher {
+    poll: Duration,
+    settle: Duration,
+    last_poll: Option<Instant>,
+    candidates: HashMap<String, Candidate>,
+}
+
+/// A complete file found by [`Watcher::poll`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// The file.
+    pub file: SourceFile,
+    /// Whether it is new or changed since it was ingested.
+    pub state: FileState,
+}
+
+impl Watcher {
+    /// A watcher that lists the directory every `poll` and takes a file once it has
+    /// been unchanged for `settle`.
+    pub fn new(poll: Duration, settle: Duration) -> Watcher {
+        Watcher {
+            poll,
+            settle,
+            last_poll: None,
+            candidates: HashMap::new(),
+        }
+    }
+
+    /// Whether a listing is due at `now`.
+    pub fn due(&self, now: Instant) -> bool {
+        self.last_poll
+            .is_none_or(|last| now.duration_since(last) >= self.poll)
+    }
+
+    /// Lists the dataset if a listing is due and returns the files, in batch order,
+    /// that are new or changed and have settled. A file that vanished is forgotten.
+    pub fn poll(
+        &mut self,
+        dataset: &Dataset,
+        ingested: &mut IngestedFiles,
+        now: Instant,
+    ) -> Result<Vec<Found>> {
+        if !self.due(now) {
+            return Ok(Vec::new());
+        }
+        self.last_poll = Some(now);
+        let listing = dataset
+            .discover()
+            .map_err(|e| anyhow!("listing the dataset: {e}"))?;
+        let mut found = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for file in listing {
+            // A file may vanish between the listing and the look: skip it this time.
+            let Ok(state) = ingested.state(&file) else {
+                continue;
+            };
+            if state == FileState::Unchanged {
+                continue;
+            }
+            let Ok(stamp) = file_stamp(&file.path) else {
+                continue;
+            };
+            seen.insert(file.rel.clone());
+            let candidate = self
+                .candidates
+                .entry(file.rel.clone())
+                .or_insert(Candidate { stamp, since: now });
+            if candidate.stamp != stamp {
+                *candidate = Candidate { stamp, since: now };
+            }
+            if now.duration_since(candidate.since) >= self.settle {
+                self.candidates.remove(&file.rel);
+                found.push(Found { file, state });
+            }
+        }
+        self.candidates.retain(|rel, _| seen.contains(rel));
+        Ok(found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_is_taken_once_settled_and_never_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("events")).unwrap();
+        let dataset = Dataset::open(dir.path(), None).unwrap();
+        let mut ingested = IngestedFiles::default();
+        let mut watcher = Watcher::new(Duration::ZERO, Duration::from_millis(50));
+        std::fs::write(dir.path().join("events/a.ndjson"), "{}\n").unwrap();
+        std::fs::write(dir.path().join("events/.b.ndjson.tmp"), "{}\n").unwrap();
+        let start = Instant::now();
+        assert!(
+            watcher
+                .poll(&dataset, &mut ingested, start)
+                .unwrap()
+                .is_empty(),
+            "not settled yet"
+        );
+        let found = watcher
+            .poll(&dataset, &mut ingested, start + Duration::from_millis(60))
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].file.rel, "events/a.ndjson");
+        assert_eq!(found[0].state, FileState::New);
+        let task = crate::ingested::FileTask::look(&found[0].file, None).unwrap();
+        ingested.record(&task, 0);
+        assert!(watcher
+            .poll(&dataset, &mut ingested, start + Duration::from_millis(200))
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,101 @@
+//! `tidemark run --follow`: files that arrive while the run is live are ingested once
+//! each, as the next logical times, with the same tables as a static run over the same
+//! files, on two workers too; SIGTERM stops cleanly after the current time.
+
+mod common;
+mod live;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{engine_tables, run_engine};
+use live::{
+    checkpoint_state, event_files, expect_success, feed, follow_flags, live_dataset,
+    source_dataset, spawn, tidemark_run, wait_until,
+};
+use tidemark_dataflows::settings::Params;
+use tidemark_inputs::generator::OutputFormat;
+
+#[test]
+fn following_with_two_workers_equals_a_static_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_dataset(dir.path(), 21, 8, OutputFormat::Parquet);
+    let data = live_dataset(dir.path(), &source);
+    let out = dir.path().join("out");
+    let mut flags = follow_flags("2");
+    flags.extend(["-w", "2"]);
+    let child = spawn(&mut tidemark_run(Some(&data), &out, &flags));
+    for (i, file) in event_files(&source).iter().enumerate() {
+        feed(file, &data);
+        std::thread::sleep(Duration::from_millis(if i % 2 == 0 { 150 } else { 0 }));
+    }
+    expect_success(child, Duration::from_secs(60));
+
+    let reference = dir.path().join("reference");
+    run_engine(&data, None, &reference, Params::default(), 1);
+    let (logged, _) = checkpoint_state(&out);
+    for time in 0..logged as u64 {
+        assert_eq!(
+            engine_tables(&out, time),
+            engine_tables(&reference, time),
+            "after logical time {time}"
+        );
+    }
+    assert_eq!(
+        engine_tables(&out, u64::MAX),
+        engine_tables(&reference, u64::MAX)
+    );
+    assert!(!engine_tables(&out, u64::MAX)["sessions"].is_empty());
+}
+
+#[test]
+fn sigterm_stops_after_the_current_time_and_a_restart_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = source_dataset(dir.path(), 22, 8, OutputFormat::Ndjson);
+    let data = live_dataset(dir.path(), &source);
+    let out = dir.path().join("out");
+    let files = event_files(&source);
+    let (first, rest) = files.split_at(4);
+
+    let child = spawn(&mut tidemark_run(Some(&data), &out, &follow_flags("60")));
+    for file in first {
+        feed(file, &data);
+    }
+    let wanted = tidemark_inputs::Dataset::open(&data, None)
+        .unwrap()
+        .discover()
+        .unwrap()
+        .len();
+    assert!(
+        wait_until(Duration::from_secs(30), || checkpoint_state(&out).0
+            == wanted),
+        "the run ingests the first files"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    expect_success(child, Duration::from_secs(30));
+    let (logged, completed) = checkpoint_state(&out);
+    assert_eq!(logged, wanted);
+    assert_eq!(
+        completed,
+        Some(wanted as u64 - 1),
+        "a clean stop completes every logged time"
+    );
+
+    for file in rest {
+        feed(file, &data);
+    }
+    expect_success(
+        spawn(&mut tidemark_run(Some(&data), &out, &follow_flags("1"))),
+        Duration::from_secs(60),
+    );
+    let reference = dir.path().join("reference");
+    run_engine(&data, None, &reference, Params::default(), 1);
+    assert_eq!(
+        engine_tables(&out, u64::MAX),
+        engine_tables(&reference, u64::MAX)
+    );
+}
