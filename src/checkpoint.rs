@@ -260,8 +260,10 @@ impl Checkpoint {
         }
     }
 
-    /// Records that every sink has written every time up to `time`.
+    /// Records that every sink has written every time up to `time`, after flushing
+    /// the file system that holds the output so that their files are durable.
     pub fn set_completed(&self, time: u64) -> Result<()> {
+        sync_filesystem(&self.dir)?;
         let text = serde_json::to_vec(&Completed {
             last_completed: time,
         })?;
@@ -373,6 +375,28 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     drop(file);
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     File::open(dir).and_then(|d| d.sync_all()).ok();
+    Ok(())
+}
+
+/// Flushes every written file of the file system holding `dir` to disk (one call
+/// instead of an fsync per change file).
+fn sync_filesystem(dir: &Path) -> Result<()> {
+    let handle = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
+        if unsafe { libc::syncfs(handle.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("syncing {}", dir.display()));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        drop(handle);
+        // SAFETY: sync takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+    }
     Ok(())
 }
 

@@ -607,9 +607,13 @@ struct Reporter<'a> {
     shared: &'a Shared,
     active: bool,
     completed: Option<u64>,
+    last_record: Instant,
     bar: Option<Progress>,
     lines: Option<FollowProgress>,
 }
+
+/// How often the completed time is recorded (each record flushes the file system).
+const RECORD_INTERVAL: Duration = Duration::from_millis(200);
 
 impl<'a> Reporter<'a> {
     fn new(index: usize, shared: &'a Shared) -> Reporter<'a> {
@@ -626,6 +630,7 @@ impl<'a> Reporter<'a> {
             shared,
             active,
             completed: shared.resume_after,
+            last_record: Instant::now(),
             bar,
             lines,
         }
@@ -646,7 +651,7 @@ impl<'a> Reporter<'a> {
             Some(f) => f.checked_sub(1),
             None => time.checked_sub(1),
         };
-        self.record(done);
+        self.record(done, false);
         let counters = &self.shared.counters;
         let events = counters.event_rows.load(Ordering::Relaxed);
         if let Some(bar) = &self.bar {
@@ -665,11 +670,14 @@ impl<'a> Reporter<'a> {
         }
     }
 
-    fn record(&mut self, done: Option<u64>) {
+    fn record(&mut self, done: Option<u64>, now: bool) {
         let Some(done) = done else { return };
-        if self.completed.is_some_and(|c| c >= done) {
+        if self.completed.is_some_and(|c| c >= done)
+            || (!now && self.last_record.elapsed() < RECORD_INTERVAL)
+        {
             return;
         }
+        self.last_record = Instant::now();
         match self.shared.checkpoint.set_completed(done) {
             Ok(()) => self.completed = Some(done),
             Err(error) => tracing::warn!("recording completed time {done}: {error:#}"),
@@ -680,7 +688,7 @@ impl<'a> Reporter<'a> {
         if !self.active {
             return;
         }
-        self.record(time.checked_sub(1));
+        self.record(time.checked_sub(1), true);
         if let Some(bar) = self.bar.take() {
             bar.finish();
         }

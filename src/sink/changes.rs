@@ -107,8 +107,9 @@ where
     )
 }
 
-/// Writes one change file atomically and durably (temporary name, fsync, rename): a
-/// time recorded as completed in the checkpoint never loses its files.
+/// Writes one change file atomically (temporary name, then rename). The checkpoint
+/// flushes the file system before it records a time as completed, so the files of a
+/// completed time survive a machine crash too.
 fn write_changes<R: TableRow>(path: &Path, changes: &[Change]) -> Result<()> {
     let batch = changes_to_batch(&R::SPEC, changes)?;
     let dir = path.parent().context("change file has no directory")?;
@@ -123,7 +124,7 @@ fn write_changes<R: TableRow>(path: &Path, changes: &[Change]) -> Result<()> {
         .build();
     let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(&batch)?;
-    writer.into_inner()?.sync_all()?;
+    writer.close()?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
