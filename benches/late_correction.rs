@@ -14,7 +14,9 @@
 //! cargo bench --bench late_correction -- --data DIR [--sizes 1,100,10000] [--no-recompute]
 //! cargo bench --bench late_correction -- --events 1000000
 //! ```
-//! Prints a table and one `late,SIZE,...` CSV line per size. Under `cargo test` (no
+//! Prints a table and one `late,SIZE,...` CSV line per size. With `--operators` it
+//! also prints where the backfill's time went, per timely operator (from timely's
+//! own schedule log: the time between each operator's schedule start and stop). Under `cargo test` (no
 //! `--bench` argument) it runs on a tiny generated data set.
 
 mod common;
@@ -68,8 +70,9 @@ impl Step {
 /// Feeds `base` (one logical time per entry), then each of `extra` as its own time;
 /// returns the time of the whole base (dataflow construction included) and of each
 /// extra batch.
-fn run(base: Parsed, extra: Vec<Vec<RawEvent>>) -> (Duration, Vec<Step>) {
+fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, Vec<Step>) {
     timely::execute_directly(move |worker| {
+        let profile = operators.then(|| OperatorProfile::register(worker));
         let started = Instant::now();
         let probe = Handle::new();
         let counts: Counts = Rc::default();
@@ -147,6 +150,12 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>) -> (Duration, Vec<Step>) {
             worker.step_while(|| probe.less_than(&time));
         }
         let backfill = started.elapsed();
+        if let Some(profile) = &profile {
+            if let Some(mut registry) = worker.log_register() {
+                registry.flush();
+            }
+            profile.print(backfill);
+        }
 
         let mut steps = Vec::new();
         for batch in extra {
@@ -180,6 +189,86 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>) -> (Duration, Vec<Step>) {
         }
         (backfill, steps)
     })
+}
+
+/// Time spent inside each operator's `schedule`, from timely's log.
+#[derive(Default)]
+struct OperatorProfile {
+    names: BTreeMap<usize, String>,
+    started: BTreeMap<usize, Duration>,
+    total: BTreeMap<usize, Duration>,
+}
+
+impl OperatorProfile {
+    fn register(worker: &mut timely::worker::Worker) -> Rc<RefCell<OperatorProfile>> {
+        use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+        let profile: Rc<RefCell<OperatorProfile>> = Rc::default();
+        let sink = Rc::clone(&profile);
+        if let Some(mut registry) = worker.log_register() {
+            registry.insert::<TimelyEventBuilder, _>("timely", move |_time, data| {
+                let Some(data) = data else { return };
+                let mut p = sink.borrow_mut();
+                for (at, event) in data.iter() {
+                    match event {
+                        TimelyEvent::Operates(op) => {
+                            p.names.insert(op.id, op.name.clone());
+                        }
+                        TimelyEvent::Schedule(s) => match s.start_stop {
+                            StartStop::Start => {
+                                p.started.insert(s.id, *at);
+                            }
+                            StartStop::Stop => {
+                                if let Some(from) = p.started.remove(&s.id) {
+                                    *p.total.entry(s.id).or_default() += at.saturating_sub(from);
+                                }
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+            });
+        }
+        profile
+    }
+}
+
+trait PrintProfile {
+    fn print(&self, wall: Duration);
+}
+
+impl PrintProfile for Rc<RefCell<OperatorProfile>> {
+    fn print(&self, wall: Duration) {
+        let p = self.borrow();
+        // The dataflow itself is an operator (a subgraph) holding all others: leave it out.
+        let mut rows: Vec<(usize, Duration)> = p
+            .total
+            .iter()
+            .filter(|(id, _)| p.names.get(id).is_some_and(|n| n != "Dataflow"))
+            .map(|(id, d)| (*id, *d))
+            .collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        let inside: Duration = rows.iter().map(|r| r.1).sum();
+        eprintln!(
+            "operators: {:.2}s of the backfill's {:.2}s were spent inside operators; top 30:",
+            inside.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+        for (id, d) in rows.iter().take(30) {
+            let name = p.names.get(id).map_or("?", String::as_str);
+            println!(
+                "operator,{id},{:.3},{:.1},{}",
+                d.as_secs_f64(),
+                100.0 * d.as_secs_f64() / wall.as_secs_f64(),
+                name.replace(',', ";")
+            );
+            eprintln!(
+                "  {:>4} {:>8.3}s {:>5.1}%  {name}",
+                id,
+                d.as_secs_f64(),
+                100.0 * d.as_secs_f64() / wall.as_secs_f64()
+            );
+        }
+    }
 }
 
 /// `size` late events of users active in D's last file, up to 50 minutes below D's
@@ -245,6 +334,7 @@ fn main() {
             }
         });
     let recompute = !args.iter().any(|a| a == "--no-recompute");
+    let operators = args.iter().any(|a| a == "--operators");
 
     let read_started = Instant::now();
     let (parsed, label, _keep) = match value("--data") {
@@ -280,7 +370,7 @@ fn main() {
         .enumerate()
         .map(|(i, &size)| late_batch(&parsed, size, i as u64 + 1))
         .collect();
-    let (backfill, steps) = run(parsed.clone(), lates.clone());
+    let (backfill, steps) = run(parsed.clone(), lates.clone(), operators);
     eprintln!(
         "backfill of D (dataflow only, pre-parsed, 1 worker): {:.2}s = {:.0} events/s",
         backfill.as_secs_f64(),
@@ -300,7 +390,7 @@ fn main() {
             all.users.push(Vec::new());
             all.subscriptions.push(Vec::new());
             all.rows.push(late);
-            run(all, Vec::new()).0.as_secs_f64() * 1e3
+            run(all, Vec::new(), false).0.as_secs_f64() * 1e3
         });
         let correct_ms = step.elapsed.as_secs_f64() * 1e3;
         let ratio = recompute_ms.map(|r| r / correct_ms);

@@ -8,11 +8,11 @@
 //! adopters per (type, day) and new users per day (`count_total`), then one running sum
 //! per type over its days and one over the active days, joined by day.
 
+use crate::action::Action;
+use crate::name::Name;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use crate::action::Action;
-use crate::name::Name;
 use tidemark_inputs::time::day_of;
 
 use crate::ingest::Time;

@@ -7,11 +7,11 @@
 //! multiplicities already are the per-type counts, so each per-day reduce reads only
 //! the day's distinct types.
 
+use crate::action::Action;
+use crate::name::Name;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
-use crate::action::Action;
-use crate::name::Name;
 use tidemark_inputs::time::day_of;
 
 use crate::ingest::Time;

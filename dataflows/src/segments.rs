@@ -54,10 +54,18 @@ pub fn engagement_by_segment<'s>(
     subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
 ) -> VecCollection<'s, Time, SegmentRow> {
     let facts = users
-        .map(|(u, arrival)| (Name::new(&u.user_id), UserFact::Profile(arrival, u.country, u.plan)))
-        .concat(
-            subscriptions.map(|(s, arrival)| (Name::new(&s.user_id), UserFact::Change(s.ts, arrival, s.plan))),
-        )
+        .map(|(u, arrival)| {
+            (
+                Name::new(&u.user_id),
+                UserFact::Profile(arrival, u.country, u.plan),
+            )
+        })
+        .concat(subscriptions.map(|(s, arrival)| {
+            (
+                Name::new(&s.user_id),
+                UserFact::Change(s.ts, arrival, s.plan),
+            )
+        }))
         .arrange_by_key_named("UserFacts");
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((user.clone(), *month), MonthInput::Fact(fact.clone())))
