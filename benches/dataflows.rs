@@ -187,7 +187,7 @@ pub fn run_all(parsed: Parsed) -> Duration {
     timely::execute_directly(move |worker| {
         let started = Instant::now();
         let probe = Handle::new();
-        let (mut rows_in, mut marks_in, mut users_in, mut subs_in, _errors_in) = worker
+        let (mut rows_in, mut marks_in, mut users_in, mut subs_in, errors_in) = worker
             .dataflow::<Time, _, _>(|scope| {
                 let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
                 let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
@@ -219,6 +219,8 @@ pub fn run_all(parsed: Parsed) -> Duration {
                 o.quarantine.inner.probe_with(&probe);
                 (rows_in, marks_in, users_in, subs_in, errors_in)
             });
+        // Nothing is fed to the read-errors input: close it, or its frontier holds every time.
+        drop(errors_in);
         let Parsed {
             rows,
             max_ts,

@@ -76,7 +76,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
         let started = Instant::now();
         let probe = Handle::new();
         let counts: Counts = Rc::default();
-        let (mut rows_in, mut marks_in, mut users_in, mut subs_in, _errors_in) = worker
+        let (mut rows_in, mut marks_in, mut users_in, mut subs_in, errors_in) = worker
             .dataflow::<Time, _, _>(|scope| {
                 let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
                 let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
@@ -109,6 +109,8 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
                 count("quarantine", o.quarantine, &counts, p);
                 (rows_in, marks_in, users_in, subs_in, errors_in)
             });
+        // Nothing is fed to the read-errors input: close it, or its frontier holds every time.
+        drop(errors_in);
 
         let mut time: Time = 0;
         let Parsed {
@@ -246,7 +248,7 @@ impl PrintProfile for Rc<RefCell<OperatorProfile>> {
             .filter(|(id, _)| p.names.get(id).is_some_and(|n| n != "Dataflow"))
             .map(|(id, d)| (*id, *d))
             .collect();
-        rows.sort_by(|a, b| b.1.cmp(&a.1));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.1));
         let inside: Duration = rows.iter().map(|r| r.1).sum();
         eprintln!(
             "operators: {:.2}s of the backfill's {:.2}s were spent inside operators; top 30:",
