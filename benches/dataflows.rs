@@ -189,7 +189,7 @@ pub fn run_all(parsed: Parsed) -> Duration {
         let probe = Handle::new();
         let (mut rows_in, mut marks_in, mut users_in, mut subs_in, errors_in) = worker
             .dataflow::<Time, _, _>(|scope| {
-                let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
+                let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
                 let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
                 let (users_in, users) = scope.new_collection();
                 let (subs_in, subscriptions) = scope.new_collection();
@@ -201,6 +201,7 @@ pub fn run_all(parsed: Parsed) -> Duration {
                         users,
                         subscriptions,
                         read_errors,
+                        retractions: false,
                     },
                     Params::default(),
                 );
@@ -238,7 +239,7 @@ pub fn run_all(parsed: Parsed) -> Duration {
         {
             let time = time as Time;
             for raw in rows {
-                rows_in.send(raw);
+                rows_in.send((raw, 1isize));
             }
             marks_in.send(BatchMark {
                 batch: time,
@@ -270,7 +271,7 @@ fn run_ingest(parsed: Parsed) -> Duration {
         let started = Instant::now();
         let probe = Handle::new();
         let (mut rows_in, mut marks_in) = worker.dataflow::<Time, _, _>(|scope| {
-            let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
+            let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
             let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
             let (on_time, too_late) = watermark_gate(
                 event_rows,
@@ -290,7 +291,7 @@ fn run_ingest(parsed: Parsed) -> Duration {
         {
             let time = time as Time;
             for raw in rows {
-                rows_in.send(raw);
+                rows_in.send((raw, 1isize));
             }
             marks_in.send(BatchMark {
                 batch: time,

@@ -78,7 +78,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
         let counts: Counts = Rc::default();
         let (mut rows_in, mut marks_in, mut users_in, mut subs_in, errors_in) = worker
             .dataflow::<Time, _, _>(|scope| {
-                let (rows_in, event_rows) = scope.new_input::<Vec<RawEvent>>();
+                let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
                 let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
                 let (users_in, users) = scope.new_collection();
                 let (subs_in, subscriptions) = scope.new_collection();
@@ -90,6 +90,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
                         users,
                         subscriptions,
                         read_errors,
+                        retractions: false,
                     },
                     Params::default(),
                 );
@@ -129,7 +130,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
         {
             for mut raw in batch {
                 raw.batch = time;
-                rows_in.send(raw);
+                rows_in.send((raw, 1isize));
             }
             marks_in.send(BatchMark {
                 batch: time,
@@ -166,7 +167,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
             let max_ts = batch.iter().map(|r| r.event.ts).max();
             for mut raw in batch {
                 raw.batch = batch_time;
-                rows_in.send(raw);
+                rows_in.send((raw, 1isize));
             }
             marks_in.send(BatchMark {
                 batch: batch_time,
