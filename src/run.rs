@@ -248,7 +248,13 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         counters: Counters::default(),
         end: Mutex::new(None),
         delta: options.delta,
-        reingest_changed: options.live.reingest_changed,
+        // A resumed run replays the retractions of files re-ingested earlier, even
+        // without the flag this time: it then needs the retraction-safe dedup too.
+        reingest_changed: options.live.reingest_changed
+            || recovered
+                .entries
+                .iter()
+                .any(|entry| entry.retracts.is_some()),
     });
     let config = options.cluster.timely_config()?;
     let worker_shared = Arc::clone(&shared);
