@@ -28,51 +28,21 @@ fn main() {
 }
 
 /// `tidemark` with no command: generate the demo dataset once, then run on it.
+/// Both steps are parsed from command lines, so they use the CLI's own defaults.
 fn demo() -> Result<()> {
-    let data = PathBuf::from("tidemark-demo/data");
-    if !data.join("events").exists() {
-        eprintln!(
-            "Generating the demo dataset (1M events, seed 42) into {} ...",
-            data.display()
-        );
-        generate_command(&GenerateArgs {
-            out_dir: data.clone(),
-            events: 1_000_000,
-            users: 20_000,
-            seed: 42,
-            format: "parquet".into(),
-            gzip: false,
-            files: None,
-            days: None,
-            start_day: "2025-01-01".into(),
-            late_share: None,
-            too_late_share: None,
-            duplicate_share: None,
-            invalid_share: None,
-        })?;
-    }
-    let args = RunArgs::parse_from_demo(data, PathBuf::from("tidemark-demo/out"));
-    run_command(args)
-}
-
-trait DemoArgs {
-    fn parse_from_demo(dataset: PathBuf, out: PathBuf) -> RunArgs;
-}
-
-impl DemoArgs for RunArgs {
-    fn parse_from_demo(dataset: PathBuf, out: PathBuf) -> RunArgs {
-        let cli = Cli::parse_from([
-            "tidemark",
-            "run",
-            dataset.to_str().unwrap_or("tidemark-demo/data"),
-            "--out",
-            out.to_str().unwrap_or("tidemark-demo/out"),
-            "--overwrite",
-        ]);
-        match cli.command {
-            Some(Command::Run(args)) => args,
-            _ => unreachable!("parsed a run command"),
+    const DATA: &str = "tidemark-demo/data";
+    const OUT: &str = "tidemark-demo/out";
+    if !PathBuf::from(DATA).join("events").exists() {
+        eprintln!("Generating the demo dataset (1M events, seed 42) into {DATA} ...");
+        if let Some(Command::Generate(args)) =
+            Cli::parse_from(["tidemark", "generate", DATA]).command
+        {
+            generate_command(&args)?;
         }
+    }
+    match Cli::parse_from(["tidemark", "run", DATA, "--out", OUT, "--overwrite"]).command {
+        Some(Command::Run(args)) => run_command(args),
+        _ => unreachable!("a run command line parses as a run command"),
     }
 }
 
