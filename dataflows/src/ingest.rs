@@ -12,7 +12,7 @@ use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::action::{Action, ActionMaker};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map};
+use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::StreamVec;
 
 /// Logical time: the index of the input file (batch) in arrival order.
@@ -156,11 +156,20 @@ pub fn watermark_gate<'s>(
             }
         },
     );
-    let on_time = gated.clone().flat_map(|g| match g {
+    // Route each gated row to exactly one part; reading `gated` twice would make timely
+    // clone every event (strings included) for the second reader.
+    let mut parts = gated
+        .partition(2, |g| match g {
+            Gated::OnTime(..) => (0, g),
+            Gated::TooLate(..) => (1, g),
+        })
+        .into_iter();
+    let (on_time, too_late) = (parts.next().expect("part 0"), parts.next().expect("part 1"));
+    let on_time = on_time.flat_map(|g| match g {
         Gated::OnTime(raw, diff) => Some((raw, diff)),
         Gated::TooLate(..) => None,
     });
-    let too_late = gated.flat_map(|g| match g {
+    let too_late = too_late.flat_map(|g| match g {
         Gated::TooLate(row, diff) => Some((row, diff)),
         Gated::OnTime(..) => None,
     });
