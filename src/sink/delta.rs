@@ -7,13 +7,17 @@
 //!   the input frontier has passed `t`: one Delta commit per logical time at which the
 //!   table changed, never an empty one. (No `consolidate()` arrangement upstream: the
 //!   per-time consolidation on worker 0 gives the same commits at half the run's cost.)
-//! - The committing worker keeps the table's current rows in memory, split into buckets
-//!   (see [`bucket_of`]): by the UTC day of the first instant key column, or the 31-day
-//!   block of the first date key column, else by a stable hash of the first key column
-//!   into [`HASH_BUCKETS`]. New data mostly lands in the latest days, so most commits
-//!   touch few buckets. Each bucket is stored as its own data file(s). A commit rewrites
-//!   only the buckets whose rows changed: it `Remove`s their old files and `Add`s the new
-//!   ones in one atomic commit.
+//! - The table's rows are split into buckets (see [`bucket_of`]): by the UTC day of the
+//!   first instant key column, or the 31-day block of the first date key column, else by
+//!   a stable hash of the first key column into [`HASH_BUCKETS`]. New data mostly lands
+//!   in the latest days, so most commits touch few buckets. Each bucket is stored as its
+//!   own data file(s). A commit rewrites only the buckets whose rows changed: it
+//!   `Remove`s their old files and `Add`s the new ones in one atomic commit.
+//! - Bounded memory: the committing worker knows every bucket's data files, but keeps
+//!   the rows of only the [`CACHED_BUCKETS`] most recently committed buckets in memory
+//!   (the least recently committed one is evicted first). A commit that touches a bucket
+//!   whose rows are not cached reads them back from the bucket's own data file(s), so
+//!   memory does not grow with the table (`sessions` grows with the events).
 //! - Exactly once: each commit carries a `txn` action with app id `tidemark-<table>` and
 //!   version = the logical time. On start the sink reads the last committed version and
 //!   skips every time at or below it, so a restarted run never commits a time twice.
@@ -51,6 +55,11 @@ pub const HASH_BUCKETS: u64 = 16;
 
 /// Width of a bucket of a date-keyed table, in days.
 pub const DATE_BUCKET_DAYS: i32 = 31;
+
+/// Number of buckets whose rows the committing worker keeps in memory: the most recently
+/// committed ones. The rows of any other bucket are read back from its data files when a
+/// commit touches it.
+pub const CACHED_BUCKETS: usize = 32;
 
 /// The directory of a table's Delta table.
 pub fn delta_dir(out: &Path, table: &str) -> PathBuf {
@@ -243,11 +252,39 @@ impl DataFile {
     }
 }
 
-/// One bucket: its current rows (sorted, repeated by multiplicity) and their files.
+/// The rows of the [`CACHED_BUCKETS`] most recently committed buckets.
 #[derive(Default)]
-struct Bucket {
-    rows: Option<RecordBatch>,
-    files: Vec<DataFile>,
+struct RowCache {
+    /// By bucket: when it was last committed (a tick of `clock`) and its rows (sorted,
+    /// repeated by multiplicity; never empty).
+    entries: HashMap<i64, (u64, RecordBatch)>,
+    clock: u64,
+}
+
+impl RowCache {
+    fn get(&self, bucket: i64) -> Option<&RecordBatch> {
+        self.entries.get(&bucket).map(|(_, rows)| rows)
+    }
+
+    /// Records the rows of a bucket just committed (`None`: it is now empty), evicting
+    /// the least recently committed buckets beyond [`CACHED_BUCKETS`].
+    fn put(&mut self, bucket: i64, rows: Option<RecordBatch>) {
+        let Some(rows) = rows else {
+            self.entries.remove(&bucket);
+            return;
+        };
+        self.clock += 1;
+        self.entries.insert(bucket, (self.clock, rows));
+        while self.entries.len() > CACHED_BUCKETS {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(bucket, _)| *bucket)
+                .expect("the cache is not empty");
+            self.entries.remove(&oldest);
+        }
+    }
 }
 
 /// What [`DeltaTableSink::commit`] did.
@@ -266,24 +303,31 @@ pub enum CommitOutcome {
     NoChange,
 }
 
-/// The committing side of one table's Delta table: its current rows by bucket, the live
-/// data files, and the last committed logical time.
+/// The committing side of one table's Delta table: the live data files of each bucket,
+/// the rows of the [`CACHED_BUCKETS`] most recently committed buckets (the others are
+/// read back from their files when needed), and the last committed logical time.
 pub struct DeltaTableSink {
     spec: TableSpec,
     dir: PathBuf,
     app_id: String,
     state: Option<(LogStoreRef, DeltaTableState)>,
     last_time: Option<u64>,
-    buckets: BTreeMap<i64, Bucket>,
+    /// The data files of each non-empty bucket (files holding rows of one bucket only).
+    buckets: BTreeMap<i64, Vec<DataFile>>,
+    cache: RowCache,
     /// Files not laid out one bucket a file (written by something else): removed, and
     /// their rows rewritten, at the next commit.
     foreign: Vec<DataFile>,
-    dirty: BTreeSet<i64>,
+    /// The rows of the `foreign` files by bucket, until the next commit rewrites every
+    /// one of these buckets.
+    foreign_rows: BTreeMap<i64, Vec<Vec<Cell>>>,
 }
 
 impl DeltaTableSink {
     /// Opens (or prepares to create) the Delta table of `spec` in `dir`, loading its
-    /// current rows and its last committed logical time.
+    /// data files (read once to find each one's bucket; no rows are kept, except those of
+    /// files holding several buckets, until the next commit rewrites them) and its last
+    /// committed logical time.
     pub fn open(dir: &Path, spec: TableSpec) -> Result<Self> {
         let mut sink = DeltaTableSink {
             spec,
@@ -292,8 +336,9 @@ impl DeltaTableSink {
             state: None,
             last_time: None,
             buckets: BTreeMap::new(),
+            cache: RowCache::default(),
             foreign: Vec::new(),
-            dirty: BTreeSet::new(),
+            foreign_rows: BTreeMap::new(),
         };
         let loaded = runtime()?.block_on(async {
             let Some(table) = open_table(dir).await? else {
@@ -319,25 +364,22 @@ impl DeltaTableSink {
         };
         sink.last_time = last.map(|v| v as u64);
         sink.state = Some((log_store, snapshot));
-        let mut rows: BTreeMap<i64, Vec<Vec<Cell>>> = BTreeMap::new();
         for file in files {
             let file_rows = read_data_file(&dir.join(&file.path), &spec)?;
             let mut buckets: Vec<i64> = file_rows.iter().map(|row| bucket_of(&spec, row)).collect();
-            for (row, &bucket) in file_rows.into_iter().zip(&buckets) {
-                rows.entry(bucket).or_default().push(row);
-            }
             buckets.sort_unstable();
             buckets.dedup();
             if let [bucket] = buckets[..] {
-                sink.buckets.entry(bucket).or_default().files.push(file);
+                sink.buckets.entry(bucket).or_default().push(file);
             } else {
-                sink.dirty.extend(buckets);
+                for row in file_rows {
+                    sink.foreign_rows
+                        .entry(bucket_of(&spec, &row))
+                        .or_default()
+                        .push(row);
+                }
                 sink.foreign.push(file);
             }
-        }
-        for (bucket, mut rows) in rows {
-            rows.sort();
-            sink.buckets.entry(bucket).or_default().rows = Some(rows_to_batch(&spec, &rows)?);
         }
         Ok(sink)
     }
@@ -347,18 +389,47 @@ impl DeltaTableSink {
         self.last_time
     }
 
-    /// The current contents (sorted rows, repeated by multiplicity), from memory.
+    /// The current contents (sorted rows, repeated by multiplicity): the cached buckets'
+    /// rows from memory, the others read back from their data files.
     pub fn rows(&self) -> Result<Vec<Vec<Cell>>> {
+        let buckets: BTreeSet<i64> = self
+            .buckets
+            .keys()
+            .chain(self.foreign_rows.keys())
+            .copied()
+            .collect();
         let mut rows = Vec::new();
-        for bucket in self.buckets.values() {
-            rows.extend(bucket_rows(&self.spec, bucket)?);
+        for bucket in buckets {
+            rows.extend(self.bucket_rows(bucket)?);
         }
         rows.sort();
         Ok(rows)
     }
 
+    /// The current rows of `bucket` (repeated by multiplicity, in no particular order):
+    /// from the cache, else read back from the bucket's data files (plus its rows in
+    /// `foreign` files not rewritten yet).
+    fn bucket_rows(&self, bucket: i64) -> Result<Vec<Vec<Cell>>> {
+        if let Some(batch) = self.cache.get(bucket) {
+            return Ok(batch_to_changes(&self.spec, batch, false)?
+                .into_iter()
+                .map(|(row, _, _)| row)
+                .collect());
+        }
+        let mut rows = Vec::new();
+        for file in self.buckets.get(&bucket).into_iter().flatten() {
+            rows.extend(read_data_file(&self.dir.join(&file.path), &self.spec)?);
+        }
+        if let Some(foreign) = self.foreign_rows.get(&bucket) {
+            rows.extend(foreign.iter().cloned());
+        }
+        Ok(rows)
+    }
+
     /// Commits the changes (row, diff) of logical time `time` as one Delta version, with a
-    /// txn of version `time`. A time at or below the last committed one is skipped.
+    /// txn of version `time`. A time at or below the last committed one is skipped. The
+    /// rows of touched buckets that are not cached are read back from their data files;
+    /// the rewritten buckets become the most recently committed ones in the cache.
     pub fn commit(
         &mut self,
         time: u64,
@@ -378,21 +449,17 @@ impl DeltaTableSink {
                     .push((row, diff));
             }
         }
-        for bucket in &self.dirty {
+        for bucket in self.foreign_rows.keys() {
             by_bucket.entry(*bucket).or_default();
         }
         // The new contents of every touched bucket; nothing is changed until the commit lands.
         let mut rewritten: Vec<(i64, Option<RecordBatch>)> = Vec::new();
         for (bucket, diffs) in by_bucket {
-            let old = match self.buckets.get(&bucket) {
-                Some(bucket) => bucket_rows(&spec, bucket)?,
-                None => Vec::new(),
-            };
             let mut counts: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
-            for row in old {
+            for row in self.bucket_rows(bucket)? {
                 *counts.entry(row).or_insert(0) += 1;
             }
-            let mut changed = self.dirty.contains(&bucket);
+            let mut changed = self.foreign_rows.contains_key(&bucket);
             for (row, diff) in diffs {
                 *counts.entry(row).or_insert(0) += diff;
                 changed = true;
@@ -431,7 +498,7 @@ impl DeltaTableSink {
                 RecordBatchWriter::try_new(url.as_str(), schema(&spec, false), None, None)?;
             for (bucket, batch) in &rewritten {
                 if let Some(old) = self.buckets.get(bucket) {
-                    actions.extend(old.files.iter().map(|f| f.remove(now_ms)));
+                    actions.extend(old.iter().map(|f| f.remove(now_ms)));
                 }
                 let mut files = Vec::new();
                 if let Some(batch) = batch {
@@ -493,26 +560,18 @@ impl DeltaTableSink {
         self.state = Some((log_store, snapshot));
         self.last_time = Some(time);
         self.foreign.clear();
+        self.foreign_rows.clear();
         let buckets = rewritten.len();
         for ((bucket, rows), (_, files)) in rewritten.into_iter().zip(new_files) {
-            if rows.is_none() && files.is_empty() {
+            if files.is_empty() {
                 self.buckets.remove(&bucket);
+                self.cache.put(bucket, None);
             } else {
-                self.buckets.insert(bucket, Bucket { rows, files });
+                self.buckets.insert(bucket, files);
+                self.cache.put(bucket, rows);
             }
         }
-        self.dirty.clear();
         Ok(CommitOutcome::Committed { version, buckets })
-    }
-}
-
-fn bucket_rows(spec: &TableSpec, bucket: &Bucket) -> Result<Vec<Vec<Cell>>> {
-    match &bucket.rows {
-        None => Ok(Vec::new()),
-        Some(batch) => Ok(batch_to_changes(spec, batch, false)?
-            .into_iter()
-            .map(|(row, _, _)| row)
-            .collect()),
     }
 }
 
@@ -786,5 +845,206 @@ mod tests {
         );
         expected.remove(0);
         assert_eq!(read_delta_table(&dir, &SESSIONS).unwrap(), sorted(expected));
+    }
+
+    /// Sums `changes` into `table` (row -> count), as the expected table contents.
+    fn apply(table: &mut BTreeMap<Vec<Cell>, i64>, changes: &[(Vec<Cell>, i64)]) {
+        for (row, diff) in changes {
+            *table.entry(row.clone()).or_insert(0) += diff;
+        }
+        table.retain(|_, count| *count != 0);
+    }
+
+    fn expand(table: &BTreeMap<Vec<Cell>, i64>) -> Vec<Vec<Cell>> {
+        table
+            .iter()
+            .flat_map(|(row, count)| std::iter::repeat_n(row.clone(), *count as usize))
+            .collect()
+    }
+
+    #[test]
+    fn buckets_beyond_the_cache_are_read_back_from_their_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("daily_active");
+        let mut sink = DeltaTableSink::open(&dir, DAILY_ACTIVE).unwrap();
+        let buckets = CACHED_BUCKETS as i32 + 8;
+        // The first day of date bucket `b`.
+        let first = |b: i32| b * DATE_BUCKET_DAYS;
+        let mut expected: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
+
+        // One commit filling more buckets than the cache holds: the lowest are evicted.
+        let initial: Vec<(Vec<Cell>, i64)> = (0..buckets)
+            .flat_map(|b| [(day(first(b), 1), 1), (day(first(b) + 1, 2), 1)])
+            .collect();
+        apply(&mut expected, &initial);
+        assert_eq!(
+            sink.commit(0, initial).unwrap(),
+            CommitOutcome::Committed {
+                version: 0,
+                buckets: buckets as usize
+            }
+        );
+        assert_eq!(sink.cache.entries.len(), CACHED_BUCKETS);
+        assert!(sink.cache.get(0).is_none(), "bucket 0 was evicted");
+        assert!(sink.cache.get(i64::from(buckets - 1)).is_some());
+
+        // Touch every bucket once, in order, then bucket 0 again (evicted once more by
+        // then): a commit per bucket, each changing a value and adding a row; the second
+        // commit to bucket 0 also makes a row's multiplicity 2.
+        let mut time = 0;
+        for b in (0..buckets).chain([0]) {
+            time += 1;
+            let old = expected
+                .keys()
+                .find(|row| row[0] == Cell::Date(first(b)))
+                .unwrap()
+                .clone();
+            let Cell::Int(n) = old[1] else { panic!() };
+            let mut changes = vec![
+                (old, -1),
+                (day(first(b), n + 100), 1),
+                (day(first(b) + 2 + (time % 29) as i32, 3), 1),
+            ];
+            if b == 0 {
+                if time > 1 {
+                    changes.push((day(first(b) + 1, 2), 1));
+                }
+                assert!(
+                    sink.cache.get(0).is_none(),
+                    "bucket 0 is read back from its file"
+                );
+            }
+            apply(&mut expected, &changes);
+            assert_eq!(
+                sink.commit(time, changes).unwrap(),
+                CommitOutcome::Committed {
+                    version: time,
+                    buckets: 1
+                },
+                "bucket {b}"
+            );
+            assert!(sink.cache.entries.len() <= CACHED_BUCKETS);
+            assert_eq!(
+                read_delta_table(&dir, &DAILY_ACTIVE).unwrap(),
+                expand(&expected),
+                "after the commit to bucket {b}"
+            );
+        }
+        assert_eq!(expected[&day(first(0) + 1, 2)], 2);
+        assert_eq!(sink.rows().unwrap(), expand(&expected));
+
+        // A retraction of an absent row in an evicted bucket is still an error that
+        // leaves the table as it was.
+        assert!(sink.cache.get(1).is_none());
+        assert!(sink
+            .commit(time + 1, vec![(day(first(1), 999), -1)])
+            .is_err());
+        assert_eq!(
+            read_delta_table(&dir, &DAILY_ACTIVE).unwrap(),
+            expand(&expected)
+        );
+
+        // A bucket emptied by a commit leaves the table, the cache and the file list.
+        let emptied: Vec<(Vec<Cell>, i64)> = expected
+            .iter()
+            .filter(|(row, _)| bucket_of(&DAILY_ACTIVE, row) == 2)
+            .map(|(row, count)| (row.clone(), -count))
+            .collect();
+        apply(&mut expected, &emptied);
+        time += 1;
+        assert!(matches!(
+            sink.commit(time, emptied).unwrap(),
+            CommitOutcome::Committed { buckets: 1, .. }
+        ));
+        assert!(!sink.buckets.contains_key(&2) && sink.cache.get(2).is_none());
+
+        // A restarted sink caches nothing and reads every bucket back.
+        let mut sink = DeltaTableSink::open(&dir, DAILY_ACTIVE).unwrap();
+        assert!(sink.cache.entries.is_empty() && sink.foreign.is_empty());
+        assert_eq!(sink.rows().unwrap(), expand(&expected));
+        let changes = vec![(day(first(3) + 5, 7), 1), (day(first(buckets), 8), 1)];
+        apply(&mut expected, &changes);
+        time += 1;
+        assert!(matches!(
+            sink.commit(time, changes).unwrap(),
+            CommitOutcome::Committed { buckets: 2, .. }
+        ));
+        assert_eq!(
+            read_delta_table(&dir, &DAILY_ACTIVE).unwrap(),
+            expand(&expected)
+        );
+        assert_eq!(sink.rows().unwrap(), expand(&expected));
+    }
+
+    #[test]
+    fn a_file_of_several_buckets_is_rewritten_bucket_by_bucket_at_the_next_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("daily_active");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Buckets 0, 1 and 2 in one data file, as another writer might lay them out.
+        let foreign_rows = vec![day(1, 1), day(40, 2), day(80, 3)];
+        runtime().unwrap().block_on(async {
+            let url = dir_url(&dir).unwrap();
+            let mut writer =
+                RecordBatchWriter::try_new(url.as_str(), schema(&DAILY_ACTIVE, false), None, None)
+                    .unwrap();
+            writer
+                .write(rows_to_batch(&DAILY_ACTIVE, &foreign_rows).unwrap())
+                .await
+                .unwrap();
+            let adds = writer.flush().await.unwrap();
+            DeltaTable::try_from_url(url)
+                .await
+                .unwrap()
+                .create()
+                .with_table_name("daily_active")
+                .with_columns(
+                    DAILY_ACTIVE
+                        .columns
+                        .iter()
+                        .map(|c| StructField::new(c.name, delta_type(c.ty), c.nullable)),
+                )
+                .with_actions(adds.into_iter().map(Action::Add))
+                .await
+                .unwrap();
+        });
+        let mut sink = DeltaTableSink::open(&dir, DAILY_ACTIVE).unwrap();
+        assert_eq!(sink.last_time(), None);
+        assert_eq!(sink.foreign.len(), 1);
+        assert_eq!(sink.rows().unwrap(), foreign_rows);
+
+        // A change to bucket 3 also rewrites buckets 0 to 2, a file each, and removes the
+        // foreign file.
+        let outcome = sink.commit(0, vec![(day(100, 4), 1)]).unwrap();
+        assert_eq!(
+            outcome,
+            CommitOutcome::Committed {
+                version: 1,
+                buckets: 4
+            }
+        );
+        let log = std::fs::read_to_string(dir.join("_delta_log").join(format!("{:020}.json", 1)))
+            .unwrap();
+        assert_eq!(log.matches("\"remove\"").count(), 1, "{log}");
+        assert_eq!(log.matches("\"add\"").count(), 4, "{log}");
+        let mut expected = foreign_rows.clone();
+        expected.push(day(100, 4));
+        assert_eq!(read_delta_table(&dir, &DAILY_ACTIVE).unwrap(), expected);
+        assert!(sink.foreign.is_empty() && sink.foreign_rows.is_empty());
+        assert_eq!(sink.rows().unwrap(), expected);
+
+        // From then on a commit rewrites only what changed, in this sink or a restarted one.
+        let mut sink = DeltaTableSink::open(&dir, DAILY_ACTIVE).unwrap();
+        assert!(sink.foreign.is_empty());
+        assert_eq!(
+            sink.commit(1, vec![(day(40, 2), -1)]).unwrap(),
+            CommitOutcome::Committed {
+                version: 2,
+                buckets: 1
+            }
+        );
+        expected.remove(1);
+        assert_eq!(read_delta_table(&dir, &DAILY_ACTIVE).unwrap(), expected);
+        assert_eq!(sink.rows().unwrap(), expected);
     }
 }
