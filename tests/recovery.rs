@@ -1,13 +1,14 @@
 //! Exactly-once recovery: a following `tidemark run` killed with SIGKILL at random
 //! moments (some right after a change file appears, i.e. likely in the middle of the
 //! sinks) and restarted with the same command ends with the same change streams as an
-//! uninterrupted run over the same files, and the same tables as the oracle. Nothing
-//! is lost, nothing is doubled.
+//! uninterrupted run over the same files, the same Delta tables (contents and commits)
+//! as that run, and the same tables as the oracle. Nothing is lost, nothing is doubled.
 
 mod common;
 mod live;
 mod oracle;
 
+use std::path::Path;
 use std::time::Duration;
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
@@ -15,8 +16,39 @@ use live::{
     assert_unique_change_files, change_files, checkpoint_state, event_files, expect_success, feed,
     follow_flags, live_dataset, source_dataset, spawn, tidemark_run, wait_until, Rng,
 };
+use tidemark::run::WRITTEN_TABLES;
+use tidemark::sink::delta::{delta_dir, read_delta_table};
 use tidemark_dataflows::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
+
+/// The `txn` version (logical time) of each commit in the Delta log of `table_dir`, in
+/// version order; empty when the table was never committed.
+fn txn_versions(table_dir: &Path) -> Vec<u64> {
+    let log = table_dir.join("_delta_log");
+    if !log.exists() {
+        return Vec::new();
+    }
+    let mut commits: Vec<(u64, Vec<u64>)> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|path| {
+            let version: u64 = path.file_stem()?.to_str()?.parse().ok()?;
+            let txns = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .filter_map(|l| {
+                    let action: serde_json::Value = serde_json::from_str(l).unwrap();
+                    action.get("txn").map(|t| t["version"].as_u64().unwrap())
+                })
+                .collect();
+            Some((version, txns))
+        })
+        .collect();
+    commits.sort();
+    commits.into_iter().flat_map(|(_, txns)| txns).collect()
+}
 
 fn crash_and_resume(seed: u64, format: OutputFormat) {
     let dir = tempfile::tempdir().unwrap();
@@ -28,7 +60,7 @@ fn crash_and_resume(seed: u64, format: OutputFormat) {
 
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut child = spawn(&mut command());
-    let (mut kills, mut mid_time) = (0, 0);
+    let (mut kills, mut mid_time, mut delta_ahead) = (0, 0, 0);
     for file in event_files(&source) {
         feed(&file, &data);
         match rng.below(4) {
@@ -64,10 +96,20 @@ fn crash_and_resume(seed: u64, format: OutputFormat) {
         if completed.map_or(0, |c| c + 1) < logged as u64 {
             mid_time += 1; // killed between logging a batch and completing it
         }
+        let last_delta_commit = WRITTEN_TABLES
+            .iter()
+            .filter_map(|spec| txn_versions(&delta_dir(&out, spec.name)).last().copied())
+            .max();
+        if last_delta_commit > completed {
+            delta_ahead += 1; // killed after a Delta commit of a time not completed yet
+        }
         child = spawn(&mut command());
     }
     expect_success(child, Duration::from_secs(90));
-    eprintln!("seed {seed}: {kills} kills, {mid_time} between logging a batch and completing it");
+    eprintln!(
+        "seed {seed}: {kills} kills, {mid_time} between logging a batch and completing it, \
+         {delta_ahead} after a Delta commit of a time not completed yet"
+    );
     assert!(kills > 0, "seed {seed} killed the run at least once");
 
     let batches = read_batches(&data, None);
@@ -94,12 +136,36 @@ fn crash_and_resume(seed: u64, format: OutputFormat) {
             "seed {seed}: tables after logical time {time} differ from an uninterrupted run"
         );
     }
+
+    // The Delta tables: the same commits (one per logical time at which the table
+    // changed, none twice) and the same contents as the uninterrupted run's, equal to
+    // the summed change stream.
+    let final_tables = engine_tables(&out, u64::MAX);
+    for spec in WRITTEN_TABLES {
+        let recovered = delta_dir(&out, spec.name);
+        let uninterrupted = delta_dir(&reference, spec.name);
+        assert_eq!(
+            txn_versions(&recovered),
+            txn_versions(&uninterrupted),
+            "seed {seed}: the Delta commits (txn versions) of `{}` differ from an uninterrupted run's",
+            spec.name
+        );
+        let rows = read_delta_table(&recovered, spec).unwrap();
+        assert_eq!(
+            rows,
+            read_delta_table(&uninterrupted, spec).unwrap(),
+            "seed {seed}: the Delta table `{}` differs from an uninterrupted run's",
+            spec.name
+        );
+        assert_eq!(
+            rows, final_tables[spec.name],
+            "seed {seed}: the Delta table `{}` differs from its change stream",
+            spec.name
+        );
+    }
+
     let expected = oracle::compute(&batches, &params);
-    assert_matches_oracle(
-        &expected,
-        &engine_tables(&out, u64::MAX),
-        &format!("recovery seed {seed}"),
-    );
+    assert_matches_oracle(&expected, &final_tables, &format!("recovery seed {seed}"));
 }
 
 #[test]
