@@ -22,6 +22,7 @@ use tidemark_dataflows::actives::{daily_active, monthly_active};
 use tidemark_dataflows::adoption::feature_adoption;
 use tidemark_dataflows::dataflow::{build, Inputs};
 use tidemark_dataflows::event_mix::{day_types, event_mix_daily, skip_rate_daily};
+use tidemark_dataflows::expiry::{earliest_per_key, Watermarks};
 use tidemark_dataflows::ingest::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
 use tidemark_dataflows::kpis::kpis;
 use tidemark_dataflows::name::Name;
@@ -46,6 +47,7 @@ struct Family<'s> {
     events: VecCollection<'s, Time, Action>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
+    watermarks: Watermarks<'s>,
     params: Params,
     probe: Handle<Time>,
 }
@@ -72,19 +74,24 @@ type Builder = for<'s> fn(&Family<'s>);
 
 const FAMILIES: &[(&str, Builder)] = &[
     ("sessions", |f| {
-        f.probe(sessions(f.events.clone(), f.params))
+        f.probe(sessions(f.events.clone(), &f.watermarks, f.params))
     }),
     ("windows+sessions", |f| {
-        let s = sessions(f.events.clone(), f.params);
-        f.probe(window_activity(f.events.clone(), s, f.params.window_ms));
+        let s = sessions(f.events.clone(), &f.watermarks, f.params);
+        f.probe(window_activity(
+            f.events.clone(),
+            s,
+            &f.watermarks,
+            f.params.window_ms,
+        ));
     }),
     ("spikes+windows+sessions", |f| {
-        let s = sessions(f.events.clone(), f.params);
-        let w = window_activity(f.events.clone(), s, f.params.window_ms);
-        f.probe(spike_alerts(w, f.params));
+        let s = sessions(f.events.clone(), &f.watermarks, f.params);
+        let w = window_activity(f.events.clone(), s, &f.watermarks, f.params.window_ms);
+        f.probe(spike_alerts(w, &f.watermarks, f.params));
     }),
     ("session_metrics+sessions", |f| {
-        let s = sessions(f.events.clone(), f.params);
+        let s = sessions(f.events.clone(), &f.watermarks, f.params);
         f.probe(session_metrics_daily(s));
     }),
     ("actives (daily+monthly)", |f| {
@@ -96,8 +103,11 @@ const FAMILIES: &[(&str, Builder)] = &[
         f.probe(monthly);
     }),
     ("retention (+user months)", |f| {
-        let months = f.user_months(f.user_days());
-        f.probe(retention_cohorts(months));
+        let days = f.user_days();
+        let months = f.user_months(days.clone());
+        let cohorts = earliest_per_key(days, true, "FirstActiveDay")
+            .map(|(user, day)| (user, month_of_day(day)));
+        f.probe(retention_cohorts(months, cohorts, &f.watermarks));
     }),
     ("event_mix+skip_rate", |f| {
         let dt = day_types(f.events.clone());
@@ -108,7 +118,14 @@ const FAMILIES: &[(&str, Builder)] = &[
         let days = f.user_days();
         let mix = event_mix_daily(day_types(f.events.clone()));
         let daily = daily_active(days.clone());
-        f.probe(feature_adoption(f.events.clone(), days, mix, daily));
+        let first_days = earliest_per_key(days, true, "FirstActiveDay");
+        f.probe(feature_adoption(
+            f.events.clone(),
+            first_days,
+            mix,
+            daily,
+            true,
+        ));
     }),
     ("segments (+user months)", |f| {
         let months = f.user_months(f.user_days());
@@ -117,10 +134,12 @@ const FAMILIES: &[(&str, Builder)] = &[
             months,
             f.users.clone(),
             f.subscriptions.clone(),
+            &f.watermarks,
+            f.params.forget_behind_watermark,
         ));
     }),
     ("kpis+sessions", |f| {
-        let s = sessions(f.events.clone(), f.params);
+        let s = sessions(f.events.clone(), &f.watermarks, f.params);
         f.probe(kpis(
             f.events.clone(),
             s,
@@ -141,26 +160,36 @@ fn run_family(
     timely::execute_directly(move |worker| {
         let started = Instant::now();
         let probe = Handle::new();
-        let (mut events_in, mut users_in, mut subs_in) = worker.dataflow::<Time, _, _>(|scope| {
-            let (events_in, events) = scope.new_collection();
-            let (users_in, users) = scope.new_collection();
-            let (subs_in, subscriptions) = scope.new_collection();
-            family(&Family {
-                events,
-                users,
-                subscriptions,
-                params: Params::default(),
-                probe: probe.clone(),
+        let params = Params::default();
+        let (mut events_in, mut users_in, mut subs_in, mut marks_in) = worker
+            .dataflow::<Time, _, _>(|scope| {
+                let (events_in, events) = scope.new_collection();
+                let (users_in, users) = scope.new_collection();
+                let (subs_in, subscriptions) = scope.new_collection();
+                let (marks_in, watermarks) = scope.new_input::<Vec<i64>>();
+                family(&Family {
+                    events,
+                    users,
+                    subscriptions,
+                    watermarks,
+                    params,
+                    probe: probe.clone(),
+                });
+                (events_in, users_in, subs_in, marks_in)
             });
-            (events_in, users_in, subs_in)
-        });
+        // Each time's watermark, as the watermark gate would announce it.
+        let mut largest_before: Option<i64> = None;
         for (time, ((events, users), subs)) in actions
             .into_iter()
             .zip(users)
             .zip(subscriptions)
             .enumerate()
         {
+            if let Some(largest) = largest_before {
+                marks_in.send(largest - params.allowed_lateness_ms);
+            }
             for e in events {
+                largest_before = Some(largest_before.map_or(e.ts, |m| m.max(e.ts)));
                 events_in.insert(e);
             }
             for u in users {
@@ -170,6 +199,7 @@ fn run_family(
                 subs_in.insert(s);
             }
             let next = time as Time + 1;
+            marks_in.advance_to(next);
             events_in.advance_to(next);
             users_in.advance_to(next);
             subs_in.advance_to(next);
@@ -273,12 +303,14 @@ fn run_ingest(parsed: Parsed) -> Duration {
         let (mut rows_in, mut marks_in) = worker.dataflow::<Time, _, _>(|scope| {
             let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
             let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
-            let (on_time, too_late) = watermark_gate(
+            let (on_time, too_late, watermarks) = watermark_gate(
                 event_rows,
                 batch_marks,
                 Params::default().allowed_lateness_ms,
             );
-            deduplicate(on_time).inner.probe_with(&probe);
+            deduplicate(on_time, &watermarks, false)
+                .inner
+                .probe_with(&probe);
             too_late.inner.probe_with(&probe);
             (rows_in, marks_in)
         });

@@ -38,6 +38,10 @@ pub struct SettingsArgs {
     /// Minutes an event may arrive behind the largest event time seen [default: 60].
     #[arg(long, value_name = "MIN")]
     pub allowed_lateness_minutes: Option<f64>,
+    /// Forget event ids of closed days and events of closed months, for flat memory on
+    /// an endless stream (see README "Bounded state") [default: false].
+    #[arg(long, value_name = "BOOL")]
+    pub forget_behind_watermark: Option<bool>,
 }
 
 impl SettingsArgs {
@@ -71,6 +75,7 @@ impl SettingsArgs {
         flag!(baseline_percentile);
         flag!(engaged_sessions);
         flag!(allowed_lateness_minutes);
+        flag!(forget_behind_watermark);
         if self.from.is_some() {
             settings.from = self.from.clone();
         }

@@ -4,7 +4,7 @@
 //! adopters_to_date / users active on or before that day)".
 //!
 //! The cumulative counts are built in steps so that a late event touches only what it
-//! must: each user's first day per type and first active day (reduces per user), new
+//! must: each user's first day per type and first active day (least value per key), new
 //! adopters per (type, day) and new users per day (`count_total`), then one running sum
 //! per type over its days and one over the active days, joined by day.
 
@@ -15,6 +15,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::day_of;
 
+use crate::expiry::earliest_per_key;
 use crate::ingest::Time;
 use crate::rows::{DailyActiveRow, EventMixRow, FeatureAdoptionRow};
 
@@ -57,30 +58,21 @@ fn running_sums(parts: &[(&(i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
     reports
 }
 
-/// The earliest day among each key's values (values arrive sorted).
-fn first_day<'s, K>(
-    pairs: VecCollection<'s, Time, (K, i32)>,
-    name: &str,
-) -> VecCollection<'s, Time, (K, i32)>
-where
-    K: differential_dataflow::ExchangeData + differential_dataflow::Hashable,
-{
-    pairs.reduce_named(name, |_key, days, output| output.push((*days[0].0, 1isize)))
-}
-
-/// The `feature_adoption` table from the accepted events, the distinct (user, day)
-/// pairs, the `event_mix_daily` rows (the days each type occurred) and the
-/// `daily_active` rows (the active days).
+/// The `feature_adoption` table from the accepted events, each user's first active
+/// day, the `event_mix_daily` rows (the days each type occurred) and the `daily_active`
+/// rows (the active days). `insert_only`: see [`earliest_per_key`].
 pub fn feature_adoption<'s>(
     events: VecCollection<'s, Time, Action>,
-    user_days: VecCollection<'s, Time, (Name, i32)>,
+    first_days: VecCollection<'s, Time, (Name, i32)>,
     event_mix: VecCollection<'s, Time, EventMixRow>,
     daily_active: VecCollection<'s, Time, DailyActiveRow>,
+    insert_only: bool,
 ) -> VecCollection<'s, Time, FeatureAdoptionRow> {
     // Adopters: each user's first day with each type, counted per (type, day) and summed
     // per type over the days the type occurred.
-    let new_adopters = first_day(
+    let new_adopters = earliest_per_key(
         events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))),
+        insert_only,
         "FirstUse",
     )
     .map(|((_user, event_type), day)| (event_type, day))
@@ -98,7 +90,7 @@ pub fn feature_adoption<'s>(
 
     // Users active on or before each active day: first active day per user, counted per
     // day, summed over the active days.
-    let new_users = first_day(user_days, "FirstActiveDay")
+    let new_users = first_days
         .map(|(_user, day)| day)
         .count_total()
         .map(|(day, n)| ((), (day, DayPart::New(n as i64))));

@@ -5,15 +5,20 @@ use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
 use tidemark_inputs::records::{QuarantineRow, Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
+use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::StreamVec;
 
 use crate::actives::{daily_active, monthly_active};
 use crate::adoption::feature_adoption;
 use crate::event_mix::{day_types, event_mix_daily, skip_rate_daily};
+use crate::expiry::{
+    day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
+};
 use crate::ingest::{
     deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, RawEvent, Time,
 };
 use crate::kpis::kpis;
+use crate::name::Name;
 use crate::plans::Arrival;
 use crate::retention::retention_cohorts;
 use crate::rows::{
@@ -75,43 +80,69 @@ pub struct Outputs<'s> {
     pub quarantine: VecCollection<'s, Time, QuarantineRow>,
 }
 
-/// Builds the dataflow: watermark gate, dedup, then every metric family.
+/// Builds the dataflow: watermark gate, dedup, then every metric family. State behind
+/// the watermark is retired as it closes (see [`crate::expiry`]).
 pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
-    let (on_time, too_late) = watermark_gate(
+    let (on_time, too_late, watermarks) = watermark_gate(
         inputs.event_rows,
         inputs.batch_marks,
         params.allowed_lateness_ms,
     );
+    // A re-ingested file may take back rows behind the watermark: then nothing is retired
+    // and first values are kept by reduces that can take retractions.
+    let insert_only = !inputs.retractions;
+    let watermarks = watermarks.filter(move |_| insert_only);
     let events = if inputs.retractions {
         deduplicate_with_retractions(on_time)
     } else {
-        deduplicate(on_time)
+        deduplicate(on_time, &watermarks, params.forget_behind_watermark)
     };
 
-    let sessions = sessions(events.clone(), params);
-    let window_activity = window_activity(events.clone(), sessions.clone(), params.window_ms);
-    let spike_alerts = spike_alerts(window_activity.clone(), params);
+    let sessions = sessions(events.clone(), &watermarks, params);
+    let window_activity = window_activity(
+        events.clone(),
+        sessions.clone(),
+        &watermarks,
+        params.window_ms,
+    );
+    let spike_alerts = spike_alerts(window_activity.clone(), &watermarks, params);
     let session_metrics_daily = session_metrics_daily(sessions.clone());
 
-    // Distinct (user, day) and (user, month) pairs; the latter arranged once by user and
-    // read by monthly actives, cohorts and segments.
-    let user_days = events
-        .clone()
-        .map(|e| (e.user_id, day_of(e.ts)))
-        .distinct_total();
-    let user_months = user_days
-        .clone()
-        .map(|(user, day)| (user, month_of_day(day)))
-        .distinct_total()
-        .arrange_by_key_named("UserMonths");
-    let daily_active = daily_active(user_days.clone());
-    let monthly_active = monthly_active(
-        user_months
+    // Distinct (user, day) pairs, and each user's first active day (cohorts, adoption).
+    let user_days = distinct_until_closed(
+        events.clone().map(|e| (e.user_id, day_of(e.ts))),
+        &watermarks,
+        |(_user, day)| Some(day_end(*day)),
+    );
+    let first_days = earliest_per_key(user_days.clone(), insert_only, "FirstActiveDay");
+    // Distinct (user, month) pairs of months still open, arranged once by user for the
+    // cohorts; `all_user_months` keeps closed months too.
+    let month_end_of = |(_user, month): &(Name, i32)| Some(month_end(*month));
+    let open_user_months = retire_behind(
+        user_days
+            .clone()
+            .map(|(user, day)| (user, month_of_day(day))),
+        &watermarks,
+        month_end_of,
+    )
+    .distinct_total()
+    .arrange_by_key_named("UserMonths");
+    let all_user_months = drop_closed(
+        open_user_months
             .clone()
             .as_collection(|user, month| (user.clone(), *month)),
-        daily_active.clone(),
+        &watermarks,
+        month_end_of,
     );
-    let retention_cohorts = retention_cohorts(user_months.clone());
+    let daily_active = daily_active(user_days);
+    let monthly_active = monthly_active(all_user_months.clone(), daily_active.clone());
+    let retention_cohorts = retention_cohorts(
+        open_user_months.clone(),
+        first_days
+            .clone()
+            .map(|(user, day)| (user, month_of_day(day))),
+        &watermarks,
+    );
 
     // Accepted events by (day, type), arranged once for the event mix and the skip rate.
     let day_types = day_types(events.clone());
@@ -119,16 +150,27 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let skip_rate_daily = skip_rate_daily(day_types);
     let feature_adoption = feature_adoption(
         events.clone(),
-        user_days,
+        first_days,
         event_mix_daily.clone(),
         daily_active.clone(),
+        insert_only,
     );
 
+    // Segments keep every month's facts unless closed months may be forgotten.
+    let segment_months = if params.forget_behind_watermark {
+        open_user_months
+    } else {
+        all_user_months
+            .clone()
+            .arrange_by_key_named("AllUserMonths")
+    };
     let engagement_by_segment = engagement_by_segment(
         events.clone(),
-        user_months,
+        segment_months,
         inputs.users.clone(),
         inputs.subscriptions.clone(),
+        &watermarks,
+        params.forget_behind_watermark,
     );
     let kpis = kpis(
         events,

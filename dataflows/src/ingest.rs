@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, HashSet};
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Event, Millis, QuarantineRow};
+use tidemark_inputs::time::day_of;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::action::{Action, ActionMaker};
+use crate::expiry::Watermarks;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::StreamVec;
@@ -42,12 +44,17 @@ pub struct BatchMark {
     pub max_ts: Option<Millis>,
 }
 
+/// Rows of one logical time held until it is complete, with a capability to send.
+type Held = (Capability<Time>, Vec<(RawEvent, isize)>);
+
 /// An event row after the watermark check, with its multiplicity (+1 arrival, -1 a
 /// retracted earlier arrival).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Gated {
     OnTime(RawEvent, isize),
     TooLate(QuarantineRow, isize),
+    /// The watermark of the time this record is at.
+    Watermark(Millis),
 }
 
 /// Splits event rows into those at or above their batch's watermark and `too_late`
@@ -61,6 +68,9 @@ enum Gated {
 /// place of its old batch, and the retraction of that old batch) is judged against
 /// the watermark of `raw.batch`, so a retraction undoes exactly the earlier decision
 /// and a replacement is judged where its file arrived. Watermarks never move back.
+///
+/// The third output is the watermark of every batch time (once some batch before it had
+/// events), the same on every worker: what [`crate::expiry`] retires state by.
 pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
@@ -68,6 +78,7 @@ pub fn watermark_gate<'s>(
 ) -> (
     VecCollection<'s, Time, RawEvent>,
     VecCollection<'s, Time, QuarantineRow>,
+    Watermarks<'s>,
 ) {
     let gated = rows.binary_frontier(
         marks.broadcast(),
@@ -75,7 +86,9 @@ pub fn watermark_gate<'s>(
         Pipeline,
         "WatermarkGate",
         move |_capability, _info| {
-            let mut pending = BTreeMap::new();
+            let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
+            // A capability at each batch time, to announce that time's watermark.
+            let mut marked: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
             // Every batch's file and largest event time: kept (one entry per batch) so
             // that a retraction can be judged against its own batch's watermark.
             let mut files: BTreeMap<Time, String> = BTreeMap::new();
@@ -100,8 +113,12 @@ pub fn watermark_gate<'s>(
                             .append(data);
                     }
                 });
-                marks_in.for_each(|_cap, data| {
+                marks_in.for_each(|cap, data| {
                     for mark in data.drain(..) {
+                        if let Some(cap) = cap.retain_least(0) {
+                            let at = mark.batch.max(*cap.time());
+                            marked.entry(at).or_insert_with(|| cap.delayed(&at));
+                        }
                         if let Some(ts) = mark.max_ts {
                             let entry = maxima.entry(mark.batch).or_insert(ts);
                             *entry = (*entry).max(ts);
@@ -114,24 +131,37 @@ pub fn watermark_gate<'s>(
                     !rows_frontier.frontier().less_equal(t)
                         && !marks_frontier.frontier().less_equal(t)
                 };
-                while let Some(entry) = pending.first_entry() {
-                    let time = *entry.key();
-                    if !complete(&time) {
+                // Complete times in order: each announces its watermark (if it is a batch
+                // time) and releases its rows (if it has any).
+                loop {
+                    let next = match (pending.keys().next(), marked.keys().next()) {
+                        (Some(a), Some(b)) => *a.min(b),
+                        (Some(a), None) => *a,
+                        (None, Some(b)) => *b,
+                        (None, None) => break,
+                    };
+                    if !complete(&next) {
                         break;
                     }
-                    let (cap, rows) = entry.remove();
+                    let time = next;
                     // The running maximum over every batch before `time` (releases come
                     // in time order), so the usual case costs no scan.
                     for (_, ts) in maxima.range(folded..time) {
                         largest_before = Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
                     }
                     folded = folded.max(time);
+                    let watermark = largest_before.map(|m| m.saturating_sub(allowed_lateness_ms));
+                    if let Some(cap) = marked.remove(&time) {
+                        if let Some(watermark) = watermark {
+                            output.session(&cap).give(Gated::Watermark(watermark));
+                        }
+                    }
+                    let Some((cap, rows)) = pending.remove(&time) else {
+                        continue;
+                    };
                     // Watermarks of the batches whose rows are in this release (usually one).
                     let mut judged: BTreeMap<Time, Option<Millis>> = BTreeMap::new();
-                    judged.insert(
-                        time,
-                        largest_before.map(|m| m.saturating_sub(allowed_lateness_ms)),
-                    );
+                    judged.insert(time, watermark);
                     let mut session = output.session(&cap);
                     for (raw, diff) in rows {
                         let watermark = *judged
@@ -159,21 +189,27 @@ pub fn watermark_gate<'s>(
     // Route each gated row to exactly one part; reading `gated` twice would make timely
     // clone every event (strings included) for the second reader.
     let mut parts = gated
-        .partition(2, |g| match g {
+        .partition(3, |g| match g {
             Gated::OnTime(..) => (0, g),
             Gated::TooLate(..) => (1, g),
+            Gated::Watermark(..) => (2, g),
         })
         .into_iter();
-    let (on_time, too_late) = (parts.next().expect("part 0"), parts.next().expect("part 1"));
+    let mut part = || parts.next().expect("three parts");
+    let (on_time, too_late, watermarks) = (part(), part(), part());
     let on_time = on_time.flat_map(|g| match g {
         Gated::OnTime(raw, diff) => Some((raw, diff)),
-        Gated::TooLate(..) => None,
+        _ => None,
     });
     let too_late = too_late.flat_map(|g| match g {
         Gated::TooLate(row, diff) => Some((row, diff)),
-        Gated::OnTime(..) => None,
+        _ => None,
     });
-    (stamp(on_time), stamp(too_late))
+    let watermarks = watermarks.flat_map(|g| match g {
+        Gated::Watermark(watermark) => Some(watermark),
+        _ => None,
+    });
+    (stamp(on_time), stamp(too_late), watermarks)
 }
 
 /// Turns a timely stream of records with multiplicities into a differential
@@ -204,44 +240,80 @@ fn stamp<'s, D: timely::ExchangeData + Ord>(
 /// row order, and an id's first row is emitted while its 128-bit hash is remembered.
 /// (A differential `reduce` here would arrange every event by id and copy it on each
 /// merge; this keeps 16 bytes per id instead.)
-pub fn deduplicate<'s>(rows: VecCollection<'s, Time, RawEvent>) -> VecCollection<'s, Time, Action> {
+///
+/// With `forget` (setting `forget_behind_watermark`), ids are kept per UTC day of their
+/// first row's time and a day's ids are dropped once the watermark passes its end, so
+/// the state holds the open days' ids only.
+pub fn deduplicate<'s>(
+    rows: VecCollection<'s, Time, RawEvent>,
+    watermarks: &Watermarks<'s>,
+    forget: bool,
+) -> VecCollection<'s, Time, Action> {
     let route = Exchange::new(|(raw, _time, _diff): &(RawEvent, Time, isize)| {
         xxh3_64(raw.event.event_id.as_bytes())
     });
     rows.inner
-        .unary_frontier(route, "Deduplicate", |_capability, _info| {
-            let mut pending: BTreeMap<Time, (Capability<Time>, Vec<RawEvent>)> = BTreeMap::new();
-            let mut seen: HashSet<u128> = HashSet::new();
-            let mut actions = ActionMaker::default();
-            move |(input, frontier), output| {
-                input.for_each(|cap, data| {
-                    for (raw, time, diff) in data.drain(..) {
-                        // Retractions come only with `--reingest-changed`, which selects
-                        // `deduplicate_with_retractions` instead.
-                        debug_assert!(diff > 0, "input rows are never retracted here");
-                        pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                            .1
-                            .push(raw);
-                    }
-                });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.frontier().less_equal(entry.key()) {
-                        break;
-                    }
-                    let time = *entry.key();
-                    let (cap, mut rows) = entry.remove();
-                    rows.sort_unstable_by_key(|raw| (raw.batch, raw.row));
-                    let mut session = output.session(&cap);
-                    for raw in rows {
-                        if seen.insert(xxh3_128(raw.event.event_id.as_bytes())) {
+        .binary_frontier(
+            watermarks.clone(),
+            route,
+            Pipeline,
+            "Deduplicate",
+            move |_capability, _info| {
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<RawEvent>)> =
+                    BTreeMap::new();
+                let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
+                // Ids by the day of their first row (all under one key unless `forget`).
+                let mut seen: BTreeMap<i32, HashSet<u128>> = BTreeMap::new();
+                let mut actions = ActionMaker::default();
+                move |(input, frontier), (marks, marks_frontier), output| {
+                    input.for_each(|cap, data| {
+                        for (raw, time, diff) in data.drain(..) {
+                            // Retractions come only with `--reingest-changed`, which
+                            // selects `deduplicate_with_retractions` instead.
+                            debug_assert!(diff > 0, "input rows are never retracted here");
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push(raw);
+                        }
+                    });
+                    marks.for_each(|cap, data| {
+                        if let Some(&time) = cap.least() {
+                            for watermark in data.drain(..) {
+                                let entry = known.entry(time).or_insert(watermark);
+                                *entry = (*entry).max(watermark);
+                            }
+                        }
+                    });
+                    while let Some(entry) = pending.first_entry() {
+                        let time = *entry.key();
+                        if frontier.frontier().less_equal(&time)
+                            || marks_frontier.frontier().less_equal(&time)
+                        {
+                            break;
+                        }
+                        let (cap, mut rows) = entry.remove();
+                        if let Some(watermark) = known.remove(&time).filter(|_| forget) {
+                            // Days that ended at or before the watermark are closed.
+                            seen = seen.split_off(&day_of(watermark));
+                        }
+                        known = known.split_off(&time);
+                        rows.sort_unstable_by_key(|raw| (raw.batch, raw.row));
+                        let mut session = output.session(&cap);
+                        for raw in rows {
+                            let id = xxh3_128(raw.event.event_id.as_bytes());
+                            if seen.values().any(|ids| ids.contains(&id)) {
+                                continue;
+                            }
+                            let day = if forget { day_of(raw.event.ts) } else { 0 };
+                            seen.entry(day).or_default().insert(id);
                             session.give((actions.make(&raw.event), time, 1isize));
                         }
                     }
                 }
-            }
-        })
+            },
+        )
         .as_collection()
 }
 

@@ -6,6 +6,7 @@ pub mod actives;
 pub mod adoption;
 pub mod dataflow;
 pub mod event_mix;
+pub mod expiry;
 pub mod ingest;
 pub mod kpis;
 pub mod name;

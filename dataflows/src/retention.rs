@@ -5,36 +5,36 @@
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::operators::CountTotal;
-use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
+use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
+use crate::expiry::{drop_closed, month_end, Watermarks};
 use crate::ingest::Time;
 use crate::name::Name;
 use crate::rows::RetentionRow;
 
-/// Distinct (user, month) pairs arranged by user: built once, read by both the
-/// first-month reduce and the cohort join.
+/// Distinct (user, month) pairs arranged by user: built once, read by the cohort join
+/// and the monthly actives.
 pub type UserMonths<'s> = Arranged<'s, TraceAgent<ValSpine<Name, i32, Time, isize>>>;
 
-/// The `retention_cohorts` table from the arranged distinct (user, month) pairs.
-pub fn retention_cohorts<'s>(user_months: UserMonths<'s>) -> VecCollection<'s, Time, RetentionRow> {
-    // Each user's cohort: their earliest active month (values arrive sorted).
-    let cohort_of_user = user_months
+/// The `retention_cohorts` table from the arranged distinct (user, month) pairs (whose
+/// closed months may be retired) and each user's cohort, their first active month.
+///
+/// A cell (cohort, months since) is final once the watermark passes the end of its
+/// month: no accepted event can reach that month, and a user whose cohort moves earlier
+/// had no activity before. Its row then stays as the month's pairs are retired.
+pub fn retention_cohorts<'s>(
+    user_months: UserMonths<'s>,
+    cohorts: VecCollection<'s, Time, (Name, i32)>,
+    watermarks: &Watermarks<'s>,
+) -> VecCollection<'s, Time, RetentionRow> {
+    let cohort_size = cohorts
         .clone()
-        .reduce_abelian::<_, ValBuilder<Name, i32, Time, isize>, ValSpine<Name, i32, Time, isize>, _, _>(
-            "FirstMonth",
-            |_user, months, output| output.push((*months[0].0, 1isize)),
-            |vec, key, updates| {
-                vec.clear();
-                vec.extend(updates.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-            },
-        );
-    let cohort_size = cohort_of_user
-        .clone()
-        .as_collection(|_user, cohort| *cohort)
+        .map(|(_user, cohort)| cohort)
         .count_total()
         .map(|(cohort, size)| (cohort, size as i64));
-    user_months
+    let cohort_of_user = cohorts.arrange_by_key_named("CohortOfUser");
+    let cells = user_months
         .join_core(cohort_of_user, |_user, month, cohort| {
             Some((*cohort, (*month - *cohort) as i64))
         })
@@ -48,5 +48,8 @@ pub fn retention_cohorts<'s>(user_months: UserMonths<'s>) -> VecCollection<'s, T
                 cohort_size,
                 active_users,
             },
-        )
+        );
+    drop_closed(cells, watermarks, |row| {
+        Some(month_end(row.cohort_month + row.months_since as i32))
+    })
 }

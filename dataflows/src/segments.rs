@@ -22,6 +22,7 @@ use crate::action::Action;
 use crate::name::Name;
 use tidemark_inputs::time::month_of;
 
+use crate::expiry::{drop_closed, month_end, retire_behind, Watermarks};
 use crate::ingest::Time;
 use crate::plans::{Arrival, PlanFact, PlanHistory};
 use crate::retention::UserMonths;
@@ -46,13 +47,21 @@ enum MonthInput {
 }
 
 /// The `engagement_by_segment` table from the accepted events, the `users/` and
-/// `subscriptions/` rows, and the shared arrangement of distinct (user, month) pairs.
+/// `subscriptions/` rows, and an arrangement of distinct (user, month) pairs.
+///
+/// A plan change may move events of any month, so by default every event's time stays
+/// in the state. With `forget` (setting `forget_behind_watermark`), `user_months` holds
+/// the open months only and a closed month's events are retired, its rows staying as
+/// they were (see [`crate::expiry`]).
 pub fn engagement_by_segment<'s>(
     events: VecCollection<'s, Time, Action>,
     user_months: UserMonths<'s>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
+    watermarks: &Watermarks<'s>,
+    forget: bool,
 ) -> VecCollection<'s, Time, SegmentRow> {
+    let closes = move |month: i32| forget.then(|| month_end(month));
     let facts = users
         .map(|(u, arrival)| {
             (
@@ -70,63 +79,66 @@ pub fn engagement_by_segment<'s>(
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((user.clone(), *month), MonthInput::Fact(fact.clone())))
     });
-    events
-        .map(|e| {
-            (
-                (e.user_id, month_of(e.ts)),
-                MonthInput::Event(e.ts, e.duration_ms.unwrap_or(0)),
-            )
-        })
-        .concat(facts_by_month)
-        .reduce_named("UserMonthSegments", |_user_month, inputs, output| {
-            let mut country: Option<(Arrival, Option<String>)> = None;
-            let mut plan_facts = Vec::new();
-            for (input, _count) in inputs {
-                match input {
-                    MonthInput::Fact(UserFact::Profile(arrival, c, plan)) => {
-                        if country.as_ref().is_none_or(|(a, _)| arrival > a) {
-                            country = Some((*arrival, c.clone()));
-                        }
-                        plan_facts.push(PlanFact::Profile(*arrival, *plan));
-                    }
-                    MonthInput::Fact(UserFact::Change(ts, arrival, plan)) => {
-                        plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
-                    }
-                    MonthInput::Event(..) => {}
-                }
-            }
-            let history = PlanHistory::from_facts(&plan_facts);
-            let country = country.and_then(|(_, c)| c);
-            let mut segments: BTreeMap<Option<Plan>, (i64, i64)> = BTreeMap::new();
-            for (input, count) in inputs {
-                if let MonthInput::Event(ts, duration) = input {
-                    let count = *count as i64;
-                    let entry = segments.entry(history.plan_at(*ts)).or_default();
-                    entry.0 += count;
-                    entry.1 += duration * count;
-                }
-            }
-            for (plan, (events, duration)) in segments {
-                if events > 0 {
-                    output.push(((country.clone(), plan, events, duration), 1isize));
-                }
-            }
-        })
-        .explode(|((_user, month), (country, plan, events, duration))| {
-            Some((
-                (month, country, plan),
-                (1isize, events as isize, duration as isize),
-            ))
-        })
-        .count_total()
-        .map(
-            |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
-                month,
-                country,
-                plan,
-                active_users: active_users as i64,
-                events: events as i64,
-                duration_ms: duration_ms as i64,
-            },
+    let month_events = events.map(|e| {
+        (
+            (e.user_id, month_of(e.ts)),
+            MonthInput::Event(e.ts, e.duration_ms.unwrap_or(0)),
         )
+    });
+    let segments = retire_behind(month_events, watermarks, move |((_user, month), _)| {
+        closes(*month)
+    })
+    .concat(facts_by_month)
+    .reduce_named("UserMonthSegments", |_user_month, inputs, output| {
+        let mut country: Option<(Arrival, Option<String>)> = None;
+        let mut plan_facts = Vec::new();
+        for (input, _count) in inputs {
+            match input {
+                MonthInput::Fact(UserFact::Profile(arrival, c, plan)) => {
+                    if country.as_ref().is_none_or(|(a, _)| arrival > a) {
+                        country = Some((*arrival, c.clone()));
+                    }
+                    plan_facts.push(PlanFact::Profile(*arrival, *plan));
+                }
+                MonthInput::Fact(UserFact::Change(ts, arrival, plan)) => {
+                    plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
+                }
+                MonthInput::Event(..) => {}
+            }
+        }
+        let history = PlanHistory::from_facts(&plan_facts);
+        let country = country.and_then(|(_, c)| c);
+        let mut segments: BTreeMap<Option<Plan>, (i64, i64)> = BTreeMap::new();
+        for (input, count) in inputs {
+            if let MonthInput::Event(ts, duration) = input {
+                let count = *count as i64;
+                let entry = segments.entry(history.plan_at(*ts)).or_default();
+                entry.0 += count;
+                entry.1 += duration * count;
+            }
+        }
+        for (plan, (events, duration)) in segments {
+            if events > 0 {
+                output.push(((country.clone(), plan, events, duration), 1isize));
+            }
+        }
+    })
+    .explode(|((_user, month), (country, plan, events, duration))| {
+        Some((
+            (month, country, plan),
+            (1isize, events as isize, duration as isize),
+        ))
+    })
+    .count_total()
+    .map(
+        |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
+            month,
+            country,
+            plan,
+            active_users: active_users as i64,
+            events: events as i64,
+            duration_ms: duration_ms as i64,
+        },
+    );
+    drop_closed(segments, watermarks, move |row| closes(row.month))
 }

@@ -9,6 +9,7 @@ use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
 use crate::action::Action;
+use crate::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::ingest::Time;
 use crate::name::Name;
 use crate::rows::SessionRow;
@@ -62,16 +63,28 @@ pub fn cut_sessions(
     sessions
 }
 
-/// The `sessions` table, maintained from accepted events.
+/// The end of the event time a scope's sessions can depend on: a day's sessions are
+/// final once the watermark passes midnight. A source session or an unsplit scope can
+/// be extended by any later event, so it has no end and is kept.
+fn scope_end(scope: &SessionScope) -> Option<Millis> {
+    match scope {
+        SessionScope::Day(day) => Some(day_end(*day)),
+        SessionScope::Source(_) | SessionScope::Unsplit => None,
+    }
+}
+
+/// The `sessions` table, maintained from accepted events. A day's events are retired
+/// once the watermark passes its end (see [`crate::expiry`]); its sessions stay.
 pub fn sessions<'s>(
     events: VecCollection<'s, Time, Action>,
+    watermarks: &Watermarks<'s>,
     params: Params,
 ) -> VecCollection<'s, Time, SessionRow> {
-    events
-        .map(move |event| {
-            let scope = session_scope(&event, &params);
-            ((event.user_id, scope), event.ts)
-        })
+    let scoped = events.map(move |event| {
+        let scope = session_scope(&event, &params);
+        ((event.user_id, scope), event.ts)
+    });
+    let live = retire_behind(scoped, watermarks, |((_user, scope), _ts)| scope_end(scope))
         .reduce_named("Sessions", move |(_user, scope), times, output| {
             for session in cut_sessions(scope, times, params.session_gap_ms) {
                 output.push((session, 1isize));
@@ -86,5 +99,14 @@ pub fn sessions<'s>(
             },
             end,
             actions,
-        })
+        });
+    drop_closed(live, watermarks, move |row| session_end_bound(row, &params))
+}
+
+/// The bound of a session row: that of the scope it was formed in.
+fn session_end_bound(row: &SessionRow, params: &Params) -> Option<Millis> {
+    match row.session_id {
+        None if params.midnight_split => scope_end(&SessionScope::Day(day_of(row.start))),
+        _ => None,
+    }
 }

@@ -26,6 +26,12 @@ pub struct Settings {
     pub to: Option<String>,
     /// How far (minutes) behind the largest event time seen an event may still arrive.
     pub allowed_lateness_minutes: f64,
+    /// Also forget what only a row behind the watermark could still need: the event ids
+    /// of closed days (deduplication) and the events of closed months (segments). Memory
+    /// then stays flat on an endless stream, at a documented cost: an id repeated after
+    /// its first copy's day closed counts again, and a `users/` or `subscriptions/` row
+    /// no longer moves the events of months already closed.
+    pub forget_behind_watermark: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +46,7 @@ impl Default for Settings {
             from: None,
             to: None,
             allowed_lateness_minutes: 60.0,
+            forget_behind_watermark: false,
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct Params {
     pub period_to: Millis,
     /// Allowed lateness in ms.
     pub allowed_lateness_ms: Millis,
+    /// See [`Settings::forget_behind_watermark`].
+    pub forget_behind_watermark: bool,
 }
 
 impl Default for Params {
@@ -127,6 +136,7 @@ impl Settings {
             period_from,
             period_to,
             allowed_lateness_ms,
+            forget_behind_watermark: self.forget_behind_watermark,
         })
     }
 }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
+use crate::expiry::{drop_closed, retire_behind, Watermarks};
 use crate::ingest::Time;
 use crate::rows::{Baseline, SpikeRow, WindowRow};
 use crate::settings::Params;
@@ -63,9 +64,12 @@ pub fn baseline(mut counts: Vec<i64>, slots: usize, percentile: f64) -> Baseline
     }
 }
 
-/// The `spike_alerts` table from the `window_activity` rows.
+/// The `spike_alerts` table from the `window_activity` rows. A window's alert is final
+/// once the watermark passes the window's end (its baseline windows come before it);
+/// its inputs are then retired (see [`crate::expiry`]) and its row stays.
 pub fn spike_alerts<'s>(
     windows: VecCollection<'s, Time, WindowRow>,
+    watermarks: &Watermarks<'s>,
     params: Params,
 ) -> VecCollection<'s, Time, SpikeRow> {
     let slots = params.baseline_windows;
@@ -84,32 +88,35 @@ pub fn spike_alerts<'s>(
             .filter(move |_| count != 0)
             .map(move |i| (row.start + i * window_ms, AlertPart::Slot(i, count)))
     });
-    own.concat(slot_counts)
-        .concat(warming_up)
-        .reduce_named("SpikeAlerts", move |&start, parts, output| {
-            let mut own = None;
-            let mut warming_up = false;
-            let mut counts = Vec::with_capacity(slots);
-            for (part, multiplicity) in parts {
-                match part {
-                    AlertPart::WarmingUp => warming_up = true,
-                    AlertPart::Own(count) => own = Some(*count),
-                    AlertPart::Slot(_, count) => {
-                        counts.extend(std::iter::repeat_n(*count, (*multiplicity).max(0) as usize))
-                    }
+    let parts = own.concat(slot_counts).concat(warming_up);
+    let live = retire_behind(parts, watermarks, move |(start, _part)| {
+        Some(start + window_ms)
+    })
+    .reduce_named("SpikeAlerts", move |&start, parts, output| {
+        let mut own = None;
+        let mut warming_up = false;
+        let mut counts = Vec::with_capacity(slots);
+        for (part, multiplicity) in parts {
+            match part {
+                AlertPart::WarmingUp => warming_up = true,
+                AlertPart::Own(count) => own = Some(*count),
+                AlertPart::Slot(_, count) => {
+                    counts.extend(std::iter::repeat_n(*count, (*multiplicity).max(0) as usize))
                 }
             }
-            if let Some(sessions_started) = own {
-                let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
-                output.push((
-                    SpikeRow {
-                        start,
-                        sessions_started,
-                        baseline,
-                    },
-                    1isize,
-                ));
-            }
-        })
-        .map(|(_start, row)| row)
+        }
+        if let Some(sessions_started) = own {
+            let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
+            output.push((
+                SpikeRow {
+                    start,
+                    sessions_started,
+                    baseline,
+                },
+                1isize,
+            ));
+        }
+    })
+    .map(|(_start, row)| row);
+    drop_closed(live, watermarks, move |row| Some(row.start + window_ms))
 }

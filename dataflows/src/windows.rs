@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 
 use crate::action::Action;
+use crate::expiry::{drop_closed, retire_behind, Watermarks};
 use crate::ingest::Time;
 use crate::name::Name;
 use crate::rows::{SessionRow, WindowRow};
@@ -26,43 +27,52 @@ enum WindowPart {
 }
 
 /// The `window_activity` table: a row per window with at least one accepted event.
+///
+/// A window is final once the watermark passes its end: its events are then past, and
+/// session starts only ever appear or vanish at or after an accepted event's time. Its
+/// inputs are retired then (see [`crate::expiry`]); its row stays.
 pub fn window_activity<'s>(
     events: VecCollection<'s, Time, Action>,
     sessions: VecCollection<'s, Time, SessionRow>,
+    watermarks: &Watermarks<'s>,
     window_ms: Millis,
 ) -> VecCollection<'s, Time, WindowRow> {
     let started = sessions
         .map(move |s| window_start(s.start, window_ms))
         .count_total()
         .map(|(window, count)| (window, WindowPart::Started(count as i64)));
-    events
+    let parts = events
         .map(move |e| {
             (
                 window_start(e.ts, window_ms),
                 WindowPart::Activity(e.user_id),
             )
         })
-        .concat(started)
-        .reduce_named("WindowActivity", move |&start, parts, output| {
-            let mut row = WindowRow {
-                start,
-                length_ms: window_ms,
-                events: 0,
-                active_users: 0,
-                sessions_started: 0,
-            };
-            for (part, count) in parts {
-                match part {
-                    WindowPart::Activity(_) => {
-                        row.events += *count as i64;
-                        row.active_users += 1;
-                    }
-                    WindowPart::Started(n) => row.sessions_started = *n,
+        .concat(started);
+    let live = retire_behind(parts, watermarks, move |(start, _part)| {
+        Some(start + window_ms)
+    })
+    .reduce_named("WindowActivity", move |&start, parts, output| {
+        let mut row = WindowRow {
+            start,
+            length_ms: window_ms,
+            events: 0,
+            active_users: 0,
+            sessions_started: 0,
+        };
+        for (part, count) in parts {
+            match part {
+                WindowPart::Activity(_) => {
+                    row.events += *count as i64;
+                    row.active_users += 1;
                 }
+                WindowPart::Started(n) => row.sessions_started = *n,
             }
-            if row.events > 0 {
-                output.push((row, 1isize));
-            }
-        })
-        .map(|(_, row)| row)
+        }
+        if row.events > 0 {
+            output.push((row, 1isize));
+        }
+    })
+    .map(|(_, row)| row);
+    drop_closed(live, watermarks, |row| Some(row.start + row.length_ms))
 }

@@ -1,0 +1,283 @@
+//! Bounded state: what lies behind the watermark can never change again (contract
+//! "Lateness": an event below the watermark is quarantined as `too_late`), so the
+//! state that only such events could touch is dropped.
+//!
+//! The pattern, for a reduce whose every key covers a bounded stretch of event time
+//! (a day, a window, a month):
+//! 1. [`retire_behind`] on the reduce's input retracts each input record at the first
+//!    logical time whose watermark has passed its key's end, so the reduce's input and
+//!    output arrangements empty out for closed keys and compact away;
+//! 2. [`drop_closed`] on the reduce's output removes every change to a closed key at
+//!    the time it closed: those are exactly the retirement's retractions (no accepted
+//!    event can reach a closed key), so the table keeps its final rows.
+//!
+//! A key's end (its "bound") must be the same function of the key on both sides, and
+//! must lie after every event time that can still change the key. Keys with no bound
+//! (for example a source session, which any later event may extend) are kept.
+//!
+//! [`earliest_per_key`] keeps, per key, only the least value seen (a user's first day,
+//! first use of a feature), which needs O(keys) state where a reduce would keep every
+//! value.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use differential_dataflow::consolidation::{consolidate, consolidate_updates};
+use differential_dataflow::operators::ThresholdTotal;
+use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use tidemark_inputs::records::Millis;
+use tidemark_inputs::time::{day_start, month_first_day};
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::StreamVec;
+
+use crate::ingest::Time;
+
+/// The watermark of each logical time, one record at that time, the same on every
+/// worker (each worker's watermark gate computes it from the broadcast batch marks).
+/// Times without a record retire nothing.
+pub type Watermarks<'s> = StreamVec<'s, Time, Millis>;
+
+/// Updates held per logical time until they can go out, with a capability to send them.
+type Held<D> = BTreeMap<Time, (Capability<Time>, Vec<(D, Time, isize)>)>;
+
+/// The instant a UTC day ends (exclusive): the bound of a per-day key.
+pub fn day_end(day: i32) -> Millis {
+    day_start(day + 1)
+}
+
+/// The instant a month ends (exclusive): the bound of a per-month key.
+pub fn month_end(month: i32) -> Millis {
+    day_start(month_first_day(month + 1))
+}
+
+/// Passes `data` through and, at the first logical time whose watermark is at or past a
+/// record's `bound`, retracts the record again. Only records with a bound are held
+/// (until they retire), so this operator's own state is the open records.
+pub fn retire_behind<'s, D, B>(
+    data: VecCollection<'s, Time, D>,
+    watermarks: &Watermarks<'s>,
+    bound: B,
+) -> VecCollection<'s, Time, D>
+where
+    D: ExchangeData + Ord,
+    B: Fn(&D) -> Option<Millis> + 'static,
+{
+    data.inner
+        .binary_frontier(
+            watermarks.clone(),
+            Pipeline,
+            Pipeline,
+            "RetireBehindWatermark",
+            move |_capability, _info| {
+                let mut open: BTreeMap<Millis, Vec<(D, Time, isize)>> = BTreeMap::new();
+                let mut retirements: BTreeMap<Time, (Capability<Time>, Millis)> = BTreeMap::new();
+                move |(data_in, data_frontier), (marks_in, marks_frontier), output| {
+                    data_in.for_each(|cap, batch| {
+                        for (record, time, diff) in batch.iter() {
+                            if let Some(end) = bound(record) {
+                                open.entry(end)
+                                    .or_default()
+                                    .push((record.clone(), *time, *diff));
+                            }
+                        }
+                        output.session(&cap).give_container(batch);
+                    });
+                    marks_in.for_each(|cap, marks| {
+                        let Some(cap) = cap.retain_least(0) else {
+                            return;
+                        };
+                        for watermark in marks.drain(..) {
+                            retirements
+                                .entry(*cap.time())
+                                .and_modify(|entry| entry.1 = entry.1.max(watermark))
+                                .or_insert_with(|| (cap.clone(), watermark));
+                        }
+                    });
+                    // Retire at time `t` once every record up to `t` is in.
+                    while let Some(entry) = retirements.first_entry() {
+                        let time = *entry.key();
+                        if data_frontier.frontier().less_equal(&time)
+                            || marks_frontier.frontier().less_equal(&time)
+                        {
+                            break;
+                        }
+                        let (cap, watermark) = entry.remove();
+                        let still_open = open.split_off(&watermark.saturating_add(1));
+                        let closed = std::mem::replace(&mut open, still_open);
+                        let mut retired: Vec<(D, isize)> = Vec::new();
+                        for (end, records) in closed {
+                            for (record, fed, diff) in records {
+                                if fed <= time {
+                                    retired.push((record, diff));
+                                } else {
+                                    // Fed after this time (never behind its watermark in
+                                    // practice): it retires at a later time.
+                                    open.entry(end).or_default().push((record, fed, diff));
+                                }
+                            }
+                        }
+                        consolidate(&mut retired);
+                        output
+                            .session(&cap)
+                            .give_iterator(retired.into_iter().map(|(d, r)| (d, time, -r)));
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// Removes every change to a closed record: one whose `bound` is at or behind the
+/// watermark of the change's logical time. Paired with [`retire_behind`] upstream, it
+/// keeps a table's final rows once their inputs are retired.
+pub fn drop_closed<'s, D, B>(
+    data: VecCollection<'s, Time, D>,
+    watermarks: &Watermarks<'s>,
+    bound: B,
+) -> VecCollection<'s, Time, D>
+where
+    D: ExchangeData,
+    B: Fn(&D) -> Option<Millis> + 'static,
+{
+    data.inner
+        .binary_frontier(
+            watermarks.clone(),
+            Pipeline,
+            Pipeline,
+            "DropClosed",
+            move |_capability, _info| {
+                let mut pending: Held<D> = BTreeMap::new();
+                let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
+                move |(data_in, data_frontier), (marks_in, marks_frontier), output| {
+                    data_in.for_each(|cap, batch| {
+                        for (record, time, diff) in batch.drain(..) {
+                            pending
+                                .entry(time)
+                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                                .1
+                                .push((record, time, diff));
+                        }
+                    });
+                    marks_in.for_each(|cap, marks| {
+                        let Some(&time) = cap.least() else {
+                            return;
+                        };
+                        for watermark in marks.drain(..) {
+                            let entry = known.entry(time).or_insert(watermark);
+                            *entry = (*entry).max(watermark);
+                        }
+                    });
+                    // A time's changes go out once its watermark (if any) is known.
+                    while let Some(entry) = pending.first_entry() {
+                        let time = *entry.key();
+                        if marks_frontier.frontier().less_equal(&time) {
+                            break;
+                        }
+                        let (cap, records) = entry.remove();
+                        let watermark = known.get(&time).copied();
+                        let mut session = output.session(&cap);
+                        session.give_iterator(records.into_iter().filter(|(record, _, _)| match (
+                            watermark,
+                            bound(record),
+                        ) {
+                            (Some(watermark), Some(end)) => end > watermark,
+                            _ => true,
+                        }));
+                    }
+                    // Watermarks of times no further change can arrive at are not needed.
+                    if let Some(&oldest) = data_frontier.frontier().iter().min() {
+                        let oldest = pending.keys().next().map_or(oldest, |t| (*t).min(oldest));
+                        known = known.split_off(&oldest);
+                    } else if pending.is_empty() {
+                        known.clear();
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// The distinct records of `data`, each kept until its `bound` is behind the watermark
+/// and then retired from the arrangement while the output keeps it.
+pub fn distinct_until_closed<'s, D, B>(
+    data: VecCollection<'s, Time, D>,
+    watermarks: &Watermarks<'s>,
+    bound: B,
+) -> VecCollection<'s, Time, D>
+where
+    D: ExchangeData + Hashable + Ord,
+    B: Fn(&D) -> Option<Millis> + Clone + 'static,
+{
+    let live = retire_behind(data, watermarks, bound.clone()).distinct_total();
+    drop_closed(live, watermarks, bound)
+}
+
+/// The least value of each key, as a collection of `(key, value)`.
+///
+/// With `insert_only` (the input never retracts, as when no re-ingested file can take
+/// rows back), a streaming operator keeps just the current least value per key. Otherwise a
+/// differential `reduce` keeps every value, so that a retraction can promote the next.
+pub fn earliest_per_key<'s, K, V>(
+    pairs: VecCollection<'s, Time, (K, V)>,
+    insert_only: bool,
+    name: &str,
+) -> VecCollection<'s, Time, (K, V)>
+where
+    K: ExchangeData + Hashable<Output = u64> + Hash + Eq,
+    V: ExchangeData + Ord,
+{
+    if !insert_only {
+        return pairs.reduce_named(name, |_key, values, output| {
+            output.push((values[0].0.clone(), 1isize))
+        });
+    }
+    let route = Exchange::new(|((key, _), _, _): &((K, V), Time, isize)| key.hashed());
+    pairs
+        .inner
+        .unary_frontier(route, name, |_capability, _info| {
+            let mut pending: Held<(K, V)> = BTreeMap::new();
+            let mut least: HashMap<K, V> = HashMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, batch| {
+                    for (pair, time, diff) in batch.drain(..) {
+                        pending
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+                            .1
+                            .push((pair, time, diff));
+                    }
+                });
+                while let Some(entry) = pending.first_entry() {
+                    let time = *entry.key();
+                    if frontier.frontier().less_equal(&time) {
+                        break;
+                    }
+                    let (cap, mut updates) = entry.remove();
+                    consolidate_updates(&mut updates);
+                    let mut session = output.session(&cap);
+                    for ((key, value), _, diff) in updates {
+                        // Insert-only input: a net retraction cannot occur.
+                        debug_assert!(diff > 0, "earliest_per_key: input retracted a value");
+                        if diff <= 0 {
+                            continue;
+                        }
+                        match least.get_mut(&key) {
+                            Some(current) if *current <= value => {}
+                            Some(current) => {
+                                let old = std::mem::replace(current, value.clone());
+                                session.give(((key.clone(), old), time, -1isize));
+                                session.give(((key, value), time, 1isize));
+                            }
+                            None => {
+                                least.insert(key.clone(), value.clone());
+                                session.give(((key, value), time, 1isize));
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .as_collection()
+}

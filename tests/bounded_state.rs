@@ -1,0 +1,163 @@
+//! Bounded state (README "Bounded state"): retiring the state of days, windows and
+//! months behind the watermark must not change any table. A stream over three months,
+//! one file per day with late events inside the allowed lateness, is checked against the
+//! oracle after every batch, with and without `forget_behind_watermark`; and the one
+//! documented effect of forgetting (an id repeated after its day closed counts again)
+//! is shown against the exact default.
+
+mod common;
+mod oracle;
+
+use std::io::Write;
+use std::path::Path;
+
+use common::{assert_matches_oracle, engine_tables, read_batches, run_engine, Tables};
+use tidemark_dataflows::settings::Settings;
+use tidemark_dataflows::tables::Cell;
+
+const MINUTE: i64 = 60_000;
+const DAY: i64 = 24 * 60 * MINUTE;
+const BASE: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
+const DAYS: i64 = 75;
+
+/// One event line.
+fn event(id: &str, user: u32, ts: i64, kind: &str) -> String {
+    format!(
+        r#"{{"event_id":"{id}","user_id":"u{user}","ts":{ts},"event_type":"{kind}","duration_ms":1000}}"#
+    )
+}
+
+/// A small deterministic stream: each day's file holds that day's events (users active
+/// on days that depend on the user, sessions around midnight and gaps near 30 minutes)
+/// plus a few events of the previous evening arriving late but within the hour.
+fn day_files() -> Vec<Vec<String>> {
+    let kinds = ["play", "skip", "like"];
+    (0..DAYS)
+        .map(|day| {
+            let mut lines = Vec::new();
+            let start = BASE + day * DAY;
+            for user in 0..8u32 {
+                if (day + user as i64) % (user as i64 % 3 + 1) != 0 {
+                    continue;
+                }
+                for (n, minutes) in [15, 40, 95, 100, 1_420, 1_439].iter().enumerate() {
+                    if (n as u32 + user).is_multiple_of(2) || *minutes > 1_400 {
+                        let id = format!("d{day}u{user}n{n}");
+                        lines.push(event(&id, user, start + minutes * MINUTE, kinds[n % 3]));
+                    }
+                }
+            }
+            if day > 0 {
+                // Late: the previous day's last minutes, 30 to 50 minutes behind.
+                lines.push(event(&format!("late{day}"), 9, start - 10 * MINUTE, "play"));
+                lines.push(event(&format!("late{day}b"), 1, start - 3 * MINUTE, "skip"));
+            }
+            lines
+        })
+        .collect()
+}
+
+fn write_dataset(dir: &Path, files: &[Vec<String>]) {
+    std::fs::create_dir_all(dir.join("events")).unwrap();
+    std::fs::create_dir_all(dir.join("users")).unwrap();
+    let mut users = std::fs::File::create(dir.join("users/users.csv")).unwrap();
+    writeln!(users, "user_id,signup_ts,country,plan").unwrap();
+    for user in 0..10 {
+        let plan = if user % 3 == 0 { "paid" } else { "free" };
+        writeln!(users, "u{user},,SE,{plan}").unwrap();
+    }
+    for (index, lines) in files.iter().enumerate() {
+        std::fs::write(
+            dir.join(format!("events/day-{index:04}.ndjson")),
+            lines.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+}
+
+/// Runs the engine and checks every table against the oracle after every batch;
+/// returns the final tables.
+fn check_every_batch(data: &Path, out: &Path, settings: &Settings, workers: usize) -> Tables {
+    let params = settings.params().unwrap();
+    run_engine(data, None, out, params, workers);
+    let inputs = read_batches(data, None);
+    for time in 0..inputs.len() {
+        let expected = oracle::compute(&inputs[..=time], &params);
+        let actual = engine_tables(out, time as u64);
+        assert_matches_oracle(
+            &expected,
+            &actual,
+            &format!("after batch {time} ({workers} workers, {settings:?})"),
+        );
+    }
+    engine_tables(out, u64::MAX)
+}
+
+#[test]
+fn retiring_closed_state_changes_no_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data, &day_files());
+    for forget in [false, true] {
+        for workers in [1, 2] {
+            let settings = Settings {
+                forget_behind_watermark: forget,
+                ..Default::default()
+            };
+            let out = dir.path().join(format!("out-{forget}-{workers}"));
+            let tables = check_every_batch(&data, &out, &settings, workers);
+            assert!(
+                tables["monthly_active"].len() >= 3,
+                "the stream spans three months"
+            );
+        }
+    }
+}
+
+/// Events of `table` rows summed over the `events` column (index `column`).
+fn total(tables: &Tables, table: &str, column: usize) -> i64 {
+    tables[table]
+        .iter()
+        .map(|row| match &row[column] {
+            Cell::Int(n) => *n,
+            other => panic!("{table}[{column}] is {other:?}"),
+        })
+        .sum()
+}
+
+#[test]
+fn forgetting_counts_an_id_repeated_after_its_day_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut files = day_files();
+    // The last file repeats the id of a day-0 event, at a time in the last (open) day.
+    let last = BASE + (DAYS - 1) * DAY + 600 * MINUTE;
+    files
+        .last_mut()
+        .unwrap()
+        .push(event("d0u0n0", 0, last, "play"));
+    write_dataset(&data, &files);
+
+    let exact = check_every_batch(&data, &dir.path().join("exact"), &Settings::default(), 1);
+    let forget = Settings {
+        forget_behind_watermark: true,
+        ..Default::default()
+    };
+    run_engine(
+        &data,
+        None,
+        &dir.path().join("forget"),
+        forget.params().unwrap(),
+        1,
+    );
+    let forgetful = engine_tables(&dir.path().join("forget"), u64::MAX);
+    // event_mix_daily: day, event_type, events, share.
+    assert_eq!(
+        total(&forgetful, "event_mix_daily", 2),
+        total(&exact, "event_mix_daily", 2) + 1,
+        "the repeated id counts once more when its first copy's day is forgotten"
+    );
+    for table in ["retention_cohorts", "monthly_active", "quarantine"] {
+        assert_eq!(forgetful[table], exact[table], "table {table}");
+    }
+}
