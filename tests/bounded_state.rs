@@ -112,6 +112,17 @@ fn retiring_closed_state_changes_no_table() {
     }
 }
 
+/// The sum of column `column` (an integer) over the rows of `table`.
+fn total(tables: &Tables, table: &str, column: usize) -> i64 {
+    tables[table]
+        .iter()
+        .map(|row| match &row[column] {
+            Cell::Int(n) => *n,
+            other => panic!("{table}[{column}] is {other:?}"),
+        })
+        .sum()
+}
+
 #[test]
 fn forgetting_counts_an_id_repeated_after_its_day_closed() {
     let dir = tempfile::tempdir().unwrap();
