@@ -29,7 +29,7 @@ use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::{day_start, month_first_day};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
 use crate::ingest::Time;
@@ -41,6 +41,34 @@ pub type Watermarks<'s> = StreamVec<'s, Time, Millis>;
 
 /// Updates held per logical time until they can go out, with a capability to send them.
 type Held<D> = BTreeMap<Time, (Capability<Time>, Vec<(D, Time, isize)>)>;
+
+/// Holds each update of `batch` under its own logical time, with a capability for it.
+fn hold_by_time<D>(
+    held: &mut Held<D>,
+    cap: &InputCapability<Time>,
+    batch: &mut Vec<(D, Time, isize)>,
+) {
+    for (record, time, diff) in batch.drain(..) {
+        held.entry(time)
+            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
+            .1
+            .push((record, time, diff));
+    }
+}
+
+/// Records the watermarks of a message at `cap`'s time in `known` (the largest wins).
+pub fn note_watermarks(
+    known: &mut BTreeMap<Time, Millis>,
+    cap: &InputCapability<Time>,
+    marks: &mut Vec<Millis>,
+) {
+    if let Some(&time) = cap.least() {
+        for watermark in marks.drain(..) {
+            let entry = known.entry(time).or_insert(watermark);
+            *entry = (*entry).max(watermark);
+        }
+    }
+}
 
 /// The instant a UTC day ends (exclusive): the bound of a per-day key.
 pub fn day_end(day: i32) -> Millis {
@@ -151,24 +179,8 @@ where
                 let mut pending: Held<D> = BTreeMap::new();
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 move |(data_in, data_frontier), (marks_in, marks_frontier), output| {
-                    data_in.for_each(|cap, batch| {
-                        for (record, time, diff) in batch.drain(..) {
-                            pending
-                                .entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push((record, time, diff));
-                        }
-                    });
-                    marks_in.for_each(|cap, marks| {
-                        let Some(&time) = cap.least() else {
-                            return;
-                        };
-                        for watermark in marks.drain(..) {
-                            let entry = known.entry(time).or_insert(watermark);
-                            *entry = (*entry).max(watermark);
-                        }
-                    });
+                    data_in.for_each(|cap, batch| hold_by_time(&mut pending, &cap, batch));
+                    marks_in.for_each(|cap, marks| note_watermarks(&mut known, &cap, marks));
                     // A time's changes go out once its watermark (if any) is known.
                     while let Some(entry) = pending.first_entry() {
                         let time = *entry.key();
@@ -240,15 +252,7 @@ where
             let mut pending: Held<(K, V)> = BTreeMap::new();
             let mut least: HashMap<K, V> = HashMap::new();
             move |(input, frontier), output| {
-                input.for_each(|cap, batch| {
-                    for (pair, time, diff) in batch.drain(..) {
-                        pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                            .1
-                            .push((pair, time, diff));
-                    }
-                });
+                input.for_each(|cap, batch| hold_by_time(&mut pending, &cap, batch));
                 while let Some(entry) = pending.first_entry() {
                     let time = *entry.key();
                     if frontier.frontier().less_equal(&time) {

@@ -12,7 +12,7 @@ use timely::dataflow::operators::Capability;
 use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
 
 use crate::action::{Action, ActionMaker};
-use crate::expiry::Watermarks;
+use crate::expiry::{note_watermarks, Watermarks};
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::StreamVec;
@@ -278,14 +278,7 @@ pub fn deduplicate<'s>(
                                 .push(raw);
                         }
                     });
-                    marks.for_each(|cap, data| {
-                        if let Some(&time) = cap.least() {
-                            for watermark in data.drain(..) {
-                                let entry = known.entry(time).or_insert(watermark);
-                                *entry = (*entry).max(watermark);
-                            }
-                        }
-                    });
+                    marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
                     while let Some(entry) = pending.first_entry() {
                         let time = *entry.key();
                         if frontier.frontier().less_equal(&time)
