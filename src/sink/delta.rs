@@ -25,6 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -47,6 +48,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 use url::Url;
 
+use super::delta_thread::DeltaCommitThread;
 use super::SinkReport;
 use crate::arrow_rows::{batch_to_changes, rows_to_batch, schema};
 
@@ -580,9 +582,10 @@ type Pending<R> = BTreeMap<u64, (Capability<u64>, Vec<(R, isize)>)>;
 
 /// Writes `rows` as the Delta table `OUT/tables/<table>/`: every worker's updates are
 /// exchanged to worker 0 of the cluster, which commits each completed logical time at
-/// which the table changed as one Delta version. The returned stream carries a
-/// [`SinkReport`] per committed time and holds that time open until the commit is done.
-/// A failed commit stops the run with a message naming the table and its path.
+/// which the table changed as one Delta version, on the table's own commit thread (see
+/// [`DeltaCommitThread`]). The returned stream carries a [`SinkReport`] per committed
+/// time and holds that time open until the commit is done. A failed commit stops the
+/// run with a message naming the table and its path.
 pub fn delta_sink<'s, R>(
     rows: VecCollection<'s, u64, R>,
     out: &Path,
@@ -598,10 +601,14 @@ where
     super::clear_failure(&out);
     rows.inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, info| {
         let mut pending: Pending<R> = BTreeMap::new();
-        let mut sink: Option<DeltaTableSink> = None;
-        let activator = scope.activator_for(info.address);
+        // Times handed to the commit thread, with the capability to report each.
+        let mut committing: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
+        let mut thread: Option<DeltaCommitThread> = None;
+        let activator = scope.activator_for(Rc::clone(&info.address));
+        let wake = scope.worker().sync_activator_for(info.address.to_vec());
         move |(input, frontier), output| {
-            super::check_failure(&out, &activator, !frontier.frontier().is_empty() || !pending.is_empty());
+            let live = !frontier.frontier().is_empty() || !pending.is_empty() || !committing.is_empty();
+            super::check_failure(&out, &activator, live);
             input.for_each(|cap, data| {
                 for (row, time, diff) in data.drain(..) {
                     pending.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((row, diff));
@@ -617,24 +624,27 @@ where
                 if updates.is_empty() {
                     continue;
                 }
-                let sink = match &mut sink {
-                    Some(sink) => sink,
-                    None => sink.insert(DeltaTableSink::open(&dir, R::SPEC).unwrap_or_else(|error| {
-                        super::fail(&out, format!("cannot open the Delta table `{table}` at {}: {error:#}", dir.display()))
+                let thread = match &mut thread {
+                    Some(thread) => thread,
+                    None => thread.insert(DeltaCommitThread::start(dir.clone(), R::SPEC, wake.clone()).unwrap_or_else(|error| {
+                        super::fail(&out, format!("cannot write the Delta table `{table}` at {}: {error:#}", dir.display()))
                     })),
                 };
                 let changes: Vec<(Vec<Cell>, i64)> =
                     updates.iter().map(|(row, diff)| (row.cells(), *diff as i64)).collect();
-                let rows = changes.len() as u64;
-                match sink.commit(time, changes) {
+                thread.submit(time, changes);
+                committing.insert(time, cap);
+            }
+            for finished in thread.as_ref().map(DeltaCommitThread::take_finished).unwrap_or_default() {
+                let Some(cap) = committing.remove(&finished.time) else {
+                    continue;
+                };
+                match finished.outcome {
                     Ok(CommitOutcome::Committed { .. }) => {
-                        output.session(&cap).give(SinkReport { table: table.to_string(), time, rows });
+                        output.session(&cap).give(SinkReport { table: table.to_string(), time: finished.time, rows: finished.rows });
                     }
                     Ok(CommitOutcome::AlreadyCommitted | CommitOutcome::NoChange) => {}
-                    Err(error) => super::fail(
-                        &out,
-                        format!("cannot commit time {time} to the Delta table `{table}` at {}: {error:#}", dir.display()),
-                    ),
+                    Err(message) => super::fail(&out, message),
                 }
             }
         }

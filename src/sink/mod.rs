@@ -2,6 +2,7 @@
 
 pub mod changes;
 pub mod delta;
+pub mod delta_thread;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
