@@ -1,6 +1,7 @@
 //! The `tidemark` runtime: CLI, settings, cluster set-up, sinks and reports around the
 //! dataflows of `tidemark-dataflows` and the readers of `tidemark-inputs`.
 
+pub mod allocator;
 pub mod arrow_rows;
 pub mod changes_reader;
 pub mod checkpoint;

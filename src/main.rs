@@ -12,6 +12,7 @@ use tidemark::run::{run, LiveOptions, RunOptions};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 
 fn main() {
+    tidemark::allocator::limit_fragmentation();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(args),

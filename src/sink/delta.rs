@@ -35,6 +35,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, Add, DataType as DeltaType, Remove, StructField, Transaction};
 use deltalake::logstore::LogStoreRef;
 use deltalake::protocol::{DeltaOperation, OutputMode, SaveMode};
+use deltalake::table::config::TablePropertiesExt;
 use deltalake::table::state::DeltaTableState;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
@@ -543,6 +544,13 @@ impl DeltaTableSink {
                         query_id: self.app_id.clone(),
                         epoch_id: time as i64,
                     };
+                    // delta-rs lists the whole `_delta_log` to clean up expired log files
+                    // after every commit unless told otherwise: O(commits) per commit. Clean
+                    // up only at the commits that also write a checkpoint, as Spark does.
+                    let version = snapshot.version() + 1;
+                    let interval = snapshot.table_config().checkpoint_interval().get();
+                    let properties =
+                        properties.with_cleanup_expired_logs(Some((version + 1) % interval == 0));
                     let finalized = CommitBuilder::from(properties)
                         .with_actions(actions)
                         .build(Some(snapshot), log_store.clone(), operation)
