@@ -147,6 +147,10 @@ pub struct GenerateArgs {
     /// Share of rows breaking a contract rule.
     #[arg(long)]
     pub invalid_share: Option<f64>,
+    /// Share of customers who sign up during the span (default 0.6); 0 makes the
+    /// customer base complete from the first day, for flat-memory experiments.
+    #[arg(long)]
+    pub new_user_share: Option<f64>,
 }
 
 /// Arguments of `tidemark report`.

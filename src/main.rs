@@ -149,6 +149,9 @@ fn generate_command(args: &GenerateArgs) -> Result<()> {
     if let Some(v) = args.invalid_share {
         config.invalid_share = v;
     }
+    if let Some(v) = args.new_user_share {
+        config.new_user_share = v;
+    }
     let started = std::time::Instant::now();
     let summary = generator::generate(&args.out_dir, &config)
         .with_context(|| format!("generating into {}", args.out_dir.display()))?;

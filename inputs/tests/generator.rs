@@ -758,6 +758,41 @@ fn refuses_bad_configs_and_non_empty_targets() {
     );
 }
 
+/// Sign-up times of a generated users table, read back from its CSV file.
+fn signups(cfg: &GeneratorConfig) -> Vec<i64> {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path(), cfg).unwrap();
+    let users = read_table(&dir.path().join("users").join("users.csv"));
+    users
+        .1
+        .iter()
+        .map(|r| parse_ts(r[1].as_deref().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn new_user_share_sets_who_signs_up_during_the_span() {
+    let start = chrono::NaiveDate::from_ymd_opt(2025, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_millis();
+    let with_share = |share: f64| GeneratorConfig {
+        new_user_share: share,
+        ..small(OutputFormat::Csv, false)
+    };
+    let before = signups(&with_share(0.0));
+    assert!(!before.is_empty() && before.iter().all(|&t| t < start));
+    let during = signups(&with_share(1.0));
+    assert!(!during.is_empty() && during.iter().all(|&t| t >= start));
+    let mixed = signups(&with_share(0.5));
+    let new = mixed.iter().filter(|&&t| t >= start).count() as f64 / mixed.len() as f64;
+    assert!((0.4..0.6).contains(&new), "share of new customers {new}");
+    let dir = tempfile::tempdir().unwrap();
+    assert!(generate(dir.path(), &with_share(1.5)).is_err());
+}
+
 #[test]
 fn tiny_and_empty_data_sets() {
     for events in [0u64, 1, 17] {

@@ -102,6 +102,10 @@ pub struct GeneratorConfig {
     /// (text formats only), negative duration, duration over two hours, or empty
     /// event_type.
     pub invalid_share: f64,
+    /// Share of customers who sign up during the span (the rest signed up up to a year
+    /// before it). 0 gives a customer base that is complete from the first day: the
+    /// stream a flat-memory experiment needs, where open keys stop growing.
+    pub new_user_share: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -119,6 +123,7 @@ impl Default for GeneratorConfig {
             too_late_share: 0.0,
             duplicate_share: 0.005,
             invalid_share: 0.002,
+            new_user_share: 0.6,
         }
     }
 }
@@ -256,6 +261,12 @@ fn check(cfg: &GeneratorConfig) -> io::Result<Millis> {
             )));
         }
     }
+    if !(0.0..=1.0).contains(&cfg.new_user_share) {
+        return Err(invalid_input(format!(
+            "new_user_share must be within 0..=1, got {}",
+            cfg.new_user_share
+        )));
+    }
     if cfg.late_share + cfg.too_late_share > 0.5 {
         return Err(invalid_input(
             "late_share + too_late_share must be at most 0.5".into(),
@@ -325,7 +336,7 @@ pub fn generate(out_dir: &Path, cfg: &GeneratorConfig) -> io::Result<GenerateSum
     let mut rng = StdRng::seed_from_u64(cfg.seed);
     let salt = rng.random::<u64>();
 
-    let users = Users::generate(&mut rng, cfg.users, start, end);
+    let users = Users::generate(&mut rng, cfg.users, cfg.new_user_share, start, end);
     let items = Items::generate(&mut rng, cfg.items());
     let changes = users.plan_changes(&mut rng);
     let mut summary = GenerateSummary {

@@ -208,10 +208,10 @@ fn id_width(n: u64) -> usize {
 }
 
 impl Users {
-    /// `n` customers: 40% signed up before the span (up to a year), the rest during
-    /// it; activity weight Pareto(1.16) capped at 300 (paid users 1.5x); 30% churn
+    /// `n` customers: a share `1 - new_share` signed up before the span (up to a
+    /// year), the rest during it; activity weight Pareto(1.16) capped at 300 (paid users 1.5x); 30% churn
     /// after an exponential time (mean 21 days) of use.
-    pub fn generate(rng: &mut StdRng, n: u64, start: Millis, end: Millis) -> Users {
+    pub fn generate(rng: &mut StdRng, n: u64, new_share: f64, start: Millis, end: Millis) -> Users {
         let width = id_width(n);
         let pareto = Pareto::new(1.0f64, 1.16).expect("valid Pareto");
         let churn = Exp::new(1.0 / (21.0 * DAY_MS as f64)).expect("valid Exp");
@@ -233,7 +233,7 @@ impl Users {
             if paid {
                 weight *= 1.5;
             }
-            let signup = if rng.random_bool(0.4) {
+            let signup = if rng.random_bool(1.0 - new_share) {
                 start - rng.random_range(1..365 * DAY_MS)
             } else {
                 start + rng.random_range(0..span)
