@@ -54,6 +54,11 @@ pub struct RunArgs {
     /// Skip the Delta Lake tables under OUT/tables/ (faster; change streams only).
     #[arg(long)]
     pub no_delta: bool,
+    /// Write the updates every arrangement (differential state) holds after each
+    /// logical time to FILE as CSV: logical_time, worker, operator, name, records,
+    /// batcher_records. For finding which state grows on a long run.
+    #[arg(long, value_name = "FILE")]
+    pub arrangement_sizes: Option<PathBuf>,
     /// Live inputs: --follow, --stdin, --listen and their batching.
     #[command(flatten)]
     pub live: LiveArgs,

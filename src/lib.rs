@@ -2,6 +2,7 @@
 //! dataflows of `tidemark-dataflows` and the readers of `tidemark-inputs`.
 
 pub mod allocator;
+pub mod arrangement_sizes;
 pub mod arrow_rows;
 pub mod changes_reader;
 pub mod checkpoint;

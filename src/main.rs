@@ -71,6 +71,7 @@ fn run_command(args: RunArgs) -> Result<()> {
         overwrite: args.overwrite,
         delta: !args.no_delta,
         live,
+        arrangement_sizes: args.arrangement_sizes.clone(),
     };
     let stats = run(&options)?;
     if !args.quiet && args.cluster.process == 0 {

@@ -31,6 +31,7 @@ use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
 use timely::dataflow::InputHandle;
 
+use crate::arrangement_sizes::SizeRecorder;
 use crate::checkpoint::{
     BatchOrigin, Checkpoint, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
 };
@@ -66,6 +67,9 @@ pub struct RunOptions {
     pub delta: bool,
     /// Live inputs: following the dataset, standard input, a TCP port.
     pub live: LiveOptions,
+    /// Where to write the updates every arrangement holds after each logical time
+    /// (`--arrangement-sizes`), to see which state grows.
+    pub arrangement_sizes: Option<PathBuf>,
 }
 
 /// How a run takes input that arrives while it runs.
@@ -248,6 +252,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         counters: Counters::default(),
         end: Mutex::new(None),
         delta: options.delta,
+        arrangement_sizes: options.arrangement_sizes.clone(),
         // A resumed run replays the retractions of files re-ingested earlier, even
         // without the flag this time: it then needs the retraction-safe dedup too.
         reingest_changed: options.live.reingest_changed
@@ -256,6 +261,9 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
                 .iter()
                 .any(|entry| entry.retracts.is_some()),
     });
+    if let Some(path) = &shared.arrangement_sizes {
+        crate::arrangement_sizes::create(path)?;
+    }
     let config = options.cluster.timely_config()?;
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(config, move |worker| run_worker(worker, &worker_shared))
@@ -314,6 +322,7 @@ struct Shared {
     counters: Counters,
     end: Mutex<Option<EndReason>>,
     delta: bool,
+    arrangement_sizes: Option<PathBuf>,
     reingest_changed: bool,
 }
 
@@ -442,6 +451,13 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         input
     });
 
+    // Registered before the dataflow is built: arrangements look their logger up then.
+    let mut sizes = shared.arrangement_sizes.as_deref().and_then(|path| {
+        SizeRecorder::register(worker, path)
+            .map_err(|error| tracing::warn!("arrangement sizes: {error:#}"))
+            .ok()
+    });
+    let mut sizes_recorded: Option<u64> = None;
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
         let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
@@ -506,6 +522,15 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         }
         time = next;
         progress.tick(&probe, time, scheduler.as_ref());
+        if let Some(sizes) = sizes.as_mut() {
+            let done = probe
+                .with_frontier(|f| f.first().copied())
+                .and_then(|f| f.checked_sub(1));
+            if done.is_some() && done != sizes_recorded {
+                sizes.record(worker, done.unwrap_or_default());
+                sizes_recorded = done;
+            }
+        }
     }
     drop(control);
     drop(feeds);
@@ -513,6 +538,11 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         progress.tick(&probe, time, scheduler.as_ref());
     }
     progress.finish(time);
+    if let Some(sizes) = sizes.as_mut() {
+        if let Some(last) = time.checked_sub(1) {
+            sizes.record(worker, last);
+        }
+    }
     if let Some(scheduler) = scheduler {
         if let Ok(mut end) = shared.end.lock() {
             *end = scheduler.end_reason().cloned();

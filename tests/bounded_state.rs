@@ -8,10 +8,13 @@
 mod common;
 mod oracle;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine, Tables};
+use tidemark::cluster::ClusterArgs;
+use tidemark::run::{run, RunOptions};
 use tidemark_dataflows::settings::Settings;
 use tidemark_dataflows::tables::Cell;
 
@@ -158,4 +161,78 @@ fn forgetting_counts_an_id_repeated_after_its_day_closed() {
     for table in ["retention_cohorts", "monthly_active", "quarantine"] {
         assert_eq!(forgetful[table], exact[table], "table {table}");
     }
+}
+
+/// Every arrangement's held updates at the last logical time of `--arrangement-sizes`
+/// FILE, summed over workers; checks the file's shape on the way.
+fn final_arrangement_sizes(path: &Path) -> BTreeMap<String, i64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().map(|h| format!("{h}\n")).as_deref(),
+        Some(tidemark::arrangement_sizes::HEADER)
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let last = rows
+        .iter()
+        .map(|r| r[0].parse::<u64>().unwrap())
+        .max()
+        .expect("sizes were recorded");
+    let mut sizes = BTreeMap::new();
+    for row in &rows {
+        assert_eq!(row.len(), 6, "row {row:?}");
+        let records: i64 = row[4].parse().unwrap();
+        let batcher: i64 = row[5].parse().unwrap();
+        assert!(records >= 0 && batcher >= 0, "negative size in {row:?}");
+        if row[0].parse::<u64>().unwrap() == last {
+            *sizes.entry(row[3].to_string()).or_default() += records;
+        }
+    }
+    sizes
+}
+
+#[test]
+fn arrangement_sizes_show_what_forgetting_drops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_dataset(&data, &day_files());
+    let mut totals = Vec::new();
+    for forget in [false, true] {
+        let settings = Settings {
+            forget_behind_watermark: forget,
+            ..Default::default()
+        };
+        let out = dir.path().join(format!("sizes-{forget}"));
+        let sizes_file = dir.path().join(format!("sizes-{forget}.csv"));
+        run(&RunOptions {
+            dataset: Some(data.clone()),
+            mapping: None,
+            out: out.clone(),
+            params: settings.params().unwrap(),
+            cluster: ClusterArgs {
+                workers: 2,
+                ..ClusterArgs::default()
+            },
+            progress: false,
+            overwrite: true,
+            delta: false,
+            live: Default::default(),
+            arrangement_sizes: Some(sizes_file.clone()),
+        })
+        .expect("tidemark run succeeds");
+        let sizes = final_arrangement_sizes(&sizes_file);
+        assert!(
+            sizes.keys().any(|name| name.contains("UserMonths")),
+            "the shared (user, month) arrangement is reported: {sizes:?}"
+        );
+        totals.push(sizes.values().sum::<i64>());
+    }
+    // The exact default keeps every event id for dedup; forgetting drops closed days'.
+    let events: usize = day_files().iter().map(Vec::len).sum();
+    assert!(
+        totals[0] - totals[1] >= events as i64 / 2,
+        "exact holds {} updates, forgetting {}: closed days' ids should be gone",
+        totals[0],
+        totals[1]
+    );
 }

@@ -341,6 +341,7 @@ fn no_delta_writes_no_tables() {
         progress: false,
         overwrite: false,
         delta: false,
+        arrangement_sizes: None,
     };
     run(&options).expect("run succeeds");
     assert!(out.join("changes").join("sessions").exists());
@@ -381,6 +382,7 @@ fn a_failed_commit_stops_the_run_naming_the_table_and_path() {
         progress: false,
         overwrite: false,
         delta: true,
+        arrangement_sizes: None,
     };
     // On two workers: the one that fails must not leave the other waiting forever.
     let (send, receive) = std::sync::mpsc::channel();

@@ -48,6 +48,7 @@ pub fn run_engine(
         overwrite: true,
         delta: true,
         live: Default::default(),
+        arrangement_sizes: None,
     };
     run(&options).expect("tidemark run succeeds");
 }
