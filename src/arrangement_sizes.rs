@@ -49,9 +49,10 @@ impl SizeLedger {
         }
     }
 
-    /// Names an operator (from timely's `Operates` event).
+    /// Names an operator (from timely's `Operates` event), made safe for a CSV field.
     pub fn name(&mut self, operator: usize, name: &str) {
-        self.names.insert(operator, name.to_string());
+        self.names
+            .insert(operator, name.replace([',', '"', '\n'], " "));
     }
 
     /// Updates held by one operator's arrangement.
@@ -74,11 +75,7 @@ impl SizeLedger {
             if records == 0 && batcher == 0 {
                 continue;
             }
-            let name = self
-                .names
-                .get(&operator)
-                .map_or("?", String::as_str)
-                .replace([',', '"', '\n'], " ");
+            let name = self.names.get(&operator).map_or("?", String::as_str);
             rows.push_str(&format!(
                 "{logical_time},{worker},{operator},{name},{records},{batcher}\n"
             ));
@@ -96,11 +93,13 @@ pub fn create(path: &Path) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// One worker's recorder: a ledger fed by the worker's log and the file it appends to.
+/// One worker's recorder: a ledger fed by the worker's log, the file it appends to and
+/// the newest logical time it wrote (each time is written once).
 pub struct SizeRecorder {
     ledger: Rc<RefCell<SizeLedger>>,
     file: File,
     worker: usize,
+    written: Option<u64>,
 }
 
 impl SizeRecorder {
@@ -141,12 +140,18 @@ impl SizeRecorder {
             ledger,
             file,
             worker: worker.index(),
+            written: None,
         })
     }
 
-    /// Appends the sizes after `logical_time` completed (one write per time, so the
-    /// workers' rows do not interleave mid-line).
-    pub fn record(&mut self, worker: &mut timely::worker::Worker, logical_time: u64) {
+    /// Appends the sizes once `completed` is the newest completed logical time, unless
+    /// that time was already written (one write per time, so the workers' rows do not
+    /// interleave mid-line).
+    pub fn record(&mut self, worker: &mut timely::worker::Worker, completed: Option<u64>) {
+        let Some(logical_time) = completed.filter(|t| self.written < Some(*t)) else {
+            return;
+        };
+        self.written = Some(logical_time);
         if let Some(mut registry) = worker.log_register() {
             registry.flush();
         }

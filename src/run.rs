@@ -457,7 +457,6 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             .map_err(|error| tracing::warn!("arrangement sizes: {error:#}"))
             .ok()
     });
-    let mut sizes_recorded: Option<u64> = None;
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
         let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
@@ -523,13 +522,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         time = next;
         progress.tick(&probe, time, scheduler.as_ref());
         if let Some(sizes) = sizes.as_mut() {
-            let done = probe
-                .with_frontier(|f| f.first().copied())
-                .and_then(|f| f.checked_sub(1));
-            if done.is_some() && done != sizes_recorded {
-                sizes.record(worker, done.unwrap_or_default());
-                sizes_recorded = done;
-            }
+            sizes.record(worker, completed_time(&probe, time));
         }
     }
     drop(control);
@@ -539,9 +532,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     }
     progress.finish(time);
     if let Some(sizes) = sizes.as_mut() {
-        if let Some(last) = time.checked_sub(1) {
-            sizes.record(worker, last);
-        }
+        sizes.record(worker, time.checked_sub(1));
     }
     if let Some(scheduler) = scheduler {
         if let Ok(mut end) = shared.end.lock() {
@@ -637,6 +628,15 @@ fn feed_time(
     Ok(())
 }
 
+/// The newest logical time every sink has passed: one before the probe's frontier, or
+/// before `time` (the next time to feed) once the frontier is empty.
+fn completed_time(probe: &timely::dataflow::ProbeHandle<u64>, time: u64) -> Option<u64> {
+    match probe.with_frontier(|f| f.first().copied()) {
+        Some(frontier) => frontier.checked_sub(1),
+        None => time.checked_sub(1),
+    }
+}
+
 /// Worker 0's bookkeeping after each step: the completed time in the checkpoint, and
 /// progress on stderr.
 struct Reporter<'a> {
@@ -683,11 +683,7 @@ impl<'a> Reporter<'a> {
             return;
         }
         let frontier = probe.with_frontier(|f| f.first().copied());
-        let done = match frontier {
-            Some(f) => f.checked_sub(1),
-            None => time.checked_sub(1),
-        };
-        self.record(done, false);
+        self.record(completed_time(probe, time), false);
         let counters = &self.shared.counters;
         let events = counters.event_rows.load(Ordering::Relaxed);
         if let Some(bar) = &self.bar {

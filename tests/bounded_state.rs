@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use common::{assert_matches_oracle, engine_tables, read_batches, run_engine, Tables};
-use tidemark::cluster::ClusterArgs;
+use common::{
+    assert_matches_oracle, engine_options, engine_tables, read_batches, run_engine, Tables,
+};
 use tidemark::run::{run, RunOptions};
 use tidemark_dataflows::settings::Settings;
 use tidemark_dataflows::tables::Cell;
@@ -179,8 +180,13 @@ fn final_arrangement_sizes(path: &Path) -> BTreeMap<String, i64> {
         .max()
         .expect("sizes were recorded");
     let mut sizes = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for row in &rows {
         assert_eq!(row.len(), 6, "row {row:?}");
+        assert!(
+            seen.insert((row[0], row[1], row[2])),
+            "time, worker and operator written twice: {row:?}"
+        );
         let records: i64 = row[4].parse().unwrap();
         let batcher: i64 = row[5].parse().unwrap();
         assert!(records >= 0 && batcher >= 0, "negative size in {row:?}");
@@ -205,19 +211,9 @@ fn arrangement_sizes_show_what_forgetting_drops() {
         let out = dir.path().join(format!("sizes-{forget}"));
         let sizes_file = dir.path().join(format!("sizes-{forget}.csv"));
         run(&RunOptions {
-            dataset: Some(data.clone()),
-            mapping: None,
-            out: out.clone(),
-            params: settings.params().unwrap(),
-            cluster: ClusterArgs {
-                workers: 2,
-                ..ClusterArgs::default()
-            },
-            progress: false,
-            overwrite: true,
             delta: false,
-            live: Default::default(),
             arrangement_sizes: Some(sizes_file.clone()),
+            ..engine_options(&data, None, &out, settings.params().unwrap(), 2)
         })
         .expect("tidemark run succeeds");
         let sizes = final_arrangement_sizes(&sizes_file);

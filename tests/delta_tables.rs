@@ -12,11 +12,10 @@ use std::path::Path;
 
 use arrow::array::RecordBatch;
 use arrow::compute::cast;
-use common::run_engine;
+use common::{engine_options, run_engine};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tidemark::arrow_rows::{batch_to_changes, schema};
 use tidemark::changes_reader::{read_changes, sum_changes};
-use tidemark::cluster::ClusterArgs;
 use tidemark::run::{run, RunOptions, WRITTEN_TABLES};
 use tidemark::sink::delta::{delta_dir, last_committed_version};
 use tidemark_dataflows::settings::Params;
@@ -332,16 +331,9 @@ fn no_delta_writes_no_tables() {
     )
     .unwrap();
     let options = RunOptions {
-        dataset: Some(data),
-        live: Default::default(),
-        mapping: None,
-        out: out.clone(),
-        params: Params::default(),
-        cluster: ClusterArgs::default(),
-        progress: false,
         overwrite: false,
         delta: false,
-        arrangement_sizes: None,
+        ..engine_options(&data, None, &out, Params::default(), 1)
     };
     run(&options).expect("run succeeds");
     assert!(out.join("changes").join("sessions").exists());
@@ -370,19 +362,8 @@ fn a_failed_commit_stops_the_run_naming_the_table_and_path() {
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("tables"), b"not a directory").unwrap();
     let options = RunOptions {
-        dataset: Some(data),
-        live: Default::default(),
-        mapping: None,
-        out: out.clone(),
-        params: Params::default(),
-        cluster: ClusterArgs {
-            workers: 2,
-            ..ClusterArgs::default()
-        },
-        progress: false,
         overwrite: false,
-        delta: true,
-        arrangement_sizes: None,
+        ..engine_options(&data, None, &out, Params::default(), 2)
     };
     // On two workers: the one that fails must not leave the other waiting forever.
     let (send, receive) = std::sync::mpsc::channel();

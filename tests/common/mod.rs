@@ -27,15 +27,16 @@ pub fn read_batches(dataset: &Path, mapping: Option<&Path>) -> Vec<(String, File
         .collect()
 }
 
-/// Runs the engine in this process with `workers` threads.
-pub fn run_engine(
+/// The options of a static, quiet run over `dataset` into `out` with `workers`
+/// threads, replacing any earlier output, with every sink; tests change the rest.
+pub fn engine_options(
     dataset: &Path,
     mapping: Option<&Path>,
     out: &Path,
     params: Params,
     workers: usize,
-) {
-    let options = RunOptions {
+) -> RunOptions {
+    RunOptions {
         dataset: Some(dataset.to_path_buf()),
         mapping: mapping.map(Path::to_path_buf),
         out: out.to_path_buf(),
@@ -49,7 +50,18 @@ pub fn run_engine(
         delta: true,
         live: Default::default(),
         arrangement_sizes: None,
-    };
+    }
+}
+
+/// Runs the engine in this process with `workers` threads.
+pub fn run_engine(
+    dataset: &Path,
+    mapping: Option<&Path>,
+    out: &Path,
+    params: Params,
+    workers: usize,
+) {
+    let options = engine_options(dataset, mapping, out, params, workers);
     run(&options).expect("tidemark run succeeds");
 }
 
