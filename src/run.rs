@@ -525,15 +525,20 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             sizes.record(worker, completed_time(&probe, time));
         }
     }
+    if let Some(sizes) = sizes.as_mut() {
+        // The last times, while the dataflow still holds its arrangements (shutting it
+        // down drops them, and every size with them).
+        while probe.less_than(&time) {
+            worker.step();
+        }
+        sizes.record(worker, time.checked_sub(1));
+    }
     drop(control);
     drop(feeds);
     while worker.step() {
         progress.tick(&probe, time, scheduler.as_ref());
     }
     progress.finish(time);
-    if let Some(sizes) = sizes.as_mut() {
-        sizes.record(worker, time.checked_sub(1));
-    }
     if let Some(scheduler) = scheduler {
         if let Ok(mut end) = shared.end.lock() {
             *end = scheduler.end_reason().cloned();

@@ -165,8 +165,9 @@ fn forgetting_counts_an_id_repeated_after_its_day_closed() {
 }
 
 /// Every arrangement's held updates at the last logical time of `--arrangement-sizes`
-/// FILE, summed over workers; checks the file's shape on the way.
-fn final_arrangement_sizes(path: &Path) -> BTreeMap<String, i64> {
+/// FILE, summed over workers; checks the file's shape on the way, and that each of
+/// `workers` wrote the last of the `times` logical times.
+fn final_arrangement_sizes(path: &Path, times: usize, workers: usize) -> BTreeMap<String, i64> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     assert_eq!(
@@ -179,6 +180,17 @@ fn final_arrangement_sizes(path: &Path) -> BTreeMap<String, i64> {
         .map(|r| r[0].parse::<u64>().unwrap())
         .max()
         .expect("sizes were recorded");
+    assert_eq!(last + 1, times as u64, "the last logical time is recorded");
+    let reporting: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r[0].parse::<u64>().unwrap() == last)
+        .map(|r| r[1])
+        .collect();
+    assert_eq!(
+        reporting.len(),
+        workers,
+        "every worker reports the last time"
+    );
     let mut sizes = BTreeMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for row in &rows {
@@ -216,7 +228,8 @@ fn arrangement_sizes_show_what_forgetting_drops() {
             ..engine_options(&data, None, &out, settings.params().unwrap(), 2)
         })
         .expect("tidemark run succeeds");
-        let sizes = final_arrangement_sizes(&sizes_file);
+        let times = read_batches(&data, None).len();
+        let sizes = final_arrangement_sizes(&sizes_file, times, 2);
         assert!(
             sizes.keys().any(|name| name.contains("UserMonths")),
             "the shared (user, month) arrangement is reported: {sizes:?}"
