@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Date32Array, Date32Builder, Float64Array,
     Float64Builder, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
-    TimestampMillisecondArray, TimestampMillisecondBuilder, UInt64Array, UInt64Builder,
+    TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
@@ -24,7 +24,8 @@ pub fn arrow_type(ty: ColumnType) -> DataType {
         ColumnType::Int => DataType::Int64,
         ColumnType::Float => DataType::Float64,
         ColumnType::Bool => DataType::Boolean,
-        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+        // Microseconds, as Spark and Delta write instants (contract "Outputs").
+        ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         ColumnType::Date => DataType::Date32,
     }
 }
@@ -37,7 +38,7 @@ pub fn schema(spec: &TableSpec, with_changes: bool) -> SchemaRef {
         .map(|c| Field::new(c.name, arrow_type(c.ty), c.nullable))
         .collect();
     if with_changes {
-        fields.push(Field::new(TIME_COLUMN, DataType::UInt64, false));
+        fields.push(Field::new(TIME_COLUMN, DataType::Int64, false));
         fields.push(Field::new(DIFF_COLUMN, DataType::Int64, false));
     }
     Arc::new(Schema::new(fields))
@@ -53,10 +54,10 @@ pub fn changes_to_batch(spec: &TableSpec, changes: &[Change]) -> Result<RecordBa
         let cells = changes.iter().map(|(row, _, _)| &row[index]);
         columns.push(build_column(column.ty, column.name, cells)?);
     }
-    let mut times = UInt64Builder::with_capacity(changes.len());
+    let mut times = Int64Builder::with_capacity(changes.len());
     let mut diffs = Int64Builder::with_capacity(changes.len());
     for (_, time, diff) in changes {
-        times.append_value(*time);
+        times.append_value(i64::try_from(*time).context("logical time beyond int64")?);
         diffs.append_value(*diff);
     }
     columns.push(Arc::new(times.finish()));
@@ -103,8 +104,16 @@ fn build_column<'a>(
         ColumnType::Bool => fill!(BooleanBuilder::with_capacity(n), Cell::Bool),
         ColumnType::Date => fill!(Date32Builder::with_capacity(n), Cell::Date),
         ColumnType::Timestamp => {
-            let builder = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
-            fill!(builder, Cell::Timestamp)
+            // Cells hold milliseconds; the column holds microseconds.
+            let mut builder = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+            for cell in cells {
+                match cell {
+                    Cell::Timestamp(ms) => builder.append_value(ms.saturating_mul(1000)),
+                    Cell::Null => builder.append_null(),
+                    other => bail!("column `{name}`: expected {:?}, found {other:?}", ty),
+                }
+            }
+            Arc::new(builder.finish()) as ArrayRef
         }
     })
 }
@@ -140,8 +149,8 @@ pub fn batch_to_changes(
             .context("change stream has no `diff` column")?;
         let time = time
             .as_any()
-            .downcast_ref::<UInt64Array>()
-            .context("`time` is not u64")?
+            .downcast_ref::<Int64Array>()
+            .context("`time` is not int64")?
             .clone();
         let diff = diff
             .as_any()
@@ -158,7 +167,7 @@ pub fn batch_to_changes(
         .map(|(i, row)| {
             (
                 row,
-                times.as_ref().map_or(0, |t| t.value(i)),
+                times.as_ref().map_or(0, |t| t.value(i).max(0) as u64),
                 diffs.as_ref().map_or(1, |d| d.value(i)),
             )
         })
@@ -181,8 +190,10 @@ fn read_cell(ty: ColumnType, array: &dyn Array, i: usize) -> Result<Cell> {
         ColumnType::Float => Cell::Float(typed::<Float64Array>(array)?.value(i)),
         ColumnType::Bool => Cell::Bool(typed::<BooleanArray>(array)?.value(i)),
         ColumnType::Date => Cell::Date(typed::<Date32Array>(array)?.value(i)),
-        ColumnType::Timestamp => {
-            Cell::Timestamp(typed::<TimestampMillisecondArray>(array)?.value(i))
-        }
+        ColumnType::Timestamp => Cell::Timestamp(
+            typed::<TimestampMicrosecondArray>(array)?
+                .value(i)
+                .div_euclid(1000),
+        ),
     })
 }

@@ -4,11 +4,14 @@
 //! Layout:
 //! - `run.json`: the run's identity (cluster shape and settings). A resumed run must
 //!   match it.
-//! - `wal/<time>.wal`: the write-ahead log, one entry per logical time: where the
-//!   batch came from (file path, size, mtime and xxh3 content hash, or live-source
-//!   lines) and the parsed [`FileBatch`] itself (bincode, zstd). An entry is written
-//!   and fsynced, under a temporary name and then renamed, *before* its batch is fed
-//!   to the dataflow. Replaying the log rebuilds the in-memory differential state.
+//! - `wal/<unit>.wal`: the write-ahead log, one entry per input unit (a file, or a
+//!   batch of live lines), numbered in arrival order: the logical time whose batch it
+//!   belongs to and how many units that batch has, where the unit came from (file
+//!   path, size, mtime and xxh3 content hash, or live-source lines) and the parsed
+//!   [`FileBatch`] itself (bincode, zstd). An entry is written and fsynced, under a
+//!   temporary name and then renamed, *before* its unit is fed to the dataflow.
+//!   Replaying the log rebuilds the in-memory differential state; a logical time is
+//!   replayed only when every unit of it was logged.
 //! - `completed.json`: the last logical time every sink on every worker has written.
 //!   Sinks skip times at or below it on a resumed run (`resume_after`).
 //!
@@ -28,7 +31,7 @@ use tidemark_inputs::records::FileBatch;
 /// The checkpoint directory's name under `OUT`.
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// First bytes of every log entry.
 const MAGIC: &[u8; 8] = b"TMWAL001";
 
@@ -43,16 +46,32 @@ pub struct RunIdentity {
     pub processes: usize,
     /// The resolved settings.
     pub params: Params,
+    /// The dataset directory, canonical (none for live lines only).
+    #[serde(default)]
+    pub dataset: Option<String>,
+    /// A fingerprint of what the mapping means ([`tidemark_inputs::Mapping::fingerprint`]).
+    #[serde(default)]
+    pub mapping: Option<String>,
+    /// Whether the Delta tables are written (off with `--no-delta`).
+    #[serde(default = "delta_default")]
+    pub delta: bool,
+}
+
+fn delta_default() -> bool {
+    true
 }
 
 impl RunIdentity {
-    /// The identity of a run with this shape and these settings.
+    /// The identity of a run with this shape and these settings, over no dataset.
     pub fn new(workers: usize, processes: usize, params: Params) -> RunIdentity {
         RunIdentity {
             format: FORMAT,
             workers,
             processes,
             params,
+            dataset: None,
+            mapping: None,
+            delta: true,
         }
     }
 }
@@ -86,18 +105,22 @@ pub struct LineRange {
     pub last: u64,
 }
 
-/// The small part of a log entry read at start-up: what the batch was.
+/// The small part of a log entry read at start-up: what the unit was.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalHeader {
-    /// The logical time of the batch.
+    /// The logical time of the batch the unit belongs to.
     pub time: u64,
-    /// Its place in arrival order: `time`, or for a changed file re-ingested, the
-    /// arrival of the batch it replaces (its rows are fed as arriving there).
+    /// The unit's number in arrival order (units are numbered 0, 1, ... across times).
+    pub unit: u64,
+    /// How many units the batch of `time` has.
+    pub units_in_time: u64,
+    /// Its place in arrival order: `unit`, or for a changed file re-ingested, the
+    /// arrival of the unit it replaces (its rows are fed as arriving there).
     pub arrival: u64,
     /// Its origin.
     pub origin: BatchOrigin,
-    /// A logical time whose batch this one retracts before adding its own (a changed
-    /// file re-ingested with `--reingest-changed`).
+    /// A unit whose rows this one retracts before adding its own (a changed file
+    /// re-ingested with `--reingest-changed`).
     pub retracts: Option<u64>,
     /// Largest event time of the batch's valid events (for progress lines).
     pub max_ts: Option<i64>,
@@ -106,7 +129,8 @@ pub struct WalHeader {
 /// What a checkpoint held when the run started.
 #[derive(Clone, Debug, Default)]
 pub struct Recovered {
-    /// The log entries, for times `0..entries.len()` (contiguous).
+    /// The log entries, for units `0..entries.len()` (contiguous), covering whole
+    /// logical times `0..next_time()`.
     pub entries: Vec<WalHeader>,
     /// The last logical time every sink completed, if any.
     pub last_completed: Option<u64>,
@@ -115,7 +139,24 @@ pub struct Recovered {
 impl Recovered {
     /// The time after the last logged one: where new batches start.
     pub fn next_time(&self) -> u64 {
+        self.entries.last().map_or(0, |e| e.time + 1)
+    }
+
+    /// The unit after the last logged one: where new units are numbered from.
+    pub fn next_unit(&self) -> u64 {
         self.entries.len() as u64
+    }
+
+    /// The logged logical times in order, each with its first unit and unit count.
+    pub fn times(&self) -> Vec<(u64, u64, u64)> {
+        let mut times: Vec<(u64, u64, u64)> = Vec::new();
+        for entry in &self.entries {
+            match times.last_mut() {
+                Some((time, _, count)) if *time == entry.time => *count += 1,
+                _ => times.push((entry.time, entry.unit, 1)),
+            }
+        }
+        times
     }
 }
 
@@ -151,13 +192,14 @@ impl Checkpoint {
         self.dir.join("wal")
     }
 
-    fn wal_file(&self, time: u64) -> PathBuf {
-        self.wal_dir().join(format!("{time:010}.wal"))
+    fn wal_file(&self, unit: u64) -> PathBuf {
+        self.wal_dir().join(format!("{unit:010}.wal"))
     }
 
     /// Opens the checkpoint for a run of `identity` (on process 0, before the workers
     /// start): creates it for a fresh output, or checks and loads it for a resumed one.
-    /// Log entries past a gap were never completed by any sink and are removed.
+    /// Log entries past a gap, or of a logical time not every unit of which was
+    /// logged, were never completed by any sink and are removed.
     pub fn open(out: &Path, identity: &RunIdentity) -> Result<(Checkpoint, Recovered)> {
         let checkpoint = Checkpoint::at(out);
         let run_file = checkpoint.dir.join("run.json");
@@ -180,10 +222,16 @@ impl Checkpoint {
             std::fs::read(&run_file).with_context(|| format!("reading {}", run_file.display()))?;
         let stored: RunIdentity = serde_json::from_slice(&text)
             .map_err(|e| anyhow!("{} is corrupt ({e}): {START_OVER}", run_file.display()))?;
-        check_identity(out, &stored, identity)?;
         std::fs::create_dir_all(checkpoint.wal_dir())?;
+        if stored != *identity && checkpoint.wal_is_empty()? {
+            // The earlier run failed before it logged any batch: nothing binds this one.
+            let text = serde_json::to_vec_pretty(identity)?;
+            write_atomically(&run_file, &text)?;
+            return Ok((checkpoint, Recovered::default()));
+        }
+        check_identity(out, &stored, identity)?;
 
-        let mut times = BTreeMap::new();
+        let mut units = BTreeMap::new();
         for entry in std::fs::read_dir(checkpoint.wal_dir())? {
             let path = entry?.path();
             let name = path
@@ -195,7 +243,7 @@ impl Checkpoint {
                 std::fs::remove_file(&path).ok(); // an entry a crash left half-written
                 continue;
             }
-            let time = name
+            let unit = name
                 .strip_suffix(".wal")
                 .and_then(|t| t.parse::<u64>().ok())
                 .ok_or_else(|| {
@@ -204,37 +252,57 @@ impl Checkpoint {
                         path.display()
                     )
                 })?;
-            times.insert(time, path);
+            units.insert(unit, path);
         }
         let last_completed = checkpoint.read_completed()?;
-        let mut entries = Vec::new();
-        for (time, path) in &times {
-            if *time != entries.len() as u64 {
+        let mut entries: Vec<WalHeader> = Vec::new();
+        for (unit, path) in &units {
+            if *unit != entries.len() as u64 {
                 break;
             }
             let (header, _) = read_entry(path, false)?;
-            if header.time != *time {
+            let expected_time = match entries.last() {
+                None => 0,
+                Some(last) if last.time == header.time => last.time,
+                Some(last) => last.time + 1,
+            };
+            if header.unit != *unit || header.time != expected_time || header.units_in_time == 0 {
                 bail!(
-                    "{} claims logical time {}: {START_OVER}",
+                    "{} claims unit {} of logical time {}: {START_OVER}",
                     path.display(),
+                    header.unit,
                     header.time
                 );
             }
             entries.push(header);
         }
+        // A logical time counts only when all its units were logged.
+        while let Some(last) = entries.last() {
+            let logged = entries
+                .iter()
+                .rev()
+                .take_while(|e| e.time == last.time)
+                .count() as u64;
+            if logged == last.units_in_time {
+                break;
+            }
+            let time = last.time;
+            entries.retain(|e| e.time != time);
+        }
+        let next_time = entries.last().map_or(0, |e| e.time + 1);
         if let Some(done) = last_completed {
-            if done >= entries.len() as u64 {
+            if done >= next_time {
                 bail!(
-                    "{} says logical time {done} was completed but the write-ahead log holds only times 0..{}: {START_OVER}",
+                    "{} says logical time {done} was completed but the write-ahead log holds only times 0..{next_time}: {START_OVER}",
                     checkpoint.dir.join("completed.json").display(),
-                    entries.len()
                 );
             }
         }
-        // Entries after a gap: their batches were logged by a worker whose earlier times
-        // never reached the dataflow, so no sink can have written them. Drop them.
-        for (time, path) in times.range(entries.len() as u64..) {
-            tracing::info!("dropping uncompleted log entry {time} after a gap");
+        // Entries after a gap or of an incomplete time: their units were logged by a
+        // worker whose time never fully reached the dataflow, so no sink can have
+        // written them. Drop them.
+        for (unit, path) in units.range(entries.len() as u64..) {
+            tracing::info!("dropping uncompleted log entry {unit}");
             std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
         }
         Ok((
@@ -244,6 +312,17 @@ impl Checkpoint {
                 last_completed,
             },
         ))
+    }
+
+    /// Whether the write-ahead log holds no entry (ignoring half-written temporary files).
+    fn wal_is_empty(&self) -> Result<bool> {
+        for entry in std::fs::read_dir(self.wal_dir())? {
+            let name = entry?.file_name();
+            if name.to_string_lossy().ends_with(".wal") {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// The last completed logical time recorded, if any (any process may read it).
@@ -282,12 +361,12 @@ impl Checkpoint {
         bytes.extend_from_slice(&payload);
         let checksum = xxhash_rust::xxh3::xxh3_64(&bytes);
         bytes.extend_from_slice(&checksum.to_le_bytes());
-        write_atomically(&self.wal_file(header.time), &bytes)
+        write_atomically(&self.wal_file(header.unit), &bytes)
     }
 
-    /// Reads the logged batch of `time` back.
-    pub fn read_batch(&self, time: u64) -> Result<(WalHeader, FileBatch)> {
-        let (header, batch) = read_entry(&self.wal_file(time), true)?;
+    /// Reads the logged batch of `unit` back.
+    pub fn read_batch(&self, unit: u64) -> Result<(WalHeader, FileBatch)> {
+        let (header, batch) = read_entry(&self.wal_file(unit), true)?;
         Ok((header, batch.unwrap_or_default()))
     }
 }
@@ -316,13 +395,88 @@ fn check_identity(out: &Path, stored: &RunIdentity, now: &RunIdentity) -> Result
     }
     if stored.params != now.params {
         bail!(
-            "{} was written with other settings ({:?}) than this run's ({:?}): run with the same settings to resume it, or pass --overwrite (or another --out) to start over",
+            "{} was written with other settings than this run's:\n{}\nrun with the same settings to resume it, or pass --overwrite (or another --out) to start over",
             out.display(),
-            stored.params,
-            now.params
+            settings_diff(&stored.params, &now.params).join("\n")
+        );
+    }
+    let none = || "none".to_string();
+    if stored.dataset != now.dataset {
+        bail!(
+            "{} was written from dataset {} but this run reads {}: give the same dataset to resume it, or pass --overwrite (or another --out) to start over",
+            out.display(),
+            stored.dataset.clone().unwrap_or_else(none),
+            now.dataset.clone().unwrap_or_else(none)
+        );
+    }
+    if stored.mapping != now.mapping {
+        bail!(
+            "{} was written with another mapping (the dataset's tidemark.toml or --mapping changed since; fingerprint {} recorded, {} now): results would mix both mappings. Restore the mapping to resume, or pass --overwrite (or another --out) to start over with the new one",
+            out.display(),
+            stored.mapping.clone().unwrap_or_else(none),
+            now.mapping.clone().unwrap_or_else(none)
+        );
+    }
+    if stored.delta != now.delta {
+        let with = |delta: bool| {
+            if delta {
+                "with Delta tables"
+            } else {
+                "with --no-delta"
+            }
+        };
+        bail!(
+            "{} was written {} but this run is {}: run {} to resume it, or pass --overwrite (or another --out) to start over",
+            out.display(),
+            with(stored.delta),
+            with(now.delta),
+            with(stored.delta)
         );
     }
     Ok(())
+}
+
+/// The settings that differ, one line each, by their settings key and in its units:
+/// `window_minutes: 5 (recorded) vs 10 (this run)`.
+pub fn settings_diff(stored: &Params, now: &Params) -> Vec<String> {
+    let as_map = |params: &Params| match serde_json::to_value(params) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    let (stored, now) = (as_map(stored), as_map(now));
+    let mut lines = Vec::new();
+    for (key, old) in &stored {
+        let new = now.get(key).cloned().unwrap_or(serde_json::Value::Null);
+        if *old == new {
+            continue;
+        }
+        let (name, old) = setting_in_units(key, old);
+        let (_, new) = setting_in_units(key, &new);
+        lines.push(format!("  {name}: {old} (recorded) vs {new} (this run)"));
+    }
+    lines
+}
+
+/// A resolved setting by its settings key and in that key's units: `*_ms` values in
+/// minutes, the period bounds as RFC 3339 times (`none` when unset).
+fn setting_in_units(key: &str, value: &serde_json::Value) -> (String, String) {
+    if let Some(stem) = key.strip_suffix("_ms") {
+        let shown = value
+            .as_f64()
+            .map_or_else(|| value.to_string(), |ms| format!("{}", ms / 60_000.0));
+        return (format!("{stem}_minutes"), shown);
+    }
+    if let Some(end) = key.strip_prefix("period_") {
+        let shown = match value.as_i64() {
+            Some(ms) if ms != i64::MIN && ms != i64::MAX => {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map_or_else(|| ms.to_string(), |t| t.to_rfc3339())
+            }
+            _ => "none".to_string(),
+        };
+        return (end.to_string(), shown);
+    }
+    (key.to_string(), value.to_string())
 }
 
 /// Reads and checks one log entry; the batch is decoded only when `with_batch`.
@@ -440,6 +594,8 @@ mod tests {
     fn header(time: u64) -> WalHeader {
         WalHeader {
             time,
+            unit: time,
+            units_in_time: 1,
             arrival: time,
             origin: BatchOrigin::Lines(vec![LineRange {
                 source: "stdin".into(),
@@ -473,6 +629,28 @@ mod tests {
         assert_eq!(recovered.last_completed, Some(0));
         assert_eq!(checkpoint.read_batch(1).unwrap().1, batch);
         assert!(!checkpoint.wal_file(3).exists());
+    }
+
+    #[test]
+    fn a_time_is_replayed_only_when_all_its_units_were_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (checkpoint, _) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
+        let unit = |time, unit, units_in_time| WalHeader {
+            unit,
+            units_in_time,
+            arrival: unit,
+            ..header(time)
+        };
+        let batch = FileBatch::default();
+        // Time 0 has units 0 and 1, time 1 has units 2..5 of which 4 is missing.
+        for header in [unit(0, 0, 2), unit(0, 1, 2), unit(1, 2, 3), unit(1, 3, 3)] {
+            checkpoint.log_batch(&header, &batch).unwrap();
+        }
+        let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
+        assert_eq!(recovered.next_time(), 1);
+        assert_eq!(recovered.next_unit(), 2);
+        assert_eq!(recovered.times(), vec![(0, 0, 2)]);
+        assert!(!checkpoint.wal_file(2).exists() && !checkpoint.wal_file(3).exists());
     }
 
     #[test]

@@ -11,11 +11,8 @@ use crate::settings_cli::SettingsArgs;
 /// users, DAU/MAU, retention cohorts and KPIs, corrected incrementally as data arrives.
 /// With no command, generates a demo data set (1M events) and runs on it.
 #[derive(Debug, Parser)]
-#[command(name = "tidemark", version, disable_help_flag = true)]
+#[command(name = "tidemark", version)]
 pub struct Cli {
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help, global = true)]
-    pub help: Option<bool>,
     /// What to do.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -26,7 +23,6 @@ pub struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once; boxing would buy nothing
 pub enum Command {
     /// Compute every output table over a dataset and write their change streams.
-    #[command(disable_help_flag = true)]
     Run(RunArgs),
     /// Write a realistic synthetic dataset in the contract's layout.
     Generate(GenerateArgs),
@@ -38,7 +34,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Dataset directory (events/, users/, subscriptions/, items/, optional tidemark.toml).
-    /// Without it, a demo dataset of about one million events is generated first.
+    /// Needed unless --stdin or --listen is given; for the demo (one million generated
+    /// events), run `tidemark` with no command.
     pub dataset: Option<PathBuf>,
     /// Output directory: changes/<table>/ holds each table's change stream, tables/<table>/
     /// its Delta Lake table.
@@ -99,6 +96,14 @@ pub struct LiveArgs {
     /// Listen on this TCP address (e.g. 127.0.0.1:9000) for NDJSON event lines.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Take at most this many waiting files (a backlog, or files arriving together)
+    /// as one logical time. Results do not depend on it; 1 gives a time per file.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_files: u64,
+    /// Take at most this many MiB of waiting files as one logical time (a larger file
+    /// is a time of its own).
+    #[arg(long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_batch_mib: u64,
     /// Cut live lines into a logical time once this many are waiting.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub batch_events: usize,

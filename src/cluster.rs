@@ -1,5 +1,6 @@
 //! Cluster set-up from timely's own flags: `-w` threads per process, `-n` processes,
-//! `-p` this process's index, `-h` a hostfile with one `host:port` per process.
+//! `-p` this process's index, `-H` a hostfile with one `host:port` per process (`-h`
+//! is help, as everywhere).
 
 use std::path::PathBuf;
 
@@ -8,8 +9,8 @@ use anyhow::{bail, Context, Result};
 /// Timely's cluster flags, parsed by clap so they sit beside tidemark's own.
 #[derive(Clone, Debug, clap::Args)]
 pub struct ClusterArgs {
-    /// Worker threads in this process.
-    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    /// Worker threads in this process (default: every core of this machine).
+    #[arg(short = 'w', long = "workers", default_value_t = default_workers())]
     pub workers: usize,
     /// Number of processes in the cluster.
     #[arg(short = 'n', long = "processes", default_value_t = 1)]
@@ -18,8 +19,13 @@ pub struct ClusterArgs {
     #[arg(short = 'p', long = "process", default_value_t = 0)]
     pub process: usize,
     /// Hostfile: one `host:port` line per process, in process order (default: localhost:2101+i).
-    #[arg(short = 'h', long = "hostfile")]
+    #[arg(short = 'H', long = "hostfile")]
     pub hostfile: Option<PathBuf>,
+}
+
+/// The cores this process may use (`std::thread::available_parallelism`), 1 if unknown.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for ClusterArgs {

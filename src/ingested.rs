@@ -12,8 +12,8 @@ use crate::checkpoint::{file_stamp, hash_file, BatchOrigin, WalHeader};
 /// What is known of one ingested file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestedFile {
-    /// The logical time that ingested it (the latest, if re-ingested).
-    pub time: u64,
+    /// The input unit (in arrival order) that ingested it (the latest, if re-ingested).
+    pub unit: u64,
     /// Size in bytes.
     pub size: u64,
     /// Modification time (ns since the epoch).
@@ -29,10 +29,10 @@ pub enum FileState {
     New,
     /// Ingested with the same content.
     Unchanged,
-    /// Ingested at `time` with other content.
+    /// Ingested as `unit` with other content.
     Changed {
-        /// The logical time whose batch holds the old content.
-        time: u64,
+        /// The input unit that holds the old content.
+        unit: u64,
     },
 }
 
@@ -47,7 +47,7 @@ pub struct FileTask {
     pub mtime_ns: u128,
     /// xxh3-64 of its bytes.
     pub hash: u64,
-    /// The logical time of the old content to retract first (a changed file).
+    /// The input unit of the old content to retract first (a changed file).
     pub retracts: Option<u64>,
 }
 
@@ -87,7 +87,7 @@ impl IngestedFiles {
                 files.by_rel.insert(
                     rel.clone(),
                     IngestedFile {
-                        time: entry.time,
+                        unit: entry.unit,
                         size: *size,
                         mtime_ns: *mtime_ns,
                         hash: *hash,
@@ -98,12 +98,12 @@ impl IngestedFiles {
         files
     }
 
-    /// Records that `task` is ingested at `time`.
-    pub fn record(&mut self, task: &FileTask, time: u64) {
+    /// Records that `task` is ingested as `unit`.
+    pub fn record(&mut self, task: &FileTask, unit: u64) {
         self.by_rel.insert(
             task.file.rel.clone(),
             IngestedFile {
-                time,
+                unit,
                 size: task.size,
                 mtime_ns: task.mtime_ns,
                 hash: task.hash,
@@ -140,7 +140,7 @@ impl IngestedFiles {
             known.mtime_ns = mtime_ns;
             return Ok(FileState::Unchanged);
         }
-        Ok(FileState::Changed { time: known.time })
+        Ok(FileState::Changed { unit: known.unit })
     }
 
     /// The tasks for `files` that need ingesting: new files, and changed ones when
@@ -151,10 +151,10 @@ impl IngestedFiles {
             match self.state(file)? {
                 FileState::Unchanged => {}
                 FileState::New => tasks.push(FileTask::look(file, None)?),
-                FileState::Changed { time } if reingest_changed => {
-                    tasks.push(FileTask::look(file, Some(time))?)
+                FileState::Changed { unit } if reingest_changed => {
+                    tasks.push(FileTask::look(file, Some(unit))?)
                 }
-                FileState::Changed { time } => bail!(changed_error(&file.rel, time)),
+                FileState::Changed { unit } => bail!(changed_error(&file.rel, unit)),
             }
         }
         Ok(tasks)
@@ -162,9 +162,9 @@ impl IngestedFiles {
 }
 
 /// The error for a file that changed after it was ingested.
-pub fn changed_error(rel: &str, time: u64) -> String {
+pub fn changed_error(rel: &str, unit: u64) -> String {
     format!(
-        "input file {rel} changed after it was ingested (at logical time {time}); input files must never change once written. \
+        "input file {rel} changed after it was ingested (as input unit {unit}); input files must never change once written. \
          Restore the original file, or run with --reingest-changed to retract its old rows and ingest the new content"
     )
 }

@@ -54,6 +54,13 @@ fn run_command(args: RunArgs) -> Result<()> {
             "{}",
             toml::to_string(&settings).context("printing settings")?
         );
+        // TOML has no null: say so for the unset period bounds rather than omit them.
+        if settings.from.is_none() {
+            println!("# from: unset (the analysis period starts with the data)");
+        }
+        if settings.to.is_none() {
+            println!("# to: unset (the analysis period ends with the data)");
+        }
         return Ok(());
     }
     let live = live_options(&args.live);
@@ -74,6 +81,17 @@ fn run_command(args: RunArgs) -> Result<()> {
         arrangement_sizes: args.arrangement_sizes.clone(),
     };
     let stats = run(&options)?;
+    if !following
+        && args.cluster.process == 0
+        && stats.end == Some(tidemark::schedule::EndReason::Signal)
+    {
+        eprintln!(
+            "interrupted after batch {} of {}; run the same command again to resume",
+            stats.replayed + stats.files as u64,
+            stats.planned
+        );
+        std::process::exit(130);
+    }
     if !args.quiet && args.cluster.process == 0 {
         let seconds = stats.elapsed.as_secs_f64();
         let replayed = match stats.replayed {
@@ -113,6 +131,10 @@ fn live_options(args: &LiveArgs) -> LiveOptions {
             interval: Duration::from_millis(args.batch_ms),
         },
         reingest_changed: args.reingest_changed,
+        file_batching: tidemark::schedule::FileBatching {
+            max_files: args.max_batch_files as usize,
+            max_bytes: args.max_batch_mib << 20,
+        },
     }
 }
 

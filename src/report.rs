@@ -24,8 +24,16 @@ fn int(cell: &Cell) -> i64 {
     }
 }
 
-/// Renders the report of the tables under `out` (80 columns wide).
+/// Renders the report of the tables under `out` (80 columns wide). A path that is not
+/// a tidemark output (no `changes/` and no checkpoint) is an error saying what one is.
 pub fn render(out: &Path) -> Result<String> {
+    if !out.join("changes").is_dir() && !out.join(crate::checkpoint::CHECKPOINT_DIR).is_dir() {
+        anyhow::bail!(
+            "{} is not a tidemark output directory: an output holds changes/<table>/ (the change streams), tables/<table>/ (Delta tables) and _checkpoint/, as written by `tidemark run DATASET --out {}`",
+            out.display(),
+            out.display()
+        );
+    }
     let mut text = String::new();
     let kpis = read_table(out, &tables::KPIS)?;
     let windows = read_table(out, &tables::WINDOW_ACTIVITY)?;

@@ -1,12 +1,12 @@
-//! `tidemark run`: feeds the dataflow one logical time per input batch (a dataset
-//! file, or a batch of live lines) on every worker of the cluster, and writes each
-//! output table's changes.
+//! `tidemark run`: feeds the dataflow one logical time per input batch (one or more
+//! dataset files, or a batch of live lines) on every worker of the cluster, and writes
+//! each output table's changes.
 //!
 //! Worker 0 decides what each logical time holds ([`crate::schedule`]) and broadcasts
-//! it; worker `time % peers` reads the file (live batches: worker 0), logs the parsed
-//! batch in the checkpoint's write-ahead log, and feeds it. A resumed run replays the
-//! log to rebuild the in-memory state; sinks skip the times already completed
-//! ([`crate::checkpoint`]).
+//! it; worker `unit % peers` reads each input unit of the time (live batches: worker
+//! 0), logs the parsed unit in the checkpoint's write-ahead log, and feeds it. A
+//! resumed run replays the log to rebuild the in-memory state; sinks skip the times
+//! already completed ([`crate::checkpoint`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
 use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
 use crate::progress::{FollowProgress, Progress};
-use crate::schedule::{Assignment, EndReason, Live, Scheduler};
+use crate::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::sink::changes::change_stream_sink;
 use crate::sink::delta::delta_sink;
 use crate::stop::StopFlag;
@@ -89,6 +89,8 @@ pub struct LiveOptions {
     pub batching: Batching,
     /// Re-ingest a changed file (retract its old rows) instead of failing.
     pub reingest_changed: bool,
+    /// How many waiting files one logical time takes.
+    pub file_batching: FileBatching,
 }
 
 impl Default for LiveOptions {
@@ -104,6 +106,7 @@ impl Default for LiveOptions {
                 interval: Duration::from_millis(1000),
             },
             reingest_changed: false,
+            file_batching: FileBatching::default(),
         }
     }
 }
@@ -127,6 +130,9 @@ pub struct RunStats {
     pub elapsed: Duration,
     /// Why the run stopped taking input (process 0 only).
     pub end: Option<EndReason>,
+    /// Logical times a static run had to do when it started: replayed plus new
+    /// (process 0 only; 0 for live runs).
+    pub planned: u64,
 }
 
 /// Runs the dataflow over a dataset and live inputs until their end, resuming the
@@ -151,11 +157,27 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     };
     let root = options.cluster.process == 0;
     let stop = StopFlag::on_signals()?;
-    let identity = RunIdentity::new(
+    let mut identity = RunIdentity::new(
         options.cluster.workers,
         options.cluster.processes,
         options.params,
     );
+    identity.delta = options.delta;
+    if let Some(dataset) = &dataset {
+        identity.dataset = Some(
+            std::fs::canonicalize(&dataset.root)
+                .unwrap_or_else(|_| dataset.root.clone())
+                .display()
+                .to_string(),
+        );
+        identity.mapping = Some(dataset.mapping.fingerprint());
+    } else if let Some(file) = &options.mapping {
+        identity.mapping = Some(
+            Mapping::load(file)
+                .map_err(|e| anyhow!("{e}"))?
+                .fingerprint(),
+        );
+    }
 
     let (checkpoint, recovered) = if root {
         prepare_output(&options.out, options.overwrite)?;
@@ -193,11 +215,11 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         }
         if let Some(dataset) = &dataset {
             for table in Table::ALL {
-                if let Some(first) = initial.iter().find(|t| t.file.tables.contains(&table)) {
-                    dataset
-                        .check_columns(&first.file)
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
+                let files = initial
+                    .iter()
+                    .filter(|t| t.file.tables.contains(&table))
+                    .map(|t| &t.file);
+                check_mapping(dataset, files).map_err(|e| anyhow!("{e}"))?;
             }
         }
         let source = match &live.input {
@@ -218,7 +240,6 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
             }
             None => None,
         };
-        static_total = recovered.next_time() + initial.len() as u64;
         let watcher = live.follow.then(|| Watcher::new(live.poll, live.settle));
         let live_inputs = Live {
             watcher,
@@ -226,14 +247,17 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
             max_idle: live.max_idle,
             reingest_changed: live.reingest_changed,
         };
-        scheduler = Some(Scheduler::new(
+        let decider = Scheduler::new(
             dataset.clone(),
             ingested,
-            recovered.next_time(),
+            recovered.times(),
             initial,
+            live.file_batching,
             live_inputs,
             stop.clone(),
-        ));
+        );
+        static_total = decider.queued_times();
+        scheduler = Some(decider);
     }
 
     let progress = match (options.progress && root, live.is_live()) {
@@ -286,7 +310,38 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         event_rows_read: shared.counters.event_rows.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         end,
+        planned: if live.is_live() { 0 } else { static_total },
     })
+}
+
+/// How many readable files of a table are looked at before a column the mapping
+/// names but none of them has is called a mapping error.
+const MAPPING_CHECK_FILES: usize = 8;
+
+/// Checks the mapping against a table's first files before any row is read: an error
+/// when none of the first readable files has every mapped column (the mapping is
+/// wrong). A file that cannot be read at all, or that alone lacks a column, is not a
+/// mapping error: it is quarantined whole when its turn comes (contract "Bad input").
+fn check_mapping<'a>(
+    dataset: &Dataset,
+    files: impl Iterator<Item = &'a tidemark_inputs::dataset::SourceFile>,
+) -> std::result::Result<(), tidemark_inputs::InputError> {
+    let mut first_error = None;
+    let mut readable = 0;
+    for file in files {
+        match dataset.check_columns(file) {
+            Ok(()) => return Ok(()),
+            Err(tidemark_inputs::InputError::Unreadable { .. }) => continue,
+            Err(error) => {
+                first_error.get_or_insert(error);
+                readable += 1;
+                if readable >= MAPPING_CHECK_FILES {
+                    break;
+                }
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// How progress is shown.
@@ -386,29 +441,29 @@ struct Feeds {
 }
 
 impl Feeds {
-    /// Feeds `batch`, the batch of logical time `batch_time`, with multiplicity `diff`
-    /// (-1 retracts it at a later time).
-    fn feed(&mut self, batch: &FileBatch, batch_time: u64, diff: isize) {
-        for (event, row) in batch.events.iter().zip(&batch.event_rows) {
+    /// Feeds `batch`, the input unit arriving as unit `arrival`, at the current
+    /// logical time with multiplicity `diff` (-1 retracts it at a later time).
+    /// The batch is moved in, so no event is copied.
+    fn feed(&mut self, batch: FileBatch, arrival: u64, diff: isize) {
+        for (event, row) in batch.events.into_iter().zip(batch.event_rows) {
             self.rows.send((
                 RawEvent {
-                    batch: batch_time,
-                    row: *row,
-                    event: event.clone(),
+                    batch: arrival,
+                    row,
+                    event,
                 },
                 diff,
             ));
         }
-        for (position, user) in batch.users.iter().enumerate() {
-            self.users
-                .update((user.clone(), (batch_time, position as u64)), diff);
+        for (position, user) in batch.users.into_iter().enumerate() {
+            self.users.update((user, (arrival, position as u64)), diff);
         }
-        for (position, change) in batch.subscriptions.iter().enumerate() {
+        for (position, change) in batch.subscriptions.into_iter().enumerate() {
             self.subscriptions
-                .update((change.clone(), (batch_time, position as u64)), diff);
+                .update((change, (arrival, position as u64)), diff);
         }
-        for row in &batch.quarantine {
-            self.errors.update(row.clone(), diff);
+        for row in batch.quarantine {
+            self.errors.update(row, diff);
         }
     }
 
@@ -506,11 +561,28 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         if assignment == Assignment::End {
             break;
         }
-        if assignment.reader(time, peers) == index {
-            if let Err(error) = feed_time(time, &assignment, shared, &mut feeds, scheduler.as_mut())
-            {
-                // A batch that cannot be logged or replayed must not be fed: stop loudly.
-                panic!("logical time {time}: {error:#}");
+        if index == 0 {
+            let counter = match assignment {
+                Assignment::Replay { .. } => &shared.counters.replayed,
+                _ => &shared.counters.fed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        for unit in assignment.units() {
+            if assignment.reader(unit, peers) != index {
+                continue;
+            }
+            if let Err(error) = feed_unit(
+                time,
+                unit,
+                &assignment,
+                shared,
+                &mut feeds,
+                scheduler.as_mut(),
+            ) {
+                // A batch that cannot be logged or replayed must not be fed: stop the
+                // run (every worker) with the cause, as a failed sink does.
+                crate::sink::fail(&shared.out, format!("logical time {time}: {error:#}"));
             }
         }
         feeds.advance(time);
@@ -546,9 +618,11 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     }
 }
 
-/// Reads (or replays), logs and feeds the batch of `time` on its reader worker.
-fn feed_time(
+/// Reads (or replays), logs and feeds input unit `unit` of logical time `time` on its
+/// reader worker.
+fn feed_unit(
     time: u64,
+    unit: u64,
     assignment: &Assignment,
     shared: &Shared,
     feeds: &mut Feeds,
@@ -561,14 +635,15 @@ fn feed_time(
     let replaced = |retracts: Option<u64>| -> Result<Option<(WalHeader, FileBatch)>> {
         retracts.map(|old| checkpoint.read_batch(old)).transpose()
     };
+    let units_in_time = assignment.units().end - assignment.units().start;
     let (header, batch, old) = match assignment {
-        Assignment::Replay => {
-            counters.replayed.fetch_add(1, Ordering::Relaxed);
-            let (header, batch) = checkpoint.read_batch(time)?;
+        Assignment::Replay { .. } => {
+            let (header, batch) = checkpoint.read_batch(unit)?;
             let old = replaced(header.retracts)?;
             (header, batch, old)
         }
-        Assignment::File(task) => {
+        Assignment::Files { first, tasks } => {
+            let task = &tasks[(unit - first) as usize];
             let dataset = shared
                 .dataset
                 .as_ref()
@@ -577,7 +652,9 @@ fn feed_time(
             let batch = dataset.read(&task.file);
             let header = WalHeader {
                 time,
-                arrival: old.as_ref().map_or(time, |(h, _)| h.arrival),
+                unit,
+                units_in_time,
+                arrival: old.as_ref().map_or(unit, |(h, _)| h.arrival),
                 origin: BatchOrigin::File {
                     rel: task.file.rel.clone(),
                     size: task.size,
@@ -588,25 +665,25 @@ fn feed_time(
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             };
             checkpoint.log_batch(&header, &batch)?;
-            counters.fed.fetch_add(1, Ordering::Relaxed);
             counters
                 .event_rows
                 .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             (header, batch, old)
         }
-        Assignment::Live => {
+        Assignment::Live { .. } => {
             let live = scheduler
                 .and_then(|s| s.take_live_batch(time))
                 .context("no live batch for this time")?;
             let header = WalHeader {
                 time,
-                arrival: time,
+                unit,
+                units_in_time,
+                arrival: unit,
                 origin: live.origin,
                 retracts: None,
                 max_ts: live.batch.events.iter().map(|e| e.ts).max(),
             };
             checkpoint.log_batch(&header, &live.batch)?;
-            counters.fed.fetch_add(1, Ordering::Relaxed);
             counters
                 .event_rows
                 .fetch_add(live.batch.events.len() as u64, Ordering::Relaxed);
@@ -615,15 +692,15 @@ fn feed_time(
         Assignment::End => return Ok(()),
     };
     if let Some((old_header, old_batch)) = old {
-        feeds.feed(&old_batch, old_header.arrival, -1);
+        feeds.feed(old_batch, old_header.arrival, -1);
     }
-    feeds.feed(&batch, header.arrival, 1);
+    feeds.feed(batch, header.arrival, 1);
     let label = match &header.origin {
         BatchOrigin::File { rel, .. } => rel.clone(),
         BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()).unwrap_or_default(),
     };
     feeds.marks.send(BatchMark {
-        batch: time,
+        batch: unit,
         file: label,
         max_ts: header.max_ts,
     });

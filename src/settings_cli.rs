@@ -12,19 +12,19 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "FILE")]
     pub settings: Option<PathBuf>,
     /// A gap of at least this many minutes starts a new session [default: 30].
-    #[arg(long, value_name = "MIN")]
+    #[arg(long, value_name = "MIN", allow_negative_numbers = true)]
     pub session_gap_minutes: Option<f64>,
     /// Split derived sessions at each UTC midnight [default: true].
     #[arg(long, value_name = "BOOL")]
     pub midnight_split: Option<bool>,
     /// Length of the tumbling windows in minutes [default: 5].
-    #[arg(long, value_name = "MIN")]
+    #[arg(long, value_name = "MIN", allow_negative_numbers = true)]
     pub window_minutes: Option<f64>,
     /// Window slots in the spike baseline [default: 12].
     #[arg(long, value_name = "N")]
     pub baseline_windows: Option<usize>,
     /// Percentile of the spike baseline, 0..1 [default: 0.95].
-    #[arg(long, value_name = "P")]
+    #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub baseline_percentile: Option<f64>,
     /// Sessions in the period that make an active user engaged [default: 80].
     #[arg(long, value_name = "N")]
@@ -36,7 +36,7 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "TIME")]
     pub to: Option<String>,
     /// Minutes an event may arrive behind the largest event time seen [default: 60].
-    #[arg(long, value_name = "MIN")]
+    #[arg(long, value_name = "MIN", allow_negative_numbers = true)]
     pub allowed_lateness_minutes: Option<f64>,
     /// Forget event ids of closed days and events of closed months, for flat memory on
     /// an endless stream (see README "Bounded state") [default: false].

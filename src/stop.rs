@@ -12,12 +12,12 @@ use anyhow::{Context, Result};
 pub struct StopFlag(Arc<AtomicBool>);
 
 impl StopFlag {
-    /// A flag that SIGINT and SIGTERM raise. A second signal while stopping kills the
-    /// process at once (the checkpoint still makes the next run resume correctly).
+    /// A flag that SIGINT and SIGTERM raise. A second signal while stopping ends the
+    /// process at once with status 130 (the checkpoint still makes the next run resume correctly).
     pub fn on_signals() -> Result<StopFlag> {
         let flag = StopFlag::default();
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&flag.0))
+            signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&flag.0))
                 .context("installing a signal handler")?;
             signal_hook::flag::register(signal, Arc::clone(&flag.0))
                 .context("installing a signal handler")?;

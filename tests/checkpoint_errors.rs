@@ -96,18 +96,138 @@ fn a_corrupt_completed_time_is_an_error_that_says_what_to_do() {
 fn another_worker_count_or_other_settings_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (data, out) = finished_run(dir.path(), OutputFormat::Parquet);
+    // The finished run used every core (no -w); 7 differs on any machine but one.
+    let cores = tidemark::cluster::default_workers();
+    let other = if cores == 7 { 8 } else { 7 };
     fails_with(
         &data,
         &out,
-        &["-w", "2"],
-        &["-w 1 -n 1", "-w 2 -n 1", "--overwrite"],
+        &["-w", &other.to_string()],
+        &[
+            &format!("-w {cores} -n 1"),
+            &format!("-w {other} -n 1"),
+            "--overwrite",
+        ],
     );
+    // The settings that differ are named by key, in their units.
     fails_with(
         &data,
         &out,
         &["--session-gap-minutes", "20"],
-        &["other settings", "--overwrite"],
+        &[
+            "other settings",
+            "session_gap_minutes: 30 (recorded) vs 20 (this run)",
+            "--overwrite",
+        ],
     );
+}
+
+/// Regression (issue 13): a rerun with another mapping, another dataset or without the
+/// Delta tables resumed silently with the old output's results.
+#[test]
+fn another_mapping_dataset_or_delta_choice_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, out) = finished_run(dir.path(), OutputFormat::Parquet);
+    fails_with(&data, &out, &["--no-delta"], &["--no-delta", "--overwrite"]);
+
+    let moved = dir.path().join("other-data");
+    std::fs::create_dir_all(moved.join("events")).unwrap();
+    for file in std::fs::read_dir(data.join("events")).unwrap() {
+        let path = file.unwrap().path();
+        std::fs::copy(&path, moved.join("events").join(path.file_name().unwrap())).unwrap();
+    }
+    fails_with(&moved, &out, &[], &["dataset", "other-data", "--overwrite"]);
+
+    std::fs::write(
+        data.join("tidemark.toml"),
+        "[events.columns]\nevent_type = { value = \"visit\" }\n",
+    )
+    .unwrap();
+    fails_with(&data, &out, &[], &["mapping", "--overwrite"]);
+    // The mapping's meaning counts, not its spelling.
+    std::fs::write(data.join("tidemark.toml"), "# nothing mapped\n").unwrap();
+    let result = output(&mut tidemark_run(Some(&data), &out, &[]));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+}
+
+/// Regression (issue 13): a run that failed before logging any batch fixed its
+/// settings for every later run on the same output.
+#[test]
+fn a_run_that_failed_before_logging_anything_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = source_dataset(dir.path(), 12, 3, OutputFormat::Parquet);
+    let out = dir.path().join("out");
+    let mapping = dir.path().join("bad.toml");
+    std::fs::write(&mapping, "[events.columns]\nuser_id = \"no_such_column\"\n").unwrap();
+    fails_with(
+        &data,
+        &out,
+        &[
+            "--mapping",
+            mapping.to_str().unwrap(),
+            "--window-minutes",
+            "10",
+        ],
+        &["no_such_column"],
+    );
+    let result = output(&mut tidemark_run(Some(&data), &out, &[]));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let expected = oracle::compute(&read_batches(&data, None), &Params::default());
+    assert_matches_oracle(
+        &expected,
+        &engine_tables(&out, u64::MAX),
+        "after a failed first run",
+    );
+}
+
+/// Regression (issue 13): Ctrl-C on a batch run printed a full summary and exited 0.
+#[test]
+fn an_interrupted_batch_run_says_so_and_exits_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = source_dataset(dir.path(), 13, 60, OutputFormat::Ndjson);
+    let out = dir.path().join("out");
+    let child = tidemark_run(Some(&data), &out, &["--max-batch-files", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wal = out.join("_checkpoint/wal");
+    let started = std::time::Instant::now();
+    while std::fs::read_dir(&wal).map_or(0, |d| d.count()) < 2 {
+        assert!(started.elapsed().as_secs() < 120, "the run logs a batch");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // SAFETY: kill(2) with a child's pid and SIGINT has no memory effects here.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted after batch") && stderr.contains("run the same command again"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&result.stdout).contains("Ran "));
+    // Running the same command again resumes to the oracle's tables.
+    let result = output(&mut tidemark_run(
+        Some(&data),
+        &out,
+        &["--max-batch-files", "1"],
+    ));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let expected = oracle::compute(&read_batches(&data, None), &Params::default());
+    assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "after resuming");
 }
 
 /// Appends copies of a file's first lines with new event ids (same times, so the
@@ -177,4 +297,47 @@ fn a_changed_file_is_an_error_naming_it_unless_reingested() {
         String::from_utf8_lossy(&result.stderr)
     );
     assert_eq!(engine_tables(&out, u64::MAX), before);
+}
+
+/// Regression (issue 14): the first file of a table, when unreadable or alone lacking
+/// a mapped column, stopped the run; it is quarantined whole like any later file.
+#[test]
+fn a_bad_first_file_is_quarantined_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = source_dataset(dir.path(), 14, 3, OutputFormat::Parquet);
+    // Sorts before the generator's part-NNNNN files.
+    std::fs::write(data.join("events/a-damaged.parquet"), b"PAR1 not really").unwrap();
+    std::fs::write(
+        data.join("events/b-no-user.ndjson"),
+        "{\"event_id\":\"x\",\"ts\":1752279600000,\"event_type\":\"play\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let result = output(&mut tidemark_run(Some(&data), &out, &[]));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let tables = engine_tables(&out, u64::MAX);
+    let files: Vec<String> = tables["quarantine"]
+        .iter()
+        .map(|row| format!("{:?}", row[0]))
+        .collect();
+    assert!(
+        files.iter().any(|f| f.contains("a-damaged.parquet")),
+        "{files:?}"
+    );
+    let expected = oracle::compute(&read_batches(&data, None), &Params::default());
+    assert_matches_oracle(&expected, &tables, "with a damaged first file");
+
+    // A mapping no file matches is still an error before any row is read.
+    let mapping = dir.path().join("wrong.toml");
+    std::fs::write(&mapping, "[events.columns]\nuser_id = \"userId\"\n").unwrap();
+    fails_with(
+        &data,
+        &dir.path().join("out2"),
+        &["--mapping", mapping.to_str().unwrap()],
+        &["userId"],
+    );
 }

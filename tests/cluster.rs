@@ -75,7 +75,9 @@ fn two_processes_give_the_same_tables_as_one_worker() {
                 "2",
                 "-p",
                 &process.to_string(),
-                "-h",
+                "-w",
+                "1",
+                "-H",
                 hostfile.to_str().unwrap(),
             ])
             .spawn()

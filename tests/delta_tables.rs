@@ -381,3 +381,48 @@ fn a_failed_commit_stops_the_run_naming_the_table_and_path() {
         "message names no path: {error}"
     );
 }
+
+/// Change files under `out/changes/` and Delta commits under `out/tables/`, over all tables.
+fn file_and_commit_counts(out: &Path) -> (usize, usize) {
+    let mut files = 0;
+    let mut commits = 0;
+    for spec in WRITTEN_TABLES {
+        files +=
+            std::fs::read_dir(out.join("changes").join(spec.name)).map_or(0, |dir| dir.count());
+        commits += read_log(&delta_dir(out, spec.name)).len();
+    }
+    (files, commits)
+}
+
+/// Issue 12: a run taking one file per logical time and a run taking every file in one
+/// time give identical final tables, quarantine included (lateness is judged per file),
+/// and the second writes far fewer change files and Delta commits.
+#[test]
+fn one_time_for_every_file_gives_the_same_tables_with_far_fewer_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    generate(&data, &messy(23)).expect("generator writes the dataset");
+    let run_grouped = |name: &str, max_files: usize| {
+        let out = dir.path().join(name);
+        let mut options = engine_options(&data, None, &out, Params::default(), 2);
+        options.live.file_batching.max_files = max_files;
+        run(&options).expect("tidemark run succeeds");
+        check_out(&out, name);
+        out
+    };
+    let single = run_grouped("per-file", 1);
+    let grouped = run_grouped("grouped", 1000);
+    let tables = |out: &Path| common::engine_tables(out, u64::MAX);
+    common::assert_matches_oracle(&tables(&single), &tables(&grouped), "grouped vs per file");
+    assert_eq!(
+        tables(&single)["quarantine"],
+        tables(&grouped)["quarantine"],
+        "the same rows are quarantined, too_late included"
+    );
+    let (single_files, single_commits) = file_and_commit_counts(&single);
+    let (grouped_files, grouped_commits) = file_and_commit_counts(&grouped);
+    assert!(
+        grouped_files * 4 <= single_files && grouped_commits * 4 <= single_commits,
+        "grouped: {grouped_files} change files, {grouped_commits} commits; per file: {single_files}, {single_commits}"
+    );
+}

@@ -9,7 +9,7 @@ mod oracle;
 use std::io::Write;
 use std::path::Path;
 
-use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
+use common::{assert_matches_oracle, engine_options, engine_tables, read_batches, run_engine};
 use proptest::prelude::*;
 use tidemark_dataflows::settings::Params;
 
@@ -115,20 +115,38 @@ fn check_every_prefix(
     params: Params,
     workers: usize,
 ) -> Vec<common::Tables> {
+    check_every_group(batches, paid_users, params, workers, 1)
+}
+
+/// Runs the engine taking up to `group` files per logical time, and checks the tables
+/// after every logical time against the oracle over the files that time has seen.
+fn check_every_group(
+    batches: &[Vec<TestEvent>],
+    paid_users: &[u8],
+    params: Params,
+    workers: usize,
+    group: usize,
+) -> Vec<common::Tables> {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out");
     write_dataset(&data, batches, paid_users);
-    run_engine(&data, None, &out, params, workers);
+    let mut options = engine_options(&data, None, &out, params, workers);
+    options.live.file_batching.max_files = group;
+    tidemark::run::run(&options).expect("tidemark run succeeds");
     let inputs = read_batches(&data, None);
     let mut finals = Vec::new();
-    for time in 0..inputs.len() {
-        let expected = oracle::compute(&inputs[..=time], &params);
+    for time in 0..inputs.len().div_ceil(group) {
+        let seen = ((time + 1) * group).min(inputs.len());
+        let expected = oracle::compute(&inputs[..seen], &params);
         let actual = engine_tables(&out, time as u64);
         assert_matches_oracle(
             &expected,
             &actual,
-            &format!("after batch {time} of {} ({workers} workers)", inputs.len()),
+            &format!(
+                "after logical time {time} ({seen} of {} files, {group} a time, {workers} workers)",
+                inputs.len()
+            ),
         );
         finals.push(actual);
     }
@@ -152,6 +170,24 @@ proptest! {
             ..Default::default()
         };
         check_every_prefix(&batches, &paid, settings.params().unwrap(), workers);
+    }
+
+    #[test]
+    fn grouping_files_into_logical_times_changes_no_table(
+        batches in batches_strategy(),
+        group in 2usize..=5,
+        workers in 1usize..=2,
+    ) {
+        // Lateness is judged per file, so every table, quarantine included, equals the
+        // oracle after each logical time however the files are grouped, and the final
+        // tables equal those of a time per file.
+        let grouped = check_every_group(&batches, &[1], Params::default(), workers, group);
+        let single = check_every_prefix(&batches, &[1], Params::default(), 1);
+        assert_matches_oracle(
+            single.last().unwrap(),
+            grouped.last().unwrap(),
+            &format!("{group} files a time against one"),
+        );
     }
 
     #[test]

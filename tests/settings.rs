@@ -191,4 +191,51 @@ fn bad_settings_are_errors_naming_the_key() {
     let output = tidemark(&["run", "--window-minutes", "0", "--print-settings"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("window_minutes"));
+    // Regression (issue 13): negative lateness was accepted as a fraction, and a
+    // negative number on the command line got clap's tip about `--` instead.
+    for value in ["-0.5", "-5"] {
+        let output = tidemark(&[
+            "run",
+            "--allowed-lateness-minutes",
+            value,
+            "--print-settings",
+        ]);
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{value} is refused");
+        assert!(
+            error.contains("allowed_lateness_minutes") && error.contains("0 or more"),
+            "{value}: {error}"
+        );
+    }
+}
+
+/// Regression (issue 13): `-h` was the hostfile flag, not help.
+#[test]
+fn dash_h_is_help_everywhere() {
+    for args in [
+        &["-h"][..],
+        &["run", "-h"],
+        &["generate", "-h"],
+        &["report", "-h"],
+    ] {
+        let output = tidemark(args);
+        let text = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{args:?}");
+        assert!(text.contains("Usage"), "{args:?}: {text}");
+    }
+    let run_help = String::from_utf8_lossy(&tidemark(&["run", "--help"]).stdout).to_string();
+    assert!(run_help.contains("-H, --hostfile"), "{run_help}");
+}
+
+/// Regression (issue 13): `report` on a path that is not an output printed an empty
+/// report and exited 0.
+#[test]
+fn report_on_a_non_output_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in [dir.path().join("missing"), dir.path().to_path_buf()] {
+        let output = tidemark(&["report", path.to_str().unwrap()]);
+        assert!(!output.status.success());
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains("not a tidemark output"), "{error}");
+    }
 }

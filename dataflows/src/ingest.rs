@@ -17,27 +17,29 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
 use timely::dataflow::StreamVec;
 
-/// Logical time: the index of the input file (batch) in arrival order.
+/// Logical time: the index of the input batch in arrival order. A batch holds one or
+/// more input units (files, or live lines of an interval).
 pub type Time = u64;
 
 /// A valid event row as read, tagged with where it came from. `(batch, row)` orders
 /// arrivals, which decides which duplicate is "first seen".
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RawEvent {
-    /// The logical time (file index) that brought the row.
-    pub batch: Time,
+    /// The input unit (file index in arrival order, across batches) that brought the row.
+    pub batch: u64,
     /// The row's 1-based number in its file.
     pub row: u64,
     /// The parsed event.
     pub event: Event,
 }
 
-/// What the worker that read a batch announces to every worker: the file's name and
-/// the largest event time among its valid event rows. Watermarks are built from these.
+/// What the worker that read an input unit announces to every worker, at the logical
+/// time of the unit's batch: the file's name and the largest event time among its
+/// valid event rows. Watermarks are built from these, per unit (contract "Lateness").
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BatchMark {
-    /// The batch (logical time).
-    pub batch: Time,
+    /// The input unit (arrival order across batches).
+    pub batch: u64,
     /// The file, relative to the dataset directory.
     pub file: String,
     /// Largest `ts` of the batch's valid events, if it had any.
@@ -57,20 +59,22 @@ enum Gated {
     Watermark(Millis),
 }
 
-/// Splits event rows into those at or above their batch's watermark and `too_late`
-/// quarantine rows. The watermark of batch `t` is the largest event time of batches
-/// `< t` minus `allowed_lateness_ms`; rows of `t` are held until every worker has
-/// announced its [`BatchMark`]s up to `t`, so the split is the same on any number of
-/// workers and processes.
+/// Splits event rows into those at or above their unit's watermark and `too_late`
+/// quarantine rows. The watermark of input unit `u` is the largest event time of units
+/// `< u` minus `allowed_lateness_ms`, whichever logical times those units were grouped
+/// into; rows of time `t` are held until every worker has announced its
+/// [`BatchMark`]s up to `t`, so the split is the same on any number of workers and
+/// processes, and for any grouping of units into times.
 ///
 /// Each row comes with a multiplicity: -1 retracts a row fed earlier. A row whose
-/// `raw.batch` is before the current time (the rows of a changed file re-ingested in
-/// place of its old batch, and the retraction of that old batch) is judged against
-/// the watermark of `raw.batch`, so a retraction undoes exactly the earlier decision
-/// and a replacement is judged where its file arrived. Watermarks never move back.
+/// `raw.batch` is an earlier unit (the rows of a changed file re-ingested in place of
+/// its old unit, and the retraction of that old unit) is judged against the watermark
+/// of `raw.batch`, so a retraction undoes exactly the earlier decision and a
+/// replacement is judged where its file arrived. Watermarks never move back.
 ///
-/// The third output is the watermark of every batch time (once some batch before it had
-/// events), the same on every worker: what [`crate::expiry`] retires state by.
+/// The third output is the watermark of every logical time (the watermark of its first
+/// unit, once some unit before it had events), the same on every worker: what
+/// [`crate::expiry`] retires state by.
 pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
@@ -87,20 +91,19 @@ pub fn watermark_gate<'s>(
         "WatermarkGate",
         move |_capability, _info| {
             let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
-            // A capability at each batch time, to announce that time's watermark.
-            let mut marked: BTreeMap<Time, Capability<Time>> = BTreeMap::new();
-            // Every batch's file and largest event time: kept (one entry per batch) so
-            // that a retraction can be judged against its own batch's watermark.
-            let mut files: BTreeMap<Time, String> = BTreeMap::new();
-            let mut maxima: BTreeMap<Time, Millis> = BTreeMap::new();
+            // A capability at each batch time, to announce that time's watermark, and
+            // the units the time holds.
+            let mut marked: BTreeMap<Time, (Capability<Time>, Vec<u64>)> = BTreeMap::new();
+            // Every unit's file and largest event time: kept (one entry per unit) so
+            // that a retraction can be judged against its own unit's watermark.
+            let mut files: BTreeMap<u64, String> = BTreeMap::new();
+            let mut maxima: BTreeMap<u64, Millis> = BTreeMap::new();
+            // The largest event time of the units before each unit judged so far.
+            let mut before: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
             let mut largest_before: Option<Millis> = None;
-            let mut folded: Time = 0;
-            let watermark_of = move |maxima: &BTreeMap<Time, Millis>, batch: Time| {
-                maxima
-                    .range(..batch)
-                    .map(|(_, ts)| *ts)
-                    .max()
-                    .map(|m| m.saturating_sub(allowed_lateness_ms))
+            let mut folded: u64 = 0;
+            let lateness = move |largest: Option<Millis>| {
+                largest.map(|m| m.saturating_sub(allowed_lateness_ms))
             };
             move |(rows_in, rows_frontier), (marks_in, marks_frontier), output| {
                 rows_in.for_each(|cap, data| {
@@ -116,8 +119,12 @@ pub fn watermark_gate<'s>(
                 marks_in.for_each(|cap, data| {
                     for mark in data.drain(..) {
                         if let Some(cap) = cap.retain_least(0) {
-                            let at = mark.batch.max(*cap.time());
-                            marked.entry(at).or_insert_with(|| cap.delayed(&at));
+                            let at = *cap.time();
+                            marked
+                                .entry(at)
+                                .or_insert_with(|| (cap.delayed(&at), Vec::new()))
+                                .1
+                                .push(mark.batch);
                         }
                         if let Some(ts) = mark.max_ts {
                             let entry = maxima.entry(mark.batch).or_insert(ts);
@@ -144,29 +151,39 @@ pub fn watermark_gate<'s>(
                         break;
                     }
                     let time = next;
-                    // The running maximum over every batch before `time` (releases come
-                    // in time order), so the usual case costs no scan.
-                    for (_, ts) in maxima.range(folded..time) {
-                        largest_before = Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
-                    }
-                    folded = folded.max(time);
-                    let watermark = largest_before.map(|m| m.saturating_sub(allowed_lateness_ms));
-                    if let Some(cap) = marked.remove(&time) {
-                        if let Some(watermark) = watermark {
+                    // The running maximum over every unit before each unit of `time`
+                    // (every earlier unit is in a complete time by now, and releases
+                    // come in time order), so the usual case costs no scan.
+                    if let Some((cap, mut units)) = marked.remove(&time) {
+                        units.sort_unstable();
+                        for unit in &units {
+                            if *unit < folded {
+                                continue;
+                            }
+                            for (_, ts) in maxima.range(folded..*unit) {
+                                largest_before =
+                                    Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
+                            }
+                            folded = *unit;
+                            before.insert(*unit, largest_before);
+                        }
+                        let first = units.first().and_then(|unit| before.get(unit).copied());
+                        if let Some(watermark) = lateness(first.flatten()) {
                             output.session(&cap).give(Gated::Watermark(watermark));
                         }
                     }
                     let Some((cap, rows)) = pending.remove(&time) else {
                         continue;
                     };
-                    // Watermarks of the batches whose rows are in this release (usually one).
-                    let mut judged: BTreeMap<Time, Option<Millis>> = BTreeMap::new();
-                    judged.insert(time, watermark);
+                    // Watermarks of the units whose rows are in this release.
+                    let mut judged: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
                     let mut session = output.session(&cap);
                     for (raw, diff) in rows {
-                        let watermark = *judged
-                            .entry(raw.batch)
-                            .or_insert_with(|| watermark_of(&maxima, raw.batch));
+                        let watermark = *judged.entry(raw.batch).or_insert_with(|| {
+                            lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
+                                maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
+                            }))
+                        });
                         if watermark.is_some_and(|w| raw.event.ts < w) {
                             session.give(Gated::TooLate(
                                 QuarantineRow {

@@ -87,13 +87,20 @@ impl Default for Params {
 impl Settings {
     /// Checks every value and converts to [`Params`]; the error names the offending key.
     pub fn params(&self) -> Result<Params, String> {
-        let minutes = |key: &str, v: f64, min_exclusive: f64| -> Result<Millis, String> {
-            if !v.is_finite() || v <= min_exclusive {
+        // A duration in minutes: positive (at least a millisecond), or with `zero_ok`
+        // also 0; at most 100 years, so that every derived instant stays in range.
+        let minutes = |key: &str, v: f64, zero_ok: bool| -> Result<Millis, String> {
+            const MAX_MINUTES: f64 = 100.0 * 366.0 * 24.0 * 60.0;
+            let ms = (v * 60_000.0).round();
+            let ok =
+                v.is_finite() && v <= MAX_MINUTES && if zero_ok { v >= 0.0 } else { ms >= 1.0 };
+            if !ok {
+                let low = if zero_ok { "0 or more" } else { "more than 0" };
                 return Err(format!(
-                    "setting `{key}` must be a number > {min_exclusive}, got {v}"
+                    "setting `{key}` must be a number of minutes, {low} and at most {MAX_MINUTES}, got {v}"
                 ));
             }
-            Ok((v * 60_000.0).round() as Millis)
+            Ok(ms as Millis)
         };
         let instant = |key: &str, v: &Option<String>| -> Result<Option<Millis>, String> {
             match v {
@@ -105,12 +112,12 @@ impl Settings {
                     }),
             }
         };
-        let session_gap_ms = minutes("session_gap_minutes", self.session_gap_minutes, 0.0)?;
-        let window_ms = minutes("window_minutes", self.window_minutes, 0.0)?;
+        let session_gap_ms = minutes("session_gap_minutes", self.session_gap_minutes, false)?;
+        let window_ms = minutes("window_minutes", self.window_minutes, false)?;
         let allowed_lateness_ms = minutes(
             "allowed_lateness_minutes",
             self.allowed_lateness_minutes,
-            -1.0,
+            true,
         )?;
         if self.baseline_windows == 0 {
             return Err("setting `baseline_windows` must be at least 1".into());

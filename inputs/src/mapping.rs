@@ -164,6 +164,36 @@ pub struct Mapping {
     pub items: TableMapping,
 }
 
+impl Mapping {
+    /// A stable fingerprint (hex xxh3) of what the mapping means, not how it is spelled:
+    /// a resumed run compares it with the one its output was written with.
+    pub fn fingerprint(&self) -> String {
+        use std::fmt::Write as _;
+        let mut text = String::new();
+        for table in Table::ALL {
+            let m = self.table(table);
+            let values: BTreeMap<&String, BTreeMap<&String, &String>> = m
+                .values
+                .iter()
+                .map(|(column, map)| (column, map.iter().collect()))
+                .collect();
+            let _ = write!(
+                text,
+                "{table:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{values:?}|{:?};",
+                m.files,
+                m.format,
+                m.delimiter,
+                m.header,
+                m.columns,
+                m.ts_unit,
+                m.ts_format,
+                m.filters
+            );
+        }
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
+    }
+}
+
 impl Default for Mapping {
     fn default() -> Self {
         Mapping {
@@ -479,7 +509,11 @@ fn filter_tests(value: &toml::Value) -> Result<Vec<FilterTest>, String> {
             }
             let mut tests = Vec::new();
             for (key, v) in table {
-                let numeric = || number(v).ok_or_else(|| format!("`{key}` needs a number"));
+                let numeric = || {
+                    number(v)
+                        .filter(|n| n.is_finite())
+                        .ok_or_else(|| format!("`{key}` needs a finite number"))
+                };
                 let textual = || match v {
                     toml::Value::String(s) => Ok(s.clone()),
                     _ => Err(format!("`{key}` needs text")),
@@ -579,5 +613,29 @@ files = ["a.csv", "b.csv"]
             assert!(e.contains(key), "{e}");
             assert!(e.contains("m.toml"), "{e}");
         }
+    }
+
+    /// Regression (issue 14): `{ gt = nan }` was accepted and filtered every row.
+    #[test]
+    fn non_finite_filter_thresholds_are_refused() {
+        for text in [
+            "[events.filter]\nx = { gt = nan }",
+            "[events.filter]\nx = { le = inf }",
+            "[events.filter]\nx = { ge = -inf }",
+        ] {
+            let e = Mapping::parse(text, "m.toml").unwrap_err().to_string();
+            assert!(e.contains("finite") && e.contains("m.toml"), "{e}");
+        }
+    }
+
+    /// The fingerprint follows what a mapping means, not how it is written.
+    #[test]
+    fn fingerprints_follow_meaning() {
+        let a = Mapping::parse("[events.columns]\nuser_id = \"u\"\n", "a").unwrap();
+        let b = Mapping::parse("# same\n[events.columns]\nuser_id   =   \"u\"", "b").unwrap();
+        let c = Mapping::parse("[events.columns]\nuser_id = \"v\"\n", "c").unwrap();
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(a.fingerprint(), c.fingerprint());
+        assert_ne!(a.fingerprint(), Mapping::default().fingerprint());
     }
 }

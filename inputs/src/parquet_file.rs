@@ -16,7 +16,7 @@ use parquet::arrow::ProjectionMask;
 
 use crate::dataset::{SourceFile, Stop};
 use crate::mapping::Mapping;
-use crate::records::{FileBatch, Millis};
+use crate::records::FileBatch;
 use crate::rows::{Got, ReadPlan, Row};
 
 /// Rows per record batch.
@@ -110,11 +110,12 @@ impl Col {
             Col::Bool(a) if a.is_valid(r) => Got::Bool(a.value(r)),
             Col::Time(a, scale) if a.is_valid(r) => {
                 let v = a.value(r);
-                let ms: Option<Millis> = match scale {
-                    Scale::Mul(m) => v.checked_mul(*m),
-                    Scale::Div(d) => Some(v.div_euclid(*d)),
-                };
-                ms.map(Got::Time).unwrap_or(Got::Null)
+                // Saturating: an overflowing value stays out of range and is quarantined
+                // as `out_of_range`, not read as null.
+                Got::Time(match scale {
+                    Scale::Mul(m) => v.saturating_mul(*m),
+                    Scale::Div(d) => v.div_euclid(*d),
+                })
             }
             Col::Text(v) => match v.get(r) {
                 Some(Some(s)) => Got::Str(Cow::Borrowed(s)),

@@ -377,7 +377,15 @@ impl TablePlan {
             .ok_or((self.table.fields()[i], "missing_value"))
     }
 
+    /// A time field, checked against the accepted range (`out_of_range` outside it).
     fn opt_time<R: Row>(&self, i: usize, row: &R) -> Result<Option<Millis>, Fail> {
+        match self.opt_time_unchecked(i, row)? {
+            Some(ts) if !crate::time::in_range(ts) => Err((self.table.fields()[i], "out_of_range")),
+            ts => Ok(ts),
+        }
+    }
+
+    fn opt_time_unchecked<R: Row>(&self, i: usize, row: &R) -> Result<Option<Millis>, Fail> {
         let field = self.table.fields()[i];
         let g = self.value(i, row)?;
         if g.is_null() {

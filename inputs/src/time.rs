@@ -5,6 +5,18 @@ use crate::records::Millis;
 /// Milliseconds in one UTC day.
 pub const DAY_MS: Millis = 86_400_000;
 
+/// The earliest accepted instant: 1970-01-01T00:00:00Z.
+pub const MIN_TS: Millis = 0;
+/// The first instant past the accepted range: 2200-01-01T00:00:00Z. Event times
+/// outside `[MIN_TS, MAX_TS)` are quarantined as `out_of_range`, so every derived day,
+/// month and window fits its type without overflow.
+pub const MAX_TS: Millis = 7_258_118_400_000;
+
+/// Whether an instant read from input lies in the accepted range `[MIN_TS, MAX_TS)`.
+pub fn in_range(ts: Millis) -> bool {
+    (MIN_TS..MAX_TS).contains(&ts)
+}
+
 /// The UTC day of an instant, as days since 1970-01-01 (Arrow/Parquet DATE32).
 pub fn day_of(ts: Millis) -> i32 {
     ts.div_euclid(DAY_MS) as i32
@@ -75,5 +87,12 @@ mod tests {
         assert_eq!(days_from_civil(2025, 7, 12), 20_281);
         assert_eq!(month_of(day_start(20_281) + 5), (2025 - 1970) * 12 + 6);
         assert_eq!(day_of(-1), -1);
+    }
+
+    #[test]
+    fn accepted_range_is_1970_to_2199() {
+        assert_eq!(MAX_TS, day_start(days_from_civil(2200, 1, 1)));
+        assert!(in_range(0) && in_range(MAX_TS - 1));
+        assert!(!in_range(-1) && !in_range(MAX_TS) && !in_range(i64::MAX) && !in_range(i64::MIN));
     }
 }

@@ -30,10 +30,11 @@ impl EpochUnit {
         }
     }
 
-    /// Converts an integer epoch in this unit to milliseconds (floor), or `None` on overflow.
+    /// Converts an integer epoch in this unit to milliseconds (floor). An overflow
+    /// saturates, so it is later quarantined as `out_of_range`.
     pub fn to_millis(self, value: i64) -> Option<Millis> {
         match self {
-            EpochUnit::Seconds => value.checked_mul(1000),
+            EpochUnit::Seconds => Some(value.saturating_mul(1000)),
             EpochUnit::Millis => Some(value),
             EpochUnit::Micros => Some(value.div_euclid(1000)),
             EpochUnit::Nanos => Some(value.div_euclid(1_000_000)),

@@ -80,6 +80,72 @@ fn bad_timestamp() {
     }
 }
 
+/// Regression (issue 14): an absurd time wrapped the derived day and month instead of
+/// being rejected. Every time outside 1970-01-01 .. 2200-01-01 is `out_of_range`, in
+/// every form and format.
+#[test]
+fn timestamps_outside_1970_to_2199_are_out_of_range() {
+    for ts in [
+        "9223372036854775807",
+        "-9223372036854775808",
+        "-1",
+        "7258118400000", // 2200-01-01T00:00:00Z
+        "2200-01-01T00:00:00Z",
+        "1969-12-31 23:59:59",
+    ] {
+        assert_one(
+            &read_bad_row(&format!("b2,u2,{ts},play,,,")),
+            "ts",
+            "out_of_range",
+        );
+    }
+    // The bounds: the first and the last accepted millisecond.
+    for ok in ["0", "7258118399999", "2199-12-31T23:59:59.999Z"] {
+        let set = dataset(
+            &[("events/x.csv", csv_with(&format!("b2,u2,{ok},play,,,")))],
+            None,
+        );
+        let b = set.read("events/x.csv");
+        assert!(b.quarantine.is_empty() && b.events.len() == 3, "{ok}");
+    }
+    // Seconds that overflow when scaled, NDJSON, and Parquet TIMESTAMP columns.
+    let set = dataset(
+        &[
+            (
+                "events/a.ndjson",
+                br#"{"event_id":"a","user_id":"u","ts":9223372036854775807,"event_type":"play"}"#
+                    .to_vec(),
+            ),
+            (
+                "events/b.parquet",
+                parquet(vec![
+                    ("event_id", strings(&[Some("b1"), Some("b2")])),
+                    ("user_id", strings(&[Some("u"), Some("u")])),
+                    (
+                        "ts",
+                        Arc::new(
+                            TimestampMillisecondArray::from(vec![i64::MAX, 1_752_279_600_000])
+                                .with_timezone("UTC"),
+                        ),
+                    ),
+                    ("event_type", strings(&[Some("play"), Some("play")])),
+                ]),
+            ),
+        ],
+        None,
+    );
+    assert_eq!(
+        quarantine(&set.read("events/a.ndjson")),
+        [q("events/a.ndjson", 1, "ts", "out_of_range")]
+    );
+    let b = set.read("events/b.parquet");
+    assert_eq!(
+        quarantine(&b),
+        [q("events/b.parquet", 1, "ts", "out_of_range")]
+    );
+    assert_eq!(b.events.len(), 1);
+}
+
 #[test]
 fn durations_out_of_range_or_not_integers() {
     assert_one(

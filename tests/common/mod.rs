@@ -48,7 +48,15 @@ pub fn engine_options(
         progress: false,
         overwrite: true,
         delta: true,
-        live: Default::default(),
+        // A logical time per file, so tests can look at the tables after each file;
+        // tests of grouping set their own.
+        live: tidemark::run::LiveOptions {
+            file_batching: tidemark::schedule::FileBatching {
+                max_files: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
         arrangement_sizes: None,
     }
 }

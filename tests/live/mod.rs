@@ -90,8 +90,11 @@ pub fn tidemark_run(data: Option<&Path>, out: &Path, args: &[&str]) -> Command {
 }
 
 /// The flags of a quick following run that ends after `idle` seconds without a new file.
+/// Each file is its own logical time, so tests can compare the tables after each.
 pub fn follow_flags(idle: &str) -> Vec<&str> {
     vec![
+        "--max-batch-files",
+        "1",
         "--follow",
         "--poll-ms",
         "40",
