@@ -561,6 +561,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         if assignment == Assignment::End {
             break;
         }
+        crate::allocator::note_activity();
         if index == 0 {
             let counter = match assignment {
                 Assignment::Replay { .. } => &shared.counters.replayed,
