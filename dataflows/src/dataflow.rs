@@ -134,7 +134,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         &watermarks,
         month_end_of,
     );
-    let daily_active = daily_active(user_days);
+    let daily_active = daily_active(user_days.clone());
     let monthly_active = monthly_active(all_user_months.clone(), daily_active.clone());
     let retention_cohorts = retention_cohorts(
         open_user_months.clone(),
@@ -174,6 +174,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     );
     let kpis = kpis(
         events,
+        user_days,
         sessions.clone(),
         inputs.users,
         inputs.subscriptions,

@@ -7,11 +7,13 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Subscription, UserRow};
 
 use crate::action::Action;
+use crate::expiry::day_end;
 use crate::ingest::Time;
 use crate::name::Name;
 use crate::plans::{Arrival, PlanFact, PlanHistory};
 use crate::rows::{KpiRow, SessionRow};
 use crate::settings::Params;
+use tidemark_inputs::time::{day_of, day_start};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum UserFact {
@@ -39,6 +41,7 @@ struct UserFlags {
 /// The `kpis` table.
 pub fn kpis<'s>(
     events: VecCollection<'s, Time, Action>,
+    user_days: VecCollection<'s, Time, (Name, i32)>,
     sessions: VecCollection<'s, Time, SessionRow>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
@@ -46,10 +49,19 @@ pub fn kpis<'s>(
 ) -> VecCollection<'s, Time, KpiRow> {
     let (from, to) = (params.period_from, params.period_to);
     let in_period = move |ts| from <= ts && ts < to;
-    let event_facts = events.flat_map(move |e| {
-        let active = in_period(e.ts).then(|| (e.user_id.clone(), UserFact::ActiveInPeriod));
-        std::iter::once((e.user_id, UserFact::Seen)).chain(active)
+    // A user's distinct active days say whether the user was seen, and active in the
+    // period for every day wholly inside it: one fact per (user, day), not per event.
+    // Only the (at most two) days the period's bounds cut need the events' times.
+    let inside = move |day: i32| from <= day_start(day) && day_end(day) <= to;
+    let cut = move |day: i32| !inside(day) && day_start(day) < to && from < day_end(day);
+    let day_facts = user_days.flat_map(move |(user, day)| {
+        let active = inside(day).then(|| (user.clone(), UserFact::ActiveInPeriod));
+        std::iter::once((user, UserFact::Seen)).chain(active)
     });
+    let cut_day_facts = events
+        .filter(move |e| cut(day_of(e.ts)) && in_period(e.ts))
+        .map(|e| (e.user_id, UserFact::ActiveInPeriod));
+    let event_facts = day_facts.concat(cut_day_facts);
     let session_facts = sessions
         .filter(move |s| in_period(s.start))
         .map(|s| (s.user_id, UserFact::SessionInPeriod));
