@@ -138,10 +138,11 @@ const FAMILIES: &[(&str, Builder)] = &[
             f.params.forget_behind_watermark,
         ));
     }),
-    ("kpis+sessions", |f| {
+    ("kpis+sessions (+user days)", |f| {
         let s = sessions(f.events.clone(), &f.watermarks, f.params);
         f.probe(kpis(
             f.events.clone(),
+            f.user_days(),
             s,
             f.users.clone(),
             f.subscriptions.clone(),
