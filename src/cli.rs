@@ -102,7 +102,7 @@ pub struct LiveArgs {
     pub max_batch_files: u64,
     /// Take at most this many MiB of waiting files as one logical time (a larger file
     /// is a time of its own).
-    #[arg(long, value_name = "MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch_mib: u64,
     /// Cut live lines into a logical time once this many are waiting.
     #[arg(long, value_name = "N", default_value_t = 10_000)]

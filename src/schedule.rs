@@ -80,7 +80,7 @@ impl Default for FileBatching {
     fn default() -> Self {
         FileBatching {
             max_files: 64,
-            max_bytes: 32 << 20,
+            max_bytes: 4 << 20,
         }
     }
 }
