@@ -98,7 +98,7 @@ const FAMILIES: &[(&str, Builder)] = &[
         let days = f.user_days();
         let months = f.user_months(days.clone());
         let daily = daily_active(days);
-        let monthly = monthly_active(months.as_collection(|u, m| (u.clone(), *m)), daily.clone());
+        let monthly = monthly_active(months.as_collection(|u, m| (*u, *m)), daily.clone());
         f.probe(daily);
         f.probe(monthly);
     }),

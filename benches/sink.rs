@@ -25,7 +25,7 @@ fn session_rows(n: u64) -> Vec<SessionRow> {
         .map(|i| {
             let start = 1_735_689_600_000 + (i as i64) * 7_919;
             SessionRow {
-                user_id: users[(i as usize * 7) % users.len()].clone(),
+                user_id: users[(i as usize * 7) % users.len()],
                 start,
                 session_id: None,
                 end: start + (i as i64 % 3_600) * 1_000,

@@ -156,6 +156,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         None => Vec::new(),
     };
     let root = options.cluster.process == 0;
+    tidemark_dataflows::name::clear_collision();
     let stop = StopFlag::on_signals()?;
     let mut identity = RunIdentity::new(
         options.cluster.workers,

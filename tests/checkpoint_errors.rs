@@ -341,3 +341,26 @@ fn a_bad_first_file_is_quarantined_not_fatal() {
         &["userId"],
     );
 }
+
+/// Issue 12: ids are integers derived from a hash of the text; two texts with the same
+/// id (forced here by keeping 6 bits of the hash) are reported, never merged.
+#[test]
+fn an_id_collision_is_reported_not_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = source_dataset(dir.path(), 15, 3, OutputFormat::Parquet);
+    let out = dir.path().join("out");
+    let result =
+        output(tidemark_run(Some(&data), &out, &["--no-delta"]).env("TIDEMARK_ID_BITS", "6"));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !result.status.success(),
+        "80 users cannot fit 64 ids: {stderr}"
+    );
+    assert!(
+        stderr.contains("same 64-bit id") && stderr.contains("refuses to merge"),
+        "{stderr}"
+    );
+    // Nothing computed with a merged id was written.
+    let rows: usize = engine_tables(&out, u64::MAX).values().map(Vec::len).sum();
+    assert_eq!(rows, 0, "no change rows were written");
+}

@@ -165,7 +165,7 @@ impl Parsed {
 
     /// The events as [`Action`]s per time (no dedup: use a clean data set).
     pub fn actions(&self) -> Vec<Vec<Action>> {
-        let mut maker = ActionMaker::default();
+        let mut maker = ActionMaker;
         self.rows
             .iter()
             .map(|rows| rows.iter().map(|r| maker.make(&r.event)).collect())

@@ -130,7 +130,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let all_user_months = drop_closed(
         open_user_months
             .clone()
-            .as_collection(|user, month| (user.clone(), *month)),
+            .as_collection(|user, month| (*user, *month)),
         &watermarks,
         month_end_of,
     );

@@ -53,7 +53,7 @@ pub fn event_mix_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, E
         for (event_type, count) in types {
             let row = EventMixRow {
                 day,
-                event_type: (*event_type).clone(),
+                event_type: *(*event_type),
                 events: *count as i64,
                 day_events: day_events as i64,
             };
@@ -71,9 +71,10 @@ pub const PLAY: &str = "play";
 pub fn skip_rate_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, SkipRateRow> {
     per_day(day_types, "SkipRateDaily", |&day, types, output| {
         let count = |kind: &str| {
+            let kind = Name::new(kind);
             types
                 .iter()
-                .find(|(t, _)| t.as_str() == kind)
+                .find(|(t, _)| **t == kind)
                 .map_or(0, |(_, c)| *c as i64)
         };
         let plays = count(PLAY);

@@ -281,7 +281,7 @@ pub fn deduplicate<'s>(
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 // Ids by the day of their first row (all under one key unless `forget`).
                 let mut seen: BTreeMap<i32, HashSet<u128>> = BTreeMap::new();
-                let mut actions = ActionMaker::default();
+                let mut actions = ActionMaker;
                 move |(input, frontier), (marks, marks_frontier), output| {
                     input.for_each(|cap, data| {
                         for (raw, time, diff) in data.drain(..) {
@@ -334,7 +334,7 @@ pub fn deduplicate<'s>(
 pub fn deduplicate_with_retractions<'s>(
     rows: VecCollection<'s, Time, RawEvent>,
 ) -> VecCollection<'s, Time, Action> {
-    let mut actions = ActionMaker::default();
+    let mut actions = ActionMaker;
     rows.map(|raw| {
         let id = xxh3_128(raw.event.event_id.as_bytes());
         (id, (raw.batch, raw.row, raw.event))

@@ -55,7 +55,7 @@ pub fn kpis<'s>(
     let inside = move |day: i32| from <= day_start(day) && day_end(day) <= to;
     let cut = move |day: i32| !inside(day) && day_start(day) < to && from < day_end(day);
     let day_facts = user_days.flat_map(move |(user, day)| {
-        let active = inside(day).then(|| (user.clone(), UserFact::ActiveInPeriod));
+        let active = inside(day).then_some((user, UserFact::ActiveInPeriod));
         std::iter::once((user, UserFact::Seen)).chain(active)
     });
     let cut_day_facts = events

@@ -1,92 +1,157 @@
-//! `Name`: an interned identifier (user id, event type, session id) that is cheap to
-//! clone, hash and compare inside arrangements, yet keeps its text for the outputs.
+//! `Name`: an identifier (user id, event type, session id) as a 64-bit integer inside
+//! the dataflow, turned back into its text only for output rows.
+//!
+//! The integer is the xxh3 hash of the text, so every worker of every process derives
+//! the same id for the same text without coordination. The text of every id is kept
+//! once per process in a registry; a name crossing to another process travels as text
+//! and is registered there, so any worker can write any name. Two texts with the same
+//! hash are a collision: it is recorded, never merged, and [`collision`] makes the run
+//! fail before it writes anything computed with the merged id.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// Text with its 64-bit hash. Ordered by hash first (then text, so distinct texts
-/// never compare equal), so arrangements almost never touch the bytes; cloning shares
-/// the text.
-#[derive(Clone)]
-pub struct Name {
-    hash: u64,
-    text: Arc<str>,
+/// An interned identifier: 8 bytes, `Copy`, ordered by its id.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Name(u64);
+
+/// Every text of this process, by id.
+fn registry() -> &'static RwLock<HashMap<u64, Arc<str>>> {
+    static REGISTRY: OnceLock<RwLock<HashMap<u64, Arc<str>>>> = OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
 }
+
+/// The first collision seen in this process, as a message.
+static COLLISION: Mutex<Option<String>> = Mutex::new(None);
+
+/// Test hook: keep only this many low bits of each hash (0 = all 64), to force
+/// collisions. Set with [`force_collisions_with_bits`] or `TIDEMARK_ID_BITS`.
+static ID_BITS: OnceLock<u32> = OnceLock::new();
+
+fn id_mask() -> u64 {
+    let bits = *ID_BITS.get_or_init(|| {
+        std::env::var("TIDEMARK_ID_BITS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    });
+    match bits {
+        1..=63 => (1u64 << bits) - 1,
+        _ => u64::MAX,
+    }
+}
+
+/// Test hook: makes every id keep only `bits` bits, so distinct texts collide. Takes
+/// effect only before the first name is made in this process.
+pub fn force_collisions_with_bits(bits: u32) {
+    let _ = ID_BITS.set(bits);
+}
+
+/// The collision seen in this process, if any: two texts that got the same id.
+pub fn collision() -> Option<String> {
+    COLLISION.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Forgets a recorded collision (a new run in the same process starts clean).
+pub fn clear_collision() {
+    *COLLISION.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+fn record_collision(id: u64, known: &str, text: &str) {
+    let mut slot = COLLISION.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        *slot = Some(format!(
+            "two identifiers got the same 64-bit id {id:#018x}: {known:?} and {text:?}; tidemark refuses to merge them. Report this (with both values); renaming one of them works around it"
+        ));
+    }
+}
+
+thread_local! {
+    /// This thread's copy of the texts it has seen, so interning rarely takes a lock.
+    static SEEN: RefCell<HashMap<u64, Arc<str>>> = RefCell::new(HashMap::new());
+}
+
+/// Texts a thread remembers before it starts over (the registry keeps them all).
+const THREAD_CACHE: usize = 1 << 22;
 
 impl Name {
-    /// A name for `text`.
+    /// The name of `text`: its id, with the text registered for output.
     pub fn new(text: &str) -> Name {
-        Name {
-            hash: xxh3_64(text.as_bytes()),
-            text: Arc::from(text),
-        }
-    }
-
-    /// The text.
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-}
-
-impl PartialEq for Name {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
-    }
-}
-
-impl Eq for Name {}
-
-impl PartialOrd for Name {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Name {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.hash.cmp(&other.hash).then_with(|| {
-            if Arc::ptr_eq(&self.text, &other.text) {
-                std::cmp::Ordering::Equal
-            } else {
-                self.text.cmp(&other.text)
+        let id = xxh3_64(text.as_bytes()) & id_mask();
+        SEEN.with(|seen| {
+            let mut seen = seen.borrow_mut();
+            if let Some(known) = seen.get(&id) {
+                if &**known != text {
+                    record_collision(id, known, text);
+                }
+                return;
             }
-        })
+            let shared = register(id, text);
+            if seen.len() >= THREAD_CACHE {
+                seen.clear();
+            }
+            seen.insert(id, shared);
+        });
+        Name(id)
+    }
+
+    /// The id.
+    pub fn id(self) -> u64 {
+        self.0
+    }
+
+    /// The text (shared).
+    pub fn text(self) -> Arc<str> {
+        registry()
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&self.0)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(format!("#{:016x}", self.0)))
     }
 }
 
-impl Hash for Name {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+/// Registers `text` under `id` in the process registry; returns the shared text.
+fn register(id: u64, text: &str) -> Arc<str> {
+    if let Some(known) = registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+    {
+        if &**known != text {
+            record_collision(id, known, text);
+        }
+        return known.clone();
     }
-}
-
-impl std::ops::Deref for Name {
-    type Target = str;
-    fn deref(&self) -> &str {
-        &self.text
+    let mut names = registry().write().unwrap_or_else(|e| e.into_inner());
+    let known = names.entry(id).or_insert_with(|| Arc::from(text)).clone();
+    if &*known != text {
+        record_collision(id, &known, text);
     }
+    known
 }
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(&self.text())
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.text, f)
+        fmt::Debug::fmt(&*self.text(), f)
     }
 }
 
+/// Across processes a name travels as its text, so the receiver registers it.
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.text)
+        serializer.serialize_str(&self.text())
     }
 }
 
@@ -97,31 +162,17 @@ impl<'de> Deserialize<'de> for Name {
     }
 }
 
-/// Hands out one shared [`Name`] per distinct text, so equal names share their bytes.
-/// Bounded: past `capacity` distinct texts it stops remembering and just makes names.
-pub struct Interner {
-    names: HashMap<Box<str>, Name>,
-    capacity: usize,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Interner {
-    /// An interner remembering at most `capacity` texts.
-    pub fn with_capacity(capacity: usize) -> Interner {
-        Interner {
-            names: HashMap::new(),
-            capacity,
-        }
-    }
-
-    /// The shared name for `text`.
-    pub fn intern(&mut self, text: &str) -> Name {
-        if let Some(name) = self.names.get(text) {
-            return name.clone();
-        }
-        let name = Name::new(text);
-        if self.names.len() < self.capacity {
-            self.names.insert(Box::from(text), name.clone());
-        }
-        name
+    #[test]
+    fn equal_texts_give_equal_names_and_the_text_comes_back() {
+        let a = Name::new("user-1");
+        let b = std::thread::spawn(|| Name::new("user-1")).join().unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, Name::new("user-2"));
+        assert_eq!(&*a.text(), "user-1");
+        assert_eq!(a.to_string(), "user-1");
     }
 }

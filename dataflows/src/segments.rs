@@ -77,7 +77,7 @@ pub fn engagement_by_segment<'s>(
         }))
         .arrange_by_key_named("UserFacts");
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
-        Some(((user.clone(), *month), MonthInput::Fact(fact.clone())))
+        Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });
     let month_events = events.map(|e| {
         (

@@ -29,7 +29,7 @@ pub enum SessionScope {
 /// Which scope an event's session is formed in.
 pub fn session_scope(event: &Action, params: &Params) -> SessionScope {
     match &event.session_id {
-        Some(id) => SessionScope::Source(id.clone()),
+        Some(id) => SessionScope::Source(*id),
         None if params.midnight_split => SessionScope::Day(day_of(event.ts)),
         None => SessionScope::Unsplit,
     }
