@@ -1,6 +1,5 @@
 //! The `tidemark` binary: parses the command line and dispatches.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,7 +73,7 @@ fn run_command(args: RunArgs) -> Result<()> {
         out: args.out.clone(),
         params,
         cluster: args.cluster.clone(),
-        progress: !args.quiet && (following || std::io::stderr().is_terminal()),
+        progress: !args.quiet,
         overwrite: args.overwrite,
         delta: !args.no_delta,
         live,

@@ -12,12 +12,12 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar for `total` files.
+    /// A bar for `total` batches (logical times).
     pub fn files(total: u64) -> Progress {
         let bar = ProgressBar::new(total);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}",
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} batches (ETA {eta})  {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -27,7 +27,7 @@ impl Progress {
         }
     }
 
-    /// Shows `files_done` complete logical times and the event read rate.
+    /// Shows `files_done` complete logical times (batches) and the event read rate.
     pub fn update(&self, files_done: u64, events_read: u64) {
         let seconds = self.started.elapsed().as_secs_f64().max(1e-3);
         self.bar.set_position(files_done);
@@ -99,7 +99,12 @@ impl FollowProgress {
 
     /// Prints the final line.
     pub fn finish(self, completed: Option<u64>) {
-        let completed = completed.map_or("none".to_string(), |t| t.to_string());
-        eprintln!("stopped: last completed time {completed}");
+        match completed {
+            Some(time) => eprintln!(
+                "done: {} batch(es) complete, every table written through logical time {time}",
+                time + 1
+            ),
+            None => eprintln!("done: no batch was completed"),
+        }
     }
 }

@@ -52,15 +52,27 @@ pub fn render(out: &Path) -> Result<String> {
 
     writeln!(text, "\nKPIs")?;
     for row in &kpis {
-        writeln!(
-            text,
-            "  {:<28} {:>14.2}",
-            row[0].to_string(),
-            float(&row[1])
-        )?;
+        let metric = row[0].to_string();
+        // Counts print as counts, percentages with two decimals.
+        if metric.ends_with("_pct") {
+            writeln!(text, "  {:<28} {:>14.2}", metric, float(&row[1]))?;
+        } else {
+            writeln!(text, "  {:<28} {:>14.0}", metric, float(&row[1]))?;
+        }
     }
 
-    writeln!(text, "\nBusiest 5-minute windows (by events)")?;
+    // The window length comes from the rows, so `--window-minutes` shows as it was.
+    let window_minutes = windows
+        .first()
+        .and_then(|row| match (&row[0], &row[1]) {
+            (Cell::Timestamp(start), Cell::Timestamp(end)) => Some((end - start) as f64 / 60_000.0),
+            _ => None,
+        })
+        .unwrap_or(5.0);
+    writeln!(
+        text,
+        "\nBusiest {window_minutes}-minute windows (by events)"
+    )?;
     writeln!(
         text,
         "  {:<20} {:>8} {:>8} {:>9}",

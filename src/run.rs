@@ -58,8 +58,8 @@ pub struct RunOptions {
     pub params: Params,
     /// Cluster flags.
     pub cluster: ClusterArgs,
-    /// Whether to draw a progress bar on the terminal (static runs) or print progress
-    /// lines to stderr (live runs).
+    /// Whether to show progress: a bar for a static run on a terminal, else a line on
+    /// stderr every few seconds.
     pub progress: bool,
     /// Whether an existing output may be replaced (else it is resumed).
     pub overwrite: bool,
@@ -261,10 +261,12 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         scheduler = Some(decider);
     }
 
+    // A bar on a terminal; elsewhere (a log, CI) a line every few seconds.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let progress = match (options.progress && root, live.is_live()) {
         (false, _) => ProgressMode::Off,
-        (true, false) => ProgressMode::Bar(static_total),
-        (true, true) => ProgressMode::Lines,
+        (true, false) if terminal => ProgressMode::Bar(static_total),
+        (true, _) => ProgressMode::Lines,
     };
     let shared = Arc::new(Shared {
         dataset,

@@ -239,3 +239,38 @@ fn report_on_a_non_output_is_an_error() {
         assert!(error.contains("not a tidemark output"), "{error}");
     }
 }
+
+/// Regression (issue 13): counts printed as decimals, and the window title said
+/// "5-minute" whatever `--window-minutes` was.
+#[test]
+fn the_report_prints_counts_as_counts_and_the_real_window_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let out = dir.path().join("out");
+    let run = tidemark(&[
+        "run",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--window-minutes",
+        "10",
+        "--no-delta",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Not a terminal: progress comes as lines, and the run says it is done.
+    assert!(String::from_utf8_lossy(&run.stderr).contains("done:"));
+    let report = tidemark(&["report", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&report.stdout);
+    assert!(text.contains("Busiest 10-minute windows"), "{text}");
+    for metric in ["total_customers", "active_customers"] {
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(metric))
+            .unwrap();
+        assert!(!line.contains('.'), "{line}");
+    }
+}
