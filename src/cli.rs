@@ -104,6 +104,11 @@ pub struct LiveArgs {
     /// is a time of its own).
     #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch_mib: u64,
+    /// Live runs only: quarantine events stamped more than this many minutes ahead of
+    /// the wall clock when read (`too_far_ahead`), so one bad clock cannot make every
+    /// later event too late. 0 turns the guard off.
+    #[arg(long, value_name = "MIN", default_value_t = 1440.0)]
+    pub max_ahead_minutes: f64,
     /// Cut live lines into a logical time once this many are waiting.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub batch_events: usize,

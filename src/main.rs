@@ -130,6 +130,8 @@ fn live_options(args: &LiveArgs) -> LiveOptions {
             interval: Duration::from_millis(args.batch_ms),
         },
         reingest_changed: args.reingest_changed,
+        max_ahead: (args.max_ahead_minutes.is_finite() && args.max_ahead_minutes > 0.0)
+            .then(|| Duration::from_secs_f64(args.max_ahead_minutes.min(1e9) * 60.0)),
         file_batching: tidemark::schedule::FileBatching {
             max_files: args.max_batch_files as usize,
             max_bytes: args.max_batch_mib << 20,

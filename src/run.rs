@@ -91,6 +91,9 @@ pub struct LiveOptions {
     pub reingest_changed: bool,
     /// How many waiting files one logical time takes.
     pub file_batching: FileBatching,
+    /// In a live run, events further than this ahead of the wall clock when read are
+    /// quarantined `too_far_ahead` (none: no guard).
+    pub max_ahead: Option<Duration>,
 }
 
 impl Default for LiveOptions {
@@ -107,6 +110,7 @@ impl Default for LiveOptions {
             },
             reingest_changed: false,
             file_batching: FileBatching::default(),
+            max_ahead: Some(DEFAULT_MAX_AHEAD),
         }
     }
 }
@@ -115,6 +119,44 @@ impl LiveOptions {
     fn is_live(&self) -> bool {
         self.follow || self.input.is_some()
     }
+}
+
+/// How far ahead of the wall clock a live event may be: one day. One event stamped far
+/// in the future would otherwise raise the watermark and make every later event
+/// `too_late` (Druid rejects such "early messages" the same way).
+pub const DEFAULT_MAX_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// Moves the events of `batch` stamped more than `max_ahead` after `now_ms` to its
+/// quarantine as `too_far_ahead`. Done when a live unit is read, before it is logged,
+/// so a replay sees the same decision.
+pub fn quarantine_far_ahead(batch: &mut FileBatch, file: &str, now_ms: i64, max_ahead: Duration) {
+    let limit = now_ms.saturating_add(max_ahead.as_millis().min(i64::MAX as u128) as i64);
+    if batch.events.iter().all(|e| e.ts <= limit) {
+        return;
+    }
+    let events = std::mem::take(&mut batch.events);
+    let rows = std::mem::take(&mut batch.event_rows);
+    for (event, row) in events.into_iter().zip(rows) {
+        if event.ts > limit {
+            batch.quarantine.push(QuarantineRow {
+                file: file.to_string(),
+                row,
+                field: "ts".into(),
+                reason: "too_far_ahead".into(),
+                raw: event.raw_json(),
+            });
+        } else {
+            batch.events.push(event);
+            batch.event_rows.push(row);
+        }
+    }
+}
+
+/// The wall clock in epoch milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// What a finished run did, as seen from this process.
@@ -280,6 +322,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         end: Mutex::new(None),
         delta: options.delta,
         arrangement_sizes: options.arrangement_sizes.clone(),
+        max_ahead: live.max_ahead.filter(|_| live.is_live()),
         // A resumed run replays the retractions of files re-ingested earlier, even
         // without the flag this time: it then needs the retraction-safe dedup too.
         reingest_changed: options.live.reingest_changed
@@ -382,6 +425,8 @@ struct Shared {
     delta: bool,
     arrangement_sizes: Option<PathBuf>,
     reingest_changed: bool,
+    /// The far-future guard of live runs.
+    max_ahead: Option<Duration>,
 }
 
 /// Output directories a run writes, removed by `--overwrite`.
@@ -653,7 +698,10 @@ fn feed_unit(
                 .as_ref()
                 .context("a file to read but no dataset")?;
             let old = replaced(task.retracts)?;
-            let batch = dataset.read(&task.file);
+            let mut batch = dataset.read(&task.file);
+            if let Some(max_ahead) = shared.max_ahead {
+                quarantine_far_ahead(&mut batch, &task.file.rel, now_ms(), max_ahead);
+            }
             let header = WalHeader {
                 time,
                 unit,
@@ -675,9 +723,17 @@ fn feed_unit(
             (header, batch, old)
         }
         Assignment::Live { .. } => {
-            let live = scheduler
+            let mut live = scheduler
                 .and_then(|s| s.take_live_batch(time))
                 .context("no live batch for this time")?;
+            if let Some(max_ahead) = shared.max_ahead {
+                let source = match &live.origin {
+                    BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()),
+                    BatchOrigin::File { rel, .. } => Some(rel.clone()),
+                }
+                .unwrap_or_default();
+                quarantine_far_ahead(&mut live.batch, &source, now_ms(), max_ahead);
+            }
             let header = WalHeader {
                 time,
                 unit,
@@ -867,4 +923,46 @@ fn write_outputs<'s>(
         quarantine
     );
     reports
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_inputs::records::Event;
+
+    fn event(id: &str, ts: i64) -> Event {
+        Event {
+            event_id: id.into(),
+            user_id: "u".into(),
+            ts,
+            event_type: "play".into(),
+            item_id: None,
+            duration_ms: None,
+            session_id: None,
+        }
+    }
+
+    /// Issue 14: one event stamped far in the future must not poison a live run.
+    #[test]
+    fn events_far_ahead_of_the_clock_are_quarantined_in_live_runs() {
+        let now = 1_764_460_800_000; // 2025-11-30
+        let mut batch = FileBatch {
+            events: vec![
+                event("a", now - 1),
+                event("b", now + 3_600_000 * 25),
+                event("c", now),
+            ],
+            event_rows: vec![1, 2, 3],
+            ..FileBatch::default()
+        };
+        quarantine_far_ahead(&mut batch, "events/x.ndjson", now, DEFAULT_MAX_AHEAD);
+        assert_eq!(batch.event_rows, vec![1, 3]);
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.quarantine.len(), 1);
+        let q = &batch.quarantine[0];
+        assert_eq!(
+            (q.file.as_str(), q.row, q.field.as_str(), q.reason.as_str()),
+            ("events/x.ndjson", 2, "ts", "too_far_ahead")
+        );
+    }
 }
