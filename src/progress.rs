@@ -46,6 +46,7 @@ impl Progress {
 /// Progress lines on stderr while a run follows live input: batches and events per
 /// second, the current watermark and the last completed logical time.
 pub struct FollowProgress {
+    label: &'static str,
     allowed_lateness_ms: i64,
     last_print: Instant,
     last_batches: u64,
@@ -57,8 +58,10 @@ const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl FollowProgress {
     /// A reporter for a run with this allowed lateness.
-    pub fn new(allowed_lateness_ms: i64) -> FollowProgress {
+    /// `label` starts each line (`following`, `running`).
+    pub fn new(label: &'static str, allowed_lateness_ms: i64) -> FollowProgress {
         FollowProgress {
+            label,
             allowed_lateness_ms,
             last_print: Instant::now(),
             last_batches: 0,
@@ -88,7 +91,8 @@ impl FollowProgress {
             });
         let completed = completed.map_or("none".to_string(), |t| t.to_string());
         eprintln!(
-            "following: {batches} batches ({:.1}/s), {files} files in all, {events} events ({:.0}/s), watermark {watermark}, last completed time {completed}",
+            "{}: {batches} batches ({:.1}/s), {files} files in all, {events} events ({:.0}/s), watermark {watermark}, last completed time {completed}",
+            self.label,
             (batches - self.last_batches) as f64 / seconds,
             (events - self.last_events) as f64 / seconds,
         );

@@ -308,7 +308,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     let progress = match (options.progress && root, live.is_live()) {
         (false, _) => ProgressMode::Off,
         (true, false) if terminal => ProgressMode::Bar(static_total),
-        (true, _) => ProgressMode::Lines,
+        (true, live) => ProgressMode::Lines(if live { "following" } else { "running" }),
     };
     let shared = Arc::new(Shared {
         dataset,
@@ -395,7 +395,8 @@ fn check_mapping<'a>(
 enum ProgressMode {
     Off,
     Bar(u64),
-    Lines,
+    /// Lines on stderr, starting with this label.
+    Lines(&'static str),
 }
 
 /// Counts the workers of this process keep.
@@ -798,9 +799,12 @@ impl<'a> Reporter<'a> {
         let active = index == 0;
         let (bar, lines) = match (active, shared.progress) {
             (true, ProgressMode::Bar(total)) => (Some(Progress::files(total)), None),
-            (true, ProgressMode::Lines) => (
+            (true, ProgressMode::Lines(label)) => (
                 None,
-                Some(FollowProgress::new(shared.params.allowed_lateness_ms)),
+                Some(FollowProgress::new(
+                    label,
+                    shared.params.allowed_lateness_ms,
+                )),
             ),
             _ => (None, None),
         };
