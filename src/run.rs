@@ -152,6 +152,14 @@ pub fn quarantine_far_ahead(batch: &mut FileBatch, file: &str, now_ms: i64, max_
     }
 }
 
+/// The name rows of a unit are quarantined under: the file, or the first live source.
+fn origin_label(origin: &BatchOrigin) -> String {
+    match origin {
+        BatchOrigin::File { rel, .. } => rel.clone(),
+        BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()).unwrap_or_default(),
+    }
+}
+
 /// The wall clock in epoch milliseconds.
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -685,7 +693,8 @@ fn feed_unit(
     let replaced = |retracts: Option<u64>| -> Result<Option<(WalHeader, FileBatch)>> {
         retracts.map(|old| checkpoint.read_batch(old)).transpose()
     };
-    let units_in_time = assignment.units().end - assignment.units().start;
+    let units = assignment.units();
+    let units_in_time = units.end - units.start;
     let (header, batch, old) = match assignment {
         Assignment::Replay { .. } => {
             let (header, batch) = checkpoint.read_batch(unit)?;
@@ -728,11 +737,7 @@ fn feed_unit(
                 .and_then(|s| s.take_live_batch(time))
                 .context("no live batch for this time")?;
             if let Some(max_ahead) = shared.max_ahead {
-                let source = match &live.origin {
-                    BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()),
-                    BatchOrigin::File { rel, .. } => Some(rel.clone()),
-                }
-                .unwrap_or_default();
+                let source = origin_label(&live.origin);
                 quarantine_far_ahead(&mut live.batch, &source, now_ms(), max_ahead);
             }
             let header = WalHeader {
@@ -756,10 +761,7 @@ fn feed_unit(
         feeds.feed(old_batch, old_header.arrival, -1);
     }
     feeds.feed(batch, header.arrival, 1);
-    let label = match &header.origin {
-        BatchOrigin::File { rel, .. } => rel.clone(),
-        BatchOrigin::Lines(ranges) => ranges.first().map(|r| r.source.clone()).unwrap_or_default(),
-    };
+    let label = origin_label(&header.origin);
     feeds.marks.send(BatchMark {
         batch: unit,
         file: label,

@@ -69,20 +69,20 @@ pub const PLAY: &str = "play";
 
 /// The `skip_rate_daily` table: skips and plays per day, for days with plays.
 pub fn skip_rate_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, SkipRateRow> {
-    per_day(day_types, "SkipRateDaily", |&day, types, output| {
-        let count = |kind: &str| {
-            let kind = Name::new(kind);
+    let (skip, play) = (Name::new(SKIP), Name::new(PLAY));
+    per_day(day_types, "SkipRateDaily", move |&day, types, output| {
+        let count = |kind: Name| {
             types
                 .iter()
                 .find(|(t, _)| **t == kind)
                 .map_or(0, |(_, c)| *c as i64)
         };
-        let plays = count(PLAY);
+        let plays = count(play);
         if plays > 0 {
             output.push((
                 SkipRateRow {
                     day,
-                    skips: count(SKIP),
+                    skips: count(skip),
                     plays,
                 },
                 1isize,

@@ -11,6 +11,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -28,6 +29,9 @@ fn registry() -> &'static RwLock<HashMap<u64, Arc<str>>> {
 
 /// The first collision seen in this process, as a message.
 static COLLISION: Mutex<Option<String>> = Mutex::new(None);
+/// Whether [`COLLISION`] holds one: sinks look at it on every activation, so the usual
+/// answer costs an atomic load, not a lock.
+static COLLIDED: AtomicBool = AtomicBool::new(false);
 
 /// Test hook: keep only this many low bits of each hash (0 = all 64), to force
 /// collisions. Set with [`force_collisions_with_bits`] or `TIDEMARK_ID_BITS`.
@@ -54,12 +58,16 @@ pub fn force_collisions_with_bits(bits: u32) {
 
 /// The collision seen in this process, if any: two texts that got the same id.
 pub fn collision() -> Option<String> {
+    if !COLLIDED.load(Ordering::Acquire) {
+        return None;
+    }
     COLLISION.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
 /// Forgets a recorded collision (a new run in the same process starts clean).
 pub fn clear_collision() {
     *COLLISION.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    COLLIDED.store(false, Ordering::Release);
 }
 
 fn record_collision(id: u64, known: &str, text: &str) {
@@ -68,6 +76,7 @@ fn record_collision(id: u64, known: &str, text: &str) {
         *slot = Some(format!(
             "two identifiers got the same 64-bit id {id:#018x}: {known:?} and {text:?}; tidemark refuses to merge them. Report this (with both values); renaming one of them works around it"
         ));
+        COLLIDED.store(true, Ordering::Release);
     }
 }
 
