@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod arrangement_sizes;
+pub mod operator_times;
 pub mod arrow_rows;
 pub mod changes_reader;
 pub mod checkpoint;

@@ -569,6 +569,11 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             .map_err(|error| tracing::warn!("arrangement sizes: {error:#}"))
             .ok()
     });
+    // A diagnostic: it takes timely's log over, so only without the sizes file.
+    let operator_times = sizes
+        .is_none()
+        .then(|| crate::operator_times::OperatorTimes::register(worker))
+        .flatten();
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
         let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
@@ -669,6 +674,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         progress.tick(&probe, time, scheduler.as_ref());
     }
     progress.finish(time);
+    if let Some(times) = operator_times {
+        times.print(worker);
+    }
     if let Some(scheduler) = scheduler {
         if let Ok(mut end) = shared.end.lock() {
             *end = scheduler.end_reason().cloned();

@@ -1,15 +1,16 @@
 //! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
 //! deduplication by `event_id` (first seen wins).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Event, Millis, QuarantineRow};
 use tidemark_inputs::time::day_of;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
-use xxhash_rust::xxh3::{xxh3_128, xxh3_64};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::action::{Action, ActionMaker};
 use crate::expiry::{note_watermarks, Watermarks};
@@ -33,6 +34,34 @@ pub struct RawEvent {
     pub event: Event,
 }
 
+/// An event row that passed the watermark gate, compact: where it came from (which
+/// orders duplicates), the 128-bit hash of its `event_id` (what deduplication keys
+/// on) and the [`Action`] it becomes if it is the first of its id. Every text is gone,
+/// so the rows that are moved, exchanged and sorted from here on are 64 bytes, `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Admitted {
+    /// The input unit that brought the row (see [`RawEvent::batch`]).
+    pub batch: u64,
+    /// The row's 1-based number in its file.
+    pub row: u64,
+    /// `xxh3_128` of the `event_id` text.
+    pub id: u128,
+    /// The event as the metrics hold it.
+    pub action: Action,
+}
+
+impl Admitted {
+    /// The compact form of a row.
+    pub fn of(raw: &RawEvent) -> Admitted {
+        Admitted {
+            batch: raw.batch,
+            row: raw.row,
+            id: xxh3_128(raw.event.event_id.as_bytes()),
+            action: ActionMaker.make(&raw.event),
+        }
+    }
+}
+
 /// What the worker that read an input unit announces to every worker, at the logical
 /// time of the unit's batch: the file's name and the largest event time among its
 /// valid event rows. Watermarks are built from these, per unit (contract "Lateness").
@@ -53,7 +82,7 @@ type Held = (Capability<Time>, Vec<(RawEvent, isize)>);
 /// retracted earlier arrival).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Gated {
-    OnTime(RawEvent, isize),
+    OnTime(Admitted, isize),
     TooLate(QuarantineRow, isize),
     /// The watermark of the time this record is at.
     Watermark(Millis),
@@ -80,7 +109,7 @@ pub fn watermark_gate<'s>(
     marks: StreamVec<'s, Time, BatchMark>,
     allowed_lateness_ms: Millis,
 ) -> (
-    VecCollection<'s, Time, RawEvent>,
+    VecCollection<'s, Time, Admitted>,
     VecCollection<'s, Time, QuarantineRow>,
     Watermarks<'s>,
 ) {
@@ -196,7 +225,7 @@ pub fn watermark_gate<'s>(
                                 diff,
                             ));
                         } else {
-                            session.give(Gated::OnTime(raw, diff));
+                            session.give(Gated::OnTime(Admitted::of(&raw), diff));
                         }
                     }
                 }
@@ -262,13 +291,11 @@ fn stamp<'s, D: timely::ExchangeData + Ord>(
 /// first row's time and a day's ids are dropped once the watermark passes its end, so
 /// the state holds the open days' ids only.
 pub fn deduplicate<'s>(
-    rows: VecCollection<'s, Time, RawEvent>,
+    rows: VecCollection<'s, Time, Admitted>,
     watermarks: &Watermarks<'s>,
     forget: bool,
 ) -> VecCollection<'s, Time, Action> {
-    let route = Exchange::new(|(raw, _time, _diff): &(RawEvent, Time, isize)| {
-        xxh3_64(raw.event.event_id.as_bytes())
-    });
+    let route = Exchange::new(|(row, _time, _diff): &(Admitted, Time, isize)| row.id as u64);
     rows.inner
         .binary_frontier(
             watermarks.clone(),
@@ -276,15 +303,14 @@ pub fn deduplicate<'s>(
             Pipeline,
             "Deduplicate",
             move |_capability, _info| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<RawEvent>)> =
+                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Admitted>)> =
                     BTreeMap::new();
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 // Ids by the day of their first row (all under one key unless `forget`).
-                let mut seen: BTreeMap<i32, HashSet<u128>> = BTreeMap::new();
-                let mut actions = ActionMaker;
+                let mut seen: BTreeMap<i32, FxHashSet<u128>> = BTreeMap::new();
                 move |(input, frontier), (marks, marks_frontier), output| {
                     input.for_each(|cap, data| {
-                        for (raw, time, diff) in data.drain(..) {
+                        for (row, time, diff) in data.drain(..) {
                             // Retractions come only with `--reingest-changed`, which
                             // selects `deduplicate_with_retractions` instead.
                             debug_assert!(diff > 0, "input rows are never retracted here");
@@ -292,7 +318,7 @@ pub fn deduplicate<'s>(
                                 .entry(time)
                                 .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
                                 .1
-                                .push(raw);
+                                .push(row);
                         }
                     });
                     marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
@@ -309,16 +335,15 @@ pub fn deduplicate<'s>(
                             seen = seen.split_off(&day_of(watermark));
                         }
                         known = known.split_off(&time);
-                        rows.sort_unstable_by_key(|raw| (raw.batch, raw.row));
+                        rows.sort_unstable_by_key(|row| (row.batch, row.row));
                         let mut session = output.session(&cap);
-                        for raw in rows {
-                            let id = xxh3_128(raw.event.event_id.as_bytes());
-                            if seen.values().any(|ids| ids.contains(&id)) {
+                        for row in rows {
+                            if seen.values().any(|ids| ids.contains(&row.id)) {
                                 continue;
                             }
-                            let day = if forget { day_of(raw.event.ts) } else { 0 };
-                            seen.entry(day).or_default().insert(id);
-                            session.give((actions.make(&raw.event), time, 1isize));
+                            let day = if forget { day_of(row.action.ts) } else { 0 };
+                            seen.entry(day).or_default().insert(row.id);
+                            session.give((row.action, time, 1isize));
                         }
                     }
                 }
@@ -332,16 +357,12 @@ pub fn deduplicate<'s>(
 /// promotes the next one. Slower and larger than [`deduplicate`]; used only when
 /// retractions are possible.
 pub fn deduplicate_with_retractions<'s>(
-    rows: VecCollection<'s, Time, RawEvent>,
+    rows: VecCollection<'s, Time, Admitted>,
 ) -> VecCollection<'s, Time, Action> {
-    let mut actions = ActionMaker;
-    rows.map(|raw| {
-        let id = xxh3_128(raw.event.event_id.as_bytes());
-        (id, (raw.batch, raw.row, raw.event))
-    })
-    .reduce_named("DeduplicateWithRetractions", |_id, arrivals, output| {
-        // Values arrive sorted, so the first is the earliest live arrival.
-        output.push((arrivals[0].0 .2.clone(), 1isize));
-    })
-    .map(move |(_id, event)| actions.make(&event))
+    rows.map(|row| (row.id, (row.batch, row.row, row.action)))
+        .reduce_named("DeduplicateWithRetractions", |_id, arrivals, output| {
+            // Values arrive sorted, so the first is the earliest live arrival.
+            output.push((arrivals[0].0 .2, 1isize));
+        })
+        .map(|(_id, action)| action)
 }

@@ -9,11 +9,11 @@
 //! fail before it writes anything computed with the merged id.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -22,8 +22,8 @@ use xxhash_rust::xxh3::xxh3_64;
 pub struct Name(u64);
 
 /// Every text of this process, by id.
-fn registry() -> &'static RwLock<HashMap<u64, Arc<str>>> {
-    static REGISTRY: OnceLock<RwLock<HashMap<u64, Arc<str>>>> = OnceLock::new();
+fn registry() -> &'static RwLock<FxHashMap<u64, Arc<str>>> {
+    static REGISTRY: OnceLock<RwLock<FxHashMap<u64, Arc<str>>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
@@ -82,7 +82,7 @@ fn record_collision(id: u64, known: &str, text: &str) {
 
 thread_local! {
     /// This thread's copy of the texts it has seen, so interning rarely takes a lock.
-    static SEEN: RefCell<HashMap<u64, Arc<str>>> = RefCell::new(HashMap::new());
+    static SEEN: RefCell<FxHashMap<u64, Arc<str>>> = RefCell::new(FxHashMap::default());
 }
 
 /// Texts a thread remembers before it starts over (the registry keeps them all).
