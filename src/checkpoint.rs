@@ -32,6 +32,9 @@ use tidemark_inputs::records::FileBatch;
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused.
 const FORMAT: u32 = 2;
+/// zstd level of log entries: a fast negative level, since the log is written on the
+/// hot path and read only on resume.
+const WAL_LEVEL: i32 = -3;
 /// First bytes of every log entry.
 const MAGIC: &[u8; 8] = b"TMWAL001";
 
@@ -352,7 +355,7 @@ impl Checkpoint {
     /// Logs a batch durably (fsynced) before it is fed to the dataflow.
     pub fn log_batch(&self, header: &WalHeader, batch: &FileBatch) -> Result<()> {
         let header_bytes = bincode::serialize(header)?;
-        let payload = zstd::encode_all(&bincode::serialize(batch)?[..], 1)?;
+        let payload = zstd::encode_all(&bincode::serialize(batch)?[..], WAL_LEVEL)?;
         let mut bytes = Vec::with_capacity(payload.len() + header_bytes.len() + 40);
         bytes.extend_from_slice(MAGIC);
         bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
