@@ -3,7 +3,6 @@
 
 pub mod allocator;
 pub mod arrangement_sizes;
-pub mod operator_times;
 pub mod arrow_rows;
 pub mod changes_reader;
 pub mod checkpoint;
@@ -12,6 +11,7 @@ pub mod cluster;
 pub mod follow;
 pub mod ingested;
 pub mod live_source;
+pub mod operator_times;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -12,6 +12,7 @@ use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 
 fn main() {
     tidemark::allocator::limit_fragmentation();
+    log_warnings();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(args),
@@ -25,6 +26,25 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// Prints tidemark's own warnings (a repaired change stream, a file it could not
+/// record) on stderr, even with `-q`. Other crates' logs stay off: their failures
+/// reach us as errors, and some log expected conditions (delta-rs opening a table
+/// that does not exist yet). `RUST_LOG` overrides the filter.
+fn log_warnings() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("off,tidemark=warn,tidemark_inputs=warn,tidemark_dataflows=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .without_time()
+        .with_level(true)
+        .init();
 }
 
 /// `tidemark` with no command: generate the demo dataset once, then run on it.

@@ -65,7 +65,7 @@ impl OperatorLedger {
                 })
             })
             .collect();
-        rows.sort_by(|a, b| b.0.cmp(&a.0));
+        rows.sort_by_key(|row| std::cmp::Reverse(row.0));
         let in_operators: Duration = rows.iter().map(|r| r.0).sum();
         let mut text = format!(
             "worker {worker}: {:.2} s wall, {:.2} s in operators\n",

@@ -364,3 +364,75 @@ fn an_id_collision_is_reported_not_merged() {
     let rows: usize = engine_tables(&out, u64::MAX).values().map(Vec::len).sum();
     assert_eq!(rows, 0, "no change rows were written");
 }
+
+/// Regression (issue 14, item 3): a removed, truncated or stray change file, or a
+/// removed table directory, resumed silently with wrong sums. A resume now checks the
+/// change files of completed times against the manifest and writes the damaged times
+/// again from the write-ahead log, so every table equals the oracle again.
+#[test]
+fn damaged_change_streams_are_repaired_from_the_log_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = source_dataset(dir.path(), 11, 6, OutputFormat::Parquet);
+    let out = dir.path().join("out");
+    // Two workers and a logical time per file, on any machine.
+    let args = ["-w", "2", "--max-batch-files", "1"];
+    let result = output(&mut tidemark_run(Some(&data), &out, &args));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let expected = oracle::compute(&read_batches(&data, None), &Params::default());
+    assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "before damage");
+
+    let files = live::change_files(&out);
+    let of = |table: &str| -> Vec<std::path::PathBuf> {
+        let mut paths: Vec<_> = files
+            .iter()
+            .filter(|(t, _, _)| t == table)
+            .map(|(t, time, worker)| {
+                out.join(format!("changes/{t}/part-{time:010}-w{worker:04}.parquet"))
+            })
+            .collect();
+        paths.sort();
+        paths
+    };
+    let sessions = of("sessions");
+    assert!(sessions.len() >= 3, "{sessions:?}");
+    std::fs::remove_file(&sessions[1]).unwrap();
+    let bytes = std::fs::read(&sessions[2]).unwrap();
+    std::fs::write(&sessions[2], &bytes[..bytes.len() / 2]).unwrap();
+    // A copy of a file under another time: its diffs would count twice.
+    let windows = of("window_activity");
+    let stray = windows[0].with_file_name("part-9999999990-w0000.parquet");
+    std::fs::copy(&windows[0], &stray).unwrap();
+    let first = windows[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let copy = windows[0].with_file_name(first.replace("-w0000", "-w0001"));
+    std::fs::copy(&windows[0], &copy).unwrap();
+    std::fs::remove_dir_all(out.join("changes/daily_active")).unwrap();
+
+    let result = output(&mut tidemark_run(Some(&data), &out, &args));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(result.status.success(), "{stderr}");
+    for table in ["sessions", "window_activity", "daily_active"] {
+        assert!(
+            stderr.contains(&format!("changes/{table}")) && stderr.contains("again"),
+            "the repair of {table} is reported: {stderr}"
+        );
+    }
+    assert!(!stray.exists(), "the stray copy is removed");
+    assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "after repair");
+
+    // Repaired for good: the next resume finds nothing to do.
+    let result = output(&mut tidemark_run(Some(&data), &out, &args));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        result.status.success() && !stderr.contains("again"),
+        "{stderr}"
+    );
+}

@@ -3,7 +3,6 @@
 //! `time` and `diff` (contract "Outputs"). Summing diffs per row gives the table.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -17,6 +16,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::StreamVec;
 
+use super::manifest::Written;
 use super::SinkReport;
 use crate::arrow_rows::{changes_to_batch, Change};
 
@@ -56,6 +56,8 @@ where
     let table = R::SPEC.name;
     let scope = rows.inner.scope();
     super::clear_failure(&out);
+    let workers = timely::dataflow::Scope::peers(&scope);
+    let resume_after = checked_resume_point(&out, table, (worker, workers), resume_after);
     rows.consolidate().inner.unary_frontier(
         Pipeline,
         &format!("ChangeSink({table})"),
@@ -92,7 +94,11 @@ where
                         .map(|(row, diff)| (row.cells(), time, *diff as i64))
                         .collect();
                     let path = change_file(&out, table, time, worker);
-                    if let Err(error) = write_changes::<R>(&path, &changes) {
+                    let written = write_changes::<R>(&path, &changes, time).and_then(|written| {
+                        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
+                        super::manifest::record(&out, table, worker, name, &written)
+                    });
+                    if let Err(error) = written {
                         // A sink that cannot write must not pretend it did: stop the run loudly.
                         super::fail(&out, format!("cannot write {}: {error:#}", path.display()));
                     }
@@ -107,10 +113,45 @@ where
     )
 }
 
+/// Checks this worker's change files of `table` against the manifest before the sink
+/// writes anything, and returns the time after which it writes: `resume_after`, or
+/// earlier when a file of a completed time is missing, damaged or stray, so that the
+/// replay writes it (and every later time) again.
+fn checked_resume_point(
+    out: &Path,
+    table: &str,
+    (worker, workers): (usize, usize),
+    resume_after: Option<u64>,
+) -> Option<u64> {
+    let check = match super::manifest::check(
+        out,
+        &changes_dir(out, table),
+        table,
+        (worker, workers),
+        resume_after,
+    ) {
+        Ok(check) => check,
+        Err(error) => super::fail(
+            out,
+            format!("checking the change files of {table}: {error:#}"),
+        ),
+    };
+    let Some(from) = check.rewrite_from else {
+        return resume_after;
+    };
+    tracing::warn!(
+        "changes/{table} (worker {worker}): {} missing, {} damaged and {} stray change files of completed times; writing its changes again from logical time {from} out of the write-ahead log",
+        check.missing,
+        check.damaged,
+        check.strays
+    );
+    from.checked_sub(1)
+}
+
 /// Writes one change file atomically (temporary name, then rename). The checkpoint
 /// flushes the file system before it records a time as completed, so the files of a
-/// completed time survive a machine crash too.
-fn write_changes<R: TableRow>(path: &Path, changes: &[Change]) -> Result<()> {
+/// completed time survive a machine crash too. Returns what the manifest records.
+fn write_changes<R: TableRow>(path: &Path, changes: &[Change], time: u64) -> Result<Written> {
     let batch = changes_to_batch(&R::SPEC, changes)?;
     let dir = path.parent().context("change file has no directory")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -118,13 +159,18 @@ fn write_changes<R: TableRow>(path: &Path, changes: &[Change]) -> Result<()> {
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("part")
     ));
-    let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
     writer.write(&batch)?;
     writer.close()?;
+    std::fs::write(&tmp, &bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
+    Ok(Written {
+        time,
+        size: bytes.len() as u64,
+        hash: xxhash_rust::xxh3::xxh3_64(&bytes),
+    })
 }

@@ -3,6 +3,7 @@
 pub mod changes;
 pub mod delta;
 pub mod delta_thread;
+pub mod manifest;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
