@@ -15,6 +15,7 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::day_of;
 
+use crate::combine::combine;
 use crate::expiry::earliest_per_key;
 use crate::ingest::Time;
 use crate::rows::{DailyActiveRow, EventMixRow, FeatureAdoptionRow};
@@ -71,7 +72,10 @@ pub fn feature_adoption<'s>(
     // Adopters: each user's first day with each type, counted per (type, day) and summed
     // per type over the days the type occurred.
     let new_adopters = earliest_per_key(
-        events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))),
+        combine(
+            events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))),
+            "CombineUserTypeDays",
+        ),
         insert_only,
         "FirstUse",
     )

@@ -10,6 +10,7 @@ use timely::dataflow::StreamVec;
 
 use crate::actives::{daily_active, monthly_active};
 use crate::adoption::feature_adoption;
+use crate::combine::combine;
 use crate::event_mix::{day_types, event_mix_daily, skip_rate_daily};
 use crate::expiry::{
     day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
@@ -110,7 +111,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
 
     // Distinct (user, day) pairs, and each user's first active day (cohorts, adoption).
     let user_days = distinct_until_closed(
-        events.clone().map(|e| (e.user_id, day_of(e.ts))),
+        combine(events.clone().map(|e| (e.user_id, day_of(e.ts))), "CombineUserDays"),
         &watermarks,
         |(_user, day)| Some(day_end(*day)),
     );

@@ -8,6 +8,7 @@
 //! the day's distinct types.
 
 use crate::action::Action;
+use crate::combine::combine;
 use crate::name::Name;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
@@ -23,8 +24,7 @@ pub type DayTypes<'s> = Arranged<'s, TraceAgent<ValSpine<i32, Name, Time, isize>
 
 /// Arranges accepted events by day with their type (built once, read by both tables).
 pub fn day_types<'s>(events: VecCollection<'s, Time, Action>) -> DayTypes<'s> {
-    events
-        .map(|e| (day_of(e.ts), e.event_type))
+    combine(events.map(|e| (day_of(e.ts), e.event_type)), "CombineDayTypes")
         .arrange_by_key_named("DayTypes")
 }
 

@@ -4,6 +4,7 @@
 pub mod action;
 pub mod actives;
 pub mod adoption;
+pub mod combine;
 pub mod dataflow;
 pub mod event_mix;
 pub mod expiry;

@@ -1,0 +1,57 @@
+//! Pre-aggregation on the worker that holds the data, before it is exchanged and
+//! arranged: equal records of one logical time are summed into one update.
+//!
+//! Several metrics need only day or window facts of the accepted events: a (user, day)
+//! pair, a (day, event type) count, a (window, user) count, a (user, type) first day. A
+//! user with ten events in a day would otherwise send ten updates through the exchange,
+//! the batcher and the arrangement where one update with multiplicity ten says the same.
+//! This is the combiner of MapReduce and Spark's partial aggregation. The collection's
+//! content is unchanged, so every table is too.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+
+use crate::ingest::Time;
+
+/// Sums the updates of `data` per record and logical time on each worker, releasing a
+/// time once the input has passed it (when nothing downstream could complete it
+/// earlier anyway), without records whose updates cancel.
+pub fn combine<'s, D>(data: VecCollection<'s, Time, D>, name: &str) -> VecCollection<'s, Time, D>
+where
+    D: ExchangeData + Hash + Eq,
+{
+    data.inner
+        .unary_frontier(Pipeline, name, |_capability, _info| {
+            let mut sums: BTreeMap<Time, (Capability<Time>, FxHashMap<D, isize>)> =
+                BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, batch| {
+                    for (record, time, diff) in batch.drain(..) {
+                        let (_, time_sums) = sums
+                            .entry(time)
+                            .or_insert_with(|| (cap.delayed(&time, 0), FxHashMap::default()));
+                        *time_sums.entry(record).or_insert(0) += diff;
+                    }
+                });
+                while let Some(entry) = sums.first_entry() {
+                    if frontier.frontier().less_equal(entry.key()) {
+                        break;
+                    }
+                    let (time, (cap, time_sums)) = entry.remove_entry();
+                    output.session(&cap).give_iterator(
+                        time_sums
+                            .into_iter()
+                            .filter(|(_, diff)| *diff != 0)
+                            .map(|(record, diff)| (record, time, diff)),
+                    );
+                }
+            }
+        })
+        .as_collection()
+}
