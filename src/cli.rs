@@ -96,6 +96,11 @@ pub struct LiveArgs {
     /// Listen on this TCP address (e.g. 127.0.0.1:9000) for NDJSON event lines.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// List at most this many rule-breaking rows of one file in `quarantine`; the rest
+    /// are counted in one `too_many_bad_rows` row, so a file of junk cannot flood
+    /// memory. 0 lists every row.
+    #[arg(long, value_name = "N", default_value_t = tidemark_inputs::records::DEFAULT_MAX_BAD_ROWS)]
+    pub max_bad_rows: usize,
     /// Take at most this many waiting files (a backlog, or files arriving together)
     /// as one logical time. Results do not depend on it; 1 gives a time per file.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]

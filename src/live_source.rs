@@ -182,6 +182,7 @@ impl LiveSource {
             range.0 = range.0.min(number);
             range.1 = range.1.max(number);
         }
+        batch.close_bad_rows();
         let ranges = ranges
             .into_iter()
             .map(|(source, (first, last))| LineRange {

@@ -156,6 +156,7 @@ fn live_options(args: &LiveArgs) -> LiveOptions {
             max_files: args.max_batch_files as usize,
             max_bytes: args.max_batch_mib << 20,
         },
+        max_bad_rows: args.max_bad_rows,
     }
 }
 

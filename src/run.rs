@@ -94,6 +94,8 @@ pub struct LiveOptions {
     /// In a live run, events further than this ahead of the wall clock when read are
     /// quarantined `too_far_ahead` (none: no guard).
     pub max_ahead: Option<Duration>,
+    /// Rule-breaking rows listed per input file (`--max-bad-rows`; 0 = all).
+    pub max_bad_rows: usize,
 }
 
 impl Default for LiveOptions {
@@ -111,6 +113,7 @@ impl Default for LiveOptions {
             reingest_changed: false,
             file_batching: FileBatching::default(),
             max_ahead: Some(DEFAULT_MAX_AHEAD),
+            max_bad_rows: tidemark_inputs::records::DEFAULT_MAX_BAD_ROWS,
         }
     }
 }
@@ -196,6 +199,10 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     let dataset = match &options.dataset {
         Some(path) => Some(
             Dataset::open(path, options.mapping.as_deref())
+                .map(|dataset| Dataset {
+                    max_bad_rows: options.live.max_bad_rows,
+                    ..dataset
+                })
                 .map_err(|e| anyhow!("{e}"))
                 .with_context(|| format!("opening dataset {}", path.display()))?,
         ),

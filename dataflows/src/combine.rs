@@ -28,8 +28,7 @@ where
 {
     data.inner
         .unary_frontier(Pipeline, name, |_capability, _info| {
-            let mut sums: BTreeMap<Time, (Capability<Time>, FxHashMap<D, isize>)> =
-                BTreeMap::new();
+            let mut sums: BTreeMap<Time, (Capability<Time>, FxHashMap<D, isize>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| {
                     for (record, time, diff) in batch.drain(..) {

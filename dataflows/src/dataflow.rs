@@ -111,7 +111,10 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
 
     // Distinct (user, day) pairs, and each user's first active day (cohorts, adoption).
     let user_days = distinct_until_closed(
-        combine(events.clone().map(|e| (e.user_id, day_of(e.ts))), "CombineUserDays"),
+        combine(
+            events.clone().map(|e| (e.user_id, day_of(e.ts))),
+            "CombineUserDays",
+        ),
         &watermarks,
         |(_user, day)| Some(day_end(*day)),
     );

@@ -24,8 +24,11 @@ pub type DayTypes<'s> = Arranged<'s, TraceAgent<ValSpine<i32, Name, Time, isize>
 
 /// Arranges accepted events by day with their type (built once, read by both tables).
 pub fn day_types<'s>(events: VecCollection<'s, Time, Action>) -> DayTypes<'s> {
-    combine(events.map(|e| (day_of(e.ts), e.event_type)), "CombineDayTypes")
-        .arrange_by_key_named("DayTypes")
+    combine(
+        events.map(|e| (day_of(e.ts), e.event_type)),
+        "CombineDayTypes",
+    )
+    .arrange_by_key_named("DayTypes")
 }
 
 /// Reduces `day_types` per day with `logic`, giving one output collection of rows.

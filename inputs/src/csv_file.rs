@@ -134,7 +134,7 @@ pub(crate) fn read(
     let mut rowno: u64 = 0;
     let process = |record: ByteRecord, rowno: u64, batch: &mut FileBatch| -> ByteRecord {
         let bad_row = |record: &ByteRecord, batch: &mut FileBatch| {
-            batch.quarantine.push(QuarantineRow {
+            batch.reject(QuarantineRow {
                 file: file.rel.clone(),
                 row: rowno,
                 field: String::new(),

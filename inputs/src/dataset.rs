@@ -93,6 +93,9 @@ pub struct Dataset {
     pub root: PathBuf,
     /// How its files become contract tables.
     pub mapping: Mapping,
+    /// Rule-breaking rows listed per file before the rest are only counted (see
+    /// [`crate::records::BadRows`]; 0 = no cap).
+    pub max_bad_rows: usize,
 }
 
 /// How one file is parsed.
@@ -227,6 +230,7 @@ impl Dataset {
         Ok(Dataset {
             root: root.to_path_buf(),
             mapping,
+            max_bad_rows: crate::records::DEFAULT_MAX_BAD_ROWS,
         })
     }
 
@@ -355,7 +359,10 @@ impl Dataset {
             }
         };
         let result = catch_unwind(AssertUnwindSafe(|| {
-            let mut inner = FileBatch::default();
+            let mut inner = FileBatch {
+                bad_rows: crate::records::BadRows::with_limit(self.max_bad_rows),
+                ..FileBatch::default()
+            };
             let stop = match format.format {
                 Format::Csv => csv_file::read(file, format, &self.mapping, &mut inner),
                 Format::Ndjson => ndjson_file::read(file, format, &self.mapping, &mut inner),
@@ -371,6 +378,7 @@ impl Dataset {
             ),
         };
         batch = inner;
+        batch.close_bad_rows();
         match stop {
             Ok(()) => {}
             Err(Stop::Unreadable { message, next_row }) => {

@@ -144,4 +144,74 @@ pub struct FileBatch {
     pub items: Vec<Item>,
     /// Rows (or the whole file) that broke a rule.
     pub quarantine: Vec<QuarantineRow>,
+    /// How many rule-breaking rows are listed before the rest are only counted.
+    #[serde(skip)]
+    pub bad_rows: BadRows,
+}
+
+/// The default of `--max-bad-rows`: rule-breaking rows listed per file.
+pub const DEFAULT_MAX_BAD_ROWS: usize = 10_000;
+
+/// The cap on the quarantine rows one file lists, so that a small file of junk (8 MB
+/// of gzip can hold millions of bad lines) cannot flood memory, as Spark's
+/// `maxBadRecords` and Flink's error limits bound it. Rows beyond the cap are counted
+/// and reported by one `too_many_bad_rows` row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRows {
+    /// Rows listed at most (`usize::MAX`: no cap).
+    pub limit: usize,
+    /// Rows counted beyond the cap.
+    pub beyond: u64,
+    /// The file (or live source) and row of the first of them.
+    pub first_beyond: Option<(String, u64)>,
+}
+
+impl Default for BadRows {
+    fn default() -> BadRows {
+        BadRows::with_limit(DEFAULT_MAX_BAD_ROWS)
+    }
+}
+
+impl BadRows {
+    /// A cap of `limit` rows; 0 means no cap.
+    pub fn with_limit(limit: usize) -> BadRows {
+        BadRows {
+            limit: if limit == 0 { usize::MAX } else { limit },
+            beyond: 0,
+            first_beyond: None,
+        }
+    }
+}
+
+impl FileBatch {
+    /// Quarantines a row that broke a rule: listed while the file is under its cap of
+    /// listed rows (see [`BadRows`]), counted after that.
+    pub fn reject(&mut self, row: QuarantineRow) {
+        if self.quarantine.len() < self.bad_rows.limit {
+            self.quarantine.push(row);
+        } else {
+            self.bad_rows.beyond += 1;
+            self.bad_rows
+                .first_beyond
+                .get_or_insert((row.file, row.row));
+        }
+    }
+
+    /// Adds the one row that stands for the rows counted beyond the cap, if any.
+    pub fn close_bad_rows(&mut self) {
+        let Some((file, first)) = self.bad_rows.first_beyond.take() else {
+            return;
+        };
+        let beyond = std::mem::take(&mut self.bad_rows.beyond);
+        self.quarantine.push(QuarantineRow {
+            file,
+            row: first,
+            field: String::new(),
+            reason: "too_many_bad_rows".to_string(),
+            raw: format!(
+                "{beyond} more rows of this file, from row {first} on, broke a rule after {} were listed; they are counted here, not listed (raise --max-bad-rows to list more)",
+                self.bad_rows.limit
+            ),
+        });
+    }
 }

@@ -268,7 +268,7 @@ impl ReadPlan {
             if let Err((field, reason)) = result {
                 if !quarantined {
                     quarantined = true;
-                    batch.quarantine.push(QuarantineRow {
+                    batch.reject(QuarantineRow {
                         file: file.to_string(),
                         row: rowno,
                         field: field.to_string(),

@@ -546,3 +546,56 @@ proptest! {
         read_never_panics("events/y.parquet", &bytes);
     }
 }
+
+/// Regression (issue 14, item 5): a small gzip of junk decompressed into millions of
+/// `bad_row` quarantine rows and a 4 GB peak. Past `--max-bad-rows` rows a file's
+/// further bad rows are counted in one `too_many_bad_rows` row; every good row, also
+/// after the cap, is still read, and the counts add up to every row of the file.
+#[test]
+fn bad_rows_past_the_cap_are_counted_in_one_row_and_good_rows_still_read() {
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let mut text = String::from(HEADER);
+    let mut good = Vec::new();
+    for row in 1..=60u64 {
+        if row % 4 == 0 {
+            text.push_str(&format!("g{row},u1,1752279600000,play,,,\n"));
+            good.push(row);
+        } else {
+            text.push_str(&format!("junk line {row} without enough fields\n"));
+        }
+    }
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(text.as_bytes()).unwrap();
+    let mut set = dataset(&[("events/junk.csv.gz", gz.finish().unwrap())], None);
+    set.dataset.max_bad_rows = 10;
+    let batch = set.read("events/junk.csv.gz");
+    assert_eq!(
+        batch.event_rows, good,
+        "every good row is read, also past the cap"
+    );
+    let rows = quarantine(&batch);
+    let listed: Vec<_> = rows.iter().filter(|r| r.3 == "bad_row").collect();
+    assert_eq!(listed.len(), 10);
+    let summary: Vec<_> = batch
+        .quarantine
+        .iter()
+        .filter(|r| r.reason == "too_many_bad_rows")
+        .collect();
+    assert_eq!(summary.len(), 1, "{rows:?}");
+    let bad = 60 - good.len();
+    let beyond = bad - 10;
+    assert!(
+        summary[0].raw.starts_with(&format!("{beyond} more rows")),
+        "{}",
+        summary[0].raw
+    );
+    // The first row past the cap: the 11th bad row.
+    let eleventh = (1..=60u64).filter(|r| r % 4 != 0).nth(10).unwrap();
+    assert_eq!(summary[0].row, eleventh);
+
+    // 0 lists every row.
+    set.dataset.max_bad_rows = 0;
+    let all = set.read("events/junk.csv.gz");
+    assert_eq!(all.quarantine.len(), bad);
+}
