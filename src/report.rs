@@ -60,6 +60,10 @@ pub fn render(out: &Path) -> Result<String> {
             writeln!(text, "  {:<28} {:>14.0}", metric, float(&row[1]))?;
         }
     }
+    // No users/ or subscriptions/ rows: the paid share is unknown, not 0.
+    if !kpis.is_empty() && !kpis.iter().any(|row| row[0].to_string() == "paid_share_pct") {
+        writeln!(text, "  {:<28} {:>14}", "paid_share_pct", "n/a (no plan data)")?;
+    }
 
     // The window length comes from the rows, so `--window-minutes` shows as it was.
     let window_minutes = windows
@@ -190,7 +194,11 @@ pub fn render(out: &Path) -> Result<String> {
     let (skipped, played) = skips
         .iter()
         .fold((0, 0), |(s, p), row| (s + int(&row[1]), p + int(&row[2])));
-    if played > 0 {
+    if played == 0 || skipped == 0 {
+        // A data set without `skip` (or `play`) events says nothing about skipping.
+        let missing = if played == 0 { "play" } else { "skip" };
+        writeln!(text, "  skip rate (skips / plays): n/a (no {missing} events)")?;
+    } else {
         writeln!(
             text,
             "  skip rate (skips / plays): {:.3} over {} days",

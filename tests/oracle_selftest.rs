@@ -803,7 +803,8 @@ fn kpis_period_excludes_events_outside_from_to() {
             // Only c has a session starting in the period.
             vec![s("session_adoption_rate_pct"), fl(100.0 / 3.0)],
             vec![s("engaged_users_pct"), fl(50.0)],
-            vec![s("paid_share_pct"), fl(0.0)],
+            // No users/ or subscriptions/ rows: the paid share is unknown, no row
+            // (issue 13: it showed 0.00 on Online Retail, which has no plans).
         ],
     );
 }

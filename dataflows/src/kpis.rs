@@ -32,6 +32,8 @@ enum UserFact {
 struct UserFlags {
     seen: bool,
     listed: bool,
+    /// Has a `users/` row or a plan change: plan data exists for the user.
+    planned: bool,
     active: bool,
     has_session: bool,
     engaged: bool,
@@ -87,6 +89,7 @@ pub fn kpis<'s>(
             let mut flags = UserFlags {
                 seen: false,
                 listed: false,
+                planned: false,
                 active: false,
                 has_session: false,
                 engaged: false,
@@ -98,8 +101,11 @@ pub fn kpis<'s>(
                     UserFact::Seen => flags.seen = true,
                     UserFact::ActiveInPeriod => flags.active = true,
                     UserFact::SessionInPeriod => sessions += count,
-                    UserFact::Plan(PlanFact::Profile(..)) => flags.listed = true,
-                    UserFact::Plan(_) => {}
+                    UserFact::Plan(PlanFact::Profile(..)) => {
+                        flags.listed = true;
+                        flags.planned = true;
+                    }
+                    UserFact::Plan(_) => flags.planned = true,
                 }
             }
             let history = PlanHistory::from_facts(facts.iter().filter_map(|(f, _)| match f {
@@ -150,7 +156,11 @@ pub fn kpis<'s>(
             };
             pct("session_adoption_rate_pct", count(|f| f.has_session), total);
             pct("engaged_users_pct", count(|f| f.engaged), active);
-            pct("paid_share_pct", count(|f| f.paid), active);
+            // Without any plan data (no users/ or subscriptions/ rows) the paid share
+            // is unknown, not 0: the row is absent.
+            if count(|f| f.planned) > 0 {
+                pct("paid_share_pct", count(|f| f.paid), active);
+            }
             output.extend(rows.into_iter().map(|row| (row, 1isize)));
         })
         .map(|((), row)| row)

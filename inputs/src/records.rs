@@ -150,7 +150,7 @@ pub struct FileBatch {
 }
 
 /// The default of `--max-bad-rows`: rule-breaking rows listed per file.
-pub const DEFAULT_MAX_BAD_ROWS: usize = 10_000;
+pub const DEFAULT_MAX_BAD_ROWS: usize = 1_000_000;
 
 /// The cap on the quarantine rows one file lists, so that a small file of junk (8 MB
 /// of gzip can hold millions of bad lines) cannot flood memory, as Spark's

@@ -573,7 +573,10 @@ fn kpis(input: &Input, sessions: &[Session], params: &Params) -> Vec<Vec<Cell>> 
     }
     if !active.is_empty() {
         metrics.push(("engaged_users_pct", pct(engaged, active.len())));
-        metrics.push(("paid_share_pct", pct(paid, active.len())));
+        // No plan data at all: the paid share is unknown, and has no row.
+        if !input.users.is_empty() || !input.subscriptions.is_empty() {
+            metrics.push(("paid_share_pct", pct(paid, active.len())));
+        }
     }
     metrics
         .into_iter()
