@@ -31,7 +31,7 @@ use tidemark_inputs::records::FileBatch;
 /// The checkpoint directory's name under `OUT`.
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused.
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 /// zstd level of log entries: a fast negative level, since the log is written on the
 /// hot path and read only on resume.
 const WAL_LEVEL: i32 = -3;

@@ -77,8 +77,9 @@ pub struct RunArgs {
 #[derive(Debug, Default, clap::Args)]
 pub struct LiveArgs {
     /// After the files present, keep watching the dataset and ingest each new file
-    /// once, as the next logical time. SIGINT/SIGTERM stop cleanly.
-    #[arg(long)]
+    /// once, as the next logical time. SIGINT/SIGTERM stop cleanly. Not with --stdin or
+    /// --listen, whose end ends the run (the files present are still read first).
+    #[arg(long, conflicts_with_all = ["stdin", "listen"])]
     pub follow: bool,
     /// How often to list the dataset when following, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]

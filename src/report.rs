@@ -61,8 +61,16 @@ pub fn render(out: &Path) -> Result<String> {
         }
     }
     // No users/ or subscriptions/ rows: the paid share is unknown, not 0.
-    if !kpis.is_empty() && !kpis.iter().any(|row| row[0].to_string() == "paid_share_pct") {
-        writeln!(text, "  {:<28} {:>14}", "paid_share_pct", "n/a (no plan data)")?;
+    if !kpis.is_empty()
+        && !kpis
+            .iter()
+            .any(|row| row[0].to_string() == "paid_share_pct")
+    {
+        writeln!(
+            text,
+            "  {:<28} {:>14}",
+            "paid_share_pct", "n/a (no plan data)"
+        )?;
     }
 
     // The window length comes from the rows, so `--window-minutes` shows as it was.
@@ -197,7 +205,10 @@ pub fn render(out: &Path) -> Result<String> {
     if played == 0 || skipped == 0 {
         // A data set without `skip` (or `play`) events says nothing about skipping.
         let missing = if played == 0 { "play" } else { "skip" };
-        writeln!(text, "  skip rate (skips / plays): n/a (no {missing} events)")?;
+        writeln!(
+            text,
+            "  skip rate (skips / plays): n/a (no {missing} events)"
+        )?;
     } else {
         writeln!(
             text,
@@ -223,4 +234,23 @@ pub fn render(out: &Path) -> Result<String> {
         out.display()
     )?;
     Ok(text)
+}
+/// One line accounting for every input row a run fed: read = accepted + duplicates +
+/// too late + quarantined while reading + filtered out by the mapping + rows of the
+/// other tables. Accepted and too-late counts come from the output's tables, the rest
+/// from the readers' counts ([`crate::run::RowTotals`]).
+pub fn row_accounting(out: &Path, rows: &crate::run::RowTotals) -> Result<String> {
+    let windows = read_table(out, &tables::WINDOW_ACTIVITY)?;
+    let quarantine = read_table(out, &tables::QUARANTINE)?;
+    let accepted: i64 = windows.iter().map(|row| int(&row[2])).sum();
+    let too_late = quarantine
+        .iter()
+        .filter(|row| row[3].to_string() == "too_late")
+        .count() as i64;
+    let duplicates = rows.valid_events - accepted - too_late;
+    let other = rows.read - rows.valid_events - rows.rejected - rows.filtered;
+    Ok(format!(
+        "Rows read: {} = {accepted} accepted + {duplicates} duplicates + {too_late} too late + {} quarantined while reading + {} filtered out by the mapping + {other} rows of users/, subscriptions/ and items/\n",
+        rows.read, rows.rejected, rows.filtered
+    ))
 }

@@ -141,6 +141,7 @@ pub fn quarantine_far_ahead(batch: &mut FileBatch, file: &str, now_ms: i64, max_
     let rows = std::mem::take(&mut batch.event_rows);
     for (event, row) in events.into_iter().zip(rows) {
         if event.ts > limit {
+            batch.rows_rejected += 1;
             batch.quarantine.push(QuarantineRow {
                 file: file.to_string(),
                 row,
@@ -179,6 +180,9 @@ pub struct RunStats {
     pub replayed: u64,
     /// Event rows read by this process's workers (valid rows, before lateness and dedup).
     pub event_rows_read: u64,
+    /// Every row of every unit this process fed (replayed ones included, a re-ingested
+    /// file's old rows taken back), by what became of it while reading.
+    pub rows: RowTotals,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
     /// Why the run stopped taking input (process 0 only).
@@ -369,6 +373,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         files: shared.counters.fed.load(Ordering::Relaxed) as usize,
         replayed: shared.counters.replayed.load(Ordering::Relaxed),
         event_rows_read: shared.counters.event_rows.load(Ordering::Relaxed),
+        rows: shared.counters.rows.totals(),
         elapsed: started.elapsed(),
         end,
         planned: if live.is_live() { 0 } else { static_total },
@@ -414,9 +419,56 @@ enum ProgressMode {
     Lines(&'static str),
 }
 
+/// What became of the rows of the units fed, as the readers counted them
+/// ([`FileBatch::rows_read`] and its siblings).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RowTotals {
+    /// Data rows or non-blank lines.
+    pub read: i64,
+    /// Rows no table's filter let through.
+    pub filtered: i64,
+    /// Rows that broke a rule (quarantined while reading, or as too far ahead).
+    pub rejected: i64,
+    /// Valid event rows (before lateness and deduplication).
+    pub valid_events: i64,
+}
+
+/// [`RowTotals`] kept by every worker of the process.
+#[derive(Debug, Default)]
+struct RowCounters {
+    read: AtomicI64,
+    filtered: AtomicI64,
+    rejected: AtomicI64,
+    valid_events: AtomicI64,
+}
+
+impl RowCounters {
+    /// Counts `batch`'s rows with `sign` (+1 fed, -1 taken back).
+    fn add(&self, batch: &FileBatch, sign: i64) {
+        let add = |counter: &AtomicI64, n: u64| {
+            counter.fetch_add(sign * n as i64, Ordering::Relaxed);
+        };
+        add(&self.read, batch.rows_read);
+        add(&self.filtered, batch.rows_filtered);
+        add(&self.rejected, batch.rows_rejected);
+        add(&self.valid_events, batch.events.len() as u64);
+    }
+
+    fn totals(&self) -> RowTotals {
+        RowTotals {
+            read: self.read.load(Ordering::Relaxed),
+            filtered: self.filtered.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            valid_events: self.valid_events.load(Ordering::Relaxed),
+        }
+    }
+}
+
 /// Counts the workers of this process keep.
 #[derive(Debug, Default)]
 struct Counters {
+    /// Rows of every unit fed, by fate.
+    rows: RowCounters,
     /// New batches fed (not replayed).
     fed: AtomicU64,
     /// Batches replayed from the log.
@@ -773,8 +825,10 @@ fn feed_unit(
         Assignment::End => return Ok(()),
     };
     if let Some((old_header, old_batch)) = old {
+        counters.rows.add(&old_batch, -1);
         feeds.feed(old_batch, old_header.arrival, -1);
     }
+    counters.rows.add(&batch, 1);
     feeds.feed(batch, header.arrival, 1);
     let label = origin_label(&header.origin);
     feeds.marks.send(BatchMark {

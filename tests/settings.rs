@@ -274,3 +274,118 @@ fn the_report_prints_counts_as_counts_and_the_real_window_length() {
         assert!(!line.contains('.'), "{line}");
     }
 }
+
+/// Issue 13: `run DATASET --stdin --follow` was accepted and the run ended with the
+/// standard input, never following. Such flags that cannot work together are refused.
+#[test]
+fn follow_with_stdin_or_listen_is_refused() {
+    for live in [&["--stdin"][..], &["--listen", "127.0.0.1:0"][..]] {
+        let mut args = vec!["run", "data", "--out", "out", "--follow"];
+        args.extend_from_slice(live);
+        let output = tidemark(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(
+            stderr.contains("--follow") && stderr.contains(live[0]),
+            "{stderr}"
+        );
+    }
+}
+
+/// Issue 13: the summary counted only valid rows as "read", and duplicates and rows
+/// filtered out by the mapping were reported nowhere. It now accounts for every row:
+/// read = accepted + duplicates + too late + quarantined while reading + filtered +
+/// rows of the other tables, each part checked against an independent count (the
+/// files' lines as text, the oracle's tables, the readers' quarantine).
+#[test]
+fn the_summary_accounts_for_every_row_read() {
+    use tidemark_inputs::generator::OutputFormat;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = GeneratorConfig {
+        events: 4_000,
+        users: 60,
+        seed: 5,
+        days: 20,
+        files: 4,
+        format: OutputFormat::Csv,
+        late_share: 0.03,
+        too_late_share: 0.02,
+        duplicate_share: 0.02,
+        invalid_share: 0.01,
+        ..GeneratorConfig::default()
+    };
+    generate(&data, &config).unwrap();
+    // A filter the mapping applies: `page_view` events are left out.
+    std::fs::write(
+        data.join("tidemark.toml"),
+        "[events.filter]\nevent_type = { not_in = [\"page_view\"] }\n",
+    )
+    .unwrap();
+    let mut lines = 0i64;
+    for table in ["events", "users", "subscriptions", "items"] {
+        for file in std::fs::read_dir(data.join(table)).unwrap() {
+            let text = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            lines += text.lines().filter(|l| !l.trim().is_empty()).count() as i64 - 1;
+        }
+    }
+    let out = dir.path().join("out");
+    let output = tidemark(&[
+        "run",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-delta",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Rows read: "))
+        .unwrap_or_else(|| panic!("no accounting line: {stdout}"));
+    let numbers: Vec<i64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    let [read, accepted, duplicates, too_late, rejected, filtered, other] = numbers[..] else {
+        panic!("seven numbers in {line:?}");
+    };
+    assert_eq!(read, lines, "{line}");
+    assert_eq!(
+        read,
+        accepted + duplicates + too_late + rejected + filtered + other
+    );
+
+    let batches = read_batches(&data, None);
+    let params = tidemark_dataflows::settings::Params::default();
+    let expected = oracle::compute(&batches, &params);
+    let events: i64 = expected["window_activity"]
+        .iter()
+        .map(|row| match row[2] {
+            tidemark_dataflows::tables::Cell::Int(n) => n,
+            ref other => panic!("events cell {other:?}"),
+        })
+        .sum();
+    let late = expected["quarantine"]
+        .iter()
+        .filter(|row| row[3] == tidemark_dataflows::tables::Cell::Str("too_late".into()))
+        .count() as i64;
+    let read_rejects: i64 = batches.iter().map(|(_, b)| b.quarantine.len() as i64).sum();
+    let valid: i64 = batches.iter().map(|(_, b)| b.events.len() as i64).sum();
+    let others: i64 = batches
+        .iter()
+        .map(|(_, b)| (b.users.len() + b.subscriptions.len() + b.items.len()) as i64)
+        .sum();
+    assert_eq!(accepted, events, "{line}");
+    assert_eq!(too_late, late, "{line}");
+    assert_eq!(rejected, read_rejects, "{line}");
+    assert_eq!(duplicates, valid - events - late, "{line}");
+    assert_eq!(other, others, "{line}");
+    assert!(filtered > 0, "the mapping's filter left rows out: {line}");
+    assert!(duplicates > 0 && too_late > 0 && rejected > 0, "{line}");
+}

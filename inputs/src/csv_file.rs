@@ -134,6 +134,7 @@ pub(crate) fn read(
     let mut rowno: u64 = 0;
     let process = |record: ByteRecord, rowno: u64, batch: &mut FileBatch| -> ByteRecord {
         let bad_row = |record: &ByteRecord, batch: &mut FileBatch| {
+            batch.rows_read += 1;
             batch.reject(QuarantineRow {
                 file: file.rel.clone(),
                 row: rowno,

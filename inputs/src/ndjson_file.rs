@@ -253,6 +253,7 @@ pub(crate) fn read(
             continue;
         }
         let bad_json = |raw: String, batch: &mut FileBatch| {
+            batch.rows_read += 1;
             batch.reject(QuarantineRow {
                 file: file.rel.clone(),
                 row: lineno,
@@ -341,6 +342,7 @@ impl NdjsonLines {
     /// (`bad_json`, or the first rule the row breaks). Blank lines are skipped.
     pub fn push(&mut self, line: &[u8], lineno: u64, source: &str, batch: &mut FileBatch) {
         let bad_json = |raw: String, batch: &mut FileBatch| {
+            batch.rows_read += 1;
             batch.reject(QuarantineRow {
                 file: source.to_string(),
                 row: lineno,

@@ -144,6 +144,13 @@ pub struct FileBatch {
     pub items: Vec<Item>,
     /// Rows (or the whole file) that broke a rule.
     pub quarantine: Vec<QuarantineRow>,
+    /// Data rows (or non-blank lines) the file held, whatever became of them: the
+    /// total the run's summary accounts for.
+    pub rows_read: u64,
+    /// Rows that no table's `[<table>.filter]` of the mapping let through.
+    pub rows_filtered: u64,
+    /// Rows that broke a rule: listed in `quarantine` or counted past the cap.
+    pub rows_rejected: u64,
     /// How many rule-breaking rows are listed before the rest are only counted.
     #[serde(skip)]
     pub bad_rows: BadRows,
@@ -187,6 +194,7 @@ impl FileBatch {
     /// Quarantines a row that broke a rule: listed while the file is under its cap of
     /// listed rows (see [`BadRows`]), counted after that.
     pub fn reject(&mut self, row: QuarantineRow) {
+        self.rows_rejected += 1;
         if self.quarantine.len() < self.bad_rows.limit {
             self.quarantine.push(row);
         } else {

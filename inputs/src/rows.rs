@@ -252,10 +252,13 @@ impl ReadPlan {
     /// passes, or (at most) one quarantine row for the first failing field.
     pub(crate) fn apply<R: Row>(&self, row: &R, rowno: u64, file: &str, batch: &mut FileBatch) {
         let mut quarantined = false;
+        let mut passed = false;
+        batch.rows_read += 1;
         for tp in &self.tables {
             if !tp.passes(row) {
                 continue;
             }
+            passed = true;
             let result = match tp.table {
                 Table::Events => tp.event(row).map(|e| {
                     batch.events.push(e);
@@ -277,6 +280,9 @@ impl ReadPlan {
                     });
                 }
             }
+        }
+        if !passed {
+            batch.rows_filtered += 1;
         }
     }
 }
