@@ -14,8 +14,11 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::action::{Action, ActionMaker};
 use crate::expiry::{note_watermarks, Watermarks};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::vec::{Broadcast, Map, Partition};
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::StreamVec;
 
 /// Logical time: the index of the input batch in arrival order. A batch holds one or
@@ -75,18 +78,9 @@ pub struct BatchMark {
     pub max_ts: Option<Millis>,
 }
 
-/// Rows of one logical time held until it is complete, with a capability to send.
-type Held = (Capability<Time>, Vec<(RawEvent, isize)>);
-
-/// An event row after the watermark check, with its multiplicity (+1 arrival, -1 a
-/// retracted earlier arrival).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum Gated {
-    OnTime(Admitted, isize),
-    TooLate(QuarantineRow, isize),
-    /// The watermark of the time this record is at.
-    Watermark(Millis),
-}
+/// Rows of one logical time held until it is complete, with capabilities for the
+/// on-time and the too-late output.
+type Held = (Capability<Time>, Capability<Time>, Vec<(RawEvent, isize)>);
 
 /// Splits event rows into those at or above their unit's watermark and `too_late`
 /// quarantine rows. The watermark of input unit `u` is the largest event time of units
@@ -113,168 +107,136 @@ pub fn watermark_gate<'s>(
     VecCollection<'s, Time, QuarantineRow>,
     Watermarks<'s>,
 ) {
-    let gated = rows.binary_frontier(
-        marks.broadcast(),
-        Pipeline,
-        Pipeline,
-        "WatermarkGate",
-        move |_capability, _info| {
-            let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
-            // A capability at each batch time, to announce that time's watermark, and
-            // the units the time holds.
-            let mut marked: BTreeMap<Time, (Capability<Time>, Vec<u64>)> = BTreeMap::new();
-            // Every unit's file and largest event time: kept (one entry per unit) so
-            // that a retraction can be judged against its own unit's watermark.
-            let mut files: BTreeMap<u64, String> = BTreeMap::new();
-            let mut maxima: BTreeMap<u64, Millis> = BTreeMap::new();
-            // The largest event time of the units before each unit judged so far.
-            let mut before: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
-            let mut largest_before: Option<Millis> = None;
-            let mut folded: u64 = 0;
-            let lateness = move |largest: Option<Millis>| {
-                largest.map(|m| m.saturating_sub(allowed_lateness_ms))
-            };
-            move |(rows_in, rows_frontier), (marks_in, marks_frontier), output| {
-                rows_in.for_each(|cap, data| {
-                    if let Some(cap) = cap.retain_least(0) {
-                        let time = *cap.time();
-                        pending
-                            .entry(time)
+    // One operator with three outputs: each row goes to exactly one of them, with no
+    // partition and no copy for a second reader.
+    let mut builder = OperatorBuilder::new("WatermarkGate".to_owned(), rows.scope());
+    let mut rows_in = builder.new_input(rows, Pipeline);
+    let mut marks_in = builder.new_input(marks.broadcast(), Pipeline);
+    let (on_time_out, on_time) = builder.new_output::<Vec<(Admitted, Time, isize)>>();
+    let (too_late_out, too_late) = builder.new_output::<Vec<(QuarantineRow, Time, isize)>>();
+    let (watermarks_out, watermarks) = builder.new_output::<Vec<Millis>>();
+    let mut on_time_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(on_time_out);
+    let mut too_late_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(too_late_out);
+    let mut watermarks_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(watermarks_out);
+    builder.build(move |_initial| {
+        // Rows of each time, with capabilities for the on-time and too-late outputs.
+        let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
+        // A capability at each batch time, to announce that time's watermark, and
+        // the units the time holds.
+        let mut marked: BTreeMap<Time, (Capability<Time>, Vec<u64>)> = BTreeMap::new();
+        // Every unit's file and largest event time: kept (one entry per unit) so
+        // that a retraction can be judged against its own unit's watermark.
+        let mut files: BTreeMap<u64, String> = BTreeMap::new();
+        let mut maxima: BTreeMap<u64, Millis> = BTreeMap::new();
+        // The largest event time of the units before each unit judged so far.
+        let mut before: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
+        let mut largest_before: Option<Millis> = None;
+        let mut folded: u64 = 0;
+        let lateness =
+            move |largest: Option<Millis>| largest.map(|m| m.saturating_sub(allowed_lateness_ms));
+        move |frontiers| {
+            let mut on_time_out = on_time_out.activate();
+            let mut too_late_out = too_late_out.activate();
+            let mut watermarks_out = watermarks_out.activate();
+            rows_in.for_each(|cap, data| {
+                if let (Some(on_time), Some(too_late)) = (cap.retain_least(0), cap.retain_least(1))
+                {
+                    let time = *on_time.time();
+                    pending
+                        .entry(time)
+                        .or_insert_with(|| (on_time, too_late, Vec::new()))
+                        .2
+                        .append(data);
+                }
+            });
+            marks_in.for_each(|cap, data| {
+                for mark in data.drain(..) {
+                    if let Some(cap) = cap.retain_least(2) {
+                        let at = *cap.time();
+                        marked
+                            .entry(at)
                             .or_insert_with(|| (cap, Vec::new()))
                             .1
-                            .append(data);
+                            .push(mark.batch);
                     }
-                });
-                marks_in.for_each(|cap, data| {
-                    for mark in data.drain(..) {
-                        if let Some(cap) = cap.retain_least(0) {
-                            let at = *cap.time();
-                            marked
-                                .entry(at)
-                                .or_insert_with(|| (cap.delayed(&at), Vec::new()))
-                                .1
-                                .push(mark.batch);
-                        }
-                        if let Some(ts) = mark.max_ts {
-                            let entry = maxima.entry(mark.batch).or_insert(ts);
-                            *entry = (*entry).max(ts);
-                        }
-                        files.insert(mark.batch, mark.file);
+                    if let Some(ts) = mark.max_ts {
+                        let entry = maxima.entry(mark.batch).or_insert(ts);
+                        *entry = (*entry).max(ts);
                     }
-                });
-                // A time is complete once neither input can bring more for it.
-                let complete = |t: &Time| {
-                    !rows_frontier.frontier().less_equal(t)
-                        && !marks_frontier.frontier().less_equal(t)
+                    files.insert(mark.batch, mark.file);
+                }
+            });
+            // A time is complete once neither input can bring more for it.
+            let complete = |t: &Time| !frontiers[0].less_equal(t) && !frontiers[1].less_equal(t);
+            // Complete times in order: each announces its watermark (if it is a batch
+            // time) and releases its rows (if it has any).
+            loop {
+                let next = match (pending.keys().next(), marked.keys().next()) {
+                    (Some(a), Some(b)) => *a.min(b),
+                    (Some(a), None) => *a,
+                    (None, Some(b)) => *b,
+                    (None, None) => break,
                 };
-                // Complete times in order: each announces its watermark (if it is a batch
-                // time) and releases its rows (if it has any).
-                loop {
-                    let next = match (pending.keys().next(), marked.keys().next()) {
-                        (Some(a), Some(b)) => *a.min(b),
-                        (Some(a), None) => *a,
-                        (None, Some(b)) => *b,
-                        (None, None) => break,
-                    };
-                    if !complete(&next) {
-                        break;
-                    }
-                    let time = next;
-                    // The running maximum over every unit before each unit of `time`
-                    // (every earlier unit is in a complete time by now, and releases
-                    // come in time order), so the usual case costs no scan.
-                    if let Some((cap, mut units)) = marked.remove(&time) {
-                        units.sort_unstable();
-                        for unit in &units {
-                            if *unit < folded {
-                                continue;
-                            }
-                            for (_, ts) in maxima.range(folded..*unit) {
-                                largest_before =
-                                    Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
-                            }
-                            folded = *unit;
-                            before.insert(*unit, largest_before);
+                if !complete(&next) {
+                    break;
+                }
+                let time = next;
+                // The running maximum over every unit before each unit of `time`
+                // (every earlier unit is in a complete time by now, and releases
+                // come in time order), so the usual case costs no scan.
+                if let Some((cap, mut units)) = marked.remove(&time) {
+                    units.sort_unstable();
+                    for unit in &units {
+                        if *unit < folded {
+                            continue;
                         }
-                        let first = units.first().and_then(|unit| before.get(unit).copied());
-                        if let Some(watermark) = lateness(first.flatten()) {
-                            output.session(&cap).give(Gated::Watermark(watermark));
+                        for (_, ts) in maxima.range(folded..*unit) {
+                            largest_before =
+                                Some(largest_before.map_or(*ts, |m: Millis| m.max(*ts)));
                         }
+                        folded = *unit;
+                        before.insert(*unit, largest_before);
                     }
-                    let Some((cap, rows)) = pending.remove(&time) else {
-                        continue;
-                    };
-                    // Watermarks of the units whose rows are in this release.
-                    let mut judged: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
-                    let mut session = output.session(&cap);
-                    for (raw, diff) in rows {
-                        let watermark = *judged.entry(raw.batch).or_insert_with(|| {
+                    let first = units.first().and_then(|unit| before.get(unit).copied());
+                    if let Some(watermark) = lateness(first.flatten()) {
+                        watermarks_out.session(&cap).give(watermark);
+                    }
+                }
+                let Some((on_time_cap, too_late_cap, rows)) = pending.remove(&time) else {
+                    continue;
+                };
+                // Watermarks of the units whose rows are in this release.
+                let mut judged: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
+                let mut on_time = on_time_out.session(&on_time_cap);
+                let mut too_late = too_late_out.session(&too_late_cap);
+                for (raw, diff) in rows {
+                    let watermark =
+                        *judged.entry(raw.batch).or_insert_with(|| {
                             lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
                                 maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
                             }))
                         });
-                        if watermark.is_some_and(|w| raw.event.ts < w) {
-                            session.give(Gated::TooLate(
-                                QuarantineRow {
-                                    file: files.get(&raw.batch).cloned().unwrap_or_default(),
-                                    row: raw.row,
-                                    field: "ts".into(),
-                                    reason: "too_late".into(),
-                                    raw: raw.event.raw_json(),
-                                },
-                                diff,
-                            ));
-                        } else {
-                            session.give(Gated::OnTime(Admitted::of(&raw), diff));
-                        }
+                    if watermark.is_some_and(|w| raw.event.ts < w) {
+                        let row = QuarantineRow {
+                            file: files.get(&raw.batch).cloned().unwrap_or_default(),
+                            row: raw.row,
+                            field: "ts".into(),
+                            reason: "too_late".into(),
+                            raw: raw.event.raw_json(),
+                        };
+                        too_late.give((row, time, diff));
+                    } else {
+                        on_time.give((Admitted::of(&raw), time, diff));
                     }
                 }
             }
-        },
-    );
-    // Route each gated row to exactly one part; reading `gated` twice would make timely
-    // clone every event (strings included) for the second reader.
-    let mut parts = gated
-        .partition(3, |g| match g {
-            Gated::OnTime(..) => (0, g),
-            Gated::TooLate(..) => (1, g),
-            Gated::Watermark(..) => (2, g),
-        })
-        .into_iter();
-    let mut part = || parts.next().expect("three parts");
-    let (on_time, too_late, watermarks) = (part(), part(), part());
-    let on_time = on_time.flat_map(|g| match g {
-        Gated::OnTime(raw, diff) => Some((raw, diff)),
-        _ => None,
+        }
     });
-    let too_late = too_late.flat_map(|g| match g {
-        Gated::TooLate(row, diff) => Some((row, diff)),
-        _ => None,
-    });
-    let watermarks = watermarks.flat_map(|g| match g {
-        Gated::Watermark(watermark) => Some(watermark),
-        _ => None,
-    });
-    (stamp(on_time), stamp(too_late), watermarks)
-}
-
-/// Turns a timely stream of records with multiplicities into a differential
-/// collection of updates at each record's own logical time.
-fn stamp<'s, D: timely::ExchangeData + Ord>(
-    stream: StreamVec<'s, Time, (D, isize)>,
-) -> VecCollection<'s, Time, D> {
-    stream
-        .unary(Pipeline, "Stamp", |_, _| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    if let Some(time) = cap.least().copied() {
-                        let mut session = output.session(&cap);
-                        session.give_iterator(data.drain(..).map(|(d, diff)| (d, time, diff)));
-                    }
-                });
-            }
-        })
-        .as_collection()
+    (
+        on_time.as_collection(),
+        too_late.as_collection(),
+        watermarks,
+    )
 }
 
 /// Accepted events: per `event_id`, the first-seen row (smallest batch, then row).
