@@ -2,18 +2,5 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tidemark_fuzz::{check, Scratch};
 
-thread_local! {
-    static SCRATCH: Scratch = Scratch::default();
-}
-
-fuzz_target!(|data: &[u8]| {
-    let Some((flags, bytes)) = data.split_first() else {
-        return;
-    };
-    let gzip = flags & 1 == 1;
-    let name = if gzip { "x.ndjson.gz" } else { "x.ndjson" };
-    let batch = SCRATCH.with(|s| s.read(name, bytes, gzip));
-    check(&batch, false);
-});
+fuzz_target!(|data: &[u8]| tidemark_fuzz::text_target(data, "ndjson"));

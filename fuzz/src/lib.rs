@@ -49,6 +49,27 @@ impl Scratch {
     }
 }
 
+thread_local! {
+    static SCRATCH: Scratch = Scratch::default();
+}
+
+/// The body of the text readers' targets: the first byte's low bit says whether the
+/// rest is gzipped; the rest is an `events/x.<extension>` file that must keep every
+/// promise of [`check`], with no panic.
+pub fn text_target(data: &[u8], extension: &str) {
+    let Some((flags, bytes)) = data.split_first() else {
+        return;
+    };
+    let gzip = flags & 1 == 1;
+    let name = if gzip {
+        format!("x.{extension}.gz")
+    } else {
+        format!("x.{extension}")
+    };
+    let batch = SCRATCH.with(|s| s.read(&name, bytes, gzip));
+    check(&batch, false);
+}
+
 /// The promises: every row is accepted or quarantined (never both, never twice), the
 /// accepted values are in range, and (unless `panics_allowed`, for third-party
 /// decoders) no reader code panicked.
