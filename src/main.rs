@@ -125,14 +125,9 @@ fn run_command(args: RunArgs) -> Result<()> {
             stats.event_rows_read as f64 / seconds.max(1e-9),
             args.cluster.total_workers()
         );
-        if args.cluster.processes <= 1 {
-            // Other processes' readers count their own files.
-            print!(
-                "{}",
-                tidemark::report::row_accounting(&args.out, &stats.rows)?
-            );
-        }
-        print!("{}", tidemark::report::render(&args.out)?);
+        // With several processes, each one's readers count only their own files.
+        let rows = (args.cluster.processes <= 1).then_some(&stats.rows);
+        print!("{}", tidemark::report::render_with_rows(&args.out, rows)?);
     }
     Ok(())
 }

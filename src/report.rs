@@ -27,6 +27,14 @@ fn int(cell: &Cell) -> i64 {
 /// Renders the report of the tables under `out` (80 columns wide). A path that is not
 /// a tidemark output (no `changes/` and no checkpoint) is an error saying what one is.
 pub fn render(out: &Path) -> Result<String> {
+    render_with_rows(out, None)
+}
+
+/// [`render`], headed by a line accounting for every input row a run fed when its
+/// readers' counts are given: read = accepted + duplicates + too late + quarantined
+/// while reading + filtered out by the mapping + rows of the other tables. Accepted
+/// and too-late counts come from the tables the report reads anyway.
+pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Result<String> {
     if !out.join("changes").is_dir() && !out.join(crate::checkpoint::CHECKPOINT_DIR).is_dir() {
         anyhow::bail!(
             "{} is not a tidemark output directory: an output holds changes/<table>/ (the change streams), tables/<table>/ (Delta tables) and _checkpoint/, as written by `tidemark run DATASET --out {}`",
@@ -43,6 +51,19 @@ pub fn render(out: &Path) -> Result<String> {
     let sessions = read_table(out, &tables::SESSIONS)?;
 
     let accepted: i64 = windows.iter().map(|row| int(&row[2])).sum();
+    if let Some(rows) = rows {
+        let too_late = quarantine
+            .iter()
+            .filter(|row| row[3].to_string() == "too_late")
+            .count() as i64;
+        let duplicates = rows.valid_events - accepted - too_late;
+        let other = rows.read - rows.valid_events - rows.rejected - rows.filtered;
+        writeln!(
+            text,
+            "Rows read: {} = {accepted} accepted + {duplicates} duplicates + {too_late} too late + {} quarantined while reading + {} filtered out by the mapping + {other} rows of users/, subscriptions/ and items/",
+            rows.read, rows.rejected, rows.filtered
+        )?;
+    }
     writeln!(
         text,
         "Events accepted: {accepted}   quarantined: {}   sessions: {}",
@@ -234,23 +255,4 @@ pub fn render(out: &Path) -> Result<String> {
         out.display()
     )?;
     Ok(text)
-}
-/// One line accounting for every input row a run fed: read = accepted + duplicates +
-/// too late + quarantined while reading + filtered out by the mapping + rows of the
-/// other tables. Accepted and too-late counts come from the output's tables, the rest
-/// from the readers' counts ([`crate::run::RowTotals`]).
-pub fn row_accounting(out: &Path, rows: &crate::run::RowTotals) -> Result<String> {
-    let windows = read_table(out, &tables::WINDOW_ACTIVITY)?;
-    let quarantine = read_table(out, &tables::QUARANTINE)?;
-    let accepted: i64 = windows.iter().map(|row| int(&row[2])).sum();
-    let too_late = quarantine
-        .iter()
-        .filter(|row| row[3].to_string() == "too_late")
-        .count() as i64;
-    let duplicates = rows.valid_events - accepted - too_late;
-    let other = rows.read - rows.valid_events - rows.rejected - rows.filtered;
-    Ok(format!(
-        "Rows read: {} = {accepted} accepted + {duplicates} duplicates + {too_late} too late + {} quarantined while reading + {} filtered out by the mapping + {other} rows of users/, subscriptions/ and items/\n",
-        rows.read, rows.rejected, rows.filtered
-    ))
 }

@@ -141,8 +141,7 @@ pub fn quarantine_far_ahead(batch: &mut FileBatch, file: &str, now_ms: i64, max_
     let rows = std::mem::take(&mut batch.event_rows);
     for (event, row) in events.into_iter().zip(rows) {
         if event.ts > limit {
-            batch.rows_rejected += 1;
-            batch.quarantine.push(QuarantineRow {
+            batch.reject(QuarantineRow {
                 file: file.to_string(),
                 row,
                 field: "ts".into(),
@@ -154,6 +153,7 @@ pub fn quarantine_far_ahead(batch: &mut FileBatch, file: &str, now_ms: i64, max_
             batch.event_rows.push(row);
         }
     }
+    batch.close_bad_rows();
 }
 
 /// The name rows of a unit are quarantined under: the file, or the first live source.
