@@ -27,16 +27,12 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tidemark_dataflows::settings::Params;
 use tidemark_inputs::records::FileBatch;
+use tidemark_inputs::wal_entry;
 
 /// The checkpoint directory's name under `OUT`.
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused.
 const FORMAT: u32 = 3;
-/// zstd level of log entries: a fast negative level, since the log is written on the
-/// hot path and read only on resume.
-const WAL_LEVEL: i32 = -3;
-/// First bytes of every log entry.
-const MAGIC: &[u8; 8] = b"TMWAL001";
 
 /// What a resumed run must share with the run that wrote the checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,55 +75,7 @@ impl RunIdentity {
     }
 }
 
-/// Where a logged batch came from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BatchOrigin {
-    /// A dataset file.
-    File {
-        /// Path relative to the dataset directory.
-        rel: String,
-        /// Size in bytes when read.
-        size: u64,
-        /// Modification time (ns since the epoch) when read, 0 if unknown.
-        mtime_ns: u128,
-        /// xxh3-64 of the file's bytes.
-        hash: u64,
-    },
-    /// Lines of live sources (standard input, TCP peers).
-    Lines(Vec<LineRange>),
-}
-
-/// Consecutive lines of one live source in a batch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LineRange {
-    /// `stdin` or `tcp:<peer>`: the quarantine `file` of its bad lines.
-    pub source: String,
-    /// Number of the first line (1-based).
-    pub first: u64,
-    /// Number of the last line.
-    pub last: u64,
-}
-
-/// The small part of a log entry read at start-up: what the unit was.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WalHeader {
-    /// The logical time of the batch the unit belongs to.
-    pub time: u64,
-    /// The unit's number in arrival order (units are numbered 0, 1, ... across times).
-    pub unit: u64,
-    /// How many units the batch of `time` has.
-    pub units_in_time: u64,
-    /// Its place in arrival order: `unit`, or for a changed file re-ingested, the
-    /// arrival of the unit it replaces (its rows are fed as arriving there).
-    pub arrival: u64,
-    /// Its origin.
-    pub origin: BatchOrigin,
-    /// A unit whose rows this one retracts before adding its own (a changed file
-    /// re-ingested with `--reingest-changed`).
-    pub retracts: Option<u64>,
-    /// Largest event time of the batch's valid events (for progress lines).
-    pub max_ts: Option<i64>,
-}
+pub use tidemark_inputs::wal_entry::{BatchOrigin, LineRange, WalHeader};
 
 /// What a checkpoint held when the run started.
 #[derive(Clone, Debug, Default)]
@@ -354,16 +302,8 @@ impl Checkpoint {
 
     /// Logs a batch durably (fsynced) before it is fed to the dataflow.
     pub fn log_batch(&self, header: &WalHeader, batch: &FileBatch) -> Result<()> {
-        let header_bytes = bincode::serialize(header)?;
-        let payload = zstd::encode_all(&bincode::serialize(batch)?[..], WAL_LEVEL)?;
-        let mut bytes = Vec::with_capacity(payload.len() + header_bytes.len() + 40);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&header_bytes);
-        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        bytes.extend_from_slice(&payload);
-        let checksum = xxhash_rust::xxh3::xxh3_64(&bytes);
-        bytes.extend_from_slice(&checksum.to_le_bytes());
+        let bytes = wal_entry::encode(header, batch)
+            .with_context(|| format!("encoding the log entry of unit {}", header.unit))?;
         write_atomically(&self.wal_file(header.unit), &bytes)
     }
 
@@ -485,38 +425,12 @@ fn setting_in_units(key: &str, value: &serde_json::Value) -> (String, String) {
 /// Reads and checks one log entry; the batch is decoded only when `with_batch`.
 fn read_entry(path: &Path, with_batch: bool) -> Result<(WalHeader, Option<FileBatch>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let damaged = |what: &str| {
+    wal_entry::decode(&bytes, with_batch).map_err(|e| {
         anyhow!(
-            "write-ahead log entry {} is {what}: {START_OVER}",
+            "write-ahead log entry {} is {e}: {START_OVER}",
             path.display()
         )
-    };
-    if bytes.len() < MAGIC.len() + 24 || &bytes[..MAGIC.len()] != MAGIC {
-        return Err(damaged("truncated or not a log entry"));
-    }
-    let (body, tail) = bytes.split_at(bytes.len() - 8);
-    let checksum = u64::from_le_bytes(tail.try_into().expect("8 bytes"));
-    if xxhash_rust::xxh3::xxh3_64(body) != checksum {
-        return Err(damaged("corrupt or truncated (checksum mismatch)"));
-    }
-    let mut at = MAGIC.len();
-    let mut take = |n: usize| -> Result<&[u8]> {
-        let slice = body.get(at..at + n).ok_or_else(|| damaged("truncated"))?;
-        at += n;
-        Ok(slice)
-    };
-    let header_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
-    let header: WalHeader = bincode::deserialize(take(header_len)?)
-        .map_err(|e| damaged(&format!("unreadable ({e})")))?;
-    if !with_batch {
-        return Ok((header, None));
-    }
-    let payload_len = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")) as usize;
-    let payload = take(payload_len)?;
-    let raw = zstd::decode_all(payload).map_err(|e| damaged(&format!("unreadable ({e})")))?;
-    let batch: FileBatch =
-        bincode::deserialize(&raw).map_err(|e| damaged(&format!("unreadable ({e})")))?;
-    Ok((header, Some(batch)))
+    })
 }
 
 /// Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync the directory.

@@ -14,6 +14,7 @@ mod rows;
 mod text;
 pub mod time;
 pub mod timestamp;
+pub mod wal_entry;
 
 pub use dataset::{Dataset, SourceFile, Table};
 pub use error::InputError;

@@ -231,6 +231,22 @@ fn read_data_file(path: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
     Ok(rows)
 }
 
+/// Checks that a data file the log lists is there with the size the log records: a
+/// missing or truncated file would otherwise make readers fail, or lose its rows at the
+/// next rewrite of its bucket.
+fn check_data_file(path: &Path, size: i64) -> Result<()> {
+    let found = std::fs::metadata(path)
+        .with_context(|| format!("data file {} listed in the log", path.display()))?
+        .len();
+    if i64::try_from(found).ok() != Some(size) {
+        bail!(
+            "data file {} has {found} bytes but the log records {size}: it was damaged",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// A data file of the table, as the log knows it.
 #[derive(Clone, Debug)]
 struct DataFile {
@@ -367,6 +383,9 @@ impl DeltaTableSink {
         };
         sink.last_time = last.map(|v| v as u64);
         sink.state = Some((log_store, snapshot));
+        for file in &files {
+            check_data_file(&dir.join(&file.path), file.size)?;
+        }
         for file in files {
             let file_rows = read_data_file(&dir.join(&file.path), &spec)?;
             let mut buckets: Vec<i64> = file_rows.iter().map(|row| bucket_of(&spec, row)).collect();

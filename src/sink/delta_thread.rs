@@ -117,8 +117,9 @@ fn commit(
         Some(sink) => sink,
         None => sink.insert(DeltaTableSink::open(dir, spec).map_err(|error| {
             format!(
-                "cannot open the Delta table `{}` at {}: {error:#}",
+                "cannot open the Delta table `{}` at {}: {error:#}. If the table is damaged, delete {} and run the same command again: it is rebuilt exactly from the write-ahead log (or pass --overwrite to start over)",
                 spec.name,
+                dir.display(),
                 dir.display()
             )
         })?),

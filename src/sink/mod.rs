@@ -30,14 +30,16 @@ static FAILURES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
 pub const FAILURE_POLL: Duration = Duration::from_millis(50);
 
 /// Stops the run writing under `out` because a sink failed: records `message` so the
-/// other workers of this process stop too (see [`failure`]), then panics with it.
+/// other workers of this process stop too (see [`failure`]), then unwinds the worker
+/// with it. The unwind skips the panic hook: the run ends with one clear error line
+/// (printed by `main`), not a panic report per worker.
 pub fn fail(out: &Path, message: String) -> ! {
     FAILURES
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .entry(out.to_path_buf())
         .or_insert_with(|| message.clone());
-    panic!("{message}");
+    std::panic::resume_unwind(Box::new(message));
 }
 
 /// The failure recorded for the run writing under `out`, if a sink of it failed.
@@ -57,7 +59,7 @@ pub fn clear_failure(out: &Path) {
         .remove(out);
 }
 
-/// Called by a sink operator each time it runs: panics if another sink of the run writing
+/// Called by a sink operator each time it runs: unwinds if another sink of the run writing
 /// under `out` failed (a worker that died would otherwise leave the others waiting for
 /// it forever), else asks to be run again after [`FAILURE_POLL`] while `live`.
 pub fn check_failure(out: &Path, activator: &timely::scheduling::Activator, live: bool) {
@@ -66,7 +68,9 @@ pub fn check_failure(out: &Path, activator: &timely::scheduling::Activator, live
         fail(out, message);
     }
     if let Some(message) = failure(out) {
-        panic!("stopping: another worker failed: {message}");
+        std::panic::resume_unwind(Box::new(format!(
+            "stopping: another worker failed: {message}"
+        )));
     }
     if live {
         activator.activate_after(FAILURE_POLL);
