@@ -117,12 +117,22 @@ fn run_command(args: RunArgs) -> Result<()> {
             0 => String::new(),
             n => format!(" after replaying {n} from the checkpoint"),
         };
+        // A live run's rate is over its working time, not its waits for input.
+        let (rate_seconds, waiting) = if following {
+            let busy = stats.busy.as_secs_f64().min(seconds);
+            (
+                busy,
+                format!(" ({:.2}s of it waiting for input)", seconds - busy),
+            )
+        } else {
+            (seconds, String::new())
+        };
         println!(
-            "Ran {} new batches{replayed} ({} event rows read) in {:.2}s: {:.0} events/s with {} worker(s)",
+            "Ran {} new batches{replayed} ({} event rows read) in {:.2}s{waiting}: {:.0} events/s with {} worker(s)",
             stats.files,
             stats.event_rows_read,
             seconds,
-            stats.event_rows_read as f64 / seconds.max(1e-9),
+            stats.event_rows_read as f64 / rate_seconds.max(1e-9),
             args.cluster.total_workers()
         );
         // With several processes, each one's readers count only their own files.

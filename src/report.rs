@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use tidemark_dataflows::tables::{self, Cell};
+use tidemark_inputs::time::{month_first_day, month_of_day};
 
 use crate::changes_reader::read_table;
 
@@ -124,21 +125,23 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
         )?;
     }
 
+    let coverage = Coverage::of(&read_table(out, &tables::DAILY_ACTIVE)?);
     writeln!(text, "\nMonthly actives")?;
     writeln!(
         text,
-        "  {:<10} {:>8} {:>10} {:>11}",
+        "  {:<10} {:>8} {:>10} {:>11}  data covers",
         "month", "mau", "avg_dau", "stickiness"
     )?;
     for row in &monthly {
         let month = row[0].to_string();
         writeln!(
             text,
-            "  {:<10} {:>8} {:>10.1} {:>11.3}",
+            "  {:<10} {:>8} {:>10.1} {:>11.3}  {}",
             &month[..7.min(month.len())],
             int(&row[1]),
             float(&row[2]),
-            float(&row[3])
+            float(&row[3]),
+            coverage.describe(&row[0])
         )?;
     }
 
@@ -164,11 +167,27 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
         )?;
         for month in 0..6 {
             match cells.iter().find(|row| int(&row[1]) == month) {
-                Some(row) => write!(text, " {:>6.1}%", 100.0 * float(&row[4]))?,
+                Some(row) => {
+                    let partial = match &row[0] {
+                        Cell::Date(day) => coverage.is_partial(month_of_day(*day) + month as i32),
+                        _ => false,
+                    };
+                    let mark = if partial { "*" } else { "%" };
+                    write!(text, " {:>6.1}{mark}", 100.0 * float(&row[4]))?
+                }
                 None => write!(text, " {:>7}", "-")?,
             }
         }
         writeln!(text)?;
+    }
+    if coverage.any_partial(retention.iter().map(|row| match &row[0] {
+        Cell::Date(day) => month_of_day(*day) + int(&row[1]) as i32,
+        _ => i32::MIN,
+    })) {
+        writeln!(
+            text,
+            "  * a partial month: the data does not cover all its days, so the share is not comparable with full months"
+        )?;
     }
 
     let spikes = read_table(out, &tables::SPIKE_ALERTS)?;
@@ -255,4 +274,62 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
         out.display()
     )?;
     Ok(text)
+}
+
+/// Which days the data covers: from the first to the last day with an active user
+/// (`daily_active`). A month the span does not cover entirely is partial, and its
+/// figures (MAU, stickiness, a cohort's share) are not comparable with full months'.
+/// This is the documented rule of issue 13; the tables themselves carry no flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coverage {
+    /// First and last covered day (days since 1970-01-01), if any day has data.
+    span: Option<(i32, i32)>,
+}
+
+impl Coverage {
+    /// The coverage of the data behind a `daily_active` table.
+    pub fn of(daily_active: &[Vec<Cell>]) -> Coverage {
+        let days = daily_active.iter().filter_map(|row| match row[0] {
+            Cell::Date(day) => Some(day),
+            _ => None,
+        });
+        let span = days.fold(None, |span: Option<(i32, i32)>, day| {
+            Some(span.map_or((day, day), |(a, b)| (a.min(day), b.max(day))))
+        });
+        Coverage { span }
+    }
+
+    /// How many days of `month` (a month index) the data covers, and how many it has.
+    pub fn days(&self, month: i32) -> (i32, i32) {
+        let first = month_first_day(month);
+        let next = month_first_day(month + 1);
+        let covered = self
+            .span
+            .map_or(0, |(a, b)| (b.min(next - 1) - a.max(first) + 1).max(0));
+        (covered, next - first)
+    }
+
+    /// Whether the data covers only part of `month`.
+    pub fn is_partial(&self, month: i32) -> bool {
+        let (covered, all) = self.days(month);
+        covered < all
+    }
+
+    /// Whether any of these months is partial.
+    pub fn any_partial(&self, months: impl IntoIterator<Item = i32>) -> bool {
+        months.into_iter().any(|month| self.is_partial(month))
+    }
+
+    /// "31/31 days" or "1/31 days (partial)" for a month cell.
+    pub fn describe(&self, month: &Cell) -> String {
+        let Cell::Date(day) = month else {
+            return String::new();
+        };
+        let (covered, all) = self.days(month_of_day(*day));
+        if covered < all {
+            format!("{covered}/{all} days (partial)")
+        } else {
+            format!("{covered}/{all} days")
+        }
+    }
 }

@@ -185,6 +185,9 @@ pub struct RunStats {
     pub rows: RowTotals,
     /// Wall-clock time of the run.
     pub elapsed: Duration,
+    /// The part of `elapsed` during which fed input was still being processed: a live
+    /// run's rate is taken over this, not over its waits for input.
+    pub busy: Duration,
     /// Why the run stopped taking input (process 0 only).
     pub end: Option<EndReason>,
     /// Logical times a static run had to do when it started: replayed plus new
@@ -375,6 +378,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         event_rows_read: shared.counters.event_rows.load(Ordering::Relaxed),
         rows: shared.counters.rows.totals(),
         elapsed: started.elapsed(),
+        busy: Duration::from_nanos(shared.counters.busy_ns.load(Ordering::Relaxed)),
         end,
         planned: if live.is_live() { 0 } else { static_total },
     })
@@ -477,6 +481,9 @@ struct Counters {
     event_rows: AtomicU64,
     /// Largest event time seen in any batch.
     max_ts: AtomicI64,
+    /// Nanoseconds during which a fed logical time was not yet complete (worker 0's
+    /// view): the run's working time, without the waits of a live run for input.
+    busy_ns: AtomicU64,
 }
 
 /// State every worker thread of this process reads.
@@ -858,6 +865,7 @@ struct Reporter<'a> {
     active: bool,
     completed: Option<u64>,
     last_record: Instant,
+    last_tick: Instant,
     bar: Option<Progress>,
     lines: Option<FollowProgress>,
 }
@@ -884,6 +892,7 @@ impl<'a> Reporter<'a> {
             active,
             completed: shared.resume_after,
             last_record: Instant::now(),
+            last_tick: Instant::now(),
             bar,
             lines,
         }
@@ -900,6 +909,16 @@ impl<'a> Reporter<'a> {
             return;
         }
         let frontier = probe.with_frontier(|f| f.first().copied());
+        let now = Instant::now();
+        if frontier.is_some_and(|f| f < time) {
+            // A fed time is not complete yet: the interval since the last tick was work.
+            let worked = now.duration_since(self.last_tick).as_nanos() as u64;
+            self.shared
+                .counters
+                .busy_ns
+                .fetch_add(worked, Ordering::Relaxed);
+        }
+        self.last_tick = now;
         self.record(completed_time(probe, time), false);
         let counters = &self.shared.counters;
         let events = counters.event_rows.load(Ordering::Relaxed);

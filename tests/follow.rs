@@ -99,3 +99,50 @@ fn sigterm_stops_after_the_current_time_and_a_restart_resumes() {
         engine_tables(&reference, u64::MAX)
     );
 }
+
+/// Regression (issue 13): a following run's final rate divided its events by the whole
+/// run, waits for new files included, so an idle minute made it look slow. The rate is
+/// now over the working time, and the summary says how long the run waited.
+#[test]
+fn a_following_runs_rate_leaves_out_its_waits_for_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = source_dataset(dir.path(), 12, 3, OutputFormat::Ndjson);
+    let out = dir.path().join("out");
+    let mut command = Command::new(live::binary());
+    command
+        .arg("run")
+        .arg(&data)
+        .arg("--out")
+        .arg(&out)
+        .arg("--no-delta")
+        .args(follow_flags("2"));
+    let result = live::output(&mut command);
+    let stdout = String::from_utf8_lossy(&result.stdout).to_string();
+    assert!(result.status.success(), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Ran "))
+        .unwrap_or_else(|| panic!("a summary line: {stdout}"));
+    let number_before = |marker: &str| -> f64 {
+        let head = &line[..line
+            .find(marker)
+            .unwrap_or_else(|| panic!("{marker} in {line}"))];
+        let start = head
+            .rfind(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap()
+            + 1;
+        head[start..].parse().unwrap()
+    };
+    let after_in = &line[line.find(" in ").expect("' in '") + 4..];
+    let total: f64 = after_in[..after_in.find('s').unwrap()].parse().unwrap();
+    let waiting = number_before("s of it waiting for input");
+    // The run ends 2 s after the last file arrived: most of that was waiting.
+    assert!(total >= 1.9 && waiting >= 0.5 && waiting <= total, "{line}");
+    let rows = number_before(" event rows read");
+    let rate = number_before(" events/s");
+    let working = total - waiting;
+    assert!(
+        (rate - rows / working).abs() <= 0.02 * rate + 1.0,
+        "the rate is over the {working:.2} s of work: {line}"
+    );
+}

@@ -389,3 +389,56 @@ fn the_summary_accounts_for_every_row_read() {
     assert!(filtered > 0, "the mapping's filter left rows out: {line}");
     assert!(duplicates > 0 && too_late > 0 && rejected > 0, "{line}");
 }
+
+/// Regression (issue 13): the demo ended with one day of March, shown like a full
+/// month (MAU 453, stickiness 0.508), and cohorts' shares of that month looked real.
+/// The report now marks a month the data does not cover entirely, by the rule it
+/// documents: covered days run from the first to the last day with an active user.
+/// The expected marks come from the oracle's `daily_active` and `monthly_active`.
+#[test]
+fn the_report_marks_partial_months() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let out = dir.path().join("out");
+    let run = tidemark(&[
+        "run",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-delta",
+        "-q",
+    ]);
+    assert!(run.status.success());
+    let oracle = oracle::compute(
+        &read_batches(&data, None),
+        &tidemark_dataflows::settings::Params::default(),
+    );
+    let date = |cell: &tidemark_dataflows::tables::Cell| match cell {
+        tidemark_dataflows::tables::Cell::Date(day) => *day,
+        other => panic!("a date: {other:?}"),
+    };
+    let days: Vec<i32> = oracle["daily_active"].iter().map(|r| date(&r[0])).collect();
+    let (first, last) = (*days.iter().min().unwrap(), *days.iter().max().unwrap());
+    let report = tidemark(&["report", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&report.stdout).to_string();
+    let mut partial_seen = 0;
+    for row in &oracle["monthly_active"] {
+        let month_start = date(&row[0]);
+        let (y, m, _) = tidemark_inputs::time::civil_from_days(month_start);
+        let next = if m == 12 {
+            tidemark_inputs::time::days_from_civil(y + 1, 1, 1)
+        } else {
+            tidemark_inputs::time::days_from_civil(y, m + 1, 1)
+        };
+        let partial = first > month_start || last < next - 1;
+        let label = format!("{y}-{m:02}");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&label) && l.contains("days"))
+            .unwrap_or_else(|| panic!("a monthly line for {label}: {text}"));
+        assert_eq!(line.contains("(partial)"), partial, "{line}");
+        partial_seen += partial as usize;
+    }
+    assert!(partial_seen > 0, "the data set ends mid-month: {text}");
+    assert!(text.contains("* a partial month"), "{text}");
+}
