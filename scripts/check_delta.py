@@ -33,7 +33,8 @@ TABLES = {
     },
     "spike_alerts": {
         "window_start": TIMESTAMP, "sessions_started": INT, "recent_avg": FLOAT,
-        "recent_p95": FLOAT, "spike": BOOL,
+        "recent_p95": FLOAT, "spike": BOOL, "alert": BOOL, "alert_baseline": FLOAT,
+        "alert_threshold": FLOAT,
     },
     "daily_active": {"day": DATE, "dau": INT},
     "monthly_active": {"month": DATE, "mau": INT, "avg_dau": FLOAT, "stickiness": FLOAT},

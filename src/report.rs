@@ -191,32 +191,39 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
     }
 
     let spikes = read_table(out, &tables::SPIKE_ALERTS)?;
-    let mut top: Vec<&Vec<Cell>> = spikes
+    // The seasonal rule's alerts first; the contract's p95 rule only as a count, since
+    // it flags about one window in ten by chance.
+    let mut alerts: Vec<&Vec<Cell>> = spikes
         .iter()
-        .filter(|row| row[4] == Cell::Bool(true))
+        .filter(|row| row[5] == Cell::Bool(true))
         .collect();
-    top.sort_by(|a, b| {
-        let excess = |row: &Vec<Cell>| float(&row[1]) - float(&row[3]);
+    alerts.sort_by(|a, b| {
+        let excess = |row: &Vec<Cell>| float(&row[1]) - float(&row[7]);
         excess(b).total_cmp(&excess(a))
     });
+    let flagged = spikes
+        .iter()
+        .filter(|row| row[4] == Cell::Bool(true))
+        .count();
+    let judged = spikes.iter().filter(|row| row[5] != Cell::Null).count();
     writeln!(
         text,
-        "\nTop spikes ({} windows flagged; sessions started vs the p95 of the baseline)",
-        top.len()
+        "\nSpike alerts ({} of {judged} windows judged alert: sessions started far above the same window on earlier days; the contract's p95 `spike` flags {flagged})",
+        alerts.len()
     )?;
     writeln!(
         text,
-        "  {:<20} {:>9} {:>10} {:>10}",
-        "window_start", "sessions", "recent_avg", "recent_p95"
+        "  {:<20} {:>9} {:>9} {:>10}",
+        "window_start", "sessions", "baseline", "threshold"
     )?;
-    for row in top.iter().take(5) {
+    for row in alerts.iter().take(5) {
         writeln!(
             text,
-            "  {:<20} {:>9} {:>10.1} {:>10.1}",
+            "  {:<20} {:>9} {:>9.1} {:>10.1}",
             row[0].to_string(),
             int(&row[1]),
-            float(&row[2]),
-            float(&row[3])
+            float(&row[6]),
+            float(&row[7])
         )?;
     }
 

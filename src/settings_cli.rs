@@ -26,6 +26,15 @@ pub struct SettingsArgs {
     /// Percentile of the spike baseline, 0..1 [default: 0.95].
     #[arg(long, value_name = "P", allow_negative_numbers = true)]
     pub baseline_percentile: Option<f64>,
+    /// Days of history in the spike `alert` baseline (the same window on each) [default: 7].
+    #[arg(long, value_name = "DAYS")]
+    pub alert_days: Option<usize>,
+    /// Robust deviations above its baseline a window needs to alert [default: 6].
+    #[arg(long, value_name = "K", allow_negative_numbers = true)]
+    pub alert_deviations: Option<f64>,
+    /// Fewest sessions started in a window that can alert [default: 5].
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub alert_min_sessions: Option<i64>,
     /// Sessions in the period that make an active user engaged [default: 80].
     #[arg(long, value_name = "N")]
     pub engaged_sessions: Option<u64>,
@@ -73,6 +82,9 @@ impl SettingsArgs {
         flag!(window_minutes);
         flag!(baseline_windows);
         flag!(baseline_percentile);
+        flag!(alert_days);
+        flag!(alert_deviations);
+        flag!(alert_min_sessions);
         flag!(engaged_sessions);
         flag!(allowed_lateness_minutes);
         flag!(forget_behind_watermark);

@@ -554,10 +554,37 @@ fn spike_baseline_counts_empty_slots_as_zero() {
         "spike_alerts",
         vec![
             // Fewer than 3 slots since the first window: nulls, no spike.
-            vec![at(b), int(2), NULL, NULL, Cell::Bool(false)],
-            vec![at(b + 2 * w), int(1), NULL, NULL, Cell::Bool(false)],
+            vec![
+                at(b),
+                int(2),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + 2 * w),
+                int(1),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
             // Baseline [2, 0, 1]: mean 1, median 1.
-            vec![at(b + 3 * w), int(4), fl(1.0), fl(1.0), Cell::Bool(true)],
+            vec![
+                at(b + 3 * w),
+                int(4),
+                fl(1.0),
+                fl(1.0),
+                Cell::Bool(true),
+                NULL,
+                NULL,
+                NULL,
+            ],
             // Baseline [1, 4, 0]: mean 5/3, median 1.
             vec![
                 at(b + 5 * w),
@@ -565,6 +592,9 @@ fn spike_baseline_counts_empty_slots_as_zero() {
                 fl(5.0 / 3.0),
                 fl(1.0),
                 Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
             ],
         ],
     );
@@ -583,12 +613,48 @@ fn spike_p95_interpolates_linearly_between_ranks() {
         &out,
         "spike_alerts",
         vec![
-            vec![at(b), int(2), NULL, NULL, Cell::Bool(false)],
-            vec![at(b + 2 * w), int(1), NULL, NULL, Cell::Bool(false)],
+            vec![
+                at(b),
+                int(2),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + 2 * w),
+                int(1),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
             // Baseline sorted [0, 1, 2], pos 0.95 * 2 = 1.9: 1 + 0.9 * (2 - 1) = 1.9.
-            vec![at(b + 3 * w), int(2), fl(1.0), fl(1.9), Cell::Bool(true)],
+            vec![
+                at(b + 3 * w),
+                int(2),
+                fl(1.0),
+                fl(1.9),
+                Cell::Bool(true),
+                NULL,
+                NULL,
+                NULL,
+            ],
             // Baseline [1, 2, 0] -> same p95 1.9; 3 > 1.9.
-            vec![at(b + 5 * w), int(3), fl(1.0), fl(1.9), Cell::Bool(true)],
+            vec![
+                at(b + 5 * w),
+                int(3),
+                fl(1.0),
+                fl(1.9),
+                Cell::Bool(true),
+                NULL,
+                NULL,
+                NULL,
+            ],
         ],
     );
 }
@@ -607,11 +673,122 @@ fn a_spike_needs_more_than_the_percentile() {
         &out,
         "spike_alerts",
         vec![
-            vec![at(b), int(2), NULL, NULL, Cell::Bool(false)],
-            vec![at(b + w), int(2), NULL, NULL, Cell::Bool(false)],
-            vec![at(b + 2 * w), int(2), fl(2.0), fl(2.0), Cell::Bool(false)],
+            vec![
+                at(b),
+                int(2),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + w),
+                int(2),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + 2 * w),
+                int(2),
+                fl(2.0),
+                fl(2.0),
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
         ],
     );
+}
+
+/// The seasonal rule, worked by hand: the noon window on four days with 2, 3, 2 and
+/// 20 sessions (no other window has events).
+#[test]
+fn alert_compares_a_window_with_the_same_window_on_earlier_days() {
+    let b = noon();
+    let mut list = Vec::new();
+    for (d, &n) in [2usize, 3, 2, 20].iter().enumerate() {
+        for j in 0..n {
+            let id = format!("{d}-{j}");
+            list.push(ev(&id, &id, b + d as i64 * DAY, "play"));
+        }
+    }
+    let out = run(&[events("events/a.csv", list)], &Params::default());
+    // Days 1 and 2 have fewer than 3 earlier days: no verdict. Day 3: earlier days
+    // [2, 3, 2]: median 2, absolute deviations [0, 1, 0] with median 0, so the scale
+    // is max(0, sqrt(2), 1) = sqrt(2); threshold 2 + 6 * sqrt(2) = 10.485..., and 20
+    // sessions (at least 5) alert. The contract's rule sees 12 empty slots before each.
+    let threshold = 2.0 + 6.0 * 2f64.sqrt();
+    check(
+        &out,
+        "spike_alerts",
+        vec![
+            vec![
+                at(b),
+                int(2),
+                NULL,
+                NULL,
+                Cell::Bool(false),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + DAY),
+                int(3),
+                fl(0.0),
+                fl(0.0),
+                Cell::Bool(true),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + 2 * DAY),
+                int(2),
+                fl(0.0),
+                fl(0.0),
+                Cell::Bool(true),
+                NULL,
+                NULL,
+                NULL,
+            ],
+            vec![
+                at(b + 3 * DAY),
+                int(20),
+                fl(0.0),
+                fl(0.0),
+                Cell::Bool(true),
+                Cell::Bool(true),
+                fl(2.0),
+                fl(threshold),
+            ],
+        ],
+    );
+    // A window below `alert_min_sessions` never alerts, however far above the baseline.
+    let params = Params {
+        alert_min_sessions: 21,
+        ..Params::default()
+    };
+    let mut list = Vec::new();
+    for (d, &n) in [2usize, 3, 2, 20].iter().enumerate() {
+        for j in 0..n {
+            let id = format!("{d}-{j}");
+            list.push(ev(&id, &id, b + d as i64 * DAY, "play"));
+        }
+    }
+    let out = run(&[events("events/a.csv", list)], &params);
+    let last = out["spike_alerts"]
+        .iter()
+        .find(|row| row[0] == at(b + 3 * DAY))
+        .unwrap();
+    assert_eq!(last[5], Cell::Bool(false));
 }
 
 // ---------------------------------------------------------------------------------

@@ -86,6 +86,33 @@ fn every_setting_changes_what_it_should() {
             &["spike_alerts"],
         ),
         (
+            "alert_days",
+            Settings {
+                alert_days: 3,
+                ..Default::default()
+            },
+            &["spike_alerts"],
+        ),
+        (
+            "alert_deviations",
+            Settings {
+                alert_deviations: 0.5,
+                alert_min_sessions: 1,
+                ..Default::default()
+            },
+            &["spike_alerts"],
+        ),
+        (
+            "alert_min_sessions",
+            Settings {
+                // With no deviations needed, only the minimum holds windows back.
+                alert_min_sessions: 1,
+                alert_deviations: 0.0,
+                ..Default::default()
+            },
+            &["spike_alerts"],
+        ),
+        (
             "engaged_sessions",
             Settings {
                 engaged_sessions: 5,
@@ -120,6 +147,14 @@ fn every_setting_changes_what_it_should() {
     ];
     for (key, settings, changed) in cases {
         let tables = run_with(&data, &dir.path().join(key), &settings);
+        if key == "alert_deviations" {
+            // The seasonal rule's alerting branch is exercised, not only its nulls.
+            let alerts = tables["spike_alerts"]
+                .iter()
+                .filter(|row| row[5] == tidemark_dataflows::tables::Cell::Bool(true))
+                .count();
+            assert!(alerts > 0, "a low threshold makes some windows alert");
+        }
         for table in changed {
             assert_ne!(
                 tables[table], defaults[table],

@@ -97,6 +97,18 @@ impl Baseline {
     }
 }
 
+/// The verdict of the seasonal spike rule on one window (`alert` and its figures),
+/// kept as bits so that the row stays `Ord`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alert {
+    /// The baseline (median of the same window on earlier days), as `f64::to_bits`.
+    pub baseline_bits: u64,
+    /// The count to exceed, as `f64::to_bits`.
+    pub threshold_bits: u64,
+    /// Whether the window alerts.
+    pub alert: bool,
+}
+
 /// The spike alert of one window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SpikeRow {
@@ -106,6 +118,9 @@ pub struct SpikeRow {
     pub sessions_started: i64,
     /// The baseline, or none while fewer slots than the baseline lie since the first window.
     pub baseline: Option<Baseline>,
+    /// The seasonal rule's verdict, or none while too few earlier days lie since the
+    /// first window.
+    pub alert: Option<Alert>,
 }
 
 impl TableRow for SpikeRow {
@@ -118,6 +133,15 @@ impl TableRow for SpikeRow {
             Cell::opt_float(self.baseline.as_ref().map(Baseline::mean)),
             Cell::opt_float(percentile),
             Cell::Bool(percentile.is_some_and(|p| self.sessions_started as f64 > p)),
+            self.alert
+                .as_ref()
+                .map_or(Cell::Null, |a| Cell::Bool(a.alert)),
+            Cell::opt_float(self.alert.as_ref().map(|a| f64::from_bits(a.baseline_bits))),
+            Cell::opt_float(
+                self.alert
+                    .as_ref()
+                    .map(|a| f64::from_bits(a.threshold_bits)),
+            ),
         ]
     }
 }

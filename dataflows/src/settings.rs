@@ -18,6 +18,13 @@ pub struct Settings {
     pub baseline_windows: usize,
     /// Percentile (0..1) of the baseline compared against a window.
     pub baseline_percentile: f64,
+    /// Days of history in the `alert` baseline: the same window of each of the previous
+    /// this many days (see `spike_alerts.alert`).
+    pub alert_days: usize,
+    /// How many robust deviations above its baseline a window must be to alert.
+    pub alert_deviations: f64,
+    /// The fewest sessions started in a window that can alert.
+    pub alert_min_sessions: i64,
     /// Active users with at least this many sessions in the period count as engaged.
     pub engaged_sessions: u64,
     /// Start of the KPI analysis period (inclusive), RFC 3339; none means all data.
@@ -42,6 +49,9 @@ impl Default for Settings {
             window_minutes: 5.0,
             baseline_windows: 12,
             baseline_percentile: 0.95,
+            alert_days: 7,
+            alert_deviations: 6.0,
+            alert_min_sessions: 5,
             engaged_sessions: 80,
             from: None,
             to: None,
@@ -64,6 +74,15 @@ pub struct Params {
     pub baseline_windows: usize,
     /// Baseline percentile in 0..=1.
     pub baseline_percentile: f64,
+    /// Days in the `alert` baseline (at least 1).
+    #[serde(default = "default_alert_days")]
+    pub alert_days: usize,
+    /// Robust deviations above the `alert` baseline needed to alert (at least 0).
+    #[serde(default = "default_alert_deviations")]
+    pub alert_deviations: f64,
+    /// Fewest sessions started that can alert.
+    #[serde(default = "default_alert_min_sessions")]
+    pub alert_min_sessions: i64,
     /// Engaged threshold in sessions.
     pub engaged_sessions: u64,
     /// Analysis period start (inclusive); `Millis::MIN` for all data.
@@ -74,6 +93,18 @@ pub struct Params {
     pub allowed_lateness_ms: Millis,
     /// See [`Settings::forget_behind_watermark`].
     pub forget_behind_watermark: bool,
+}
+
+fn default_alert_days() -> usize {
+    Settings::default().alert_days
+}
+
+fn default_alert_deviations() -> f64 {
+    Settings::default().alert_deviations
+}
+
+fn default_alert_min_sessions() -> i64 {
+    Settings::default().alert_min_sessions
 }
 
 impl Default for Params {
@@ -128,6 +159,24 @@ impl Settings {
                 self.baseline_percentile
             ));
         }
+        if !(1..=366).contains(&self.alert_days) {
+            return Err(format!(
+                "setting `alert_days` must be a number of days from 1 to 366, got {}",
+                self.alert_days
+            ));
+        }
+        if !(self.alert_deviations.is_finite() && (0.0..=1e6).contains(&self.alert_deviations)) {
+            return Err(format!(
+                "setting `alert_deviations` must be a number from 0 to 1000000, got {}",
+                self.alert_deviations
+            ));
+        }
+        if !(0..=1_000_000_000).contains(&self.alert_min_sessions) {
+            return Err(format!(
+                "setting `alert_min_sessions` must be a count from 0 to 1000000000, got {}",
+                self.alert_min_sessions
+            ));
+        }
         let period_from = instant("from", &self.from)?.unwrap_or(Millis::MIN);
         let period_to = instant("to", &self.to)?.unwrap_or(Millis::MAX);
         if period_from >= period_to {
@@ -139,6 +188,9 @@ impl Settings {
             window_ms,
             baseline_windows: self.baseline_windows,
             baseline_percentile: self.baseline_percentile,
+            alert_days: self.alert_days,
+            alert_deviations: self.alert_deviations,
+            alert_min_sessions: self.alert_min_sessions,
             engaged_sessions: self.engaged_sessions,
             period_from,
             period_to,

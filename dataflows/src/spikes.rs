@@ -4,8 +4,14 @@
 //! the first window carry nulls and spike = false". The slot count and the percentile
 //! are the settings `baseline_windows` and `baseline_percentile`.
 //!
+//! Beyond the contract, the seasonal rule (`alert`, `alert_baseline`,
+//! `alert_threshold`): a window alerts when it started at least `alert_min_sessions`
+//! sessions and more than `median + alert_deviations * scale` of the same window on each
+//! of the previous `alert_days` days (see [`alert_verdict`]). It knows the time of day,
+//! and a quiet hour's 2 sessions against a baseline of 0 do not alert.
+//!
 //! Each window sends its `sessions_started` into the baseline slots of the windows that
-//! follow it, and the first window marks the windows still warming up; one reduce per
+//! follow it, and into the same window of the next `alert_days` days, and the first window marks the windows still warming up; one reduce per
 //! window combines its own count, its slots and the mark. A late change to one window
 //! therefore touches only the windows whose baseline holds it, and a new first window
 //! only the warm-up windows it moves.
@@ -17,7 +23,7 @@ use tidemark_inputs::time::day_of;
 
 use crate::expiry::{drop_closed, retire_behind, Watermarks};
 use crate::ingest::Time;
-use crate::rows::{Baseline, SpikeRow, WindowRow};
+use crate::rows::{Alert, Baseline, SpikeRow, WindowRow};
 use crate::settings::Params;
 
 /// One input of a window's alert, combined per window start.
@@ -29,6 +35,11 @@ enum AlertPart {
     Own(i64),
     /// A non-zero `sessions_started` of the window this many slots before.
     Slot(i64, i64),
+    /// A non-zero `sessions_started` of the same window this many days before.
+    Day(i64, i64),
+    /// The window lies within `alert_days` days of the first window: only this many
+    /// earlier days have data.
+    History(i64),
 }
 
 /// The start of the earliest window: the least window start of each day, then the
@@ -64,6 +75,45 @@ pub fn baseline(mut counts: Vec<i64>, slots: usize, percentile: f64) -> Baseline
     }
 }
 
+/// The fewest earlier days the seasonal rule needs before it judges a window.
+pub fn alert_min_days(params: &Params) -> usize {
+    params.alert_days.min(3)
+}
+
+/// Windows in a day (at least 1): "the same window a day before" lies this many
+/// windows back.
+pub fn windows_per_day(params: &Params) -> i64 {
+    (tidemark_inputs::time::DAY_MS / params.window_ms).max(1)
+}
+
+/// The seasonal rule on one window: `samples` are its `sessions_started` on each earlier
+/// day that has data (empty windows count 0). The baseline is their median; the scale is
+/// the largest of 1.4826 times their median absolute deviation, the square root of the
+/// baseline (Poisson noise) and 1. The window alerts when it started at least
+/// `alert_min_sessions` sessions and more than `baseline + alert_deviations * scale`.
+pub fn alert_verdict(sessions_started: i64, samples: &mut [i64], params: &Params) -> Alert {
+    fn median(sorted: &[f64]) -> f64 {
+        let n = sorted.len();
+        if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        }
+    }
+    samples.sort_unstable();
+    let values: Vec<f64> = samples.iter().map(|&v| v as f64).collect();
+    let baseline = median(&values);
+    let mut deviations: Vec<f64> = values.iter().map(|v| (v - baseline).abs()).collect();
+    deviations.sort_by(f64::total_cmp);
+    let scale = (1.4826 * median(&deviations)).max(baseline.sqrt()).max(1.0);
+    let threshold = baseline + params.alert_deviations * scale;
+    Alert {
+        baseline_bits: baseline.to_bits(),
+        threshold_bits: threshold.to_bits(),
+        alert: sessions_started >= params.alert_min_sessions && sessions_started as f64 > threshold,
+    }
+}
+
 /// The `spike_alerts` table from the `window_activity` rows. A window's alert is final
 /// once the watermark passes the window's end (its baseline windows come before it);
 /// its inputs are then retired (see [`crate::expiry`]) and its row stays.
@@ -77,8 +127,23 @@ pub fn spike_alerts<'s>(
     let window_ms = params.window_ms;
     let percentile = params.baseline_percentile;
 
-    let warming_up = first_window(windows.clone())
+    let days = params.alert_days as i64;
+    let per_day = windows_per_day(&params);
+    let first = first_window(windows.clone());
+    let history = first.clone().flat_map(move |first| {
+        (0..days * per_day).map(move |i| (first + i * window_ms, AlertPart::History(i / per_day)))
+    });
+    let warming_up = first
         .flat_map(move |first| (0..n).map(move |i| (first + i * window_ms, AlertPart::WarmingUp)));
+    let day_counts = windows.clone().flat_map(move |row| {
+        let count = row.sessions_started;
+        (1..=days).filter(move |_| count != 0).map(move |j| {
+            (
+                row.start + j * per_day * window_ms,
+                AlertPart::Day(j, count),
+            )
+        })
+    });
     let own = windows
         .clone()
         .map(|row| (row.start, AlertPart::Own(row.sessions_started)));
@@ -88,7 +153,11 @@ pub fn spike_alerts<'s>(
             .filter(move |_| count != 0)
             .map(move |i| (row.start + i * window_ms, AlertPart::Slot(i, count)))
     });
-    let parts = own.concat(slot_counts).concat(warming_up);
+    let parts = own
+        .concat(slot_counts)
+        .concat(warming_up)
+        .concat(day_counts)
+        .concat(history);
     let live = retire_behind(parts, watermarks, move |(start, _part)| {
         Some(start + window_ms)
     })
@@ -96,22 +165,39 @@ pub fn spike_alerts<'s>(
         let mut own = None;
         let mut warming_up = false;
         let mut counts = Vec::with_capacity(slots);
+        let mut earlier_days = days;
+        let mut day_samples = Vec::new();
         for (part, multiplicity) in parts {
+            let repeat = (*multiplicity).max(0) as usize;
             match part {
                 AlertPart::WarmingUp => warming_up = true,
                 AlertPart::Own(count) => own = Some(*count),
-                AlertPart::Slot(_, count) => {
-                    counts.extend(std::iter::repeat_n(*count, (*multiplicity).max(0) as usize))
+                AlertPart::Slot(_, count) => counts.extend(std::iter::repeat_n(*count, repeat)),
+                AlertPart::Day(j, count) => {
+                    day_samples.extend(std::iter::repeat_n((*j, *count), repeat))
                 }
+                AlertPart::History(depth) => earlier_days = earlier_days.min(*depth),
             }
         }
         if let Some(sessions_started) = own {
             let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
+            let alert = (earlier_days >= alert_min_days(&params) as i64).then(|| {
+                // Days with data and no sessions count 0; days before the first window
+                // do not count.
+                let mut samples = vec![0i64; earlier_days as usize];
+                for (j, count) in day_samples {
+                    if j <= earlier_days {
+                        samples[(j - 1) as usize] = count;
+                    }
+                }
+                alert_verdict(sessions_started, &mut samples, &params)
+            });
             output.push((
                 SpikeRow {
                     start,
                     sessions_started,
                     baseline,
+                    alert,
                 },
                 1isize,
             ));

@@ -97,6 +97,9 @@ pub const SPIKE_ALERTS: TableSpec = TableSpec {
         opt("recent_avg", Float),
         opt("recent_p95", Float),
         col("spike", Bool),
+        opt("alert", Bool),
+        opt("alert_baseline", Float),
+        opt("alert_threshold", Float),
     ],
     key_len: 1,
 };

@@ -428,12 +428,51 @@ fn spike_alerts(input: &Input, sessions: &[Session], params: &Params) -> Vec<Vec
                 let p95 = percentile(&baseline, params.baseline_percentile);
                 (Some(avg), Some(p95), w.sessions_started as f64 > p95)
             };
+            // The seasonal rule: the same window on each earlier day with data.
+            let per_day = (86_400_000 / params.window_ms).max(1);
+            let earlier = ((k - first) / per_day).min(params.alert_days as i64);
+            let (alert, alert_baseline, alert_threshold) = if earlier
+                >= (params.alert_days as i64).min(3)
+            {
+                let history: Vec<f64> = (1..=earlier)
+                    .map(|j| {
+                        windows
+                            .get(&(k - j * per_day))
+                            .map_or(0, |b| b.sessions_started) as f64
+                    })
+                    .collect();
+                let middle = |values: &[f64]| {
+                    let mut v = values.to_vec();
+                    v.sort_by(f64::total_cmp);
+                    let n = v.len();
+                    if n % 2 == 1 {
+                        v[n / 2]
+                    } else {
+                        (v[n / 2 - 1] + v[n / 2]) / 2.0
+                    }
+                };
+                let median = middle(&history);
+                let spread: Vec<f64> = history.iter().map(|x| (x - median).abs()).collect();
+                let scale = f64::max(f64::max(1.4826 * middle(&spread), median.sqrt()), 1.0);
+                let threshold = median + params.alert_deviations * scale;
+                let started = w.sessions_started as i64;
+                (
+                    Cell::Bool(started >= params.alert_min_sessions && started as f64 > threshold),
+                    Cell::Float(median),
+                    Cell::Float(threshold),
+                )
+            } else {
+                (Cell::Null, Cell::Null, Cell::Null)
+            };
             vec![
                 Cell::Timestamp(k * params.window_ms),
                 Cell::Int(w.sessions_started as i64),
                 Cell::opt_float(avg),
                 Cell::opt_float(p95),
                 Cell::Bool(spike),
+                alert,
+                alert_baseline,
+                alert_threshold,
             ]
         })
         .collect()

@@ -194,7 +194,13 @@ pub struct GenerateSummary {
     pub event_files: Vec<PathBuf>,
     /// Every file written: the event files, then users, subscriptions and items.
     pub files: Vec<PathBuf>,
+    /// The injected traffic spikes: the start (ms) of each one's first 5-minute slot.
+    /// Each lasts [`SPIKE_MINUTES`]. The ground truth for measuring spike rules.
+    pub spikes: Vec<Millis>,
 }
+
+/// How long one injected traffic spike lasts, in minutes.
+pub const SPIKE_MINUTES: i64 = model::SPIKE_SLOTS as i64 * SLOT_MS / 60_000;
 
 /// How a row got into its file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -349,7 +355,11 @@ pub fn generate(out_dir: &Path, cfg: &GeneratorConfig) -> io::Result<GenerateSum
 
     // Plan: event budget per 5-minute slot, files as runs of slots.
     let slots = days as usize * SLOTS_PER_DAY;
-    let (weights, _spikes) = model::traffic(&mut rng, &users, start, slots);
+    let (weights, spikes) = model::traffic(&mut rng, &users, start, slots);
+    summary.spikes = spikes
+        .iter()
+        .map(|&slot| start + slot as Millis * SLOT_MS)
+        .collect();
     let n_dup = (cfg.events as f64 * cfg.duplicate_share).round() as u64;
     let n_bad = (cfg.events as f64 * cfg.invalid_share).round() as u64;
     let n_base = cfg.events.saturating_sub(n_dup).saturating_sub(n_bad);

@@ -149,7 +149,7 @@ const WEEKDAY: [f64; 7] = [0.92, 0.95, 0.97, 1.00, 1.06, 1.16, 1.12];
 /// Extra traffic of an injected spike, in average slots' worth per slot.
 const SPIKE_EXTRA: f64 = 8.0;
 /// Slots (5 minutes each) one spike lasts.
-const SPIKE_SLOTS: usize = 3;
+pub(super) const SPIKE_SLOTS: usize = 3;
 
 /// One event row as the generator holds it before rendering; compact so a file's
 /// worth of rows is cheap to buffer, sort and hand to the writer thread.
