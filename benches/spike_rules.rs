@@ -125,6 +125,7 @@ fn main() {
                 progress: false,
                 overwrite: true,
                 delta: false,
+                delta_retention: tidemark::run::DEFAULT_DELTA_RETENTION,
                 live: LiveOptions::default(),
                 arrangement_sizes: None,
             })

@@ -51,6 +51,11 @@ pub struct RunArgs {
     /// Skip the Delta Lake tables under OUT/tables/ (faster; change streams only).
     #[arg(long)]
     pub no_delta: bool,
+    /// Keep the data files a Delta commit removed this many minutes for readers of
+    /// older versions, then vacuum them (every 50 commits of a table and when the run
+    /// ends). 0 keeps only the current version's files.
+    #[arg(long, value_name = "MINUTES", default_value_t = 60.0, value_parser = retention_minutes)]
+    pub delta_retention_minutes: f64,
     /// Write the updates every arrangement (differential state) holds after each
     /// logical time to FILE as CSV: logical_time, worker, operator, name, records,
     /// batcher_records. For finding which state grows on a long run.
@@ -179,4 +184,17 @@ pub struct GenerateArgs {
 pub struct ReportArgs {
     /// An output directory written by `tidemark run --out`.
     pub out_dir: PathBuf,
+}
+
+/// Parses `--delta-retention-minutes`: a number of minutes, 0 or more (at most a year).
+fn retention_minutes(text: &str) -> Result<f64, String> {
+    let minutes: f64 = text
+        .parse()
+        .map_err(|_| format!("expected a number of minutes, got {text:?}"))?;
+    if !(0.0..=525_600.0).contains(&minutes) {
+        return Err(format!(
+            "must be from 0 to 525600 minutes (a year), got {minutes}"
+        ));
+    }
+    Ok(minutes)
 }

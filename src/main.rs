@@ -96,6 +96,7 @@ fn run_command(args: RunArgs) -> Result<()> {
         progress: !args.quiet,
         overwrite: args.overwrite,
         delta: !args.no_delta,
+        delta_retention: std::time::Duration::from_secs_f64(args.delta_retention_minutes * 60.0),
         live,
         arrangement_sizes: args.arrangement_sizes.clone(),
     };

@@ -45,6 +45,9 @@ use crate::sink::changes::change_stream_sink;
 use crate::sink::delta::delta_sink;
 use crate::stop::StopFlag;
 
+/// The default of `--delta-retention-minutes`: an hour, for readers of older versions.
+pub const DEFAULT_DELTA_RETENTION: Duration = Duration::from_secs(3600);
+
 /// Everything `tidemark run` needs to know.
 #[derive(Clone, Debug)]
 pub struct RunOptions {
@@ -65,6 +68,9 @@ pub struct RunOptions {
     pub overwrite: bool,
     /// Whether to write the Delta tables under `OUT/tables/` (off with `--no-delta`).
     pub delta: bool,
+    /// How long a data file a Delta commit removed stays on disk for readers of older
+    /// versions before a vacuum deletes it (`--delta-retention-minutes`).
+    pub delta_retention: Duration,
     /// Live inputs: following the dataset, standard input, a TCP port.
     pub live: LiveOptions,
     /// Where to write the updates every arrangement holds after each logical time
@@ -342,7 +348,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         progress,
         counters: Counters::default(),
         end: Mutex::new(None),
-        delta: options.delta,
+        delta: options.delta.then_some(options.delta_retention),
         arrangement_sizes: options.arrangement_sizes.clone(),
         max_ahead: live.max_ahead.filter(|_| live.is_live()),
         // A resumed run replays the retractions of files re-ingested earlier, even
@@ -497,7 +503,8 @@ struct Shared {
     progress: ProgressMode,
     counters: Counters,
     end: Mutex<Option<EndReason>>,
-    delta: bool,
+    /// The Delta tables' vacuum retention, or none with `--no-delta`.
+    delta: Option<Duration>,
     arrangement_sizes: Option<PathBuf>,
     reingest_changed: bool,
     /// The far-future guard of live runs.
@@ -989,14 +996,14 @@ fn write_outputs<'s>(
     outputs: Outputs<'s>,
     out: &Path,
     worker: usize,
-    delta: bool,
+    delta: Option<Duration>,
     resume_after: Option<u64>,
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
     let mut reports = Vec::new();
     macro_rules! sinks {
         ($($table:ident),*) => {$(
-            if delta {
-                reports.push(delta_sink(outputs.$table.clone(), out));
+            if let Some(retention) = delta {
+                reports.push(delta_sink(outputs.$table.clone(), out, retention));
             }
             reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker, resume_after));
         )*};

@@ -426,3 +426,115 @@ fn one_time_for_every_file_gives_the_same_tables_with_far_fewer_files() {
         "grouped: {grouped_files} change files, {grouped_commits} commits; per file: {single_files}, {single_commits}"
     );
 }
+
+/// The data files of a Delta table the log's latest version holds (adds not removed).
+fn live_files(table_dir: &Path) -> BTreeSet<String> {
+    let mut live = BTreeSet::new();
+    for commit in read_log(table_dir) {
+        for action in &commit.actions {
+            if let Some(path) = action.get("add").and_then(|a| a["path"].as_str()) {
+                live.insert(path.to_string());
+            }
+            if let Some(path) = action.get("remove").and_then(|a| a["path"].as_str()) {
+                live.remove(path);
+            }
+        }
+    }
+    live
+}
+
+/// The Parquet data files on disk in a Delta table's directory.
+fn files_on_disk(table_dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(table_dir)
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .filter(|name| name.ends_with(".parquet"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Issue 13 (output footprint): each commit rewrites only the buckets it touches, so the
+/// files it removes pile up on disk for readers of older versions. A vacuum (every 50
+/// commits of a table and when the run ends) deletes those removed longer ago than
+/// `--delta-retention-minutes`. With 0, only the current version's files stay, the file
+/// count goes down, and every table still equals its change stream.
+#[test]
+fn vacuum_keeps_only_the_current_files_and_the_same_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    generate(
+        &data,
+        &GeneratorConfig {
+            files: 70,
+            ..messy(23)
+        },
+    )
+    .expect("generator writes the dataset");
+    let kept = dir.path().join("kept");
+    run_engine(&data, None, &kept, Params::default(), 1);
+    let vacuumed = dir.path().join("vacuumed");
+    run(&RunOptions {
+        delta_retention: std::time::Duration::ZERO,
+        ..engine_options(&data, None, &vacuumed, Params::default(), 1)
+    })
+    .expect("run succeeds");
+
+    let (mut before, mut after) = (0, 0);
+    for spec in WRITTEN_TABLES {
+        let (kept_dir, vacuumed_dir) =
+            (delta_dir(&kept, spec.name), delta_dir(&vacuumed, spec.name));
+        before += files_on_disk(&kept_dir).len();
+        after += files_on_disk(&vacuumed_dir).len();
+        assert_eq!(
+            files_on_disk(&vacuumed_dir),
+            live_files(&vacuumed_dir),
+            "`{}`: only the current version's files stay",
+            spec.name
+        );
+        let expected = expand(sum_changes(read_changes(&vacuumed, spec).unwrap()));
+        assert_rows_equal(
+            spec,
+            &expected,
+            &delta_rows(&vacuumed_dir, spec, None),
+            &format!("`{}` after vacuum", spec.name),
+        );
+        assert_rows_equal(
+            spec,
+            &delta_rows(&kept_dir, spec, None),
+            &delta_rows(&vacuumed_dir, spec, None),
+            &format!("`{}` with and without vacuum", spec.name),
+        );
+    }
+    assert!(
+        after * 2 < before,
+        "vacuum should remove most files: {before} files kept, {after} after vacuum"
+    );
+    // The sessions table had more than 50 commits: vacuumed during the run too.
+    let vacuums = read_log(&delta_dir(&vacuumed, "sessions"))
+        .iter()
+        .filter(|c| {
+            c.actions.iter().any(|a| {
+                a.get("commitInfo")
+                    .and_then(|i| i["operation"].as_str())
+                    .is_some_and(|op| op == "VACUUM END")
+            })
+        })
+        .count();
+    assert!(vacuums >= 2, "{vacuums} vacuums of `sessions`");
+    // A resumed run still finds its place in the vacuumed log.
+    run(&RunOptions {
+        overwrite: false,
+        delta_retention: std::time::Duration::ZERO,
+        ..engine_options(&data, None, &vacuumed, Params::default(), 1)
+    })
+    .expect("a resumed run succeeds");
+    let spec = &WRITTEN_TABLES[0];
+    assert_rows_equal(
+        spec,
+        &expand(sum_changes(read_changes(&vacuumed, spec).unwrap())),
+        &delta_rows(&delta_dir(&vacuumed, spec.name), spec, None),
+        "after a resume",
+    );
+}

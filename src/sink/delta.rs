@@ -406,6 +406,33 @@ impl DeltaTableSink {
         Ok(sink)
     }
 
+    /// Deletes the data files that commits removed more than `retention` ago (Delta's
+    /// VACUUM, which records VACUUM START and END in the log), and returns how many it
+    /// deleted. Readers of a version older than `retention` may then miss files; the
+    /// current version is never touched.
+    pub fn vacuum(&mut self, retention: std::time::Duration) -> Result<usize> {
+        if self.state.is_none() {
+            return Ok(0);
+        }
+        let retention =
+            chrono::Duration::from_std(retention).context("a vacuum retention within range")?;
+        let dir = self.dir.clone();
+        let (log_store, snapshot, deleted) = runtime()?.block_on(async {
+            let table = open_table(&dir)
+                .await?
+                .ok_or_else(|| anyhow!("the Delta table at {} is gone", dir.display()))?;
+            let (table, metrics) = table
+                .vacuum()
+                .with_retention_period(retention)
+                .with_enforce_retention_duration(false)
+                .await?;
+            let snapshot = table.snapshot()?.clone();
+            Ok::<_, anyhow::Error>((table.log_store(), snapshot, metrics.files_deleted.len()))
+        })?;
+        self.state = Some((log_store, snapshot));
+        Ok(deleted)
+    }
+
     /// The last logical time committed, if any.
     pub fn last_time(&self) -> Option<u64> {
         self.last_time
@@ -616,6 +643,7 @@ type Pending<R> = BTreeMap<u64, (Capability<u64>, Vec<(R, isize)>)>;
 pub fn delta_sink<'s, R>(
     rows: VecCollection<'s, u64, R>,
     out: &Path,
+    retention: std::time::Duration,
 ) -> StreamVec<'s, u64, SinkReport>
 where
     R: TableRow + ExchangeData + Hashable,
@@ -653,7 +681,7 @@ where
                 }
                 let thread = match &mut thread {
                     Some(thread) => thread,
-                    None => thread.insert(DeltaCommitThread::start(dir.clone(), R::SPEC, wake.clone()).unwrap_or_else(|error| {
+                    None => thread.insert(DeltaCommitThread::start(dir.clone(), R::SPEC, wake.clone(), retention).unwrap_or_else(|error| {
                         super::fail(&out, format!("cannot write the Delta table `{table}` at {}: {error:#}", dir.display()))
                     })),
                 };

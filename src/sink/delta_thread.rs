@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tidemark_dataflows::tables::{Cell, TableSpec};
@@ -46,8 +47,15 @@ pub struct DeltaCommitThread {
 impl DeltaCommitThread {
     /// Starts the thread that opens (or creates) the Delta table of `spec` at `dir` and
     /// commits each submitted time; it wakes the sink operator through `wake` after each.
+    /// Every [`VACUUM_EVERY`] commits, and once when the run ends, it deletes the data
+    /// files removed more than `retention` ago (see [`DeltaTableSink::vacuum`]).
     /// The thread stops at the first failure.
-    pub fn start(dir: PathBuf, spec: TableSpec, wake: SyncActivator) -> Result<Self> {
+    pub fn start(
+        dir: PathBuf,
+        spec: TableSpec,
+        wake: SyncActivator,
+        retention: Duration,
+    ) -> Result<Self> {
         let (jobs, incoming) = channel::<Job>();
         let finished: Arc<Mutex<Vec<Finished>>> = Arc::default();
         let results = Arc::clone(&finished);
@@ -55,10 +63,18 @@ impl DeltaCommitThread {
             .name(format!("delta-{}", spec.name))
             .spawn(move || {
                 let mut sink: Option<DeltaTableSink> = None;
+                let mut since_vacuum = 0;
                 for job in incoming {
                     let (time, rows) = (job.time, job.changes.len() as u64);
                     let outcome = commit(&mut sink, &dir, spec, job);
                     let failed = outcome.is_err();
+                    if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
+                        since_vacuum += 1;
+                        if since_vacuum >= VACUUM_EVERY {
+                            since_vacuum = 0;
+                            vacuum(&mut sink, spec, retention);
+                        }
+                    }
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -70,8 +86,11 @@ impl DeltaCommitThread {
                     // The operator may be gone (shutting down): nothing to wake then.
                     let _ = wake.activate();
                     if failed {
-                        break;
+                        return;
                     }
+                }
+                if since_vacuum > 0 {
+                    vacuum(&mut sink, spec, retention);
                 }
             })
             .with_context(|| format!("starting the Delta commit thread of `{}`", spec.name))?;
@@ -102,6 +121,19 @@ impl Drop for DeltaCommitThread {
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+        }
+    }
+}
+
+/// Commits of a table between two vacuums (besides the one at the end of a run).
+pub const VACUUM_EVERY: usize = 50;
+
+/// Vacuums the table; a failure is only a warning, since the table itself is intact.
+fn vacuum(sink: &mut Option<DeltaTableSink>, spec: TableSpec, retention: Duration) {
+    if let Some(sink) = sink {
+        match sink.vacuum(retention) {
+            Ok(deleted) => tracing::debug!("vacuum of `{}` deleted {deleted} files", spec.name),
+            Err(error) => tracing::warn!("vacuum of the Delta table `{}`: {error:#}", spec.name),
         }
     }
 }

@@ -48,6 +48,7 @@ pub fn engine_options(
         progress: false,
         overwrite: true,
         delta: true,
+        delta_retention: tidemark::run::DEFAULT_DELTA_RETENTION,
         // A logical time per file, so tests can look at the tables after each file;
         // tests of grouping set their own.
         live: tidemark::run::LiveOptions {
