@@ -1,6 +1,10 @@
 //! Self-tests of the oracle: small hand-built batch sequences whose results were
 //! worked out by hand from the contract text. They pin the oracle's reading of it.
+//! Each example also runs through the engine (the in-process harness, one batch a
+//! logical time, on one and two workers), which must give the oracle's tables after
+//! every batch: so every worked example is an engine test too.
 
+mod common;
 mod oracle;
 
 use tidemark_dataflows::settings::Params;
@@ -132,6 +136,17 @@ fn check(out: &oracle::Tables, name: &str, mut expected: Vec<Vec<Cell>>) {
 }
 
 fn run(batches: &[(String, FileBatch)], params: &Params) -> oracle::Tables {
+    for workers in [1, 2] {
+        let engine = common::harness::run_in_process(batches, *params, workers, 1);
+        for (time, actual) in engine.iter().enumerate() {
+            let expected = oracle::compute(&batches[..=time], params);
+            common::assert_matches_oracle(
+                &expected,
+                actual,
+                &format!("the engine after batch {time} on {workers} worker(s)"),
+            );
+        }
+    }
     oracle::compute(batches, params)
 }
 
