@@ -118,3 +118,32 @@ pub fn feature_adoption<'s>(
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_sums_report_each_day_with_its_new_members_and_the_total() {
+        let parts = [
+            (1, DayPart::New(2)),
+            (1, DayPart::Report),
+            (3, DayPart::New(1)),
+            (3, DayPart::New(4)),
+            (3, DayPart::Report),
+            (5, DayPart::Report),
+        ];
+        let with_counts: Vec<(&(i32, DayPart), isize)> = parts.iter().map(|p| (p, 1)).collect();
+        assert_eq!(
+            running_sums(&with_counts),
+            vec![(1, 2, 2), (3, 5, 7), (5, 0, 7)]
+        );
+    }
+
+    #[test]
+    fn a_count_with_multiplicity_counts_that_many_times() {
+        let parts = [(7, DayPart::New(3)), (7, DayPart::Report)];
+        let with_counts = vec![(&parts[0], 2), (&parts[1], 1)];
+        assert_eq!(running_sums(&with_counts), vec![(7, 6, 6)]);
+    }
+}

@@ -74,3 +74,43 @@ impl PlanHistory {
                 .any(|&(ts, plan)| from <= ts && ts < to && plan == Plan::Paid)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_change_at_or_before_an_instant_wins_else_the_profile() {
+        let facts = [
+            PlanFact::Profile((0, 0), Plan::Free),
+            PlanFact::Change(100, (1, 0), Plan::Paid),
+            PlanFact::Change(200, (1, 1), Plan::Free),
+        ];
+        let history = PlanHistory::from_facts(&facts);
+        assert_eq!(history.plan_at(99), Some(Plan::Free), "before any change");
+        assert_eq!(history.plan_at(100), Some(Plan::Paid), "at a change");
+        assert_eq!(history.plan_at(199), Some(Plan::Paid));
+        assert_eq!(history.plan_at(200), Some(Plan::Free));
+        assert!(history.paid_during(0, 101));
+        assert!(!history.paid_during(200, 300));
+        assert!(history.paid_during(150, 160), "paid in force at the start");
+    }
+
+    #[test]
+    fn the_latest_arrival_wins_for_profiles_and_for_changes_at_one_instant() {
+        let facts = [
+            PlanFact::Profile((3, 0), Plan::Paid),
+            PlanFact::Profile((1, 0), Plan::Free),
+            PlanFact::Change(50, (2, 0), Plan::Free),
+            PlanFact::Change(50, (4, 0), Plan::Paid),
+        ];
+        let history = PlanHistory::from_facts(&facts);
+        assert_eq!(history.profile_plan, Some(Plan::Paid));
+        assert_eq!(history.changes, vec![(50, Plan::Paid)]);
+        assert_eq!(
+            PlanHistory::from_facts(&[]).plan_at(0),
+            None,
+            "no facts, no plan"
+        );
+    }
+}

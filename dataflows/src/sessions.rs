@@ -110,3 +110,42 @@ fn session_end_bound(row: &SessionRow, params: &Params) -> Option<Millis> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(ts: &[Millis]) -> Vec<(&Millis, isize)> {
+        ts.iter().map(|t| (t, 1)).collect()
+    }
+
+    #[test]
+    fn a_gap_of_at_least_the_session_gap_starts_a_new_session() {
+        let ts = [0, 10, 40, 50];
+        let sessions = cut_sessions(&SessionScope::Day(0), &times(&ts), 30);
+        assert_eq!(sessions, vec![(0, 10, 2), (40, 50, 2)]);
+        let sessions = cut_sessions(&SessionScope::Day(0), &times(&[0, 29, 58]), 30);
+        assert_eq!(sessions, vec![(0, 58, 3)], "gaps below the session gap");
+    }
+
+    #[test]
+    fn a_source_session_is_one_session_however_long_its_gaps() {
+        let sessions = cut_sessions(
+            &SessionScope::Source(Name::new("s1")),
+            &times(&[0, 1_000, 9_000]),
+            30,
+        );
+        assert_eq!(sessions, vec![(0, 9_000, 3)]);
+    }
+
+    #[test]
+    fn repeated_times_count_every_action() {
+        let ts = [5, 5, 7];
+        let mut with_counts = times(&ts[1..]);
+        with_counts[0].1 = 2;
+        assert_eq!(
+            cut_sessions(&SessionScope::Unsplit, &with_counts, 30),
+            vec![(5, 7, 3)]
+        );
+    }
+}

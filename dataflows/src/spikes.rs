@@ -206,3 +206,37 @@ pub fn spike_alerts<'s>(
     .map(|(_start, row)| row);
     drop_closed(live, watermarks, move |row| Some(row.start + window_ms))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_baseline_counts_missing_slots_as_zero_and_interpolates() {
+        // Slots [0, 1, 2] (one empty): p95 at position 1.9 = 1 + 0.9 * (2 - 1).
+        let b = baseline(vec![2, 1], 3, 0.95);
+        assert_eq!((b.slots, b.sum), (3, 3));
+        assert!((b.percentile() - 1.9).abs() < 1e-12);
+        assert!((b.mean() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_alert_needs_the_minimum_and_more_than_the_threshold() {
+        let params = Params::default();
+        // Median 2, deviations [0, 1, 0] -> MAD 0; scale max(0, sqrt 2, 1) = sqrt 2.
+        let verdict = alert_verdict(20, &mut [3, 2, 2], &params);
+        let threshold = f64::from_bits(verdict.threshold_bits);
+        assert!((threshold - (2.0 + params.alert_deviations * 2f64.sqrt())).abs() < 1e-12);
+        assert_eq!(f64::from_bits(verdict.baseline_bits), 2.0);
+        assert!(verdict.alert);
+        assert!(!alert_verdict(threshold.floor() as i64, &mut [3, 2, 2], &params).alert);
+        // Far above a baseline of 0, but below the minimum number of sessions.
+        assert!(!alert_verdict(params.alert_min_sessions - 1, &mut [0, 0, 0], &params).alert);
+    }
+
+    #[test]
+    fn the_median_of_an_even_number_of_days_is_the_mean_of_the_middle_two() {
+        let verdict = alert_verdict(0, &mut [1, 4, 2, 9], &Params::default());
+        assert_eq!(f64::from_bits(verdict.baseline_bits), 3.0);
+    }
+}
