@@ -13,6 +13,7 @@ use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 fn main() {
     tidemark::allocator::limit_fragmentation();
     log_warnings();
+    quiet_known_library_panics();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(args),
@@ -26,6 +27,30 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// object_store (0.13) panics with "Already shut down" inside delta-rs's tokio tasks
+/// when a Delta write fails midway (a full disk): the failed write still reaches us as
+/// an error, and the run ends with one line naming the file and the OS error. Its
+/// panic report is noise on top of that line, so it is logged at debug level instead.
+/// Every other panic is reported as usual.
+fn quiet_known_library_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let on_delta_thread = std::thread::current()
+            .name()
+            .is_some_and(|name| name.starts_with("tidemark-delta"));
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str));
+        if on_delta_thread && message == Some("Already shut down") {
+            tracing::debug!("object_store panicked in a failed Delta write: {info}");
+            return;
+        }
+        default(info);
+    }));
 }
 
 /// Prints tidemark's own warnings (a repaired change stream, a file it could not
