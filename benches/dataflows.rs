@@ -236,19 +236,10 @@ pub fn run_all(parsed: Parsed) -> Duration {
                     },
                     Params::default(),
                 );
-                o.sessions.inner.probe_with(&probe);
-                o.window_activity.inner.probe_with(&probe);
-                o.daily_active.inner.probe_with(&probe);
-                o.monthly_active.inner.probe_with(&probe);
-                o.retention_cohorts.inner.probe_with(&probe);
-                o.kpis.inner.probe_with(&probe);
-                o.spike_alerts.inner.probe_with(&probe);
-                o.session_metrics_daily.inner.probe_with(&probe);
-                o.event_mix_daily.inner.probe_with(&probe);
-                o.skip_rate_daily.inner.probe_with(&probe);
-                o.feature_adoption.inner.probe_with(&probe);
-                o.engagement_by_segment.inner.probe_with(&probe);
-                o.quarantine.inner.probe_with(&probe);
+                macro_rules! probe_all {
+                    ($($table:ident),*) => {$( o.$table.inner.probe_with(&probe); )*};
+                }
+                tidemark_dataflows::for_each_table!(probe_all);
                 (rows_in, marks_in, users_in, subs_in, errors_in)
             });
         // Nothing is fed to the read-errors input: close it, or its frontier holds every time.

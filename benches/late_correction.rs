@@ -95,19 +95,10 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
                     Params::default(),
                 );
                 let p = &probe;
-                count("sessions", o.sessions, &counts, p);
-                count("window_activity", o.window_activity, &counts, p);
-                count("daily_active", o.daily_active, &counts, p);
-                count("monthly_active", o.monthly_active, &counts, p);
-                count("retention_cohorts", o.retention_cohorts, &counts, p);
-                count("kpis", o.kpis, &counts, p);
-                count("spike_alerts", o.spike_alerts, &counts, p);
-                count("session_metrics_daily", o.session_metrics_daily, &counts, p);
-                count("event_mix_daily", o.event_mix_daily, &counts, p);
-                count("skip_rate_daily", o.skip_rate_daily, &counts, p);
-                count("feature_adoption", o.feature_adoption, &counts, p);
-                count("engagement_by_segment", o.engagement_by_segment, &counts, p);
-                count("quarantine", o.quarantine, &counts, p);
+                macro_rules! count_all {
+                    ($($table:ident),*) => {$( count(stringify!($table), o.$table, &counts, p); )*};
+                }
+                tidemark_dataflows::for_each_table!(count_all);
                 (rows_in, marks_in, users_in, subs_in, errors_in)
             });
         // Nothing is fed to the read-errors input: close it, or its frontier holds every time.

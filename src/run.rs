@@ -1008,21 +1008,7 @@ fn write_outputs<'s>(
             reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker, resume_after));
         )*};
     }
-    sinks!(
-        sessions,
-        window_activity,
-        daily_active,
-        monthly_active,
-        retention_cohorts,
-        kpis,
-        spike_alerts,
-        session_metrics_daily,
-        event_mix_daily,
-        skip_rate_daily,
-        feature_adoption,
-        engagement_by_segment,
-        quarantine
-    );
+    tidemark_dataflows::for_each_table!(sinks);
     reports
 }
 

@@ -157,6 +157,19 @@ fn check_every_group(
     finals
 }
 
+/// `cases` cases, failures kept in `proptest-regressions/` (checked in).
+fn config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "proptest-regressions/incremental_equals_recompute.txt",
+            ),
+        )),
+        ..ProptestConfig::default()
+    }
+}
+
 /// The in-process harness: every table after every logical time against the oracle
 /// over the files that time has seen; returns the tables after each time.
 fn check_in_process(
@@ -187,13 +200,7 @@ fn check_in_process(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 300,
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/incremental_equals_recompute.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(300))]
 
     #[test]
     fn in_process_tables_equal_recompute_after_every_batch(
@@ -217,13 +224,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 24,
-        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::Direct(
-            "proptest-regressions/incremental_equals_recompute.txt",
-        ))),
-        ..ProptestConfig::default()
-    })]
+    #![proptest_config(config(24))]
 
     #[test]
     fn maintained_tables_equal_recompute_after_every_batch(

@@ -61,7 +61,10 @@ fn alerts_find_the_injected_spikes_and_little_else() {
     let judged_spikes: Vec<usize> = (0..summary.spikes.len())
         .filter(|&i| summary.spikes[i] >= first + 3 * 86_400_000)
         .collect();
-    assert!(!judged_spikes.is_empty(), "spikes after the first three days");
+    assert!(
+        !judged_spikes.is_empty(),
+        "spikes after the first three days"
+    );
     for i in judged_spikes {
         assert!(
             found[i],

@@ -51,6 +51,36 @@ pub struct Inputs<'s> {
     pub retractions: bool,
 }
 
+/// The one list of output tables: calls the macro `$callback` with every field of
+/// [`Outputs`], in the order the tables are written. The runtime's sinks, the test
+/// harness and the benches expand their per-table code from it, so that a new table is
+/// added here and in [`Outputs`] only:
+///
+/// ```ignore
+/// macro_rules! sinks { ($($table:ident),*) => {$( attach(outputs.$table); )*} }
+/// tidemark_dataflows::for_each_table!(sinks);
+/// ```
+#[macro_export]
+macro_rules! for_each_table {
+    ($callback:ident) => {
+        $callback!(
+            sessions,
+            window_activity,
+            daily_active,
+            monthly_active,
+            retention_cohorts,
+            kpis,
+            spike_alerts,
+            session_metrics_daily,
+            event_mix_daily,
+            skip_rate_daily,
+            feature_adoption,
+            engagement_by_segment,
+            quarantine
+        )
+    };
+}
+
 /// Every output table, as a collection of typed rows.
 pub struct Outputs<'s> {
     /// `sessions`.

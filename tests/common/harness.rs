@@ -67,19 +67,10 @@ pub fn run_in_process(
                     },
                     params,
                 );
-                capture(o.sessions, &into);
-                capture(o.window_activity, &into);
-                capture(o.daily_active, &into);
-                capture(o.monthly_active, &into);
-                capture(o.retention_cohorts, &into);
-                capture(o.kpis, &into);
-                capture(o.spike_alerts, &into);
-                capture(o.session_metrics_daily, &into);
-                capture(o.event_mix_daily, &into);
-                capture(o.skip_rate_daily, &into);
-                capture(o.feature_adoption, &into);
-                capture(o.engagement_by_segment, &into);
-                capture(o.quarantine, &into);
+                macro_rules! capture_all {
+                    ($($table:ident),*) => {$( capture(o.$table, &into); )*};
+                }
+                tidemark_dataflows::for_each_table!(capture_all);
                 (rows_in, marks_in, users_in, subs_in, errors_in)
             });
         for (arrival, (file, batch)) in shared.iter().enumerate() {
