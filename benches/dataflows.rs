@@ -20,9 +20,9 @@ use differential_dataflow::VecCollection;
 use tidemark_dataflows::action::Action;
 use tidemark_dataflows::actives::{daily_active, monthly_active};
 use tidemark_dataflows::adoption::feature_adoption;
-use tidemark_dataflows::dataflow::{build, Inputs};
 use tidemark_dataflows::event_mix::{day_types, event_mix_daily, skip_rate_daily};
 use tidemark_dataflows::expiry::{earliest_per_key, Watermarks};
+use tidemark_dataflows::feeds::build_with_feeds;
 use tidemark_dataflows::ingest::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
 use tidemark_dataflows::kpis::kpis;
 use tidemark_dataflows::name::Name;
@@ -35,7 +35,7 @@ use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::spikes::spike_alerts;
 use tidemark_dataflows::windows::window_activity;
 use tidemark_inputs::generator::OutputFormat;
-use tidemark_inputs::records::{QuarantineRow, Subscription, UserRow};
+use tidemark_inputs::records::{Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
 use timely::dataflow::operators::probe::Handle;
 use timely::dataflow::operators::{Input as _, Probe};
@@ -220,27 +220,12 @@ pub fn run_all(parsed: Parsed) -> Duration {
         let probe = Handle::new();
         let (mut rows_in, mut marks_in, mut users_in, mut subs_in, errors_in) = worker
             .dataflow::<Time, _, _>(|scope| {
-                let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
-                let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
-                let (users_in, users) = scope.new_collection();
-                let (subs_in, subscriptions) = scope.new_collection();
-                let (errors_in, read_errors) = scope.new_collection::<QuarantineRow, isize>();
-                let o = build(
-                    Inputs {
-                        event_rows,
-                        batch_marks,
-                        users,
-                        subscriptions,
-                        read_errors,
-                        retractions: false,
-                    },
-                    Params::default(),
-                );
+                let (f, o) = build_with_feeds(&scope, Params::default(), false);
                 macro_rules! probe_all {
                     ($($table:ident),*) => {$( o.$table.inner.probe_with(&probe); )*};
                 }
                 tidemark_dataflows::for_each_table!(probe_all);
-                (rows_in, marks_in, users_in, subs_in, errors_in)
+                (f.rows, f.marks, f.users, f.subscriptions, f.errors)
             });
         // Nothing is fed to the read-errors input: close it, or its frontier holds every time.
         drop(errors_in);

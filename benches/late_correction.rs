@@ -27,15 +27,14 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use differential_dataflow::input::Input as _;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
-use tidemark_dataflows::dataflow::{build, Inputs};
+use tidemark_dataflows::feeds::build_with_feeds;
 use tidemark_dataflows::ingest::{BatchMark, RawEvent, Time};
 use tidemark_dataflows::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
-use tidemark_inputs::records::{Event, QuarantineRow};
+use tidemark_inputs::records::Event;
 use timely::dataflow::operators::probe::Handle;
-use timely::dataflow::operators::{Input as _, Inspect, Probe};
+use timely::dataflow::operators::{Inspect, Probe};
 
 use common::Parsed;
 
@@ -78,28 +77,13 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
         let counts: Counts = Rc::default();
         let (mut rows_in, mut marks_in, mut users_in, mut subs_in, errors_in) = worker
             .dataflow::<Time, _, _>(|scope| {
-                let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
-                let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
-                let (users_in, users) = scope.new_collection();
-                let (subs_in, subscriptions) = scope.new_collection();
-                let (errors_in, read_errors) = scope.new_collection::<QuarantineRow, isize>();
-                let o = build(
-                    Inputs {
-                        event_rows,
-                        batch_marks,
-                        users,
-                        subscriptions,
-                        read_errors,
-                        retractions: false,
-                    },
-                    Params::default(),
-                );
+                let (f, o) = build_with_feeds(&scope, Params::default(), false);
                 let p = &probe;
                 macro_rules! count_all {
                     ($($table:ident),*) => {$( count(stringify!($table), o.$table, &counts, p); )*};
                 }
                 tidemark_dataflows::for_each_table!(count_all);
-                (rows_in, marks_in, users_in, subs_in, errors_in)
+                (f.rows, f.marks, f.users, f.subscriptions, f.errors)
             });
         // Nothing is fed to the read-errors input: close it, or its frontier holds every time.
         drop(errors_in);

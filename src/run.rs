@@ -17,19 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use differential_dataflow::input::{Input as _, InputSession};
-use tidemark_dataflows::dataflow::{build, Inputs, Outputs};
-use tidemark_dataflows::ingest::{BatchMark, RawEvent};
-use tidemark_dataflows::plans::Arrival;
+use tidemark_dataflows::dataflow::Outputs;
+use tidemark_dataflows::feeds::{build_with_feeds, Feeds};
+use tidemark_dataflows::ingest::BatchMark;
 use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::tables;
 use tidemark_inputs::dataset::{Dataset, Table};
-use tidemark_inputs::records::{FileBatch, QuarantineRow, Subscription, UserRow};
+use tidemark_inputs::records::{FileBatch, QuarantineRow};
 use tidemark_inputs::Mapping;
-use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
-use timely::dataflow::InputHandle;
 
 use crate::arrangement_sizes::SizeRecorder;
 use crate::checkpoint::{
@@ -561,56 +558,6 @@ fn remove_partial_files(changes: &Path) -> Result<()> {
 /// How many logical times a worker may read ahead of the slowest completed one.
 const READ_AHEAD: u64 = 2;
 
-/// The input handles of one worker's dataflow.
-struct Feeds {
-    rows: InputHandle<u64, CapacityContainerBuilder<Vec<(RawEvent, isize)>>>,
-    marks: InputHandle<u64, CapacityContainerBuilder<Vec<BatchMark>>>,
-    users: InputSession<u64, (UserRow, Arrival), isize>,
-    subscriptions: InputSession<u64, (Subscription, Arrival), isize>,
-    errors: InputSession<u64, QuarantineRow, isize>,
-}
-
-impl Feeds {
-    /// Feeds `batch`, the input unit arriving as unit `arrival`, at the current
-    /// logical time with multiplicity `diff` (-1 retracts it at a later time).
-    /// The batch is moved in, so no event is copied.
-    fn feed(&mut self, batch: FileBatch, arrival: u64, diff: isize) {
-        for (event, row) in batch.events.into_iter().zip(batch.event_rows) {
-            self.rows.send((
-                RawEvent {
-                    batch: arrival,
-                    row,
-                    event,
-                },
-                diff,
-            ));
-        }
-        for (position, user) in batch.users.into_iter().enumerate() {
-            self.users.update((user, (arrival, position as u64)), diff);
-        }
-        for (position, change) in batch.subscriptions.into_iter().enumerate() {
-            self.subscriptions
-                .update((change, (arrival, position as u64)), diff);
-        }
-        for row in batch.quarantine {
-            self.errors.update(row, diff);
-        }
-    }
-
-    /// Closes logical time `time` on this worker.
-    fn advance(&mut self, time: u64) {
-        let next = time + 1;
-        self.rows.advance_to(next);
-        self.marks.advance_to(next);
-        self.users.advance_to(next);
-        self.subscriptions.advance_to(next);
-        self.errors.advance_to(next);
-        self.users.flush();
-        self.subscriptions.flush();
-        self.errors.flush();
-    }
-}
-
 fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     let index = worker.index();
     let peers = worker.peers();
@@ -648,31 +595,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         .then(|| crate::operator_times::OperatorTimes::register(worker))
         .flatten();
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
-        let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
-        let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
-        let (users_in, users) = scope.new_collection();
-        let (subs_in, subscriptions) = scope.new_collection();
-        let (errors_in, read_errors) = scope.new_collection();
-        let outputs = build(
-            Inputs {
-                event_rows,
-                batch_marks,
-                users,
-                subscriptions,
-                read_errors,
-                retractions: reingest,
-            },
-            params,
-        );
+        let (feeds, outputs) = build_with_feeds(&scope, params, reingest);
         let reports = write_outputs(outputs, &out, index, delta, resume_after);
         let (probe, _) = scope.concatenate(reports).probe();
-        let feeds = Feeds {
-            rows: rows_in,
-            marks: marks_in,
-            users: users_in,
-            subscriptions: subs_in,
-            errors: errors_in,
-        };
         (feeds, probe)
     });
 

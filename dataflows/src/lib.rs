@@ -8,6 +8,7 @@ pub mod combine;
 pub mod dataflow;
 pub mod event_mix;
 pub mod expiry;
+pub mod feeds;
 pub mod ingest;
 pub mod kpis;
 pub mod name;

@@ -3,22 +3,20 @@
 //! output table captured per logical time. Property tests run hundreds of cases
 //! through it in the time a file-based run takes for a few.
 //!
-//! It feeds the dataflow as `run` does (`src/run.rs`, `Feeds::feed`): unit `i` arrives
-//! as arrival `i`, on worker `i % workers`, in logical time `i / group`; each unit's
-//! event rows go in with its [`BatchMark`], its `users/` and `subscriptions/` rows with
-//! their arrival, its quarantine rows as read errors.
+//! It feeds the dataflow as `run` does (`tidemark_dataflows::feeds`): unit `i` arrives
+//! as arrival `i`, on worker `i % workers`, in logical time `i / group`, with its
+//! [`BatchMark`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use differential_dataflow::input::Input as _;
 use differential_dataflow::{ExchangeData, VecCollection};
-use tidemark_dataflows::dataflow::{build, Inputs};
-use tidemark_dataflows::ingest::{BatchMark, RawEvent, Time};
+use tidemark_dataflows::feeds::build_with_feeds;
+use tidemark_dataflows::ingest::{BatchMark, Time};
 use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::tables::{Cell, TableRow};
-use tidemark_inputs::records::{FileBatch, QuarantineRow};
-use timely::dataflow::operators::{Input as _, Inspect};
+use tidemark_inputs::records::FileBatch;
+use timely::dataflow::operators::Inspect;
 
 use super::Tables;
 
@@ -49,66 +47,28 @@ pub fn run_in_process(
     let into = Arc::clone(&captured);
     timely::execute(timely::Config::process(workers), move |worker| {
         let (index, peers) = (worker.index(), worker.peers());
-        let (mut rows_in, mut marks_in, mut users_in, mut subs_in, mut errors_in) = worker
-            .dataflow::<Time, _, _>(|scope| {
-                let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
-                let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
-                let (users_in, users) = scope.new_collection();
-                let (subs_in, subscriptions) = scope.new_collection();
-                let (errors_in, read_errors) = scope.new_collection::<QuarantineRow, isize>();
-                let o = build(
-                    Inputs {
-                        event_rows,
-                        batch_marks,
-                        users,
-                        subscriptions,
-                        read_errors,
-                        retractions: false,
-                    },
-                    params,
-                );
-                macro_rules! capture_all {
-                    ($($table:ident),*) => {$( capture(o.$table, &into); )*};
-                }
-                tidemark_dataflows::for_each_table!(capture_all);
-                (rows_in, marks_in, users_in, subs_in, errors_in)
-            });
+        let mut feeds = worker.dataflow::<Time, _, _>(|scope| {
+            let (feeds, o) = build_with_feeds(&scope, params, false);
+            macro_rules! capture_all {
+                ($($table:ident),*) => {$( capture(o.$table, &into); )*};
+            }
+            tidemark_dataflows::for_each_table!(capture_all);
+            feeds
+        });
         for (arrival, (file, batch)) in shared.iter().enumerate() {
             let time = (arrival / group) as Time;
-            rows_in.advance_to(time);
-            marks_in.advance_to(time);
-            users_in.advance_to(time);
-            subs_in.advance_to(time);
-            errors_in.advance_to(time);
+            if arrival > 0 && arrival % group == 0 {
+                feeds.advance(time - 1);
+            }
             if arrival % peers != index {
                 continue;
             }
-            let arrival = arrival as u64;
-            let batch = batch.clone();
-            marks_in.send(BatchMark {
-                batch: arrival,
+            feeds.marks.send(BatchMark {
+                batch: arrival as u64,
                 file: file.clone(),
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             });
-            for (event, row) in batch.events.into_iter().zip(batch.event_rows) {
-                rows_in.send((
-                    RawEvent {
-                        batch: arrival,
-                        row,
-                        event,
-                    },
-                    1,
-                ));
-            }
-            for (position, user) in batch.users.into_iter().enumerate() {
-                users_in.insert((user, (arrival, position as u64)));
-            }
-            for (position, change) in batch.subscriptions.into_iter().enumerate() {
-                subs_in.insert((change, (arrival, position as u64)));
-            }
-            for row in batch.quarantine {
-                errors_in.insert(row);
-            }
+            feeds.feed(batch.clone(), arrival as u64, 1);
         }
         // Dropping the inputs closes every time; the worker runs the dataflow to the end.
     })
