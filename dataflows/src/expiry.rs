@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
-use differential_dataflow::consolidation::{consolidate, consolidate_updates};
+use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use tidemark_inputs::records::Millis;
@@ -146,7 +146,8 @@ where
                                 }
                             }
                         }
-                        consolidate(&mut retired);
+                        // Not consolidated: every consumer arranges (and so sorts) its
+                        // input anyway, and sorting here too cost as much again.
                         output
                             .session(&cap)
                             .give_iterator(retired.into_iter().map(|(d, r)| (d, time, -r)));
