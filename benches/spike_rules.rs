@@ -60,11 +60,17 @@ impl Score {
     }
 }
 
-fn list(flag: &str) -> Option<Vec<u64>> {
+/// The text after `flag` on the command line, if any.
+fn arg(flag: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     let at = args.iter().position(|a| a == flag)?;
+    args.get(at + 1).cloned()
+}
+
+/// A comma-separated list of numbers after `flag`.
+fn list(flag: &str) -> Option<Vec<u64>> {
     Some(
-        args.get(at + 1)?
+        arg(flag)?
             .split(',')
             .map(|v| v.parse().expect("a number"))
             .collect(),
@@ -80,11 +86,7 @@ fn main() {
     });
     let seeds = list("--seeds").unwrap_or(if bench { vec![1, 2, 3] } else { vec![1] });
     let mut params = Params::default();
-    let value = |flag: &str| -> Option<f64> {
-        let args: Vec<String> = std::env::args().collect();
-        let at = args.iter().position(|a| a == flag)?;
-        args.get(at + 1)?.parse().ok()
-    };
+    let value = |flag: &str| -> Option<f64> { arg(flag)?.parse().ok() };
     if let Some(k) = value("--deviations") {
         params.alert_deviations = k;
     }

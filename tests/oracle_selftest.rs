@@ -734,7 +734,8 @@ fn alert_compares_a_window_with_the_same_window_on_earlier_days() {
             list.push(ev(&id, &id, b + d as i64 * DAY, "play"));
         }
     }
-    let out = run(&[events("events/a.csv", list)], &Params::default());
+    let batches = [events("events/a.csv", list)];
+    let out = run(&batches, &Params::default());
     // Days 1 and 2 have fewer than 3 earlier days: no verdict. Day 3: earlier days
     // [2, 3, 2]: median 2, absolute deviations [0, 1, 0] with median 0, so the scale
     // is max(0, sqrt(2), 1) = sqrt(2); threshold 2 + 6 * sqrt(2) = 10.485..., and 20
@@ -791,14 +792,7 @@ fn alert_compares_a_window_with_the_same_window_on_earlier_days() {
         alert_min_sessions: 21,
         ..Params::default()
     };
-    let mut list = Vec::new();
-    for (d, &n) in [2usize, 3, 2, 20].iter().enumerate() {
-        for j in 0..n {
-            let id = format!("{d}-{j}");
-            list.push(ev(&id, &id, b + d as i64 * DAY, "play"));
-        }
-    }
-    let out = run(&[events("events/a.csv", list)], &params);
+    let out = run(&batches, &params);
     let last = out["spike_alerts"]
         .iter()
         .find(|row| row[0] == at(b + 3 * DAY))
