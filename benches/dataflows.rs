@@ -26,7 +26,7 @@ use tidemark_dataflows::feeds::build_with_feeds;
 use tidemark_dataflows::ingest::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
 use tidemark_dataflows::kpis::kpis;
 use tidemark_dataflows::name::Name;
-use tidemark_dataflows::plans::Arrival;
+use tidemark_dataflows::plans::{plan_facts, Arrival};
 use tidemark_dataflows::retention::{retention_cohorts, UserMonths};
 use tidemark_dataflows::segments::engagement_by_segment;
 use tidemark_dataflows::session_metrics::session_metrics_daily;
@@ -144,8 +144,7 @@ const FAMILIES: &[(&str, Builder)] = &[
             f.events.clone(),
             f.user_days(),
             s,
-            f.users.clone(),
-            f.subscriptions.clone(),
+            plan_facts(f.users.clone(), f.subscriptions.clone()),
             f.params,
         ));
     }),

@@ -31,8 +31,9 @@ use tidemark_inputs::wal_entry;
 
 /// The checkpoint directory's name under `OUT`.
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
-/// Version of the on-disk format; a different one is refused.
-const FORMAT: u32 = 4;
+/// Version of the on-disk format; a different one is refused. 5: the tables
+/// `user_activity_daily` and `user_plans` were added.
+const FORMAT: u32 = 5;
 
 /// What a resumed run must share with the run that wrote the checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! The command line: `tidemark run`, `tidemark generate`, `tidemark report`.
+//! The command line: `tidemark run`, `generate`, `report` and `predict`.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Print the results of a finished (or running) output directory.
     Report(ReportArgs),
+    /// Predict who comes back: train a logistic regression on the users active before a
+    /// cutoff, judge it beside a session-count baseline, and score the users active in
+    /// the last 28 days. Writes OUT/predictions/.
+    Predict(PredictArgs),
 }
 
 /// Arguments of `tidemark run`.
@@ -184,6 +188,45 @@ pub struct GenerateArgs {
 pub struct ReportArgs {
     /// An output directory written by `tidemark run --out`.
     pub out_dir: PathBuf,
+}
+
+/// Arguments of `tidemark predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// An output directory written by `tidemark run --out` (finished or running).
+    pub out_dir: PathBuf,
+    /// The cutoff, a UTC date (YYYY-MM-DD): features from the 28 days before it, labels
+    /// from the 28 days from it [default: 28 days before the data ends].
+    #[arg(long, value_name = "DATE", value_parser = utc_date)]
+    pub cutoff: Option<i32>,
+    /// Seed of the random 80/20 split of users into training and test.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// How many of the users most at risk to print.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+}
+
+/// Parses a UTC date `YYYY-MM-DD` into days since 1970-01-01.
+fn utc_date(text: &str) -> Result<i32, String> {
+    let bad = || format!("expected a date as YYYY-MM-DD, got {text:?}");
+    let parts: Vec<&str> = text.trim().split('-').collect();
+    let [y, m, d] = parts[..] else {
+        return Err(bad());
+    };
+    let (y, m, d): (i32, u32, u32) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1970..2200).contains(&y) {
+        return Err(bad());
+    }
+    let day = tidemark_inputs::time::days_from_civil(y, m, d);
+    if tidemark_inputs::time::civil_from_days(day) != (y, m, d) {
+        return Err(format!("{text:?} is not a calendar date"));
+    }
+    Ok(day)
 }
 
 /// Parses `--delta-retention-minutes`: a number of minutes, 0 or more (at most a year).

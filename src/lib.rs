@@ -12,6 +12,7 @@ pub mod follow;
 pub mod ingested;
 pub mod live_source;
 pub mod operator_times;
+pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod run;

@@ -21,12 +21,25 @@ fn main() {
         Some(Command::Report(args)) => {
             tidemark::report::render(&args.out_dir).map(|text| print!("{text}"))
         }
+        Some(Command::Predict(args)) => predict_command(&args),
         None => demo(),
     };
     if let Err(error) = result {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// `tidemark predict`: fits, judges, writes `OUT/predictions/` and prints the summary.
+fn predict_command(args: &tidemark::cli::PredictArgs) -> anyhow::Result<()> {
+    let options = tidemark::predict::PredictOptions {
+        cutoff: args.cutoff,
+        seed: args.seed,
+        top: args.top,
+    };
+    let prediction = tidemark::predict::predict(&args.out_dir, options)?;
+    print!("{}", prediction.render(&args.out_dir, args.top));
+    Ok(())
 }
 
 /// object_store (0.13) panics with "Already shut down" inside delta-rs's tokio tasks

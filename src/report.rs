@@ -275,12 +275,51 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
             writeln!(text, "  {reason:<20} {count:>8}")?;
         }
     }
+    prediction_summary(out, &mut text)?;
     writeln!(
         text,
         "\nOutputs: {} (change streams: changes/<table>/)",
         out.display()
     )?;
     Ok(text)
+}
+
+/// The `model_metrics` of the last `tidemark predict`, if it ran on this output.
+fn prediction_summary(out: &Path, text: &mut String) -> Result<()> {
+    use crate::predict::output::{read, MODEL_METRICS};
+    let Some(models) = read(out, &MODEL_METRICS)? else {
+        return Ok(());
+    };
+    let Some(first) = models.first() else {
+        return Ok(());
+    };
+    writeln!(
+        text,
+        "\nWho comes back (tidemark predict; cutoff {}, {} training and {} test users)",
+        first[9], first[6], first[7]
+    )?;
+    writeln!(
+        text,
+        "  {:<30} {:>6} {:>9} {:>9} {:>7} {:>6}",
+        "model", "AUC", "accuracy", "precision", "recall", "F1"
+    )?;
+    for row in &models {
+        let show = |cell: &Cell| match cell {
+            Cell::Float(v) => format!("{v:.3}"),
+            _ => "n/a".to_string(),
+        };
+        writeln!(
+            text,
+            "  {:<30} {:>6} {:>9} {:>9} {:>7} {:>6}",
+            row[0].to_string(),
+            show(&row[1]),
+            show(&row[2]),
+            show(&row[3]),
+            show(&row[4]),
+            show(&row[5])
+        )?;
+    }
+    Ok(())
 }
 
 /// Which days the data covers: from the first to the last day with an active user

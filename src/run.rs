@@ -912,6 +912,8 @@ pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
     tables::SKIP_RATE_DAILY,
     tables::FEATURE_ADOPTION,
     tables::ENGAGEMENT_BY_SEGMENT,
+    tables::USER_ACTIVITY_DAILY,
+    tables::USER_PLANS,
     tables::QUARANTINE,
 ];
 

@@ -157,8 +157,8 @@ fn run(batches: &[(String, FileBatch)], params: &Params) -> oracle::Tables {
 #[test]
 fn empty_input_yields_every_table_empty() {
     let out = oracle::compute(&[], &Params::default());
-    assert_eq!(out.len(), tables::ALL_TABLES.len());
-    for spec in tables::ALL_TABLES {
+    assert_eq!(out.len(), oracle::ORACLE_TABLES.len());
+    for spec in oracle::ORACLE_TABLES {
         assert_eq!(out[spec.name], Vec::<Vec<Cell>>::new(), "{}", spec.name);
     }
 }
@@ -1269,4 +1269,72 @@ fn every_cell_has_its_columns_type_and_rows_are_sorted() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Per-user facts for prediction (user_activity_daily, user_plans)
+// ---------------------------------------------------------------------------------
+
+#[test]
+fn user_activity_daily_counts_a_users_events_kinds_and_sessions_per_day() {
+    let b = noon();
+    let batches = [events(
+        "events/a.csv",
+        vec![
+            ev("1", "u", b, "play"),
+            ev("2", "u", b + 5 * MIN, "skip"),
+            ev("3", "u", b + 6 * MIN, "like"),
+            ev("4", "u", b + HOUR, "play"), // a gap of 54 minutes: a second session
+            ev("4", "u", b + 2 * HOUR, "play"), // a duplicate id: not accepted
+            ev("5", "v", b + DAY, "skip"),
+        ],
+    )];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "user_activity_daily",
+        vec![
+            // 4 events, 2 plays, 1 skip, 2 sessions lasting 6 min and 0 s.
+            vec![s("u"), day(b), int(4), int(2), int(1), int(2), fl(360.0)],
+            vec![
+                s("v"),
+                day(b + DAY),
+                int(1),
+                int(0),
+                int(1),
+                int(1),
+                fl(0.0),
+            ],
+        ],
+    );
+}
+
+#[test]
+fn user_plans_keep_the_profile_and_every_step_to_a_different_plan() {
+    let b = noon();
+    let batches = [
+        users("users/a.csv", vec![user("u", None, Plan::Free)]),
+        subs(
+            "subscriptions/a.csv",
+            vec![
+                sub("u", b, Plan::Free),            // no step: free already
+                sub("u", b + HOUR, Plan::Paid),     // a step
+                sub("u", b + 2 * HOUR, Plan::Paid), // no step
+                sub("w", b, Plan::Paid),            // no users/ row: the first change is a step
+                sub("w", b + DAY, Plan::Free),
+            ],
+        ),
+        // A later-arriving row at an instant already seen wins there.
+        subs("subscriptions/b.csv", vec![sub("w", b + DAY, Plan::Paid)]),
+    ];
+    let out = run(&batches, &Params::default());
+    check(
+        &out,
+        "user_plans",
+        vec![
+            vec![s("u"), NULL, s("free")],
+            vec![s("u"), at(b + HOUR), s("paid")],
+            vec![s("w"), at(b), s("paid")],
+        ],
+    );
 }

@@ -20,17 +20,19 @@ use crate::ingest::{
 };
 use crate::kpis::kpis;
 use crate::name::Name;
-use crate::plans::Arrival;
+use crate::plans::{plan_facts, Arrival};
 use crate::retention::retention_cohorts;
 use crate::rows::{
     DailyActiveRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow, RetentionRow,
-    SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, WindowRow,
+    SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, UserDailyRow, UserPlanRow,
+    WindowRow,
 };
 use crate::segments::engagement_by_segment;
 use crate::session_metrics::session_metrics_daily;
 use crate::sessions::sessions;
 use crate::settings::Params;
 use crate::spikes::spike_alerts;
+use crate::user_facts::{user_activity_daily, user_plans};
 use crate::windows::window_activity;
 
 /// What the runtime feeds in, per worker.
@@ -76,6 +78,8 @@ macro_rules! for_each_table {
             skip_rate_daily,
             feature_adoption,
             engagement_by_segment,
+            user_activity_daily,
+            user_plans,
             quarantine
         )
     };
@@ -107,6 +111,10 @@ pub struct Outputs<'s> {
     pub feature_adoption: VecCollection<'s, Time, FeatureAdoptionRow>,
     /// `engagement_by_segment`.
     pub engagement_by_segment: VecCollection<'s, Time, SegmentRow>,
+    /// `user_activity_daily` (beyond the contract, for `tidemark predict`).
+    pub user_activity_daily: VecCollection<'s, Time, UserDailyRow>,
+    /// `user_plans` (beyond the contract, for `tidemark predict`).
+    pub user_plans: VecCollection<'s, Time, UserPlanRow>,
     /// `quarantine`.
     pub quarantine: VecCollection<'s, Time, QuarantineRow>,
 }
@@ -206,14 +214,10 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         &watermarks,
         params.forget_behind_watermark,
     );
-    let kpis = kpis(
-        events,
-        user_days,
-        sessions.clone(),
-        inputs.users,
-        inputs.subscriptions,
-        params,
-    );
+    let plan_facts = plan_facts(inputs.users, inputs.subscriptions);
+    let user_activity_daily = user_activity_daily(events.clone(), sessions.clone());
+    let user_plans = user_plans(plan_facts.clone());
+    let kpis = kpis(events, user_days, sessions.clone(), plan_facts, params);
     let quarantine = inputs.read_errors.concat(too_late);
 
     Outputs {
@@ -229,6 +233,8 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         skip_rate_daily,
         feature_adoption,
         engagement_by_segment,
+        user_activity_daily,
+        user_plans,
         quarantine,
     }
 }

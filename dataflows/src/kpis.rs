@@ -4,13 +4,12 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Subscription, UserRow};
 
 use crate::action::Action;
 use crate::expiry::day_end;
 use crate::ingest::Time;
 use crate::name::Name;
-use crate::plans::{Arrival, PlanFact, PlanHistory};
+use crate::plans::{PlanFact, PlanHistory};
 use crate::rows::{KpiRow, SessionRow};
 use crate::settings::Params;
 use tidemark_inputs::time::{day_of, day_start};
@@ -45,8 +44,7 @@ pub fn kpis<'s>(
     events: VecCollection<'s, Time, Action>,
     user_days: VecCollection<'s, Time, (Name, i32)>,
     sessions: VecCollection<'s, Time, SessionRow>,
-    users: VecCollection<'s, Time, (UserRow, Arrival)>,
-    subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
+    plan_facts: VecCollection<'s, Time, (Name, PlanFact)>,
     params: Params,
 ) -> VecCollection<'s, Time, KpiRow> {
     let (from, to) = (params.period_from, params.period_to);
@@ -67,24 +65,12 @@ pub fn kpis<'s>(
     let session_facts = sessions
         .filter(move |s| in_period(s.start))
         .map(|s| (s.user_id, UserFact::SessionInPeriod));
-    let profile_facts = users.map(|(u, arrival)| {
-        (
-            Name::new(&u.user_id),
-            UserFact::Plan(PlanFact::Profile(arrival, u.plan)),
-        )
-    });
-    let change_facts = subscriptions.map(|(s, arrival)| {
-        (
-            Name::new(&s.user_id),
-            UserFact::Plan(PlanFact::Change(s.ts, arrival, s.plan)),
-        )
-    });
+    let plan_facts = plan_facts.map(|(user, fact)| (user, UserFact::Plan(fact)));
 
     let engaged_threshold = params.engaged_sessions as isize;
     event_facts
         .concat(session_facts)
-        .concat(profile_facts)
-        .concat(change_facts)
+        .concat(plan_facts)
         .reduce_named("UserKpiFlags", move |_user, facts, output| {
             let mut flags = UserFlags {
                 seen: false,

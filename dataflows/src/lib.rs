@@ -21,4 +21,5 @@ pub mod sessions;
 pub mod settings;
 pub mod spikes;
 pub mod tables;
+pub mod user_facts;
 pub mod windows;

@@ -2,8 +2,12 @@
 //! the latest subscription row at or before the instant, else the user's `users/`
 //! plan (the latest-arriving row), else none.
 
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Millis, Plan};
+use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
+
+use crate::ingest::Time;
+use crate::name::Name;
 
 /// Arrival order of an input row: (batch, row). Later arrivals replace earlier ones.
 pub type Arrival = (u64, u64);
@@ -24,6 +28,22 @@ pub enum PlanFact {
     Profile(Arrival, Plan),
     /// A `subscriptions/` row.
     Change(Millis, Arrival, Plan),
+}
+
+/// Every user's plan facts: a `users/` row's plan and each `subscriptions/` row, by
+/// user. Shared by the KPIs and the `user_plans` table.
+pub fn plan_facts<'s>(
+    users: VecCollection<'s, Time, (UserRow, Arrival)>,
+    subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
+) -> VecCollection<'s, Time, (Name, PlanFact)> {
+    users
+        .map(|(u, arrival)| (Name::new(&u.user_id), PlanFact::Profile(arrival, u.plan)))
+        .concat(subscriptions.map(|(s, arrival)| {
+            (
+                Name::new(&s.user_id),
+                PlanFact::Change(s.ts, arrival, s.plan),
+            )
+        }))
 }
 
 impl PlanHistory {
@@ -65,6 +85,25 @@ impl PlanHistory {
         }
     }
 
+    /// The history with no redundant step: the profile plan (`None` for "from the
+    /// start"), then each instant at which the plan in force becomes a different plan.
+    /// [`PlanHistory::plan_at`] is the same at every instant for the steps as for `self`.
+    pub fn effective_changes(&self) -> Vec<(Option<Millis>, Plan)> {
+        let mut steps: Vec<(Option<Millis>, Plan)> = self
+            .profile_plan
+            .map(|plan| (None, plan))
+            .into_iter()
+            .collect();
+        let mut in_force = self.profile_plan;
+        for &(ts, plan) in &self.changes {
+            if in_force != Some(plan) {
+                steps.push((Some(ts), plan));
+                in_force = Some(plan);
+            }
+        }
+        steps
+    }
+
     /// Whether the plan in force is `paid` at any instant of `[from, to)`.
     pub fn paid_during(&self, from: Millis, to: Millis) -> bool {
         self.plan_at(from) == Some(Plan::Paid)
@@ -94,6 +133,37 @@ mod tests {
         assert!(history.paid_during(0, 101));
         assert!(!history.paid_during(200, 300));
         assert!(history.paid_during(150, 160), "paid in force at the start");
+    }
+
+    #[test]
+    fn effective_changes_drop_steps_to_the_plan_already_in_force() {
+        let facts = [
+            PlanFact::Profile((0, 0), Plan::Free),
+            PlanFact::Change(50, (1, 0), Plan::Free),
+            PlanFact::Change(100, (1, 1), Plan::Paid),
+            PlanFact::Change(150, (1, 2), Plan::Paid),
+            PlanFact::Change(200, (1, 3), Plan::Free),
+        ];
+        let history = PlanHistory::from_facts(&facts);
+        let steps = history.effective_changes();
+        assert_eq!(
+            steps,
+            vec![
+                (None, Plan::Free),
+                (Some(100), Plan::Paid),
+                (Some(200), Plan::Free)
+            ]
+        );
+        let rebuilt = PlanHistory {
+            profile_plan: Some(Plan::Free),
+            changes: steps
+                .iter()
+                .filter_map(|&(ts, p)| ts.map(|t| (t, p)))
+                .collect(),
+        };
+        for ts in [0, 49, 50, 99, 100, 149, 150, 199, 200, 300] {
+            assert_eq!(rebuilt.plan_at(ts), history.plan_at(ts), "at {ts}");
+        }
     }
 
     #[test]

@@ -181,6 +181,36 @@ pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
     key_len: 1,
 };
 
+/// `user_activity_daily` (beyond the contract): one row per user and UTC day with
+/// accepted events; `tidemark predict` reads its features and labels from it. See
+/// [`EXTRA_TABLES`].
+pub const USER_ACTIVITY_DAILY: TableSpec = TableSpec {
+    name: "user_activity_daily",
+    columns: &[
+        col("user_id", Str),
+        col("day", Date),
+        col("events", Int),
+        col("plays", Int),
+        col("skips", Int),
+        col("sessions", Int),
+        col("session_duration_s", Float),
+    ],
+    key_len: 2,
+};
+
+/// `user_plans` (beyond the contract): each user's plan history, the `users/` row's
+/// plan with a null `valid_from`, then every instant the plan in force changes;
+/// `tidemark predict` reads "paid at the cutoff" from it. See [`EXTRA_TABLES`].
+pub const USER_PLANS: TableSpec = TableSpec {
+    name: "user_plans",
+    columns: &[
+        col("user_id", Str),
+        opt("valid_from", Timestamp),
+        col("plan", Str),
+    ],
+    key_len: 2,
+};
+
 /// `feature_adoption`: per day and event type.
 pub const FEATURE_ADOPTION: TableSpec = TableSpec {
     name: "feature_adoption",
@@ -238,7 +268,7 @@ pub const ALL_TABLES: &[TableSpec] = &[
 ];
 
 /// Tables tidemark writes beyond the contract's (not in [`ALL_TABLES`]).
-pub const EXTRA_TABLES: &[TableSpec] = &[SKIP_RATE_DAILY];
+pub const EXTRA_TABLES: &[TableSpec] = &[SKIP_RATE_DAILY, USER_ACTIVITY_DAILY, USER_PLANS];
 
 /// Looks a table up by name, among the contract's tables and the extra ones.
 pub fn table_spec(name: &str) -> Option<TableSpec> {

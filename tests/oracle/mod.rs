@@ -18,11 +18,11 @@ use tidemark_dataflows::tables::{self, Cell, TableSpec};
 use tidemark_inputs::records::{Event, FileBatch, Millis, Plan, QuarantineRow, UserRow};
 use tidemark_inputs::time::{day_of, month_first_day, month_of, month_of_day};
 
-/// Every contract table by name, each a sorted list of rows in `TableSpec` column order.
+/// Every table by name, each a sorted list of rows in `TableSpec` column order.
 pub type Tables = BTreeMap<&'static str, Vec<Vec<Cell>>>;
 
 /// Every contract table computed from the batches seen so far (batch `i` = logical
-/// time `i`, in order). Every table of `tables::ALL_TABLES` is present, possibly empty.
+/// time `i`, in order). Every table of [`ORACLE_TABLES`] is present, possibly empty.
 pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
     let input = Input::read(batches, params);
     let sessions = sessions(&input.accepted, params);
@@ -52,8 +52,13 @@ pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
         engagement_by_segment(&input),
     );
     out.insert(tables::QUARANTINE.name, quarantine_table(&input));
+    out.insert(
+        tables::USER_ACTIVITY_DAILY.name,
+        user_activity_daily(&input, &sessions),
+    );
+    out.insert(tables::USER_PLANS.name, user_plans(&input));
 
-    for spec in tables::ALL_TABLES {
+    for spec in ORACLE_TABLES {
         let rows = out
             .get_mut(spec.name)
             .expect("the oracle computes every table");
@@ -67,9 +72,28 @@ pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
         }
         rows.sort();
     }
-    assert_eq!(out.len(), tables::ALL_TABLES.len());
+    assert_eq!(out.len(), ORACLE_TABLES.len());
     out
 }
+
+/// The tables the oracle computes: the contract's, and the two beyond it that
+/// `tidemark predict` reads.
+pub const ORACLE_TABLES: &[TableSpec] = &[
+    tables::SESSIONS,
+    tables::WINDOW_ACTIVITY,
+    tables::SPIKE_ALERTS,
+    tables::DAILY_ACTIVE,
+    tables::MONTHLY_ACTIVE,
+    tables::RETENTION_COHORTS,
+    tables::KPIS,
+    tables::SESSION_METRICS_DAILY,
+    tables::EVENT_MIX_DAILY,
+    tables::FEATURE_ADOPTION,
+    tables::ENGAGEMENT_BY_SEGMENT,
+    tables::QUARANTINE,
+    tables::USER_ACTIVITY_DAILY,
+    tables::USER_PLANS,
+];
 
 /// `compute` after each batch: element `t` holds the tables as of logical time `t`.
 pub fn compute_each(batches: &[(String, FileBatch)], params: &Params) -> Vec<Tables> {
@@ -759,4 +783,84 @@ fn quarantine_table(input: &Input) -> Vec<Vec<Cell>> {
             ]
         })
         .collect()
+}
+
+// ---------------------------------------------------------------------------------
+// Per-user facts for prediction (beyond the contract; README "Prediction")
+// ---------------------------------------------------------------------------------
+
+/// `user_activity_daily`: per user and UTC day with accepted events, the events, the
+/// `play` and `skip` events, the sessions starting that day and their total duration.
+fn user_activity_daily(input: &Input, sessions: &[Session]) -> Vec<Vec<Cell>> {
+    // (events, plays, skips, sessions, session ms) per (user, day).
+    let mut days: BTreeMap<(&str, i32), [i64; 5]> = BTreeMap::new();
+    for e in &input.accepted {
+        let row = days.entry((e.user_id.as_str(), day_of(e.ts))).or_default();
+        row[0] += 1;
+        row[1] += i64::from(e.event_type == "play");
+        row[2] += i64::from(e.event_type == "skip");
+    }
+    for s in sessions {
+        let row = days
+            .get_mut(&(s.user_id.as_str(), day_of(s.start)))
+            .expect("a session starts at an accepted event");
+        row[3] += 1;
+        row[4] += s.end - s.start;
+    }
+    days.into_iter()
+        .map(|((user, day), [events, plays, skips, sessions, ms])| {
+            vec![
+                Cell::Str(user.to_string()),
+                Cell::Date(day),
+                Cell::Int(events),
+                Cell::Int(plays),
+                Cell::Int(skips),
+                Cell::Int(sessions),
+                Cell::Float(ms as f64 / 1000.0),
+            ]
+        })
+        .collect()
+}
+
+/// `user_plans`: per user, the latest `users/` row's plan (null `valid_from`), then
+/// each subscription instant at which [`Input::plan_at`] differs from the plan in
+/// force just before it.
+fn user_plans(input: &Input) -> Vec<Vec<Cell>> {
+    let users: BTreeSet<&str> = input
+        .users
+        .keys()
+        .chain(input.subscriptions.keys())
+        .map(String::as_str)
+        .collect();
+    let mut rows = Vec::new();
+    for user in users {
+        let mut in_force = input.users.get(user).map(|u| u.plan);
+        if let Some(plan) = in_force {
+            rows.push(vec![
+                Cell::Str(user.to_string()),
+                Cell::Null,
+                Cell::Str(plan.as_str().to_string()),
+            ]);
+        }
+        let instants: BTreeSet<Millis> = input
+            .subscriptions
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|s| s.ts)
+            .collect();
+        for ts in instants {
+            let plan = input.plan_at(user, ts);
+            if plan != in_force {
+                let plan = plan.expect("a subscription row is in force at its instant");
+                rows.push(vec![
+                    Cell::Str(user.to_string()),
+                    Cell::Timestamp(ts),
+                    Cell::Str(plan.as_str().to_string()),
+                ]);
+                in_force = Some(plan);
+            }
+        }
+    }
+    rows
 }

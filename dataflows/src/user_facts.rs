@@ -1,0 +1,113 @@
+//! Per-user facts for prediction (beyond the contract, README "Prediction"):
+//! `user_activity_daily`, one row per user and UTC day with accepted events, and
+//! `user_plans`, each user's plan history as tidemark resolves it. `tidemark predict`
+//! builds its features and labels from these two tables alone, so they are maintained
+//! incrementally like every other table and no raw file is read again.
+
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::time::day_of;
+
+use crate::action::Action;
+use crate::combine::combine;
+use crate::event_mix::{PLAY, SKIP};
+use crate::ingest::Time;
+use crate::name::Name;
+use crate::plans::{PlanFact, PlanHistory};
+use crate::rows::{SessionRow, UserDailyRow, UserPlanRow};
+
+/// What one record says about a (user, day).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum DayFact {
+    /// An accepted `play`.
+    Play,
+    /// An accepted `skip`.
+    Skip,
+    /// Another accepted event.
+    Other,
+    /// A session starting that day, with its duration in ms.
+    Session(i64),
+}
+
+/// The `user_activity_daily` table: per user and day of accepted events, the events,
+/// plays, skips, sessions started and their total duration. Events are pre-aggregated
+/// per (user, day, kind) before the exchange, so a reduce reads at most three event
+/// records and the day's sessions.
+pub fn user_activity_daily<'s>(
+    events: VecCollection<'s, Time, Action>,
+    sessions: VecCollection<'s, Time, SessionRow>,
+) -> VecCollection<'s, Time, UserDailyRow> {
+    let (play, skip) = (Name::new(PLAY), Name::new(SKIP));
+    let event_facts = combine(
+        events.map(move |e| {
+            let kind = if e.event_type == play {
+                DayFact::Play
+            } else if e.event_type == skip {
+                DayFact::Skip
+            } else {
+                DayFact::Other
+            };
+            ((e.user_id, day_of(e.ts)), kind)
+        }),
+        "CombineUserDayKinds",
+    );
+    let session_facts = sessions.map(|s| {
+        (
+            (s.user_id, day_of(s.start)),
+            DayFact::Session(s.end - s.start),
+        )
+    });
+    event_facts
+        .concat(session_facts)
+        .reduce_named("UserActivityDaily", |_user_day, facts, output| {
+            let mut row = (0i64, 0i64, 0i64, 0i64, 0i64);
+            for (fact, count) in facts {
+                let count = *count as i64;
+                match fact {
+                    DayFact::Play => row.1 += count,
+                    DayFact::Skip => row.2 += count,
+                    DayFact::Other => {}
+                    DayFact::Session(ms) => {
+                        row.3 += count;
+                        row.4 += ms * count;
+                        continue;
+                    }
+                }
+                row.0 += count;
+            }
+            if row.0 > 0 {
+                output.push((row, 1isize));
+            }
+        })
+        .map(
+            |((user_id, day), (events, plays, skips, sessions, session_ms))| UserDailyRow {
+                user_id,
+                day,
+                events,
+                plays,
+                skips,
+                sessions,
+                session_ms,
+            },
+        )
+}
+
+/// The `user_plans` table: per user, the plan of the latest-arriving `users/` row
+/// (`valid_from` null) and every instant at which the plan in force changes to a
+/// different plan. Together they give [`PlanHistory::plan_at`] at any instant.
+pub fn user_plans<'s>(
+    plan_facts: VecCollection<'s, Time, (Name, PlanFact)>,
+) -> VecCollection<'s, Time, UserPlanRow> {
+    plan_facts
+        .reduce_named("UserPlans", |_user, facts, output| {
+            let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| *fact));
+            for (valid_from, plan) in history.effective_changes() {
+                output.push(((valid_from, plan), 1isize));
+            }
+        })
+        .map(|(user_id, (valid_from, plan))| UserPlanRow {
+            user_id,
+            valid_from,
+            plan,
+        })
+}
