@@ -120,9 +120,17 @@ pub fn read_histories(out: &Path) -> Result<Histories> {
             );
         }
     }
+    histories_from_rows(
+        &read(out, &tables::USER_ACTIVITY_DAILY)?,
+        &read(out, &tables::USER_PLANS)?,
+    )
+}
+
+/// Per-user histories from the rows of `user_activity_daily` and `user_plans` (in
+/// their specs' column order), however they were obtained.
+pub fn histories_from_rows(daily: &[Vec<Cell>], plans: &[Vec<Cell>]) -> Result<Histories> {
     let mut histories = Histories::new();
-    let spec = &tables::USER_ACTIVITY_DAILY;
-    for row in read(out, spec)? {
+    for row in daily {
         let day = ActiveDay {
             day: date(&row[1])?,
             events: int(&row[2])?,
@@ -132,7 +140,7 @@ pub fn read_histories(out: &Path) -> Result<Histories> {
         };
         histories.entry(text(&row[0])?).or_default().days.push(day);
     }
-    for row in read(out, &tables::USER_PLANS)? {
+    for row in plans {
         let plan = Plan::parse(&text(&row[2])?).context("user_plans: a plan not free or paid")?;
         let plans = &mut histories.entry(text(&row[0])?).or_default().plans;
         match &row[1] {

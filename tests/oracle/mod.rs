@@ -95,6 +95,12 @@ pub const ORACLE_TABLES: &[TableSpec] = &[
     tables::USER_PLANS,
 ];
 
+/// The accepted events of the batches (valid, not too late, first seen by event_id),
+/// in arrival order: what tests of features beyond the tables start from.
+pub fn accepted_events(batches: &[(String, FileBatch)], params: &Params) -> Vec<Event> {
+    Input::read(batches, params).accepted
+}
+
 /// `compute` after each batch: element `t` holds the tables as of logical time `t`.
 pub fn compute_each(batches: &[(String, FileBatch)], params: &Params) -> Vec<Tables> {
     (0..batches.len())

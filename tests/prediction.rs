@@ -1,0 +1,290 @@
+//! `tidemark predict` (contract "Prediction") against an independent reading: the
+//! population and labels recomputed in plain Rust from the oracle's accepted events,
+//! the AUC by the rank-sum formula from the written scores, and features that see
+//! nothing at or after the cutoff.
+
+mod common;
+mod oracle;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use common::{read_batches, run_engine};
+use tidemark::predict::facts::{examples, histories_from_rows};
+use tidemark::predict::output::{self, MODEL_METRICS, SCORES};
+use tidemark::predict::{predict, PredictOptions, LOGISTIC};
+use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::tables::Cell;
+use tidemark_inputs::generator::{generate, GeneratorConfig, OutputFormat};
+
+const DAY: i64 = 86_400_000;
+const WINDOW: i64 = 28 * DAY;
+
+fn generated(dir: &Path, too_late_share: f64) -> PathBuf {
+    let data = dir.join("data");
+    let config = GeneratorConfig {
+        events: 30_000,
+        users: 500,
+        seed: 5,
+        days: 100,
+        files: 12,
+        format: OutputFormat::Ndjson,
+        late_share: 0.03,
+        too_late_share,
+        duplicate_share: 0.02,
+        invalid_share: 0.01,
+        ..GeneratorConfig::default()
+    };
+    generate(&data, &config).expect("generator writes the dataset");
+    data
+}
+
+/// The users of a window and whether each came back, read straight from accepted
+/// events: (population with labels, forecast users).
+fn independent_population(
+    dataset: &Path,
+    mapping: Option<&Path>,
+    days_before_end: i64,
+) -> (BTreeMap<String, bool>, BTreeSet<String>) {
+    let accepted = oracle::accepted_events(&read_batches(dataset, mapping), &Params::default());
+    let last = accepted
+        .iter()
+        .map(|e| e.ts)
+        .max()
+        .expect("some accepted event");
+    let end = (last.div_euclid(DAY) + 1) * DAY; // the midnight after the last day
+    let cutoff = end - days_before_end * DAY;
+    let mut population = BTreeMap::new();
+    for e in &accepted {
+        if cutoff - WINDOW <= e.ts && e.ts < cutoff {
+            population.insert(e.user_id.clone(), false);
+        }
+    }
+    for e in &accepted {
+        if cutoff <= e.ts && e.ts < cutoff + WINDOW {
+            if let Some(label) = population.get_mut(&e.user_id) {
+                *label = true;
+            }
+        }
+    }
+    let forecast = accepted
+        .iter()
+        .filter(|e| end - WINDOW <= e.ts && e.ts < end)
+        .map(|e| e.user_id.clone())
+        .collect();
+    (population, forecast)
+}
+
+/// The ROC AUC by the rank-sum (Mann-Whitney) formula: rank all scores, tied scores
+/// sharing their mean rank; AUC = (sum of positives' ranks - P(P+1)/2) / (P N).
+fn rank_sum_auc(scored: &[(f64, bool)]) -> Option<f64> {
+    let mut ranked: Vec<(f64, bool)> = scored.to_vec();
+    ranked.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let mut ranks = vec![0.0; ranked.len()];
+    let mut start = 0;
+    while start < ranked.len() {
+        let end = (start..ranked.len())
+            .find(|&k| ranked[k].0 != ranked[start].0)
+            .unwrap_or(ranked.len());
+        for rank in &mut ranks[start..end] {
+            *rank = (start + end + 1) as f64 / 2.0; // mean of ranks start+1 ..= end
+        }
+        start = end;
+    }
+    let p = ranked.iter().filter(|(_, l)| *l).count() as f64;
+    let n = ranked.len() as f64 - p;
+    let positive_ranks: f64 = ranked
+        .iter()
+        .zip(&ranks)
+        .filter(|((_, l), _)| *l)
+        .map(|(_, r)| r)
+        .sum();
+    (p > 0.0 && n > 0.0).then(|| (positive_ranks - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+fn float(cell: &Cell) -> Option<f64> {
+    match cell {
+        Cell::Float(v) => Some(*v),
+        Cell::Null => None,
+        other => panic!("expected a double, found {other:?}"),
+    }
+}
+
+/// Runs `predict` on `out` (the engine's output of `dataset`) with the cutoff
+/// `days_before_end` days before the data's end (28: the default), then checks the
+/// written tables against the independent reading. Returns the regression's test AUC.
+fn check(dataset: &Path, mapping: Option<&Path>, out: &Path, days_before_end: i64) -> Option<f64> {
+    let out = out.to_path_buf();
+    let end = predict(
+        &out,
+        PredictOptions {
+            cutoff: None,
+            seed: 7,
+            top: 5,
+        },
+    )
+    .expect("predict succeeds")
+    .end;
+    let options = PredictOptions {
+        cutoff: (days_before_end != 28).then(|| end - days_before_end as i32),
+        seed: 7,
+        top: 5,
+    };
+    let prediction = predict(&out, options).expect("predict succeeds");
+    assert_eq!(prediction.cutoff, end - days_before_end as i32);
+    let scores = output::read(&out, &SCORES)
+        .unwrap()
+        .expect("scores written");
+    let metrics = output::read(&out, &MODEL_METRICS)
+        .unwrap()
+        .expect("model_metrics written");
+
+    let (population, forecast) = independent_population(dataset, mapping, days_before_end);
+    let mut labelled = BTreeMap::new();
+    let mut forecast_users = BTreeSet::new();
+    let mut test = Vec::new();
+    let mut train = 0;
+    for row in &scores {
+        let (Cell::Str(user), Cell::Float(score), Cell::Bool(predicted), Cell::Str(split)) =
+            (&row[0], &row[1], &row[2], &row[4])
+        else {
+            panic!("unexpected scores row {row:?}");
+        };
+        assert_eq!(*predicted, *score >= 0.5, "{row:?}");
+        match (split.as_str(), &row[3]) {
+            ("forecast", Cell::Null) => assert!(forecast_users.insert(user.clone())),
+            (split @ ("train" | "test"), Cell::Bool(label)) => {
+                assert!(
+                    labelled.insert(user.clone(), *label).is_none(),
+                    "{user} twice"
+                );
+                if split == "test" {
+                    test.push((*score, *predicted, *label));
+                } else {
+                    train += 1;
+                }
+            }
+            other => panic!("unexpected split and label {other:?}"),
+        }
+    }
+    let differing: Vec<_> = population
+        .iter()
+        .map(|(u, l)| (u, Some(l)))
+        .chain(labelled.iter().map(|(u, l)| (u, Some(l))))
+        .filter(|(u, _)| population.get(*u) != labelled.get(*u))
+        .map(|(u, _)| (u, population.get(u), labelled.get(u)))
+        .take(10)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "population and labels (user, expected, written): {differing:?}"
+    );
+    assert_eq!(forecast_users, forecast, "forecast users");
+    assert_eq!(
+        train,
+        (population.len() * 4).div_ceil(5),
+        "an 80% training split"
+    );
+
+    let logistic = metrics
+        .iter()
+        .find(|row| row[0] == Cell::Str(LOGISTIC.to_string()))
+        .expect("a logistic regression row");
+    assert_eq!(logistic[6], Cell::Int(train as i64));
+    assert_eq!(logistic[7], Cell::Int(test.len() as i64));
+    let scored: Vec<(f64, bool)> = test.iter().map(|&(s, _, l)| (s, l)).collect();
+    let auc = rank_sum_auc(&scored);
+    match (auc, float(&logistic[1])) {
+        (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "AUC {a} by rank sums, {b} written"),
+        (a, b) => assert_eq!(a, b, "AUC undefined on both sides"),
+    }
+    let correct = test.iter().filter(|(_, p, l)| p == l).count() as f64;
+    let written_accuracy = float(&logistic[2]).unwrap();
+    assert!((correct / test.len() as f64 - written_accuracy).abs() < 1e-12);
+    let true_positives = test.iter().filter(|(_, p, l)| *p && *l).count() as f64;
+    let predicted = test.iter().filter(|(_, p, _)| *p).count() as f64;
+    if let Some(precision) = float(&logistic[3]) {
+        assert!((true_positives / predicted - precision).abs() < 1e-12);
+    }
+    auc
+}
+
+#[test]
+fn predictions_on_generated_messy_data_match_an_independent_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated(dir.path(), 0.01);
+    let out = dir.path().join("out");
+    run_engine(&data, None, &out, Params::default(), 2);
+    // The default cutoff, and one whose label window ends before the data does.
+    for days_before_end in [28, 40] {
+        let auc =
+            check(&data, None, &out, days_before_end).expect("both labels among the test users");
+        // Users who were active on more days come back more often in the generated
+        // data, so a model that learned anything ranks better than chance.
+        assert!(
+            auc > 0.55,
+            "AUC {auc} with the cutoff {days_before_end} days before the end"
+        );
+    }
+}
+
+#[test]
+fn predictions_on_sparkify_match_an_independent_reading() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/sparkify_log");
+    if !data.exists() {
+        eprintln!("skipping: {} is not present", data.display());
+        return;
+    }
+    let mapping = Path::new(env!("CARGO_MANIFEST_DIR")).join("inputs/examples/sparkify.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_engine(&data, Some(&mapping), &out, Params::default(), 2);
+    check(&data, Some(&mapping), &out, 28);
+}
+
+#[test]
+fn features_see_nothing_at_or_after_the_cutoff() {
+    // No too-late rows, so removing later events cannot change which earlier ones are
+    // accepted (the watermark only falls).
+    let dir = tempfile::tempdir().unwrap();
+    let data = generated(dir.path(), 0.0);
+    let full = read_batches(&data, None);
+    let tables_of = |units: &[(String, tidemark_inputs::records::FileBatch)]| {
+        let mut per_time = common::harness::run_in_process(units, Params::default(), 2, 3);
+        let last = per_time.pop().expect("some logical time");
+        assert!(
+            !last["quarantine"]
+                .iter()
+                .any(|r| r[3] == Cell::Str("too_late".into())),
+            "no too-late rows"
+        );
+        histories_from_rows(&last["user_activity_daily"], &last["user_plans"]).unwrap()
+    };
+    let histories = tables_of(&full);
+    let end = tidemark::predict::facts::data_end(&histories).unwrap();
+    let cutoff = end - 40;
+    let cutoff_ms = i64::from(cutoff) * DAY;
+    // The same input without any event at or after the cutoff (plan changes stay: the
+    // plan in force before the cutoff must not see them either).
+    let truncated: Vec<_> = full
+        .iter()
+        .map(|(file, batch)| {
+            let mut batch = batch.clone();
+            let keep: Vec<bool> = batch.events.iter().map(|e| e.ts < cutoff_ms).collect();
+            let mut k = keep.iter();
+            batch.events.retain(|_| *k.next().unwrap());
+            let mut k = keep.iter();
+            batch.event_rows.retain(|_| *k.next().unwrap());
+            (file.clone(), batch)
+        })
+        .collect();
+    let before = tables_of(&truncated);
+    let full_examples = examples(&histories, cutoff, false);
+    let truncated_examples = examples(&before, cutoff, false);
+    assert!(full_examples.len() > 100, "{} users", full_examples.len());
+    assert_eq!(full_examples.len(), truncated_examples.len());
+    for (a, b) in full_examples.iter().zip(&truncated_examples) {
+        assert_eq!(a.user_id, b.user_id);
+        assert_eq!(a.features, b.features, "features of {}", a.user_id);
+    }
+}
