@@ -283,6 +283,7 @@ fn late_batch(base: &Parsed, size: usize, salt: u64) -> Vec<RawEvent> {
                     item_id: Some(format!("t{}", next() % 1000)),
                     duration_ms: Some(30_000),
                     session_id: None,
+                    value: None,
                 },
             }
         })

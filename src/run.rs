@@ -912,6 +912,7 @@ pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
     tables::SKIP_RATE_DAILY,
     tables::FEATURE_ADOPTION,
     tables::ENGAGEMENT_BY_SEGMENT,
+    tables::ENGAGEMENT_BY_DIMENSION,
     tables::USER_ACTIVITY_DAILY,
     tables::USER_PLANS,
     tables::QUARANTINE,
@@ -953,6 +954,7 @@ mod tests {
             item_id: None,
             duration_ms: None,
             session_id: None,
+            value: None,
         }
     }
 

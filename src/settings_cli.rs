@@ -51,6 +51,11 @@ pub struct SettingsArgs {
     /// an endless stream (see README "Bounded state") [default: false].
     #[arg(long, value_name = "BOOL")]
     pub forget_behind_watermark: Option<bool>,
+    /// What engagement_by_dimension slices by, comma-separated: hour_of_day, genre,
+    /// artist, country [default: hour_of_day,genre,artist]; an empty value turns the
+    /// table off.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub dimensions: Option<Vec<String>>,
 }
 
 impl SettingsArgs {
@@ -88,6 +93,13 @@ impl SettingsArgs {
         flag!(engaged_sessions);
         flag!(allowed_lateness_minutes);
         flag!(forget_behind_watermark);
+        if let Some(dimensions) = &self.dimensions {
+            settings.dimensions = dimensions
+                .iter()
+                .map(|d| d.trim().to_string())
+                .filter(|d| !d.is_empty())
+                .collect();
+        }
         if self.from.is_some() {
             settings.from = self.from.clone();
         }

@@ -27,6 +27,10 @@ struct TestEvent {
     ts: i64,
     kind: u8,
     session: Option<u8>,
+    /// The item (`t0`..`t4`), if any.
+    item: Option<u8>,
+    /// A value in halves (`value / 2`), if any.
+    value: Option<u8>,
 }
 
 fn event_strategy() -> impl Strategy<Value = TestEvent> {
@@ -37,14 +41,22 @@ fn event_strategy() -> impl Strategy<Value = TestEvent> {
         (0i64..72, 0i64..HOUR),
         0u8..4,
         prop::option::weighted(0.15, 0u8..3),
+        (
+            prop::option::weighted(0.8, 0u8..5),
+            prop::option::weighted(0.5, 0u8..11),
+        ),
     )
-        .prop_map(|(id, user, (hour, offset), kind, session)| TestEvent {
-            id,
-            user,
-            ts: BASE + hour * HOUR + offset / 20 * 20,
-            kind,
-            session,
-        })
+        .prop_map(
+            |(id, user, (hour, offset), kind, session, (item, value))| TestEvent {
+                id,
+                user,
+                ts: BASE + hour * HOUR + offset / 20 * 20,
+                kind,
+                session,
+                item,
+                value,
+            },
+        )
 }
 
 /// Events in arrival order, cut into batches: arrival order is event time plus a
@@ -103,9 +115,13 @@ fn write_dataset(dir: &Path, batches: &[Vec<TestEvent>], paid_users: &[u8]) {
             let session = e
                 .session
                 .map_or("null".to_string(), |s| format!("\"s{s}\""));
+            let item = e.item.map_or("null".to_string(), |i| format!("\"t{i}\""));
+            let value = e
+                .value
+                .map_or("null".to_string(), |v| format!("{}", f64::from(v) / 2.0));
             writeln!(
                 file,
-                r#"{{"event_id":"e{}","user_id":"u{}","ts":{},"event_type":"{}","session_id":{session}}}"#,
+                r#"{{"event_id":"e{}","user_id":"u{}","ts":{},"event_type":"{}","session_id":{session},"item_id":{item},"value":{value}}}"#,
                 e.id, e.user, e.ts, KINDS[e.kind as usize]
             )
             .unwrap();
@@ -175,6 +191,7 @@ fn config(cases: u32) -> ProptestConfig {
 fn check_in_process(
     batches: &[Vec<TestEvent>],
     paid_users: &[u8],
+    catalogue: &[(usize, Vec<(u8, u8)>)],
     params: Params,
     workers: usize,
     group: usize,
@@ -182,7 +199,29 @@ fn check_in_process(
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     write_dataset(&data, batches, paid_users);
-    let inputs = read_batches(&data, None);
+    let mut inputs = read_batches(&data, None);
+    // Catalogue rows arrive between the event files, so a later row re-files earlier
+    // events under a new genre and artist.
+    for (n, (at, rows)) in catalogue.iter().enumerate() {
+        let items = rows
+            .iter()
+            .map(|&(item, genre)| tidemark_inputs::records::Item {
+                item_id: format!("t{item}"),
+                artist_id: Some(format!("a{}", (item + genre) % 3)),
+                genre: (genre > 0).then(|| format!("g{genre}")),
+                title: None,
+                duration_ms: None,
+            })
+            .collect();
+        let batch = tidemark_inputs::records::FileBatch {
+            items,
+            ..Default::default()
+        };
+        inputs.insert(
+            (*at).min(inputs.len()),
+            (format!("items/part-{n}.csv"), batch),
+        );
+    }
     let tables = common::harness::run_in_process(&inputs, params, workers, group);
     for (time, actual) in tables.iter().enumerate() {
         let seen = ((time + 1) * group).min(inputs.len());
@@ -210,6 +249,10 @@ proptest! {
         group in 1usize..=3,
         gap_minutes in prop::sample::select(vec![30.0, 10.0]),
         midnight_split in any::<bool>(),
+        catalogue in prop::collection::vec(
+            (0usize..8, prop::collection::vec((0u8..5, 0u8..3), 1..5)),
+            0..3,
+        ),
     ) {
         // `forget_behind_watermark` is left out: its documented effect (an id repeated
         // after its first copy's day closed counts again) is not the oracle's; the
@@ -217,9 +260,10 @@ proptest! {
         let settings = tidemark_dataflows::settings::Settings {
             session_gap_minutes: gap_minutes,
             midnight_split,
+            dimensions: ["hour_of_day", "genre", "artist", "country"].map(String::from).to_vec(),
             ..Default::default()
         };
-        check_in_process(&batches, &paid, settings.params().unwrap(), workers, group);
+        check_in_process(&batches, &paid, &catalogue, settings.params().unwrap(), workers, group);
     }
 }
 
@@ -292,6 +336,8 @@ fn lone_event(id: u32, minutes: i64) -> TestEvent {
         ts: BASE + minutes * 60_000,
         kind: 0,
         session: None,
+        item: None,
+        value: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn ev(id: &str, user: &str, ts: i64, kind: &str) -> Event {
         item_id: None,
         duration_ms: None,
         session_id: None,
+        value: None,
     }
 }
 
@@ -1337,4 +1338,199 @@ fn user_plans_keep_the_profile_and_every_step_to_a_different_plan() {
             vec![s("w"), at(b), s("paid")],
         ],
     );
+}
+
+// ---------------------------------------------------------------------------------
+// engagement_by_dimension
+// ---------------------------------------------------------------------------------
+
+fn item(id: &str, genre: Option<&str>, artist: Option<&str>) -> tidemark_inputs::records::Item {
+    tidemark_inputs::records::Item {
+        item_id: id.to_string(),
+        artist_id: artist.map(str::to_string),
+        genre: genre.map(str::to_string),
+        title: None,
+        duration_ms: None,
+    }
+}
+
+fn items(file: &str, rows: Vec<tidemark_inputs::records::Item>) -> (String, FileBatch) {
+    let batch = FileBatch {
+        items: rows,
+        ..FileBatch::default()
+    };
+    (file.to_string(), batch)
+}
+
+fn on(mut e: Event, item: &str, value: Option<f64>) -> Event {
+    e.item_id = Some(item.to_string());
+    e.value = value.map(tidemark_inputs::records::Measure);
+    e
+}
+
+fn dimension_params(names: &[&str]) -> Params {
+    tidemark_dataflows::settings::Settings {
+        dimensions: names.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
+    }
+    .params()
+    .unwrap()
+}
+
+#[test]
+fn dimensions_slice_events_by_hour_genre_artist_and_country() {
+    let b = date(2025, 3, 1) + 10 * HOUR;
+    let batches = [
+        items(
+            "items/a.csv",
+            vec![
+                item("t1", Some("rock"), Some("ar1")),
+                item("t2", None, Some("ar2")),
+            ],
+        ),
+        users("users/a.csv", vec![user("u", Some("DE"), Plan::Free)]),
+        events(
+            "events/a.csv",
+            vec![
+                on(lasting(ev("1", "u", b, "play"), 1000), "t1", Some(4.0)),
+                on(ev("2", "u", b + 5 * MIN, "play"), "t1", Some(2.0)),
+                on(ev("3", "v", b + HOUR, "play"), "t2", None), // genre null
+                on(ev("4", "v", b + HOUR + MIN, "skip"), "t9", Some(1.5)), // no items/ row
+                ev("5", "v", b + HOUR + 2 * MIN, "like"),       // no item at all
+            ],
+        ),
+    ];
+    let params = dimension_params(&["hour_of_day", "genre", "artist", "country"]);
+    let out = run(&batches, &params);
+    let d = day(b);
+    check(
+        &out,
+        "engagement_by_dimension",
+        vec![
+            vec![
+                d.clone(),
+                s("hour_of_day"),
+                s("10"),
+                int(1),
+                int(2),
+                int(1000),
+                fl(3.0),
+            ],
+            vec![
+                d.clone(),
+                s("hour_of_day"),
+                s("11"),
+                int(1),
+                int(3),
+                int(0),
+                fl(1.5),
+            ],
+            vec![
+                d.clone(),
+                s("genre"),
+                s("rock"),
+                int(1),
+                int(2),
+                int(1000),
+                fl(3.0),
+            ],
+            vec![d.clone(), s("genre"), NULL, int(1), int(3), int(0), fl(1.5)],
+            vec![
+                d.clone(),
+                s("artist"),
+                s("ar1"),
+                int(1),
+                int(2),
+                int(1000),
+                fl(3.0),
+            ],
+            vec![
+                d.clone(),
+                s("artist"),
+                s("ar2"),
+                int(1),
+                int(1),
+                int(0),
+                NULL,
+            ],
+            vec![
+                d.clone(),
+                s("artist"),
+                NULL,
+                int(1),
+                int(2),
+                int(0),
+                fl(1.5),
+            ],
+            vec![
+                d.clone(),
+                s("country"),
+                s("DE"),
+                int(1),
+                int(2),
+                int(1000),
+                fl(3.0),
+            ],
+            vec![d, s("country"), NULL, int(1), int(3), int(0), fl(1.5)],
+        ],
+    );
+}
+
+#[test]
+fn a_late_catalogue_row_moves_its_items_events_to_the_new_member() {
+    let b = date(2025, 3, 1) + 10 * HOUR;
+    let first = [
+        events(
+            "events/a.csv",
+            vec![
+                on(ev("1", "u", b, "play"), "t1", Some(1.0)),
+                on(ev("2", "w", b + MIN, "play"), "t2", Some(3.0)),
+            ],
+        ),
+        items(
+            "items/a.csv",
+            vec![item("t1", Some("pop"), None), item("t2", Some("pop"), None)],
+        ),
+    ];
+    let params = dimension_params(&["genre"]);
+    let out = run(&first, &params);
+    let d = day(b);
+    check(
+        &out,
+        "engagement_by_dimension",
+        vec![vec![
+            d.clone(),
+            s("genre"),
+            s("pop"),
+            int(2),
+            int(2),
+            int(0),
+            fl(2.0),
+        ]],
+    );
+    // t1 becomes jazz: its event moves; `pop` keeps only w's.
+    let mut later = first.to_vec();
+    later.push(items("items/b.csv", vec![item("t1", Some("jazz"), None)]));
+    let out = run(&later, &params);
+    check(
+        &out,
+        "engagement_by_dimension",
+        vec![
+            vec![
+                d.clone(),
+                s("genre"),
+                s("jazz"),
+                int(1),
+                int(1),
+                int(0),
+                fl(1.0),
+            ],
+            vec![d, s("genre"), s("pop"), int(1), int(1), int(0), fl(3.0)],
+        ],
+    );
+    // Without any items/ row, genre has no rows; hour_of_day always has.
+    let out = run(&first[..1], &dimension_params(&["genre", "hour_of_day"]));
+    assert!(out["engagement_by_dimension"]
+        .iter()
+        .all(|row| row[1] == s("hour_of_day")));
 }

@@ -3,7 +3,7 @@
 
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
-use tidemark_inputs::records::{QuarantineRow, Subscription, UserRow};
+use tidemark_inputs::records::{Item, QuarantineRow, Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
 use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::StreamVec;
@@ -11,6 +11,7 @@ use timely::dataflow::StreamVec;
 use crate::actives::{daily_active, monthly_active};
 use crate::adoption::feature_adoption;
 use crate::combine::combine;
+use crate::dimensions::engagement_by_dimension;
 use crate::event_mix::{day_types, event_mix_daily, skip_rate_daily};
 use crate::expiry::{
     day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
@@ -23,9 +24,9 @@ use crate::name::Name;
 use crate::plans::{plan_facts, Arrival};
 use crate::retention::retention_cohorts;
 use crate::rows::{
-    DailyActiveRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow, RetentionRow,
-    SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, UserDailyRow, UserPlanRow,
-    WindowRow,
+    DailyActiveRow, DimensionRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow,
+    RetentionRow, SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, UserDailyRow,
+    UserPlanRow, WindowRow,
 };
 use crate::segments::engagement_by_segment;
 use crate::session_metrics::session_metrics_daily;
@@ -46,6 +47,8 @@ pub struct Inputs<'s> {
     pub users: VecCollection<'s, Time, (UserRow, Arrival)>,
     /// Valid `subscriptions/` rows with their arrival.
     pub subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
+    /// Valid `items/` rows with their arrival.
+    pub items: VecCollection<'s, Time, (Item, Arrival)>,
     /// Rows and files rejected while reading.
     pub read_errors: VecCollection<'s, Time, QuarantineRow>,
     /// Whether `event_rows` may carry retractions (`--reingest-changed`); selects the
@@ -78,6 +81,7 @@ macro_rules! for_each_table {
             skip_rate_daily,
             feature_adoption,
             engagement_by_segment,
+            engagement_by_dimension,
             user_activity_daily,
             user_plans,
             quarantine
@@ -111,6 +115,8 @@ pub struct Outputs<'s> {
     pub feature_adoption: VecCollection<'s, Time, FeatureAdoptionRow>,
     /// `engagement_by_segment`.
     pub engagement_by_segment: VecCollection<'s, Time, SegmentRow>,
+    /// `engagement_by_dimension`.
+    pub engagement_by_dimension: VecCollection<'s, Time, DimensionRow>,
     /// `user_activity_daily` (beyond the contract, for `tidemark predict`).
     pub user_activity_daily: VecCollection<'s, Time, UserDailyRow>,
     /// `user_plans` (beyond the contract, for `tidemark predict`).
@@ -214,6 +220,12 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         &watermarks,
         params.forget_behind_watermark,
     );
+    let engagement_by_dimension = engagement_by_dimension(
+        events.clone(),
+        inputs.users.clone(),
+        inputs.items,
+        params.dimensions,
+    );
     let plan_facts = plan_facts(inputs.users, inputs.subscriptions);
     let user_activity_daily = user_activity_daily(events.clone(), sessions.clone());
     let user_plans = user_plans(plan_facts.clone());
@@ -233,6 +245,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         skip_rate_daily,
         feature_adoption,
         engagement_by_segment,
+        engagement_by_dimension,
         user_activity_daily,
         user_plans,
         quarantine,

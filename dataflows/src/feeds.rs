@@ -3,7 +3,7 @@
 //! runtime (`tidemark run`), the test harness and the benches all feed it this way.
 
 use differential_dataflow::input::{Input as _, InputSession};
-use tidemark_inputs::records::{FileBatch, QuarantineRow, Subscription, UserRow};
+use tidemark_inputs::records::{FileBatch, Item, QuarantineRow, Subscription, UserRow};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Input as _;
 use timely::dataflow::{InputHandle, Scope};
@@ -23,6 +23,8 @@ pub struct Feeds {
     pub users: InputSession<Time, (UserRow, Arrival), isize>,
     /// `subscriptions/` rows with their arrival.
     pub subscriptions: InputSession<Time, (Subscription, Arrival), isize>,
+    /// `items/` rows with their arrival.
+    pub items: InputSession<Time, (Item, Arrival), isize>,
     /// Rows and files rejected while reading.
     pub errors: InputSession<Time, QuarantineRow, isize>,
 }
@@ -49,6 +51,9 @@ impl Feeds {
             self.subscriptions
                 .update((change, (arrival, position as u64)), diff);
         }
+        for (position, item) in batch.items.into_iter().enumerate() {
+            self.items.update((item, (arrival, position as u64)), diff);
+        }
         for row in batch.quarantine {
             self.errors.update(row, diff);
         }
@@ -61,9 +66,11 @@ impl Feeds {
         self.marks.advance_to(next);
         self.users.advance_to(next);
         self.subscriptions.advance_to(next);
+        self.items.advance_to(next);
         self.errors.advance_to(next);
         self.users.flush();
         self.subscriptions.flush();
+        self.items.flush();
         self.errors.flush();
     }
 }
@@ -79,6 +86,7 @@ pub fn build_with_feeds<'s>(
     let (marks, batch_marks) = scope.new_input::<Vec<BatchMark>>();
     let (users, user_rows) = scope.new_collection();
     let (subscriptions, subscription_rows) = scope.new_collection();
+    let (items, item_rows) = scope.new_collection();
     let (errors, read_errors) = scope.new_collection();
     let outputs = build(
         Inputs {
@@ -86,6 +94,7 @@ pub fn build_with_feeds<'s>(
             batch_marks,
             users: user_rows,
             subscriptions: subscription_rows,
+            items: item_rows,
             read_errors,
             retractions,
         },
@@ -96,6 +105,7 @@ pub fn build_with_feeds<'s>(
         marks,
         users,
         subscriptions,
+        items,
         errors,
     };
     (feeds, outputs)

@@ -6,6 +6,7 @@ pub mod actives;
 pub mod adoption;
 pub mod combine;
 pub mod dataflow;
+pub mod dimensions;
 pub mod event_mix;
 pub mod expiry;
 pub mod feeds;

@@ -446,3 +446,41 @@ impl TableRow for UserPlanRow {
         ]
     }
 }
+
+/// Engagement of one member of one dimension on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DimensionRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// The dimension.
+    pub dimension: crate::settings::Dimension,
+    /// The member; none for events without one.
+    pub member: Option<Name>,
+    /// Distinct users with an accepted event of the member that day.
+    pub active_users: i64,
+    /// Accepted events of the member that day.
+    pub events: i64,
+    /// Their total duration (null durations count 0).
+    pub duration_ms: i64,
+    /// Sum of their non-null values, in fixed point ([`crate::dimensions::VALUE_SCALE`]).
+    pub value_sum: i128,
+    /// How many of them have a value.
+    pub values: i64,
+}
+
+impl TableRow for DimensionRow {
+    const SPEC: TableSpec = tables::ENGAGEMENT_BY_DIMENSION;
+    fn cells(&self) -> Vec<Cell> {
+        let avg = (self.values > 0)
+            .then(|| self.value_sum as f64 / crate::dimensions::VALUE_SCALE / self.values as f64);
+        vec![
+            Cell::Date(self.day),
+            Cell::Str(self.dimension.name().to_string()),
+            Cell::opt_str(self.member.map(|m| m.text()).as_deref()),
+            Cell::Int(self.active_users),
+            Cell::Int(self.events),
+            Cell::Int(self.duration_ms),
+            Cell::opt_float(avg),
+        ]
+    }
+}

@@ -39,6 +39,69 @@ pub struct Settings {
     /// its first copy's day closed counts again, and a `users/` or `subscriptions/` row
     /// no longer moves the events of months already closed.
     pub forget_behind_watermark: bool,
+    /// What `engagement_by_dimension` slices accepted events by: `hour_of_day`,
+    /// `genre`, `artist` (from `items/`) and `country` (from `users/`).
+    pub dimensions: Vec<String>,
+}
+
+/// One dimension of `engagement_by_dimension` (contract "Dimensions").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Dimension {
+    /// The event's UTC hour, `00` to `23`.
+    HourOfDay,
+    /// The `genre` of the latest `items/` row of the event's item.
+    Genre,
+    /// The `artist_id` of the latest `items/` row of the event's item.
+    Artist,
+    /// The `country` of the user's latest `users/` row.
+    Country,
+}
+
+impl Dimension {
+    /// Every dimension, in the order rows list them.
+    pub const ALL: [Dimension; 4] = [
+        Dimension::HourOfDay,
+        Dimension::Genre,
+        Dimension::Artist,
+        Dimension::Country,
+    ];
+
+    /// The setting's (and the table's) name of the dimension.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dimension::HourOfDay => "hour_of_day",
+            Dimension::Genre => "genre",
+            Dimension::Artist => "artist",
+            Dimension::Country => "country",
+        }
+    }
+}
+
+/// A set of dimensions (`Copy`, so `Params` stays `Copy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dimensions(u8);
+
+impl Dimensions {
+    /// The set of `dimensions`.
+    pub fn of(dimensions: &[Dimension]) -> Dimensions {
+        Dimensions(dimensions.iter().fold(0, |bits, d| bits | 1 << *d as u8))
+    }
+
+    /// Whether `dimension` is in the set.
+    pub fn contains(self, dimension: Dimension) -> bool {
+        self.0 & (1 << dimension as u8) != 0
+    }
+
+    /// The dimensions in the set, in [`Dimension::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Dimension> + Clone {
+        Dimension::ALL
+            .into_iter()
+            .filter(move |d| self.contains(*d))
+    }
+}
+
+fn default_dimensions() -> Dimensions {
+    Params::default().dimensions
 }
 
 impl Default for Settings {
@@ -57,6 +120,11 @@ impl Default for Settings {
             to: None,
             allowed_lateness_minutes: 60.0,
             forget_behind_watermark: false,
+            dimensions: vec![
+                "hour_of_day".to_string(),
+                "genre".to_string(),
+                "artist".to_string(),
+            ],
         }
     }
 }
@@ -93,6 +161,9 @@ pub struct Params {
     pub allowed_lateness_ms: Millis,
     /// See [`Settings::forget_behind_watermark`].
     pub forget_behind_watermark: bool,
+    /// See [`Settings::dimensions`].
+    #[serde(default = "default_dimensions")]
+    pub dimensions: Dimensions,
 }
 
 fn default_alert_days() -> usize {
@@ -177,6 +248,18 @@ impl Settings {
                 self.alert_min_sessions
             ));
         }
+        let mut dimensions = Vec::new();
+        for name in &self.dimensions {
+            let Some(dimension) = Dimension::ALL.into_iter().find(|d| d.name() == name.trim())
+            else {
+                return Err(format!(
+                    "setting `dimensions`: unknown dimension `{name}` (known: {}; other user \
+                     attributes are not read yet)",
+                    Dimension::ALL.map(Dimension::name).join(", ")
+                ));
+            };
+            dimensions.push(dimension);
+        }
         let period_from = instant("from", &self.from)?.unwrap_or(Millis::MIN);
         let period_to = instant("to", &self.to)?.unwrap_or(Millis::MAX);
         if period_from >= period_to {
@@ -196,6 +279,7 @@ impl Settings {
             period_to,
             allowed_lateness_ms,
             forget_behind_watermark: self.forget_behind_watermark,
+            dimensions: Dimensions::of(&dimensions),
         })
     }
 }

@@ -181,6 +181,21 @@ pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
     key_len: 1,
 };
 
+/// `engagement_by_dimension`: day x dimension x member (contract "Dimensions").
+pub const ENGAGEMENT_BY_DIMENSION: TableSpec = TableSpec {
+    name: "engagement_by_dimension",
+    columns: &[
+        col("day", Date),
+        col("dimension", Str),
+        opt("member", Str),
+        col("active_users", Int),
+        col("events", Int),
+        col("total_duration_ms", Int),
+        opt("avg_value", Float),
+    ],
+    key_len: 3,
+};
+
 /// `user_activity_daily` (beyond the contract): one row per user and UTC day with
 /// accepted events; `tidemark predict` reads its features and labels from it. See
 /// [`EXTRA_TABLES`].
@@ -264,6 +279,7 @@ pub const ALL_TABLES: &[TableSpec] = &[
     EVENT_MIX_DAILY,
     FEATURE_ADOPTION,
     ENGAGEMENT_BY_SEGMENT,
+    ENGAGEMENT_BY_DIMENSION,
     QUARANTINE,
 ];
 

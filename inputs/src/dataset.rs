@@ -56,6 +56,7 @@ impl Table {
                 "item_id",
                 "duration_ms",
                 "session_id",
+                "value",
             ],
             Table::Users => &["user_id", "signup_ts", "country", "plan"],
             Table::Subscriptions => &["user_id", "ts", "plan"],

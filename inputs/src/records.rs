@@ -23,7 +23,43 @@ pub struct Event {
     pub duration_ms: Option<i64>,
     /// A session given by the source, if any.
     pub session_id: Option<String>,
+    /// A measure of the action given by the source (a rating, a score), if any.
+    pub value: Option<Measure>,
 }
+
+/// A finite double that is `Eq`, `Ord` and `Hash` (by `total_cmp` and its bits), so
+/// that rows holding one can be keys. Readers accept only finite values.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct Measure(pub f64);
+
+impl PartialEq for Measure {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for Measure {}
+
+impl PartialOrd for Measure {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Measure {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl std::hash::Hash for Measure {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state)
+    }
+}
+
+/// The largest magnitude of a valid event `value`.
+pub const MAX_VALUE: f64 = 1.0e9;
 
 impl Event {
     /// The event as a one-line JSON object in contract column names: the `raw` text of
@@ -40,6 +76,7 @@ impl Event {
             "item_id": self.item_id,
             "duration_ms": self.duration_ms,
             "session_id": self.session_id,
+            "value": self.value.map(|v| v.0),
         })
         .to_string()
     }

@@ -9,7 +9,9 @@ use xxhash_rust::xxh3::Xxh3Default;
 
 use crate::dataset::Table;
 use crate::mapping::{ColumnSpec, FilterTest, Mapping};
-use crate::records::{Event, FileBatch, Item, Millis, Plan, QuarantineRow, Subscription, UserRow};
+use crate::records::{
+    Event, FileBatch, Item, Measure, Millis, Plan, QuarantineRow, Subscription, UserRow, MAX_VALUE,
+};
 use crate::timestamp::{parse_event_time, parse_with_format, EpochUnit};
 
 /// The longest `raw` text kept in a quarantine row, in characters.
@@ -339,6 +341,11 @@ impl TablePlan {
                 if g.is_null() {
                     Got::Null
                 } else {
+                    if field == "value" {
+                        // A measure stays a double: scaled, not rounded.
+                        let v = g.number().ok_or((field, "bad_number"))? * scale;
+                        return Ok(Got::Float(v));
+                    }
                     let v = g.number().ok_or((field, "bad_integer"))? * scale;
                     let r = v.round();
                     if !r.is_finite() || r.abs() >= 9.0e18 {
@@ -437,6 +444,25 @@ impl TablePlan {
             .ok_or((self.table.fields()[i], "bad_integer"))
     }
 
+    /// A finite double of at most [`MAX_VALUE`] in magnitude (`bad_number` when not a
+    /// number, `out_of_range` when not finite or too large).
+    fn opt_measure<R: Row>(&self, i: usize, row: &R) -> Result<Option<Measure>, Fail> {
+        let field = self.table.fields()[i];
+        let g = self.value(i, row)?;
+        if g.is_null() {
+            return Ok(None);
+        }
+        let v = match g {
+            Got::Bool(_) | Got::Time(_) | Got::Null => return fail(field, "bad_number"),
+            g => g.number().ok_or((field, "bad_number"))?,
+        };
+        if !v.is_finite() || v.abs() > MAX_VALUE {
+            return fail(field, "out_of_range");
+        }
+        // -0.0 and 0.0 are one value.
+        Ok(Some(Measure(if v == 0.0 { 0.0 } else { v })))
+    }
+
     fn plan<R: Row>(&self, i: usize, row: &R) -> Result<Plan, Fail> {
         let field = self.table.fields()[i];
         let text = self.req_string(i, row)?;
@@ -444,7 +470,8 @@ impl TablePlan {
     }
 
     fn event<R: Row>(&self, row: &R) -> Result<Event, Fail> {
-        // Field order: event_id, user_id, ts, event_type, item_id, duration_ms, session_id.
+        // Field order: event_id, user_id, ts, event_type, item_id, duration_ms, session_id,
+        // value.
         let event_id = self.req_string(0, row)?;
         let user_id = self.req_string(1, row)?;
         let ts = self.req_time(2, row)?;
@@ -467,6 +494,7 @@ impl TablePlan {
             }
         }
         let session_id = self.opt_string(6, row)?;
+        let value = self.opt_measure(7, row)?;
         Ok(Event {
             event_id,
             user_id,
@@ -475,6 +503,7 @@ impl TablePlan {
             item_id,
             duration_ms,
             session_id,
+            value,
         })
     }
 

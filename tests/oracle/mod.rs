@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::tables::{self, Cell, TableSpec};
-use tidemark_inputs::records::{Event, FileBatch, Millis, Plan, QuarantineRow, UserRow};
+use tidemark_inputs::records::{Event, FileBatch, Item, Millis, Plan, QuarantineRow, UserRow};
 use tidemark_inputs::time::{day_of, month_first_day, month_of, month_of_day};
 
 /// Every table by name, each a sorted list of rows in `TableSpec` column order.
@@ -52,6 +52,10 @@ pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
         engagement_by_segment(&input),
     );
     out.insert(tables::QUARANTINE.name, quarantine_table(&input));
+    out.insert(
+        tables::ENGAGEMENT_BY_DIMENSION.name,
+        engagement_by_dimension(&input, params),
+    );
     out.insert(
         tables::USER_ACTIVITY_DAILY.name,
         user_activity_daily(&input, &sessions),
@@ -90,6 +94,7 @@ pub const ORACLE_TABLES: &[TableSpec] = &[
     tables::EVENT_MIX_DAILY,
     tables::FEATURE_ADOPTION,
     tables::ENGAGEMENT_BY_SEGMENT,
+    tables::ENGAGEMENT_BY_DIMENSION,
     tables::QUARANTINE,
     tables::USER_ACTIVITY_DAILY,
     tables::USER_PLANS,
@@ -182,6 +187,8 @@ struct Input {
     users: BTreeMap<String, UserRow>,
     /// Per user, every subscription row with its arrival.
     subscriptions: BTreeMap<String, Vec<SubRow>>,
+    /// Per item, the latest-arriving items/ row.
+    items: BTreeMap<String, Item>,
 }
 
 impl Input {
@@ -190,6 +197,7 @@ impl Input {
         let mut quarantine = Vec::new();
         let mut users = BTreeMap::new();
         let mut subscriptions: BTreeMap<String, Vec<SubRow>> = BTreeMap::new();
+        let mut items = BTreeMap::new();
 
         let mut seen_ids = BTreeSet::new();
         // Largest `ts` of the not-too-late events of all earlier batches (duplicates
@@ -227,6 +235,9 @@ impl Input {
             for user in &batch.users {
                 users.insert(user.user_id.clone(), user.clone());
             }
+            for item in &batch.items {
+                items.insert(item.item_id.clone(), item.clone());
+            }
             for (pos, sub) in batch.subscriptions.iter().enumerate() {
                 subscriptions
                     .entry(sub.user_id.clone())
@@ -243,6 +254,7 @@ impl Input {
             quarantine,
             users,
             subscriptions,
+            items,
         }
     }
 
@@ -869,4 +881,74 @@ fn user_plans(input: &Input) -> Vec<Vec<Cell>> {
         }
     }
     rows
+}
+
+// ---------------------------------------------------------------------------------
+// Dimensions
+// ---------------------------------------------------------------------------------
+
+/// `engagement_by_dimension`: for each dimension in the settings, each accepted event
+/// counts under its member: its UTC hour (`00`..`23`); the `genre` or `artist_id` of
+/// the latest items/ row of its item; the `country` of its user's latest users/ row;
+/// null when there is no such row or value. A dimension whose source table has no row
+/// produces no rows. Per (day, dimension, member): distinct users, events, the sum of
+/// durations (null = 0) and the mean of the non-null values.
+fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
+    use tidemark_dataflows::settings::Dimension;
+    struct Group<'a> {
+        users: BTreeSet<&'a str>,
+        events: i64,
+        duration: i64,
+        values: Vec<f64>,
+    }
+    let mut groups: BTreeMap<(i32, &str, Option<String>), Group> = BTreeMap::new();
+    for dimension in params.dimensions.iter() {
+        let sourced = match dimension {
+            Dimension::HourOfDay => true,
+            Dimension::Genre | Dimension::Artist => !input.items.is_empty(),
+            Dimension::Country => !input.users.is_empty(),
+        };
+        if !sourced {
+            continue;
+        }
+        for e in &input.accepted {
+            let item = || e.item_id.as_ref().and_then(|id| input.items.get(id));
+            let member = match dimension {
+                Dimension::HourOfDay => {
+                    Some(format!("{:02}", e.ts.rem_euclid(86_400_000) / 3_600_000))
+                }
+                Dimension::Genre => item().and_then(|i| i.genre.clone()),
+                Dimension::Artist => item().and_then(|i| i.artist_id.clone()),
+                Dimension::Country => input.users.get(&e.user_id).and_then(|u| u.country.clone()),
+            };
+            let group = groups
+                .entry((day_of(e.ts), dimension.name(), member))
+                .or_insert_with(|| Group {
+                    users: BTreeSet::new(),
+                    events: 0,
+                    duration: 0,
+                    values: Vec::new(),
+                });
+            group.users.insert(&e.user_id);
+            group.events += 1;
+            group.duration += e.duration_ms.unwrap_or(0);
+            group.values.extend(e.value.map(|v| v.0));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((day, dimension, member), g)| {
+            let avg = (!g.values.is_empty())
+                .then(|| g.values.iter().sum::<f64>() / g.values.len() as f64);
+            vec![
+                Cell::Date(day),
+                Cell::Str(dimension.to_string()),
+                Cell::opt_str(member.as_deref()),
+                Cell::Int(g.users.len() as i64),
+                Cell::Int(g.events),
+                Cell::Int(g.duration),
+                Cell::opt_float(avg),
+            ]
+        })
+        .collect()
 }

@@ -110,6 +110,7 @@ pub fn ev(
         item_id: item.map(Into::into),
         duration_ms: dur,
         session_id: sess.map(Into::into),
+        value: None,
     }
 }
 

@@ -1,0 +1,224 @@
+//! Engagement by dimension (contract `engagement_by_dimension`: per "day, dimension,
+//! member: active_users, events, total_duration_ms (null durations count 0),
+//! avg_value (mean of non-null `value`; null when none)", see "Dimensions").
+//!
+//! Every accepted event has one member per dimension: its UTC hour for `hour_of_day`,
+//! the `genre` or `artist_id` of the latest `items/` row of its item for `genre` and
+//! `artist`, the user's latest `users/` row's `country` for `country`. Members are not
+//! copied into the events: each event is keyed by the *source* of its member (its hour,
+//! its item, its user), and one small reduce per source resolves the member. A late
+//! `items/` or `users/` row then changes one source's member, and the join moves that
+//! source's aggregates from the old member to the new one.
+//!
+//! Per (dimension, source, day) the measures are summed by a `count_total` (values in
+//! fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate); per
+//! (dimension, source, day, user) a distinct marks the user active. Both are joined
+//! with the sources' members and summed per (day, dimension, member).
+
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::{AsCollection, VecCollection};
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::records::{Item, UserRow};
+use tidemark_inputs::time::day_of;
+use timely::dataflow::operators::vec::Map;
+
+use crate::action::Action;
+use crate::combine::combine;
+use crate::ingest::Time;
+use crate::name::Name;
+use crate::plans::Arrival;
+use crate::rows::DimensionRow;
+use crate::settings::{Dimension, Dimensions};
+
+/// Fixed-point scale of event values: a value `v` is held as `round(v * 2^32)`, so a
+/// mean is exact to about 1e-10 and sums are integers.
+pub const VALUE_SCALE: f64 = 4_294_967_296.0;
+
+/// Where an event's member of one dimension comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Source {
+    /// The UTC hour of the event.
+    Hour(u8),
+    /// The event's item.
+    Item(Name),
+    /// The event's user.
+    User(Name),
+    /// No source (an event without an item): the null member.
+    Missing,
+}
+
+/// One input of a source's member reduce.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum MemberInput {
+    /// Some accepted event has this source.
+    Used,
+    /// A catalogue or user row: its arrival and the member it gives (null allowed).
+    Fact(Arrival, Option<Name>),
+}
+
+/// Summed measures: events, duration (ms), value sum (fixed point), values.
+type Measures = (i128, i128, i128, i128);
+
+/// The same collection with `i128` multiplicities, so that it can be exploded into
+/// [`Measures`] (differential multiplies an exploded difference by the record's).
+fn widen<'s, D: differential_dataflow::Data>(
+    data: VecCollection<'s, Time, D>,
+) -> VecCollection<'s, Time, D, i128> {
+    data.inner
+        .map(|(record, time, diff)| (record, time, diff as i128))
+        .as_collection()
+}
+
+/// The `engagement_by_dimension` table for the `dimensions` in force.
+pub fn engagement_by_dimension<'s>(
+    events: VecCollection<'s, Time, Action>,
+    users: VecCollection<'s, Time, (UserRow, Arrival)>,
+    items: VecCollection<'s, Time, (Item, Arrival)>,
+    dimensions: Dimensions,
+) -> VecCollection<'s, Time, DimensionRow> {
+    // Each event once per dimension, keyed by its source.
+    let keyed = events.flat_map(move |e| {
+        let day = day_of(e.ts);
+        dimensions.iter().map(move |dimension| {
+            let source = match dimension {
+                Dimension::HourOfDay => {
+                    Source::Hour((e.ts.rem_euclid(86_400_000) / 3_600_000) as u8)
+                }
+                Dimension::Genre | Dimension::Artist => {
+                    e.item_id.map_or(Source::Missing, Source::Item)
+                }
+                Dimension::Country => Source::User(e.user_id),
+            };
+            (
+                dimension,
+                source,
+                day,
+                e.user_id,
+                e.duration_ms.unwrap_or(0),
+                e.value,
+            )
+        })
+    });
+    let measures = widen(keyed.clone())
+        .explode(|(dimension, source, day, _user, duration, value)| {
+            let m: Measures = (
+                1,
+                i128::from(duration),
+                value.map_or(0, i128::from),
+                i128::from(value.is_some()),
+            );
+            Some(((dimension, source, day), m))
+        })
+        .count_total();
+    let actives = combine(
+        keyed.map(|(dimension, source, day, user, _, _)| (dimension, source, day, user)),
+        "CombineDimensionUsers",
+    )
+    .distinct_total();
+
+    // The member of every source some event uses.
+    let facts = items
+        .clone()
+        .flat_map(move |(item, arrival)| {
+            let id = Name::new(&item.item_id);
+            let genre = item.genre.as_deref().map(Name::new);
+            let artist = item.artist_id.as_deref().map(Name::new);
+            [(Dimension::Genre, genre), (Dimension::Artist, artist)]
+                .into_iter()
+                .filter(move |(d, _)| dimensions.contains(*d))
+                .map(move |(d, member)| ((d, Source::Item(id)), MemberInput::Fact(arrival, member)))
+        })
+        .concat(users.clone().flat_map(move |(user, arrival)| {
+            let member = user.country.as_deref().map(Name::new);
+            dimensions.contains(Dimension::Country).then(|| {
+                (
+                    (Dimension::Country, Source::User(Name::new(&user.user_id))),
+                    MemberInput::Fact(arrival, member),
+                )
+            })
+        }));
+    let used = measures
+        .clone()
+        .map(|((dimension, source, _day), _)| ((dimension, source), MemberInput::Used));
+    let members = used
+        .concat(facts)
+        .reduce_named(
+            "DimensionMembers",
+            |&(_dimension, source), inputs, output| {
+                if !inputs
+                    .iter()
+                    .any(|(input, _)| matches!(input, MemberInput::Used))
+                {
+                    return;
+                }
+                let member = match source {
+                    Source::Hour(hour) => Some(Name::new(&format!("{hour:02}"))),
+                    Source::Missing => None,
+                    Source::Item(_) | Source::User(_) => inputs
+                        .iter()
+                        .filter_map(|(input, _)| match input {
+                            MemberInput::Fact(arrival, member) => Some((*arrival, *member)),
+                            MemberInput::Used => None,
+                        })
+                        .max()
+                        .and_then(|(_, member)| member),
+                };
+                output.push((member, 1isize));
+            },
+        )
+        .arrange_by_key_named("DimensionMembersBySource");
+
+    let totals = widen(
+        measures
+            .map(|((dimension, source, day), m)| ((dimension, source), (day, m)))
+            .arrange_by_key_named("DimensionMeasuresBySource")
+            .join_core(members.clone(), |&(dimension, _), &(day, m), &member| {
+                Some(((day, dimension, member), m))
+            }),
+    )
+    .explode(|(key, m)| Some((key, m)))
+    .count_total();
+    let active_users = actives
+        .map(|(dimension, source, day, user)| ((dimension, source), (day, user)))
+        .arrange_by_key_named("DimensionUsersBySource")
+        .join_core(members, |&(dimension, _), &(day, user), &member| {
+            Some((day, dimension, member, user))
+        })
+        .distinct_total()
+        .map(|(day, dimension, member, _user)| (day, dimension, member))
+        .count_total();
+
+    let rows = totals.join_map(active_users, |&(day, dimension, member), &m, &users| {
+        DimensionRow {
+            day,
+            dimension,
+            member,
+            active_users: users as i64,
+            events: m.0 as i64,
+            duration_ms: m.1 as i64,
+            value_sum: m.2,
+            values: m.3 as i64,
+        }
+    });
+
+    // A dimension whose source table has no row yet (no `items/` row for `genre` and
+    // `artist`, no `users/` row for `country`) produces no rows.
+    let sourced = items
+        .map(|_| ())
+        .distinct_total()
+        .flat_map(|()| [Dimension::Genre, Dimension::Artist])
+        .concat(
+            users
+                .map(|_| ())
+                .distinct_total()
+                .map(|()| Dimension::Country),
+        )
+        .map(|dimension| (dimension, ()));
+    let hours = rows
+        .clone()
+        .filter(|row| row.dimension == Dimension::HourOfDay);
+    rows.filter(|row| row.dimension != Dimension::HourOfDay)
+        .map(|row| (row.dimension, row))
+        .join_map(sourced, |_, row, &()| row.clone())
+        .concat(hours)
+}
