@@ -275,6 +275,7 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
             writeln!(text, "  {reason:<20} {count:>8}")?;
         }
     }
+    dimension_summary(out, &mut text)?;
     prediction_summary(out, &mut text)?;
     writeln!(
         text,
@@ -282,6 +283,81 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
         out.display()
     )?;
     Ok(text)
+}
+
+/// Top members of each dimension (`engagement_by_dimension`): on the last day with
+/// data and over that day's month, by events, with their share of the period's events
+/// and the mean value (re-aggregated exactly through `value_count`).
+fn dimension_summary(out: &Path, text: &mut String) -> Result<()> {
+    use std::collections::BTreeMap;
+    use tidemark_inputs::time::month_of_day;
+    let rows = read_table(out, &tables::ENGAGEMENT_BY_DIMENSION)?;
+    let day_of_row = |row: &Vec<Cell>| match row[0] {
+        Cell::Date(day) => day,
+        _ => i32::MIN,
+    };
+    let Some(last_day) = rows.iter().map(day_of_row).max() else {
+        return Ok(());
+    };
+    let month = month_of_day(last_day);
+    // (label, first day, last day) of each period.
+    let periods = [
+        (format!("on {}", Cell::Date(last_day)), last_day, last_day),
+        (
+            format!(
+                "in {}",
+                &Cell::Date(month_first_day(month)).to_string()[..7]
+            ),
+            month_first_day(month),
+            last_day,
+        ),
+    ];
+    writeln!(
+        text,
+        "\nTop members by dimension (events, share of events, mean value)"
+    )?;
+    for (label, first, last) in &periods {
+        // dimension -> member -> (events, value sum, values)
+        let mut sums: BTreeMap<String, BTreeMap<String, (i64, f64, i64)>> = BTreeMap::new();
+        for row in rows
+            .iter()
+            .filter(|row| (*first..=*last).contains(&day_of_row(row)))
+        {
+            let count = int(&row[7]);
+            let entry = sums
+                .entry(row[1].to_string())
+                .or_default()
+                .entry(row[2].to_string())
+                .or_default();
+            entry.0 += int(&row[4]);
+            if count > 0 {
+                entry.1 += float(&row[6]) * count as f64;
+                entry.2 += count;
+            }
+        }
+        for (dimension, members) in sums {
+            let total: i64 = members.values().map(|m| m.0).sum();
+            let mut ranked: Vec<(String, (i64, f64, i64))> = members.into_iter().collect();
+            ranked.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then_with(|| a.0.cmp(&b.0)));
+            let top: Vec<String> = ranked
+                .iter()
+                .take(5)
+                .map(|(member, (events, value_sum, values))| {
+                    let mean = if *values > 0 {
+                        format!(", {:.2}", value_sum / *values as f64)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{member} {events} ({:.1}%{mean})",
+                        100.0 * *events as f64 / total.max(1) as f64
+                    )
+                })
+                .collect();
+            writeln!(text, "  {label:<14} {dimension:<12} {}", top.join("; "))?;
+        }
+    }
+    Ok(())
 }
 
 /// The `model_metrics` of the last `tidemark predict`, if it ran on this output.

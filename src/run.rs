@@ -207,15 +207,17 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         bail!("--follow watches a DATASET directory: give one");
     }
     let dataset = match &options.dataset {
-        Some(path) => Some(
-            Dataset::open(path, options.mapping.as_deref())
+        Some(path) => {
+            let mut dataset = Dataset::open(path, options.mapping.as_deref())
                 .map(|dataset| Dataset {
                     max_bad_rows: options.live.max_bad_rows,
                     ..dataset
                 })
                 .map_err(|e| anyhow!("{e}"))
-                .with_context(|| format!("opening dataset {}", path.display()))?,
-        ),
+                .with_context(|| format!("opening dataset {}", path.display()))?;
+            read_user_attributes(&mut dataset, &options.params)?;
+            Some(dataset)
+        }
         None => None,
     };
     let files = match &dataset {
@@ -395,6 +397,25 @@ const MAPPING_CHECK_FILES: usize = 8;
 /// when none of the first readable files has every mapped column (the mapping is
 /// wrong). A file that cannot be read at all, or that alone lacks a column, is not a
 /// mapping error: it is quarantined whole when its turn comes (contract "Bad input").
+/// Makes the dataset read every user attribute a dimension names (from the mapped
+/// column, else the `users/` column of the same name), and warns about a mapped
+/// attribute no dimension uses.
+fn read_user_attributes(dataset: &mut Dataset, params: &Params) -> Result<()> {
+    let named = params.dimensions.attribute_names();
+    for attribute in dataset.mapping.user_attributes() {
+        if !named.contains(&attribute) {
+            tracing::warn!(
+                "[users.columns] {attribute}: no dimension uses it; add `{attribute}` to the \
+                 `dimensions` setting (or --dimensions) to slice by it"
+            );
+        }
+    }
+    dataset
+        .mapping
+        .read_attributes(&named)
+        .map_err(|e| anyhow!("setting `dimensions`: {e}"))
+}
+
 fn check_mapping<'a>(
     dataset: &Dataset,
     files: impl Iterator<Item = &'a tidemark_inputs::dataset::SourceFile>,

@@ -70,6 +70,7 @@ fn user(id: &str, country: Option<&str>, plan: Plan) -> UserRow {
         signup_ts: None,
         country: country.map(str::to_string),
         plan,
+        attributes: Vec::new(),
     }
 }
 
@@ -1403,77 +1404,34 @@ fn dimensions_slice_events_by_hour_genre_artist_and_country() {
     let params = dimension_params(&["hour_of_day", "genre", "artist", "country"]);
     let out = run(&batches, &params);
     let d = day(b);
-    check(
-        &out,
-        "engagement_by_dimension",
-        vec![
+    // (dimension, member, active users, events, total duration, mean value, values)
+    let rows = [
+        ("hour_of_day", s("10"), 1, 2, 1000, fl(3.0), 2),
+        ("hour_of_day", s("11"), 1, 3, 0, fl(1.5), 1),
+        ("genre", s("rock"), 1, 2, 1000, fl(3.0), 2),
+        ("genre", NULL, 1, 3, 0, fl(1.5), 1),
+        ("artist", s("ar1"), 1, 2, 1000, fl(3.0), 2),
+        ("artist", s("ar2"), 1, 1, 0, NULL, 0),
+        ("artist", NULL, 1, 2, 0, fl(1.5), 1),
+        ("country", s("DE"), 1, 2, 1000, fl(3.0), 2),
+        ("country", NULL, 1, 3, 0, fl(1.5), 1),
+    ];
+    let expected = rows
+        .into_iter()
+        .map(|(dim, member, users, events, duration, mean, values)| {
             vec![
                 d.clone(),
-                s("hour_of_day"),
-                s("10"),
-                int(1),
-                int(2),
-                int(1000),
-                fl(3.0),
-            ],
-            vec![
-                d.clone(),
-                s("hour_of_day"),
-                s("11"),
-                int(1),
-                int(3),
-                int(0),
-                fl(1.5),
-            ],
-            vec![
-                d.clone(),
-                s("genre"),
-                s("rock"),
-                int(1),
-                int(2),
-                int(1000),
-                fl(3.0),
-            ],
-            vec![d.clone(), s("genre"), NULL, int(1), int(3), int(0), fl(1.5)],
-            vec![
-                d.clone(),
-                s("artist"),
-                s("ar1"),
-                int(1),
-                int(2),
-                int(1000),
-                fl(3.0),
-            ],
-            vec![
-                d.clone(),
-                s("artist"),
-                s("ar2"),
-                int(1),
-                int(1),
-                int(0),
-                NULL,
-            ],
-            vec![
-                d.clone(),
-                s("artist"),
-                NULL,
-                int(1),
-                int(2),
-                int(0),
-                fl(1.5),
-            ],
-            vec![
-                d.clone(),
-                s("country"),
-                s("DE"),
-                int(1),
-                int(2),
-                int(1000),
-                fl(3.0),
-            ],
-            vec![d, s("country"), NULL, int(1), int(3), int(0), fl(1.5)],
-        ],
-    );
+                s(dim),
+                member,
+                int(users),
+                int(events),
+                int(duration),
+                mean,
+                int(values),
+            ]
+        })
+        .collect();
+    check(&out, "engagement_by_dimension", expected);
 }
 
 #[test]
@@ -1495,18 +1453,22 @@ fn a_late_catalogue_row_moves_its_items_events_to_the_new_member() {
     let params = dimension_params(&["genre"]);
     let out = run(&first, &params);
     let d = day(b);
+    let row = |member: &str, users: i64, events: i64, mean: f64, values: i64| {
+        vec![
+            d.clone(),
+            s("genre"),
+            s(member),
+            int(users),
+            int(events),
+            int(0),
+            fl(mean),
+            int(values),
+        ]
+    };
     check(
         &out,
         "engagement_by_dimension",
-        vec![vec![
-            d.clone(),
-            s("genre"),
-            s("pop"),
-            int(2),
-            int(2),
-            int(0),
-            fl(2.0),
-        ]],
+        vec![row("pop", 2, 2, 2.0, 2)],
     );
     // t1 becomes jazz: its event moves; `pop` keeps only w's.
     let mut later = first.to_vec();
@@ -1515,22 +1477,51 @@ fn a_late_catalogue_row_moves_its_items_events_to_the_new_member() {
     check(
         &out,
         "engagement_by_dimension",
-        vec![
-            vec![
-                d.clone(),
-                s("genre"),
-                s("jazz"),
-                int(1),
-                int(1),
-                int(0),
-                fl(1.0),
-            ],
-            vec![d, s("genre"), s("pop"), int(1), int(1), int(0), fl(3.0)],
-        ],
+        vec![row("jazz", 1, 1, 1.0, 1), row("pop", 1, 1, 3.0, 1)],
     );
     // Without any items/ row, genre has no rows; hour_of_day always has.
     let out = run(&first[..1], &dimension_params(&["genre", "hour_of_day"]));
     assert!(out["engagement_by_dimension"]
         .iter()
         .all(|row| row[1] == s("hour_of_day")));
+}
+
+#[test]
+fn a_user_attribute_slices_by_the_latest_users_row() {
+    let b = date(2025, 3, 1) + 10 * HOUR;
+    let with = |id: &str, platform: Option<&str>| UserRow {
+        attributes: vec![("platform".to_string(), platform.map(str::to_string))],
+        ..user(id, None, Plan::Free)
+    };
+    let batches = [
+        users("users/a.csv", vec![with("u", Some("ios")), with("w", None)]),
+        events(
+            "events/a.csv",
+            vec![
+                ev("1", "u", b, "play"),
+                ev("2", "w", b, "play"),
+                ev("3", "x", b, "play"),
+            ],
+        ),
+        users("users/b.csv", vec![with("u", Some("android"))]),
+    ];
+    let out = run(&batches, &dimension_params(&["platform"]));
+    let d = day(b);
+    check(
+        &out,
+        "engagement_by_dimension",
+        vec![
+            vec![
+                d.clone(),
+                s("platform"),
+                s("android"),
+                int(1),
+                int(1),
+                int(0),
+                NULL,
+                int(0),
+            ],
+            vec![d, s("platform"), NULL, int(2), int(2), int(0), NULL, int(0)],
+        ],
+    );
 }

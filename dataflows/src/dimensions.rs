@@ -87,7 +87,7 @@ pub fn engagement_by_dimension<'s>(
                 Dimension::Genre | Dimension::Artist => {
                     e.item_id.map_or(Source::Missing, Source::Item)
                 }
-                Dimension::Country => Source::User(e.user_id),
+                Dimension::Country | Dimension::Attribute(_) => Source::User(e.user_id),
             };
             (
                 dimension,
@@ -129,13 +129,24 @@ pub fn engagement_by_dimension<'s>(
                 .map(move |(d, member)| ((d, Source::Item(id)), MemberInput::Fact(arrival, member)))
         })
         .concat(users.clone().flat_map(move |(user, arrival)| {
-            let member = user.country.as_deref().map(Name::new);
-            dimensions.contains(Dimension::Country).then(|| {
-                (
-                    (Dimension::Country, Source::User(Name::new(&user.user_id))),
-                    MemberInput::Fact(arrival, member),
-                )
-            })
+            let id = Source::User(Name::new(&user.user_id));
+            let members: Vec<_> = dimensions
+                .iter()
+                .filter_map(|dimension| {
+                    let member = match dimension {
+                        Dimension::Country => user.country.as_deref(),
+                        Dimension::Attribute(name) => user
+                            .attributes
+                            .iter()
+                            .find(|(attribute, _)| **attribute == *name.text())
+                            .and_then(|(_, value)| value.as_deref()),
+                        _ => return None,
+                    };
+                    let fact = MemberInput::Fact(arrival, member.map(Name::new));
+                    Some(((dimension, id), fact))
+                })
+                .collect();
+            members
         }));
     let used = measures
         .clone()
@@ -202,17 +213,16 @@ pub fn engagement_by_dimension<'s>(
     });
 
     // A dimension whose source table has no row yet (no `items/` row for `genre` and
-    // `artist`, no `users/` row for `country`) produces no rows.
+    // `artist`, no `users/` row for `country` and the user attributes) produces no rows.
     let sourced = items
         .map(|_| ())
         .distinct_total()
         .flat_map(|()| [Dimension::Genre, Dimension::Artist])
-        .concat(
-            users
-                .map(|_| ())
-                .distinct_total()
-                .map(|()| Dimension::Country),
-        )
+        .concat(users.map(|_| ()).distinct_total().flat_map(move |()| {
+            dimensions
+                .iter()
+                .filter(|d| matches!(d, Dimension::Country | Dimension::Attribute(_)))
+        }))
         .map(|dimension| (dimension, ()));
     let hours = rows
         .clone()

@@ -475,12 +475,13 @@ impl TableRow for DimensionRow {
             .then(|| self.value_sum as f64 / crate::dimensions::VALUE_SCALE / self.values as f64);
         vec![
             Cell::Date(self.day),
-            Cell::Str(self.dimension.name().to_string()),
+            Cell::Str(self.dimension.name()),
             Cell::opt_str(self.member.map(|m| m.text()).as_deref()),
             Cell::Int(self.active_users),
             Cell::Int(self.events),
             Cell::Int(self.duration_ms),
             Cell::opt_float(avg),
+            Cell::Int(self.values),
         ]
     }
 }

@@ -3,6 +3,8 @@
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 
+use crate::name::Name;
+
 /// The semantic knobs of the contract ("Gap and the midnight split are settings", ...).
 /// Loaded from a TOML file and CLI flags by the binary; unknown keys are rejected.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,7 +42,8 @@ pub struct Settings {
     /// no longer moves the events of months already closed.
     pub forget_behind_watermark: bool,
     /// What `engagement_by_dimension` slices accepted events by: `hour_of_day`,
-    /// `genre`, `artist` (from `items/`) and `country` (from `users/`).
+    /// `genre`, `artist` (from `items/`), `country` and any user attribute (from
+    /// `users/`, a column brought in by the mapping or of the same name).
     pub dimensions: Vec<String>,
 }
 
@@ -55,11 +58,14 @@ pub enum Dimension {
     Artist,
     /// The `country` of the user's latest `users/` row.
     Country,
+    /// A user attribute brought in by the mapping: that column of the user's latest
+    /// `users/` row.
+    Attribute(Name),
 }
 
 impl Dimension {
-    /// Every dimension, in the order rows list them.
-    pub const ALL: [Dimension; 4] = [
+    /// The dimensions with a name of their own, in the order rows list them.
+    pub const BUILT_IN: [Dimension; 4] = [
         Dimension::HourOfDay,
         Dimension::Genre,
         Dimension::Artist,
@@ -67,36 +73,100 @@ impl Dimension {
     ];
 
     /// The setting's (and the table's) name of the dimension.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Dimension::HourOfDay => "hour_of_day",
-            Dimension::Genre => "genre",
-            Dimension::Artist => "artist",
-            Dimension::Country => "country",
+            Dimension::HourOfDay => "hour_of_day".to_string(),
+            Dimension::Genre => "genre".to_string(),
+            Dimension::Artist => "artist".to_string(),
+            Dimension::Country => "country".to_string(),
+            Dimension::Attribute(name) => name.text().to_string(),
         }
+    }
+
+    /// The dimension called `name`: a built-in one, else a user attribute.
+    pub fn named(name: &str) -> Result<Dimension, String> {
+        let name = name.trim();
+        if let Some(d) = Dimension::BUILT_IN.into_iter().find(|d| d.name() == name) {
+            return Ok(d);
+        }
+        tidemark_inputs::mapping::check_attribute_name(name)
+            .map_err(|e| format!("setting `dimensions`: {e}"))?;
+        Ok(Dimension::Attribute(Name::new(name)))
     }
 }
 
+/// The most user attributes one run slices by.
+pub const MAX_ATTRIBUTE_DIMENSIONS: usize = 8;
+
 /// A set of dimensions (`Copy`, so `Params` stays `Copy`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Dimensions(u8);
+pub struct Dimensions {
+    /// Bit `i` set: `Dimension::BUILT_IN[i]` is in the set.
+    built_in: u8,
+    /// User attributes, in the order named.
+    attributes: [Option<Name>; MAX_ATTRIBUTE_DIMENSIONS],
+}
 
 impl Dimensions {
-    /// The set of `dimensions`.
-    pub fn of(dimensions: &[Dimension]) -> Dimensions {
-        Dimensions(dimensions.iter().fold(0, |bits, d| bits | 1 << *d as u8))
+    /// The set of `dimensions` (an error past [`MAX_ATTRIBUTE_DIMENSIONS`] attributes).
+    pub fn of(dimensions: &[Dimension]) -> Result<Dimensions, String> {
+        let mut set = Dimensions::default();
+        for d in dimensions {
+            match d {
+                Dimension::Attribute(name) => {
+                    if set.attributes.contains(&Some(*name)) {
+                        continue;
+                    }
+                    let free = set.attributes.iter_mut().find(|a| a.is_none()).ok_or_else(|| {
+                        format!(
+                            "setting `dimensions`: at most {MAX_ATTRIBUTE_DIMENSIONS} user attributes"
+                        )
+                    })?;
+                    *free = Some(*name);
+                }
+                built_in => {
+                    let bit = Dimension::BUILT_IN
+                        .iter()
+                        .position(|b| b == built_in)
+                        .unwrap_or(0);
+                    set.built_in |= 1 << bit;
+                }
+            }
+        }
+        Ok(set)
     }
 
     /// Whether `dimension` is in the set.
     pub fn contains(self, dimension: Dimension) -> bool {
-        self.0 & (1 << dimension as u8) != 0
+        match dimension {
+            Dimension::Attribute(name) => self.attributes.contains(&Some(name)),
+            built_in => Dimension::BUILT_IN
+                .iter()
+                .position(|b| *b == built_in)
+                .is_some_and(|bit| self.built_in & (1 << bit) != 0),
+        }
     }
 
-    /// The dimensions in the set, in [`Dimension::ALL`] order.
+    /// The dimensions in the set: the built-in ones, then the user attributes.
     pub fn iter(self) -> impl Iterator<Item = Dimension> + Clone {
-        Dimension::ALL
+        Dimension::BUILT_IN
             .into_iter()
             .filter(move |d| self.contains(*d))
+            .chain(
+                self.attributes
+                    .into_iter()
+                    .flatten()
+                    .map(Dimension::Attribute),
+            )
+    }
+
+    /// The user attributes in the set, by name.
+    pub fn attribute_names(self) -> Vec<String> {
+        self.attributes
+            .into_iter()
+            .flatten()
+            .map(|n| n.text().to_string())
+            .collect()
     }
 }
 
@@ -248,18 +318,11 @@ impl Settings {
                 self.alert_min_sessions
             ));
         }
-        let mut dimensions = Vec::new();
-        for name in &self.dimensions {
-            let Some(dimension) = Dimension::ALL.into_iter().find(|d| d.name() == name.trim())
-            else {
-                return Err(format!(
-                    "setting `dimensions`: unknown dimension `{name}` (known: {}; other user \
-                     attributes are not read yet)",
-                    Dimension::ALL.map(Dimension::name).join(", ")
-                ));
-            };
-            dimensions.push(dimension);
-        }
+        let dimensions = self
+            .dimensions
+            .iter()
+            .map(|name| Dimension::named(name))
+            .collect::<Result<Vec<_>, _>>()?;
         let period_from = instant("from", &self.from)?.unwrap_or(Millis::MIN);
         let period_to = instant("to", &self.to)?.unwrap_or(Millis::MAX);
         if period_from >= period_to {
@@ -279,7 +342,7 @@ impl Settings {
             period_to,
             allowed_lateness_ms,
             forget_behind_watermark: self.forget_behind_watermark,
-            dimensions: Dimensions::of(&dimensions),
+            dimensions: Dimensions::of(&dimensions)?,
         })
     }
 }

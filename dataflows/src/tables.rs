@@ -181,7 +181,9 @@ pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
     key_len: 1,
 };
 
-/// `engagement_by_dimension`: day x dimension x member (contract "Dimensions").
+/// `engagement_by_dimension`: day x dimension x member (contract "Dimensions"), with
+/// `value_count` (how many events had a value) beyond the contract, so that means
+/// re-aggregate exactly over several days.
 pub const ENGAGEMENT_BY_DIMENSION: TableSpec = TableSpec {
     name: "engagement_by_dimension",
     columns: &[
@@ -192,6 +194,7 @@ pub const ENGAGEMENT_BY_DIMENSION: TableSpec = TableSpec {
         col("events", Int),
         col("total_duration_ms", Int),
         opt("avg_value", Float),
+        col("value_count", Int),
     ],
     key_len: 3,
 };

@@ -164,7 +164,54 @@ pub struct Mapping {
     pub items: TableMapping,
 }
 
+/// Names a `users/` attribute may have: what a dimension can be called (lower-case
+/// letters, digits and `_`, starting with a letter), and no name the contract already
+/// gives a dimension.
+pub fn check_attribute_name(name: &str) -> Result<(), String> {
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !valid {
+        return Err(format!(
+            "user attribute `{name}` in [users.columns]: a name of lower-case letters, digits and `_`, starting with a letter"
+        ));
+    }
+    if ["hour_of_day", "genre", "artist"].contains(&name) {
+        return Err(format!(
+            "user attribute `{name}` in [users.columns]: `{name}` is a dimension of its own (contract \"Dimensions\"); choose another name"
+        ));
+    }
+    Ok(())
+}
+
 impl Mapping {
+    /// The `users/` attributes the mapping brings in: every `[users.columns]` key that is
+    /// not a contract column of `users/`, in name order.
+    pub fn user_attributes(&self) -> Vec<String> {
+        let fields = Table::Users.fields();
+        self.users
+            .columns
+            .keys()
+            .filter(|k| !fields.contains(&k.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// Makes sure each attribute of `names` is read: one the mapping does not map is
+    /// read from the `users/` column of the same name (a file without it is then an
+    /// error naming the file and the column, before any row is read).
+    pub fn read_attributes(&mut self, names: &[String]) -> Result<(), String> {
+        for name in names {
+            check_attribute_name(name)?;
+            self.users
+                .columns
+                .entry(name.clone())
+                .or_insert_with(|| ColumnSpec::Column(name.clone()));
+        }
+        Ok(())
+    }
+
     /// A stable fingerprint (hex xxh3) of what the mapping means, not how it is spelled:
     /// a resumed run compares it with the one its output was written with.
     pub fn fingerprint(&self) -> String {
@@ -364,11 +411,14 @@ fn table_mapping(table: Table, raw: RawTable) -> Result<TableMapping, String> {
     let fields = table.fields();
     if let Some(columns) = raw.columns {
         for (field, value) in columns {
-            if !fields.contains(&field.as_str()) {
+            if !fields.contains(&field.as_str()) && table != Table::Users {
                 return Err(format!(
                     "unknown key `{field}` in [{name}.columns]; the contract columns of {name} are: {}",
                     fields.join(", ")
                 ));
+            }
+            if !fields.contains(&field.as_str()) {
+                check_attribute_name(&field)?;
             }
             let spec = column_spec(&value).map_err(|m| format!("[{name}.columns] {field}: {m}"))?;
             out.columns.insert(field, spec);
@@ -384,7 +434,8 @@ fn table_mapping(table: Table, raw: RawTable) -> Result<TableMapping, String> {
     }
     if let Some(values) = raw.values {
         for (field, map) in values {
-            if !fields.contains(&field.as_str()) {
+            let attribute = table == Table::Users && out.columns.contains_key(&field);
+            if !(fields.contains(&field.as_str()) || attribute) {
                 return Err(format!(
                     "unknown key `{field}` in [{name}.values]; the contract columns of {name} are: {}",
                     fields.join(", ")

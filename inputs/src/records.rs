@@ -121,6 +121,10 @@ pub struct UserRow {
     pub country: Option<String>,
     /// Plan in the users table (overridden by `subscriptions/` where present).
     pub plan: Plan,
+    /// User attributes brought in by the mapping (`[users.columns] age_group = ...`),
+    /// by name in name order; a null value is `None`.
+    #[serde(default)]
+    pub attributes: Vec<(String, Option<String>)>,
 }
 
 /// A plan change (`subscriptions/`): `plan` is in force for `user_id` from `ts` on.

@@ -141,6 +141,8 @@ pub(crate) struct TablePlan {
     pub(crate) table: Table,
     /// In the order of [`Table::fields`].
     fields: Vec<FieldPlan>,
+    /// `users/` attributes by name (see [`Mapping::user_attributes`]).
+    attributes: Vec<(String, FieldPlan)>,
     filters: Vec<(usize, Vec<FilterTest>)>,
     unit: EpochUnit,
     ts_format: Option<String>,
@@ -189,28 +191,7 @@ impl ReadPlan {
             let mut fields = Vec::new();
             for &field in table.fields() {
                 let src = match tm.columns.get(field) {
-                    Some(ColumnSpec::Column(c)) => Src::Col(need(c, &mut plan, find)?),
-                    Some(ColumnSpec::Scaled { column, scale }) => {
-                        Src::Scaled(need(column, &mut plan, find)?, *scale)
-                    }
-                    Some(ColumnSpec::AsInteger { column }) => {
-                        Src::AsInt(need(column, &mut plan, find)?)
-                    }
-                    Some(ColumnSpec::Prefix {
-                        column,
-                        prefixes,
-                        otherwise,
-                    }) => Src::Prefix(
-                        need(column, &mut plan, find)?,
-                        prefixes.clone(),
-                        otherwise.clone(),
-                    ),
-                    Some(ColumnSpec::Hash(cols)) => Src::Hash(
-                        cols.iter()
-                            .map(|c| need(c, &mut plan, find))
-                            .collect::<Result<_, _>>()?,
-                    ),
-                    Some(ColumnSpec::Value(v)) => Src::Const(v.clone()),
+                    Some(spec) => spec_src(spec, &mut |c| need(c, &mut plan, find))?,
                     None if table.required_fields().contains(&field) => {
                         Src::Col(need(field, &mut plan, find)?)
                     }
@@ -235,6 +216,17 @@ impl ReadPlan {
                     values: tm.values.get(field).cloned(),
                 });
             }
+            // Every other [users.columns] key is a user attribute.
+            let mut attributes = Vec::new();
+            if table == Table::Users {
+                for (name, spec) in &tm.columns {
+                    if !table.fields().contains(&name.as_str()) {
+                        let src = spec_src(spec, &mut |c| need(c, &mut plan, find))?;
+                        let values = tm.values.get(name).cloned();
+                        attributes.push((name.clone(), FieldPlan { src, values }));
+                    }
+                }
+            }
             let mut filters = Vec::new();
             for f in &tm.filters {
                 filters.push((need(&f.column, &mut plan, find)?, f.tests.clone()));
@@ -242,6 +234,7 @@ impl ReadPlan {
             plan.tables.push(TablePlan {
                 table,
                 fields,
+                attributes,
                 filters,
                 unit: tm.ts_unit,
                 ts_format: tm.ts_format.clone(),
@@ -289,6 +282,27 @@ impl ReadPlan {
     }
 }
 
+/// Where a field named in the mapping comes from, its columns resolved by `need`.
+fn spec_src(
+    spec: &ColumnSpec,
+    need: &mut dyn FnMut(&str) -> Result<usize, Missing>,
+) -> Result<Src, Missing> {
+    Ok(match spec {
+        ColumnSpec::Column(c) => Src::Col(need(c)?),
+        ColumnSpec::Scaled { column, scale } => Src::Scaled(need(column)?, *scale),
+        ColumnSpec::AsInteger { column } => Src::AsInt(need(column)?),
+        ColumnSpec::Prefix {
+            column,
+            prefixes,
+            otherwise,
+        } => Src::Prefix(need(column)?, prefixes.clone(), otherwise.clone()),
+        ColumnSpec::Hash(cols) => {
+            Src::Hash(cols.iter().map(|c| need(c)).collect::<Result<_, _>>()?)
+        }
+        ColumnSpec::Value(v) => Src::Const(v.clone()),
+    })
+}
+
 type Fail = (&'static str, &'static str);
 
 fn fail<T>(field: &'static str, reason: &'static str) -> Result<T, Fail> {
@@ -305,8 +319,16 @@ impl TablePlan {
 
     /// The value of field number `i` after its column spec and value map.
     fn value<'a, R: Row>(&'a self, i: usize, row: &'a R) -> Result<Got<'a>, Fail> {
-        let field = self.table.fields()[i];
-        let plan = &self.fields[i];
+        self.value_of(self.table.fields()[i], &self.fields[i], row)
+    }
+
+    /// The value of `field`, read as `plan` says.
+    fn value_of<'a, R: Row>(
+        &'a self,
+        field: &'static str,
+        plan: &'a FieldPlan,
+        row: &'a R,
+    ) -> Result<Got<'a>, Fail> {
         let got = match &plan.src {
             Src::Null => Got::Null,
             Src::Col(c) => row.get(*c),
@@ -514,6 +536,19 @@ impl TablePlan {
             signup_ts: self.opt_time(1, row)?,
             country: self.opt_string(2, row)?,
             plan: self.plan(3, row)?,
+            attributes: self
+                .attributes
+                .iter()
+                .map(|(name, plan)| {
+                    let g = self.value_of("attribute", plan, row)?;
+                    let text = if g.is_null() {
+                        None
+                    } else {
+                        g.text().map(|t| t.trim().to_string())
+                    };
+                    Ok((name.clone(), text))
+                })
+                .collect::<Result<_, Fail>>()?,
         })
     }
 

@@ -13,13 +13,14 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tidemark_inputs::generator::{generate, GenerateSummary, GeneratorConfig, OutputFormat};
 
 const HOUR: i64 = 3_600_000;
-const EVENT_COLUMNS: [&str; 6] = [
+const EVENT_COLUMNS: [&str; 7] = [
     "event_id",
     "user_id",
     "ts",
     "event_type",
     "item_id",
     "duration_ms",
+    "value",
 ];
 
 /// One event row as read from a file; `ts` is `None` when missing or unparsable.
@@ -391,7 +392,17 @@ fn check_summary_matches_files(format: OutputFormat, gzip: bool) {
 
     // Side tables: exactly the contract's columns and the summary's row counts.
     let users = read_table(&dir.path().join("users").join(format!("users.{ext}")));
-    assert_eq!(users.0, ["user_id", "signup_ts", "country", "plan"]);
+    assert_eq!(
+        users.0,
+        [
+            "user_id",
+            "signup_ts",
+            "country",
+            "plan",
+            "platform",
+            "age_group"
+        ]
+    );
     assert_eq!(users.1.len() as u64, summary.users);
     let subs = read_table(
         &dir.path()
@@ -408,7 +419,17 @@ fn check_summary_matches_files(format: OutputFormat, gzip: bool) {
     );
     assert_eq!(items.1.len() as u64, summary.items);
     assert_eq!(summary.items, 3_000);
-    for row in users.1.iter().chain(&subs.1) {
+    for row in &users.1 {
+        assert!(
+            matches!(row[3].as_deref(), Some("free" | "paid")),
+            "{row:?}"
+        );
+        assert!(
+            matches!(row[4].as_deref(), None | Some("ios" | "android" | "web")),
+            "{row:?}"
+        );
+    }
+    for row in &subs.1 {
         assert!(
             matches!(row.last().unwrap().as_deref(), Some("free" | "paid")),
             "{row:?}"
@@ -503,7 +524,14 @@ fn read_table(path: &Path) -> (Vec<String>, Vec<Vec<Option<String>>>) {
         // serde_json sorts keys; report the names in the contract's order when they match.
         let mut names = names.unwrap_or_default();
         for order in [
-            &["user_id", "signup_ts", "country", "plan"][..],
+            &[
+                "user_id",
+                "signup_ts",
+                "country",
+                "plan",
+                "platform",
+                "age_group",
+            ][..],
             &["user_id", "ts", "plan"],
             &["item_id", "artist_id", "genre", "title", "duration_ms"],
         ] {

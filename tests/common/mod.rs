@@ -21,7 +21,20 @@ pub type Tables = BTreeMap<&'static str, Vec<Vec<Cell>>>;
 
 /// Every input file of a dataset, read in batch order, as the oracle's input.
 pub fn read_batches(dataset: &Path, mapping: Option<&Path>) -> Vec<(String, FileBatch)> {
-    let dataset = Dataset::open(dataset, mapping).expect("dataset opens");
+    read_batches_for(dataset, mapping, &Params::default())
+}
+
+/// [`read_batches`] reading also the user attributes `params` slices by, as a run does.
+pub fn read_batches_for(
+    dataset: &Path,
+    mapping: Option<&Path>,
+    params: &Params,
+) -> Vec<(String, FileBatch)> {
+    let mut dataset = Dataset::open(dataset, mapping).expect("dataset opens");
+    dataset
+        .mapping
+        .read_attributes(&params.dimensions.attribute_names())
+        .expect("attribute names are valid");
     let files = dataset.discover().expect("dataset lists its files");
     files
         .iter()

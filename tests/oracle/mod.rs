@@ -892,7 +892,7 @@ fn user_plans(input: &Input) -> Vec<Vec<Cell>> {
 /// the latest items/ row of its item; the `country` of its user's latest users/ row;
 /// null when there is no such row or value. A dimension whose source table has no row
 /// produces no rows. Per (day, dimension, member): distinct users, events, the sum of
-/// durations (null = 0) and the mean of the non-null values.
+/// durations (null = 0), the mean of the non-null values and their number.
 fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
     use tidemark_dataflows::settings::Dimension;
     struct Group<'a> {
@@ -901,12 +901,12 @@ fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
         duration: i64,
         values: Vec<f64>,
     }
-    let mut groups: BTreeMap<(i32, &str, Option<String>), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<(i32, String, Option<String>), Group> = BTreeMap::new();
     for dimension in params.dimensions.iter() {
         let sourced = match dimension {
             Dimension::HourOfDay => true,
             Dimension::Genre | Dimension::Artist => !input.items.is_empty(),
-            Dimension::Country => !input.users.is_empty(),
+            Dimension::Country | Dimension::Attribute(_) => !input.users.is_empty(),
         };
         if !sourced {
             continue;
@@ -920,6 +920,12 @@ fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
                 Dimension::Genre => item().and_then(|i| i.genre.clone()),
                 Dimension::Artist => item().and_then(|i| i.artist_id.clone()),
                 Dimension::Country => input.users.get(&e.user_id).and_then(|u| u.country.clone()),
+                Dimension::Attribute(name) => input.users.get(&e.user_id).and_then(|u| {
+                    u.attributes
+                        .iter()
+                        .find(|(attribute, _)| *attribute == *name.text())
+                        .and_then(|(_, value)| value.clone())
+                }),
             };
             let group = groups
                 .entry((day_of(e.ts), dimension.name(), member))
@@ -948,6 +954,7 @@ fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
                 Cell::Int(g.events),
                 Cell::Int(g.duration),
                 Cell::opt_float(avg),
+                Cell::Int(g.values.len() as i64),
             ]
         })
         .collect()

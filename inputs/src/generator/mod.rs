@@ -617,6 +617,21 @@ fn choose(rng: &mut StdRng, range: std::ops::Range<usize>, amount: u64) -> Vec<u
     picked
 }
 
+/// Platforms a user is seen on (a user attribute, `users/` column `platform`).
+const PLATFORMS: [&str; 3] = ["ios", "android", "web"];
+/// Age groups (a user attribute, `users/` column `age_group`).
+const AGE_GROUPS: [&str; 4] = ["18-24", "25-34", "35-44", "45+"];
+
+/// A user's attribute drawn from `values` by a hash of the user index and `salt` (no
+/// random draw, so the other columns are the same bytes as without it); about one user
+/// in twenty has it null.
+fn user_attribute(user: usize, salt: u64, values: &[&str]) -> Option<String> {
+    let mixed = (user as u64 ^ salt.wrapping_mul(0x51_7C_C1_B7_27_22_0A_95))
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        >> 32;
+    (!mixed.is_multiple_of(20)).then(|| values[(mixed / 20) as usize % values.len()].to_string())
+}
+
 /// Writes the users, subscriptions and items tables; returns their paths.
 fn write_tables(
     out_dir: &Path,
@@ -643,6 +658,18 @@ fn write_tables(
                 .collect(),
         ),
         Column::Str("plan", users.paid.iter().map(|&p| plan(p)).collect()),
+        Column::Str(
+            "platform",
+            (0..users.ids.len())
+                .map(|u| user_attribute(u, 1, &PLATFORMS))
+                .collect(),
+        ),
+        Column::Str(
+            "age_group",
+            (0..users.ids.len())
+                .map(|u| user_attribute(u, 2, &AGE_GROUPS))
+                .collect(),
+        ),
     ];
     let sub_columns = [
         Column::Str(
