@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::hash::Hash;
 
+use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Pipeline;
@@ -22,20 +23,31 @@ use crate::ingest::Time;
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
 /// time once the input has passed it (when nothing downstream could complete it
 /// earlier anyway), without records whose updates cancel.
-pub fn combine<'s, D>(data: VecCollection<'s, Time, D>, name: &str) -> VecCollection<'s, Time, D>
+pub fn combine<'s, D, R>(
+    data: VecCollection<'s, Time, D, R>,
+    name: &str,
+) -> VecCollection<'s, Time, D, R>
 where
     D: ExchangeData + Hash + Eq,
+    R: Semigroup + ExchangeData,
 {
     data.inner
         .unary_frontier(Pipeline, name, |_capability, _info| {
-            let mut sums: BTreeMap<Time, (Capability<Time>, FxHashMap<D, isize>)> = BTreeMap::new();
+            let mut sums: BTreeMap<Time, (Capability<Time>, FxHashMap<D, R>)> = BTreeMap::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| {
                     for (record, time, diff) in batch.drain(..) {
                         let (_, time_sums) = sums
                             .entry(time)
                             .or_insert_with(|| (cap.delayed(&time, 0), FxHashMap::default()));
-                        *time_sums.entry(record).or_insert(0) += diff;
+                        match time_sums.entry(record) {
+                            std::collections::hash_map::Entry::Occupied(mut sum) => {
+                                sum.get_mut().plus_equals(&diff)
+                            }
+                            std::collections::hash_map::Entry::Vacant(slot) => {
+                                slot.insert(diff);
+                            }
+                        }
                     }
                 });
                 while let Some(entry) = sums.first_entry() {
@@ -46,7 +58,7 @@ where
                     output.session(&cap).give_iterator(
                         time_sums
                             .into_iter()
-                            .filter(|(_, diff)| *diff != 0)
+                            .filter(|(_, diff)| !diff.is_zero())
                             .map(|(record, diff)| (record, time, diff)),
                     );
                 }

@@ -10,10 +10,12 @@
 //! `items/` or `users/` row then changes one source's member, and the join moves that
 //! source's aggregates from the old member to the new one.
 //!
-//! Per (dimension, source, day) the measures are summed by a `count_total` (values in
-//! fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate); per
-//! (dimension, source, day, user) a distinct marks the user active. Both are joined
-//! with the sources' members and summed per (day, dimension, member).
+//! Dimensions of one kind of source share its state: `genre` and `artist` both read
+//! the item, `country` and every user attribute the user. Per (source, day) the
+//! measures are pre-summed on each worker and summed by a `count_total` (values in
+//! fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate); per (source,
+//! day, user) a distinct marks the user active. Both are joined with the source's
+//! members, one per dimension of its kind, and summed per (day, dimension, member).
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::{AsCollection, VecCollection};
@@ -76,42 +78,39 @@ pub fn engagement_by_dimension<'s>(
     items: VecCollection<'s, Time, (Item, Arrival)>,
     dimensions: Dimensions,
 ) -> VecCollection<'s, Time, DimensionRow> {
-    // Each event once per dimension, keyed by its source.
+    // Each event once per kind of source its dimensions need (its hour, its item, its
+    // user): dimensions of one kind share the state.
+    let hours = dimensions.contains(Dimension::HourOfDay);
+    let by_item = dimensions.contains(Dimension::Genre) || dimensions.contains(Dimension::Artist);
+    let by_user = dimensions
+        .iter()
+        .any(|d| matches!(d, Dimension::Country | Dimension::Attribute(_)));
     let keyed = events.flat_map(move |e| {
+        let hour = Source::Hour((e.ts.rem_euclid(86_400_000) / 3_600_000) as u8);
+        let item = e.item_id.map_or(Source::Missing, Source::Item);
+        let user = Source::User(e.user_id);
         let day = day_of(e.ts);
-        dimensions.iter().map(move |dimension| {
-            let source = match dimension {
-                Dimension::HourOfDay => {
-                    Source::Hour((e.ts.rem_euclid(86_400_000) / 3_600_000) as u8)
-                }
-                Dimension::Genre | Dimension::Artist => {
-                    e.item_id.map_or(Source::Missing, Source::Item)
-                }
-                Dimension::Country | Dimension::Attribute(_) => Source::User(e.user_id),
-            };
-            (
-                dimension,
-                source,
-                day,
-                e.user_id,
-                e.duration_ms.unwrap_or(0),
-                e.value,
-            )
-        })
+        [(hours, hour), (by_item, item), (by_user, user)]
+            .into_iter()
+            .filter(|(wanted, _)| *wanted)
+            .map(move |(_, source)| (source, day, e.user_id, e.duration_ms.unwrap_or(0), e.value))
     });
-    let measures = widen(keyed.clone())
-        .explode(|(dimension, source, day, _user, duration, value)| {
+    // Measures per (source, day), summed on each worker before the exchange.
+    let measures = combine(
+        widen(keyed.clone()).explode(|(source, day, _user, duration, value)| {
             let m: Measures = (
                 1,
                 i128::from(duration),
                 value.map_or(0, i128::from),
                 i128::from(value.is_some()),
             );
-            Some(((dimension, source, day), m))
-        })
-        .count_total();
+            Some(((source, day), m))
+        }),
+        "CombineDimensionMeasures",
+    )
+    .count_total();
     let actives = combine(
-        keyed.map(|(dimension, source, day, user, _, _)| (dimension, source, day, user)),
+        keyed.map(|(source, day, user, _, _)| (source, day, user)),
         "CombineDimensionUsers",
     )
     .distinct_total();
@@ -148,9 +147,19 @@ pub fn engagement_by_dimension<'s>(
                 .collect();
             members
         }));
-    let used = measures
-        .clone()
-        .map(|((dimension, source, _day), _)| ((dimension, source), MemberInput::Used));
+    // Every dimension that reads a source, for each source some event uses.
+    let used = measures.clone().flat_map(move |((source, _day), _)| {
+        dimensions
+            .iter()
+            .filter(move |d| match source {
+                Source::Hour(_) => *d == Dimension::HourOfDay,
+                Source::Item(_) | Source::Missing => {
+                    matches!(d, Dimension::Genre | Dimension::Artist)
+                }
+                Source::User(_) => matches!(d, Dimension::Country | Dimension::Attribute(_)),
+            })
+            .map(move |d| ((d, source), MemberInput::Used))
+    });
     let members = used
         .concat(facts)
         .reduce_named(
@@ -177,22 +186,24 @@ pub fn engagement_by_dimension<'s>(
                 output.push((member, 1isize));
             },
         )
+        .map(|((dimension, source), member)| (source, (dimension, member)))
         .arrange_by_key_named("DimensionMembersBySource");
 
     let totals = widen(
         measures
-            .map(|((dimension, source, day), m)| ((dimension, source), (day, m)))
+            .map(|((source, day), m)| (source, (day, m)))
             .arrange_by_key_named("DimensionMeasuresBySource")
-            .join_core(members.clone(), |&(dimension, _), &(day, m), &member| {
-                Some(((day, dimension, member), m))
-            }),
+            .join_core(
+                members.clone(),
+                |_source, &(day, m), &(dimension, member)| Some(((day, dimension, member), m)),
+            ),
     )
     .explode(|(key, m)| Some((key, m)))
     .count_total();
     let active_users = actives
-        .map(|(dimension, source, day, user)| ((dimension, source), (day, user)))
+        .map(|(source, day, user)| (source, (day, user)))
         .arrange_by_key_named("DimensionUsersBySource")
-        .join_core(members, |&(dimension, _), &(day, user), &member| {
+        .join_core(members, |_source, &(day, user), &(dimension, member)| {
             Some((day, dimension, member, user))
         })
         .distinct_total()
