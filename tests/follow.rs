@@ -115,7 +115,7 @@ fn a_following_runs_rate_leaves_out_its_waits_for_input() {
         .arg("--out")
         .arg(&out)
         .arg("--no-delta")
-        .args(follow_flags("2"));
+        .args(follow_flags("4"));
     let result = live::output(&mut command);
     let stdout = String::from_utf8_lossy(&result.stdout).to_string();
     assert!(result.status.success(), "{stdout}");
@@ -136,8 +136,9 @@ fn a_following_runs_rate_leaves_out_its_waits_for_input() {
     let after_in = &line[line.find(" in ").expect("' in '") + 4..];
     let total: f64 = after_in[..after_in.find('s').unwrap()].parse().unwrap();
     let waiting = number_before("s of it waiting for input");
-    // The run ends 2 s after the last file arrived: most of that was waiting.
-    assert!(total >= 1.9 && waiting >= 0.5 && waiting <= total, "{line}");
+    // The run ends 4 s after the last file arrived: much of that was waiting, even
+    // when a debug build on a loaded machine still works through the last files.
+    assert!(total >= 3.9 && waiting >= 0.5 && waiting <= total, "{line}");
     let rows = number_before(" event rows read");
     let rate = number_before(" events/s");
     let working = total - waiting;

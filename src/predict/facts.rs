@@ -196,6 +196,15 @@ pub fn data_end(histories: &Histories) -> Option<i32> {
         .max()
 }
 
+/// The first day with an accepted event of any user.
+pub fn data_start(histories: &Histories) -> Option<i32> {
+    histories
+        .values()
+        .filter_map(|h| h.days.first())
+        .map(|d| d.day)
+        .min()
+}
+
 /// A user's features at `cutoff` (a day), if the user was active in the 28 days before.
 pub fn features_at(history: &UserHistory, cutoff: i32) -> Option<Features> {
     let window: Vec<&ActiveDay> = history

@@ -15,7 +15,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tidemark_dataflows::tables::Cell;
 
-use facts::{data_end, examples, read_histories, Example, FEATURE_NAMES, WINDOW_DAYS};
+use facts::{
+    data_end, data_start, examples, read_histories, Example, Histories, FEATURE_NAMES, WINDOW_DAYS,
+};
 use model::{metrics, Baseline, Logistic, Metrics};
 
 /// Name of the logistic regression in `model_metrics`.
@@ -72,21 +74,75 @@ pub struct Prediction {
 /// `OUT/predictions/`.
 pub fn predict(out: &Path, options: PredictOptions) -> Result<Prediction> {
     let histories = read_histories(out)?;
-    let Some(end) = data_end(&histories) else {
+    if data_end(&histories).is_none() {
         bail!(
             "{} holds no accepted event yet: there is nothing to predict from",
             out.display()
         );
+    }
+    let (prediction, score_rows) = fit(&histories, options)?;
+    output::write(out, &output::SCORES, &score_rows)?;
+    output::write(out, &output::MODEL_METRICS, &prediction.metric_rows())?;
+    let coefficient_rows: Vec<Vec<Cell>> = FEATURE_NAMES
+        .iter()
+        .enumerate()
+        .map(|(j, name)| {
+            vec![
+                Cell::Str(name.to_string()),
+                Cell::Float(prediction.logistic.coefficients[j]),
+                Cell::Float(prediction.logistic.mean[j]),
+                Cell::Float(prediction.logistic.std[j]),
+            ]
+        })
+        .collect();
+    output::write(out, &output::COEFFICIENTS, &coefficient_rows)?;
+    Ok(prediction)
+}
+
+/// Says whether the data holds the 28 days before `cutoff` and the 28 from it, with
+/// what is needed when it does not.
+fn check_span(start: i32, end: i32, cutoff: i32) -> Result<()> {
+    let day = |d: i32| Cell::Date(d).to_string();
+    let days = end - start;
+    if days < 2 * WINDOW_DAYS {
+        bail!(
+            "predict needs at least 56 days of data (28 days of features before the cutoff, \
+             28 days to see who comes back after it); the data spans {days} days, {} to {}",
+            day(start),
+            day(end - 1)
+        );
+    }
+    if cutoff - WINDOW_DAYS < start || cutoff + WINDOW_DAYS > end {
+        bail!(
+            "the cutoff {} needs data from {} to {} (28 days before it and 28 from it), but \
+             the data spans {} to {}: choose --cutoff from {} to {}",
+            day(cutoff),
+            day(cutoff - WINDOW_DAYS),
+            day(cutoff + WINDOW_DAYS - 1),
+            day(start),
+            day(end - 1),
+            day(start + WINDOW_DAYS),
+            day(end - WINDOW_DAYS)
+        );
+    }
+    Ok(())
+}
+
+/// Fits and judges both models on `histories` (contract "Prediction"); returns the
+/// prediction and the rows of `scores`.
+pub fn fit(histories: &Histories, options: PredictOptions) -> Result<(Prediction, Vec<Vec<Cell>>)> {
+    let (Some(start), Some(end)) = (data_start(histories), data_end(histories)) else {
+        bail!("no accepted event yet: there is nothing to predict from");
     };
     let cutoff = options.cutoff.unwrap_or(end - WINDOW_DAYS);
-    let mut population = examples(&histories, cutoff, true);
+    check_span(start, end, cutoff)?;
+    let mut population = examples(histories, cutoff, true);
     if population.len() < 10 {
         bail!(
             "only {} users were active in the 28 days before the cutoff {}: too few to \
-             train on. Choose another cutoff with --cutoff DATE (the data spans up to {}).",
+             train on (at least 10). Choose another cutoff with --cutoff DATE.",
             population.len(),
-            Cell::Date(cutoff),
-            Cell::Date(end - 1)
+            Cell::Date(cutoff)
         );
     }
     // A fixed-seed random 80% of the users trains, the rest tests.
@@ -119,7 +175,7 @@ pub fn predict(out: &Path, options: PredictOptions) -> Result<Prediction> {
             score_rows.push(score_row(&logistic, e, split, cutoff));
         }
     }
-    let forecast_users = examples(&histories, end, false);
+    let forecast_users = examples(histories, end, false);
     for e in &forecast_users {
         score_rows.push(score_row(&logistic, e, "forecast", end));
     }
@@ -150,22 +206,7 @@ pub fn predict(out: &Path, options: PredictOptions) -> Result<Prediction> {
         baseline,
         forecast,
     };
-    output::write(out, &output::SCORES, &score_rows)?;
-    output::write(out, &output::MODEL_METRICS, &prediction.metric_rows())?;
-    let coefficient_rows: Vec<Vec<Cell>> = FEATURE_NAMES
-        .iter()
-        .enumerate()
-        .map(|(j, name)| {
-            vec![
-                Cell::Str(name.to_string()),
-                Cell::Float(prediction.logistic.coefficients[j]),
-                Cell::Float(prediction.logistic.mean[j]),
-                Cell::Float(prediction.logistic.std[j]),
-            ]
-        })
-        .collect();
-    output::write(out, &output::COEFFICIENTS, &coefficient_rows)?;
-    Ok(prediction)
+    Ok((prediction, score_rows))
 }
 
 fn score_row(logistic: &Logistic, e: &Example, split: &str, cutoff: i32) -> Vec<Cell> {
@@ -223,13 +264,6 @@ impl Prediction {
             day(self.cutoff),
             day(self.cutoff + WINDOW_DAYS - 1)
         );
-        if self.cutoff + WINDOW_DAYS > self.end {
-            let _ = writeln!(
-                s,
-                "  warning: the data ends on {}, inside the label window: labels may miss returns",
-                day(self.end - 1)
-            );
-        }
         let _ = writeln!(
             s,
             "  {} users active before the cutoff, {} came back ({:.1}%); trained on {}, tested on {}",
