@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use common::{assert_matches_oracle, engine_options, engine_tables, read_batches_for};
 use tidemark_dataflows::settings::{Params, Settings};
 use tidemark_dataflows::tables::Cell;
-use tidemark_inputs::generator::{generate, GeneratorConfig, OutputFormat};
+use tidemark_inputs::generator::{generate, OutputFormat};
 
 fn params(dimensions: &[&str]) -> Params {
     Settings {
@@ -47,19 +47,7 @@ fn members(tables: &common::Tables, dimension: &str) -> Vec<Cell> {
 
 fn generated(dir: &Path, format: OutputFormat) -> PathBuf {
     let data = dir.join("data");
-    let config = GeneratorConfig {
-        events: 12_000,
-        users: 300,
-        seed: 17,
-        days: 20,
-        files: 10,
-        format,
-        late_share: 0.03,
-        too_late_share: 0.01,
-        duplicate_share: 0.02,
-        invalid_share: 0.01,
-        ..GeneratorConfig::default()
-    };
+    let config = common::messy_data(12_000, 300, 17, 20, 10, format, 0.01);
     generate(&data, &config).expect("generator writes the dataset");
     data
 }

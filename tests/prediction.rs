@@ -15,26 +15,22 @@ use tidemark::predict::output::{self, MODEL_METRICS, SCORES};
 use tidemark::predict::{predict, PredictOptions, LOGISTIC};
 use tidemark_dataflows::settings::Params;
 use tidemark_dataflows::tables::Cell;
-use tidemark_inputs::generator::{generate, GeneratorConfig, OutputFormat};
+use tidemark_inputs::generator::{generate, OutputFormat};
 
 const DAY: i64 = 86_400_000;
 const WINDOW: i64 = 28 * DAY;
 
 fn generated(dir: &Path, too_late_share: f64) -> PathBuf {
     let data = dir.join("data");
-    let config = GeneratorConfig {
-        events: 30_000,
-        users: 500,
-        seed: 5,
-        days: 100,
-        files: 12,
-        format: OutputFormat::Ndjson,
-        late_share: 0.03,
+    let config = common::messy_data(
+        30_000,
+        500,
+        5,
+        100,
+        12,
+        OutputFormat::Ndjson,
         too_late_share,
-        duplicate_share: 0.02,
-        invalid_share: 0.01,
-        ..GeneratorConfig::default()
-    };
+    );
     generate(&data, &config).expect("generator writes the dataset");
     data
 }

@@ -159,3 +159,29 @@ pub fn compare(spec: &TableSpec, expected: &[Vec<Cell>], actual: &[Vec<Cell>], c
         );
     }
 }
+
+/// Generator settings for messy data (3% late, 1% too late, 2% duplicated and 1%
+/// invalid rows; `too_late_share` as given), the shape most end-to-end tests use.
+pub fn messy_data(
+    events: u64,
+    users: u64,
+    seed: u64,
+    days: u32,
+    files: u32,
+    format: tidemark_inputs::generator::OutputFormat,
+    too_late_share: f64,
+) -> tidemark_inputs::generator::GeneratorConfig {
+    tidemark_inputs::generator::GeneratorConfig {
+        events,
+        users,
+        seed,
+        days,
+        files,
+        format,
+        late_share: 0.03,
+        too_late_share,
+        duplicate_share: 0.02,
+        invalid_share: 0.01,
+        ..Default::default()
+    }
+}
