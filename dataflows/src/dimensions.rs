@@ -14,7 +14,8 @@
 //! the item, `country` and every user attribute the user. Per (source, day) the
 //! measures are pre-summed on each worker and summed by a `count_total` (values in
 //! fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate); per (source,
-//! day, user) a distinct marks the user active. Both are joined with the source's
+//! day, user) the events are counted, and a distinct after the join with the members
+//! marks the user active per (day, dimension, member). Both are joined with the source's
 //! members, one per dimension of its kind, and summed per (day, dimension, member).
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
@@ -109,11 +110,12 @@ pub fn engagement_by_dimension<'s>(
         "CombineDimensionMeasures",
     )
     .count_total();
+    // (source, day, user) with its number of events: the arrangement consolidates them,
+    // so no distinct is needed before the join; the one after it sees multiplicities.
     let actives = combine(
-        keyed.map(|(source, day, user, _, _)| (source, day, user)),
+        keyed.map(|(source, day, user, _, _)| (source, (day, user))),
         "CombineDimensionUsers",
-    )
-    .distinct_total();
+    );
 
     // The member of every source some event uses.
     let facts = items
@@ -201,7 +203,6 @@ pub fn engagement_by_dimension<'s>(
     .explode(|(key, m)| Some((key, m)))
     .count_total();
     let active_users = actives
-        .map(|(source, day, user)| (source, (day, user)))
         .arrange_by_key_named("DimensionUsersBySource")
         .join_core(members, |_source, &(day, user), &(dimension, member)| {
             Some((day, dimension, member, user))
