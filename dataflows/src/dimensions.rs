@@ -202,14 +202,19 @@ pub fn engagement_by_dimension<'s>(
     )
     .explode(|(key, m)| Some((key, m)))
     .count_total();
-    let active_users = actives
-        .arrange_by_key_named("DimensionUsersBySource")
-        .join_core(members, |_source, &(day, user), &(dimension, member)| {
-            Some((day, dimension, member, user))
-        })
-        .distinct_total()
-        .map(|(day, dimension, member, _user)| (day, dimension, member))
-        .count_total();
+    // A user's events of several sources with one member (plays of several rock
+    // tracks) are summed on the worker before the exchange.
+    let active_users = combine(
+        actives
+            .arrange_by_key_named("DimensionUsersBySource")
+            .join_core(members, |_source, &(day, user), &(dimension, member)| {
+                Some((day, dimension, member, user))
+            }),
+        "CombineDimensionMemberUsers",
+    )
+    .distinct_total()
+    .map(|(day, dimension, member, _user)| (day, dimension, member))
+    .count_total();
 
     let rows = totals.join_map(active_users, |&(day, dimension, member), &m, &users| {
         DimensionRow {
