@@ -52,8 +52,9 @@ pub struct SettingsArgs {
     #[arg(long, value_name = "BOOL")]
     pub forget_behind_watermark: Option<bool>,
     /// What engagement_by_dimension slices by, comma-separated: hour_of_day, genre,
-    /// artist, country [default: hour_of_day,genre,artist]; an empty value turns the
-    /// table off.
+    /// artist, country, or a user attribute (a [users.columns] key of the mapping, else
+    /// the users/ column of that name) [default: hour_of_day,genre,artist]; an empty
+    /// value turns the table off.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub dimensions: Option<Vec<String>>,
 }

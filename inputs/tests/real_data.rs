@@ -76,7 +76,15 @@ fn sparkify_through_its_mapping() {
     let dataset = Dataset::open(&dir, Some(&example("sparkify.toml"))).unwrap();
     let files = dataset.discover().unwrap();
     assert_eq!(files.len(), 1);
-    assert_eq!(files[0].tables, vec![Table::Events, Table::Subscriptions]);
+    assert_eq!(
+        files[0].tables,
+        vec![
+            Table::Events,
+            Table::Users,
+            Table::Subscriptions,
+            Table::Items
+        ]
+    );
     dataset.check_columns(&files[0]).unwrap();
     let batch = dataset.read(&files[0]);
     // 8,056 lines: 7,770 logged in, 286 logged out (filtered, not quarantined).
@@ -87,6 +95,18 @@ fn sparkify_through_its_mapping() {
     );
     assert_eq!(batch.events.len(), 7_770);
     assert_eq!(batch.subscriptions.len(), 7_770);
+    // Every logged-in line is also a users/ row (with three attributes), every song
+    // play a catalogue row.
+    assert_eq!(batch.users.len(), 7_770);
+    assert_eq!(batch.items.len(), 6_820);
+    let names: Vec<&str> = batch.users[2]
+        .attributes
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(names, ["gender", "location", "user_agent"]);
+    assert_eq!(batch.users[2].user_id, "8");
+    assert_eq!(batch.users[2].attributes[0].1.as_deref(), Some("F"));
     let ids: HashSet<&str> = batch.events.iter().map(|e| e.event_id.as_str()).collect();
     assert_eq!(ids.len(), 7_770);
     assert_eq!(
