@@ -26,19 +26,27 @@ pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
     files.sort();
     let mut changes = Vec::new();
     for path in files {
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?
-            .build()?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            changes.extend(
-                batch_to_changes(spec, &batch, true)
-                    .with_context(|| format!("in {}", path.display()))?,
-            );
-        }
+        changes.extend(read_parquet(&path, spec, true)?);
     }
     Ok(changes)
+}
+
+/// The rows of one Parquet file written for `spec`; with `with_changes` it is a change
+/// file and each row keeps its `time` and `diff`.
+pub fn read_parquet(path: &Path, spec: &TableSpec, with_changes: bool) -> Result<Vec<Change>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading {}", path.display()))?
+        .build()?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+        rows.extend(
+            batch_to_changes(spec, &batch, with_changes)
+                .with_context(|| format!("in {}", path.display()))?,
+        );
+    }
+    Ok(rows)
 }
 
 /// Sums changes into current contents: row -> multiplicity (zero-sum rows dropped).

@@ -50,6 +50,33 @@ enum Source {
     Missing,
 }
 
+/// The kind of source a dimension's members come from; dimensions of one kind share
+/// its state.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Hour,
+    Item,
+    User,
+}
+
+fn kind(dimension: Dimension) -> Kind {
+    match dimension {
+        Dimension::HourOfDay => Kind::Hour,
+        Dimension::Genre | Dimension::Artist => Kind::Item,
+        Dimension::Country | Dimension::Attribute(_) => Kind::User,
+    }
+}
+
+impl Source {
+    fn kind(self) -> Kind {
+        match self {
+            Source::Hour(_) => Kind::Hour,
+            Source::Item(_) | Source::Missing => Kind::Item,
+            Source::User(_) => Kind::User,
+        }
+    }
+}
+
 /// One input of a source's member reduce.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum MemberInput {
@@ -81,11 +108,8 @@ pub fn engagement_by_dimension<'s>(
 ) -> VecCollection<'s, Time, DimensionRow> {
     // Each event once per kind of source its dimensions need (its hour, its item, its
     // user): dimensions of one kind share the state.
-    let hours = dimensions.contains(Dimension::HourOfDay);
-    let by_item = dimensions.contains(Dimension::Genre) || dimensions.contains(Dimension::Artist);
-    let by_user = dimensions
-        .iter()
-        .any(|d| matches!(d, Dimension::Country | Dimension::Attribute(_)));
+    let wants = |k: Kind| dimensions.iter().any(|d| kind(d) == k);
+    let (hours, by_item, by_user) = (wants(Kind::Hour), wants(Kind::Item), wants(Kind::User));
     let keyed = events.flat_map(move |e| {
         let hour = Source::Hour((e.ts.rem_euclid(86_400_000) / 3_600_000) as u8);
         let item = e.item_id.map_or(Source::Missing, Source::Item);
@@ -153,13 +177,7 @@ pub fn engagement_by_dimension<'s>(
     let used = measures.clone().flat_map(move |((source, _day), _)| {
         dimensions
             .iter()
-            .filter(move |d| match source {
-                Source::Hour(_) => *d == Dimension::HourOfDay,
-                Source::Item(_) | Source::Missing => {
-                    matches!(d, Dimension::Genre | Dimension::Artist)
-                }
-                Source::User(_) => matches!(d, Dimension::Country | Dimension::Attribute(_)),
-            })
+            .filter(move |d| kind(*d) == source.kind())
             .map(move |d| ((d, source), MemberInput::Used))
     });
     let members = used
@@ -235,11 +253,12 @@ pub fn engagement_by_dimension<'s>(
         .map(|_| ())
         .distinct_total()
         .flat_map(|()| [Dimension::Genre, Dimension::Artist])
-        .concat(users.map(|_| ()).distinct_total().flat_map(move |()| {
-            dimensions
-                .iter()
-                .filter(|d| matches!(d, Dimension::Country | Dimension::Attribute(_)))
-        }))
+        .concat(
+            users
+                .map(|_| ())
+                .distinct_total()
+                .flat_map(move |()| dimensions.iter().filter(|d| kind(*d) == Kind::User)),
+        )
         .map(|dimension| (dimension, ()));
     let hours = rows
         .clone()

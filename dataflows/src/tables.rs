@@ -31,7 +31,8 @@ pub struct Column {
     pub nullable: bool,
 }
 
-const fn col(name: &'static str, ty: ColumnType) -> Column {
+/// A column that is never null.
+pub const fn col(name: &'static str, ty: ColumnType) -> Column {
     Column {
         name,
         ty,
@@ -39,7 +40,8 @@ const fn col(name: &'static str, ty: ColumnType) -> Column {
     }
 }
 
-const fn opt(name: &'static str, ty: ColumnType) -> Column {
+/// A nullable column.
+pub const fn opt(name: &'static str, ty: ColumnType) -> Column {
     Column {
         name,
         ty,

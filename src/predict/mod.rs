@@ -153,34 +153,20 @@ pub fn fit(histories: &Histories, options: PredictOptions) -> Result<(Prediction
     let logistic = Logistic::fit(&train)?;
     let baseline = Baseline::fit(&train);
 
+    // Every user is scored once: the rows of `scores`, the test metrics and the forecast
+    // read the same score.
     let label = |e: &Example| e.label == Some(true);
+    let scores: Vec<f64> = population.iter().map(|e| logistic.score(e)).collect();
     let logistic_results: Vec<(f64, bool, bool)> = test
         .iter()
-        .map(|e| {
-            let score = logistic.score(e);
-            (score, score >= 0.5, label(e))
-        })
+        .zip(&scores[users_train..])
+        .map(|(e, &score)| (score, score >= 0.5, label(e)))
         .collect();
     let baseline_results: Vec<(f64, bool, bool)> = test
         .iter()
         .map(|e| (e.features.sessions as f64, baseline.predicts(e), label(e)))
         .collect();
-
-    let mut score_rows = Vec::new();
-    for (split, users) in [
-        ("train", &population[..users_train]),
-        ("test", &population[users_train..]),
-    ] {
-        for e in users {
-            score_rows.push(score_row(&logistic, e, split, cutoff));
-        }
-    }
-    let forecast_users = examples(histories, end, false);
-    for e in &forecast_users {
-        score_rows.push(score_row(&logistic, e, "forecast", end));
-    }
-    score_rows.sort();
-    let mut forecast: Vec<AtRisk> = forecast_users
+    let mut forecast: Vec<AtRisk> = examples(histories, end, false)
         .into_iter()
         .map(|example| AtRisk {
             score: logistic.score(&example),
@@ -192,6 +178,16 @@ pub fn fit(histories: &Histories, options: PredictOptions) -> Result<(Prediction
             .total_cmp(&b.score)
             .then_with(|| a.example.user_id.cmp(&b.example.user_id))
     });
+
+    let mut score_rows = Vec::new();
+    for (i, (e, &score)) in population.iter().zip(&scores).enumerate() {
+        let split = if i < users_train { "train" } else { "test" };
+        score_rows.push(score_row(e, score, split, cutoff));
+    }
+    for r in &forecast {
+        score_rows.push(score_row(&r.example, r.score, "forecast", end));
+    }
+    score_rows.sort();
 
     let prediction = Prediction {
         cutoff,
@@ -209,8 +205,7 @@ pub fn fit(histories: &Histories, options: PredictOptions) -> Result<(Prediction
     Ok((prediction, score_rows))
 }
 
-fn score_row(logistic: &Logistic, e: &Example, split: &str, cutoff: i32) -> Vec<Cell> {
-    let score = logistic.score(e);
+fn score_row(e: &Example, score: f64, split: &str, cutoff: i32) -> Vec<Cell> {
     vec![
         Cell::Str(e.user_id.clone()),
         Cell::Float(score),

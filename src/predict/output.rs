@@ -2,35 +2,30 @@
 //! `scores` and `coefficients`, each a directory holding one `part-00000.parquet`
 //! written atomically, so a reader never sees half a file.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use tidemark_dataflows::tables::{Cell, Column, ColumnType, TableSpec};
+use tidemark_dataflows::tables::{col, opt, Cell, ColumnType, TableSpec};
 
-use crate::arrow_rows::{batch_to_changes, rows_to_batch};
+use crate::arrow_rows::rows_to_batch;
+use crate::changes_reader::read_parquet;
 use crate::checkpoint::write_atomically;
-
-const fn col(name: &'static str, ty: ColumnType, nullable: bool) -> Column {
-    Column { name, ty, nullable }
-}
 
 /// `model_metrics`: one row per model, measured on the test users.
 pub const MODEL_METRICS: TableSpec = TableSpec {
     name: "model_metrics",
     columns: &[
-        col("model", ColumnType::Str, false),
-        col("auc", ColumnType::Float, true),
-        col("accuracy", ColumnType::Float, false),
-        col("precision", ColumnType::Float, true),
-        col("recall", ColumnType::Float, true),
-        col("f1", ColumnType::Float, true),
-        col("users_train", ColumnType::Int, false),
-        col("users_test", ColumnType::Int, false),
-        col("threshold", ColumnType::Float, false),
-        col("cutoff", ColumnType::Date, false),
+        col("model", ColumnType::Str),
+        opt("auc", ColumnType::Float),
+        col("accuracy", ColumnType::Float),
+        opt("precision", ColumnType::Float),
+        opt("recall", ColumnType::Float),
+        opt("f1", ColumnType::Float),
+        col("users_train", ColumnType::Int),
+        col("users_test", ColumnType::Int),
+        col("threshold", ColumnType::Float),
+        col("cutoff", ColumnType::Date),
     ],
     key_len: 1,
 };
@@ -40,12 +35,12 @@ pub const MODEL_METRICS: TableSpec = TableSpec {
 pub const SCORES: TableSpec = TableSpec {
     name: "scores",
     columns: &[
-        col("user_id", ColumnType::Str, false),
-        col("score", ColumnType::Float, false),
-        col("predicted", ColumnType::Bool, false),
-        col("label", ColumnType::Bool, true),
-        col("split", ColumnType::Str, false),
-        col("cutoff", ColumnType::Date, false),
+        col("user_id", ColumnType::Str),
+        col("score", ColumnType::Float),
+        col("predicted", ColumnType::Bool),
+        opt("label", ColumnType::Bool),
+        col("split", ColumnType::Str),
+        col("cutoff", ColumnType::Date),
     ],
     key_len: 2,
 };
@@ -55,10 +50,10 @@ pub const SCORES: TableSpec = TableSpec {
 pub const COEFFICIENTS: TableSpec = TableSpec {
     name: "coefficients",
     columns: &[
-        col("feature", ColumnType::Str, false),
-        col("coefficient", ColumnType::Float, false),
-        col("mean", ColumnType::Float, false),
-        col("std", ColumnType::Float, false),
+        col("feature", ColumnType::Str),
+        col("coefficient", ColumnType::Float),
+        col("mean", ColumnType::Float),
+        col("std", ColumnType::Float),
     ],
     key_len: 1,
 };
@@ -90,23 +85,9 @@ pub fn write(out: &Path, spec: &TableSpec, rows: &[Vec<Cell>]) -> Result<()> {
 /// Reads one table back, if it was written.
 pub fn read(out: &Path, spec: &TableSpec) -> Result<Option<Vec<Vec<Cell>>>> {
     let path = part_file(out, spec);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("reading {}", path.display()))?
-        .build()?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-        rows.extend(
-            batch_to_changes(spec, &batch, false)
-                .with_context(|| format!("in {}", path.display()))?
-                .into_iter()
-                .map(|(row, _, _)| row),
-        );
+    if !path.is_file() {
+        return Ok(None);
     }
-    Ok(Some(rows))
+    let rows = read_parquet(&path, spec, false)?;
+    Ok(Some(rows.into_iter().map(|(row, _, _)| row).collect()))
 }
