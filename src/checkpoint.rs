@@ -291,6 +291,29 @@ impl Checkpoint {
         }
     }
 
+    /// The identity stored by the run that writes this output, if it has started
+    /// (readers such as `tidemark serve` take the settings in force from it).
+    pub fn read_identity(&self) -> Result<Option<RunIdentity>> {
+        let path = self.dir.join("run.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| anyhow!("{} is corrupt ({e}): {START_OVER}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    /// The header of the log entry of `unit`, if it is written (readers take the
+    /// largest event time of a batch from it without decoding its rows).
+    pub fn read_header(&self, unit: u64) -> Result<Option<WalHeader>> {
+        let path = self.wal_file(unit);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_entry(&path, false).map(|(header, _)| Some(header))
+    }
+
     /// Records that every sink has written every time up to `time`, after flushing
     /// the file system that holds the output so that their files are durable.
     pub fn set_completed(&self, time: u64) -> Result<()> {

@@ -1,4 +1,4 @@
-//! The command line: `tidemark run`, `generate`, `report` and `predict`.
+//! The command line: `tidemark run`, `generate`, `report`, `predict` and `serve`.
 
 use std::path::PathBuf;
 
@@ -32,6 +32,10 @@ pub enum Command {
     /// cutoff, judge it beside a session-count baseline, and score the users active in
     /// the last 28 days. Writes OUT/predictions/.
     Predict(PredictArgs),
+    /// Serve an output directory's current tables over HTTP, following new commits: a
+    /// live dashboard at `/` and the JSON API (/api/tables, /api/tables/<table>,
+    /// /api/status, /api/changes).
+    Serve(ServeArgs),
 }
 
 /// Arguments of `tidemark run`.
@@ -68,6 +72,11 @@ pub struct RunArgs {
     /// Live inputs: --follow, --stdin, --listen and their batching.
     #[command(flatten)]
     pub live: LiveArgs,
+    /// Serve the output while the run goes on (the dashboard and JSON API of `tidemark
+    /// serve`) at this address, e.g. 127.0.0.1:8080; after the run ends it keeps
+    /// serving until Ctrl-C.
+    #[arg(long, value_name = "ADDR")]
+    pub serve: Option<std::net::SocketAddr>,
     /// Print the settings in force and exit.
     #[arg(long)]
     pub print_settings: bool,
@@ -188,6 +197,17 @@ pub struct GenerateArgs {
 pub struct ReportArgs {
     /// An output directory written by `tidemark run --out`.
     pub out_dir: PathBuf,
+}
+
+/// Arguments of `tidemark serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// An output directory written by `tidemark run --out` (finished, running, or not
+    /// there yet: the page fills in once a run writes it).
+    pub out_dir: PathBuf,
+    /// Address to listen on (port 0 picks a free port, printed at start).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
 }
 
 /// Arguments of `tidemark predict`.

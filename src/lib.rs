@@ -17,6 +17,7 @@ pub mod progress;
 pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod serve;
 pub mod settings_cli;
 pub mod sink;
 pub mod stop;

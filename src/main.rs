@@ -22,6 +22,7 @@ fn main() {
             tidemark::report::render(&args.out_dir).map(|text| print!("{text}"))
         }
         Some(Command::Predict(args)) => predict_command(&args),
+        Some(Command::Serve(args)) => tidemark::serve::serve(&args.out_dir, args.listen),
         None => demo(),
     };
     if let Err(error) = result {
@@ -138,6 +139,19 @@ fn run_command(args: RunArgs) -> Result<()> {
         live,
         arrangement_sizes: args.arrangement_sizes.clone(),
     };
+    // Bound before the run starts, so a taken port fails at once.
+    let server = match args.serve {
+        Some(listen) if args.cluster.process == 0 => {
+            let server = tidemark::serve::Server::start(&args.out, listen)?;
+            eprintln!(
+                "serving {} at http://{}/",
+                args.out.display(),
+                server.addr()
+            );
+            Some(server)
+        }
+        _ => None,
+    };
     let stats = run(&options)?;
     if !following
         && args.cluster.process == 0
@@ -177,6 +191,17 @@ fn run_command(args: RunArgs) -> Result<()> {
         // With several processes, each one's readers count only their own files.
         let rows = (args.cluster.processes <= 1).then_some(&stats.rows);
         print!("{}", tidemark::report::render_with_rows(&args.out, rows)?);
+    }
+    if let Some(server) = server {
+        eprintln!(
+            "the run has ended; still serving {} at http://{}/ (Ctrl-C to stop)",
+            args.out.display(),
+            server.addr()
+        );
+        let stop = tidemark::stop::StopFlag::on_signals()?;
+        while !stop.raised() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     Ok(())
 }
