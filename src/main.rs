@@ -192,7 +192,10 @@ fn run_command(args: RunArgs) -> Result<()> {
         let rows = (args.cluster.processes <= 1).then_some(&stats.rows);
         print!("{}", tidemark::report::render_with_rows(&args.out, rows)?);
     }
-    if let Some(server) = server {
+    // A run stopped by a signal stops serving too; one that ended on its own goes on
+    // serving its output until a signal.
+    let signalled = stats.end == Some(tidemark::schedule::EndReason::Signal);
+    if let Some(server) = server.filter(|_| !signalled) {
         eprintln!(
             "the run has ended; still serving {} at http://{}/ (Ctrl-C to stop)",
             args.out.display(),

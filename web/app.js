@@ -73,6 +73,7 @@ const DAY_S = 86400;
 const state = {
   tables: {},          // table name -> Map(key -> row)
   snapshotTime: {},    // table name -> logical time of the loaded snapshot
+  available: new Set(), // tables the server lists
   loaded: false,       // first full load finished
   loading: false,
   pending: [],         // change messages received while loading
@@ -83,6 +84,7 @@ const state = {
   filters: { from: '', to: '', month: '', country: '', plan: '' },
   sort: { col: 'active_users', desc: true },
   artistsLoaded: null, // { from, to } range of artist rows held, to = null means open-ended
+  lastChangeTime: null, // logical time of the newest change message
   resetZoom: false,    // the next chart updates drop the user's zoom
   sse: null,
   sseOpen: false,
@@ -194,7 +196,7 @@ function sameRow(stored, retracted) {
 
 /* ---------- loading ---------- */
 
-// Loads every table the page shows; resolves to { tables, times }.
+// Loads every table the page shows; resolves to { tables, times, available }.
 async function fetchSnapshot() {
   const list = await getJSON('/api/tables');
   const known = new Map(list.map((t) => [t.name, t]));
@@ -211,7 +213,7 @@ async function fetchSnapshot() {
     load('engagement_by_dimension', { dimension: 'hour_of_day' }),
   ]).then((parts) => { tables.engagement_by_dimension = toMap('engagement_by_dimension', parts.flat()); });
   await Promise.all([...whole, dims]);
-  return { tables, times };
+  return { tables, times, available: new Set(known.keys()) };
 }
 
 // (Re)loads everything, then replays the changes that arrived meanwhile.
@@ -221,6 +223,7 @@ async function loadAll() {
     const snap = await fetchSnapshot();
     state.tables = snap.tables;
     state.snapshotTime = snap.times;
+    state.available = snap.available;
     state.windowCache = null;
     state.artistsLoaded = null;
     await ensureArtists();
@@ -273,7 +276,7 @@ function artistRange() {
 async function ensureArtists() {
   const want = artistRange();
   const held = state.artistsLoaded;
-  if (!want || !state.tables.engagement_by_dimension) return false;
+  if (!want || !state.available.has('engagement_by_dimension')) return false;
   if (held && want.from >= held.from && (held.to === null || want.to <= held.to)) return false;
   const params = { dimension: 'artist', from: want.from };
   if (!want.open) params.to = addDays(want.to, 1);
@@ -323,15 +326,17 @@ function onChangeMessage(data) {
   try { msg = JSON.parse(data); } catch { return; }
   if (!msg || typeof msg.tables !== 'object') return;
   if (!state.loaded || state.loading) state.pending.push(msg);
-  else applyChange(msg, true);
-  if (msg.time != null && state.status && (state.status.time == null || msg.time > state.status.time)) {
-    state.status.time = msg.time;
+  else applyChange(msg, false);
+  if (msg.time != null && (state.lastChangeTime == null || msg.time > state.lastChangeTime)) {
+    state.lastChangeTime = msg.time;
     updateStatusLine();
   }
 }
 
-// Applies one change message to the in-memory tables; notes corrections when asked.
-function applyChange(msg, noteCorrections) {
+// Applies one change message to the in-memory tables and notes corrected values.
+// A replayed message (received while loading) may already be part of the snapshot:
+// its retractions then only remove rows holding exactly the retracted values.
+function applyChange(msg, replay) {
   for (const [table, changes] of Object.entries(msg.tables)) {
     const map = state.tables[table];
     if (!map || !KEYS[table] || !Array.isArray(changes)) continue;
@@ -342,7 +347,7 @@ function applyChange(msg, noteCorrections) {
       if (!(c.diff < 0)) continue;
       const key = rowKey(table, c);
       const cur = map.get(key);
-      if (cur && sameRow(cur, c)) {
+      if (cur && (!replay || sameRow(cur, c))) {
         map.delete(key);
         retracted.set(key, cur);
       }
@@ -353,7 +358,7 @@ function applyChange(msg, noteCorrections) {
       const key = rowKey(table, row);
       map.set(key, row);
       const old = retracted.get(key);
-      if (old && noteCorrections) noteCorrection(table, old, row);
+      if (old) noteCorrection(table, old, row);
     }
     if (table === 'window_activity' || table === 'spike_alerts') state.windowCache = null;
     for (const r of RENDERERS[table] || []) state.dirty.add(r);
@@ -363,47 +368,64 @@ function applyChange(msg, noteCorrections) {
 
 /* ---------- corrections ---------- */
 
-// Describes a corrected, already displayed value; null when nothing shown changed.
+// End (epoch seconds) of the period a row describes, or null for KPIs.
+function periodEnd(table, row) {
+  if (table === 'window_activity') return toEpoch(row.window_end || row.window_start) + (row.window_end ? 0 : 300);
+  if (table === 'daily_active') return toEpoch(row.day) + DAY_S;
+  if (table === 'monthly_active') {
+    const d = new Date(toEpoch(row.month) * 1000);
+    return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1) / 1000;
+  }
+  return null;
+}
+
+// Why a value changed: a late event when the watermark had already closed its period.
+function correctionReason(table, row) {
+  const end = periodEnd(table, row);
+  const wm = state.status && state.status.watermark;
+  if (end == null || !wm || Date.parse(wm) / 1000 >= end) return 'corrected by a late event';
+  const period = { window_activity: 'window', daily_active: 'day', monthly_active: 'month' }[table];
+  return `updated, ${period} still open`;
+}
+
+// Text for a changed, already displayed value; null when nothing shown changed.
 function describeCorrection(table, old, row) {
-  const late = 'corrected by a late event';
+  const why = correctionReason(table, row);
+  const change = (a, b) => `${fmtCount(a)} → ${fmtCount(b)}`;
   if (table === 'window_activity') {
-    const when = fmtWindow(toEpoch(row.window_start));
-    if (old.sessions_started !== row.sessions_started) {
-      return `${when} window: ${fmtCount(old.sessions_started)} → ${fmtCount(row.sessions_started)} sessions, ${late}`;
-    }
-    if (old.active_users !== row.active_users) {
-      return `${when} window: ${fmtCount(old.active_users)} → ${fmtCount(row.active_users)} active users, ${late}`;
-    }
+    const when = `${fmtWindow(toEpoch(row.window_start))} window`;
+    if (old.sessions_started !== row.sessions_started) return `${when}: ${change(old.sessions_started, row.sessions_started)} sessions, ${why}`;
+    if (old.active_users !== row.active_users) return `${when}: ${change(old.active_users, row.active_users)} active users, ${why}`;
+    if (old.events !== row.events) return `${when}: ${change(old.events, row.events)} events, ${why}`;
     return null;
   }
   if (table === 'kpis' && old.value !== row.value) {
     const label = KPI_LABEL[row.metric] || row.metric;
-    return `${label}: ${fmtKpi(row.metric, old.value)} → ${fmtKpi(row.metric, row.value)}, ${late}`;
+    return `${label}: ${fmtKpi(row.metric, old.value)} → ${fmtKpi(row.metric, row.value)}, ${why}`;
   }
-  if (table === 'daily_active' && old.dau !== row.dau) {
-    return `DAU ${fmtDay(toEpoch(row.day))}: ${fmtCount(old.dau)} → ${fmtCount(row.dau)}, ${late}`;
-  }
-  if (table === 'monthly_active' && old.mau !== row.mau) {
-    return `MAU ${fmtMonth(toEpoch(row.month))}: ${fmtCount(old.mau)} → ${fmtCount(row.mau)}, ${late}`;
-  }
+  if (table === 'daily_active' && old.dau !== row.dau) return `DAU ${fmtDay(toEpoch(row.day))}: ${change(old.dau, row.dau)}, ${why}`;
+  if (table === 'monthly_active' && old.mau !== row.mau) return `MAU ${fmtMonth(toEpoch(row.month))}: ${change(old.mau, row.mau)}, ${why}`;
   return null;
 }
 
 function noteCorrection(table, old, row) {
   const text = describeCorrection(table, old, row);
   if (!text) return;
-  addCorrectionEntry(text);
+  addCorrectionEntry(`${table}\u0001${rowKey(table, row)}`, text);
   if (table === 'kpis') flagKpi(row.metric);
 }
 
-function addCorrectionEntry(text) {
+// Lists a correction for ~30 s; a newer one for the same row replaces the older entry.
+function addCorrectionEntry(key, text) {
   const list = $('correction-list');
+  for (const li of list.children) if (li._key === key) { clearTimeout(li._timer); li.remove(); break; }
   const item = el('li', { class: 'corrected' },
     el('time', { text: `${secondsFmt.format(new Date())} UTC` }), ' ', el('span', { class: 'note', text }));
+  item._key = key;
   list.prepend(item);
   while (list.children.length > MAX_CORRECTIONS) list.lastElementChild.remove();
   updateCorrectionsBox();
-  setTimeout(() => { item.remove(); updateCorrectionsBox(); }, CORRECTION_TTL_MS);
+  item._timer = setTimeout(() => { item.remove(); updateCorrectionsBox(); }, CORRECTION_TTL_MS);
 }
 
 function updateCorrectionsBox() {
@@ -462,12 +484,16 @@ function updateStatusLine() {
   const s = state.status || {};
   const waiting = state.sseEverOpen ? 'Reconnecting…' : 'Connecting…';
   const label = { live: 'Live', finished: 'Finished', reconnecting: waiting }[mode];
-  const parts = [label, `logical time ${s.time ?? '—'}`];
+  const times = [s.time, state.lastChangeTime].filter((t) => t != null);
+  const parts = [label, `logical time ${times.length ? Math.max(...times) : '—'}`];
   if (mode !== 'finished') {
     parts.push(`${state.eventsPerSec == null ? '—' : fmtCount(state.eventsPerSec)} events/s`);
   }
   parts.push(`${fmtCount(s.events)} events`, `watermark ${fmtInstant(s.watermark)}`);
   if (!state.loaded) parts.push(state.loadError ? 'loading failed, retrying' : 'loading…');
+  // The server's own word: an output that cannot be read, or none there yet.
+  if (s.error) parts.push(`cannot read the output: ${s.error}`);
+  else if (s.message) parts.push(s.message);
   line.textContent = parts.join(' · ');
 }
 

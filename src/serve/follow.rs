@@ -85,8 +85,12 @@ impl Follower {
             *self = Follower::new(&self.out);
         }
         if self.allowed_lateness_ms.is_none() {
+            // Only the status line's watermark needs the settings: an unreadable
+            // run.json (an older format) leaves it out rather than the tables.
             self.allowed_lateness_ms = checkpoint
-                .read_identity()?
+                .read_identity()
+                .ok()
+                .flatten()
                 .map(|identity| identity.params.allowed_lateness_ms);
         }
         let Some(completed) = completed else {

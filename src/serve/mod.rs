@@ -126,7 +126,8 @@ fn spawn_follower(shared: Arc<Shared>) -> Result<()> {
                 match found {
                     Ok(found) => {
                         tables.error = None;
-                        for message in tables.apply(found) {
+                        let listened = shared.changes.receiver_count() > 0;
+                        for message in tables.apply(found, listened) {
                             // No subscriber is not an error.
                             let _ = shared.changes.send(Arc::from(message));
                         }

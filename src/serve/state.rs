@@ -50,9 +50,9 @@ fn events_column() -> usize {
 }
 
 impl Tables {
-    /// Applies what a look at the output found; returns one `/api/changes` message
-    /// (JSON) per newly completed time.
-    pub fn apply(&mut self, found: Found) -> Vec<String> {
+    /// Applies what a look at the output found; with `messages` (someone listens to
+    /// `/api/changes`), returns one message (JSON) per newly completed time.
+    pub fn apply(&mut self, found: Found, messages: bool) -> Vec<String> {
         if found.reset {
             *self = Tables::default();
         }
@@ -63,6 +63,7 @@ impl Tables {
             self.last_advance = Some(Instant::now());
         }
         let events = events_column();
+        let wanted = messages;
         let mut messages = Vec::with_capacity(found.times.len());
         for time in found.times {
             let mut changed: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
@@ -73,10 +74,12 @@ impl Tables {
                         self.events += n * diff;
                     }
                 }
-                changed
-                    .entry(spec.name)
-                    .or_default()
-                    .push(row_json(&spec, &row, Some(diff)));
+                if wanted {
+                    changed
+                        .entry(spec.name)
+                        .or_default()
+                        .push(row_json(&spec, &row, Some(diff)));
+                }
                 let table = &mut self.rows[index];
                 match table.get_mut(&row) {
                     Some(count) => {
@@ -94,7 +97,9 @@ impl Tables {
                 .into_iter()
                 .map(|(name, rows)| (name.to_string(), Value::Array(rows)))
                 .collect();
-            messages.push(json!({ "time": time.time, "tables": tables }).to_string());
+            if wanted {
+                messages.push(json!({ "time": time.time, "tables": tables }).to_string());
+            }
         }
         messages
     }
@@ -138,11 +143,12 @@ impl Tables {
     pub fn status(&self, out: &std::path::Path) -> Value {
         let watermark = self
             .max_ts
-            .map(|ts| instant_text(ts - self.allowed_lateness_ms.unwrap_or(0)));
+            .zip(self.allowed_lateness_ms)
+            .map(|(ts, lateness)| instant_text(ts - lateness));
         let running = self
             .last_advance
             .is_some_and(|at| at.elapsed().as_secs() < 60);
-        let message = if self.completed.is_none() {
+        let message = if self.completed.is_none() && self.error.is_none() {
             Some(format!(
                 "no completed logical time in {} yet: start `tidemark run ... --out {}` and this page fills in as it writes",
                 out.display(),
