@@ -7,7 +7,7 @@ use tidemark_inputs::records::{Event, Millis};
 
 use crate::name::Name;
 
-/// One accepted user action (about 80 bytes, `Copy`).
+/// One accepted user action (72 bytes, `Copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Action {
     /// The user.
@@ -25,6 +25,12 @@ pub struct Action {
     /// The event's `value` in fixed point (`round(value * 2^32)`, see
     /// [`crate::dimensions::VALUE_SCALE`]), if given.
     pub value: Option<i64>,
+}
+
+#[cfg(test)]
+#[test]
+fn an_action_is_72_bytes() {
+    assert_eq!(std::mem::size_of::<Action>(), 72);
 }
 
 /// Turns events into actions, their texts into integer [`Name`]s.

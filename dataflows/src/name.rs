@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -17,9 +18,10 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// An interned identifier: 8 bytes, `Copy`, ordered by its id.
+/// An interned identifier: 8 bytes, `Copy`, ordered by its id. The id is never 0, so
+/// an `Option<Name>` is 8 bytes too (records that carry optional names stay small).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(u64);
+pub struct Name(NonZeroU64);
 
 /// Every text of this process, by id.
 fn registry() -> &'static RwLock<FxHashMap<u64, Arc<str>>> {
@@ -91,7 +93,9 @@ const THREAD_CACHE: usize = 1 << 22;
 impl Name {
     /// The name of `text`: its id, with the text registered for output.
     pub fn new(text: &str) -> Name {
-        let id = xxh3_64(text.as_bytes()) & id_mask();
+        // A hash of 0 takes id 1: a text that hashes to 1 then collides with it, which
+        // is recorded like any other collision.
+        let id = (xxh3_64(text.as_bytes()) & id_mask()).max(1);
         SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
             if let Some(known) = seen.get(&id) {
@@ -106,12 +110,12 @@ impl Name {
             }
             seen.insert(id, shared);
         });
-        Name(id)
+        Name(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
     }
 
     /// The id.
     pub fn id(self) -> u64 {
-        self.0
+        self.0.get()
     }
 
     /// The text (shared).
@@ -119,9 +123,9 @@ impl Name {
         registry()
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(&self.0)
+            .get(&self.0.get())
             .cloned()
-            .unwrap_or_else(|| Arc::from(format!("#{:016x}", self.0)))
+            .unwrap_or_else(|| Arc::from(format!("#{:016x}", self.0.get())))
     }
 }
 
@@ -174,6 +178,11 @@ impl<'de> Deserialize<'de> for Name {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_optional_name_is_as_small_as_a_name() {
+        assert_eq!(std::mem::size_of::<Option<Name>>(), 8);
+    }
 
     #[test]
     fn equal_texts_give_equal_names_and_the_text_comes_back() {
