@@ -191,13 +191,20 @@ pub fn engagement_by_dimension<'s>(
                 .collect();
             members
         }));
-    // Every dimension that reads a source, for each source some event uses.
-    let used = measures.clone().flat_map(move |((source, _day), _)| {
-        dimensions
-            .iter()
-            .filter(move |d| kind(*d) == source.kind())
-            .map(move |d| ((d, source), MemberInput::Used))
-    });
+    // Every dimension that reads a source, for each source some event uses. The
+    // sources are made distinct first: a source's `Used` input then changes once, when
+    // it first appears, not with every batch that changes its measures (the member
+    // reduce would otherwise revisit every busy item and hour at every logical time).
+    let used = measures
+        .clone()
+        .map(|((source, _day), _)| source)
+        .distinct_total()
+        .flat_map(move |source| {
+            dimensions
+                .iter()
+                .filter(move |d| kind(*d) == source.kind())
+                .map(move |d| ((d, source), MemberInput::Used))
+        });
     let members = used
         .concat(facts)
         .reduce_named(
