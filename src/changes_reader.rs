@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -14,8 +14,18 @@ use crate::sink::changes::changes_dir;
 
 /// Every change recorded for `spec` under `out`, in file order.
 pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
+    let mut changes = Vec::new();
+    for path in change_files(out, spec)? {
+        changes.extend(read_parquet(&path, spec, true)?);
+    }
+    Ok(changes)
+}
+
+/// The change files of `spec` under `out`, sorted by name (logical time, then
+/// worker); none when the table has no change stream yet.
+pub fn change_files(out: &Path, spec: &TableSpec) -> Result<Vec<PathBuf>> {
     let dir = changes_dir(out, spec.name);
-    let mut files: Vec<_> = match std::fs::read_dir(&dir) {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
@@ -24,11 +34,7 @@ pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
     };
     files.sort();
-    let mut changes = Vec::new();
-    for path in files {
-        changes.extend(read_parquet(&path, spec, true)?);
-    }
-    Ok(changes)
+    Ok(files)
 }
 
 /// The rows of one Parquet file written for `spec`; with `with_changes` it is a change

@@ -6,6 +6,7 @@
 //! unless `TIDEMARK_REQUIRE_BROWSER` is set, as CI sets it.
 
 mod common;
+mod http;
 mod live;
 mod oracle;
 
@@ -136,12 +137,9 @@ fn the_page_shows_the_oracle_kpis_and_renders_its_charts() {
     let expected = oracle::compute(&read_batches(&data, None), &params);
     let server = Server::start(&out, "127.0.0.1:0".parse().unwrap()).unwrap();
     let completed = live::checkpoint_state(&out).1.unwrap();
+    // The server has loaded the whole output before the page opens.
     assert!(live::wait_until(Duration::from_secs(60), || {
-        let status: Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join("_checkpoint/completed.json")).unwrap(),
-        )
-        .unwrap();
-        status["last_completed"].as_u64() == Some(completed)
+        http::get(server.addr(), "/api/status").json()["time"].as_u64() == Some(completed)
     }));
 
     let shot = artifact("dashboard.png");
@@ -196,27 +194,9 @@ fn a_late_file_corrects_the_page_without_a_reload() {
     }
     let mut flags = follow_flags("30");
     flags.extend(["--serve", "127.0.0.1:0"]);
-    let mut run = tidemark_run(Some(&data), &out, &flags)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let url = line
-        .split_whitespace()
-        .find(|word| word.starts_with("http://"))
-        .unwrap_or_else(|| panic!("`run --serve` prints its address first: {line:?}"))
-        .to_string();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    let settle = |count: usize| {
-        assert!(live::wait_until(Duration::from_secs(60), || {
-            let (logged, completed) = live::checkpoint_state(&out);
-            logged == count && completed.is_some_and(|c| c + 1 == logged as u64)
-        }));
-        live::checkpoint_state(&out).1.unwrap()
-    };
+    let (mut run, addr) = live::spawn_serving(&mut tidemark_run(Some(&data), &out, &flags));
+    let url = format!("http://{addr}/");
+    let settle = |count: usize| live::settle(&out, count);
     let non_event_files = tidemark_inputs::Dataset::open(&data, None)
         .unwrap()
         .discover()

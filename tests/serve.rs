@@ -7,7 +7,6 @@ mod http;
 mod live;
 mod oracle;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -77,17 +76,12 @@ fn wait_for_time(addr: SocketAddr, time: u64) {
 /// Waits until a following run has completed every file of `data`; returns the last
 /// completed time.
 fn settle(data: &std::path::Path, out: &std::path::Path) -> u64 {
-    let wanted = tidemark_inputs::Dataset::open(data, None)
+    let files = tidemark_inputs::Dataset::open(data, None)
         .unwrap()
         .discover()
         .unwrap()
         .len();
-    let done = live::wait_until(Duration::from_secs(60), || {
-        let (logged, completed) = live::checkpoint_state(out);
-        logged == wanted && completed.is_some_and(|c| c + 1 == logged as u64)
-    });
-    assert!(done, "the run completes every file");
-    live::checkpoint_state(out).1.unwrap()
+    live::settle(out, files)
 }
 
 fn last_time(out: &std::path::Path) -> u64 {
@@ -267,22 +261,7 @@ fn changes_stream_delivers_a_followed_file_and_run_serve_serves() {
     feed(&files[0], &data);
     let mut flags = follow_flags("3");
     flags.extend(["--serve", "127.0.0.1:0"]);
-    let mut child = tidemark_run(Some(&data), &out, &flags)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The first stderr line names the address.
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    stderr.read_line(&mut line).unwrap();
-    let addr: SocketAddr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.trim().trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("`run --serve` prints its address first: {line:?}"));
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-
+    let (mut child, addr) = live::spawn_serving(&mut tidemark_run(Some(&data), &out, &flags));
     let settled = settle(&data, &out);
     wait_for_time(addr, settled);
     let mut events = http::Events::open(addr, "/api/changes");

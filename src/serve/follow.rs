@@ -9,20 +9,15 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use tidemark_dataflows::tables::{Cell, TableSpec, ALL_TABLES, EXTRA_TABLES};
+use anyhow::Result;
+use tidemark_dataflows::tables::Cell;
 
-use crate::changes_reader::read_parquet;
+use crate::changes_reader::{change_files, read_parquet};
 use crate::checkpoint::Checkpoint;
-use crate::sink::changes::changes_dir;
-
-/// Every table served, contract tables first.
-pub fn served_tables() -> Vec<TableSpec> {
-    ALL_TABLES.iter().chain(EXTRA_TABLES).copied().collect()
-}
+use crate::run::WRITTEN_TABLES;
 
 /// The changes of one completed logical time: per table (index into
-/// [`served_tables`]), rows with their diff.
+/// [`WRITTEN_TABLES`], the tables a run writes), rows with their diff.
 #[derive(Debug, Default)]
 pub struct TimeChanges {
     /// The logical time.
@@ -50,7 +45,6 @@ pub struct Found {
 /// Reading state of one output directory.
 pub struct Follower {
     out: PathBuf,
-    tables: Vec<TableSpec>,
     read: HashSet<PathBuf>,
     pending: BTreeMap<u64, Vec<(usize, Vec<Cell>, i64)>>,
     handed_over: Option<u64>,
@@ -64,7 +58,6 @@ impl Follower {
     pub fn new(out: &Path) -> Follower {
         Follower {
             out: out.to_path_buf(),
-            tables: served_tables(),
             read: HashSet::new(),
             pending: BTreeMap::new(),
             handed_over: None,
@@ -99,8 +92,11 @@ impl Follower {
                 ..Found::default()
             });
         };
-        for (index, spec) in self.tables.iter().enumerate() {
-            for path in new_files(&changes_dir(&self.out, spec.name), &self.read)? {
+        for (index, spec) in WRITTEN_TABLES.iter().enumerate() {
+            for path in change_files(&self.out, spec)? {
+                if self.read.contains(&path) {
+                    continue;
+                }
                 for (row, time, diff) in read_parquet(&path, spec, true)? {
                     self.pending
                         .entry(time)
@@ -133,19 +129,4 @@ impl Follower {
             reset,
         })
     }
-}
-
-/// The Parquet files of `dir` not in `read`, sorted by name (time, then worker).
-fn new_files(dir: &Path, read: &HashSet<PathBuf>) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "parquet") && !read.contains(p))
-        .collect();
-    files.sort();
-    Ok(files)
 }

@@ -7,12 +7,13 @@ use std::time::Instant;
 use serde_json::{json, Map, Value};
 use tidemark_dataflows::tables::{Cell, TableSpec, WINDOW_ACTIVITY};
 
-use super::follow::{served_tables, Found};
+use super::follow::Found;
 use super::json::{instant_text, row_json};
+use crate::run::WRITTEN_TABLES;
 
 /// Current contents of every served table and what the status line shows.
 pub struct Tables {
-    specs: Vec<TableSpec>,
+    /// Per table of [`WRITTEN_TABLES`], row -> multiplicity.
     rows: Vec<BTreeMap<Vec<Cell>, i64>>,
     completed: Option<u64>,
     max_ts: Option<i64>,
@@ -26,10 +27,8 @@ pub struct Tables {
 
 impl Default for Tables {
     fn default() -> Tables {
-        let specs = served_tables();
         Tables {
-            rows: vec![BTreeMap::new(); specs.len()],
-            specs,
+            rows: vec![BTreeMap::new(); WRITTEN_TABLES.len()],
             completed: None,
             max_ts: None,
             allowed_lateness_ms: None,
@@ -68,7 +67,7 @@ impl Tables {
         for time in found.times {
             let mut changed: BTreeMap<&'static str, Vec<Value>> = BTreeMap::new();
             for (index, row, diff) in time.rows {
-                let spec = self.specs[index];
+                let spec = WRITTEN_TABLES[index];
                 if spec.name == WINDOW_ACTIVITY.name {
                     if let Cell::Int(n) = row[events] {
                         self.events += n * diff;
@@ -106,15 +105,15 @@ impl Tables {
 
     /// The spec of a served table.
     pub fn spec(&self, name: &str) -> Option<(usize, TableSpec)> {
-        self.specs
+        WRITTEN_TABLES
             .iter()
             .position(|s| s.name == name)
-            .map(|i| (i, self.specs[i]))
+            .map(|i| (i, WRITTEN_TABLES[i]))
     }
 
     /// Names of every served table.
     pub fn names(&self) -> Vec<&'static str> {
-        self.specs.iter().map(|s| s.name).collect()
+        WRITTEN_TABLES.iter().map(|s| s.name).collect()
     }
 
     /// Current rows of table `index` (a row with multiplicity n appears n times).
@@ -127,7 +126,7 @@ impl Tables {
     /// `/api/tables`: name, rows and last completed time of every table.
     pub fn list(&self) -> Value {
         Value::Array(
-            self.specs
+            WRITTEN_TABLES
                 .iter()
                 .zip(&self.rows)
                 .map(|(spec, rows)| {

@@ -233,3 +233,36 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// Starts `command`, a run with `--serve 127.0.0.1:0`, and returns it with the address
+/// its first stderr line names; the rest of stderr is drained so the run never blocks.
+pub fn spawn_serving(command: &mut Command) -> (Child, std::net::SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tidemark starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|addr| addr.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("`run --serve` prints its address first: {line:?}"));
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, addr)
+}
+
+/// Waits until a following run over `data` has completed its first `count` input
+/// files (one logical time each); returns the last completed time.
+pub fn settle(out: &Path, count: usize) -> u64 {
+    let done = wait_until(Duration::from_secs(60), || {
+        let (logged, completed) = checkpoint_state(out);
+        logged == count && completed.is_some_and(|c| c + 1 == logged as u64)
+    });
+    assert!(done, "the run completes {count} input files");
+    checkpoint_state(out).1.unwrap()
+}
