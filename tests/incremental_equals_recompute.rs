@@ -186,12 +186,19 @@ fn config(cases: u32) -> ProptestConfig {
     }
 }
 
+/// Catalogue files to insert: (position among the input files, (item, genre) rows).
+type Catalogue = [(usize, Vec<(u8, u8)>)];
+
+/// Plan-change files to insert: (position among the input files, (user, minute of the
+/// three days, paid) rows).
+type PlanChanges = [(usize, Vec<(u8, i64, bool)>)];
+
 /// The in-process harness: every table after every logical time against the oracle
 /// over the files that time has seen; returns the tables after each time.
 fn check_in_process(
     batches: &[Vec<TestEvent>],
     paid_users: &[u8],
-    catalogue: &[(usize, Vec<(u8, u8)>)],
+    (catalogue, plan_changes): (&Catalogue, &PlanChanges),
     params: Params,
     workers: usize,
     group: usize,
@@ -220,6 +227,32 @@ fn check_in_process(
         inputs.insert(
             (*at).min(inputs.len()),
             (format!("items/part-{n}.csv"), batch),
+        );
+    }
+    // Plan changes arrive between the event files too, so a later row moves events of
+    // a day already seen into another plan's segment.
+    for (n, (at, rows)) in plan_changes.iter().enumerate() {
+        let subscriptions = rows
+            .iter()
+            .map(
+                |&(user, minute, paid)| tidemark_inputs::records::Subscription {
+                    user_id: format!("u{user}"),
+                    ts: BASE + minute * 60_000,
+                    plan: if paid {
+                        tidemark_inputs::records::Plan::Paid
+                    } else {
+                        tidemark_inputs::records::Plan::Free
+                    },
+                },
+            )
+            .collect();
+        let batch = tidemark_inputs::records::FileBatch {
+            subscriptions,
+            ..Default::default()
+        };
+        inputs.insert(
+            (*at).min(inputs.len()),
+            (format!("subscriptions/part-{n}.csv"), batch),
         );
     }
     let tables = common::harness::run_in_process(&inputs, params, workers, group);
@@ -253,6 +286,10 @@ proptest! {
             (0usize..8, prop::collection::vec((0u8..5, 0u8..3), 1..5)),
             0..3,
         ),
+        plan_changes in prop::collection::vec(
+            (0usize..8, prop::collection::vec((0u8..6, 0i64..72 * 60, any::<bool>()), 1..4)),
+            0..3,
+        ),
     ) {
         // `forget_behind_watermark` is left out: its documented effect (an id repeated
         // after its first copy's day closed counts again) is not the oracle's; the
@@ -263,7 +300,14 @@ proptest! {
             dimensions: ["hour_of_day", "genre", "artist", "country"].map(String::from).to_vec(),
             ..Default::default()
         };
-        check_in_process(&batches, &paid, &catalogue, settings.params().unwrap(), workers, group);
+        check_in_process(
+            &batches,
+            &paid,
+            (&catalogue, &plan_changes),
+            settings.params().unwrap(),
+            workers,
+            group,
+        );
     }
 }
 

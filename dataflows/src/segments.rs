@@ -6,21 +6,28 @@
 //!
 //! A user's plan facts are copied to each month the user is active in, through the
 //! shared arrangement of distinct (user, month) pairs, so that one reduce per (user,
-//! month) sees the month's events with every fact that places them. A late event
-//! touches one (user, month); a late `users/` row or plan change touches the user's
-//! months. Each (user, month) adds (1 user, events, duration) per segment it
-//! reaches, summed per segment by a `count_total` over those triples.
+//! month) sees every fact that places the month's events. The events reach it as
+//! per-day totals: on a day with no plan change the plan in force is one plan all day,
+//! so the day's count and duration are all the reduce needs. Only the days on which a
+//! `subscriptions/` row changes the user's plan bring their events one by one (a join
+//! of the events, arranged by (user, day), with those change days). The reduce thus
+//! reads at most a month of day totals, not every event of the month, when the month
+//! gains an event. A late event touches one day total; a late `users/` row or plan
+//! change touches the user's months. Each (user, month) adds (1 user, events,
+//! duration) per segment it reaches, summed per segment by a `count_total` over those
+//! triples.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use differential_dataflow::operators::CountTotal;
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::action::Action;
+use crate::combine::combine;
 use crate::name::Name;
-use tidemark_inputs::time::month_of;
+use tidemark_inputs::time::{day_of, day_start, month_of_day};
 
 use crate::expiry::{drop_closed, month_end, retire_behind, Watermarks};
 use crate::ingest::Time;
@@ -40,7 +47,10 @@ enum UserFact {
 /// One input of a (user, month) reduce.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum MonthInput {
-    /// An accepted event at `ts` with its duration (null counts 0).
+    /// A day's accepted events: the day, their number and total duration (null counts
+    /// 0). Used unless a plan change falls on the day.
+    Day(i32, i64, i64),
+    /// An accepted event at `ts` with its duration, on a day with a plan change.
     Event(Millis, i64),
     /// One of the user's facts.
     Fact(UserFact),
@@ -69,7 +79,7 @@ pub fn engagement_by_segment<'s>(
                 UserFact::Profile(arrival, u.country, u.plan),
             )
         })
-        .concat(subscriptions.map(|(s, arrival)| {
+        .concat(subscriptions.clone().map(|(s, arrival)| {
             (
                 Name::new(&s.user_id),
                 UserFact::Change(s.ts, arrival, s.plan),
@@ -79,66 +89,106 @@ pub fn engagement_by_segment<'s>(
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });
-    let month_events = events.map(|e| {
+    // Accepted events as ((user, day), (ts, duration)), retired once their month closes.
+    let day_events = retire_behind(
+        events.map(|e| {
+            (
+                (e.user_id, day_of(e.ts)),
+                (e.ts, e.duration_ms.unwrap_or(0)),
+            )
+        }),
+        watermarks,
+        move |((_user, day), _)| closes(month_of_day(*day)),
+    );
+    let day_totals = combine(
+        day_events
+            .clone()
+            .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize)))),
+        "CombineUserDayTotals",
+    )
+    .count_total()
+    .map(|((user, day), (events, duration))| {
         (
-            (e.user_id, month_of(e.ts)),
-            MonthInput::Event(e.ts, e.duration_ms.unwrap_or(0)),
+            (user, month_of_day(day)),
+            MonthInput::Day(day, events as i64, duration as i64),
         )
     });
-    let segments = retire_behind(month_events, watermarks, move |((_user, month), _)| {
-        closes(*month)
-    })
-    .concat(facts_by_month)
-    .reduce_named("UserMonthSegments", |_user_month, inputs, output| {
-        let mut country: Option<(Arrival, Option<String>)> = None;
-        let mut plan_facts = Vec::new();
-        for (input, _count) in inputs {
-            match input {
-                MonthInput::Fact(UserFact::Profile(arrival, c, plan)) => {
-                    if country.as_ref().is_none_or(|(a, _)| arrival > a) {
-                        country = Some((*arrival, c.clone()));
+    // The (user, day)s on which some `subscriptions/` row changes the plan: their events
+    // go to the reduce one by one.
+    let change_days = subscriptions
+        .map(|(s, _arrival)| (Name::new(&s.user_id), day_of(s.ts)))
+        .distinct_total()
+        .arrange_by_self_named("ChangeDays");
+    let change_day_events = day_events
+        .arrange_by_key_named("EventsByUserDay")
+        .join_core(change_days, |(user, day), (ts, duration), ()| {
+            Some((
+                (*user, month_of_day(*day)),
+                MonthInput::Event(*ts, *duration),
+            ))
+        });
+    let segments = day_totals
+        .concat(change_day_events)
+        .concat(facts_by_month)
+        .reduce_named("UserMonthSegments", |_user_month, inputs, output| {
+            let mut country: Option<(Arrival, Option<String>)> = None;
+            let mut plan_facts = Vec::new();
+            let mut change_days = BTreeSet::new();
+            for (input, _count) in inputs {
+                match input {
+                    MonthInput::Fact(UserFact::Profile(arrival, c, plan)) => {
+                        if country.as_ref().is_none_or(|(a, _)| arrival > a) {
+                            country = Some((*arrival, c.clone()));
+                        }
+                        plan_facts.push(PlanFact::Profile(*arrival, *plan));
                     }
-                    plan_facts.push(PlanFact::Profile(*arrival, *plan));
+                    MonthInput::Fact(UserFact::Change(ts, arrival, plan)) => {
+                        change_days.insert(day_of(*ts));
+                        plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
+                    }
+                    MonthInput::Day(..) | MonthInput::Event(..) => {}
                 }
-                MonthInput::Fact(UserFact::Change(ts, arrival, plan)) => {
-                    plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
-                }
-                MonthInput::Event(..) => {}
             }
-        }
-        let history = PlanHistory::from_facts(&plan_facts);
-        let country = country.and_then(|(_, c)| c);
-        let mut segments: BTreeMap<Option<Plan>, (i64, i64)> = BTreeMap::new();
-        for (input, count) in inputs {
-            if let MonthInput::Event(ts, duration) = input {
+            let history = PlanHistory::from_facts(&plan_facts);
+            let country = country.and_then(|(_, c)| c);
+            let mut segments: BTreeMap<Option<Plan>, (i64, i64)> = BTreeMap::new();
+            for (input, count) in inputs {
                 let count = *count as i64;
-                let entry = segments.entry(history.plan_at(*ts)).or_default();
-                entry.0 += count;
+                // (plan, events, duration) of the input.
+                let (plan, events, duration) = match input {
+                    // No plan change falls on the day: the plan at its start holds all day.
+                    MonthInput::Day(day, events, duration) if !change_days.contains(day) => {
+                        (history.plan_at(day_start(*day)), *events, *duration)
+                    }
+                    MonthInput::Event(ts, duration) => (history.plan_at(*ts), 1, *duration),
+                    MonthInput::Day(..) | MonthInput::Fact(_) => continue,
+                };
+                let entry = segments.entry(plan).or_default();
+                entry.0 += events * count;
                 entry.1 += duration * count;
             }
-        }
-        for (plan, (events, duration)) in segments {
-            if events > 0 {
-                output.push(((country.clone(), plan, events, duration), 1isize));
+            for (plan, (events, duration)) in segments {
+                if events > 0 {
+                    output.push(((country.clone(), plan, events, duration), 1isize));
+                }
             }
-        }
-    })
-    .explode(|((_user, month), (country, plan, events, duration))| {
-        Some((
-            (month, country, plan),
-            (1isize, events as isize, duration as isize),
-        ))
-    })
-    .count_total()
-    .map(
-        |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
-            month,
-            country,
-            plan,
-            active_users: active_users as i64,
-            events: events as i64,
-            duration_ms: duration_ms as i64,
-        },
-    );
+        })
+        .explode(|((_user, month), (country, plan, events, duration))| {
+            Some((
+                (month, country, plan),
+                (1isize, events as isize, duration as isize),
+            ))
+        })
+        .count_total()
+        .map(
+            |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
+                month,
+                country,
+                plan,
+                active_users: active_users as i64,
+                events: events as i64,
+                duration_ms: duration_ms as i64,
+            },
+        );
     drop_closed(segments, watermarks, move |row| closes(row.month))
 }
