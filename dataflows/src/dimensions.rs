@@ -4,9 +4,10 @@
 //!
 //! Every accepted event has one member per dimension: its UTC hour for `hour_of_day`,
 //! the `genre` or `artist_id` of the latest `items/` row of its item for `genre` and
-//! `artist`, the user's latest `users/` row's `country` for `country`. Members are not
-//! copied into the events: each event is keyed by the *source* of its member (its hour,
-//! its item, its user), and one small reduce per source resolves the member. A late
+//! `artist`, the user's latest `users/` row's `country` for `country`. An hour's member
+//! never changes, so those events go straight to their member. Other members are not
+//! copied into the events: each event is keyed by the *source* of its member (its item,
+//! its user), and one small reduce per source resolves the member. A late
 //! `items/` or `users/` row then changes one source's member, and the join moves that
 //! source's aggregates from the old member to the new one.
 //!
@@ -40,8 +41,6 @@ pub const VALUE_SCALE: f64 = 4_294_967_296.0;
 /// Where an event's member of one dimension comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum Source {
-    /// The UTC hour of the event.
-    Hour(u8),
     /// The event's item.
     Item(Name),
     /// The event's user.
@@ -70,7 +69,6 @@ fn kind(dimension: Dimension) -> Kind {
 impl Source {
     fn kind(self) -> Kind {
         match self {
-            Source::Hour(_) => Kind::Hour,
             Source::Item(_) | Source::Missing => Kind::Item,
             Source::User(_) => Kind::User,
         }
@@ -107,6 +105,16 @@ fn dimension_at(dimensions: Dimensions, slot: Slot) -> Dimension {
 /// Summed measures: events, duration (ms), value sum (fixed point), values.
 type Measures = (i128, i128, i128, i128);
 
+/// The measures of one event.
+fn m(duration: i64, value: Option<i64>) -> Measures {
+    (
+        1,
+        i128::from(duration),
+        value.map_or(0, i128::from),
+        i128::from(value.is_some()),
+    )
+}
+
 /// The same collection with `i128` multiplicities, so that it can be exploded into
 /// [`Measures`] (differential multiplies an exploded difference by the record's).
 fn widen<'s, D: differential_dataflow::Data>(
@@ -124,16 +132,33 @@ pub fn engagement_by_dimension<'s>(
     items: VecCollection<'s, Time, (Item, Arrival)>,
     dimensions: Dimensions,
 ) -> VecCollection<'s, Time, DimensionRow> {
-    // Each event once per kind of source its dimensions need (its hour, its item, its
-    // user): dimensions of one kind share the state.
+    // Each event once per kind of source its dimensions need (its item, its user):
+    // dimensions of one kind share the state. An hour's member never changes, so
+    // `hour_of_day` needs no source and no member join: its events go straight to their
+    // (day, slot, member).
     let wants = |k: Kind| dimensions.iter().any(|d| kind(d) == k);
-    let (hours, by_item, by_user) = (wants(Kind::Hour), wants(Kind::Item), wants(Kind::User));
+    let (by_item, by_user) = (wants(Kind::Item), wants(Kind::User));
+    let hour_slot = wants(Kind::Hour).then(|| slot(dimensions, Dimension::HourOfDay));
+    let hour_names: [Name; 24] = std::array::from_fn(|hour| Name::new(&format!("{hour:02}")));
+    let hourly = events.clone().flat_map(move |e| {
+        hour_slot.map(|slot| {
+            let hour = (e.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
+            let member = Some(hour_names[hour]);
+            (
+                day_of(e.ts),
+                slot,
+                member,
+                e.user_id,
+                e.duration_ms.unwrap_or(0),
+                e.value,
+            )
+        })
+    });
     let keyed = events.flat_map(move |e| {
-        let hour = Source::Hour((e.ts.rem_euclid(86_400_000) / 3_600_000) as u8);
         let item = e.item_id.map_or(Source::Missing, Source::Item);
         let user = Source::User(e.user_id);
         let day = day_of(e.ts);
-        [(hours, hour), (by_item, item), (by_user, user)]
+        [(by_item, item), (by_user, user)]
             .into_iter()
             .filter(|(wanted, _)| *wanted)
             .map(move |(_, source)| (source, day, e.user_id, e.duration_ms.unwrap_or(0), e.value))
@@ -141,17 +166,17 @@ pub fn engagement_by_dimension<'s>(
     // Measures per (source, day), summed on each worker before the exchange.
     let measures = combine(
         widen(keyed.clone()).explode(|(source, day, _user, duration, value)| {
-            let m: Measures = (
-                1,
-                i128::from(duration),
-                value.map_or(0, i128::from),
-                i128::from(value.is_some()),
-            );
-            Some(((source, day), m))
+            Some(((source, day), m(duration, value)))
         }),
         "CombineDimensionMeasures",
     )
     .count_total();
+    let hour_measures = combine(
+        widen(hourly.clone()).explode(|(day, slot, member, _user, duration, value)| {
+            Some(((day, slot, member), m(duration, value)))
+        }),
+        "CombineHourMeasures",
+    );
     // (source, day, user) with its number of events: the arrangement consolidates them,
     // so no distinct is needed before the join; the one after it sees multiplicities.
     let actives = combine(
@@ -217,7 +242,6 @@ pub fn engagement_by_dimension<'s>(
                     return;
                 }
                 let member = match source {
-                    Source::Hour(hour) => Some(Name::new(&format!("{hour:02}"))),
                     Source::Missing => None,
                     Source::Item(_) | Source::User(_) => inputs
                         .iter()
@@ -243,6 +267,7 @@ pub fn engagement_by_dimension<'s>(
             }),
     )
     .explode(|(key, m)| Some((key, m)))
+    .concat(hour_measures)
     .count_total();
     // A user's events of several sources with one member (plays of several rock
     // tracks) are summed on the worker before the exchange.
@@ -251,7 +276,8 @@ pub fn engagement_by_dimension<'s>(
             .arrange_by_key_named("DimensionUsersBySource")
             .join_core(members, |_source, &(day, user), &(slot, member)| {
                 Some((day, slot, member, user))
-            }),
+            })
+            .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user))),
         "CombineDimensionMemberUsers",
     )
     .distinct_total()
