@@ -1,4 +1,35 @@
 //! Sinks: where finished logical times of each output table are written.
+//!
+//! # Exactly once
+//! Every output is written once and only once, across crashes and restarts (kill -9
+//! included). The pieces, and where each lives:
+//! 1. **Log before compute** ([`crate::checkpoint`]). Each input unit (a file, or a
+//!    batch of live lines) is parsed, written to the write-ahead log under
+//!    `OUT/_checkpoint/wal/` and fsynced *before* it is fed to the dataflow. A unit's
+//!    logical time is fixed in its entry, so a replay rebuilds exactly the same times.
+//! 2. **A time is written whole, then reported.** A sink operator holds each logical
+//!    time's capability until its output for that time is durable: the change files are
+//!    written under a temporary name, renamed into place and listed in the manifest
+//!    ([`changes`], [`manifest`]); the Delta commit has landed ([`delta`],
+//!    [`delta_thread`]). So the dataflow's frontier passes a time only when every sink
+//!    on every worker has written it.
+//! 3. **Completed marker** ([`crate::run`], [`crate::checkpoint`]). Worker 0 records the
+//!    last time every sink has passed in `completed.json`, after flushing the file
+//!    system, so every file of a completed time is on disk.
+//! 4. **Resume.** A restarted run checks the run identity, replays the log (every unit
+//!    logged before the crash, none read again from its source), and reads only units
+//!    not yet logged. The change sinks skip times at or below the completed time, after
+//!    checking their files against the manifest (a damaged file makes them write again
+//!    from its time, byte for byte as before). Each Delta table skips times at or below
+//!    its own last `txn` version (app id `tidemark-<table>`, version = logical time),
+//!    which may be ahead of the completed time when the crash fell between the commit
+//!    and the marker.
+//! 5. **Failure stops every worker.** A sink that cannot write calls [`fail`], and every
+//!    other sink of the run stops at its next [`check_failure`], so no worker waits
+//!    forever and the completed time never passes a time that was not written.
+//!
+//! The dataflow is deterministic for a given log, so a time written again after a crash
+//! holds the same rows as the first time.
 
 pub mod changes;
 pub mod delta;

@@ -1,0 +1,145 @@
+//! What a commit rewrites: the pure bucket diff of the Delta sink. Given a logical
+//! time's changes and a way to read a bucket's current rows, it says which buckets
+//! change and what each then holds. No delta-rs and no files here, so it is tested on
+//! plain rows.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+use differential_dataflow::consolidation::consolidate;
+use tidemark_dataflows::tables::{Cell, TableSpec};
+
+use super::layout::bucket_of;
+
+/// One bucket's contents after a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The bucket (see [`bucket_of`]).
+    pub bucket: i64,
+    /// Its rows, sorted and repeated by multiplicity; empty when the bucket empties.
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// The buckets that the changes `(row, diff)` of logical time `time` touch, plus the
+/// buckets in `forced` (rows that must be rewritten whatever changes, such as those of
+/// files not laid out one bucket a file), each with its new rows: `current(bucket)`'s
+/// rows plus the changes. Changes that cancel touch nothing. A row whose count would
+/// fall below zero is an error: the changes do not fit the table as it is.
+pub fn plan_rewrites(
+    spec: &TableSpec,
+    time: u64,
+    mut changes: Vec<(Vec<Cell>, i64)>,
+    forced: impl IntoIterator<Item = i64>,
+    mut current: impl FnMut(i64) -> Result<Vec<Vec<Cell>>>,
+) -> Result<Vec<Rewrite>> {
+    consolidate(&mut changes);
+    let mut by_bucket: BTreeMap<i64, Vec<(Vec<Cell>, i64)>> = BTreeMap::new();
+    for (row, diff) in changes {
+        by_bucket
+            .entry(bucket_of(spec, &row))
+            .or_default()
+            .push((row, diff));
+    }
+    for bucket in forced {
+        by_bucket.entry(bucket).or_default();
+    }
+    let mut rewrites = Vec::with_capacity(by_bucket.len());
+    for (bucket, diffs) in by_bucket {
+        let mut counts: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
+        for row in current(bucket)? {
+            *counts.entry(row).or_insert(0) += 1;
+        }
+        for (row, diff) in diffs {
+            *counts.entry(row).or_insert(0) += diff;
+        }
+        let mut rows = Vec::new();
+        for (row, count) in counts {
+            if count < 0 {
+                bail!("row {row:?} would be in the table {count} times at time {time}");
+            }
+            rows.extend(std::iter::repeat_n(row, count as usize));
+        }
+        rewrites.push(Rewrite { bucket, rows });
+    }
+    Ok(rewrites)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_dataflows::tables::DAILY_ACTIVE;
+
+    /// A `daily_active` row: buckets are 31-day blocks of `day`.
+    fn day(d: i32, n: i64) -> Vec<Cell> {
+        vec![Cell::Date(d), Cell::Int(n)]
+    }
+
+    /// The current rows of each bucket of a small table.
+    fn table(rows: &[Vec<Cell>]) -> impl FnMut(i64) -> Result<Vec<Vec<Cell>>> + '_ {
+        |bucket| {
+            Ok(rows
+                .iter()
+                .filter(|row| bucket_of(&DAILY_ACTIVE, row) == bucket)
+                .cloned()
+                .collect())
+        }
+    }
+
+    #[test]
+    fn only_the_buckets_a_change_touches_are_rewritten_with_their_other_rows() {
+        let current = [day(1, 5), day(2, 6), day(40, 7), day(80, 8)];
+        let changes = vec![(day(2, 6), -1), (day(2, 9), 1), (day(3, 1), 2)];
+        let rewrites = plan_rewrites(&DAILY_ACTIVE, 4, changes, [], table(&current)).unwrap();
+        assert_eq!(
+            rewrites,
+            vec![Rewrite {
+                bucket: 0,
+                rows: vec![day(1, 5), day(2, 9), day(3, 1), day(3, 1)],
+            }]
+        );
+    }
+
+    #[test]
+    fn changes_that_cancel_rewrite_nothing_and_an_emptied_bucket_has_no_rows() {
+        let current = [day(1, 5), day(40, 7)];
+        let cancel = vec![(day(2, 1), 1), (day(2, 1), -1)];
+        assert!(plan_rewrites(&DAILY_ACTIVE, 0, cancel, [], table(&current))
+            .unwrap()
+            .is_empty());
+        let empty = plan_rewrites(
+            &DAILY_ACTIVE,
+            0,
+            vec![(day(40, 7), -1)],
+            [],
+            table(&current),
+        );
+        assert_eq!(
+            empty.unwrap(),
+            vec![Rewrite {
+                bucket: 1,
+                rows: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn a_forced_bucket_is_rewritten_without_changes() {
+        let current = [day(1, 5), day(40, 7)];
+        let rewrites =
+            plan_rewrites(&DAILY_ACTIVE, 0, vec![(day(2, 1), 1)], [1], table(&current)).unwrap();
+        assert_eq!(
+            rewrites.iter().map(|r| r.bucket).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(rewrites[1].rows, vec![day(40, 7)]);
+    }
+
+    #[test]
+    fn a_retraction_of_a_row_the_table_does_not_hold_is_an_error_naming_row_and_time() {
+        let error = plan_rewrites(&DAILY_ACTIVE, 7, vec![(day(9, 9), -1)], [], table(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("-1 times at time 7"), "{error}");
+        assert!(error.contains("Date(9)"), "{error}");
+    }
+}
