@@ -8,7 +8,6 @@
 //! This is the combiner of MapReduce and Spark's partial aggregation. The collection's
 //! content is unchanged, so every table is too.
 
-use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use differential_dataflow::difference::Semigroup;
@@ -18,6 +17,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
+use crate::held::HeldByTime;
 use crate::ingest::Time;
 
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
@@ -33,13 +33,11 @@ where
 {
     data.inner
         .unary_frontier(Pipeline, name, |_capability, _info| {
-            let mut sums: BTreeMap<Time, (Capability<Time>, FxHashMap<D, R>)> = BTreeMap::new();
+            let mut sums: HeldByTime<Capability<Time>, FxHashMap<D, R>> = HeldByTime::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| {
                     for (record, time, diff) in batch.drain(..) {
-                        let (_, time_sums) = sums
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), FxHashMap::default()));
+                        let time_sums = sums.at(time, || cap.delayed(&time, 0));
                         match time_sums.entry(record) {
                             std::collections::hash_map::Entry::Occupied(mut sum) => {
                                 sum.get_mut().plus_equals(&diff)
@@ -50,11 +48,9 @@ where
                         }
                     }
                 });
-                while let Some(entry) = sums.first_entry() {
-                    if frontier.frontier().less_equal(entry.key()) {
-                        break;
-                    }
-                    let (time, (cap, time_sums)) = entry.remove_entry();
+                while let Some((time, cap, time_sums)) =
+                    sums.pop_complete(|time| !frontier.frontier().less_equal(&time))
+                {
                     output.session(&cap).give_iterator(
                         time_sums
                             .into_iter()

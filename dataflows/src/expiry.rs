@@ -12,7 +12,9 @@
 //!    event can reach a closed key), so the table keeps its final rows.
 //!
 //! A key's end (its "bound") must be the same function of the key on both sides, and
-//! must lie after every event time that can still change the key. Keys with no bound
+//! must lie after every event time that can still change the key. When the two steps
+//! bracket one reduce, [`reduce_until_closed`] takes the bound once and applies it to
+//! the key on both sides. Keys with no bound
 //! (for example a source session, which any later event may extend) are kept.
 //!
 //! [`earliest_per_key`] keeps, per key, only the least value seen (a user's first day,
@@ -32,29 +34,18 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
+use crate::held::{hold_updates, HeldByTime, HeldUpdates};
 use crate::ingest::Time;
+
+/// An update as held: the record with its time and multiplicity.
+fn update<D>(record: D, time: Time, diff: isize) -> (D, Time, isize) {
+    (record, time, diff)
+}
 
 /// The watermark of each logical time, one record at that time, the same on every
 /// worker (each worker's watermark gate computes it from the broadcast batch marks).
 /// Times without a record retire nothing.
 pub type Watermarks<'s> = StreamVec<'s, Time, Millis>;
-
-/// Updates held per logical time until they can go out, with a capability to send them.
-type Held<D> = BTreeMap<Time, (Capability<Time>, Vec<(D, Time, isize)>)>;
-
-/// Holds each update of `batch` under its own logical time, with a capability for it.
-fn hold_by_time<D>(
-    held: &mut Held<D>,
-    cap: &InputCapability<Time>,
-    batch: &mut Vec<(D, Time, isize)>,
-) {
-    for (record, time, diff) in batch.drain(..) {
-        held.entry(time)
-            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-            .1
-            .push((record, time, diff));
-    }
-}
 
 /// Records the watermarks of a message at `cap`'s time in `known` (the largest wins).
 pub fn note_watermarks(
@@ -100,7 +91,8 @@ where
             "RetireBehindWatermark",
             move |_capability, _info| {
                 let mut open: BTreeMap<Millis, Vec<(D, Time, isize)>> = BTreeMap::new();
-                let mut retirements: BTreeMap<Time, (Capability<Time>, Millis)> = BTreeMap::new();
+                let mut retirements: HeldByTime<Capability<Time>, Option<Millis>> =
+                    HeldByTime::default();
                 move |(data_in, data_frontier), (marks_in, marks_frontier), output| {
                     data_in.for_each(|cap, batch| {
                         for (record, time, diff) in batch.iter() {
@@ -117,21 +109,19 @@ where
                             return;
                         };
                         for watermark in marks.drain(..) {
-                            retirements
-                                .entry(*cap.time())
-                                .and_modify(|entry| entry.1 = entry.1.max(watermark))
-                                .or_insert_with(|| (cap.clone(), watermark));
+                            let largest = retirements.at(*cap.time(), || cap.clone());
+                            *largest =
+                                Some(largest.map_or(watermark, |m: Millis| m.max(watermark)));
                         }
                     });
                     // Retire at time `t` once every record up to `t` is in.
-                    while let Some(entry) = retirements.first_entry() {
-                        let time = *entry.key();
-                        if data_frontier.frontier().less_equal(&time)
-                            || marks_frontier.frontier().less_equal(&time)
-                        {
-                            break;
-                        }
-                        let (cap, watermark) = entry.remove();
+                    while let Some((time, cap, watermark)) = retirements.pop_complete(|time| {
+                        !data_frontier.frontier().less_equal(&time)
+                            && !marks_frontier.frontier().less_equal(&time)
+                    }) {
+                        let Some(watermark) = watermark else {
+                            continue;
+                        };
                         let still_open = open.split_off(&watermark.saturating_add(1));
                         let closed = std::mem::replace(&mut open, still_open);
                         let mut retired: Vec<(D, isize)> = Vec::new();
@@ -177,18 +167,15 @@ where
             Pipeline,
             "DropClosed",
             move |_capability, _info| {
-                let mut pending: Held<D> = BTreeMap::new();
+                let mut pending: HeldUpdates<(D, Time, isize)> = HeldByTime::default();
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 move |(data_in, data_frontier), (marks_in, marks_frontier), output| {
-                    data_in.for_each(|cap, batch| hold_by_time(&mut pending, &cap, batch));
+                    data_in.for_each(|cap, batch| hold_updates(&mut pending, &cap, batch, update));
                     marks_in.for_each(|cap, marks| note_watermarks(&mut known, &cap, marks));
                     // A time's changes go out once its watermark (if any) is known.
-                    while let Some(entry) = pending.first_entry() {
-                        let time = *entry.key();
-                        if marks_frontier.frontier().less_equal(&time) {
-                            break;
-                        }
-                        let (cap, records) = entry.remove();
+                    while let Some((time, cap, records)) =
+                        pending.pop_complete(|time| !marks_frontier.frontier().less_equal(&time))
+                    {
                         let watermark = known.get(&time).copied();
                         let mut session = output.session(&cap);
                         session.give_iterator(records.into_iter().filter(|(record, _, _)| match (
@@ -201,7 +188,7 @@ where
                     }
                     // Watermarks of times no further change can arrive at are not needed.
                     if let Some(&oldest) = data_frontier.frontier().iter().min() {
-                        let oldest = pending.keys().next().map_or(oldest, |t| (*t).min(oldest));
+                        let oldest = pending.first_time().map_or(oldest, |t| t.min(oldest));
                         known = known.split_off(&oldest);
                     } else if pending.is_empty() {
                         known.clear();
@@ -210,6 +197,33 @@ where
             },
         )
         .as_collection()
+}
+
+/// A reduce over keys that close: `logic` per key of `input` (as
+/// `reduce_named(name, logic)`), with steps 1 and 2 of the pattern above around it.
+/// Each key's input is retired at the first logical time whose watermark has passed
+/// `bound(key)`, so the reduce's state for it empties, and the retirement's changes are
+/// dropped from the output, which keeps the key's final rows. The bound is given once
+/// and read from the key on both sides, so the two cannot disagree. Keys with no bound
+/// are kept.
+pub fn reduce_until_closed<'s, K, V, O, B, L>(
+    input: VecCollection<'s, Time, (K, V)>,
+    watermarks: &Watermarks<'s>,
+    bound: B,
+    name: &str,
+    logic: L,
+) -> VecCollection<'s, Time, (K, O)>
+where
+    K: ExchangeData + Hashable + Ord,
+    V: ExchangeData + Ord,
+    O: ExchangeData,
+    B: Fn(&K) -> Option<Millis> + Clone + 'static,
+    L: FnMut(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static,
+{
+    let retire = bound.clone();
+    let output =
+        retire_behind(input, watermarks, move |(key, _)| retire(key)).reduce_named(name, logic);
+    drop_closed(output, watermarks, move |(key, _)| bound(key))
 }
 
 /// The distinct records of `data`, each kept until its `bound` is behind the watermark
@@ -250,16 +264,13 @@ where
     pairs
         .inner
         .unary_frontier(route, name, |_capability, _info| {
-            let mut pending: Held<(K, V)> = BTreeMap::new();
+            let mut pending: HeldUpdates<((K, V), Time, isize)> = HeldByTime::default();
             let mut least: HashMap<K, V> = HashMap::new();
             move |(input, frontier), output| {
-                input.for_each(|cap, batch| hold_by_time(&mut pending, &cap, batch));
-                while let Some(entry) = pending.first_entry() {
-                    let time = *entry.key();
-                    if frontier.frontier().less_equal(&time) {
-                        break;
-                    }
-                    let (cap, mut updates) = entry.remove();
+                input.for_each(|cap, batch| hold_updates(&mut pending, &cap, batch, update));
+                while let Some((time, cap, mut updates)) =
+                    pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
+                {
                     consolidate_updates(&mut updates);
                     let mut session = output.session(&cap);
                     for ((key, value), _, diff) in updates {

@@ -14,6 +14,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::action::{Action, ActionMaker};
 use crate::expiry::{note_watermarks, Watermarks};
+use crate::held::{hold_updates, HeldByTime, HeldUpdates};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
@@ -78,9 +79,9 @@ pub struct BatchMark {
     pub max_ts: Option<Millis>,
 }
 
-/// Rows of one logical time held until it is complete, with capabilities for the
-/// on-time and the too-late output.
-type Held = (Capability<Time>, Capability<Time>, Vec<(RawEvent, isize)>);
+/// Rows held per logical time until it is complete, with capabilities for the on-time
+/// and the too-late output.
+type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Vec<(RawEvent, isize)>>;
 
 /// Splits event rows into those at or above their unit's watermark and `too_late`
 /// quarantine rows. The watermark of input unit `u` is the largest event time of units
@@ -120,10 +121,10 @@ pub fn watermark_gate<'s>(
     let mut watermarks_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(watermarks_out);
     builder.build(move |_initial| {
         // Rows of each time, with capabilities for the on-time and too-late outputs.
-        let mut pending: BTreeMap<Time, Held> = BTreeMap::new();
+        let mut pending: HeldRows = HeldByTime::default();
         // A capability at each batch time, to announce that time's watermark, and
         // the units the time holds.
-        let mut marked: BTreeMap<Time, (Capability<Time>, Vec<u64>)> = BTreeMap::new();
+        let mut marked: HeldUpdates<u64> = HeldByTime::default();
         // Every unit's file and largest event time: kept (one entry per unit) so
         // that a retraction can be judged against its own unit's watermark.
         let mut files: BTreeMap<u64, String> = BTreeMap::new();
@@ -142,22 +143,14 @@ pub fn watermark_gate<'s>(
                 if let (Some(on_time), Some(too_late)) = (cap.retain_least(0), cap.retain_least(1))
                 {
                     let time = *on_time.time();
-                    pending
-                        .entry(time)
-                        .or_insert_with(|| (on_time, too_late, Vec::new()))
-                        .2
-                        .append(data);
+                    pending.at(time, || (on_time, too_late)).append(data);
                 }
             });
             marks_in.for_each(|cap, data| {
                 for mark in data.drain(..) {
                     if let Some(cap) = cap.retain_least(2) {
                         let at = *cap.time();
-                        marked
-                            .entry(at)
-                            .or_insert_with(|| (cap, Vec::new()))
-                            .1
-                            .push(mark.batch);
+                        marked.at(at, || cap).push(mark.batch);
                     }
                     if let Some(ts) = mark.max_ts {
                         let entry = maxima.entry(mark.batch).or_insert(ts);
@@ -171,10 +164,10 @@ pub fn watermark_gate<'s>(
             // Complete times in order: each announces its watermark (if it is a batch
             // time) and releases its rows (if it has any).
             loop {
-                let next = match (pending.keys().next(), marked.keys().next()) {
-                    (Some(a), Some(b)) => *a.min(b),
-                    (Some(a), None) => *a,
-                    (None, Some(b)) => *b,
+                let next = match (pending.first_time(), marked.first_time()) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (Some(a), None) => a,
+                    (None, Some(b)) => b,
                     (None, None) => break,
                 };
                 if !complete(&next) {
@@ -184,7 +177,7 @@ pub fn watermark_gate<'s>(
                 // The running maximum over every unit before each unit of `time`
                 // (every earlier unit is in a complete time by now, and releases
                 // come in time order), so the usual case costs no scan.
-                if let Some((cap, mut units)) = marked.remove(&time) {
+                if let Some((cap, mut units)) = marked.take(time) {
                     units.sort_unstable();
                     for unit in &units {
                         if *unit < folded {
@@ -202,7 +195,7 @@ pub fn watermark_gate<'s>(
                         watermarks_out.session(&cap).give(watermark);
                     }
                 }
-                let Some((on_time_cap, too_late_cap, rows)) = pending.remove(&time) else {
+                let Some(((on_time_cap, too_late_cap), rows)) = pending.take(time) else {
                     continue;
                 };
                 // Watermarks of the units whose rows are in this release.
@@ -265,33 +258,24 @@ pub fn deduplicate<'s>(
             Pipeline,
             "Deduplicate",
             move |_capability, _info| {
-                let mut pending: BTreeMap<Time, (Capability<Time>, Vec<Admitted>)> =
-                    BTreeMap::new();
+                let mut pending: HeldUpdates<Admitted> = HeldByTime::default();
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 // Ids by the day of their first row (all under one key unless `forget`).
                 let mut seen: BTreeMap<i32, FxHashSet<u128>> = BTreeMap::new();
                 move |(input, frontier), (marks, marks_frontier), output| {
                     input.for_each(|cap, data| {
-                        for (row, time, diff) in data.drain(..) {
+                        hold_updates(&mut pending, &cap, data, |row, _time, diff| {
                             // Retractions come only with `--reingest-changed`, which
                             // selects `deduplicate_with_retractions` instead.
                             debug_assert!(diff > 0, "input rows are never retracted here");
-                            pending
-                                .entry(time)
-                                .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                                .1
-                                .push(row);
-                        }
+                            row
+                        })
                     });
                     marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
-                    while let Some(entry) = pending.first_entry() {
-                        let time = *entry.key();
-                        if frontier.frontier().less_equal(&time)
-                            || marks_frontier.frontier().less_equal(&time)
-                        {
-                            break;
-                        }
-                        let (cap, mut rows) = entry.remove();
+                    while let Some((time, cap, mut rows)) = pending.pop_complete(|time| {
+                        !frontier.frontier().less_equal(&time)
+                            && !marks_frontier.frontier().less_equal(&time)
+                    }) {
                         if let Some(watermark) = known.remove(&time).filter(|_| forget) {
                             // Days that ended at or before the watermark are closed.
                             seen = seen.split_off(&day_of(watermark));

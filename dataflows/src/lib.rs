@@ -10,6 +10,7 @@ pub mod dimensions;
 pub mod event_mix;
 pub mod expiry;
 pub mod feeds;
+pub mod held;
 pub mod ingest;
 pub mod kpis;
 pub mod name;

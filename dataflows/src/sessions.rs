@@ -9,7 +9,7 @@ use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
 use crate::action::Action;
-use crate::expiry::{day_end, drop_closed, retire_behind, Watermarks};
+use crate::expiry::{day_end, reduce_until_closed, Watermarks};
 use crate::ingest::Time;
 use crate::name::Name;
 use crate::rows::SessionRow;
@@ -84,31 +84,27 @@ pub fn sessions<'s>(
         let scope = session_scope(&event, &params);
         ((event.user_id, scope), event.ts)
     });
-    let live = retire_behind(scoped, watermarks, |((_user, scope), _ts)| scope_end(scope))
-        .reduce_named("Sessions", move |(_user, scope), times, output| {
+    reduce_until_closed(
+        scoped,
+        watermarks,
+        |(_user, scope): &(Name, SessionScope)| scope_end(scope),
+        "Sessions",
+        move |(_user, scope), times, output| {
             for session in cut_sessions(scope, times, params.session_gap_ms) {
                 output.push((session, 1isize));
             }
-        })
-        .map(|((user_id, scope), (start, end, actions))| SessionRow {
-            user_id,
-            start,
-            session_id: match scope {
-                SessionScope::Source(id) => Some(id),
-                _ => None,
-            },
-            end,
-            actions,
-        });
-    drop_closed(live, watermarks, move |row| session_end_bound(row, &params))
-}
-
-/// The bound of a session row: that of the scope it was formed in.
-fn session_end_bound(row: &SessionRow, params: &Params) -> Option<Millis> {
-    match row.session_id {
-        None if params.midnight_split => scope_end(&SessionScope::Day(day_of(row.start))),
-        _ => None,
-    }
+        },
+    )
+    .map(|((user_id, scope), (start, end, actions))| SessionRow {
+        user_id,
+        start,
+        session_id: match scope {
+            SessionScope::Source(id) => Some(id),
+            _ => None,
+        },
+        end,
+        actions,
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
-use crate::expiry::{drop_closed, retire_behind, Watermarks};
+use crate::expiry::{reduce_until_closed, Watermarks};
 use crate::ingest::Time;
 use crate::rows::{Alert, Baseline, SpikeRow, WindowRow};
 use crate::settings::Params;
@@ -158,53 +158,55 @@ pub fn spike_alerts<'s>(
         .concat(warming_up)
         .concat(day_counts)
         .concat(history);
-    let live = retire_behind(parts, watermarks, move |(start, _part)| {
-        Some(start + window_ms)
-    })
-    .reduce_named("SpikeAlerts", move |&start, parts, output| {
-        let mut own = None;
-        let mut warming_up = false;
-        let mut counts = Vec::with_capacity(slots);
-        let mut earlier_days = days;
-        let mut day_samples = Vec::new();
-        for (part, multiplicity) in parts {
-            let repeat = (*multiplicity).max(0) as usize;
-            match part {
-                AlertPart::WarmingUp => warming_up = true,
-                AlertPart::Own(count) => own = Some(*count),
-                AlertPart::Slot(_, count) => counts.extend(std::iter::repeat_n(*count, repeat)),
-                AlertPart::Day(j, count) => {
-                    day_samples.extend(std::iter::repeat_n((*j, *count), repeat))
-                }
-                AlertPart::History(depth) => earlier_days = earlier_days.min(*depth),
-            }
-        }
-        if let Some(sessions_started) = own {
-            let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
-            let alert = (earlier_days >= alert_min_days(&params) as i64).then(|| {
-                // Days with data and no sessions count 0; days before the first window
-                // do not count.
-                let mut samples = vec![0i64; earlier_days as usize];
-                for (j, count) in day_samples {
-                    if j <= earlier_days {
-                        samples[(j - 1) as usize] = count;
+    reduce_until_closed(
+        parts,
+        watermarks,
+        move |start: &Millis| Some(start + window_ms),
+        "SpikeAlerts",
+        move |&start, parts, output| {
+            let mut own = None;
+            let mut warming_up = false;
+            let mut counts = Vec::with_capacity(slots);
+            let mut earlier_days = days;
+            let mut day_samples = Vec::new();
+            for (part, multiplicity) in parts {
+                let repeat = (*multiplicity).max(0) as usize;
+                match part {
+                    AlertPart::WarmingUp => warming_up = true,
+                    AlertPart::Own(count) => own = Some(*count),
+                    AlertPart::Slot(_, count) => counts.extend(std::iter::repeat_n(*count, repeat)),
+                    AlertPart::Day(j, count) => {
+                        day_samples.extend(std::iter::repeat_n((*j, *count), repeat))
                     }
+                    AlertPart::History(depth) => earlier_days = earlier_days.min(*depth),
                 }
-                alert_verdict(sessions_started, &mut samples, &params)
-            });
-            output.push((
-                SpikeRow {
-                    start,
-                    sessions_started,
-                    baseline,
-                    alert,
-                },
-                1isize,
-            ));
-        }
-    })
-    .map(|(_start, row)| row);
-    drop_closed(live, watermarks, move |row| Some(row.start + window_ms))
+            }
+            if let Some(sessions_started) = own {
+                let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
+                let alert = (earlier_days >= alert_min_days(&params) as i64).then(|| {
+                    // Days with data and no sessions count 0; days before the first window
+                    // do not count.
+                    let mut samples = vec![0i64; earlier_days as usize];
+                    for (j, count) in day_samples {
+                        if j <= earlier_days {
+                            samples[(j - 1) as usize] = count;
+                        }
+                    }
+                    alert_verdict(sessions_started, &mut samples, &params)
+                });
+                output.push((
+                    SpikeRow {
+                        start,
+                        sessions_started,
+                        baseline,
+                        alert,
+                    },
+                    1isize,
+                ));
+            }
+        },
+    )
+    .map(|(_start, row)| row)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 
 use crate::action::Action;
-use crate::expiry::{drop_closed, retire_behind, Watermarks};
+use crate::expiry::{reduce_until_closed, Watermarks};
 use crate::ingest::Time;
 use crate::name::Name;
 use crate::rows::{SessionRow, WindowRow};
@@ -49,30 +49,32 @@ pub fn window_activity<'s>(
             )
         })
         .concat(started);
-    let live = retire_behind(parts, watermarks, move |(start, _part)| {
-        Some(start + window_ms)
-    })
-    .reduce_named("WindowActivity", move |&start, parts, output| {
-        let mut row = WindowRow {
-            start,
-            length_ms: window_ms,
-            events: 0,
-            active_users: 0,
-            sessions_started: 0,
-        };
-        for (part, count) in parts {
-            match part {
-                WindowPart::Activity(_) => {
-                    row.events += *count as i64;
-                    row.active_users += 1;
+    reduce_until_closed(
+        parts,
+        watermarks,
+        move |start: &Millis| Some(start + window_ms),
+        "WindowActivity",
+        move |&start, parts, output| {
+            let mut row = WindowRow {
+                start,
+                length_ms: window_ms,
+                events: 0,
+                active_users: 0,
+                sessions_started: 0,
+            };
+            for (part, count) in parts {
+                match part {
+                    WindowPart::Activity(_) => {
+                        row.events += *count as i64;
+                        row.active_users += 1;
+                    }
+                    WindowPart::Started(n) => row.sessions_started = *n,
                 }
-                WindowPart::Started(n) => row.sessions_started = *n,
             }
-        }
-        if row.events > 0 {
-            output.push((row, 1isize));
-        }
-    })
-    .map(|(_, row)| row);
-    drop_closed(live, watermarks, |row| Some(row.start + row.length_ms))
+            if row.events > 0 {
+                output.push((row, 1isize));
+            }
+        },
+    )
+    .map(|(_start, row)| row)
 }

@@ -2,7 +2,6 @@
 //! file per worker under `OUT/changes/<table>/` holding the table's columns plus
 //! `time` and `diff` (contract "Outputs"). Summing diffs per row gives the table.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -11,6 +10,7 @@ use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
+use tidemark_dataflows::held::{hold_updates, HeldByTime, HeldUpdates};
 use tidemark_dataflows::tables::TableRow;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
@@ -29,15 +29,6 @@ pub fn changes_dir(out: &Path, table: &str) -> PathBuf {
 pub fn change_file(out: &Path, table: &str, time: u64, worker: usize) -> PathBuf {
     changes_dir(out, table).join(format!("part-{time:010}-w{worker:04}.parquet"))
 }
-
-/// Updates buffered per logical time, with the capability that holds the time open.
-type Pending<R> = BTreeMap<
-    u64,
-    (
-        timely::dataflow::operators::Capability<u64>,
-        Vec<(R, isize)>,
-    ),
->;
 
 /// Writes `rows`' changes of each completed logical time. The returned stream carries a
 /// [`SinkReport`] per written time and holds that time open until the file is on disk,
@@ -62,26 +53,17 @@ where
         Pipeline,
         &format!("ChangeSink({table})"),
         move |_cap, info| {
-            let mut pending: Pending<R> = BTreeMap::new();
+            let mut pending: HeldUpdates<(R, isize)> = HeldByTime::default();
             let activator = scope.activator_for(info.address);
             move |(input, frontier), output| {
                 let live = !frontier.frontier().is_empty() || !pending.is_empty();
                 super::check_failure(&out, &activator, live);
                 input.for_each(|cap, data| {
-                    for (row, time, diff) in data.drain(..) {
-                        pending
-                            .entry(time)
-                            .or_insert_with(|| (cap.delayed(&time, 0), Vec::new()))
-                            .1
-                            .push((row, diff));
-                    }
+                    hold_updates(&mut pending, &cap, data, |row, _time, diff| (row, diff))
                 });
-                while let Some(entry) = pending.first_entry() {
-                    if frontier.frontier().less_equal(entry.key()) {
-                        break;
-                    }
-                    let time = *entry.key();
-                    let (cap, mut updates) = entry.remove();
+                while let Some((time, cap, mut updates)) =
+                    pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
+                {
                     if resume_after.is_some_and(|done| time <= done) {
                         continue;
                     }

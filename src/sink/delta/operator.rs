@@ -9,6 +9,7 @@ use std::rc::Rc;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
+use tidemark_dataflows::held::{hold_updates, HeldByTime, HeldUpdates};
 use tidemark_dataflows::tables::{Cell, TableRow};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -19,9 +20,6 @@ use super::layout::delta_dir;
 use super::table::CommitOutcome;
 use crate::sink::delta_thread::DeltaCommitThread;
 use crate::sink::SinkReport;
-
-/// Updates buffered by logical time, with the capability to report each time.
-type Pending<R> = BTreeMap<u64, (Capability<u64>, Vec<(R, isize)>)>;
 
 /// Writes `rows` as the Delta table `OUT/tables/<table>/`: every worker's updates are
 /// exchanged to worker 0 of the cluster, which commits each completed logical time at
@@ -44,7 +42,7 @@ where
     let scope = rows.inner.scope();
     crate::sink::clear_failure(&out);
     rows.inner.unary_frontier(pact, &format!("DeltaSink({table})"), move |_cap, info| {
-        let mut pending: Pending<R> = BTreeMap::new();
+        let mut pending: HeldUpdates<(R, isize)> = HeldByTime::default();
         // Times handed to the commit thread, with the capability to report each.
         let mut committing: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
         let mut thread: Option<DeltaCommitThread> = None;
@@ -53,17 +51,8 @@ where
         move |(input, frontier), output| {
             let live = !frontier.frontier().is_empty() || !pending.is_empty() || !committing.is_empty();
             crate::sink::check_failure(&out, &activator, live);
-            input.for_each(|cap, data| {
-                for (row, time, diff) in data.drain(..) {
-                    pending.entry(time).or_insert_with(|| (cap.delayed(&time, 0), Vec::new())).1.push((row, diff));
-                }
-            });
-            while let Some(entry) = pending.first_entry() {
-                if frontier.frontier().less_equal(entry.key()) {
-                    break;
-                }
-                let time = *entry.key();
-                let (cap, mut updates) = entry.remove();
+            input.for_each(|cap, data| hold_updates(&mut pending, &cap, data, |row, _time, diff| (row, diff)));
+            while let Some((time, cap, mut updates)) = pending.pop_complete(|time| !frontier.frontier().less_equal(&time)) {
                 consolidate(&mut updates);
                 if updates.is_empty() {
                     continue;

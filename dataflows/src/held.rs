@@ -1,0 +1,119 @@
+//! Data held per logical time until the time is complete: the one buffer behind every
+//! operator that must see all of a time's input before it acts on it (the watermark
+//! gate, deduplication, the combiner, expiry, the sinks).
+//!
+//! Each held time keeps what it needs to send its output later (a capability, or one
+//! per output) and its data. Times are released in order, and only when the caller's
+//! `complete` test says no more input can arrive for them.
+//!
+//! ```
+//! use tidemark_dataflows::held::HeldByTime;
+//!
+//! let mut held: HeldByTime<&str, Vec<u32>> = HeldByTime::default();
+//! held.at(5, || "cap 5").push(1);
+//! held.at(3, || "cap 3").push(2);
+//! held.at(5, || "unused").push(3);
+//! // Input frontier at 5: time 3 is complete, time 5 is not.
+//! assert_eq!(held.pop_complete(|t| t < 5), Some((3, "cap 3", vec![2])));
+//! assert_eq!(held.pop_complete(|t| t < 5), None);
+//! assert_eq!(held.pop_complete(|_| true), Some((5, "cap 5", vec![1, 3])));
+//! assert!(held.is_empty());
+//! ```
+
+use std::collections::BTreeMap;
+
+use timely::dataflow::operators::{Capability, InputCapability};
+
+use crate::ingest::Time;
+
+/// Per logical time: a token to send that time's output with (`C`, usually a
+/// [`Capability`]) and the data held for it (`B`, a `Vec` or a map).
+#[derive(Debug)]
+pub struct HeldByTime<C, B> {
+    times: BTreeMap<Time, (C, B)>,
+}
+
+impl<C, B> Default for HeldByTime<C, B> {
+    fn default() -> Self {
+        HeldByTime {
+            times: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C, B: Default> HeldByTime<C, B> {
+    /// The data held for `time`; a new time takes its token from `token()`.
+    pub fn at(&mut self, time: Time, token: impl FnOnce() -> C) -> &mut B {
+        &mut self
+            .times
+            .entry(time)
+            .or_insert_with(|| (token(), B::default()))
+            .1
+    }
+}
+
+impl<C, B> HeldByTime<C, B> {
+    /// The earliest held time, if any.
+    pub fn first_time(&self) -> Option<Time> {
+        self.times.keys().next().copied()
+    }
+
+    /// Removes `time` with its token and data.
+    pub fn take(&mut self, time: Time) -> Option<(C, B)> {
+        self.times.remove(&time)
+    }
+
+    /// Removes and returns the earliest held time if `complete(time)`; call it in a
+    /// loop to release every complete time, in time order.
+    pub fn pop_complete(&mut self, complete: impl Fn(Time) -> bool) -> Option<(Time, C, B)> {
+        let entry = self.times.first_entry()?;
+        if !complete(*entry.key()) {
+            return None;
+        }
+        let time = *entry.key();
+        let (token, data) = entry.remove();
+        Some((time, token, data))
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+}
+
+/// Updates held by time with a capability each, the common case.
+pub type HeldUpdates<D> = HeldByTime<Capability<Time>, Vec<D>>;
+
+/// Holds every update `(record, time, diff)` of `batch` under its own time, as
+/// `item(record, diff)`, with a capability for the time delayed from `cap`.
+pub fn hold_updates<D, I>(
+    held: &mut HeldUpdates<I>,
+    cap: &InputCapability<Time>,
+    batch: &mut Vec<(D, Time, isize)>,
+    item: impl Fn(D, Time, isize) -> I,
+) {
+    for (record, time, diff) in batch.drain(..) {
+        held.at(time, || cap.delayed(&time, 0))
+            .push(item(record, time, diff));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_come_out_in_order_and_only_when_complete() {
+        let mut held: HeldByTime<u64, Vec<char>> = HeldByTime::default();
+        for (time, c) in [(7, 'a'), (2, 'b'), (7, 'c'), (4, 'd')] {
+            held.at(time, || time * 10).push(c);
+        }
+        assert_eq!(held.first_time(), Some(2));
+        assert_eq!(held.pop_complete(|t| t < 2), None);
+        assert_eq!(held.pop_complete(|t| t < 5), Some((2, 20, vec!['b'])));
+        assert_eq!(held.pop_complete(|t| t < 5), Some((4, 40, vec!['d'])));
+        assert_eq!(held.pop_complete(|t| t < 5), None);
+        assert_eq!(held.take(7), Some((70, vec!['a', 'c'])));
+        assert!(held.is_empty());
+    }
+}
