@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 use tidemark_dataflows::feeds::build_with_feeds;
-use tidemark_dataflows::ingest::{BatchMark, RawEvent, Time};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::operators::gate::{BatchMark, RawEvent, Time};
 use tidemark_inputs::generator::OutputFormat;
 use tidemark_inputs::records::Event;
 use timely::dataflow::operators::probe::Handle;

@@ -13,9 +13,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use tidemark::arrow_rows::{changes_to_batch, Change};
-use tidemark_dataflows::name::Name;
-use tidemark_dataflows::rows::{SessionRow, WindowRow};
-use tidemark_dataflows::tables::{TableRow, TableSpec};
+use tidemark_dataflows::model::name::Name;
+use tidemark_dataflows::model::rows::{SessionRow, WindowRow};
+use tidemark_dataflows::model::tables::{TableRow, TableSpec};
 
 fn session_rows(n: u64) -> Vec<SessionRow> {
     let users: Vec<Name> = (0..(n / 20).max(1))

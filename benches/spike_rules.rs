@@ -22,8 +22,8 @@ mod common;
 use tidemark::changes_reader::read_table;
 use tidemark::cluster::ClusterArgs;
 use tidemark::run::{run, LiveOptions, RunOptions};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{Cell, SPIKE_ALERTS};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{Cell, SPIKE_ALERTS};
 use tidemark_inputs::generator::{generate, GeneratorConfig, SPIKE_MINUTES};
 
 /// Counts of one rule on one data set.

@@ -10,7 +10,7 @@ use arrow::array::{
     TimestampMicrosecondArray, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
 
 /// Name of the logical-time column of a change stream.
 pub const TIME_COLUMN: &str = "time";

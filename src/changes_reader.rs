@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, TableSpec};
 
 use crate::arrow_rows::{batch_to_changes, Change};
 use crate::sink::changes::changes_dir;

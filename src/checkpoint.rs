@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::wal_entry;
 

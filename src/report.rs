@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Result;
-use tidemark_dataflows::tables::{self, Cell};
+use tidemark_dataflows::model::tables::{self, Cell};
 use tidemark_inputs::time::{month_first_day, month_of_day};
 
 use crate::changes_reader::read_table;

@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use tidemark_dataflows::dataflow::Outputs;
 use tidemark_dataflows::feeds::{build_with_feeds, Feeds};
-use tidemark_dataflows::ingest::BatchMark;
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables;
+use tidemark_dataflows::operators::gate::BatchMark;
 use tidemark_inputs::dataset::{Dataset, Table};
 use tidemark_inputs::records::{FileBatch, QuarantineRow};
 use tidemark_inputs::Mapping;
@@ -225,7 +225,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         None => Vec::new(),
     };
     let root = options.cluster.process == 0;
-    tidemark_dataflows::name::clear_collision();
+    tidemark_dataflows::model::name::clear_collision();
     let stop = StopFlag::on_signals()?;
     let mut identity = RunIdentity::new(
         options.cluster.workers,
@@ -920,7 +920,7 @@ impl<'a> Reporter<'a> {
 }
 
 /// The tables `tidemark run` writes, in the order they are attached.
-pub const WRITTEN_TABLES: &[tidemark_dataflows::tables::TableSpec] = &[
+pub const WRITTEN_TABLES: &[tidemark_dataflows::model::tables::TableSpec] = &[
     tables::SESSIONS,
     tables::WINDOW_ACTIVITY,
     tables::DAILY_ACTIVE,

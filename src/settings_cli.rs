@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Context, Result};
-use tidemark_dataflows::settings::{Params, Settings};
+use tidemark_dataflows::model::settings::{Params, Settings};
 
 /// The settings flags of `tidemark run`; each one overrides the same key of `--settings`.
 #[derive(Clone, Debug, Default, clap::Args)]

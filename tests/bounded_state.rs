@@ -16,8 +16,8 @@ use common::{
     assert_matches_oracle, engine_options, engine_tables, read_batches, run_engine, Tables,
 };
 use tidemark::run::{run, RunOptions};
-use tidemark_dataflows::settings::Settings;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::Settings;
+use tidemark_dataflows::model::tables::Cell;
 
 const MINUTE: i64 = 60_000;
 const DAY: i64 = 24 * 60 * MINUTE;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use common::{assert_matches_oracle, engine_tables, read_batches};
 use live::{output, source_dataset, tidemark_run};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
 
 fn finished_run(dir: &Path, format: OutputFormat) -> (std::path::PathBuf, std::path::PathBuf) {

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::process::Command;
 
 use common::{engine_tables, run_engine};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 
 fn dataset(dir: &std::path::Path) -> std::path::PathBuf {

@@ -19,8 +19,8 @@ use common::{read_batches, run_engine};
 use live::{event_files, feed, follow_flags, live_dataset, source_dataset, tidemark_run};
 use serde_json::Value;
 use tidemark::serve::Server;
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
 fn repo() -> PathBuf {
@@ -226,7 +226,8 @@ fn a_late_file_corrects_the_page_without_a_reload() {
     );
     // The page now shows the KPIs of the new time, from the change stream, unreloaded.
     let kpis =
-        tidemark::changes_reader::read_changes(&out, &tidemark_dataflows::tables::KPIS).unwrap();
+        tidemark::changes_reader::read_changes(&out, &tidemark_dataflows::model::tables::KPIS)
+            .unwrap();
     let now: Vec<Vec<Cell>> =
         tidemark::changes_reader::sum_changes(kpis.into_iter().filter(|(_, t, _)| *t <= time))
             .into_keys()

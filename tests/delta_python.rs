@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::run_engine;
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 
 fn python_has_readers() -> Result<(), String> {

@@ -18,8 +18,8 @@ use tidemark::arrow_rows::{batch_to_changes, schema};
 use tidemark::changes_reader::{read_changes, sum_changes};
 use tidemark::run::{run, RunOptions, WRITTEN_TABLES};
 use tidemark::sink::delta::{delta_dir, last_committed_version};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 use url::Url;
 

@@ -8,8 +8,8 @@ mod oracle;
 use std::path::{Path, PathBuf};
 
 use common::{assert_matches_oracle, engine_options, engine_tables, read_batches_for};
-use tidemark_dataflows::settings::{Params, Settings};
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::{Params, Settings};
+use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
 fn params(dimensions: &[&str]) -> Params {

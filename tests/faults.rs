@@ -15,7 +15,7 @@ use common::{assert_matches_oracle, engine_tables, read_batches};
 use live::{output, source_dataset, tidemark_run};
 use tidemark::run::WRITTEN_TABLES;
 use tidemark::sink::delta::{delta_dir, read_delta_table};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
 
 /// What a damaged output must come to on the next run.
@@ -196,7 +196,10 @@ const DAMAGES: &[Damage] = &[
 ];
 
 /// The change streams and Delta tables of an output.
-type Contents = Vec<(&'static str, Vec<Vec<tidemark_dataflows::tables::Cell>>)>;
+type Contents = Vec<(
+    &'static str,
+    Vec<Vec<tidemark_dataflows::model::tables::Cell>>,
+)>;
 
 fn delta_contents(out: &Path) -> Contents {
     WRITTEN_TABLES

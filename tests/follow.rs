@@ -13,7 +13,7 @@ use live::{
     checkpoint_state, event_files, expect_success, feed, follow_flags, live_dataset,
     source_dataset, spawn, tidemark_run, wait_until,
 };
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
 
 #[test]

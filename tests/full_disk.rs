@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::{assert_matches_oracle, engine_tables, read_batches};
 use live::{output, source_dataset, tidemark_run};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
 
 fn mount(dir: &std::path::Path, size: &str, remount: bool) -> bool {

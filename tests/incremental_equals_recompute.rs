@@ -15,7 +15,7 @@ use std::path::Path;
 
 use common::{assert_matches_oracle, engine_options, engine_tables, read_batches, run_engine};
 use proptest::prelude::*;
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 
 const HOUR: i64 = 3_600_000;
 const BASE: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z
@@ -294,7 +294,7 @@ proptest! {
         // `forget_behind_watermark` is left out: its documented effect (an id repeated
         // after its first copy's day closed counts again) is not the oracle's; the
         // bounded-state tests cover it.
-        let settings = tidemark_dataflows::settings::Settings {
+        let settings = tidemark_dataflows::model::settings::Settings {
             session_gap_minutes: gap_minutes,
             midnight_split,
             dimensions: ["hour_of_day", "genre", "artist", "country"].map(String::from).to_vec(),
@@ -322,7 +322,7 @@ proptest! {
         gap_minutes in prop::sample::select(vec![30.0, 10.0]),
         midnight_split in any::<bool>(),
     ) {
-        let settings = tidemark_dataflows::settings::Settings {
+        let settings = tidemark_dataflows::model::settings::Settings {
             session_gap_minutes: gap_minutes,
             midnight_split,
             ..Default::default()
@@ -360,7 +360,7 @@ proptest! {
         let whole = check_every_prefix(&[all], &[1], Params::default(), 1);
         let cut_final = cut.last().unwrap();
         let whole_final = whole.last().unwrap();
-        let too_late = cut_final["quarantine"].iter().any(|row| row[3] == tidemark_dataflows::tables::Cell::Str("too_late".into()));
+        let too_late = cut_final["quarantine"].iter().any(|row| row[3] == tidemark_dataflows::model::tables::Cell::Str("too_late".into()));
         if !too_late {
             for (name, rows) in whole_final {
                 prop_assert_eq!(rows.len(), cut_final[name].len(), "table {}", name);
@@ -386,8 +386,11 @@ fn lone_event(id: u32, minutes: i64) -> TestEvent {
 }
 
 /// The `spike_alerts` row of the window starting `minutes` after BASE.
-fn spike_row(tables: &common::Tables, minutes: i64) -> Vec<tidemark_dataflows::tables::Cell> {
-    let start = tidemark_dataflows::tables::Cell::Timestamp(BASE + minutes * 60_000);
+fn spike_row(
+    tables: &common::Tables,
+    minutes: i64,
+) -> Vec<tidemark_dataflows::model::tables::Cell> {
+    let start = tidemark_dataflows::model::tables::Cell::Timestamp(BASE + minutes * 60_000);
     tables["spike_alerts"]
         .iter()
         .find(|row| row[0] == start)
@@ -397,7 +400,7 @@ fn spike_row(tables: &common::Tables, minutes: i64) -> Vec<tidemark_dataflows::t
 
 #[test]
 fn a_late_event_changes_the_spike_baseline_of_the_following_windows() {
-    use tidemark_dataflows::tables::Cell;
+    use tidemark_dataflows::model::tables::Cell;
     // Batch 0: one new session in each 5-minute window 20..=30 (the first window is 20).
     let batch0: Vec<TestEvent> = (20..=30).map(|w| lone_event(w as u32, w * 5 + 1)).collect();
     // Batch 1: a late event opens an earlier first window (18, within the hour of
@@ -447,7 +450,7 @@ fn a_late_event_changes_the_spike_baseline_of_the_following_windows() {
 
 #[test]
 fn a_late_users_row_moves_events_to_its_segment() {
-    use tidemark_dataflows::tables::Cell;
+    use tidemark_dataflows::model::tables::Cell;
     // Events and users/ and subscriptions/ rows in the same files, told apart by `kind`,
     // so that a users row can arrive after the events it places.
     let dir = tempfile::tempdir().unwrap();

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use common::{assert_matches_oracle, engine_tables};
 use live::{event_files, source_dataset, tidemark_run, wait};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::generator::OutputFormat;
 use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};

@@ -5,7 +5,7 @@ mod common;
 mod oracle;
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, GeneratorConfig, OutputFormat};
 
 fn messy(format: OutputFormat, gzip: bool, seed: u64) -> GeneratorConfig {

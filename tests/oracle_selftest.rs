@@ -7,8 +7,8 @@
 mod common;
 mod oracle;
 
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{self, Cell};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{self, Cell};
 use tidemark_inputs::records::{Event, FileBatch, Plan, QuarantineRow, Subscription, UserRow};
 use tidemark_inputs::time::days_from_civil;
 
@@ -1370,7 +1370,7 @@ fn on(mut e: Event, item: &str, value: Option<f64>) -> Event {
 }
 
 fn dimension_params(names: &[&str]) -> Params {
-    tidemark_dataflows::settings::Settings {
+    tidemark_dataflows::model::settings::Settings {
         dimensions: names.iter().map(|n| n.to_string()).collect(),
         ..Default::default()
     }

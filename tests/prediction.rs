@@ -13,8 +13,8 @@ use common::{read_batches, run_engine};
 use tidemark::predict::facts::{examples, histories_from_rows, ActiveDay, Histories, UserHistory};
 use tidemark::predict::output::{self, MODEL_METRICS, SCORES};
 use tidemark::predict::{predict, PredictOptions, LOGISTIC};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
 const DAY: i64 = 86_400_000;

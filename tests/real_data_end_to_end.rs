@@ -7,7 +7,7 @@ mod oracle;
 use std::path::{Path, PathBuf};
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 
 fn shared_data(name: &str) -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -61,5 +61,5 @@ fn sparkify_matches_oracle() {
     assert!(!tables["sessions"].is_empty());
     assert!(tables["sessions"]
         .iter()
-        .all(|row| row[2] != tidemark_dataflows::tables::Cell::Null));
+        .all(|row| row[2] != tidemark_dataflows::model::tables::Cell::Null));
 }

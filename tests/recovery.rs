@@ -18,7 +18,7 @@ use live::{
 };
 use tidemark::run::WRITTEN_TABLES;
 use tidemark::sink::delta::{delta_dir, read_delta_table};
-use tidemark_dataflows::settings::Params;
+use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
 
 /// The `txn` version (logical time) of each commit in the Delta log of `table_dir`, in

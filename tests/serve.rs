@@ -16,8 +16,8 @@ use live::{event_files, feed, follow_flags, live_dataset, source_dataset, tidema
 use serde_json::Value;
 use tidemark::run::WRITTEN_TABLES;
 use tidemark::serve::Server;
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{table_spec, Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{table_spec, Cell, ColumnType, TableSpec};
 use tidemark_inputs::generator::{generate, OutputFormat};
 
 /// A JSON row back as cells, read the way a client would: RFC 3339 instants, ISO dates.

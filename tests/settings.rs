@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine, Tables};
-use tidemark_dataflows::settings::Settings;
+use tidemark_dataflows::model::settings::Settings;
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 
 fn dataset(dir: &Path) -> std::path::PathBuf {
@@ -151,7 +151,7 @@ fn every_setting_changes_what_it_should() {
             // The seasonal rule's alerting branch is exercised, not only its nulls.
             let alerts = tables["spike_alerts"]
                 .iter()
-                .filter(|row| row[5] == tidemark_dataflows::tables::Cell::Bool(true))
+                .filter(|row| row[5] == tidemark_dataflows::model::tables::Cell::Bool(true))
                 .count();
             assert!(alerts > 0, "a low threshold makes some windows alert");
         }
@@ -397,18 +397,18 @@ fn the_summary_accounts_for_every_row_read() {
     );
 
     let batches = read_batches(&data, None);
-    let params = tidemark_dataflows::settings::Params::default();
+    let params = tidemark_dataflows::model::settings::Params::default();
     let expected = oracle::compute(&batches, &params);
     let events: i64 = expected["window_activity"]
         .iter()
         .map(|row| match row[2] {
-            tidemark_dataflows::tables::Cell::Int(n) => n,
+            tidemark_dataflows::model::tables::Cell::Int(n) => n,
             ref other => panic!("events cell {other:?}"),
         })
         .sum();
     let late = expected["quarantine"]
         .iter()
-        .filter(|row| row[3] == tidemark_dataflows::tables::Cell::Str("too_late".into()))
+        .filter(|row| row[3] == tidemark_dataflows::model::tables::Cell::Str("too_late".into()))
         .count() as i64;
     let read_rejects: i64 = batches.iter().map(|(_, b)| b.quarantine.len() as i64).sum();
     let valid: i64 = batches.iter().map(|(_, b)| b.events.len() as i64).sum();
@@ -446,10 +446,10 @@ fn the_report_marks_partial_months() {
     assert!(run.status.success());
     let oracle = oracle::compute(
         &read_batches(&data, None),
-        &tidemark_dataflows::settings::Params::default(),
+        &tidemark_dataflows::model::settings::Params::default(),
     );
-    let date = |cell: &tidemark_dataflows::tables::Cell| match cell {
-        tidemark_dataflows::tables::Cell::Date(day) => *day,
+    let date = |cell: &tidemark_dataflows::model::tables::Cell| match cell {
+        tidemark_dataflows::model::tables::Cell::Date(day) => *day,
         other => panic!("a date: {other:?}"),
     };
     let days: Vec<i32> = oracle["daily_active"].iter().map(|r| date(&r[0])).collect();

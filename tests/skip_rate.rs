@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 
 use common::{engine_tables, read_batches, run_engine};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::generator::{generate, GeneratorConfig, OutputFormat};
 use tidemark_inputs::time::day_of;
 
@@ -91,7 +91,7 @@ fn skip_rate_counts_accepted_skips_and_plays_per_day() {
         }
         let actual = &engine_tables(&out, time as u64)["skip_rate_daily"];
         common::compare(
-            &tidemark_dataflows::tables::SKIP_RATE_DAILY,
+            &tidemark_dataflows::model::tables::SKIP_RATE_DAILY,
             &expected_rows(&counts),
             actual,
             &format!("after batch {time}"),
@@ -148,7 +148,7 @@ fn skip_rate_matches_the_oracles_event_counts_on_messy_data() {
     );
     let actual = &engine_tables(&out, u64::MAX)["skip_rate_daily"];
     common::compare(
-        &tidemark_dataflows::tables::SKIP_RATE_DAILY,
+        &tidemark_dataflows::model::tables::SKIP_RATE_DAILY,
         &expected,
         actual,
         "generated data",

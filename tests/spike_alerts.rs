@@ -9,8 +9,8 @@ mod oracle;
 
 use common::harness::run_in_process;
 use common::read_batches;
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::generator::{generate, GeneratorConfig, SPIKE_MINUTES};
 
 #[test]

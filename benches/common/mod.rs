@@ -8,9 +8,9 @@
 
 use std::path::Path;
 
-use tidemark_dataflows::action::{Action, ActionMaker};
-use tidemark_dataflows::ingest::RawEvent;
-use tidemark_dataflows::plans::Arrival;
+use tidemark_dataflows::model::action::{Action, ActionMaker};
+use tidemark_dataflows::model::plans::Arrival;
+use tidemark_dataflows::operators::gate::RawEvent;
 use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 use tidemark_inputs::records::{FileBatch, Subscription, UserRow};

@@ -8,33 +8,33 @@ use tidemark_inputs::time::{day_of, month_of_day};
 use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::StreamVec;
 
-use crate::actives::{daily_active, monthly_active};
-use crate::adoption::feature_adoption;
-use crate::combine::combine;
-use crate::dimensions::engagement_by_dimension;
-use crate::event_mix::{day_types, event_mix_daily, skip_rate_daily};
-use crate::expiry::{
-    day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
-};
-use crate::ingest::{
-    deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, RawEvent, Time,
-};
-use crate::kpis::kpis;
-use crate::name::Name;
-use crate::plans::{plan_facts, Arrival};
-use crate::retention::retention_cohorts;
-use crate::rows::{
+use crate::metrics::actives::{daily_active, monthly_active};
+use crate::metrics::engagement_by_dimension::engagement_by_dimension;
+use crate::metrics::engagement_by_segment::engagement_by_segment;
+use crate::metrics::event_mix::{day_types, event_mix_daily, skip_rate_daily};
+use crate::metrics::feature_adoption::feature_adoption;
+use crate::metrics::kpis::kpis;
+use crate::metrics::retention_cohorts::retention_cohorts;
+use crate::metrics::session_metrics_daily::session_metrics_daily;
+use crate::metrics::sessions::sessions;
+use crate::metrics::spike_alerts::spike_alerts;
+use crate::metrics::user_facts::{user_activity_daily, user_plans};
+use crate::metrics::window_activity::window_activity;
+use crate::model::name::Name;
+use crate::model::plans::{plan_facts, Arrival};
+use crate::model::rows::{
     DailyActiveRow, DimensionRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow,
     RetentionRow, SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, UserDailyRow,
     UserPlanRow, WindowRow,
 };
-use crate::segments::engagement_by_segment;
-use crate::session_metrics::session_metrics_daily;
-use crate::sessions::sessions;
-use crate::settings::Params;
-use crate::spikes::spike_alerts;
-use crate::user_facts::{user_activity_daily, user_plans};
-use crate::windows::window_activity;
+use crate::model::settings::Params;
+use crate::operators::combine::combine;
+use crate::operators::expiry::{
+    day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
+};
+use crate::operators::gate::{
+    deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, RawEvent, Time,
+};
 
 /// What the runtime feeds in, per worker.
 pub struct Inputs<'s> {
@@ -126,7 +126,7 @@ pub struct Outputs<'s> {
 }
 
 /// Builds the dataflow: watermark gate, dedup, then every metric family. State behind
-/// the watermark is retired as it closes (see [`crate::expiry`]).
+/// the watermark is retired as it closes (see [`crate::operators::expiry`]).
 pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let (on_time, too_late, watermarks) = watermark_gate(
         inputs.event_rows,

@@ -9,9 +9,9 @@ use timely::dataflow::operators::Input as _;
 use timely::dataflow::{InputHandle, Scope};
 
 use crate::dataflow::{build, Inputs, Outputs};
-use crate::ingest::{BatchMark, RawEvent, Time};
-use crate::plans::Arrival;
-use crate::settings::Params;
+use crate::model::plans::Arrival;
+use crate::model::settings::Params;
+use crate::operators::gate::{BatchMark, RawEvent, Time};
 
 /// The input handles of one worker's dataflow.
 pub struct Feeds {

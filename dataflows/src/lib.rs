@@ -1,27 +1,16 @@
-//! The differential dataflows of tidemark. Each module is one metric family: a
-//! function from collections to collections. [`dataflow::build`] composes them.
+//! The differential dataflows of tidemark, in three folders:
+//! - [`model`]: what flows and what comes out: records, names, plans, settings, and the
+//!   output tables' rows and specs.
+//! - [`operators`]: the building blocks every metric uses: the watermark gate and
+//!   deduplication, the combiner, expiry behind the watermark, the hold-by-time buffer.
+//! - [`metrics`]: one module per output table (or per pair of tables computed together),
+//!   named after it, each a function from collections to collections.
+//!
+//! [`dataflow::build`] composes the metrics in one readable definition; [`feeds`] makes
+//! a worker's inputs.
 
-pub mod action;
-pub mod actives;
-pub mod adoption;
-pub mod combine;
 pub mod dataflow;
-pub mod dimensions;
-pub mod event_mix;
-pub mod expiry;
 pub mod feeds;
-pub mod held;
-pub mod ingest;
-pub mod kpis;
-pub mod name;
-pub mod plans;
-pub mod retention;
-pub mod rows;
-pub mod segments;
-pub mod session_metrics;
-pub mod sessions;
-pub mod settings;
-pub mod spikes;
-pub mod tables;
-pub mod user_facts;
-pub mod windows;
+pub mod metrics;
+pub mod model;
+pub mod operators;

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use tidemark_dataflows::plans::PlanHistory;
-use tidemark_dataflows::tables::{self, Cell, TableSpec};
+use tidemark_dataflows::model::plans::PlanHistory;
+use tidemark_dataflows::model::tables::{self, Cell, TableSpec};
 use tidemark_inputs::records::Plan;
 use tidemark_inputs::time::day_start;
 

@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::tables::Cell;
 
 use facts::{
     data_end, data_start, examples, read_histories, Example, Histories, FEATURE_NAMES, WINDOW_DAYS,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use parquet::arrow::ArrowWriter;
-use tidemark_dataflows::tables::{col, opt, Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::tables::{col, opt, Cell, ColumnType, TableSpec};
 
 use crate::arrow_rows::rows_to_batch;
 use crate::changes_reader::read_parquet;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tidemark_dataflows::tables::Cell;
+use tidemark_dataflows::model::tables::Cell;
 
 use crate::changes_reader::{change_files, read_parquet};
 use crate::checkpoint::Checkpoint;

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDate, SecondsFormat};
 use serde_json::{Map, Value};
-use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
 
 /// One cell as JSON.
 pub fn cell_json(cell: &Cell) -> Value {
@@ -173,7 +173,7 @@ fn typed(ty: ColumnType, text: &str) -> Result<Cell, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidemark_dataflows::tables::{DAILY_ACTIVE, ENGAGEMENT_BY_SEGMENT, WINDOW_ACTIVITY};
+    use tidemark_dataflows::model::tables::{DAILY_ACTIVE, ENGAGEMENT_BY_SEGMENT, WINDOW_ACTIVITY};
 
     fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

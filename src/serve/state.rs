@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
-use tidemark_dataflows::tables::{Cell, TableSpec, WINDOW_ACTIVITY};
+use tidemark_dataflows::model::tables::{Cell, TableSpec, WINDOW_ACTIVITY};
 
 use super::follow::Found;
 use super::json::{instant_text, row_json};

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, TableSpec};
 use timely::scheduling::SyncActivator;
 
 use super::delta::{CommitOutcome, DeltaTableSink};

@@ -95,7 +95,7 @@ pub fn clear_failure(out: &Path) {
 /// it forever), else asks to be run again after [`FAILURE_POLL`] while `live`.
 pub fn check_failure(out: &Path, activator: &timely::scheduling::Activator, live: bool) {
     // Two texts that got one integer id: stop before anything merged is written.
-    if let Some(message) = tidemark_dataflows::name::collision() {
+    if let Some(message) = tidemark_dataflows::model::name::collision() {
         fail(out, message);
     }
     if let Some(message) = failure(out) {

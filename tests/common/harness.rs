@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 
 use differential_dataflow::{ExchangeData, VecCollection};
 use tidemark_dataflows::feeds::build_with_feeds;
-use tidemark_dataflows::ingest::{BatchMark, Time};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{Cell, TableRow};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{Cell, TableRow};
+use tidemark_dataflows::operators::gate::{BatchMark, Time};
 use tidemark_inputs::records::FileBatch;
 use timely::dataflow::operators::Inspect;
 

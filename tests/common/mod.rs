@@ -11,8 +11,8 @@ use std::path::Path;
 use tidemark::changes_reader::{read_changes, sum_changes};
 use tidemark::cluster::ClusterArgs;
 use tidemark::run::{run, RunOptions, WRITTEN_TABLES};
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{Cell, TableSpec};
 use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::Dataset;
 
@@ -120,7 +120,7 @@ pub fn assert_matches_oracle(
 ) {
     for spec in WRITTEN_TABLES {
         if !expected.contains_key(spec.name)
-            && tidemark_dataflows::tables::EXTRA_TABLES
+            && tidemark_dataflows::model::tables::EXTRA_TABLES
                 .iter()
                 .any(|extra| extra.name == spec.name)
         {

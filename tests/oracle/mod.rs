@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use tidemark_dataflows::settings::Params;
-use tidemark_dataflows::tables::{self, Cell, TableSpec};
+use tidemark_dataflows::model::settings::Params;
+use tidemark_dataflows::model::tables::{self, Cell, TableSpec};
 use tidemark_inputs::records::{Event, FileBatch, Item, Millis, Plan, QuarantineRow, UserRow};
 use tidemark_inputs::time::{day_of, month_first_day, month_of, month_of_day};
 
@@ -894,7 +894,7 @@ fn user_plans(input: &Input) -> Vec<Vec<Cell>> {
 /// produces no rows. Per (day, dimension, member): distinct users, events, the sum of
 /// durations (null = 0), the mean of the non-null values and their number.
 fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
-    use tidemark_dataflows::settings::Dimension;
+    use tidemark_dataflows::model::settings::Dimension;
     struct Group<'a> {
         users: BTreeSet<&'a str>,
         events: i64,

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use deltalake::kernel::DataType as DeltaType;
-use tidemark_dataflows::tables::{Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
 
 pub const HASH_BUCKETS: u64 = 16;
 
@@ -68,7 +68,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use tidemark_dataflows::tables::{DAILY_ACTIVE, QUARANTINE, SESSIONS};
+    use tidemark_dataflows::model::tables::{DAILY_ACTIVE, QUARANTINE, SESSIONS};
 
     #[test]
     fn buckets_follow_time_keys_else_a_hash_of_the_first_key_column() {

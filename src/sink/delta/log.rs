@@ -20,7 +20,7 @@ use deltalake::table::state::DeltaTableState;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, TableSpec};
 use url::Url;
 
 use super::layout::{app_id, delta_type};

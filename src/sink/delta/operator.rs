@@ -9,8 +9,8 @@ use std::rc::Rc;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
-use tidemark_dataflows::held::{hold_updates, HeldByTime, HeldUpdates};
-use tidemark_dataflows::tables::{Cell, TableRow};
+use tidemark_dataflows::model::tables::{Cell, TableRow};
+use tidemark_dataflows::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use differential_dataflow::consolidation::consolidate;
-use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, TableSpec};
 
 use super::layout::bucket_of;
 
@@ -67,7 +67,7 @@ pub fn plan_rewrites(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tidemark_dataflows::tables::DAILY_ACTIVE;
+    use tidemark_dataflows::model::tables::DAILY_ACTIVE;
 
     /// A `daily_active` row: buckets are 31-day blocks of `day`.
     fn day(d: i32, n: i64) -> Vec<Cell> {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use tidemark_dataflows::tables::{Cell, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, TableSpec};
 
 use super::cache::RowCache;
 use super::layout::{app_id, bucket_of};
@@ -217,7 +217,7 @@ mod tests {
     use deltalake::kernel::{Action, StructField};
     use deltalake::writer::{DeltaWriter, RecordBatchWriter};
     use deltalake::DeltaTable;
-    use tidemark_dataflows::tables::{DAILY_ACTIVE, SESSIONS};
+    use tidemark_dataflows::model::tables::{DAILY_ACTIVE, SESSIONS};
 
     use super::*;
     use crate::arrow_rows::schema;

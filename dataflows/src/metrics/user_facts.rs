@@ -8,13 +8,13 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::day_of;
 
-use crate::action::Action;
-use crate::combine::combine;
-use crate::event_mix::{PLAY, SKIP};
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::plans::{PlanFact, PlanHistory};
-use crate::rows::{SessionRow, UserDailyRow, UserPlanRow};
+use crate::metrics::event_mix::{PLAY, SKIP};
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::model::plans::{PlanFact, PlanHistory};
+use crate::model::rows::{SessionRow, UserDailyRow, UserPlanRow};
+use crate::operators::combine::combine;
+use crate::operators::gate::Time;
 
 /// What one record says about a (user, day).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

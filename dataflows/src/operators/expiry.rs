@@ -34,8 +34,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use crate::held::{hold_updates, HeldByTime, HeldUpdates};
-use crate::ingest::Time;
+use crate::operators::gate::Time;
+use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 
 /// An update as held: the record with its time and multiplicity.
 fn update<D>(record: D, time: Time, diff: isize) -> (D, Time, isize) {

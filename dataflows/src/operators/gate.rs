@@ -12,9 +12,9 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::Capability;
 use xxhash_rust::xxh3::xxh3_128;
 
-use crate::action::{Action, ActionMaker};
-use crate::expiry::{note_watermarks, Watermarks};
-use crate::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::model::action::{Action, ActionMaker};
+use crate::operators::expiry::{note_watermarks, Watermarks};
+use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
@@ -98,7 +98,7 @@ type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Vec<(RawEvent, 
 ///
 /// The third output is the watermark of every logical time (the watermark of its first
 /// unit, once some unit before it had events), the same on every worker: what
-/// [`crate::expiry`] retires state by.
+/// [`crate::operators::expiry`] retires state by.
 pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,

@@ -26,13 +26,13 @@ use tidemark_inputs::records::{Item, UserRow};
 use tidemark_inputs::time::day_of;
 use timely::dataflow::operators::vec::Map;
 
-use crate::action::Action;
-use crate::combine::combine;
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::plans::Arrival;
-use crate::rows::DimensionRow;
-use crate::settings::{Dimension, Dimensions};
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::model::plans::Arrival;
+use crate::model::rows::DimensionRow;
+use crate::model::settings::{Dimension, Dimensions};
+use crate::operators::combine::combine;
+use crate::operators::gate::Time;
 
 /// Fixed-point scale of event values: a value `v` is held as `round(v * 2^32)`, so a
 /// mean is exact to about 1e-10 and sums are integers.

@@ -24,16 +24,16 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
 
-use crate::action::Action;
-use crate::combine::combine;
-use crate::name::Name;
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::operators::combine::combine;
 use tidemark_inputs::time::{day_of, day_start, month_of_day};
 
-use crate::expiry::{drop_closed, month_end, retire_behind, Watermarks};
-use crate::ingest::Time;
-use crate::plans::{Arrival, PlanFact, PlanHistory};
-use crate::retention::UserMonths;
-use crate::rows::SegmentRow;
+use crate::metrics::retention_cohorts::UserMonths;
+use crate::model::plans::{Arrival, PlanFact, PlanHistory};
+use crate::model::rows::SegmentRow;
+use crate::operators::expiry::{drop_closed, month_end, retire_behind, Watermarks};
+use crate::operators::gate::Time;
 
 /// What places a user's events in a segment.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -62,7 +62,7 @@ enum MonthInput {
 /// A plan change may move events of any month, so by default every event's time stays
 /// in the state. With `forget` (setting `forget_behind_watermark`), `user_months` holds
 /// the open months only and a closed month's events are retired, its rows staying as
-/// they were (see [`crate::expiry`]).
+/// they were (see [`crate::operators::expiry`]).
 pub fn engagement_by_segment<'s>(
     events: VecCollection<'s, Time, Action>,
     user_months: UserMonths<'s>,

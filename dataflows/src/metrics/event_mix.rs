@@ -7,16 +7,16 @@
 //! multiplicities already are the per-type counts, so each per-day reduce reads only
 //! the day's distinct types.
 
-use crate::action::Action;
-use crate::combine::combine;
-use crate::name::Name;
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::operators::combine::combine;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use tidemark_inputs::time::day_of;
 
-use crate::ingest::Time;
-use crate::rows::{EventMixRow, SkipRateRow};
+use crate::model::rows::{EventMixRow, SkipRateRow};
+use crate::operators::gate::Time;
 
 /// Accepted events as (day, event_type), arranged by day; a type's multiplicity is its
 /// number of events that day.

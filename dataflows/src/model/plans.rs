@@ -6,8 +6,8 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
 
-use crate::ingest::Time;
-use crate::name::Name;
+use crate::model::name::Name;
+use crate::operators::gate::Time;
 
 /// Arrival order of an input row: (batch, row). Later arrivals replace earlier ones.
 pub type Arrival = (u64, u64);

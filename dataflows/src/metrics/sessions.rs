@@ -8,12 +8,12 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
-use crate::action::Action;
-use crate::expiry::{day_end, reduce_until_closed, Watermarks};
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::rows::SessionRow;
-use crate::settings::Params;
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::model::rows::SessionRow;
+use crate::model::settings::Params;
+use crate::operators::expiry::{day_end, reduce_until_closed, Watermarks};
+use crate::operators::gate::Time;
 
 /// The set of a user's events within which sessions are formed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -74,7 +74,7 @@ fn scope_end(scope: &SessionScope) -> Option<Millis> {
 }
 
 /// The `sessions` table, maintained from accepted events. A day's events are retired
-/// once the watermark passes its end (see [`crate::expiry`]); its sessions stay.
+/// once the watermark passes its end (see [`crate::operators::expiry`]); its sessions stay.
 pub fn sessions<'s>(
     events: VecCollection<'s, Time, Action>,
     watermarks: &Watermarks<'s>,

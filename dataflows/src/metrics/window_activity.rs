@@ -6,11 +6,11 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 
-use crate::action::Action;
-use crate::expiry::{reduce_until_closed, Watermarks};
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::rows::{SessionRow, WindowRow};
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::model::rows::{SessionRow, WindowRow};
+use crate::operators::expiry::{reduce_until_closed, Watermarks};
+use crate::operators::gate::Time;
 
 /// The start of the window holding `ts`.
 pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
@@ -30,7 +30,7 @@ enum WindowPart {
 ///
 /// A window is final once the watermark passes its end: its events are then past, and
 /// session starts only ever appear or vanish at or after an accepted event's time. Its
-/// inputs are retired then (see [`crate::expiry`]); its row stays.
+/// inputs are retired then (see [`crate::operators::expiry`]); its row stays.
 pub fn window_activity<'s>(
     events: VecCollection<'s, Time, Action>,
     sessions: VecCollection<'s, Time, SessionRow>,

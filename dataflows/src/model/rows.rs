@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Millis, Plan, QuarantineRow};
 use tidemark_inputs::time::month_first_day;
 
-use crate::name::Name;
-use crate::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::name::Name;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 
 /// One session of one user.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -453,7 +453,7 @@ pub struct DimensionRow {
     /// Days since 1970-01-01.
     pub day: i32,
     /// The dimension.
-    pub dimension: crate::settings::Dimension,
+    pub dimension: crate::model::settings::Dimension,
     /// The member; none for events without one.
     pub member: Option<Name>,
     /// Distinct users with an accepted event of the member that day.
@@ -462,7 +462,7 @@ pub struct DimensionRow {
     pub events: i64,
     /// Their total duration (null durations count 0).
     pub duration_ms: i64,
-    /// Sum of their non-null values, in fixed point ([`crate::dimensions::VALUE_SCALE`]).
+    /// Sum of their non-null values, in fixed point ([`crate::metrics::engagement_by_dimension::VALUE_SCALE`]).
     pub value_sum: i128,
     /// How many of them have a value.
     pub values: i64,
@@ -471,8 +471,11 @@ pub struct DimensionRow {
 impl TableRow for DimensionRow {
     const SPEC: TableSpec = tables::ENGAGEMENT_BY_DIMENSION;
     fn cells(&self) -> Vec<Cell> {
-        let avg = (self.values > 0)
-            .then(|| self.value_sum as f64 / crate::dimensions::VALUE_SCALE / self.values as f64);
+        let avg = (self.values > 0).then(|| {
+            self.value_sum as f64
+                / crate::metrics::engagement_by_dimension::VALUE_SCALE
+                / self.values as f64
+        });
         vec![
             Cell::Date(self.day),
             Cell::Str(self.dimension.name()),

@@ -5,13 +5,13 @@
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
-use crate::action::Action;
-use crate::expiry::day_end;
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::plans::{PlanFact, PlanHistory};
-use crate::rows::{KpiRow, SessionRow};
-use crate::settings::Params;
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::model::plans::{PlanFact, PlanHistory};
+use crate::model::rows::{KpiRow, SessionRow};
+use crate::model::settings::Params;
+use crate::operators::expiry::day_end;
+use crate::operators::gate::Time;
 use tidemark_inputs::time::{day_of, day_start};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -17,8 +17,8 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use crate::held::HeldByTime;
-use crate::ingest::Time;
+use crate::operators::gate::Time;
+use crate::operators::held::HeldByTime;
 
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
 /// time once the input has passed it (when nothing downstream could complete it

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
-use crate::expiry::{reduce_until_closed, Watermarks};
-use crate::ingest::Time;
-use crate::rows::{Alert, Baseline, SpikeRow, WindowRow};
-use crate::settings::Params;
+use crate::model::rows::{Alert, Baseline, SpikeRow, WindowRow};
+use crate::model::settings::Params;
+use crate::operators::expiry::{reduce_until_closed, Watermarks};
+use crate::operators::gate::Time;
 
 /// One input of a window's alert, combined per window start.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -116,7 +116,7 @@ pub fn alert_verdict(sessions_started: i64, samples: &mut [i64], params: &Params
 
 /// The `spike_alerts` table from the `window_activity` rows. A window's alert is final
 /// once the watermark passes the window's end (its baseline windows come before it);
-/// its inputs are then retired (see [`crate::expiry`]) and its row stays.
+/// its inputs are then retired (see [`crate::operators::expiry`]) and its row stays.
 pub fn spike_alerts<'s>(
     windows: VecCollection<'s, Time, WindowRow>,
     watermarks: &Watermarks<'s>,

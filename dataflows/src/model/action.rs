@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::{Event, Millis};
 
-use crate::name::Name;
+use crate::model::name::Name;
 
 /// One accepted user action (72 bytes, `Copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct Action {
     /// The item acted on, if given (for the `genre` and `artist` dimensions).
     pub item_id: Option<Name>,
     /// The event's `value` in fixed point (`round(value * 2^32)`, see
-    /// [`crate::dimensions::VALUE_SCALE`]), if given.
+    /// [`crate::metrics::engagement_by_dimension::VALUE_SCALE`]), if given.
     pub value: Option<i64>,
 }
 
@@ -47,9 +47,9 @@ impl ActionMaker {
             duration_ms: event.duration_ms,
             session_id: event.session_id.as_deref().map(Name::new),
             item_id: event.item_id.as_deref().map(Name::new),
-            value: event
-                .value
-                .map(|v| (v.0 * crate::dimensions::VALUE_SCALE).round() as i64),
+            value: event.value.map(|v| {
+                (v.0 * crate::metrics::engagement_by_dimension::VALUE_SCALE).round() as i64
+            }),
         }
     }
 }

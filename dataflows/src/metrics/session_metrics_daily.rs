@@ -6,8 +6,8 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use tidemark_inputs::time::day_of;
 
-use crate::ingest::Time;
-use crate::rows::{SessionDailyRow, SessionRow};
+use crate::model::rows::{SessionDailyRow, SessionRow};
+use crate::operators::gate::Time;
 
 /// The `session_metrics_daily` table from the `sessions` rows.
 pub fn session_metrics_daily<'s>(

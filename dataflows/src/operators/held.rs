@@ -7,7 +7,7 @@
 //! `complete` test says no more input can arrive for them.
 //!
 //! ```
-//! use tidemark_dataflows::held::HeldByTime;
+//! use tidemark_dataflows::operators::held::HeldByTime;
 //!
 //! let mut held: HeldByTime<&str, Vec<u32>> = HeldByTime::default();
 //! held.at(5, || "cap 5").push(1);
@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 
 use timely::dataflow::operators::{Capability, InputCapability};
 
-use crate::ingest::Time;
+use crate::operators::gate::Time;
 
 /// Per logical time: a token to send that time's output with (`C`, usually a
 /// [`Capability`]) and the data held for it (`B`, a `Vec` or a map).

@@ -8,10 +8,10 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
-use crate::expiry::{drop_closed, month_end, Watermarks};
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::rows::RetentionRow;
+use crate::model::name::Name;
+use crate::model::rows::RetentionRow;
+use crate::operators::expiry::{drop_closed, month_end, Watermarks};
+use crate::operators::gate::Time;
 
 /// Distinct (user, month) pairs arranged by user: built once, read by the cohort join
 /// and the monthly actives.

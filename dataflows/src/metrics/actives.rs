@@ -5,9 +5,9 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::month_of_day;
 
-use crate::ingest::Time;
-use crate::name::Name;
-use crate::rows::{DailyActiveRow, MonthlyActiveRow};
+use crate::model::name::Name;
+use crate::model::rows::{DailyActiveRow, MonthlyActiveRow};
+use crate::operators::gate::Time;
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
 pub fn daily_active<'s>(

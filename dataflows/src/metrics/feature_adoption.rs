@@ -8,17 +8,17 @@
 //! adopters per (type, day) and new users per day (`count_total`), then one running sum
 //! per type over its days and one over the active days, joined by day.
 
-use crate::action::Action;
-use crate::name::Name;
+use crate::model::action::Action;
+use crate::model::name::Name;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::day_of;
 
-use crate::combine::combine;
-use crate::expiry::earliest_per_key;
-use crate::ingest::Time;
-use crate::rows::{DailyActiveRow, EventMixRow, FeatureAdoptionRow};
+use crate::model::rows::{DailyActiveRow, EventMixRow, FeatureAdoptionRow};
+use crate::operators::combine::combine;
+use crate::operators::expiry::earliest_per_key;
+use crate::operators::gate::Time;
 
 /// One input of a running sum over days: a count that starts on a day, or a day on
 /// which the sum is reported. On one day, the count sorts before the report.

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 
-use crate::name::Name;
+use crate::model::name::Name;
 
 /// The semantic knobs of the contract ("Gap and the midnight split are settings", ...).
 /// Loaded from a TOML file and CLI flags by the binary; unknown keys are rejected.
