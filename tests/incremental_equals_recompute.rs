@@ -207,12 +207,14 @@ fn check_in_process(
     let data = dir.path().join("data");
     write_dataset(&data, batches, paid_users);
     let mut inputs = read_batches(&data, None);
+    use tidemark_inputs::records::{FileBatch, Item, Plan, Subscription};
     // Catalogue rows arrive between the event files, so a later row re-files earlier
-    // events under a new genre and artist.
-    for (n, (at, rows)) in catalogue.iter().enumerate() {
+    // events under a new genre and artist; plan changes too, so a later row moves
+    // events of a day already seen into another plan's segment.
+    let catalogue_files = catalogue.iter().enumerate().map(|(n, (at, rows))| {
         let items = rows
             .iter()
-            .map(|&(item, genre)| tidemark_inputs::records::Item {
+            .map(|&(item, genre)| Item {
                 item_id: format!("t{item}"),
                 artist_id: Some(format!("a{}", (item + genre) % 3)),
                 genre: (genre > 0).then(|| format!("g{genre}")),
@@ -220,40 +222,29 @@ fn check_in_process(
                 duration_ms: None,
             })
             .collect();
-        let batch = tidemark_inputs::records::FileBatch {
+        let batch = FileBatch {
             items,
             ..Default::default()
         };
-        inputs.insert(
-            (*at).min(inputs.len()),
-            (format!("items/part-{n}.csv"), batch),
-        );
-    }
-    // Plan changes arrive between the event files too, so a later row moves events of
-    // a day already seen into another plan's segment.
-    for (n, (at, rows)) in plan_changes.iter().enumerate() {
+        (*at, format!("items/part-{n}.csv"), batch)
+    });
+    let plan_files = plan_changes.iter().enumerate().map(|(n, (at, rows))| {
         let subscriptions = rows
             .iter()
-            .map(
-                |&(user, minute, paid)| tidemark_inputs::records::Subscription {
-                    user_id: format!("u{user}"),
-                    ts: BASE + minute * 60_000,
-                    plan: if paid {
-                        tidemark_inputs::records::Plan::Paid
-                    } else {
-                        tidemark_inputs::records::Plan::Free
-                    },
-                },
-            )
+            .map(|&(user, minute, paid)| Subscription {
+                user_id: format!("u{user}"),
+                ts: BASE + minute * 60_000,
+                plan: if paid { Plan::Paid } else { Plan::Free },
+            })
             .collect();
-        let batch = tidemark_inputs::records::FileBatch {
+        let batch = FileBatch {
             subscriptions,
             ..Default::default()
         };
-        inputs.insert(
-            (*at).min(inputs.len()),
-            (format!("subscriptions/part-{n}.csv"), batch),
-        );
+        (*at, format!("subscriptions/part-{n}.csv"), batch)
+    });
+    for (at, name, batch) in catalogue_files.chain(plan_files) {
+        inputs.insert(at.min(inputs.len()), (name, batch));
     }
     let tables = common::harness::run_in_process(&inputs, params, workers, group);
     for (time, actual) in tables.iter().enumerate() {
