@@ -221,7 +221,7 @@ pub fn run_all(parsed: Parsed) -> Duration {
             .dataflow::<Time, _, _>(|scope| {
                 let (f, o) = build_with_feeds(&scope, Params::default(), false);
                 macro_rules! probe_all {
-                    ($($table:ident),*) => {$( o.$table.inner.probe_with(&probe); )*};
+                    ($($table:ident: $row:ty),*) => {$( o.$table.inner.probe_with(&probe); )*};
                 }
                 tidemark_dataflows::for_each_table!(probe_all);
                 (f.rows, f.marks, f.users, f.subscriptions, f.errors)

@@ -80,7 +80,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
                 let (f, o) = build_with_feeds(&scope, Params::default(), false);
                 let p = &probe;
                 macro_rules! count_all {
-                    ($($table:ident),*) => {$( count(stringify!($table), o.$table, &counts, p); )*};
+                    ($($table:ident: $row:ty),*) => {$( count(stringify!($table), o.$table, &counts, p); )*};
                 }
                 tidemark_dataflows::for_each_table!(count_all);
                 (f.rows, f.marks, f.users, f.subscriptions, f.errors)

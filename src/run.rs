@@ -20,7 +20,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use tidemark_dataflows::dataflow::Outputs;
 use tidemark_dataflows::feeds::{build_with_feeds, Feeds};
 use tidemark_dataflows::model::settings::Params;
-use tidemark_dataflows::model::tables;
 use tidemark_dataflows::operators::gate::BatchMark;
 use tidemark_inputs::dataset::{Dataset, Table};
 use tidemark_inputs::records::{FileBatch, QuarantineRow};
@@ -920,24 +919,7 @@ impl<'a> Reporter<'a> {
 }
 
 /// The tables `tidemark run` writes, in the order they are attached.
-pub const WRITTEN_TABLES: &[tidemark_dataflows::model::tables::TableSpec] = &[
-    tables::SESSIONS,
-    tables::WINDOW_ACTIVITY,
-    tables::DAILY_ACTIVE,
-    tables::MONTHLY_ACTIVE,
-    tables::RETENTION_COHORTS,
-    tables::KPIS,
-    tables::SPIKE_ALERTS,
-    tables::SESSION_METRICS_DAILY,
-    tables::EVENT_MIX_DAILY,
-    tables::SKIP_RATE_DAILY,
-    tables::FEATURE_ADOPTION,
-    tables::ENGAGEMENT_BY_SEGMENT,
-    tables::ENGAGEMENT_BY_DIMENSION,
-    tables::USER_ACTIVITY_DAILY,
-    tables::USER_PLANS,
-    tables::QUARANTINE,
-];
+pub use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 
 /// Attaches a sink to every output table; returns their reports. Every sink skips
 /// the logical times up to `resume_after`: an earlier run already wrote them.
@@ -950,7 +932,7 @@ fn write_outputs<'s>(
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
     let mut reports = Vec::new();
     macro_rules! sinks {
-        ($($table:ident),*) => {$(
+        ($($table:ident: $row:ty),*) => {$(
             if let Some(retention) = delta {
                 reports.push(delta_sink(outputs.$table.clone(), out, retention));
             }

@@ -22,12 +22,8 @@ use crate::metrics::user_facts::{user_activity_daily, user_plans};
 use crate::metrics::window_activity::window_activity;
 use crate::model::name::Name;
 use crate::model::plans::{plan_facts, Arrival};
-use crate::model::rows::{
-    DailyActiveRow, DimensionRow, EventMixRow, FeatureAdoptionRow, KpiRow, MonthlyActiveRow,
-    RetentionRow, SegmentRow, SessionDailyRow, SessionRow, SkipRateRow, SpikeRow, UserDailyRow,
-    UserPlanRow, WindowRow,
-};
 use crate::model::settings::Params;
+use crate::model::tables::{TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::expiry::{
     day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
@@ -56,74 +52,56 @@ pub struct Inputs<'s> {
     pub retractions: bool,
 }
 
-/// The one list of output tables: calls the macro `$callback` with every field of
-/// [`Outputs`], in the order the tables are written. The runtime's sinks, the test
-/// harness and the benches expand their per-table code from it, so that a new table is
-/// added here and in [`Outputs`] only:
+/// The one list of output tables: calls the macro `$callback` with every table as
+/// `name: RowType`, in the order the tables are written. [`Outputs`] (one field per
+/// table, named after it), [`WRITTEN_TABLES`], the runtime's sinks, the test harness
+/// and the benches all expand from it, so that a new table is added to this list, its
+/// row type and its metric module, and [`build`] computes it:
 ///
 /// ```ignore
-/// macro_rules! sinks { ($($table:ident),*) => {$( attach(outputs.$table); )*} }
+/// macro_rules! sinks { ($($table:ident: $row:ty),*) => {$( attach(outputs.$table); )*} }
 /// tidemark_dataflows::for_each_table!(sinks);
 /// ```
 #[macro_export]
 macro_rules! for_each_table {
     ($callback:ident) => {
-        $callback!(
-            sessions,
-            window_activity,
-            daily_active,
-            monthly_active,
-            retention_cohorts,
-            kpis,
-            spike_alerts,
-            session_metrics_daily,
-            event_mix_daily,
-            skip_rate_daily,
-            feature_adoption,
-            engagement_by_segment,
-            engagement_by_dimension,
-            user_activity_daily,
-            user_plans,
-            quarantine
-        )
+        $callback! {
+            sessions: $crate::model::rows::SessionRow,
+            window_activity: $crate::model::rows::WindowRow,
+            daily_active: $crate::model::rows::DailyActiveRow,
+            monthly_active: $crate::model::rows::MonthlyActiveRow,
+            retention_cohorts: $crate::model::rows::RetentionRow,
+            kpis: $crate::model::rows::KpiRow,
+            spike_alerts: $crate::model::rows::SpikeRow,
+            session_metrics_daily: $crate::model::rows::SessionDailyRow,
+            event_mix_daily: $crate::model::rows::EventMixRow,
+            skip_rate_daily: $crate::model::rows::SkipRateRow,
+            feature_adoption: $crate::model::rows::FeatureAdoptionRow,
+            engagement_by_segment: $crate::model::rows::SegmentRow,
+            engagement_by_dimension: $crate::model::rows::DimensionRow,
+            user_activity_daily: $crate::model::rows::UserDailyRow,
+            user_plans: $crate::model::rows::UserPlanRow,
+            quarantine: $crate::model::rows::QuarantineRow
+        }
     };
 }
 
-/// Every output table, as a collection of typed rows.
-pub struct Outputs<'s> {
-    /// `sessions`.
-    pub sessions: VecCollection<'s, Time, SessionRow>,
-    /// `window_activity`.
-    pub window_activity: VecCollection<'s, Time, WindowRow>,
-    /// `daily_active`.
-    pub daily_active: VecCollection<'s, Time, DailyActiveRow>,
-    /// `monthly_active`.
-    pub monthly_active: VecCollection<'s, Time, MonthlyActiveRow>,
-    /// `retention_cohorts`.
-    pub retention_cohorts: VecCollection<'s, Time, RetentionRow>,
-    /// `kpis`.
-    pub kpis: VecCollection<'s, Time, KpiRow>,
-    /// `spike_alerts`.
-    pub spike_alerts: VecCollection<'s, Time, SpikeRow>,
-    /// `session_metrics_daily`.
-    pub session_metrics_daily: VecCollection<'s, Time, SessionDailyRow>,
-    /// `event_mix_daily`.
-    pub event_mix_daily: VecCollection<'s, Time, EventMixRow>,
-    /// `skip_rate_daily` (beyond the contract).
-    pub skip_rate_daily: VecCollection<'s, Time, SkipRateRow>,
-    /// `feature_adoption`.
-    pub feature_adoption: VecCollection<'s, Time, FeatureAdoptionRow>,
-    /// `engagement_by_segment`.
-    pub engagement_by_segment: VecCollection<'s, Time, SegmentRow>,
-    /// `engagement_by_dimension`.
-    pub engagement_by_dimension: VecCollection<'s, Time, DimensionRow>,
-    /// `user_activity_daily` (beyond the contract, for `tidemark predict`).
-    pub user_activity_daily: VecCollection<'s, Time, UserDailyRow>,
-    /// `user_plans` (beyond the contract, for `tidemark predict`).
-    pub user_plans: VecCollection<'s, Time, UserPlanRow>,
-    /// `quarantine`.
-    pub quarantine: VecCollection<'s, Time, QuarantineRow>,
+macro_rules! outputs {
+    ($($table:ident: $row:ty),*) => {
+        /// Every output table, as a collection of typed rows: one field per table of
+        /// [`for_each_table!`], named after the table.
+        pub struct Outputs<'s> {
+            $(
+                #[doc = concat!("`", stringify!($table), "`.")]
+                pub $table: VecCollection<'s, Time, $row>,
+            )*
+        }
+
+        /// The tables a run writes, in the order of [`for_each_table!`].
+        pub const WRITTEN_TABLES: &[TableSpec] = &[$(<$row as TableRow>::SPEC),*];
+    };
 }
+for_each_table!(outputs);
 
 /// Builds the dataflow: watermark gate, dedup, then every metric family. State behind
 /// the watermark is retired as it closes (see [`crate::operators::expiry`]).

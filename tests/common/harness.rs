@@ -50,7 +50,7 @@ pub fn run_in_process(
         let mut feeds = worker.dataflow::<Time, _, _>(|scope| {
             let (feeds, o) = build_with_feeds(&scope, params, false);
             macro_rules! capture_all {
-                ($($table:ident),*) => {$( capture(o.$table, &into); )*};
+                ($($table:ident: $row:ty),*) => {$( capture(o.$table, &into); )*};
             }
             tidemark_dataflows::for_each_table!(capture_all);
             feeds

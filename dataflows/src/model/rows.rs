@@ -3,7 +3,9 @@
 //! turned into doubles only when written, by [`TableRow::cells`].
 
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Millis, Plan, QuarantineRow};
+/// The `quarantine` table's row, as the readers make it.
+pub use tidemark_inputs::records::QuarantineRow;
+use tidemark_inputs::records::{Millis, Plan};
 use tidemark_inputs::time::month_first_day;
 
 use crate::model::name::Name;
