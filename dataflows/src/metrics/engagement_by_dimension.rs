@@ -219,7 +219,7 @@ pub fn engagement_by_dimension<'s>(
     // Every dimension that reads a source, for each source some event uses. The
     // sources are made distinct first: a source's `Used` input then changes once, when
     // it first appears, not with every batch that changes its measures (the member
-    // reduce would otherwise revisit every busy item and hour at every logical time).
+    // reduce would otherwise revisit every busy item and user at every logical time).
     let used = measures
         .clone()
         .map(|((source, _day), _)| source)

@@ -72,6 +72,22 @@ pub fn engagement_by_segment<'s>(
     forget: bool,
 ) -> VecCollection<'s, Time, SegmentRow> {
     let closes = move |month: i32| forget.then(|| month_end(month));
+    let changes = subscriptions.map(|(s, arrival)| {
+        (
+            Name::new(&s.user_id),
+            UserFact::Change(s.ts, arrival, s.plan),
+        )
+    });
+    // The (user, day)s on which some plan change falls: their events go to the reduce
+    // one by one. The reduce finds the same days among the user's facts.
+    let change_days = changes
+        .clone()
+        .flat_map(|(user, fact)| match fact {
+            UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
+            UserFact::Profile(..) => None,
+        })
+        .distinct_total()
+        .arrange_by_self_named("ChangeDays");
     let facts = users
         .map(|(u, arrival)| {
             (
@@ -79,12 +95,7 @@ pub fn engagement_by_segment<'s>(
                 UserFact::Profile(arrival, u.country, u.plan),
             )
         })
-        .concat(subscriptions.clone().map(|(s, arrival)| {
-            (
-                Name::new(&s.user_id),
-                UserFact::Change(s.ts, arrival, s.plan),
-            )
-        }))
+        .concat(changes)
         .arrange_by_key_named("UserFacts");
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
@@ -113,12 +124,6 @@ pub fn engagement_by_segment<'s>(
             MonthInput::Day(day, events as i64, duration as i64),
         )
     });
-    // The (user, day)s on which some `subscriptions/` row changes the plan: their events
-    // go to the reduce one by one.
-    let change_days = subscriptions
-        .map(|(s, _arrival)| (Name::new(&s.user_id), day_of(s.ts)))
-        .distinct_total()
-        .arrange_by_self_named("ChangeDays");
     let change_day_events = day_events
         .arrange_by_key_named("EventsByUserDay")
         .join_core(change_days, |(user, day), (ts, duration), ()| {
