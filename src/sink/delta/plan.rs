@@ -45,23 +45,42 @@ pub fn plan_rewrites(
     }
     let mut rewrites = Vec::with_capacity(by_bucket.len());
     for (bucket, diffs) in by_bucket {
-        let mut counts: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
-        for row in current(bucket)? {
-            *counts.entry(row).or_insert(0) += 1;
-        }
-        for (row, diff) in diffs {
-            *counts.entry(row).or_insert(0) += diff;
-        }
-        let mut rows = Vec::new();
-        for (row, count) in counts {
-            if count < 0 {
-                bail!("row {row:?} would be in the table {count} times at time {time}");
-            }
-            rows.extend(std::iter::repeat_n(row, count as usize));
-        }
+        let rows = apply_diffs(current(bucket)?, diffs, time)?;
         rewrites.push(Rewrite { bucket, rows });
     }
     Ok(rewrites)
+}
+
+/// A bucket's rows after the changes `diffs` (sorted by row, one entry per row, as
+/// [`consolidate`] leaves them): one merge pass over the current rows, which come sorted
+/// from the cache and from the files the sink wrote (they are sorted here otherwise).
+fn apply_diffs(
+    mut current: Vec<Vec<Cell>>,
+    diffs: Vec<(Vec<Cell>, i64)>,
+    time: u64,
+) -> Result<Vec<Vec<Cell>>> {
+    if !current.is_sorted() {
+        current.sort_unstable();
+    }
+    let mut rows = Vec::with_capacity(current.len() + diffs.len());
+    let mut current = current.into_iter().peekable();
+    for (row, diff) in diffs {
+        while current
+            .next_if(|held| *held < row)
+            .map(|held| rows.push(held))
+            .is_some()
+        {}
+        let mut count = diff;
+        while current.next_if(|held| *held == row).is_some() {
+            count += 1;
+        }
+        if count < 0 {
+            bail!("row {row:?} would be in the table {count} times at time {time}");
+        }
+        rows.extend(std::iter::repeat_n(row, count as usize));
+    }
+    rows.extend(current);
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -118,6 +137,20 @@ mod tests {
             vec![Rewrite {
                 bucket: 1,
                 rows: vec![]
+            }]
+        );
+    }
+
+    #[test]
+    fn unsorted_current_rows_with_repeats_merge_with_the_changes() {
+        let current = [day(3, 1), day(1, 5), day(3, 1)];
+        let changes = vec![(day(3, 1), 1), (day(1, 5), -1), (day(2, 2), 1)];
+        let rewrites = plan_rewrites(&DAILY_ACTIVE, 0, changes, [], table(&current)).unwrap();
+        assert_eq!(
+            rewrites,
+            vec![Rewrite {
+                bucket: 0,
+                rows: vec![day(2, 2), day(3, 1), day(3, 1), day(3, 1)],
             }]
         );
     }
