@@ -10,6 +10,19 @@ use tidemark::live_source::{Batching, LiveInput};
 use tidemark::run::{run, LiveOptions, RunOptions};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 
+/// jemalloc serves the binary's Rust allocations: it reuses freed blocks per thread
+/// without the page faults that glibc's fixed mmap threshold costs on every large
+/// batch, and its background thread hands dirty pages back. See `tidemark::allocator`.
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read before `main` (the `_RJEM_MALLOC_CONF` environment
+/// variable still overrides them): see [`tidemark::allocator::JEMALLOC_CONF`].
+#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[export_name = "_rjem_malloc_conf"]
+pub static JEMALLOC_CONF: &[u8; 60] = tidemark::allocator::JEMALLOC_CONF;
+
 fn main() {
     tidemark::allocator::limit_fragmentation();
     log_warnings();
