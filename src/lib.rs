@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod follow;
 pub mod ingested;
 pub mod live_source;
+pub mod object_input;
 pub mod operator_times;
 pub mod predict;
 pub mod progress;

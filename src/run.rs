@@ -35,6 +35,7 @@ use crate::cluster::ClusterArgs;
 use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
 use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
+use crate::object_input::{is_object_url, ObjectDataset, STAGE_DIR};
 use crate::progress::{FollowProgress, Progress};
 use crate::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::sink::changes::change_stream_sink;
@@ -205,7 +206,34 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     if live.follow && options.dataset.is_none() {
         bail!("--follow watches a DATASET directory: give one");
     }
-    let dataset = match &options.dataset {
+    // An object-store dataset is mirrored under OUT and read from there; a `--follow`
+    // run keeps mirroring new objects while it runs.
+    let mut dataset_url = None;
+    let mut _following_mirror = None;
+    let dataset_dir = match &options.dataset {
+        Some(url) if is_object_url(url) => {
+            let url = url.display().to_string();
+            if is_object_url(&options.out) {
+                bail!("--out {}: writing to object storage is not built yet; give a local --out directory (the dataset may stay at {url})", options.out.display());
+            }
+            let remote = ObjectDataset::open(&url, &options.out.join(STAGE_DIR))?;
+            let downloaded = remote.sync()?;
+            if options.progress && options.cluster.process == 0 {
+                eprintln!(
+                    "{url}: {downloaded} new object(s) mirrored into {}",
+                    remote.stage().display()
+                );
+            }
+            let dir = remote.stage().to_path_buf();
+            if live.follow {
+                _following_mirror = Some(remote.follow(live.poll));
+            }
+            dataset_url = Some(url);
+            Some(dir)
+        }
+        other => other.clone(),
+    };
+    let dataset = match &dataset_dir {
         Some(path) => {
             let mut dataset = Dataset::open(path, options.mapping.as_deref())
                 .map(|dataset| Dataset {
@@ -232,7 +260,10 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         options.params,
     );
     identity.delta = options.delta;
-    if let Some(dataset) = &dataset {
+    if let Some(url) = &dataset_url {
+        identity.dataset = Some(url.clone());
+        identity.mapping = dataset.as_ref().map(|d| d.mapping.fingerprint());
+    } else if let Some(dataset) = &dataset {
         identity.dataset = Some(
             std::fs::canonicalize(&dataset.root)
                 .unwrap_or_else(|_| dataset.root.clone())
@@ -279,7 +310,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         {
             bail!(
                 "no event files found in {}: put files under events/ or map them with `[events] files = ...` in tidemark.toml",
-                options.dataset.as_deref().unwrap_or(Path::new(".")).display()
+                dataset_dir.as_deref().unwrap_or(Path::new(".")).display()
             );
         }
         if let Some(dataset) = &dataset {

@@ -8,47 +8,17 @@ mod common;
 mod live;
 mod oracle;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
 use live::{
     assert_unique_change_files, change_files, checkpoint_state, event_files, expect_success, feed,
-    follow_flags, live_dataset, source_dataset, spawn, tidemark_run, wait_until, Rng,
+    follow_flags, live_dataset, source_dataset, spawn, tidemark_run, txn_versions, wait_until, Rng,
 };
 use tidemark::run::WRITTEN_TABLES;
 use tidemark::sink::delta::{delta_dir, read_delta_table};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;
-
-/// The `txn` version (logical time) of each commit in the Delta log of `table_dir`, in
-/// version order; empty when the table was never committed.
-fn txn_versions(table_dir: &Path) -> Vec<u64> {
-    let log = table_dir.join("_delta_log");
-    if !log.exists() {
-        return Vec::new();
-    }
-    let mut commits: Vec<(u64, Vec<u64>)> = std::fs::read_dir(&log)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .filter_map(|path| {
-            let version: u64 = path.file_stem()?.to_str()?.parse().ok()?;
-            let txns = std::fs::read_to_string(&path)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .filter_map(|l| {
-                    let action: serde_json::Value = serde_json::from_str(l).unwrap();
-                    action.get("txn").map(|t| t["version"].as_u64().unwrap())
-                })
-                .collect();
-            Some((version, txns))
-        })
-        .collect();
-    commits.sort();
-    commits.into_iter().flat_map(|(_, txns)| txns).collect()
-}
 
 fn crash_and_resume(seed: u64, format: OutputFormat) {
     let dir = tempfile::tempdir().unwrap();

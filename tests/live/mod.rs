@@ -266,3 +266,32 @@ pub fn settle(out: &Path, count: usize) -> u64 {
     assert!(done, "the run completes {count} input files");
     checkpoint_state(out).1.unwrap()
 }
+
+/// The `txn` version (logical time) of each commit in the Delta log of `table_dir`, in
+/// version order; empty when the table was never committed.
+pub fn txn_versions(table_dir: &Path) -> Vec<u64> {
+    let log = table_dir.join("_delta_log");
+    if !log.exists() {
+        return Vec::new();
+    }
+    let mut commits: Vec<(u64, Vec<u64>)> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .filter_map(|path| {
+            let version: u64 = path.file_stem()?.to_str()?.parse().ok()?;
+            let txns = std::fs::read_to_string(&path)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .filter_map(|l| {
+                    let action: serde_json::Value = serde_json::from_str(l).unwrap();
+                    action.get("txn").map(|t| t["version"].as_u64().unwrap())
+                })
+                .collect();
+            Some((version, txns))
+        })
+        .collect();
+    commits.sort();
+    commits.into_iter().flat_map(|(_, txns)| txns).collect()
+}

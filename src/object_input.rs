@@ -1,0 +1,270 @@
+//! Datasets in object storage: `tidemark run s3://bucket/prefix --out OUT`.
+//!
+//! The objects under the prefix are mirrored into a local staging directory,
+//! `OUT/source/` ([`STAGE_DIR`]), and the run reads that directory as it reads any local
+//! dataset: same discovery, mapping, batching and checkpoint. Each object is downloaded
+//! once, into a temporary name renamed into place when complete, so a reader never sees
+//! half an object. A hidden manifest records the size and entity tag of every object
+//! taken, so a later listing (a `--follow` run lists the prefix at every poll, as Spark's
+//! Auto Loader does) downloads only objects that are new or were replaced. Objects
+//! deleted from the bucket stay in the mirror: like a deleted local file, that takes
+//! nothing back.
+//!
+//! The store comes from the standard AWS environment variables (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), read by
+//! the `object_store` crate that delta-rs builds on (contract "Outputs").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use futures_util::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+/// The staging directory under `--out` that mirrors an object-store dataset.
+pub const STAGE_DIR: &str = "source";
+
+/// The manifest of objects taken, inside the staging directory (hidden from discovery).
+const MANIFEST: &str = ".objects.json";
+
+/// Whether a dataset argument names an object-store location (`scheme://...`) rather
+/// than a local directory.
+pub fn is_object_url(dataset: &Path) -> bool {
+    dataset.to_str().is_some_and(|text| text.contains("://"))
+}
+
+/// What the manifest remembers of an object: enough to see that it was replaced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Taken {
+    size: u64,
+    e_tag: Option<String>,
+}
+
+/// An object-store dataset and its local mirror.
+pub struct ObjectDataset {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    stage: PathBuf,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ObjectDataset {
+    /// Opens `url` (`s3://bucket[/prefix]`) with the store settings of the AWS
+    /// environment variables, mirroring into `stage`.
+    pub fn open(url: &str, stage: &Path) -> Result<ObjectDataset> {
+        let parsed = url::Url::parse(url).with_context(|| format!("reading the URL {url}"))?;
+        if parsed.scheme() != "s3" {
+            bail!(
+                "{url}: tidemark reads datasets from local directories and s3:// URLs (S3, MinIO and other S3-compatible stores); `{}://` is not supported",
+                parsed.scheme()
+            );
+        }
+        let store = AmazonS3Builder::from_env()
+            .with_url(url)
+            .build()
+            .with_context(|| {
+                format!("opening {url}: set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a plain-http S3-compatible server)")
+            })?;
+        let prefix = ObjectPath::from(parsed.path().trim_matches('/'));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the object-store client")?;
+        Ok(ObjectDataset {
+            url: url.trim_end_matches('/').to_string(),
+            store: Arc::new(store),
+            prefix,
+            stage: stage.to_path_buf(),
+            runtime,
+        })
+    }
+
+    /// The local directory the run reads.
+    pub fn stage(&self) -> &Path {
+        &self.stage
+    }
+
+    /// Lists the prefix and downloads every object not taken yet (or replaced since);
+    /// returns how many were downloaded.
+    pub fn sync(&self) -> Result<usize> {
+        std::fs::create_dir_all(&self.stage)
+            .with_context(|| format!("creating the staging directory {}", self.stage.display()))?;
+        let manifest_path = self.stage.join(MANIFEST);
+        let mut taken: BTreeMap<String, Taken> = match std::fs::read_to_string(&manifest_path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "reading {}: remove it to download the dataset again",
+                    manifest_path.display()
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", manifest_path.display()))
+            }
+        };
+        let listed: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&self.prefix)).try_collect())
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "listing {} failed: {}. Check the bucket's name, AWS_ENDPOINT_URL, AWS_REGION and the credentials",
+                    self.url,
+                    describe(&e)
+                )
+            })?;
+        let mut downloaded = 0;
+        for meta in listed {
+            let Some(rel) = self.relative(&meta.location) else {
+                continue;
+            };
+            let now = Taken {
+                size: meta.size,
+                e_tag: meta.e_tag.clone(),
+            };
+            if taken.get(&rel) == Some(&now) {
+                continue;
+            }
+            let target = self.stage.join(&rel);
+            // Downloaded by a sync killed before it noted the object: adopt the file
+            // rather than replace it, which would look like a changed input file.
+            let staged = std::fs::metadata(&target).map(|m| m.len()).ok();
+            if !taken.contains_key(&rel) && staged == Some(meta.size) {
+                taken.insert(rel, now);
+                write_replacing(
+                    &manifest_path,
+                    serde_json::to_string_pretty(&taken)?.as_bytes(),
+                )?;
+                continue;
+            }
+            self.download(&meta.location, &target)
+                .with_context(|| format!("downloading {}/{rel}", self.url))?;
+            taken.insert(rel, now);
+            downloaded += 1;
+            // The manifest follows each download, so a killed sync redoes one object.
+            write_replacing(
+                &manifest_path,
+                serde_json::to_string_pretty(&taken)?.as_bytes(),
+            )?;
+        }
+        Ok(downloaded)
+    }
+
+    /// The object's path below the prefix, with `/` separators; `None` for the prefix
+    /// itself or a name that cannot be a local file name.
+    fn relative(&self, location: &ObjectPath) -> Option<String> {
+        let parts: Vec<_> = location
+            .prefix_match(&self.prefix)?
+            .map(|part| part.as_ref().to_string())
+            .collect();
+        let safe = |part: &String| !part.is_empty() && part != "." && part != "..";
+        (!parts.is_empty() && parts.iter().all(safe)).then(|| parts.join("/"))
+    }
+
+    fn download(&self, location: &ObjectPath, target: &Path) -> Result<()> {
+        let bytes = self
+            .runtime
+            .block_on(async { self.store.get(location).await?.bytes().await })
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_replacing(target, &bytes)
+    }
+
+    /// Keeps the mirror up to date while a `--follow` run lists it: syncs every `poll`
+    /// until the returned guard is dropped. A failed listing is reported and retried.
+    pub fn follow(self, poll: Duration) -> FollowGuard {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("object-sync".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(poll);
+                    if let Err(error) = self.sync() {
+                        tracing::warn!("{error:#} (retrying)");
+                    }
+                }
+            })
+            .ok();
+        FollowGuard { stop, thread }
+    }
+}
+
+/// Stops [`ObjectDataset::follow`]'s listing when dropped.
+pub struct FollowGuard {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for FollowGuard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The cause of a store error in one line: the innermost error, with an S3 error
+/// document shortened to its code and message.
+fn describe(error: &object_store::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let text = cause.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = start + text[start..].find(&format!("</{name}>"))?;
+        Some(text[start..end].to_string())
+    };
+    match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        _ => text.lines().next().unwrap_or_default().to_string(),
+    }
+}
+
+/// Writes `bytes` to a hidden temporary file beside `path` and renames it into place,
+/// so readers see the old or the new file, never part of one. The temporary name holds
+/// the process id, so processes of one cluster mirroring together do not collide.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_told_from_directories() {
+        assert!(is_object_url(Path::new("s3://bucket/data")));
+        assert!(is_object_url(Path::new("gs://bucket")));
+        assert!(!is_object_url(Path::new("data/events")));
+        assert!(!is_object_url(Path::new("/tmp/s3:/odd")));
+    }
+
+    #[test]
+    fn another_scheme_is_an_error_naming_what_works() {
+        let error = ObjectDataset::open("gs://bucket/data", Path::new("/nonexistent"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("s3://"), "{error}");
+        assert!(error.contains("gs://"), "{error}");
+    }
+}

@@ -1,0 +1,286 @@
+//! A dataset in object storage: `tidemark run s3://bucket/prefix` against a real
+//! S3-compatible server on loopback (moto's standalone server), with the tables equal to
+//! the oracle over the same files read locally. A second run over the same output, after
+//! more objects were put, takes only the new objects and still equals the oracle.
+//! A `--follow` run on a prefix takes objects put one by one, is killed with SIGKILL
+//! twice and restarted, and ends with every object taken once and the oracle's tables.
+//! Skipped (with a line saying why) where `moto_server` or boto3 is missing, unless
+//! `TIDEMARK_REQUIRE_S3` is set, as CI sets it.
+
+mod common;
+mod live;
+mod oracle;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{assert_matches_oracle, engine_options, engine_tables, messy_data, read_batches};
+use tidemark::run::run;
+use tidemark_dataflows::model::settings::Params;
+use tidemark_inputs::generator::{generate, OutputFormat};
+
+/// A moto server on a free loopback port, stopped when dropped.
+struct S3Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tests of this file one at a time: each points the process's AWS environment at
+/// its own server.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Starts `moto_server`, or says why it cannot (a panic where CI requires the test).
+fn start_server() -> Option<S3Server> {
+    let boto3 = Command::new("python3")
+        .args(["-c", "import boto3"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    let why = if !boto3 {
+        Some("python3 with boto3 is missing (pip install 'moto[server]')")
+    } else if Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        Some("moto_server is missing (pip install 'moto[server]')")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        if std::env::var_os("TIDEMARK_REQUIRE_S3").is_some() {
+            panic!("the object-storage test is required here, but {why}");
+        }
+        eprintln!("skipping the object-storage test: {why}");
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let server = S3Server {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not listen in 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(server)
+}
+
+/// The AWS settings of the server, in the environment as a user would set them.
+fn use_server(server: &S3Server) {
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "tidemark-test"),
+        ("AWS_SECRET_ACCESS_KEY", "tidemark-test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ] {
+        std::env::set_var(key, value);
+    }
+}
+
+/// Puts `files` (relative to `dir`) under `s3://bucket/prefix/` with boto3, creating
+/// the bucket if needed: what a user's upload job would do.
+fn put_objects(server: &S3Server, bucket: &str, prefix: &str, dir: &Path, files: &[String]) {
+    let script = r#"
+import sys, boto3
+endpoint, bucket, prefix, root = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="tidemark-test",
+                  aws_secret_access_key="tidemark-test", region_name="us-east-1")
+if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+    s3.create_bucket(Bucket=bucket)
+for rel in sys.argv[5:]:
+    s3.upload_file(root + "/" + rel, bucket, prefix + "/" + rel)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([&server.endpoint, bucket, prefix])
+        .arg(dir)
+        .args(files)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "boto3 put the objects");
+}
+
+/// Every file under `dir`, relative, sorted.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else {
+                let rel = path.strip_prefix(root).unwrap();
+                found.push(rel.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(dir, dir, &mut found);
+    found.sort();
+    found
+}
+
+#[test]
+fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = start_server() else {
+        return;
+    };
+    use_server(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = dir.path().join("out");
+    let config = messy_data(8_000, 200, 31, 30, 8, OutputFormat::Parquet, 0.01);
+    generate(&data, &config).expect("generator writes the dataset");
+    let all = files_under(&data);
+    // The last three event files arrive after the first run.
+    let later: Vec<String> = all
+        .iter()
+        .filter(|rel| rel.starts_with("events/"))
+        .rev()
+        .take(3)
+        .cloned()
+        .collect();
+    let first: Vec<String> = all
+        .iter()
+        .filter(|rel| !later.contains(rel))
+        .cloned()
+        .collect();
+    put_objects(&server, "lake", "raw/clicks", &data, &first);
+
+    let url = PathBuf::from("s3://lake/raw/clicks");
+    let params = Params::default();
+    let run_s3 = |overwrite: bool| {
+        let mut options = engine_options(&url, None, &out, params, 2);
+        options.overwrite = overwrite;
+        run(&options).expect("tidemark run over s3:// succeeds")
+    };
+    run_s3(true);
+    // The oracle reads the same files from the local disk.
+    let only_first = dir.path().join("first");
+    for rel in &first {
+        let target = only_first.join(rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(data.join(rel), target).unwrap();
+    }
+    let expected = oracle::compute(&read_batches(&only_first, None), &params);
+    assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "s3, first run");
+
+    put_objects(&server, "lake", "raw/clicks", &data, &later);
+    let staged_before = std::fs::metadata(out.join("source").join(&first[0]))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let stats = run_s3(false);
+    assert_eq!(
+        stats.files,
+        later.len(),
+        "the second run reads only the new objects"
+    );
+    let staged_after = std::fs::metadata(out.join("source").join(&first[0]))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(
+        staged_before, staged_after,
+        "an object already taken is not downloaded again"
+    );
+    let expected = oracle::compute(&read_batches(&data, None), &params);
+    assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "s3, second run");
+}
+
+#[test]
+fn a_missing_bucket_is_an_error_naming_the_url() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = start_server() else {
+        return;
+    };
+    use_server(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let url = PathBuf::from("s3://no-such-bucket/data");
+    let options = engine_options(&url, None, &dir.path().join("out"), Params::default(), 1);
+    let error = format!("{:#}", run(&options).unwrap_err());
+    assert!(error.contains("s3://no-such-bucket/data"), "{error}");
+}
+
+#[test]
+fn following_a_prefix_takes_each_new_object_once_through_kills() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = start_server() else {
+        return;
+    };
+    use_server(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let source = live::source_dataset(dir.path(), 41, 6, OutputFormat::Parquet);
+    let all = files_under(&source);
+    let (events, tables): (Vec<String>, Vec<String>) =
+        all.into_iter().partition(|rel| rel.starts_with("events/"));
+    put_objects(&server, "stream", "app", &source, &tables);
+    let out = dir.path().join("out");
+    let url = PathBuf::from("s3://stream/app");
+    let flags = live::follow_flags("3");
+    let command = || live::tidemark_run(Some(&url), &out, &flags);
+    let mut child = live::spawn(&mut command());
+    for (n, rel) in events.iter().enumerate() {
+        let before = live::change_files(&out).len();
+        put_objects(&server, "stream", "app", &source, std::slice::from_ref(rel));
+        if n == 1 || n == 3 {
+            // Killed right after the object's batch wrote its first change file.
+            live::wait_until(Duration::from_secs(20), || {
+                live::change_files(&out).len() > before
+            });
+            child.kill().unwrap();
+            child.wait().unwrap();
+            child = live::spawn(&mut command());
+        }
+    }
+    live::expect_success(child, Duration::from_secs(120));
+
+    let batches = read_batches(&source, None);
+    let (logged, completed) = live::checkpoint_state(&out);
+    assert_eq!(logged, batches.len(), "every object was taken exactly once");
+    assert_eq!(
+        completed,
+        Some(batches.len() as u64 - 1),
+        "every time completed"
+    );
+    live::assert_unique_change_files(&out);
+    for spec in tidemark::run::WRITTEN_TABLES {
+        let versions = live::txn_versions(&tidemark::sink::delta::delta_dir(&out, spec.name));
+        let mut unique = versions.clone();
+        unique.dedup();
+        assert_eq!(
+            versions, unique,
+            "`{}` repeats no Delta txn version",
+            spec.name
+        );
+    }
+    let expected = oracle::compute(&batches, &Params::default());
+    assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "s3 follow");
+}
