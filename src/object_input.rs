@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use futures_util::TryStreamExt;
+use std::io::Write;
+
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -29,6 +31,9 @@ use serde::{Deserialize, Serialize};
 
 /// The staging directory under `--out` that mirrors an object-store dataset.
 pub const STAGE_DIR: &str = "source";
+
+/// Objects downloaded at the same time.
+const DOWNLOADS_AT_ONCE: usize = 8;
 
 /// The manifest of objects taken, inside the staging directory (hidden from discovery).
 const MANIFEST: &str = ".objects.json";
@@ -119,7 +124,9 @@ impl ObjectDataset {
                     describe(&e)
                 )
             })?;
-        let mut downloaded = 0;
+        // The objects to take, in name order: they appear in the mirror in that order,
+        // as the files of a local directory are taken in name order.
+        let mut wanted = Vec::new();
         for meta in listed {
             let Some(rel) = self.relative(&meta.location) else {
                 continue;
@@ -137,23 +144,41 @@ impl ObjectDataset {
             let staged = std::fs::metadata(&target).map(|m| m.len()).ok();
             if !taken.contains_key(&rel) && staged == Some(meta.size) {
                 taken.insert(rel, now);
+                continue;
+            }
+            wanted.push((rel, meta.location, now));
+        }
+        wanted.sort_by(|a, b| a.0.cmp(&b.0));
+        let total = wanted.len();
+        // Up to DOWNLOADS_AT_ONCE objects stream into temporary files together; each is
+        // renamed into place, and noted in the manifest, in name order.
+        let runtime = &self.runtime;
+        runtime.block_on(async {
+            let mut downloads = futures_util::stream::iter(wanted)
+                .map(|(rel, location, now)| async move {
+                    let target = self.stage.join(&rel);
+                    let tmp = self.download(&location, &target).await;
+                    (rel, target, now, tmp)
+                })
+                .buffered(DOWNLOADS_AT_ONCE);
+            while let Some((rel, target, now, tmp)) = downloads.next().await {
+                let tmp = tmp.with_context(|| format!("downloading {}/{rel}", self.url))?;
+                std::fs::rename(&tmp, &target)
+                    .with_context(|| format!("renaming into {}", target.display()))?;
+                taken.insert(rel, now);
+                // The manifest follows each object, so a killed sync redoes one object.
                 write_replacing(
                     &manifest_path,
                     serde_json::to_string_pretty(&taken)?.as_bytes(),
                 )?;
-                continue;
             }
-            self.download(&meta.location, &target)
-                .with_context(|| format!("downloading {}/{rel}", self.url))?;
-            taken.insert(rel, now);
-            downloaded += 1;
-            // The manifest follows each download, so a killed sync redoes one object.
-            write_replacing(
-                &manifest_path,
-                serde_json::to_string_pretty(&taken)?.as_bytes(),
-            )?;
-        }
-        Ok(downloaded)
+            anyhow::Ok(())
+        })?;
+        write_replacing(
+            &manifest_path,
+            serde_json::to_string_pretty(&taken)?.as_bytes(),
+        )?;
+        Ok(total)
     }
 
     /// The object's path below the prefix, with `/` separators; `None` for the prefix
@@ -167,15 +192,42 @@ impl ObjectDataset {
         (!parts.is_empty() && parts.iter().all(safe)).then(|| parts.join("/"))
     }
 
-    fn download(&self, location: &ObjectPath, target: &Path) -> Result<()> {
-        let bytes = self
-            .runtime
-            .block_on(async { self.store.get(location).await?.bytes().await })
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+    /// Streams the object into a hidden temporary file beside `target`; returns its path.
+    async fn download(&self, location: &ObjectPath, target: &Path) -> Result<PathBuf> {
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        write_replacing(target, &bytes)
+        let tmp = temporary_beside(target);
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut chunks = self
+            .store
+            .get(location)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
+            .into_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+            file.write_all(&chunk)
+                .with_context(|| format!("writing {}", tmp.display()))?;
+        }
+        Ok(tmp)
+    }
+
+    /// Waits until the mirror has been made (by process 0 of a cluster), at most `limit`.
+    pub fn wait_for_mirror(&self, limit: Duration) -> Result<()> {
+        let started = std::time::Instant::now();
+        while !self.stage.join(MANIFEST).exists() {
+            if started.elapsed() > limit {
+                bail!(
+                    "{} was not mirrored into {} within {limit:?}: process 0 of the cluster mirrors it; check that it runs with the same --out on a shared disk",
+                    self.url,
+                    self.stage.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// Keeps the mirror up to date while a `--follow` run lists it: syncs every `poll`
@@ -233,15 +285,20 @@ fn describe(error: &object_store::Error) -> String {
     }
 }
 
-/// Writes `bytes` to a hidden temporary file beside `path` and renames it into place,
-/// so readers see the old or the new file, never part of one. The temporary name holds
-/// the process id, so processes of one cluster mirroring together do not collide.
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A hidden temporary name beside `path` (discovery ignores it). It holds the process
+/// id, so processes of one cluster mirroring together do not collide.
+fn temporary_beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("object");
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Writes `bytes` to a temporary file beside `path` and renames it into place, so
+/// readers see the old or the new file, never part of one.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temporary_beside(path);
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))
 }

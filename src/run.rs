@@ -217,16 +217,22 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
                 bail!("--out {}: writing to object storage is not built yet; give a local --out directory (the dataset may stay at {url})", options.out.display());
             }
             let remote = ObjectDataset::open(&url, &options.out.join(STAGE_DIR))?;
-            let downloaded = remote.sync()?;
-            if options.progress && options.cluster.process == 0 {
-                eprintln!(
-                    "{url}: {downloaded} new object(s) mirrored into {}",
-                    remote.stage().display()
-                );
-            }
             let dir = remote.stage().to_path_buf();
-            if live.follow {
-                _following_mirror = Some(remote.follow(live.poll));
+            // Process 0 mirrors; the others read the files it assigns them from the
+            // mirror, once it has been made.
+            if options.cluster.process == 0 {
+                let downloaded = remote.sync()?;
+                if options.progress {
+                    eprintln!(
+                        "{url}: {downloaded} new object(s) mirrored into {}",
+                        dir.display()
+                    );
+                }
+                if live.follow {
+                    _following_mirror = Some(remote.follow(live.poll));
+                }
+            } else {
+                remote.wait_for_mirror(Duration::from_secs(600))?;
             }
             dataset_url = Some(url);
             Some(dir)
