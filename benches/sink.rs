@@ -13,8 +13,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use tidemark::arrow_rows::{changes_to_batch, Change};
+use tidemark_dataflows::metrics::sessions::SessionRow;
+use tidemark_dataflows::metrics::window_activity::WindowRow;
 use tidemark_dataflows::model::name::Name;
-use tidemark_dataflows::model::rows::{SessionRow, WindowRow};
 use tidemark_dataflows::model::tables::{TableRow, TableSpec};
 
 fn session_rows(n: u64) -> Vec<SessionRow> {

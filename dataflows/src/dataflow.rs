@@ -66,21 +66,21 @@ pub struct Inputs<'s> {
 macro_rules! for_each_table {
     ($callback:ident) => {
         $callback! {
-            sessions: $crate::model::rows::SessionRow,
-            window_activity: $crate::model::rows::WindowRow,
-            daily_active: $crate::model::rows::DailyActiveRow,
-            monthly_active: $crate::model::rows::MonthlyActiveRow,
-            retention_cohorts: $crate::model::rows::RetentionRow,
-            kpis: $crate::model::rows::KpiRow,
-            spike_alerts: $crate::model::rows::SpikeRow,
-            session_metrics_daily: $crate::model::rows::SessionDailyRow,
-            event_mix_daily: $crate::model::rows::EventMixRow,
-            skip_rate_daily: $crate::model::rows::SkipRateRow,
-            feature_adoption: $crate::model::rows::FeatureAdoptionRow,
-            engagement_by_segment: $crate::model::rows::SegmentRow,
-            engagement_by_dimension: $crate::model::rows::DimensionRow,
-            user_activity_daily: $crate::model::rows::UserDailyRow,
-            user_plans: $crate::model::rows::UserPlanRow,
+            sessions: $crate::metrics::sessions::SessionRow,
+            window_activity: $crate::metrics::window_activity::WindowRow,
+            daily_active: $crate::metrics::actives::DailyActiveRow,
+            monthly_active: $crate::metrics::actives::MonthlyActiveRow,
+            retention_cohorts: $crate::metrics::retention_cohorts::RetentionRow,
+            kpis: $crate::metrics::kpis::KpiRow,
+            spike_alerts: $crate::metrics::spike_alerts::SpikeRow,
+            session_metrics_daily: $crate::metrics::session_metrics_daily::SessionDailyRow,
+            event_mix_daily: $crate::metrics::event_mix::EventMixRow,
+            skip_rate_daily: $crate::metrics::event_mix::SkipRateRow,
+            feature_adoption: $crate::metrics::feature_adoption::FeatureAdoptionRow,
+            engagement_by_segment: $crate::metrics::engagement_by_segment::SegmentRow,
+            engagement_by_dimension: $crate::metrics::engagement_by_dimension::DimensionRow,
+            user_activity_daily: $crate::metrics::user_facts::UserDailyRow,
+            user_plans: $crate::metrics::user_facts::UserPlanRow,
             quarantine: $crate::model::rows::QuarantineRow
         }
     };

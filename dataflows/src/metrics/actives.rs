@@ -3,10 +3,10 @@
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::time::month_of_day;
+use tidemark_inputs::time::{month_first_day, month_of_day};
 
 use crate::model::name::Name;
-use crate::model::rows::{DailyActiveRow, MonthlyActiveRow};
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::gate::Time;
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
@@ -62,4 +62,46 @@ pub fn monthly_active<'s>(
             }
         })
         .map(|(_, row)| row)
+}
+
+/// Daily active users of one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DailyActiveRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// Distinct active users.
+    pub dau: i64,
+}
+
+impl TableRow for DailyActiveRow {
+    const SPEC: TableSpec = tables::DAILY_ACTIVE;
+    fn cells(&self) -> Vec<Cell> {
+        vec![Cell::Date(self.day), Cell::Int(self.dau)]
+    }
+}
+
+/// Monthly actives of one UTC month.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MonthlyActiveRow {
+    /// Months since 1970-01.
+    pub month: i32,
+    /// Distinct active users in the month.
+    pub mau: i64,
+    /// Sum of `dau` over the month's days that have a `daily_active` row.
+    pub dau_sum: i64,
+    /// Number of such days.
+    pub active_days: i64,
+}
+
+impl TableRow for MonthlyActiveRow {
+    const SPEC: TableSpec = tables::MONTHLY_ACTIVE;
+    fn cells(&self) -> Vec<Cell> {
+        let avg_dau = self.dau_sum as f64 / self.active_days as f64;
+        vec![
+            Cell::Date(month_first_day(self.month)),
+            Cell::Int(self.mau),
+            Cell::Float(avg_dau),
+            Cell::Float(avg_dau / self.mau as f64),
+        ]
+    }
 }

@@ -29,8 +29,8 @@ use timely::dataflow::operators::vec::Map;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::Arrival;
-use crate::model::rows::DimensionRow;
 use crate::model::settings::{Dimension, Dimensions};
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::gate::Time;
 
@@ -317,6 +317,48 @@ pub fn engagement_by_dimension<'s>(
         .map(|row| (row.dimension, row))
         .join_map(sourced, |_, row, &()| row.clone())
         .concat(hours)
+}
+
+/// Engagement of one member of one dimension on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct DimensionRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// The dimension.
+    pub dimension: crate::model::settings::Dimension,
+    /// The member; none for events without one.
+    pub member: Option<Name>,
+    /// Distinct users with an accepted event of the member that day.
+    pub active_users: i64,
+    /// Accepted events of the member that day.
+    pub events: i64,
+    /// Their total duration (null durations count 0).
+    pub duration_ms: i64,
+    /// Sum of their non-null values, in fixed point ([`crate::metrics::engagement_by_dimension::VALUE_SCALE`]).
+    pub value_sum: i128,
+    /// How many of them have a value.
+    pub values: i64,
+}
+
+impl TableRow for DimensionRow {
+    const SPEC: TableSpec = tables::ENGAGEMENT_BY_DIMENSION;
+    fn cells(&self) -> Vec<Cell> {
+        let avg = (self.values > 0).then(|| {
+            self.value_sum as f64
+                / crate::metrics::engagement_by_dimension::VALUE_SCALE
+                / self.values as f64
+        });
+        vec![
+            Cell::Date(self.day),
+            Cell::Str(self.dimension.name()),
+            Cell::opt_str(self.member.map(|m| m.text()).as_deref()),
+            Cell::Int(self.active_users),
+            Cell::Int(self.events),
+            Cell::Int(self.duration_ms),
+            Cell::opt_float(avg),
+            Cell::Int(self.values),
+        ]
+    }
 }
 
 #[cfg(test)]

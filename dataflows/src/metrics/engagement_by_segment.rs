@@ -27,11 +27,11 @@ use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::combine::combine;
-use tidemark_inputs::time::{day_of, day_start, month_of_day};
+use tidemark_inputs::time::{day_of, day_start, month_first_day, month_of_day};
 
 use crate::metrics::retention_cohorts::UserMonths;
 use crate::model::plans::{Arrival, PlanFact, PlanHistory};
-use crate::model::rows::SegmentRow;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::expiry::{drop_closed, month_end, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 
@@ -196,4 +196,35 @@ pub fn engagement_by_segment<'s>(
             },
         );
     drop_closed(segments, watermarks, move |row| closes(row.month))
+}
+
+/// Engagement of one segment (month, country, plan).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SegmentRow {
+    /// Months since 1970-01.
+    pub month: i32,
+    /// Country of the users' `users/` row, if any.
+    pub country: Option<String>,
+    /// Plan in force at the events' time, if any.
+    pub plan: Option<Plan>,
+    /// Distinct users with an event in the segment.
+    pub active_users: i64,
+    /// Accepted events in the segment.
+    pub events: i64,
+    /// Sum of their durations in ms (null counts 0).
+    pub duration_ms: i64,
+}
+
+impl TableRow for SegmentRow {
+    const SPEC: TableSpec = tables::ENGAGEMENT_BY_SEGMENT;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(month_first_day(self.month)),
+            Cell::opt_str(self.country.as_deref()),
+            Cell::opt_str(self.plan.map(Plan::as_str)),
+            Cell::Int(self.active_users),
+            Cell::Int(self.events),
+            Cell::Int(self.duration_ms),
+        ]
+    }
 }

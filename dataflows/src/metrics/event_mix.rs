@@ -15,8 +15,9 @@ use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use tidemark_inputs::time::day_of;
 
-use crate::model::rows::{EventMixRow, SkipRateRow};
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::gate::Time;
+use serde::{Deserialize, Serialize};
 
 /// Accepted events as (day, event_type), arranged by day; a type's multiplicity is its
 /// number of events that day.
@@ -92,4 +93,52 @@ pub fn skip_rate_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, S
             ));
         }
     })
+}
+
+/// Events of one type on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EventMixRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// The event type.
+    pub event_type: Name,
+    /// Accepted events of the type that day.
+    pub events: i64,
+    /// Accepted events of any type that day.
+    pub day_events: i64,
+}
+
+impl TableRow for EventMixRow {
+    const SPEC: TableSpec = tables::EVENT_MIX_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(self.day),
+            Cell::Str(self.event_type.to_string()),
+            Cell::Int(self.events),
+            Cell::Float(self.events as f64 / self.day_events as f64),
+        ]
+    }
+}
+
+/// Skips and plays of one UTC day with plays.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SkipRateRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// Accepted `skip` events that day.
+    pub skips: i64,
+    /// Accepted `play` events that day (> 0).
+    pub plays: i64,
+}
+
+impl TableRow for SkipRateRow {
+    const SPEC: TableSpec = tables::SKIP_RATE_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(self.day),
+            Cell::Int(self.skips),
+            Cell::Int(self.plays),
+            Cell::Float(self.skips as f64 / self.plays as f64),
+        ]
+    }
 }

@@ -15,7 +15,9 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::day_of;
 
-use crate::model::rows::{DailyActiveRow, EventMixRow, FeatureAdoptionRow};
+use crate::metrics::actives::DailyActiveRow;
+use crate::metrics::event_mix::EventMixRow;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::expiry::earliest_per_key;
 use crate::operators::gate::Time;
@@ -117,6 +119,34 @@ pub fn feature_adoption<'s>(
             users_to_date,
         },
     )
+}
+
+/// Adoption of one event type as of one UTC day on which it occurred.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct FeatureAdoptionRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// The event type.
+    pub event_type: Name,
+    /// Users using the type for the first time that day.
+    pub new_adopters: i64,
+    /// Users who used the type on or before that day.
+    pub adopters_to_date: i64,
+    /// Users active on or before that day.
+    pub users_to_date: i64,
+}
+
+impl TableRow for FeatureAdoptionRow {
+    const SPEC: TableSpec = tables::FEATURE_ADOPTION;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(self.day),
+            Cell::Str(self.event_type.to_string()),
+            Cell::Int(self.new_adopters),
+            Cell::Int(self.adopters_to_date),
+            Cell::Float(100.0 * self.adopters_to_date as f64 / self.users_to_date as f64),
+        ]
+    }
 }
 
 #[cfg(test)]

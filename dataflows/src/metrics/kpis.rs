@@ -5,11 +5,12 @@
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
-use crate::model::rows::{KpiRow, SessionRow};
 use crate::model::settings::Params;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
 use tidemark_inputs::time::{day_of, day_start};
@@ -150,4 +151,32 @@ pub fn kpis<'s>(
             output.extend(rows.into_iter().map(|row| (row, 1isize)));
         })
         .map(|((), row)| row)
+}
+
+/// One KPI: a count, or a percentage kept as numerator and denominator.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KpiRow {
+    /// Metric name, e.g. `active_customers`.
+    pub metric: String,
+    /// The count, or the numerator of a percentage.
+    pub numerator: i64,
+    /// The denominator of a percentage; `None` for a plain count.
+    pub denominator: Option<i64>,
+}
+
+impl KpiRow {
+    /// The metric's value as the contract writes it (percentages 0..100).
+    pub fn value(&self) -> f64 {
+        match self.denominator {
+            None => self.numerator as f64,
+            Some(den) => 100.0 * self.numerator as f64 / den as f64,
+        }
+    }
+}
+
+impl TableRow for KpiRow {
+    const SPEC: TableSpec = tables::KPIS;
+    fn cells(&self) -> Vec<Cell> {
+        vec![Cell::Str(self.metric.clone()), Cell::Float(self.value())]
+    }
 }

@@ -9,9 +9,11 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
 use crate::model::name::Name;
-use crate::model::rows::RetentionRow;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::expiry::{drop_closed, month_end, Watermarks};
 use crate::operators::gate::Time;
+use serde::{Deserialize, Serialize};
+use tidemark_inputs::time::month_first_day;
 
 /// Distinct (user, month) pairs arranged by user: built once, read by the cohort join
 /// and the monthly actives.
@@ -52,4 +54,30 @@ pub fn retention_cohorts<'s>(
     drop_closed(cells, watermarks, |row| {
         Some(month_end(row.cohort_month + row.months_since as i32))
     })
+}
+
+/// One cell of the retention matrix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RetentionRow {
+    /// Cohort month (months since 1970-01).
+    pub cohort_month: i32,
+    /// Months since the cohort month.
+    pub months_since: i64,
+    /// Users whose first accepted event is in the cohort month.
+    pub cohort_size: i64,
+    /// Cohort users active `months_since` months later.
+    pub active_users: i64,
+}
+
+impl TableRow for RetentionRow {
+    const SPEC: TableSpec = tables::RETENTION_COHORTS;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Date(month_first_day(self.cohort_month)),
+            Cell::Int(self.months_since),
+            Cell::Int(self.cohort_size),
+            Cell::Int(self.active_users),
+            Cell::Float(self.active_users as f64 / self.cohort_size as f64),
+        ]
+    }
 }

@@ -6,8 +6,10 @@ use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use tidemark_inputs::time::day_of;
 
-use crate::model::rows::{SessionDailyRow, SessionRow};
+use crate::metrics::sessions::SessionRow;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::gate::Time;
+use serde::{Deserialize, Serialize};
 
 /// The `session_metrics_daily` table from the `sessions` rows.
 pub fn session_metrics_daily<'s>(
@@ -25,4 +27,30 @@ pub fn session_metrics_daily<'s>(
             duration_ms: duration_ms as i64,
             actions: actions as i64,
         })
+}
+
+/// Sessions starting on one UTC day.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionDailyRow {
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// Sessions starting that day.
+    pub sessions: i64,
+    /// Sum of their durations in ms.
+    pub duration_ms: i64,
+    /// Sum of their actions.
+    pub actions: i64,
+}
+
+impl TableRow for SessionDailyRow {
+    const SPEC: TableSpec = tables::SESSION_METRICS_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        let n = self.sessions as f64;
+        vec![
+            Cell::Date(self.day),
+            Cell::Int(self.sessions),
+            Cell::Float(self.duration_ms as f64 / 1000.0 / n),
+            Cell::Float(self.actions as f64 / n),
+        ]
+    }
 }

@@ -10,8 +10,8 @@ use tidemark_inputs::time::day_of;
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::model::rows::SessionRow;
 use crate::model::settings::Params;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::expiry::{day_end, reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -105,6 +105,35 @@ pub fn sessions<'s>(
         end,
         actions,
     })
+}
+
+/// One session of one user.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// The user.
+    pub user_id: Name,
+    /// First event time.
+    pub start: Millis,
+    /// The source's session id, or none for derived sessions.
+    pub session_id: Option<Name>,
+    /// Last event time.
+    pub end: Millis,
+    /// Number of events.
+    pub actions: i64,
+}
+
+impl TableRow for SessionRow {
+    const SPEC: TableSpec = tables::SESSIONS;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Str(self.user_id.to_string()),
+            Cell::Timestamp(self.start),
+            Cell::opt_str(self.session_id.map(|s| s.text()).as_deref()),
+            Cell::Timestamp(self.end),
+            Cell::Float((self.end - self.start) as f64 / 1000.0),
+            Cell::Int(self.actions),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 use tidemark_inputs::time::day_of;
 
-use crate::model::rows::{Alert, Baseline, SpikeRow, WindowRow};
+use crate::metrics::window_activity::WindowRow;
 use crate::model::settings::Params;
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -207,6 +208,84 @@ pub fn spike_alerts<'s>(
         },
     )
     .map(|(_start, row)| row)
+}
+
+/// The baseline of a window's spike alert, kept exact: the percentile is
+/// `below + fraction * (above - below)` over the sorted slot counts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Number of slots (empty slots count 0).
+    pub slots: i64,
+    /// Sum of the slots' `sessions_started`.
+    pub sum: i64,
+    /// The sorted slot value at the floor of the percentile's position.
+    pub below: i64,
+    /// The sorted slot value at the ceiling of the percentile's position.
+    pub above: i64,
+    /// The position's fractional part, as `f64::to_bits` (so the row stays `Ord`).
+    pub fraction_bits: u64,
+}
+
+impl Baseline {
+    /// Mean of the slots.
+    pub fn mean(&self) -> f64 {
+        self.sum as f64 / self.slots as f64
+    }
+
+    /// The percentile by linear interpolation between the closest ranks.
+    pub fn percentile(&self) -> f64 {
+        let fraction = f64::from_bits(self.fraction_bits);
+        self.below as f64 + fraction * (self.above - self.below) as f64
+    }
+}
+
+/// The verdict of the seasonal spike rule on one window (`alert` and its figures),
+/// kept as bits so that the row stays `Ord`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Alert {
+    /// The baseline (median of the same window on earlier days), as `f64::to_bits`.
+    pub baseline_bits: u64,
+    /// The count to exceed, as `f64::to_bits`.
+    pub threshold_bits: u64,
+    /// Whether the window alerts.
+    pub alert: bool,
+}
+
+/// The spike alert of one window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SpikeRow {
+    /// Window start.
+    pub start: Millis,
+    /// Sessions started in the window.
+    pub sessions_started: i64,
+    /// The baseline, or none while fewer slots than the baseline lie since the first window.
+    pub baseline: Option<Baseline>,
+    /// The seasonal rule's verdict, or none while too few earlier days lie since the
+    /// first window.
+    pub alert: Option<Alert>,
+}
+
+impl TableRow for SpikeRow {
+    const SPEC: TableSpec = tables::SPIKE_ALERTS;
+    fn cells(&self) -> Vec<Cell> {
+        let percentile = self.baseline.as_ref().map(Baseline::percentile);
+        vec![
+            Cell::Timestamp(self.start),
+            Cell::Int(self.sessions_started),
+            Cell::opt_float(self.baseline.as_ref().map(Baseline::mean)),
+            Cell::opt_float(percentile),
+            Cell::Bool(percentile.is_some_and(|p| self.sessions_started as f64 > p)),
+            self.alert
+                .as_ref()
+                .map_or(Cell::Null, |a| Cell::Bool(a.alert)),
+            Cell::opt_float(self.alert.as_ref().map(|a| f64::from_bits(a.baseline_bits))),
+            Cell::opt_float(
+                self.alert
+                    .as_ref()
+                    .map(|a| f64::from_bits(a.threshold_bits)),
+            ),
+        ]
+    }
 }
 
 #[cfg(test)]

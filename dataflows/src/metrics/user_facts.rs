@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::day_of;
 
 use crate::metrics::event_mix::{PLAY, SKIP};
+use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
-use crate::model::rows::{SessionRow, UserDailyRow, UserPlanRow};
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::gate::Time;
+use tidemark_inputs::records::{Millis, Plan};
 
 /// What one record says about a (user, day).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -110,4 +112,63 @@ pub fn user_plans<'s>(
             valid_from,
             plan,
         })
+}
+
+/// One user's accepted activity on one UTC day (`user_activity_daily`, beyond the
+/// contract; read by `tidemark predict`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserDailyRow {
+    /// The user.
+    pub user_id: Name,
+    /// Days since 1970-01-01.
+    pub day: i32,
+    /// Accepted events that day (> 0).
+    pub events: i64,
+    /// Accepted `play` events that day.
+    pub plays: i64,
+    /// Accepted `skip` events that day.
+    pub skips: i64,
+    /// Sessions starting that day.
+    pub sessions: i64,
+    /// Total duration of those sessions, in ms.
+    pub session_ms: i64,
+}
+
+impl TableRow for UserDailyRow {
+    const SPEC: TableSpec = tables::USER_ACTIVITY_DAILY;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Str(self.user_id.to_string()),
+            Cell::Date(self.day),
+            Cell::Int(self.events),
+            Cell::Int(self.plays),
+            Cell::Int(self.skips),
+            Cell::Int(self.sessions),
+            Cell::Float(self.session_ms as f64 / 1000.0),
+        ]
+    }
+}
+
+/// One step of a user's plan history (`user_plans`, beyond the contract; read by
+/// `tidemark predict`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UserPlanRow {
+    /// The user.
+    pub user_id: Name,
+    /// The instant from which `plan` is in force; none for the `users/` row's plan,
+    /// in force before any plan change.
+    pub valid_from: Option<Millis>,
+    /// The plan.
+    pub plan: Plan,
+}
+
+impl TableRow for UserPlanRow {
+    const SPEC: TableSpec = tables::USER_PLANS;
+    fn cells(&self) -> Vec<Cell> {
+        vec![
+            Cell::Str(self.user_id.to_string()),
+            self.valid_from.map_or(Cell::Null, Cell::Timestamp),
+            Cell::Str(self.plan.as_str().to_string()),
+        ]
+    }
 }

@@ -6,9 +6,10 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::records::Millis;
 
+use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::model::rows::{SessionRow, WindowRow};
+use crate::model::tables::{self, Cell, TableRow, TableSpec};
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -77,4 +78,34 @@ pub fn window_activity<'s>(
         },
     )
     .map(|(_start, row)| row)
+}
+
+/// Activity of one tumbling window.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct WindowRow {
+    /// Window start.
+    pub start: Millis,
+    /// Window length in ms.
+    pub length_ms: Millis,
+    /// Accepted events in the window.
+    pub events: i64,
+    /// Distinct users with an accepted event in the window.
+    pub active_users: i64,
+    /// Sessions whose start lies in the window.
+    pub sessions_started: i64,
+}
+
+impl TableRow for WindowRow {
+    const SPEC: TableSpec = tables::WINDOW_ACTIVITY;
+    fn cells(&self) -> Vec<Cell> {
+        let minutes = self.length_ms as f64 / 60_000.0;
+        vec![
+            Cell::Timestamp(self.start),
+            Cell::Timestamp(self.start + self.length_ms),
+            Cell::Int(self.events),
+            Cell::Int(self.active_users),
+            Cell::Int(self.sessions_started),
+            Cell::Float(self.sessions_started as f64 / minutes),
+        ]
+    }
 }
