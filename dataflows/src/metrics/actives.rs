@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_inputs::time::{month_first_day, month_of_day};
 
 use crate::model::name::Name;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::gate::Time;
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
@@ -64,6 +64,25 @@ pub fn monthly_active<'s>(
         .map(|(_, row)| row)
 }
 
+/// `daily_active`: DAU per UTC day.
+pub const DAILY_ACTIVE: TableSpec = TableSpec {
+    name: "daily_active",
+    columns: &[col("day", ColumnType::Date), col("dau", ColumnType::Int)],
+    key_len: 1,
+};
+
+/// `monthly_active`: MAU, mean DAU and stickiness per UTC month.
+pub const MONTHLY_ACTIVE: TableSpec = TableSpec {
+    name: "monthly_active",
+    columns: &[
+        col("month", ColumnType::Date),
+        col("mau", ColumnType::Int),
+        col("avg_dau", ColumnType::Float),
+        col("stickiness", ColumnType::Float),
+    ],
+    key_len: 1,
+};
+
 /// Daily active users of one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DailyActiveRow {
@@ -74,7 +93,7 @@ pub struct DailyActiveRow {
 }
 
 impl TableRow for DailyActiveRow {
-    const SPEC: TableSpec = tables::DAILY_ACTIVE;
+    const SPEC: TableSpec = DAILY_ACTIVE;
     fn cells(&self) -> Vec<Cell> {
         vec![Cell::Date(self.day), Cell::Int(self.dau)]
     }
@@ -94,7 +113,7 @@ pub struct MonthlyActiveRow {
 }
 
 impl TableRow for MonthlyActiveRow {
-    const SPEC: TableSpec = tables::MONTHLY_ACTIVE;
+    const SPEC: TableSpec = MONTHLY_ACTIVE;
     fn cells(&self) -> Vec<Cell> {
         let avg_dau = self.dau_sum as f64 / self.active_days as f64;
         vec![

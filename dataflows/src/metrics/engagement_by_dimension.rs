@@ -30,7 +30,7 @@ use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::gate::Time;
 
@@ -319,6 +319,24 @@ pub fn engagement_by_dimension<'s>(
         .concat(hours)
 }
 
+/// `engagement_by_dimension`: day x dimension x member (contract "Dimensions"), with
+/// `value_count` (how many events had a value) beyond the contract, so that means
+/// re-aggregate exactly over several days.
+pub const ENGAGEMENT_BY_DIMENSION: TableSpec = TableSpec {
+    name: "engagement_by_dimension",
+    columns: &[
+        col("day", ColumnType::Date),
+        col("dimension", ColumnType::Str),
+        opt("member", ColumnType::Str),
+        col("active_users", ColumnType::Int),
+        col("events", ColumnType::Int),
+        col("total_duration_ms", ColumnType::Int),
+        opt("avg_value", ColumnType::Float),
+        col("value_count", ColumnType::Int),
+    ],
+    key_len: 3,
+};
+
 /// Engagement of one member of one dimension on one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct DimensionRow {
@@ -341,7 +359,7 @@ pub struct DimensionRow {
 }
 
 impl TableRow for DimensionRow {
-    const SPEC: TableSpec = tables::ENGAGEMENT_BY_DIMENSION;
+    const SPEC: TableSpec = ENGAGEMENT_BY_DIMENSION;
     fn cells(&self) -> Vec<Cell> {
         let avg = (self.values > 0).then(|| {
             self.value_sum as f64

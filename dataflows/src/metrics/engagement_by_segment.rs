@@ -31,7 +31,7 @@ use tidemark_inputs::time::{day_of, day_start, month_first_day, month_of_day};
 
 use crate::metrics::retention_cohorts::UserMonths;
 use crate::model::plans::{Arrival, PlanFact, PlanHistory};
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{drop_closed, month_end, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 
@@ -198,6 +198,20 @@ pub fn engagement_by_segment<'s>(
     drop_closed(segments, watermarks, move |row| closes(row.month))
 }
 
+/// `engagement_by_segment`: month x country x plan.
+pub const ENGAGEMENT_BY_SEGMENT: TableSpec = TableSpec {
+    name: "engagement_by_segment",
+    columns: &[
+        col("month", ColumnType::Date),
+        opt("country", ColumnType::Str),
+        opt("plan", ColumnType::Str),
+        col("active_users", ColumnType::Int),
+        col("events", ColumnType::Int),
+        col("total_duration_ms", ColumnType::Int),
+    ],
+    key_len: 3,
+};
+
 /// Engagement of one segment (month, country, plan).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SegmentRow {
@@ -216,7 +230,7 @@ pub struct SegmentRow {
 }
 
 impl TableRow for SegmentRow {
-    const SPEC: TableSpec = tables::ENGAGEMENT_BY_SEGMENT;
+    const SPEC: TableSpec = ENGAGEMENT_BY_SEGMENT;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(month_first_day(self.month)),

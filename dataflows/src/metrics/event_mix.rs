@@ -15,7 +15,7 @@ use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
 use tidemark_inputs::time::day_of;
 
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::gate::Time;
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +95,32 @@ pub fn skip_rate_daily<'s>(day_types: DayTypes<'s>) -> VecCollection<'s, Time, S
     })
 }
 
+/// `event_mix_daily`: events per type per day and their share.
+pub const EVENT_MIX_DAILY: TableSpec = TableSpec {
+    name: "event_mix_daily",
+    columns: &[
+        col("day", ColumnType::Date),
+        col("event_type", ColumnType::Str),
+        col("events", ColumnType::Int),
+        col("share", ColumnType::Float),
+    ],
+    key_len: 2,
+};
+
+/// `skip_rate_daily` (beyond the contract): skips per play per day, a row for each day
+/// with plays. Not in [`crate::model::tables::ALL_TABLES`], which lists the contract's tables; see
+/// [`crate::model::tables::EXTRA_TABLES`].
+pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
+    name: "skip_rate_daily",
+    columns: &[
+        col("day", ColumnType::Date),
+        col("skips", ColumnType::Int),
+        col("plays", ColumnType::Int),
+        col("skip_rate", ColumnType::Float),
+    ],
+    key_len: 1,
+};
+
 /// Events of one type on one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EventMixRow {
@@ -109,7 +135,7 @@ pub struct EventMixRow {
 }
 
 impl TableRow for EventMixRow {
-    const SPEC: TableSpec = tables::EVENT_MIX_DAILY;
+    const SPEC: TableSpec = EVENT_MIX_DAILY;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(self.day),
@@ -132,7 +158,7 @@ pub struct SkipRateRow {
 }
 
 impl TableRow for SkipRateRow {
-    const SPEC: TableSpec = tables::SKIP_RATE_DAILY;
+    const SPEC: TableSpec = SKIP_RATE_DAILY;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(self.day),

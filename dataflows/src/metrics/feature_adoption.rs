@@ -17,7 +17,7 @@ use tidemark_inputs::time::day_of;
 
 use crate::metrics::actives::DailyActiveRow;
 use crate::metrics::event_mix::EventMixRow;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::expiry::earliest_per_key;
 use crate::operators::gate::Time;
@@ -121,6 +121,19 @@ pub fn feature_adoption<'s>(
     )
 }
 
+/// `feature_adoption`: per day and event type.
+pub const FEATURE_ADOPTION: TableSpec = TableSpec {
+    name: "feature_adoption",
+    columns: &[
+        col("day", ColumnType::Date),
+        col("event_type", ColumnType::Str),
+        col("new_adopters", ColumnType::Int),
+        col("adopters_to_date", ColumnType::Int),
+        col("adoption_pct", ColumnType::Float),
+    ],
+    key_len: 2,
+};
+
 /// Adoption of one event type as of one UTC day on which it occurred.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FeatureAdoptionRow {
@@ -137,7 +150,7 @@ pub struct FeatureAdoptionRow {
 }
 
 impl TableRow for FeatureAdoptionRow {
-    const SPEC: TableSpec = tables::FEATURE_ADOPTION;
+    const SPEC: TableSpec = FEATURE_ADOPTION;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(self.day),

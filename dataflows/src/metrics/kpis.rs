@@ -10,7 +10,7 @@ use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::settings::Params;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
 use tidemark_inputs::time::{day_of, day_start};
@@ -153,6 +153,16 @@ pub fn kpis<'s>(
         .map(|((), row)| row)
 }
 
+/// `kpis`: one row per metric.
+pub const KPIS: TableSpec = TableSpec {
+    name: "kpis",
+    columns: &[
+        col("metric", ColumnType::Str),
+        col("value", ColumnType::Float),
+    ],
+    key_len: 1,
+};
+
 /// One KPI: a count, or a percentage kept as numerator and denominator.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KpiRow {
@@ -175,7 +185,7 @@ impl KpiRow {
 }
 
 impl TableRow for KpiRow {
-    const SPEC: TableSpec = tables::KPIS;
+    const SPEC: TableSpec = KPIS;
     fn cells(&self) -> Vec<Cell> {
         vec![Cell::Str(self.metric.clone()), Cell::Float(self.value())]
     }

@@ -9,7 +9,7 @@ use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
 use crate::model::name::Name;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{drop_closed, month_end, Watermarks};
 use crate::operators::gate::Time;
 use serde::{Deserialize, Serialize};
@@ -56,6 +56,19 @@ pub fn retention_cohorts<'s>(
     })
 }
 
+/// `retention_cohorts`: cohort month x months since first activity.
+pub const RETENTION_COHORTS: TableSpec = TableSpec {
+    name: "retention_cohorts",
+    columns: &[
+        col("cohort_month", ColumnType::Date),
+        col("months_since", ColumnType::Int),
+        col("cohort_size", ColumnType::Int),
+        col("active_users", ColumnType::Int),
+        col("retention", ColumnType::Float),
+    ],
+    key_len: 2,
+};
+
 /// One cell of the retention matrix.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RetentionRow {
@@ -70,7 +83,7 @@ pub struct RetentionRow {
 }
 
 impl TableRow for RetentionRow {
-    const SPEC: TableSpec = tables::RETENTION_COHORTS;
+    const SPEC: TableSpec = RETENTION_COHORTS;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(month_first_day(self.cohort_month)),

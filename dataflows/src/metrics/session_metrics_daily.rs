@@ -7,7 +7,7 @@ use differential_dataflow::VecCollection;
 use tidemark_inputs::time::day_of;
 
 use crate::metrics::sessions::SessionRow;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::gate::Time;
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +29,18 @@ pub fn session_metrics_daily<'s>(
         })
 }
 
+/// `session_metrics_daily`: per day of session start.
+pub const SESSION_METRICS_DAILY: TableSpec = TableSpec {
+    name: "session_metrics_daily",
+    columns: &[
+        col("day", ColumnType::Date),
+        col("sessions", ColumnType::Int),
+        col("avg_duration_s", ColumnType::Float),
+        col("avg_actions", ColumnType::Float),
+    ],
+    key_len: 1,
+};
+
 /// Sessions starting on one UTC day.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionDailyRow {
@@ -43,7 +55,7 @@ pub struct SessionDailyRow {
 }
 
 impl TableRow for SessionDailyRow {
-    const SPEC: TableSpec = tables::SESSION_METRICS_DAILY;
+    const SPEC: TableSpec = SESSION_METRICS_DAILY;
     fn cells(&self) -> Vec<Cell> {
         let n = self.sessions as f64;
         vec![

@@ -11,7 +11,7 @@ use tidemark_inputs::time::day_of;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::settings::Params;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{day_end, reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -107,6 +107,20 @@ pub fn sessions<'s>(
     })
 }
 
+/// `sessions`: one row per session.
+pub const SESSIONS: TableSpec = TableSpec {
+    name: "sessions",
+    columns: &[
+        col("user_id", ColumnType::Str),
+        col("session_start", ColumnType::Timestamp),
+        opt("session_id", ColumnType::Str),
+        col("session_end", ColumnType::Timestamp),
+        col("duration_s", ColumnType::Float),
+        col("actions", ColumnType::Int),
+    ],
+    key_len: 2,
+};
+
 /// One session of one user.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SessionRow {
@@ -123,7 +137,7 @@ pub struct SessionRow {
 }
 
 impl TableRow for SessionRow {
-    const SPEC: TableSpec = tables::SESSIONS;
+    const SPEC: TableSpec = SESSIONS;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Str(self.user_id.to_string()),

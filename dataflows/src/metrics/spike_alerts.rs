@@ -23,7 +23,7 @@ use tidemark_inputs::time::day_of;
 
 use crate::metrics::window_activity::WindowRow;
 use crate::model::settings::Params;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -251,6 +251,22 @@ pub struct Alert {
     pub alert: bool,
 }
 
+/// `spike_alerts`: one row per `window_activity` row.
+pub const SPIKE_ALERTS: TableSpec = TableSpec {
+    name: "spike_alerts",
+    columns: &[
+        col("window_start", ColumnType::Timestamp),
+        col("sessions_started", ColumnType::Int),
+        opt("recent_avg", ColumnType::Float),
+        opt("recent_p95", ColumnType::Float),
+        col("spike", ColumnType::Bool),
+        opt("alert", ColumnType::Bool),
+        opt("alert_baseline", ColumnType::Float),
+        opt("alert_threshold", ColumnType::Float),
+    ],
+    key_len: 1,
+};
+
 /// The spike alert of one window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SpikeRow {
@@ -266,7 +282,7 @@ pub struct SpikeRow {
 }
 
 impl TableRow for SpikeRow {
-    const SPEC: TableSpec = tables::SPIKE_ALERTS;
+    const SPEC: TableSpec = SPIKE_ALERTS;
     fn cells(&self) -> Vec<Cell> {
         let percentile = self.baseline.as_ref().map(Baseline::percentile);
         vec![

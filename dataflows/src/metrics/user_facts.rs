@@ -13,7 +13,7 @@ use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::gate::Time;
 use tidemark_inputs::records::{Millis, Plan};
@@ -114,6 +114,36 @@ pub fn user_plans<'s>(
         })
 }
 
+/// `user_activity_daily` (beyond the contract): one row per user and UTC day with
+/// accepted events; `tidemark predict` reads its features and labels from it. See
+/// [`crate::model::tables::EXTRA_TABLES`].
+pub const USER_ACTIVITY_DAILY: TableSpec = TableSpec {
+    name: "user_activity_daily",
+    columns: &[
+        col("user_id", ColumnType::Str),
+        col("day", ColumnType::Date),
+        col("events", ColumnType::Int),
+        col("plays", ColumnType::Int),
+        col("skips", ColumnType::Int),
+        col("sessions", ColumnType::Int),
+        col("session_duration_s", ColumnType::Float),
+    ],
+    key_len: 2,
+};
+
+/// `user_plans` (beyond the contract): each user's plan history, the `users/` row's
+/// plan with a null `valid_from`, then every instant the plan in force changes;
+/// `tidemark predict` reads "paid at the cutoff" from it. See [`crate::model::tables::EXTRA_TABLES`].
+pub const USER_PLANS: TableSpec = TableSpec {
+    name: "user_plans",
+    columns: &[
+        col("user_id", ColumnType::Str),
+        opt("valid_from", ColumnType::Timestamp),
+        col("plan", ColumnType::Str),
+    ],
+    key_len: 2,
+};
+
 /// One user's accepted activity on one UTC day (`user_activity_daily`, beyond the
 /// contract; read by `tidemark predict`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -135,7 +165,7 @@ pub struct UserDailyRow {
 }
 
 impl TableRow for UserDailyRow {
-    const SPEC: TableSpec = tables::USER_ACTIVITY_DAILY;
+    const SPEC: TableSpec = USER_ACTIVITY_DAILY;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Str(self.user_id.to_string()),
@@ -163,7 +193,7 @@ pub struct UserPlanRow {
 }
 
 impl TableRow for UserPlanRow {
-    const SPEC: TableSpec = tables::USER_PLANS;
+    const SPEC: TableSpec = USER_PLANS;
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Str(self.user_id.to_string()),

@@ -9,7 +9,7 @@ use tidemark_inputs::records::Millis;
 use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::model::tables::{self, Cell, TableRow, TableSpec};
+use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -80,6 +80,20 @@ pub fn window_activity<'s>(
     .map(|(_start, row)| row)
 }
 
+/// `window_activity`: one row per window with at least one accepted event.
+pub const WINDOW_ACTIVITY: TableSpec = TableSpec {
+    name: "window_activity",
+    columns: &[
+        col("window_start", ColumnType::Timestamp),
+        col("window_end", ColumnType::Timestamp),
+        col("events", ColumnType::Int),
+        col("active_users", ColumnType::Int),
+        col("sessions_started", ColumnType::Int),
+        col("sessions_per_min", ColumnType::Float),
+    ],
+    key_len: 1,
+};
+
 /// Activity of one tumbling window.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WindowRow {
@@ -96,7 +110,7 @@ pub struct WindowRow {
 }
 
 impl TableRow for WindowRow {
-    const SPEC: TableSpec = tables::WINDOW_ACTIVITY;
+    const SPEC: TableSpec = WINDOW_ACTIVITY;
     fn cells(&self) -> Vec<Cell> {
         let minutes = self.length_ms as f64 / 60_000.0;
         vec![
