@@ -203,6 +203,8 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         inputs.users.clone(),
         inputs.items,
         params.dimensions,
+        &watermarks,
+        params.forget_behind_watermark,
     );
     let plan_facts = plan_facts(inputs.users, inputs.subscriptions);
     let user_activity_daily = user_activity_daily(events.clone(), sessions.clone());

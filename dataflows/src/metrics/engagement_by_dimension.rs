@@ -32,6 +32,7 @@ use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine;
+use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 
 /// Fixed-point scale of event values: a value `v` is held as `round(v * 2^32)`, so a
@@ -125,13 +126,24 @@ fn widen<'s, D: differential_dataflow::Data>(
         .as_collection()
 }
 
-/// The `engagement_by_dimension` table for the `dimensions` in force.
+/// The `engagement_by_dimension` table for the `dimensions` in force. With `forget`, a
+/// day's rows stop changing once the watermark passes its end (a late catalogue or user
+/// row then moves only the open days' events), and the state of closed days is dropped.
 pub fn engagement_by_dimension<'s>(
     events: VecCollection<'s, Time, Action>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     items: VecCollection<'s, Time, (Item, Arrival)>,
     dimensions: Dimensions,
+    watermarks: &Watermarks<'s>,
+    forget: bool,
 ) -> VecCollection<'s, Time, DimensionRow> {
+    // With `forget` (setting `forget_behind_watermark`), a closed day's events are
+    // retired, so every per-day state below empties, and its rows stay as they were.
+    let events = if forget {
+        retire_behind(events, watermarks, |e: &Action| Some(day_end(day_of(e.ts))))
+    } else {
+        events
+    };
     // Each event once per kind of source its dimensions need (its item, its user):
     // dimensions of one kind share the state. An hour's member never changes, so
     // `hour_of_day` needs no source and no member join: its events go straight to their
@@ -313,10 +325,16 @@ pub fn engagement_by_dimension<'s>(
     let hours = rows
         .clone()
         .filter(|row| row.dimension == Dimension::HourOfDay);
-    rows.filter(|row| row.dimension != Dimension::HourOfDay)
+    let table = rows
+        .filter(|row| row.dimension != Dimension::HourOfDay)
         .map(|row| (row.dimension, row))
         .join_map(sourced, |_, row, &()| row.clone())
-        .concat(hours)
+        .concat(hours);
+    if forget {
+        drop_closed(table, watermarks, |row| Some(day_end(row.day)))
+    } else {
+        table
+    }
 }
 
 /// `engagement_by_dimension`: day x dimension x member (contract "Dimensions"), with

@@ -36,10 +36,12 @@ pub struct Settings {
     /// How far (minutes) behind the largest event time seen an event may still arrive.
     pub allowed_lateness_minutes: f64,
     /// Also forget what only a row behind the watermark could still need: the event ids
-    /// of closed days (deduplication) and the events of closed months (segments). Memory
-    /// then stays flat on an endless stream, at a documented cost: an id repeated after
-    /// its first copy's day closed counts again, and a `users/` or `subscriptions/` row
-    /// no longer moves the events of months already closed.
+    /// of closed days (deduplication), the events of closed months (segments) and the
+    /// dimension state of closed days. Memory then grows more slowly on an endless
+    /// stream, at a documented cost: an id repeated after its first copy's day closed
+    /// counts again, a `users/` or `subscriptions/` row no longer moves the events of
+    /// months already closed, and a late `items/` or `users/` row no longer moves the
+    /// events of closed days between dimension members.
     pub forget_behind_watermark: bool,
     /// What `engagement_by_dimension` slices accepted events by: `hour_of_day`,
     /// `genre`, `artist` (from `items/`), `country` and any user attribute (from
