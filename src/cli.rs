@@ -41,9 +41,10 @@ pub enum Command {
 /// Arguments of `tidemark run`.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// Dataset directory (events/, users/, subscriptions/, items/, optional tidemark.toml).
-    /// Needed unless --stdin or --listen is given; for the demo (one million generated
-    /// events), run `tidemark` with no command.
+    /// Dataset directory (events/, users/, subscriptions/, items/, optional tidemark.toml),
+    /// or an s3://bucket/prefix URL laid out the same way (AWS_* environment variables;
+    /// objects are mirrored into OUT/source/). Needed unless --stdin or --listen is given;
+    /// for the demo (one million generated events), run `tidemark` with no command.
     pub dataset: Option<PathBuf>,
     /// Output directory: changes/<table>/ holds each table's change stream, tables/<table>/
     /// its Delta Lake table.
