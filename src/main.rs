@@ -21,7 +21,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// variable still overrides them): see [`tidemark::allocator::JEMALLOC_CONF`].
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
 #[export_name = "_rjem_malloc_conf"]
-pub static JEMALLOC_CONF: &[u8; 60] = tidemark::allocator::JEMALLOC_CONF;
+pub static JEMALLOC_CONF: &[u8; tidemark::allocator::JEMALLOC_CONF.len()] =
+    tidemark::allocator::JEMALLOC_CONF;
 
 fn main() {
     tidemark::allocator::limit_fragmentation();

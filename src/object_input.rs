@@ -32,6 +32,41 @@ use serde::{Deserialize, Serialize};
 /// The staging directory under `--out` that mirrors an object-store dataset.
 pub const STAGE_DIR: &str = "source";
 
+/// A run's dataset as a local directory: `dataset` itself, or for an object-store URL
+/// its mirror under `out`, made by process 0 (the others wait for it). Also returns the
+/// URL (the run's dataset identity) and, for a `--follow` run, the guard that keeps
+/// mirroring until it is dropped.
+pub fn local_dataset(
+    dataset: &Path,
+    out: &Path,
+    process: usize,
+    follow: Option<Duration>,
+    progress: bool,
+) -> Result<(PathBuf, Option<String>, Option<FollowGuard>)> {
+    if !is_object_url(dataset) {
+        return Ok((dataset.to_path_buf(), None, None));
+    }
+    let url = dataset.display().to_string();
+    if is_object_url(out) {
+        bail!("--out {}: writing to object storage is not built yet; give a local --out directory (the dataset may stay at {url})", out.display());
+    }
+    let remote = ObjectDataset::open(&url, &out.join(STAGE_DIR))?;
+    let dir = remote.stage().to_path_buf();
+    if process != 0 {
+        remote.wait_for_mirror(Duration::from_secs(600))?;
+        return Ok((dir, Some(url), None));
+    }
+    let downloaded = remote.sync()?;
+    if progress {
+        eprintln!(
+            "{url}: {downloaded} new object(s) mirrored into {}",
+            dir.display()
+        );
+    }
+    let guard = follow.map(|poll| remote.follow(poll));
+    Ok((dir, Some(url), guard))
+}
+
 /// Objects downloaded at the same time.
 const DOWNLOADS_AT_ONCE: usize = 8;
 
@@ -139,7 +174,7 @@ impl ObjectDataset {
                 continue;
             }
             let target = self.stage.join(&rel);
-            // Downloaded by a sync killed before it noted the object: adopt the file
+            // Downloaded by a sync killed before it wrote the manifest: adopt the file
             // rather than replace it, which would look like a changed input file.
             let staged = std::fs::metadata(&target).map(|m| m.len()).ok();
             if !taken.contains_key(&rel) && staged == Some(meta.size) {
@@ -151,7 +186,7 @@ impl ObjectDataset {
         wanted.sort_by(|a, b| a.0.cmp(&b.0));
         let total = wanted.len();
         // Up to DOWNLOADS_AT_ONCE objects stream into temporary files together; each is
-        // renamed into place, and noted in the manifest, in name order.
+        // renamed into place in name order. The manifest is written once, at the end.
         let runtime = &self.runtime;
         runtime.block_on(async {
             let mut downloads = futures_util::stream::iter(wanted)
@@ -166,11 +201,6 @@ impl ObjectDataset {
                 std::fs::rename(&tmp, &target)
                     .with_context(|| format!("renaming into {}", target.display()))?;
                 taken.insert(rel, now);
-                // The manifest follows each object, so a killed sync redoes one object.
-                write_replacing(
-                    &manifest_path,
-                    serde_json::to_string_pretty(&taken)?.as_bytes(),
-                )?;
             }
             anyhow::Ok(())
         })?;

@@ -35,7 +35,7 @@ use crate::cluster::ClusterArgs;
 use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
 use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
-use crate::object_input::{is_object_url, ObjectDataset, STAGE_DIR};
+use crate::object_input::local_dataset;
 use crate::progress::{FollowProgress, Progress};
 use crate::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::sink::changes::change_stream_sink;
@@ -206,38 +206,23 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     if live.follow && options.dataset.is_none() {
         bail!("--follow watches a DATASET directory: give one");
     }
-    // An object-store dataset is mirrored under OUT and read from there; a `--follow`
-    // run keeps mirroring new objects while it runs.
+    // An object-store dataset is read from its mirror under OUT; a `--follow` run keeps
+    // mirroring new objects while it runs.
     let mut dataset_url = None;
     let mut _following_mirror = None;
     let dataset_dir = match &options.dataset {
-        Some(url) if is_object_url(url) => {
-            let url = url.display().to_string();
-            if is_object_url(&options.out) {
-                bail!("--out {}: writing to object storage is not built yet; give a local --out directory (the dataset may stay at {url})", options.out.display());
-            }
-            let remote = ObjectDataset::open(&url, &options.out.join(STAGE_DIR))?;
-            let dir = remote.stage().to_path_buf();
-            // Process 0 mirrors; the others read the files it assigns them from the
-            // mirror, once it has been made.
-            if options.cluster.process == 0 {
-                let downloaded = remote.sync()?;
-                if options.progress {
-                    eprintln!(
-                        "{url}: {downloaded} new object(s) mirrored into {}",
-                        dir.display()
-                    );
-                }
-                if live.follow {
-                    _following_mirror = Some(remote.follow(live.poll));
-                }
-            } else {
-                remote.wait_for_mirror(Duration::from_secs(600))?;
-            }
-            dataset_url = Some(url);
+        Some(dataset) => {
+            let (dir, url, guard) = local_dataset(
+                dataset,
+                &options.out,
+                options.cluster.process,
+                live.follow.then_some(live.poll),
+                options.progress,
+            )?;
+            (dataset_url, _following_mirror) = (url, guard);
             Some(dir)
         }
-        other => other.clone(),
+        None => None,
     };
     let dataset = match &dataset_dir {
         Some(path) => {
