@@ -130,6 +130,7 @@ fn main() {
                 delta_retention: tidemark::run::DEFAULT_DELTA_RETENTION,
                 live: LiveOptions::default(),
                 arrangement_sizes: None,
+                local_out: None,
             })
             .expect("tidemark runs");
             let rows = read_table(&out, &SPIKE_ALERTS).expect("spike_alerts reads");

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks tidemark's Delta Lake tables with other readers.
 
-Usage: check_delta.py OUT
+Usage: check_delta.py OUT [--tables-url s3://bucket/prefix]
 
 For every table with a change stream under OUT/changes/<table>/, opens
 OUT/tables/<table>/ with the Python `deltalake` package and with Polars
@@ -9,7 +9,13 @@ OUT/tables/<table>/ with the Python `deltalake` package and with Polars
 month columns date32, counts int64, measures float64, flags bool, text string) and
 compares the row count with the change stream's summed diffs (read with pyarrow).
 Exits 1 with a message per problem.
+
+With --tables-url, the Delta tables are opened from object storage instead
+(URL/tables/<table>, through `storage_options` built from the AWS_* environment
+variables), while the change streams are still read from OUT (a downloaded copy).
 """
+
+import os
 
 import sys
 from pathlib import Path
@@ -87,7 +93,16 @@ def change_stream_rows(changes_dir):
     return total
 
 
-def main(out):
+def storage_options():
+    """The deltalake/polars object-store settings of the AWS_* environment variables."""
+    keys = ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ALLOW_HTTP"]
+    options = {key: os.environ[key] for key in keys if key in os.environ}
+    # A single-host S3 server (moto, MinIO) has no locking service: tidemark is the only writer.
+    options["AWS_S3_ALLOW_UNSAFE_RENAME"] = "true"
+    return options
+
+
+def main(out, tables_url=None):
     out = Path(out)
     problems = []
     checked = 0
@@ -101,8 +116,12 @@ def main(out):
         before = len(problems)
         expected_rows = change_stream_rows(changes_dir)
         path = out / "tables" / name
+        options = None
+        if tables_url:
+            path = f"{tables_url.rstrip('/')}/tables/{name}"
+            options = storage_options()
         try:
-            arrow_table = DeltaTable(str(path)).to_pyarrow_table()
+            arrow_table = DeltaTable(str(path), storage_options=options).to_pyarrow_table()
         except Exception as error:  # noqa: BLE001 - reported, not hidden
             problems.append(f"{name}: deltalake cannot read {path}: {error}")
             continue
@@ -116,7 +135,7 @@ def main(out):
             if field.name in columns and not arrow_type_ok(columns[field.name], field.type):
                 problems.append(f"{name}.{field.name}: deltalake type {field.type}, expected {columns[field.name]}")
         try:
-            frame = pl.read_delta(str(path))
+            frame = pl.read_delta(str(path), storage_options=options)
         except Exception as error:  # noqa: BLE001
             problems.append(f"{name}: polars cannot read {path}: {error}")
             continue
@@ -136,7 +155,10 @@ def main(out):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
+    args = sys.argv[1:]
+    if len(args) == 3 and args[1] == "--tables-url":
+        sys.exit(main(args[0], args[2]))
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         sys.exit(2)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(args[0]))

@@ -47,9 +47,16 @@ pub struct RunArgs {
     /// for the demo (one million generated events), run `tidemark` with no command.
     pub dataset: Option<PathBuf>,
     /// Output directory: changes/<table>/ holds each table's change stream, tables/<table>/
-    /// its Delta Lake table.
+    /// its Delta Lake table. May be an s3://bucket/prefix URL (AWS_* environment
+    /// variables): the run writes a local working copy (--local-out) and uploads it as it
+    /// goes, each object in one put.
     #[arg(long, default_value = "tidemark-out")]
     pub out: PathBuf,
+    /// The local working copy of an s3:// --out (emptied and downloaded from the prefix
+    /// at the start of every run). Default: a directory under the system's temporary
+    /// directory named after the URL.
+    #[arg(long, value_name = "DIR")]
+    pub local_out: Option<PathBuf>,
     /// Mapping file for a source not in contract column names (overrides <dataset>/tidemark.toml).
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,

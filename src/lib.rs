@@ -12,6 +12,7 @@ pub mod follow;
 pub mod ingested;
 pub mod live_source;
 pub mod object_input;
+pub mod object_output;
 pub mod operator_times;
 pub mod predict;
 pub mod progress;

@@ -152,6 +152,7 @@ fn run_command(args: RunArgs) -> Result<()> {
         delta_retention: std::time::Duration::from_secs_f64(args.delta_retention_minutes * 60.0),
         live,
         arrangement_sizes: args.arrangement_sizes.clone(),
+        local_out: args.local_out.clone(),
     };
     // Bound before the run starts, so a taken port fails at once.
     let server = match args.serve {

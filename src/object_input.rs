@@ -47,9 +47,6 @@ pub fn local_dataset(
         return Ok((dataset.to_path_buf(), None, None));
     }
     let url = dataset.display().to_string();
-    if is_object_url(out) {
-        bail!("--out {}: writing to object storage is not built yet; give a local --out directory (the dataset may stay at {url})", out.display());
-    }
     let remote = ObjectDataset::open(&url, &out.join(STAGE_DIR))?;
     let dir = remote.stage().to_path_buf();
     if process != 0 {
@@ -99,27 +96,10 @@ impl ObjectDataset {
     /// Opens `url` (`s3://bucket[/prefix]`) with the store settings of the AWS
     /// environment variables, mirroring into `stage`.
     pub fn open(url: &str, stage: &Path) -> Result<ObjectDataset> {
-        let parsed = url::Url::parse(url).with_context(|| format!("reading the URL {url}"))?;
-        if parsed.scheme() != "s3" {
-            bail!(
-                "{url}: tidemark reads datasets from local directories and s3:// URLs (S3, MinIO and other S3-compatible stores); `{}://` is not supported",
-                parsed.scheme()
-            );
-        }
-        let store = AmazonS3Builder::from_env()
-            .with_url(url)
-            .build()
-            .with_context(|| {
-                format!("opening {url}: set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a plain-http S3-compatible server)")
-            })?;
-        let prefix = ObjectPath::from(parsed.path().trim_matches('/'));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the object-store client")?;
+        let (store, prefix, runtime) = open_store(url)?;
         Ok(ObjectDataset {
             url: url.trim_end_matches('/').to_string(),
-            store: Arc::new(store),
+            store,
             prefix,
             stage: stage.to_path_buf(),
             runtime,
@@ -211,37 +191,13 @@ impl ObjectDataset {
         Ok(total)
     }
 
-    /// The object's path below the prefix, with `/` separators; `None` for the prefix
-    /// itself or a name that cannot be a local file name.
     fn relative(&self, location: &ObjectPath) -> Option<String> {
-        let parts: Vec<_> = location
-            .prefix_match(&self.prefix)?
-            .map(|part| part.as_ref().to_string())
-            .collect();
-        let safe = |part: &String| !part.is_empty() && part != "." && part != "..";
-        (!parts.is_empty() && parts.iter().all(safe)).then(|| parts.join("/"))
+        relative_path(&self.prefix, location)
     }
 
     /// Streams the object into a hidden temporary file beside `target`; returns its path.
     async fn download(&self, location: &ObjectPath, target: &Path) -> Result<PathBuf> {
-        if let Some(dir) = target.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let tmp = temporary_beside(target);
-        let mut file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut chunks = self
-            .store
-            .get(location)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
-            .into_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
-            file.write_all(&chunk)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-        }
-        Ok(tmp)
+        download(self.store.as_ref(), location, target).await
     }
 
     /// Waits until the mirror has been made (by process 0 of a cluster), at most `limit`.
@@ -295,9 +251,72 @@ impl Drop for FollowGuard {
     }
 }
 
+/// Opens the store of `url` (`s3://bucket[/prefix]`) with the settings of the AWS
+/// environment variables: the store, the prefix inside it, and a runtime to drive it.
+pub(crate) fn open_store(
+    url: &str,
+) -> Result<(Arc<dyn ObjectStore>, ObjectPath, tokio::runtime::Runtime)> {
+    let parsed = url::Url::parse(url).with_context(|| format!("reading the URL {url}"))?;
+    if parsed.scheme() != "s3" {
+        bail!(
+            "{url}: tidemark reads and writes local directories and s3:// URLs (S3, MinIO and other S3-compatible stores); `{}://` is not supported",
+            parsed.scheme()
+        );
+    }
+    let store = AmazonS3Builder::from_env()
+        .with_url(url)
+        .build()
+        .with_context(|| {
+            format!("opening {url}: set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION (and AWS_ENDPOINT_URL with AWS_ALLOW_HTTP=true for a plain-http S3-compatible server)")
+        })?;
+    let prefix = ObjectPath::from(parsed.path().trim_matches('/'));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the object-store client")?;
+    Ok((Arc::new(store), prefix, runtime))
+}
+
+/// An object's path below `prefix`, with `/` separators; `None` for the prefix itself
+/// or a name that cannot be a local file name.
+pub(crate) fn relative_path(prefix: &ObjectPath, location: &ObjectPath) -> Option<String> {
+    let parts: Vec<_> = location
+        .prefix_match(prefix)?
+        .map(|part| part.as_ref().to_string())
+        .collect();
+    let safe = |part: &String| !part.is_empty() && part != "." && part != "..";
+    (!parts.is_empty() && parts.iter().all(safe)).then(|| parts.join("/"))
+}
+
+/// Streams the object at `location` into a hidden temporary file beside `target`;
+/// returns its path (the caller renames it into place).
+pub(crate) async fn download(
+    store: &dyn ObjectStore,
+    location: &ObjectPath,
+    target: &Path,
+) -> Result<PathBuf> {
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = temporary_beside(target);
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut chunks = store
+        .get(location)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
+        .into_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
+        file.write_all(&chunk)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
+    Ok(tmp)
+}
+
 /// The cause of a store error in one line: the innermost error, with an S3 error
 /// document shortened to its code and message.
-fn describe(error: &object_store::Error) -> String {
+pub(crate) fn describe(error: &object_store::Error) -> String {
     let mut cause: &dyn std::error::Error = error;
     while let Some(inner) = cause.source() {
         cause = inner;
@@ -317,7 +336,7 @@ fn describe(error: &object_store::Error) -> String {
 
 /// A hidden temporary name beside `path` (discovery ignores it). It holds the process
 /// id, so processes of one cluster mirroring together do not collide.
-fn temporary_beside(path: &Path) -> PathBuf {
+pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())

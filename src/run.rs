@@ -35,7 +35,8 @@ use crate::cluster::ClusterArgs;
 use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
 use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
-use crate::object_input::local_dataset;
+use crate::object_input::{is_object_url, local_dataset};
+use crate::object_output::{check_supported, default_local_out, ObjectOutput};
 use crate::progress::{FollowProgress, Progress};
 use crate::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::sink::changes::change_stream_sink;
@@ -73,6 +74,9 @@ pub struct RunOptions {
     /// Where to write the updates every arrangement holds after each logical time
     /// (`--arrangement-sizes`), to see which state grows.
     pub arrangement_sizes: Option<PathBuf>,
+    /// The local working copy of an object-store `--out` (`--local-out`; none: a
+    /// directory under the system's temporary directory named after the URL).
+    pub local_out: Option<PathBuf>,
 }
 
 /// How a run takes input that arrives while it runs.
@@ -201,6 +205,9 @@ pub struct RunStats {
 /// Runs the dataflow over a dataset and live inputs until their end, resuming the
 /// output directory's checkpoint if it has one.
 pub fn run(options: &RunOptions) -> Result<RunStats> {
+    if is_object_url(&options.out) {
+        return run_into_object_store(options);
+    }
     let started = Instant::now();
     let live = &options.live;
     if live.follow && options.dataset.is_none() {
@@ -409,6 +416,43 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         planned: if live.is_live() { 0 } else { static_total },
     })
 }
+
+/// A run whose `--out` is an object-store URL: the run writes the local working copy,
+/// restored from the prefix first, while [`crate::object_output`] uploads it.
+fn run_into_object_store(options: &RunOptions) -> Result<RunStats> {
+    let url = options.out.display().to_string();
+    check_supported(&url, options.cluster.processes)?;
+    let local = options
+        .local_out
+        .clone()
+        .unwrap_or_else(|| default_local_out(&url));
+    let mut output = ObjectOutput::open(&url, &local)?;
+    let restored = output
+        .restore(options.overwrite)
+        .with_context(|| format!("restoring {url} into {}", local.display()))?;
+    if options.progress && restored > 0 {
+        eprintln!(
+            "{url}: {restored} object(s) restored into {}",
+            local.display()
+        );
+    }
+    let uploads = output.start(OUTPUT_SYNC_INTERVAL);
+    let local_options = RunOptions {
+        out: local.clone(),
+        ..options.clone()
+    };
+    let result = run(&local_options);
+    // The last pass runs whatever the result: a failed run leaves a resumable output.
+    let uploaded = uploads
+        .finish()
+        .with_context(|| format!("uploading the output to {url}"));
+    let stats = result?;
+    uploaded?;
+    Ok(stats)
+}
+
+/// How often a run uploads its object-store output's new files.
+const OUTPUT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many readable files of a table are looked at before a column the mapping
 /// names but none of them has is called a mapping error.

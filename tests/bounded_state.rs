@@ -225,6 +225,7 @@ fn arrangement_sizes_show_what_forgetting_drops() {
         run(&RunOptions {
             delta: false,
             arrangement_sizes: Some(sizes_file.clone()),
+            local_out: None,
             ..engine_options(&data, None, &out, settings.params().unwrap(), 2)
         })
         .expect("tidemark run succeeds");

@@ -4,6 +4,10 @@
 //! more objects were put, takes only the new objects and still equals the oracle.
 //! A `--follow` run on a prefix takes objects put one by one, is killed with SIGKILL
 //! twice and restarted, and ends with every object taken once and the oracle's tables.
+//! An `s3://` output holds the oracle's tables (read back from a copy downloaded with
+//! boto3, and its Delta tables opened from S3 by Python `deltalake` and Polars), and a
+//! run killed with SIGKILL and restarted on an empty working copy (another host)
+//! resumes from the prefix alone, losing and doubling nothing.
 //! Skipped (with a line saying why) where `moto_server` or boto3 is missing, unless
 //! `TIDEMARK_REQUIRE_S3` is set, as CI sets it.
 
@@ -125,6 +129,51 @@ for rel in sys.argv[5:]:
         .status()
         .expect("python3 runs");
     assert!(status.success(), "boto3 put the objects");
+}
+
+/// Downloads every object under `s3://bucket/prefix/` into `dir` with boto3: a reader
+/// independent of tidemark's own client.
+fn download_prefix(server: &S3Server, bucket: &str, prefix: &str, dir: &Path) {
+    let script = r#"
+import os, sys, boto3
+endpoint, bucket, prefix, root = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="tidemark-test",
+                  aws_secret_access_key="tidemark-test", region_name="us-east-1")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    for obj in page.get("Contents", []):
+        target = os.path.join(root, obj["Key"][len(prefix) + 1:])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        s3.download_file(bucket, obj["Key"], target)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([&server.endpoint, bucket, prefix])
+        .arg(dir)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "boto3 downloaded the output");
+}
+
+/// Whether Python's `deltalake` and Polars are there (a panic where
+/// `TIDEMARK_REQUIRE_PYTHON=1` requires them).
+fn python_delta_readers() -> bool {
+    let present = Command::new("python3")
+        .args(["-c", "import deltalake, polars, pyarrow"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if !present {
+        if std::env::var("TIDEMARK_REQUIRE_PYTHON").is_ok_and(|v| v == "1") {
+            panic!(
+                "TIDEMARK_REQUIRE_PYTHON=1 but python3 cannot import deltalake, polars, pyarrow"
+            );
+        }
+        eprintln!(
+            "skipping the Python Delta readers over S3: pip install deltalake polars pyarrow"
+        );
+    }
+    present
 }
 
 /// Every file under `dir`, relative, sorted.
@@ -283,4 +332,162 @@ fn following_a_prefix_takes_each_new_object_once_through_kills() {
     }
     let expected = oracle::compute(&batches, &Params::default());
     assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "s3 follow");
+}
+
+#[test]
+fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = start_server() else {
+        return;
+    };
+    use_server(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let config = messy_data(8_000, 200, 37, 30, 8, OutputFormat::Parquet, 0.01);
+    generate(&data, &config).expect("generator writes the dataset");
+    let all = files_under(&data);
+    let later: Vec<String> = all
+        .iter()
+        .filter(|rel| rel.starts_with("events/"))
+        .rev()
+        .take(2)
+        .cloned()
+        .collect();
+    let first: Vec<String> = all
+        .iter()
+        .filter(|rel| !later.contains(rel))
+        .cloned()
+        .collect();
+    put_objects(&server, "lake", "raw", &data, &first);
+    put_objects(&server, "gold", "ignored", &data, &[]);
+
+    let url = PathBuf::from("s3://lake/raw");
+    let out = PathBuf::from("s3://gold/engagement");
+    let params = Params::default();
+    // Each run on a working copy of its own, as on a host of its own.
+    let run_on = |host: &str, overwrite: bool| {
+        let mut options = engine_options(&url, None, &out, params, 2);
+        options.overwrite = overwrite;
+        options.local_out = Some(dir.path().join(host));
+        run(&options).expect("tidemark run into s3:// succeeds")
+    };
+    run_on("host-a", true);
+    let only_first = dir.path().join("first");
+    for rel in &first {
+        let target = only_first.join(rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(data.join(rel), target).unwrap();
+    }
+    let downloaded = dir.path().join("downloaded-1");
+    download_prefix(&server, "gold", "engagement", &downloaded);
+    assert!(
+        !downloaded.join("source").exists(),
+        "the dataset's mirror is not uploaded"
+    );
+    let expected = oracle::compute(&read_batches(&only_first, None), &params);
+    assert_matches_oracle(&expected, &engine_tables(&downloaded, u64::MAX), "s3 out");
+    if python_delta_readers() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check_delta.py");
+        let output = Command::new("python3")
+            .arg(&script)
+            .arg(&downloaded)
+            .args(["--tables-url", "s3://gold/engagement"])
+            .output()
+            .expect("python3 runs");
+        assert!(
+            output.status.success(),
+            "Python deltalake and Polars read the Delta tables from S3:\n{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // More objects, and a run on another host: it resumes from the prefix alone.
+    put_objects(&server, "lake", "raw", &data, &later);
+    let stats = run_on("host-b", false);
+    assert_eq!(stats.files, later.len(), "only the new objects are read");
+    let downloaded = dir.path().join("downloaded-2");
+    download_prefix(&server, "gold", "engagement", &downloaded);
+    let expected = oracle::compute(&read_batches(&data, None), &params);
+    assert_matches_oracle(
+        &expected,
+        &engine_tables(&downloaded, u64::MAX),
+        "s3 out, resumed on another host",
+    );
+    live::assert_unique_change_files(&downloaded);
+}
+
+#[test]
+fn an_s3_output_killed_and_restarted_elsewhere_loses_and_doubles_nothing() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = start_server() else {
+        return;
+    };
+    use_server(&server);
+    put_objects(&server, "gold", "ignored", Path::new("."), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let source = live::source_dataset(dir.path(), 43, 6, OutputFormat::Parquet);
+    let data = live::live_dataset(dir.path(), &source);
+    let out = PathBuf::from("s3://gold/live");
+    let flags = live::follow_flags("3");
+    let hosts: Vec<String> = (0..3)
+        .map(|n| dir.path().join(format!("host-{n}")).display().to_string())
+        .collect();
+    let command = |host: usize| {
+        let mut args = flags.clone();
+        args.extend(["--local-out", hosts[host].as_str()]);
+        live::tidemark_run(Some(&data), &out, &args)
+    };
+    let mut child = live::spawn(&mut command(0));
+    let mut host = 0;
+    for (n, file) in live::event_files(&source).iter().enumerate() {
+        let local = PathBuf::from(&hosts[host]);
+        let before = live::change_files(&local).len();
+        live::feed(file, &data);
+        if n == 1 || n == 3 {
+            // Killed once the file's first change file is written locally: its upload
+            // may or may not have happened. The next process runs on an empty working
+            // copy, as on another host.
+            live::wait_until(Duration::from_secs(20), || {
+                live::change_files(&local).len() > before
+            });
+            if n == 3 {
+                std::thread::sleep(Duration::from_millis(1500));
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            host += 1;
+            child = live::spawn(&mut command(host));
+        }
+    }
+    live::expect_success(child, Duration::from_secs(120));
+
+    let downloaded = dir.path().join("downloaded");
+    download_prefix(&server, "gold", "live", &downloaded);
+    let batches = read_batches(&source, None);
+    let (logged, completed) = live::checkpoint_state(&downloaded);
+    assert_eq!(logged, batches.len(), "every file was logged exactly once");
+    assert_eq!(
+        completed,
+        Some(batches.len() as u64 - 1),
+        "every time completed"
+    );
+    live::assert_unique_change_files(&downloaded);
+    for spec in tidemark::run::WRITTEN_TABLES {
+        let versions =
+            live::txn_versions(&tidemark::sink::delta::delta_dir(&downloaded, spec.name));
+        let mut unique = versions.clone();
+        unique.dedup();
+        assert_eq!(
+            versions, unique,
+            "`{}` repeats no Delta txn version",
+            spec.name
+        );
+    }
+    let expected = oracle::compute(&batches, &Params::default());
+    assert_matches_oracle(
+        &expected,
+        &engine_tables(&downloaded, u64::MAX),
+        "s3 out after kills",
+    );
 }

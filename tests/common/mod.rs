@@ -74,6 +74,7 @@ pub fn engine_options(
             ..Default::default()
         },
         arrangement_sizes: None,
+        local_out: None,
     }
 }
 

@@ -1,0 +1,488 @@
+//! Outputs in object storage: `tidemark run DATASET --out s3://bucket/prefix`.
+//!
+//! S3 has no rename, no append and no fsync, and the run's sinks and checkpoint are
+//! written for a file system. So the run writes a local working copy of the output
+//! (`--local-out`), exactly as it writes any local `--out`, and this module keeps the
+//! prefix a copy of it:
+//!
+//! - **Start.** The working copy is emptied and every object under the prefix is
+//!   downloaded into it (`--overwrite` deletes them instead). The prefix is the truth:
+//!   a restart on another host resumes from it.
+//! - **While the run goes on**, and once more at its end, a pass uploads what is new or
+//!   changed since the last pass, each object in one put. The pass reads
+//!   `_checkpoint/completed.json` *first*, lists the working copy (the checkpoint
+//!   directory last), and puts in this order: the run's identity (`run.json`), the
+//!   write-ahead log, data files (change files, Delta data files), Delta log entries in
+//!   version order, `_last_checkpoint`, the change-file manifests, and last the
+//!   `completed.json` it read first. That is the order in which the run itself writes
+//!   them, and every file is listed after the files it names were complete; so at any
+//!   instant the prefix holds what a local output holds after a crash at some earlier
+//!   instant. Files the working copy no longer has (a VACUUM, a repair) are deleted
+//!   from the prefix after the puts.
+//! - **After a crash**, the prefix therefore holds what a local output would hold after
+//!   a crash at some earlier instant: a completed time, the log entries after it, and
+//!   perhaps change files and Delta commits of later times, which a resumed run
+//!   recognises (same names and contents, `txn` versions) exactly as on a local disk.
+//!
+//! One process only for now: with `-n` above 1 every process would write its own
+//! working copy, and process 0's `completed.json` would not say that the others'
+//! uploads are done.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+use crate::object_input::{describe, download, open_store, relative_path, STAGE_DIR};
+
+/// Objects uploaded or downloaded at the same time.
+const TRANSFERS_AT_ONCE: usize = 8;
+
+/// The commit point of the checkpoint, put last in every pass.
+const COMPLETED: &str = "_checkpoint/completed.json";
+
+/// What a pass remembers of a file it uploaded: enough to see that it changed.
+type Stamp = (u64, SystemTime);
+
+/// An output prefix in object storage and its local working copy.
+pub struct ObjectOutput {
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    local: PathBuf,
+    runtime: tokio::runtime::Runtime,
+    uploaded: BTreeMap<String, Stamp>,
+}
+
+/// The default working copy of an output URL: a directory under the system's temporary
+/// directory named after the URL, so that runs of one output on one host share it.
+pub fn default_local_out(url: &str) -> PathBuf {
+    let hash = xxhash_rust::xxh3::xxh3_64(url.trim_end_matches('/').as_bytes());
+    std::env::temp_dir()
+        .join("tidemark-out")
+        .join(format!("{hash:016x}"))
+}
+
+impl ObjectOutput {
+    /// Opens `url` (`s3://bucket[/prefix]`) with its working copy at `local`.
+    pub fn open(url: &str, local: &Path) -> Result<ObjectOutput> {
+        let (store, prefix, runtime) = open_store(url)?;
+        Ok(ObjectOutput {
+            url: url.trim_end_matches('/').to_string(),
+            store,
+            prefix,
+            local: local.to_path_buf(),
+            runtime,
+            uploaded: BTreeMap::new(),
+        })
+    }
+
+    /// The local working copy the run writes.
+    pub fn local(&self) -> &Path {
+        &self.local
+    }
+
+    /// Makes the working copy equal to the prefix: empties it (a mirrored dataset under
+    /// `source/` is kept) and downloads every object, or with `overwrite` deletes every
+    /// object instead. Returns how many objects were downloaded.
+    pub fn restore(&mut self, overwrite: bool) -> Result<usize> {
+        std::fs::create_dir_all(&self.local)
+            .with_context(|| format!("creating the working copy {}", self.local.display()))?;
+        for entry in std::fs::read_dir(&self.local)
+            .with_context(|| format!("reading {}", self.local.display()))?
+        {
+            let path = entry?.path();
+            if path.file_name().and_then(|n| n.to_str()) == Some(STAGE_DIR) {
+                continue;
+            }
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.with_context(|| format!("emptying the working copy: {}", path.display()))?;
+        }
+        self.uploaded.clear();
+        let listed = self.list()?;
+        if overwrite {
+            let store = self.store.as_ref();
+            self.runtime.block_on(
+                futures_util::stream::iter(listed)
+                    .map(|(_, location)| async move {
+                        store
+                            .delete(&location)
+                            .await
+                            .map_err(|e| anyhow!("deleting {location}: {}", describe(&e)))
+                    })
+                    .buffer_unordered(TRANSFERS_AT_ONCE)
+                    .try_collect::<Vec<()>>(),
+            )?;
+            return Ok(0);
+        }
+        let total = listed.len();
+        let (store, local) = (self.store.as_ref(), &self.local);
+        let fetched: Vec<(String, Stamp)> = self.runtime.block_on(
+            futures_util::stream::iter(listed)
+                .map(|(rel, location)| async move {
+                    let target = local.join(&rel);
+                    if let Some(dir) = target.parent() {
+                        std::fs::create_dir_all(dir)
+                            .with_context(|| format!("creating {}", dir.display()))?;
+                    }
+                    let tmp = download(store, &location, &target)
+                        .await
+                        .with_context(|| format!("downloading {location}"))?;
+                    std::fs::rename(&tmp, &target)
+                        .with_context(|| format!("renaming into {}", target.display()))?;
+                    anyhow::Ok((rel, stamp(&target)?))
+                })
+                .buffer_unordered(TRANSFERS_AT_ONCE)
+                .try_collect(),
+        )?;
+        self.uploaded.extend(fetched);
+        Ok(total)
+    }
+
+    /// Every object under the prefix, as (path below the prefix, location).
+    fn list(&self) -> Result<Vec<(String, ObjectPath)>> {
+        let listed: Vec<object_store::ObjectMeta> = self
+            .runtime
+            .block_on(self.store.list(Some(&self.prefix)).try_collect())
+            .map_err(|e| {
+                anyhow!(
+                    "listing {} failed: {}. Check the bucket's name, AWS_ENDPOINT_URL, AWS_REGION and the credentials",
+                    self.url,
+                    describe(&e)
+                )
+            })?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                relative_path(&self.prefix, &meta.location).map(|rel| (rel, meta.location))
+            })
+            .collect())
+    }
+
+    /// One pass: uploads what changed in the working copy since the last pass, pointer
+    /// files after the data they point at and `completed.json` last, then deletes the
+    /// objects of files the working copy no longer has. Returns how many objects it put.
+    pub fn sync(&mut self) -> Result<usize> {
+        // The commit point first (its stamp, then its bytes): every file it covers was
+        // complete before the listing below.
+        let completed_path = self.local.join(COMPLETED);
+        let completed = stamp(&completed_path)
+            .ok()
+            .and_then(|stamp| Some((stamp, std::fs::read(&completed_path).ok()?)));
+        let files = list_local(&self.local)?;
+        let changed: Vec<(String, Stamp)> = files
+            .iter()
+            .filter(|(rel, stamp)| *rel != COMPLETED && self.uploaded.get(*rel) != Some(*stamp))
+            .map(|(rel, stamp)| (rel.clone(), *stamp))
+            .collect();
+        // By rank: the run's identity, the write-ahead log, data files, Delta log entries
+        // in version order, `_last_checkpoint` (once its checkpoint is listed), the
+        // change-file manifests. A crash between two puts leaves the prefix as a local
+        // output would be after a crash: nothing names a file that is not there.
+        let mut ranked: BTreeMap<Rank, Vec<(String, Stamp)>> = BTreeMap::new();
+        for (rel, stamp) in changed {
+            if rel.ends_with("_last_checkpoint") && !checkpoint_listed(&self.local, &rel, &files) {
+                continue;
+            }
+            ranked.entry(rank(&rel)).or_default().push((rel, stamp));
+        }
+        let mut put = 0;
+        for (rank, files) in ranked {
+            put += self.upload(files, rank == Rank::DeltaLog)?;
+        }
+        if let Some((stamp, bytes)) = completed {
+            if self.uploaded.get(COMPLETED) != Some(&stamp) {
+                self.put(COMPLETED, bytes)?;
+                self.uploaded.insert(COMPLETED.to_string(), stamp);
+                put += 1;
+            }
+        }
+        let gone: Vec<String> = self
+            .uploaded
+            .keys()
+            .filter(|rel| !files.contains_key(*rel) && rel.as_str() != COMPLETED)
+            .cloned()
+            .collect();
+        for rel in gone {
+            let location = self.location(&rel);
+            self.runtime
+                .block_on(self.store.delete(&location))
+                .map_err(|e| anyhow!("deleting {}/{rel}: {}", self.url, describe(&e)))?;
+            self.uploaded.remove(&rel);
+        }
+        Ok(put)
+    }
+
+    fn location(&self, rel: &str) -> ObjectPath {
+        rel.split('/')
+            .fold(self.prefix.clone(), |path, part| path.join(part))
+    }
+
+    /// Puts one object.
+    fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        let location = self.location(rel);
+        self.runtime
+            .block_on(self.store.put(&location, PutPayload::from(bytes)))
+            .map(|_| ())
+            .map_err(|e| anyhow!("writing {}/{rel}: {}", self.url, describe(&e)))
+    }
+
+    /// Uploads `files` (up to [`TRANSFERS_AT_ONCE`] at once, or one by one in order
+    /// with `ordered`); each is read whole and put in one request.
+    fn upload(&mut self, files: Vec<(String, Stamp)>, ordered: bool) -> Result<usize> {
+        let at_once = if ordered { 1 } else { TRANSFERS_AT_ONCE };
+        let mut files = files;
+        files.sort();
+        let count = files.len();
+        let (store, local, url) = (self.store.as_ref(), &self.local, &self.url);
+        let locations: Vec<_> = files
+            .into_iter()
+            .map(|(rel, stamp)| (self.location(&rel), rel, stamp))
+            .collect();
+        let done: Vec<(String, Stamp)> = self.runtime.block_on(
+            futures_util::stream::iter(locations)
+                .map(|(location, rel, stamp)| async move {
+                    let path = local.join(&rel);
+                    let mut bytes = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    if rel.ends_with(".manifest") {
+                        // Appended line by line: only whole lines go up.
+                        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                        bytes.truncate(whole);
+                    }
+                    store
+                        .put(&location, PutPayload::from(bytes))
+                        .await
+                        .map_err(|e| anyhow!("writing {url}/{rel}: {}", describe(&e)))?;
+                    anyhow::Ok((rel, stamp))
+                })
+                .buffered(at_once)
+                .try_collect(),
+        )?;
+        self.uploaded.extend(done);
+        Ok(count)
+    }
+
+    /// Runs a pass every `interval` on a thread of its own until [`OutputSync::finish`].
+    pub fn start(self, interval: Duration) -> OutputSync {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("object-out".into())
+            .spawn(move || {
+                let mut output = self;
+                while !flag.load(Ordering::Relaxed) {
+                    sleep_unless(&flag, interval);
+                    if flag.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if let Err(error) = output.sync() {
+                        tracing::warn!("{error:#} (retrying)");
+                    }
+                }
+                output
+            })
+            .expect("starting the object-store upload thread");
+        OutputSync { stop, thread }
+    }
+}
+
+/// Uploads a run's output while it goes on; [`OutputSync::finish`] makes the last pass.
+pub struct OutputSync {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<ObjectOutput>,
+}
+
+impl OutputSync {
+    /// Stops the periodic passes and makes a last one, so that the prefix holds
+    /// everything the run wrote.
+    pub fn finish(self) -> Result<usize> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut output = self
+            .thread
+            .join()
+            .map_err(|_| anyhow!("the object-store upload thread panicked"))?;
+        output.sync()
+    }
+}
+
+/// Sleeps `total`, waking early when `stop` is set.
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let step = Duration::from_millis(50);
+    let started = std::time::Instant::now();
+    while started.elapsed() < total && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(step.min(total.saturating_sub(started.elapsed())));
+    }
+}
+
+/// The upload order of a pass, first to last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    /// `_checkpoint/run.json`: written before anything else of a run.
+    Identity,
+    /// The write-ahead log: a unit is logged before it is fed.
+    Log,
+    /// Change files and Delta data files.
+    Data,
+    /// Delta log entries (and checkpoints), one by one in version order.
+    DeltaLog,
+    /// `_last_checkpoint`, which names a checkpoint.
+    LastCheckpoint,
+    /// The change-file manifests, which name change files.
+    Manifest,
+}
+
+/// Where a file of the working copy goes in the upload order.
+fn rank(rel: &str) -> Rank {
+    if rel == "_checkpoint/run.json" {
+        Rank::Identity
+    } else if rel.starts_with("_checkpoint/") && rel.ends_with(".manifest") {
+        Rank::Manifest
+    } else if rel.starts_with("_checkpoint/") {
+        Rank::Log
+    } else if rel.ends_with("/_delta_log/_last_checkpoint") {
+        Rank::LastCheckpoint
+    } else if rel.contains("/_delta_log/") {
+        Rank::DeltaLog
+    } else {
+        Rank::Data
+    }
+}
+
+/// Whether the checkpoint a `_last_checkpoint` names is in this pass's listing.
+fn checkpoint_listed(local: &Path, rel: &str, files: &BTreeMap<String, Stamp>) -> bool {
+    let Ok(text) = std::fs::read_to_string(local.join(rel)) else {
+        return false;
+    };
+    let version = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|value| value.get("version").and_then(|v| v.as_u64()));
+    let dir = rel.trim_end_matches("_last_checkpoint");
+    version.is_some_and(|version| {
+        let single = format!("{dir}{version:020}.checkpoint.parquet");
+        let parts = format!("{dir}{version:020}.checkpoint.");
+        files.contains_key(&single) || files.keys().any(|file| file.starts_with(&parts))
+    })
+}
+
+/// Size and modification time of a file.
+fn stamp(path: &Path) -> Result<Stamp> {
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok((meta.len(), meta.modified()?))
+}
+
+/// Every file of the working copy that belongs in the prefix, with its stamp: not the
+/// mirrored dataset (`source/`), not hidden or temporary files (names starting with
+/// `.`, delta-rs' staged `name#N` files, `*.tmp`).
+fn list_local(root: &Path) -> Result<BTreeMap<String, Stamp>> {
+    fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, Stamp>) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') || name.contains('#') || name.ends_with(".tmp") {
+                continue;
+            }
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                if dir == root && (name == STAGE_DIR || name == "_checkpoint") {
+                    continue;
+                }
+                walk(root, &path, found)?;
+            } else if kind.is_file() {
+                // A file removed between the listing and here is simply not taken.
+                if let Ok(stamp) = stamp(&path) {
+                    let rel = path.strip_prefix(root).expect("under the root");
+                    found.insert(rel.to_string_lossy().replace('\\', "/"), stamp);
+                }
+            }
+        }
+        Ok(())
+    }
+    // The checkpoint last: a Delta commit or change file in the listing was written
+    // after its time's log entries, which are then listed too.
+    let mut found = BTreeMap::new();
+    walk(root, root, &mut found)?;
+    walk(root, &root.join("_checkpoint"), &mut found)?;
+    Ok(found)
+}
+
+/// Checks what an object-store `--out` supports before anything is written.
+pub fn check_supported(url: &str, processes: usize) -> Result<()> {
+    if processes > 1 {
+        bail!(
+            "--out {url}: an object-store output is written by one process for now (this run has -n {processes}); run one process with more workers (-w), or give a local --out on a disk every process shares"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pass_puts_the_log_before_data_and_pointers_after_it() {
+        let mut names = vec![
+            "_checkpoint/changes/kpis/w0000.manifest",
+            "t/_delta_log/_last_checkpoint",
+            "t/_delta_log/00000000000000000010.json",
+            "changes/kpis/part-0000000001-w0000.parquet",
+            "t/_delta_log/00000000000000000009.json",
+            "_checkpoint/wal/00000001.wal",
+            "_checkpoint/run.json",
+            "t/part-0001.parquet",
+        ];
+        names.sort_by_key(|rel| (rank(rel), *rel));
+        assert_eq!(
+            names,
+            [
+                "_checkpoint/run.json",
+                "_checkpoint/wal/00000001.wal",
+                "changes/kpis/part-0000000001-w0000.parquet",
+                "t/part-0001.parquet",
+                "t/_delta_log/00000000000000000009.json",
+                "t/_delta_log/00000000000000000010.json",
+                "t/_delta_log/_last_checkpoint",
+                "_checkpoint/changes/kpis/w0000.manifest",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_working_copy_leaves_out_the_dataset_mirror_and_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for rel in [
+            "changes/kpis/part-1.parquet",
+            "source/events/a.parquet",
+            "changes/kpis/.part-2.parquet.tmp",
+            "tables/kpis/part-3.parquet#1",
+            "_checkpoint/completed.json",
+        ] {
+            let path = root.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"x").unwrap();
+        }
+        let listed: Vec<_> = list_local(root).unwrap().into_keys().collect();
+        assert_eq!(
+            listed,
+            ["_checkpoint/completed.json", "changes/kpis/part-1.parquet"]
+        );
+    }
+}
