@@ -465,6 +465,13 @@ mod tests {
     }
 
     #[test]
+    fn several_processes_are_refused_with_what_to_do() {
+        assert!(check_supported("s3://gold/out", 1).is_ok());
+        let error = check_supported("s3://gold/out", 2).unwrap_err().to_string();
+        assert!(error.contains("-n 2") && error.contains("-w"), "{error}");
+    }
+
+    #[test]
     fn the_working_copy_leaves_out_the_dataset_mirror_and_temporary_files() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
