@@ -176,6 +176,48 @@ fn python_delta_readers() -> bool {
     present
 }
 
+/// The files of a dataset split in two: all but the last `later` event files, and those.
+fn split_last_events(data: &Path, later: usize) -> (Vec<String>, Vec<String>) {
+    let all = files_under(data);
+    let last: Vec<String> = all
+        .iter()
+        .filter(|rel| rel.starts_with("events/"))
+        .rev()
+        .take(later)
+        .cloned()
+        .collect();
+    let rest = all.into_iter().filter(|rel| !last.contains(rel)).collect();
+    (rest, last)
+}
+
+/// Copies the files `rels` of `from` into `to`, keeping their relative paths.
+fn copy_files(from: &Path, rels: &[String], to: &Path) {
+    for rel in rels {
+        let target = to.join(rel);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(from.join(rel), target).unwrap();
+    }
+}
+
+/// That an output logged and completed each of `units` input units once, with no
+/// change file and no Delta `txn` version written twice.
+fn assert_each_unit_once(out: &Path, units: usize) {
+    let (logged, completed) = live::checkpoint_state(out);
+    assert_eq!(logged, units, "every unit was logged exactly once");
+    assert_eq!(completed, Some(units as u64 - 1), "every time completed");
+    live::assert_unique_change_files(out);
+    for spec in tidemark::run::WRITTEN_TABLES {
+        let versions = live::txn_versions(&tidemark::sink::delta::delta_dir(out, spec.name));
+        let mut unique = versions.clone();
+        unique.dedup();
+        assert_eq!(
+            versions, unique,
+            "`{}` repeats no Delta txn version",
+            spec.name
+        );
+    }
+}
+
 /// Every file under `dir`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
@@ -207,20 +249,8 @@ fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects
     let out = dir.path().join("out");
     let config = messy_data(8_000, 200, 31, 30, 8, OutputFormat::Parquet, 0.01);
     generate(&data, &config).expect("generator writes the dataset");
-    let all = files_under(&data);
     // The last three event files arrive after the first run.
-    let later: Vec<String> = all
-        .iter()
-        .filter(|rel| rel.starts_with("events/"))
-        .rev()
-        .take(3)
-        .cloned()
-        .collect();
-    let first: Vec<String> = all
-        .iter()
-        .filter(|rel| !later.contains(rel))
-        .cloned()
-        .collect();
+    let (first, later) = split_last_events(&data, 3);
     put_objects(&server, "lake", "raw/clicks", &data, &first);
 
     let url = PathBuf::from("s3://lake/raw/clicks");
@@ -233,11 +263,7 @@ fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects
     run_s3(true);
     // The oracle reads the same files from the local disk.
     let only_first = dir.path().join("first");
-    for rel in &first {
-        let target = only_first.join(rel);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(data.join(rel), target).unwrap();
-    }
+    copy_files(&data, &first, &only_first);
     let expected = oracle::compute(&read_batches(&only_first, None), &params);
     assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "s3, first run");
 
@@ -312,24 +338,7 @@ fn following_a_prefix_takes_each_new_object_once_through_kills() {
     live::expect_success(child, Duration::from_secs(120));
 
     let batches = read_batches(&source, None);
-    let (logged, completed) = live::checkpoint_state(&out);
-    assert_eq!(logged, batches.len(), "every object was taken exactly once");
-    assert_eq!(
-        completed,
-        Some(batches.len() as u64 - 1),
-        "every time completed"
-    );
-    live::assert_unique_change_files(&out);
-    for spec in tidemark::run::WRITTEN_TABLES {
-        let versions = live::txn_versions(&tidemark::sink::delta::delta_dir(&out, spec.name));
-        let mut unique = versions.clone();
-        unique.dedup();
-        assert_eq!(
-            versions, unique,
-            "`{}` repeats no Delta txn version",
-            spec.name
-        );
-    }
+    assert_each_unit_once(&out, batches.len());
     let expected = oracle::compute(&batches, &Params::default());
     assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "s3 follow");
 }
@@ -345,19 +354,7 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
     let data = dir.path().join("data");
     let config = messy_data(8_000, 200, 37, 30, 8, OutputFormat::Parquet, 0.01);
     generate(&data, &config).expect("generator writes the dataset");
-    let all = files_under(&data);
-    let later: Vec<String> = all
-        .iter()
-        .filter(|rel| rel.starts_with("events/"))
-        .rev()
-        .take(2)
-        .cloned()
-        .collect();
-    let first: Vec<String> = all
-        .iter()
-        .filter(|rel| !later.contains(rel))
-        .cloned()
-        .collect();
+    let (first, later) = split_last_events(&data, 2);
     put_objects(&server, "lake", "raw", &data, &first);
     put_objects(&server, "gold", "ignored", &data, &[]);
 
@@ -373,11 +370,7 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
     };
     run_on("host-a", true);
     let only_first = dir.path().join("first");
-    for rel in &first {
-        let target = only_first.join(rel);
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::copy(data.join(rel), target).unwrap();
-    }
+    copy_files(&data, &first, &only_first);
     let downloaded = dir.path().join("downloaded-1");
     download_prefix(&server, "gold", "engagement", &downloaded);
     assert!(
@@ -465,25 +458,7 @@ fn an_s3_output_killed_and_restarted_elsewhere_loses_and_doubles_nothing() {
     let downloaded = dir.path().join("downloaded");
     download_prefix(&server, "gold", "live", &downloaded);
     let batches = read_batches(&source, None);
-    let (logged, completed) = live::checkpoint_state(&downloaded);
-    assert_eq!(logged, batches.len(), "every file was logged exactly once");
-    assert_eq!(
-        completed,
-        Some(batches.len() as u64 - 1),
-        "every time completed"
-    );
-    live::assert_unique_change_files(&downloaded);
-    for spec in tidemark::run::WRITTEN_TABLES {
-        let versions =
-            live::txn_versions(&tidemark::sink::delta::delta_dir(&downloaded, spec.name));
-        let mut unique = versions.clone();
-        unique.dedup();
-        assert_eq!(
-            versions, unique,
-            "`{}` repeats no Delta txn version",
-            spec.name
-        );
-    }
+    assert_each_unit_once(&downloaded, batches.len());
     let expected = oracle::compute(&batches, &Params::default());
     assert_matches_oracle(
         &expected,
