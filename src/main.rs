@@ -154,13 +154,15 @@ fn run_command(args: RunArgs) -> Result<()> {
         arrangement_sizes: args.arrangement_sizes.clone(),
         local_out: args.local_out.clone(),
     };
+    // The report and the dashboard read the local output (an s3:// output's working copy).
+    let local_out = tidemark::object_output::working_copy(&args.out, args.local_out.as_deref());
     // Bound before the run starts, so a taken port fails at once.
     let server = match args.serve {
         Some(listen) if args.cluster.process == 0 => {
-            let server = tidemark::serve::Server::start(&args.out, listen)?;
+            let server = tidemark::serve::Server::start(&local_out, listen)?;
             eprintln!(
                 "serving {} at http://{}/",
-                args.out.display(),
+                local_out.display(),
                 server.addr()
             );
             Some(server)
@@ -205,7 +207,7 @@ fn run_command(args: RunArgs) -> Result<()> {
         );
         // With several processes, each one's readers count only their own files.
         let rows = (args.cluster.processes <= 1).then_some(&stats.rows);
-        print!("{}", tidemark::report::render_with_rows(&args.out, rows)?);
+        print!("{}", tidemark::report::render_with_rows(&local_out, rows)?);
     }
     // A run stopped by a signal stops serving too; one that ended on its own goes on
     // serving its output until a signal.
@@ -213,7 +215,7 @@ fn run_command(args: RunArgs) -> Result<()> {
     if let Some(server) = server.filter(|_| !signalled) {
         eprintln!(
             "the run has ended; still serving {} at http://{}/ (Ctrl-C to stop)",
-            args.out.display(),
+            local_out.display(),
             server.addr()
         );
         let stop = tidemark::stop::StopFlag::on_signals()?;

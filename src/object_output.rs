@@ -69,6 +69,19 @@ pub fn default_local_out(url: &str) -> PathBuf {
         .join(format!("{hash:016x}"))
 }
 
+/// Where a run with `--out out` writes locally: `out` itself, or for an object-store
+/// URL its working copy (`--local-out`, else [`default_local_out`]). The report and
+/// the dashboard read this directory.
+pub fn working_copy(out: &Path, local_out: Option<&Path>) -> PathBuf {
+    if !crate::object_input::is_object_url(out) {
+        return out.to_path_buf();
+    }
+    local_out.map_or_else(
+        || default_local_out(&out.display().to_string()),
+        Path::to_path_buf,
+    )
+}
+
 impl ObjectOutput {
     /// Opens `url` (`s3://bucket[/prefix]`) with its working copy at `local`.
     pub fn open(url: &str, local: &Path) -> Result<ObjectOutput> {

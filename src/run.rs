@@ -36,7 +36,7 @@ use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
 use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
 use crate::object_input::{is_object_url, local_dataset};
-use crate::object_output::{check_supported, default_local_out, ObjectOutput};
+use crate::object_output::{check_supported, working_copy, ObjectOutput};
 use crate::progress::{FollowProgress, Progress};
 use crate::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::sink::changes::change_stream_sink;
@@ -422,10 +422,7 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
 fn run_into_object_store(options: &RunOptions) -> Result<RunStats> {
     let url = options.out.display().to_string();
     check_supported(&url, options.cluster.processes)?;
-    let local = options
-        .local_out
-        .clone()
-        .unwrap_or_else(|| default_local_out(&url));
+    let local = working_copy(&options.out, options.local_out.as_deref());
     let mut output = ObjectOutput::open(&url, &local)?;
     let restored = output
         .restore(options.overwrite)
