@@ -203,7 +203,8 @@ pub struct GenerateArgs {
 /// Arguments of `tidemark report`.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// An output directory written by `tidemark run --out`.
+    /// An output directory written by `tidemark run --out`, or an s3://bucket/prefix
+    /// output (downloaded into a temporary directory first; AWS_* environment variables).
     pub out_dir: PathBuf,
 }
 

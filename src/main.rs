@@ -32,9 +32,7 @@ fn main() {
     let result = match cli.command {
         Some(Command::Run(args)) => run_command(args),
         Some(Command::Generate(args)) => generate_command(&args).map(|_| ()),
-        Some(Command::Report(args)) => {
-            tidemark::report::render(&args.out_dir).map(|text| print!("{text}"))
-        }
+        Some(Command::Report(args)) => report_command(&args.out_dir),
         Some(Command::Predict(args)) => predict_command(&args),
         Some(Command::Serve(args)) => tidemark::serve::serve(&args.out_dir, args.listen),
         None => demo(),
@@ -43,6 +41,19 @@ fn main() {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
+}
+
+/// `tidemark report`: prints the results of an output directory, or of an `s3://`
+/// output (downloaded into a temporary directory first).
+fn report_command(out: &std::path::Path) -> anyhow::Result<()> {
+    let (dir, _copy) = tidemark::object_output::readable_copy(out)?;
+    let text = tidemark::report::render(&dir)?;
+    // Name the output as the user gave it, not the temporary copy.
+    print!(
+        "{}",
+        text.replace(&dir.display().to_string(), &out.display().to_string())
+    );
+    Ok(())
 }
 
 /// `tidemark predict`: fits, judges, writes `OUT/predictions/` and prints the summary.

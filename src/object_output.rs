@@ -82,6 +82,25 @@ pub fn working_copy(out: &Path, local_out: Option<&Path>) -> PathBuf {
     )
 }
 
+/// A finished output to read (`tidemark report`): `out` itself, or for an object-store
+/// URL a copy of the prefix downloaded into a temporary directory, deleted when the
+/// returned guard is dropped.
+pub fn readable_copy(out: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    if !crate::object_input::is_object_url(out) {
+        return Ok((out.to_path_buf(), None));
+    }
+    let url = out.display().to_string();
+    let dir = tempfile::tempdir().context("creating a temporary directory for the output")?;
+    let mut output = ObjectOutput::open(&url, dir.path())?;
+    let objects = output
+        .restore(false)
+        .with_context(|| format!("downloading {url}"))?;
+    if objects == 0 {
+        bail!("{url} holds no objects: give the --out of a finished `tidemark run`");
+    }
+    Ok((dir.path().to_path_buf(), Some(dir)))
+}
+
 impl ObjectOutput {
     /// Opens `url` (`s3://bucket[/prefix]`) with its working copy at `local`.
     pub fn open(url: &str, local: &Path) -> Result<ObjectOutput> {

@@ -395,6 +395,27 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
         );
     }
 
+    // `tidemark report` on the URL prints what it prints for the downloaded copy.
+    let report = |out: &Path| {
+        let output = Command::new(live::binary())
+            .arg("report")
+            .arg(out)
+            .output()
+            .expect("tidemark report runs");
+        assert!(
+            output.status.success(),
+            "report {}: {}",
+            out.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert_eq!(
+        report(&out),
+        report(&downloaded).replace(&downloaded.display().to_string(), "s3://gold/engagement"),
+        "report of the s3:// output"
+    );
+
     // More objects, and a run on another host: it resumes from the prefix alone.
     put_objects(&server, "lake", "raw", &data, &later);
     let stats = run_on("host-b", false);
