@@ -16,7 +16,6 @@ variables), while the change streams are still read from OUT (a downloaded copy)
 """
 
 import os
-
 import sys
 from pathlib import Path
 

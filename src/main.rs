@@ -47,12 +47,7 @@ fn main() {
 /// output (downloaded into a temporary directory first).
 fn report_command(out: &std::path::Path) -> anyhow::Result<()> {
     let (dir, _copy) = tidemark::object_output::readable_copy(out)?;
-    let text = tidemark::report::render(&dir)?;
-    // Name the output as the user gave it, not the temporary copy.
-    print!(
-        "{}",
-        text.replace(&dir.display().to_string(), &out.display().to_string())
-    );
+    print!("{}", tidemark::report::render_with_rows(&dir, out, None)?);
     Ok(())
 }
 
@@ -218,7 +213,10 @@ fn run_command(args: RunArgs) -> Result<()> {
         );
         // With several processes, each one's readers count only their own files.
         let rows = (args.cluster.processes <= 1).then_some(&stats.rows);
-        print!("{}", tidemark::report::render_with_rows(&local_out, rows)?);
+        print!(
+            "{}",
+            tidemark::report::render_with_rows(&local_out, &args.out, rows)?
+        );
     }
     // A run stopped by a signal stops serving too; one that ended on its own goes on
     // serving its output until a signal.

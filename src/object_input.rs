@@ -129,16 +129,7 @@ impl ObjectDataset {
                 return Err(e).with_context(|| format!("reading {}", manifest_path.display()))
             }
         };
-        let listed: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.store.list(Some(&self.prefix)).try_collect())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "listing {} failed: {}. Check the bucket's name, AWS_ENDPOINT_URL, AWS_REGION and the credentials",
-                    self.url,
-                    describe(&e)
-                )
-            })?;
+        let listed = list_prefix(&self.runtime, self.store.as_ref(), &self.prefix, &self.url)?;
         // The objects to take, in name order: they appear in the mirror in that order,
         // as the files of a local directory are taken in name order.
         let mut wanted = Vec::new();
@@ -172,7 +163,7 @@ impl ObjectDataset {
             let mut downloads = futures_util::stream::iter(wanted)
                 .map(|(rel, location, now)| async move {
                     let target = self.stage.join(&rel);
-                    let tmp = self.download(&location, &target).await;
+                    let tmp = download(self.store.as_ref(), &location, &target).await;
                     (rel, target, now, tmp)
                 })
                 .buffered(DOWNLOADS_AT_ONCE);
@@ -193,11 +184,6 @@ impl ObjectDataset {
 
     fn relative(&self, location: &ObjectPath) -> Option<String> {
         relative_path(&self.prefix, location)
-    }
-
-    /// Streams the object into a hidden temporary file beside `target`; returns its path.
-    async fn download(&self, location: &ObjectPath, target: &Path) -> Result<PathBuf> {
-        download(self.store.as_ref(), location, target).await
     }
 
     /// Waits until the mirror has been made (by process 0 of a cluster), at most `limit`.
@@ -275,6 +261,24 @@ pub(crate) fn open_store(
         .build()
         .context("starting the object-store client")?;
     Ok((Arc::new(store), prefix, runtime))
+}
+
+/// Every object under `prefix` of the store of `url`; an error naming the URL, the
+/// store's reason and what to check.
+pub(crate) fn list_prefix(
+    runtime: &tokio::runtime::Runtime,
+    store: &dyn ObjectStore,
+    prefix: &ObjectPath,
+    url: &str,
+) -> Result<Vec<object_store::ObjectMeta>> {
+    runtime
+        .block_on(store.list(Some(prefix)).try_collect())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "listing {url} failed: {}. Check the bucket's name, AWS_ENDPOINT_URL, AWS_REGION and the credentials",
+                describe(&e)
+            )
+        })
 }
 
 /// An object's path below `prefix`, with `/` separators; `None` for the prefix itself

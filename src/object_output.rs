@@ -39,7 +39,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::object_input::{describe, download, open_store, relative_path, STAGE_DIR};
+use crate::object_input::{describe, download, list_prefix, open_store, relative_path, STAGE_DIR};
 
 /// Objects uploaded or downloaded at the same time.
 const TRANSFERS_AT_ONCE: usize = 8;
@@ -115,11 +115,6 @@ impl ObjectOutput {
         })
     }
 
-    /// The local working copy the run writes.
-    pub fn local(&self) -> &Path {
-        &self.local
-    }
-
     /// Makes the working copy equal to the prefix: empties it (a mirrored dataset under
     /// `source/` is kept) and downloads every object, or with `overwrite` deletes every
     /// object instead. Returns how many objects were downloaded.
@@ -163,10 +158,6 @@ impl ObjectOutput {
             futures_util::stream::iter(listed)
                 .map(|(rel, location)| async move {
                     let target = local.join(&rel);
-                    if let Some(dir) = target.parent() {
-                        std::fs::create_dir_all(dir)
-                            .with_context(|| format!("creating {}", dir.display()))?;
-                    }
                     let tmp = download(store, &location, &target)
                         .await
                         .with_context(|| format!("downloading {location}"))?;
@@ -183,16 +174,7 @@ impl ObjectOutput {
 
     /// Every object under the prefix, as (path below the prefix, location).
     fn list(&self) -> Result<Vec<(String, ObjectPath)>> {
-        let listed: Vec<object_store::ObjectMeta> = self
-            .runtime
-            .block_on(self.store.list(Some(&self.prefix)).try_collect())
-            .map_err(|e| {
-                anyhow!(
-                    "listing {} failed: {}. Check the bucket's name, AWS_ENDPOINT_URL, AWS_REGION and the credentials",
-                    self.url,
-                    describe(&e)
-                )
-            })?;
+        let listed = list_prefix(&self.runtime, self.store.as_ref(), &self.prefix, &self.url)?;
         Ok(listed
             .into_iter()
             .filter_map(|meta| {
@@ -223,10 +205,11 @@ impl ObjectOutput {
         // output would be after a crash: nothing names a file that is not there.
         let mut ranked: BTreeMap<Rank, Vec<(String, Stamp)>> = BTreeMap::new();
         for (rel, stamp) in changed {
-            if rel.ends_with("_last_checkpoint") && !checkpoint_listed(&self.local, &rel, &files) {
+            let rank = rank(&rel);
+            if rank == Rank::LastCheckpoint && !checkpoint_listed(&self.local, &rel, &files) {
                 continue;
             }
-            ranked.entry(rank(&rel)).or_default().push((rel, stamp));
+            ranked.entry(rank).or_default().push((rel, stamp));
         }
         let mut put = 0;
         for (rank, files) in ranked {
@@ -242,7 +225,7 @@ impl ObjectOutput {
         let gone: Vec<String> = self
             .uploaded
             .keys()
-            .filter(|rel| !files.contains_key(*rel) && rel.as_str() != COMPLETED)
+            .filter(|rel| !files.contains_key(*rel))
             .cloned()
             .collect();
         for rel in gone {

@@ -28,14 +28,19 @@ fn int(cell: &Cell) -> i64 {
 /// Renders the report of the tables under `out` (80 columns wide). A path that is not
 /// a tidemark output (no `changes/` and no checkpoint) is an error saying what one is.
 pub fn render(out: &Path) -> Result<String> {
-    render_with_rows(out, None)
+    render_with_rows(out, out, None)
 }
 
 /// [`render`], headed by a line accounting for every input row a run fed when its
 /// readers' counts are given: read = accepted + duplicates + too late + quarantined
 /// while reading + filtered out by the mapping + rows of the other tables. Accepted
-/// and too-late counts come from the tables the report reads anyway.
-pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Result<String> {
+/// and too-late counts come from the tables the report reads anyway. `shown` names the
+/// output on the last line: `out` itself, or the `s3://` URL whose local copy `out` is.
+pub fn render_with_rows(
+    out: &Path,
+    shown: &Path,
+    rows: Option<&crate::run::RowTotals>,
+) -> Result<String> {
     if !out.join("changes").is_dir() && !out.join(crate::checkpoint::CHECKPOINT_DIR).is_dir() {
         anyhow::bail!(
             "{} is not a tidemark output directory: an output holds changes/<table>/ (the change streams), tables/<table>/ (Delta tables) and _checkpoint/, as written by `tidemark run DATASET --out {}`",
@@ -280,7 +285,7 @@ pub fn render_with_rows(out: &Path, rows: Option<&crate::run::RowTotals>) -> Res
     writeln!(
         text,
         "\nOutputs: {} (change streams: changes/<table>/)",
-        out.display()
+        shown.display()
     )?;
     Ok(text)
 }
