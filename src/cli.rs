@@ -43,7 +43,8 @@ pub enum Command {
 pub struct RunArgs {
     /// Dataset directory (events/, users/, subscriptions/, items/, optional tidemark.toml),
     /// or an s3://bucket/prefix URL laid out the same way (AWS_* environment variables;
-    /// objects are mirrored into OUT/source/). Needed unless --stdin or --listen is given;
+    /// objects are mirrored into OUT/source/). Needed unless --stdin, --listen or --kafka
+    /// is given;
     /// for the demo (one million generated events), run `tidemark` with no command.
     pub dataset: Option<PathBuf>,
     /// Output directory: changes/<table>/ holds each table's change stream, tables/<table>/
@@ -123,6 +124,19 @@ pub struct LiveArgs {
     /// Listen on this TCP address (e.g. 127.0.0.1:9000) for NDJSON event lines.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Read NDJSON events from a Kafka topic (needs --topic): comma-separated bootstrap
+    /// brokers, e.g. 127.0.0.1:9092. Offsets are kept in OUT's write-ahead log, so a
+    /// resumed run goes on after the last logged message of each partition, exactly once.
+    #[arg(long, value_name = "BROKERS", conflicts_with_all = ["stdin", "listen", "follow"], requires = "topic")]
+    pub kafka: Option<String>,
+    /// The Kafka topic to read (with --kafka); every partition is read.
+    #[arg(long, value_name = "TOPIC", requires = "kafka")]
+    pub topic: Option<String>,
+    /// Where a new OUT starts reading each partition of --topic: earliest (every message
+    /// the broker keeps) or latest (messages produced from now on). A resumed OUT starts
+    /// where its write-ahead log says, whatever this says.
+    #[arg(long, value_name = "WHERE", value_enum, default_value_t = crate::kafka_source::StartOffset::Earliest, requires = "kafka")]
+    pub start_offset: crate::kafka_source::StartOffset,
     /// List at most this many rule-breaking rows of one file in `quarantine`; the rest
     /// are counted in one `too_many_bad_rows` row, so a file of junk cannot flood
     /// memory. 0 lists every row.

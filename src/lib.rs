@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cluster;
 pub mod follow;
 pub mod ingested;
+pub mod kafka_source;
 pub mod live_source;
 pub mod object_input;
 pub mod object_output;

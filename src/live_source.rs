@@ -1,13 +1,13 @@
 //! Live sources besides files: NDJSON event lines (contract `events/` columns) on
-//! standard input or on a TCP port, cut into logical times by count or by age.
+//! standard input, on a TCP port or in a Kafka topic, cut into logical times by count
+//! or by age.
 //!
 //! Reader threads push lines into a bounded channel (so a fast producer waits for the
 //! dataflow); worker 0 takes them with [`LiveSource::poll`]. A bad line becomes a
-//! quarantine row (`file` = `stdin` or `tcp:<peer>`, `row` = its line number), never an
-//! error. End of standard input ends the source after its last batch; a TCP listener
+//! quarantine row (`file` = `stdin`, `tcp:<peer>` or `topic/partition`, `row` = its
+//! line number or offset), never an error. End of standard input ends the source after its last batch; a TCP listener
 //! never ends by itself.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
 use crate::checkpoint::{BatchOrigin, LineRange};
+use crate::kafka_source::{self, KafkaInput};
 
 /// Where live lines come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum LiveInput {
     Stdin,
     /// A TCP listener on this address; each connection sends lines.
     Listen(String),
+    /// Every partition of a Kafka topic; a message is a line.
+    Kafka(KafkaInput),
 }
 
 /// When a batch of lines is cut into a logical time.
@@ -38,21 +41,26 @@ pub struct Batching {
     pub interval: Duration,
 }
 
-enum Message {
+/// What a reader thread sends to the source.
+pub(crate) enum Message {
+    /// A line (a Kafka message) of `source`, numbered (its offset).
     Line {
         source: Arc<str>,
         number: u64,
         bytes: Vec<u8>,
     },
+    /// The input ended.
     End,
+    /// The input failed for good: the run ends with this error.
+    Failed(String),
 }
 
-/// A batch of lines cut into one logical time.
+/// The lines of one source cut into a logical time: one input unit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LiveBatch {
     /// The parsed rows.
     pub batch: FileBatch,
-    /// Which lines of which sources it holds.
+    /// Which lines of which source it holds.
     pub origin: BatchOrigin,
 }
 
@@ -64,21 +72,28 @@ pub struct LiveSource {
     pending: Vec<(Arc<str>, u64, Vec<u8>)>,
     oldest: Option<Instant>,
     ended: bool,
+    failure: Option<String>,
     /// A description for progress lines (`stdin`, `tcp 127.0.0.1:9000`).
     pub name: String,
 }
 
 impl LiveSource {
-    /// Starts reading `input`. Lines of standard input are numbered from
-    /// `stdin_first_line` (a resumed run goes on numbering where the last one stopped).
+    /// Starts reading `input`, going on after the batches of the write-ahead log
+    /// (`logged`): stdin lines are numbered on from the last logged one, and each Kafka
+    /// partition starts one past its last logged offset.
     pub fn start(
         input: &LiveInput,
         mapping: &Mapping,
         batching: Batching,
-        stdin_first_line: u64,
+        logged: &[&BatchOrigin],
     ) -> Result<LiveSource> {
         let (sender, receiver) = bounded(batching.events.max(1024) * 2);
+        let stdin_first_line = next_stdin_line(logged.iter().copied());
         let name = match input {
+            LiveInput::Kafka(kafka) => {
+                let resume = kafka_source::resume_offsets(&kafka.topic, logged.iter().copied());
+                kafka_source::start(kafka, &resume, sender)?
+            }
             LiveInput::Stdin => {
                 std::thread::Builder::new()
                     .name("stdin-reader".into())
@@ -133,13 +148,16 @@ impl LiveSource {
             pending: Vec::new(),
             oldest: None,
             ended: false,
+            failure: None,
             name,
         })
     }
 
-    /// Takes the lines that have arrived and returns a batch if one is due: enough
-    /// lines, the oldest line old enough, or the end of the input with lines waiting.
-    pub fn poll(&mut self, now: Instant) -> Option<LiveBatch> {
+    /// Takes the lines that have arrived and returns a logical time's batch if one is
+    /// due (enough lines, the oldest line old enough, or the end of the input with
+    /// lines waiting): one unit per source (stdin, a TCP peer, a Kafka partition), in
+    /// source order, so that each row is quarantined under its own source.
+    pub fn poll(&mut self, now: Instant) -> Option<Vec<LiveBatch>> {
         while self.pending.len() < self.batching.events {
             match self.receiver.try_recv() {
                 Ok(Message::Line {
@@ -151,6 +169,11 @@ impl LiveSource {
                     self.pending.push((source, number, bytes));
                 }
                 Ok(Message::End) | Err(TryRecvError::Disconnected) => {
+                    self.ended = true;
+                    break;
+                }
+                Ok(Message::Failed(error)) => {
+                    self.failure = Some(error);
                     self.ended = true;
                     break;
                 }
@@ -173,28 +196,40 @@ impl LiveSource {
         self.ended && self.pending.is_empty()
     }
 
-    fn cut(&mut self) -> LiveBatch {
-        let mut batch = FileBatch::default();
-        let mut ranges: BTreeMap<Arc<str>, (u64, u64)> = BTreeMap::new();
+    /// Why the input failed for good, once every line before the failure was handed
+    /// out (so that what was read is still logged).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref().filter(|_| self.pending.is_empty())
+    }
+
+    fn cut(&mut self) -> Vec<LiveBatch> {
+        // Sources read concurrently (TCP peers, Kafka partitions) interleave at random:
+        // each source's lines become one unit, in number order, whatever the interleaving.
+        self.pending.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let mut units: Vec<LiveBatch> = Vec::new();
+        let mut current: Option<(Arc<str>, u64, u64, FileBatch)> = None;
+        let close = |(source, first, last, mut batch): (Arc<str>, u64, u64, FileBatch)| {
+            batch.close_bad_rows();
+            LiveBatch {
+                batch,
+                origin: BatchOrigin::Lines(vec![LineRange {
+                    source: source.to_string(),
+                    first,
+                    last,
+                }]),
+            }
+        };
         for (source, number, bytes) in self.pending.drain(..) {
-            self.parser.push(&bytes, number, &source, &mut batch);
-            let range = ranges.entry(source).or_insert((number, number));
-            range.0 = range.0.min(number);
-            range.1 = range.1.max(number);
+            if current.as_ref().is_some_and(|(s, ..)| *s != source) {
+                units.extend(current.take().map(close));
+            }
+            let unit = current
+                .get_or_insert_with(|| (Arc::clone(&source), number, number, FileBatch::default()));
+            unit.2 = number;
+            self.parser.push(&bytes, number, &source, &mut unit.3);
         }
-        batch.close_bad_rows();
-        let ranges = ranges
-            .into_iter()
-            .map(|(source, (first, last))| LineRange {
-                source: source.to_string(),
-                first,
-                last,
-            })
-            .collect();
-        LiveBatch {
-            batch,
-            origin: BatchOrigin::Lines(ranges),
-        }
+        units.extend(current.take().map(close));
+        units
     }
 }
 
@@ -236,7 +271,7 @@ fn read_lines(
 }
 
 /// The number the next stdin line gets after the batches of a write-ahead log.
-pub fn next_stdin_line<'a>(origins: impl IntoIterator<Item = &'a BatchOrigin>) -> u64 {
+fn next_stdin_line<'a>(origins: impl IntoIterator<Item = &'a BatchOrigin>) -> u64 {
     origins
         .into_iter()
         .filter_map(|origin| match origin {

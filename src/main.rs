@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tidemark::cli::{Cli, Command, GenerateArgs, LiveArgs, RunArgs};
+use tidemark::kafka_source::KafkaInput;
 use tidemark::live_source::{Batching, LiveInput};
 use tidemark::run::{run, LiveOptions, RunOptions};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
@@ -143,7 +144,7 @@ fn run_command(args: RunArgs) -> Result<()> {
     }
     let live = live_options(&args.live);
     if args.dataset.is_none() && live.input.is_none() {
-        bail!("tidemark run needs a DATASET directory, --stdin or --listen (or run `tidemark` with no command for the demo)");
+        bail!("tidemark run needs a DATASET directory, --stdin, --listen or --kafka with --topic (or run `tidemark` with no command for the demo)");
     }
     let following = live.follow || live.input.is_some();
     let options = RunOptions {
@@ -239,6 +240,17 @@ fn run_command(args: RunArgs) -> Result<()> {
 fn live_options(args: &LiveArgs) -> LiveOptions {
     let input = if args.stdin {
         Some(LiveInput::Stdin)
+    } else if let (Some(brokers), Some(topic)) = (&args.kafka, &args.topic) {
+        Some(LiveInput::Kafka(KafkaInput {
+            brokers: brokers
+                .split(',')
+                .map(str::trim)
+                .filter(|b| !b.is_empty())
+                .map(String::from)
+                .collect(),
+            topic: topic.clone(),
+            start: args.start_offset,
+        }))
     } else {
         args.listen.clone().map(LiveInput::Listen)
     };

@@ -34,7 +34,7 @@ use crate::checkpoint::{
 use crate::cluster::ClusterArgs;
 use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
-use crate::live_source::{next_stdin_line, Batching, LiveInput, LiveSource};
+use crate::live_source::{Batching, LiveInput, LiveSource};
 use crate::object_input::{is_object_url, local_dataset};
 use crate::object_output::{check_supported, working_copy, ObjectOutput};
 use crate::progress::{FollowProgress, Progress};
@@ -163,7 +163,8 @@ pub fn quarantine_far_ahead(batch: &mut FileBatch, file: &str, now_ms: i64, max_
     batch.close_bad_rows();
 }
 
-/// The name rows of a unit are quarantined under: the file, or the first live source.
+/// The name rows of a unit are quarantined under: the file, or the live source (a live
+/// unit holds the lines of one source).
 fn origin_label(origin: &BatchOrigin) -> String {
     match origin {
         BatchOrigin::File { rel, .. } => rel.clone(),
@@ -328,13 +329,8 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
                     (Some(file), None) => Mapping::load(file).map_err(|e| anyhow!("{e}"))?,
                     (None, None) => Mapping::default(),
                 };
-                let first_line = next_stdin_line(recovered.entries.iter().map(|e| &e.origin));
-                Some(LiveSource::start(
-                    input,
-                    &mapping,
-                    live.batching,
-                    first_line,
-                )?)
+                let logged: Vec<_> = recovered.entries.iter().map(|e| &e.origin).collect();
+                Some(LiveSource::start(input, &mapping, live.batching, &logged)?)
             }
             None => None,
         };
@@ -823,8 +819,8 @@ fn feed_unit(
         }
         Assignment::Live { .. } => {
             let mut live = scheduler
-                .and_then(|s| s.take_live_batch(time))
-                .context("no live batch for this time")?;
+                .and_then(|s| s.take_live_unit(unit))
+                .context("no live unit for this time")?;
             if let Some(max_ahead) = shared.max_ahead {
                 let source = origin_label(&live.origin);
                 quarantine_far_ahead(&mut live.batch, &source, now_ms(), max_ahead);

@@ -37,10 +37,13 @@ pub enum Assignment {
         /// The files, in arrival order.
         tasks: Vec<FileTask>,
     },
-    /// Log and feed the live batch worker 0 holds for this time, as unit `unit`.
+    /// Log and feed the live units worker 0 holds for this time (one per source), as
+    /// units `first, first + 1, ...`.
     Live {
-        /// The unit of the batch.
-        unit: u64,
+        /// The unit of the first source's lines.
+        first: u64,
+        /// How many units the time has.
+        count: u64,
     },
     /// No more logical times: close the inputs and finish.
     End,
@@ -52,7 +55,7 @@ impl Assignment {
         match self {
             Assignment::Replay { first, count } => *first..first + count,
             Assignment::Files { first, tasks } => *first..first + tasks.len() as u64,
-            Assignment::Live { unit } => *unit..unit + 1,
+            Assignment::Live { first, count } => *first..first + count,
             Assignment::End => 0..0,
         }
     }
@@ -113,7 +116,7 @@ impl FileBatching {
 enum Queued {
     Replay { first: u64, count: u64 },
     Files(Vec<FileTask>),
-    Live,
+    Live(Vec<LiveBatch>),
 }
 
 /// Why a run stops taking new logical times.
@@ -154,7 +157,8 @@ pub struct Scheduler {
     next_time: u64,
     next_unit: u64,
     last_input: Instant,
-    live_batches: BTreeMap<u64, LiveBatch>,
+    /// Live units decided but not yet fed, by unit number.
+    live_units: BTreeMap<u64, LiveBatch>,
     end: Option<EndReason>,
 }
 
@@ -187,7 +191,7 @@ impl Scheduler {
             next_time: 0,
             next_unit,
             last_input: Instant::now(),
-            live_batches: BTreeMap::new(),
+            live_units: BTreeMap::new(),
             end: None,
         }
     }
@@ -218,7 +222,11 @@ impl Scheduler {
                     }
                     Assignment::Files { first, tasks }
                 }
-                Queued::Live => Assignment::Live { unit: first },
+                Queued::Live(units) => {
+                    let count = units.len() as u64;
+                    self.live_units.extend((first..).zip(units));
+                    Assignment::Live { first, count }
+                }
             };
             self.next_unit = assignment.units().end;
             out.push((self.next_time, assignment));
@@ -267,10 +275,8 @@ impl Scheduler {
             }
         }
         if let Some(source) = self.live.source.as_mut() {
-            while let Some(batch) = source.poll(now) {
-                self.live_batches
-                    .insert(self.next_time + self.queue.len() as u64, batch);
-                self.queue.push_back(Queued::Live);
+            while let Some(units) = source.poll(now) {
+                self.queue.push_back(Queued::Live(units));
             }
         }
         if !self.queue.is_empty() {
@@ -289,6 +295,9 @@ impl Scheduler {
         if !following {
             return Some(EndReason::Done);
         }
+        if let Some(failure) = self.live.source.as_ref().and_then(LiveSource::failure) {
+            return Some(EndReason::Failed(failure.to_string()));
+        }
         if self.live.source.as_ref().is_some_and(LiveSource::finished) {
             return Some(EndReason::InputEnded);
         }
@@ -302,9 +311,9 @@ impl Scheduler {
         None
     }
 
-    /// The live batch decided for `time`, taken by worker 0 when it feeds that time.
-    pub fn take_live_batch(&mut self, time: u64) -> Option<LiveBatch> {
-        self.live_batches.remove(&time)
+    /// The live unit decided as `unit`, taken by worker 0 when it feeds it.
+    pub fn take_live_unit(&mut self, unit: u64) -> Option<LiveBatch> {
+        self.live_units.remove(&unit)
     }
 
     /// Why the run ended, once it has.
