@@ -386,6 +386,9 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         crate::arrangement_sizes::create(path)?;
     }
     let config = options.cluster.timely_config()?;
+    if options.cluster.processes > 1 {
+        crate::cluster::exit_on_lost_peer(options.cluster.addresses()?, options.cluster.process);
+    }
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(config, move |worker| run_worker(worker, &worker_shared))
         .map_err(|e| anyhow!("starting workers: {e}"))?;

@@ -14,122 +14,21 @@
 mod common;
 mod live;
 mod oracle;
+mod s3;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{assert_matches_oracle, engine_options, engine_tables, messy_data, read_batches};
+use s3::{put_objects, start_server, use_server, S3Server};
 use tidemark::run::run;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
-/// A moto server on a free loopback port, stopped when dropped.
-struct S3Server {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The tests of this file one at a time: each points the process's AWS environment at
 /// its own server.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Starts `moto_server`, or says why it cannot (a panic where CI requires the test).
-fn start_server() -> Option<S3Server> {
-    let boto3 = Command::new("python3")
-        .args(["-c", "import boto3"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
-    let why = if !boto3 {
-        Some("python3 with boto3 is missing (pip install 'moto[server]')")
-    } else if Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_err()
-    {
-        Some("moto_server is missing (pip install 'moto[server]')")
-    } else {
-        None
-    };
-    if let Some(why) = why {
-        if std::env::var_os("TIDEMARK_REQUIRE_S3").is_some() {
-            panic!("the object-storage test is required here, but {why}");
-        }
-        eprintln!("skipping the object-storage test: {why}");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("moto_server starts");
-    let server = S3Server {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not listen in 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Some(server)
-}
-
-/// The AWS settings of the server, in the environment as a user would set them.
-fn use_server(server: &S3Server) {
-    for (key, value) in [
-        ("AWS_ACCESS_KEY_ID", "tidemark-test"),
-        ("AWS_SECRET_ACCESS_KEY", "tidemark-test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ] {
-        std::env::set_var(key, value);
-    }
-}
-
-/// Puts `files` (relative to `dir`) under `s3://bucket/prefix/` with boto3, creating
-/// the bucket if needed: what a user's upload job would do.
-fn put_objects(server: &S3Server, bucket: &str, prefix: &str, dir: &Path, files: &[String]) {
-    let script = r#"
-import sys, boto3
-endpoint, bucket, prefix, root = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="tidemark-test",
-                  aws_secret_access_key="tidemark-test", region_name="us-east-1")
-if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
-    s3.create_bucket(Bucket=bucket)
-for rel in sys.argv[5:]:
-    s3.upload_file(root + "/" + rel, bucket, prefix + "/" + rel)
-"#;
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args([&server.endpoint, bucket, prefix])
-        .arg(dir)
-        .args(files)
-        .status()
-        .expect("python3 runs");
-    assert!(status.success(), "boto3 put the objects");
-}
 
 /// Downloads every object under `s3://bucket/prefix/` into `dir` with boto3: a reader
 /// independent of tidemark's own client.
@@ -240,7 +139,7 @@ fn files_under(dir: &Path) -> Vec<String> {
 #[test]
 fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server() else {
+    let Some(server) = start_server("127.0.0.1") else {
         return;
     };
     use_server(&server);
@@ -293,7 +192,7 @@ fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects
 #[test]
 fn a_missing_bucket_is_an_error_naming_the_url() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server() else {
+    let Some(server) = start_server("127.0.0.1") else {
         return;
     };
     use_server(&server);
@@ -307,7 +206,7 @@ fn a_missing_bucket_is_an_error_naming_the_url() {
 #[test]
 fn following_a_prefix_takes_each_new_object_once_through_kills() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server() else {
+    let Some(server) = start_server("127.0.0.1") else {
         return;
     };
     use_server(&server);
@@ -346,7 +245,7 @@ fn following_a_prefix_takes_each_new_object_once_through_kills() {
 #[test]
 fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server() else {
+    let Some(server) = start_server("127.0.0.1") else {
         return;
     };
     use_server(&server);
@@ -434,7 +333,7 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
 #[test]
 fn an_s3_output_killed_and_restarted_elsewhere_loses_and_doubles_nothing() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server() else {
+    let Some(server) = start_server("127.0.0.1") else {
         return;
     };
     use_server(&server);
