@@ -140,6 +140,15 @@ impl Checkpoint {
         &self.dir
     }
 
+    /// Opens the checkpoint of a process other than 0 whose `OUT` no other process
+    /// shares (an object-store output's working copy): it logs its own units there.
+    pub fn for_own_copy(out: &Path) -> Result<Checkpoint> {
+        let checkpoint = Checkpoint::at(out);
+        std::fs::create_dir_all(checkpoint.wal_dir())
+            .with_context(|| format!("creating {}", checkpoint.wal_dir().display()))?;
+        Ok(checkpoint)
+    }
+
     fn wal_dir(&self) -> PathBuf {
         self.dir.join("wal")
     }
@@ -183,8 +192,39 @@ impl Checkpoint {
         }
         check_identity(out, &stored, identity)?;
 
+        let last_completed = checkpoint.read_completed()?;
+        let (entries, units) = checkpoint.logged_units()?;
+        let next_time = entries.last().map_or(0, |e| e.time + 1);
+        if let Some(done) = last_completed {
+            if done >= next_time {
+                bail!(
+                    "{} says logical time {done} was completed but the write-ahead log holds only times 0..{next_time}: {START_OVER}",
+                    checkpoint.dir.join("completed.json").display(),
+                );
+            }
+        }
+        // Entries after a gap or of an incomplete time: their units were logged by a
+        // worker whose time never fully reached the dataflow, so no sink can have
+        // written them. Drop them.
+        for (unit, path) in units.range(entries.len() as u64..) {
+            tracing::info!("dropping uncompleted log entry {unit}");
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        }
+        Ok((
+            checkpoint,
+            Recovered {
+                entries,
+                last_completed,
+            },
+        ))
+    }
+
+    /// The log's entries that count: contiguous from unit 0, of logical times every
+    /// unit of which was logged; and every entry file by unit (half-written temporary
+    /// files are removed).
+    fn logged_units(&self) -> Result<(Vec<WalHeader>, BTreeMap<u64, PathBuf>)> {
         let mut units = BTreeMap::new();
-        for entry in std::fs::read_dir(checkpoint.wal_dir())? {
+        for entry in std::fs::read_dir(self.wal_dir())? {
             let path = entry?.path();
             let name = path
                 .file_name()
@@ -206,7 +246,6 @@ impl Checkpoint {
                 })?;
             units.insert(unit, path);
         }
-        let last_completed = checkpoint.read_completed()?;
         let mut entries: Vec<WalHeader> = Vec::new();
         for (unit, path) in &units {
             if *unit != entries.len() as u64 {
@@ -241,29 +280,25 @@ impl Checkpoint {
             let time = last.time;
             entries.retain(|e| e.time != time);
         }
-        let next_time = entries.last().map_or(0, |e| e.time + 1);
-        if let Some(done) = last_completed {
-            if done >= next_time {
-                bail!(
-                    "{} says logical time {done} was completed but the write-ahead log holds only times 0..{next_time}: {START_OVER}",
-                    checkpoint.dir.join("completed.json").display(),
-                );
-            }
+        Ok((entries, units))
+    }
+
+    /// Removes the log entries that [`Checkpoint::open`] would drop (after a gap, or of
+    /// a logical time not every unit of which was logged), so that the copy in object
+    /// storage loses them before any process of a new run logs those units again.
+    /// Returns how many it removed.
+    pub fn prune_uncompleted(out: &Path) -> Result<usize> {
+        let checkpoint = Checkpoint::at(out);
+        if !checkpoint.wal_dir().exists() {
+            return Ok(0);
         }
-        // Entries after a gap or of an incomplete time: their units were logged by a
-        // worker whose time never fully reached the dataflow, so no sink can have
-        // written them. Drop them.
-        for (unit, path) in units.range(entries.len() as u64..) {
-            tracing::info!("dropping uncompleted log entry {unit}");
+        let (entries, units) = checkpoint.logged_units()?;
+        let mut removed = 0;
+        for (_, path) in units.range(entries.len() as u64..) {
             std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+            removed += 1;
         }
-        Ok((
-            checkpoint,
-            Recovered {
-                entries,
-                last_completed,
-            },
-        ))
+        Ok(removed)
     }
 
     /// Whether the write-ahead log holds no entry (ignoring half-written temporary files).

@@ -24,9 +24,14 @@
 //!   perhaps change files and Delta commits of later times, which a resumed run
 //!   recognises (same names and contents, `txn` versions) exactly as on a local disk.
 //!
-//! One process only for now: with `-n` above 1 every process would write its own
-//! working copy, and process 0's `completed.json` would not say that the others'
-//! uploads are done.
+//! - **Several processes** (`-n` above 1, on hosts that share no disk): each process
+//!   writes its own working copy, mirrors an object-store dataset itself, records the
+//!   completed time in its copy, and uploads what it writes. A process other than 0
+//!   ends each pass with `_checkpoint/uploaded/p<i>.json`, the completed time it read
+//!   before the pass: every file it wrote for that time and earlier is in the prefix.
+//!   Process 0 puts `completed.json` with the least of its own completed time and
+//!   every other process's report, so the commit point never runs ahead of any
+//!   process's uploads.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -47,6 +52,9 @@ const TRANSFERS_AT_ONCE: usize = 8;
 /// The commit point of the checkpoint, put last in every pass.
 const COMPLETED: &str = "_checkpoint/completed.json";
 
+/// Where a process other than 0 reports the completed time its uploads cover.
+const UPLOADED_DIR: &str = "_checkpoint/uploaded/";
+
 /// What a pass remembers of a file it uploaded: enough to see that it changed.
 type Stamp = (u64, SystemTime);
 
@@ -58,6 +66,11 @@ pub struct ObjectOutput {
     local: PathBuf,
     runtime: tokio::runtime::Runtime,
     uploaded: BTreeMap<String, Stamp>,
+    /// This process's index and the cluster's process count.
+    process: usize,
+    processes: usize,
+    /// The completed time process 0 last put for the cluster.
+    cluster_completed: Option<u64>,
 }
 
 /// The default working copy of an output URL: a directory under the system's temporary
@@ -112,7 +125,19 @@ impl ObjectOutput {
             local: local.to_path_buf(),
             runtime,
             uploaded: BTreeMap::new(),
+            process: 0,
+            processes: 1,
+            cluster_completed: None,
         })
+    }
+
+    /// The same output written by process `process` of `processes`.
+    pub fn of_process(self, process: usize, processes: usize) -> ObjectOutput {
+        ObjectOutput {
+            process,
+            processes,
+            ..self
+        }
     }
 
     /// Makes the working copy equal to the prefix: empties it (a mirrored dataset under
@@ -196,7 +221,11 @@ impl ObjectOutput {
         let files = list_local(&self.local)?;
         let changed: Vec<(String, Stamp)> = files
             .iter()
-            .filter(|(rel, stamp)| *rel != COMPLETED && self.uploaded.get(*rel) != Some(*stamp))
+            .filter(|(rel, stamp)| {
+                *rel != COMPLETED
+                    && !rel.starts_with(UPLOADED_DIR)
+                    && self.uploaded.get(*rel) != Some(*stamp)
+            })
             .map(|(rel, stamp)| (rel.clone(), *stamp))
             .collect();
         // By rank: the run's identity, the write-ahead log, data files, Delta log entries
@@ -216,16 +245,22 @@ impl ObjectOutput {
             put += self.upload(files, rank == Rank::DeltaLog)?;
         }
         if let Some((stamp, bytes)) = completed {
-            if self.uploaded.get(COMPLETED) != Some(&stamp) {
-                self.put(COMPLETED, bytes)?;
-                self.uploaded.insert(COMPLETED.to_string(), stamp);
+            let name = match self.process {
+                0 => COMPLETED.to_string(),
+                i => format!("{UPLOADED_DIR}p{i}.json"),
+            };
+            if self.process == 0 && self.processes > 1 {
+                put += self.put_cluster_completed(&bytes)?;
+            } else if self.uploaded.get(&name) != Some(&stamp) {
+                self.put(&name, bytes)?;
+                self.uploaded.insert(name, stamp);
                 put += 1;
             }
         }
         let gone: Vec<String> = self
             .uploaded
             .keys()
-            .filter(|rel| !files.contains_key(*rel))
+            .filter(|rel| !files.contains_key(*rel) && !rel.starts_with(UPLOADED_DIR))
             .cloned()
             .collect();
         for rel in gone {
@@ -236,6 +271,45 @@ impl ObjectOutput {
             self.uploaded.remove(&rel);
         }
         Ok(put)
+    }
+
+    /// Process 0 of several: puts `completed.json` with the least of its own completed
+    /// time (`own`, the bytes of its local file) and every other process's report, when
+    /// that moved on. Returns how many objects it put.
+    fn put_cluster_completed(&mut self, own: &[u8]) -> Result<usize> {
+        let Some(mut least) = completed_time(own) else {
+            return Ok(0);
+        };
+        for process in 1..self.processes {
+            match self.read_report(process)? {
+                Some(time) => least = least.min(time),
+                None => return Ok(0),
+            }
+        }
+        if self.cluster_completed.is_some_and(|put| put >= least) {
+            return Ok(0);
+        }
+        let bytes = serde_json::to_vec(&serde_json::json!({ "last_completed": least }))?;
+        self.put(COMPLETED, bytes)?;
+        self.cluster_completed = Some(least);
+        Ok(1)
+    }
+
+    /// The completed time process `process` last reported its uploads cover.
+    fn read_report(&self, process: usize) -> Result<Option<u64>> {
+        let rel = format!("{UPLOADED_DIR}p{process}.json");
+        let location = self.location(&rel);
+        let bytes = self
+            .runtime
+            .block_on(async {
+                match self.store.get(&location).await {
+                    Ok(result) => result.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .map_err(|e| anyhow!("reading {}/{rel}: {}", self.url, describe(&e)))?;
+        Ok(bytes.and_then(|bytes| completed_time(&bytes)))
     }
 
     fn location(&self, rel: &str) -> ObjectPath {
@@ -437,11 +511,33 @@ fn list_local(root: &Path) -> Result<BTreeMap<String, Stamp>> {
     Ok(found)
 }
 
-/// Checks what an object-store `--out` supports before anything is written.
-pub fn check_supported(url: &str, processes: usize) -> Result<()> {
-    if processes > 1 {
+/// The time a `completed.json` (or a process's report) holds.
+fn completed_time(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()?
+        .get("last_completed")?
+        .as_u64()
+}
+
+/// Checks what an object-store `--out` supports before anything is written. With
+/// several processes, each writes its own working copy, so nothing may depend on a
+/// disk they share: no `--overwrite` (each would delete what the others write) and no
+/// `--follow` of an object-store dataset (each host would mirror new objects at its
+/// own pace, and process 0 may assign a file another host has not fetched yet).
+pub fn check_supported(
+    url: &str,
+    processes: usize,
+    follow_objects: bool,
+    overwrite: bool,
+) -> Result<()> {
+    if processes > 1 && overwrite {
         bail!(
-            "--out {url}: an object-store output is written by one process for now (this run has -n {processes}); run one process with more workers (-w), or give a local --out on a disk every process shares"
+            "--out {url} with -n {processes}: --overwrite is not supported with several processes (each would delete what the others write); delete the prefix first (e.g. `aws s3 rm --recursive {url}`) or give a new one"
+        );
+    }
+    if processes > 1 && follow_objects {
+        bail!(
+            "--out {url} with -n {processes}: --follow of an object-store dataset needs a disk every process shares; give a local --out on one (NFS), or follow with one process and more workers (-w)"
         );
     }
     Ok(())
@@ -480,9 +576,16 @@ mod tests {
     }
 
     #[test]
-    fn several_processes_are_refused_with_what_to_do() {
-        assert!(check_supported("s3://gold/out", 1).is_ok());
-        let error = check_supported("s3://gold/out", 2).unwrap_err().to_string();
+    fn what_several_processes_cannot_share_is_refused_with_what_to_do() {
+        assert!(check_supported("s3://gold/out", 1, true, true).is_ok());
+        assert!(check_supported("s3://gold/out", 2, false, false).is_ok());
+        let error = check_supported("s3://gold/out", 2, false, true)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("aws s3 rm --recursive"), "{error}");
+        let error = check_supported("s3://gold/out", 2, true, false)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("-n 2") && error.contains("-w"), "{error}");
     }
 

@@ -209,6 +209,21 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     if is_object_url(&options.out) {
         return run_into_object_store(options);
     }
+    run_on(options, OutLayout::Shared)
+}
+
+/// Whether the processes of a cluster share one output directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutLayout {
+    /// One `OUT` that every process sees (a local disk, NFS).
+    Shared,
+    /// Each process writes its own working copy of an object-store output: each
+    /// mirrors an object-store dataset itself, and each records the completed time in
+    /// its copy, which its uploads report (see [`crate::object_output`]).
+    PerProcess,
+}
+
+fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
     let started = Instant::now();
     let live = &options.live;
     if live.follow && options.dataset.is_none() {
@@ -220,10 +235,14 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
     let mut _following_mirror = None;
     let dataset_dir = match &options.dataset {
         Some(dataset) => {
+            let mirrors = match layout {
+                OutLayout::Shared => options.cluster.process,
+                OutLayout::PerProcess => 0,
+            };
             let (dir, url, guard) = local_dataset(
                 dataset,
                 &options.out,
-                options.cluster.process,
+                mirrors,
                 live.follow.then_some(live.poll),
                 options.progress,
             )?;
@@ -282,7 +301,10 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         prepare_output(&options.out, options.overwrite)?;
         Checkpoint::open(&options.out, &identity)?
     } else {
-        let checkpoint = Checkpoint::at(&options.out);
+        let checkpoint = match layout {
+            OutLayout::Shared => Checkpoint::at(&options.out),
+            OutLayout::PerProcess => Checkpoint::for_own_copy(&options.out)?,
+        };
         let last_completed = if options.overwrite {
             None
         } else {
@@ -371,6 +393,15 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
         progress,
         counters: Counters::default(),
         end: Mutex::new(None),
+        // The worker that records the completed time: worker 0, or with an output per
+        // process the first worker of each process.
+        records_completed: match layout {
+            OutLayout::Shared => 0..1,
+            OutLayout::PerProcess => {
+                let first = options.cluster.process * options.cluster.workers;
+                first..first + 1
+            }
+        },
         delta: options.delta.then_some(options.delta_retention),
         arrangement_sizes: options.arrangement_sizes.clone(),
         max_ahead: live.max_ahead.filter(|_| live.is_live()),
@@ -420,9 +451,17 @@ pub fn run(options: &RunOptions) -> Result<RunStats> {
 /// restored from the prefix first, while [`crate::object_output`] uploads it.
 fn run_into_object_store(options: &RunOptions) -> Result<RunStats> {
     let url = options.out.display().to_string();
-    check_supported(&url, options.cluster.processes)?;
+    let follow_objects =
+        options.live.follow && options.dataset.as_deref().is_some_and(is_object_url);
+    check_supported(
+        &url,
+        options.cluster.processes,
+        follow_objects,
+        options.overwrite,
+    )?;
     let local = working_copy(&options.out, options.local_out.as_deref());
-    let mut output = ObjectOutput::open(&url, &local)?;
+    let mut output = ObjectOutput::open(&url, &local)?
+        .of_process(options.cluster.process, options.cluster.processes);
     let restored = output
         .restore(options.overwrite)
         .with_context(|| format!("restoring {url} into {}", local.display()))?;
@@ -432,12 +471,26 @@ fn run_into_object_store(options: &RunOptions) -> Result<RunStats> {
             local.display()
         );
     }
+    if options.cluster.processes > 1 && options.cluster.process == 0 {
+        // Log entries a resumed run drops leave the prefix now, before the cluster
+        // starts: once it runs, another process may log those units anew and upload
+        // them, and a later deletion by this process would remove them.
+        Checkpoint::prune_uncompleted(&local)?;
+        output
+            .sync()
+            .with_context(|| format!("uploading to {url}"))?;
+    }
     let uploads = output.start(OUTPUT_SYNC_INTERVAL);
     let local_options = RunOptions {
         out: local.clone(),
         ..options.clone()
     };
-    let result = run(&local_options);
+    let layout = if options.cluster.processes > 1 {
+        OutLayout::PerProcess
+    } else {
+        OutLayout::Shared
+    };
+    let result = run_on(&local_options, layout);
     // The last pass runs whatever the result: a failed run leaves a resumable output.
     let uploaded = uploads
         .finish()
@@ -582,6 +635,8 @@ struct Shared {
     progress: ProgressMode,
     counters: Counters,
     end: Mutex<Option<EndReason>>,
+    /// The (one) worker index that records the completed time in this process's `OUT`.
+    records_completed: std::ops::Range<usize>,
     /// The Delta tables' vacuum retention, or none with `--no-delta`.
     delta: Option<Duration>,
     arrangement_sizes: Option<PathBuf>,
@@ -889,8 +944,8 @@ const RECORD_INTERVAL: Duration = Duration::from_millis(200);
 
 impl<'a> Reporter<'a> {
     fn new(index: usize, shared: &'a Shared) -> Reporter<'a> {
-        let active = index == 0;
-        let (bar, lines) = match (active, shared.progress) {
+        let active = shared.records_completed.contains(&index);
+        let (bar, lines) = match (index == 0, shared.progress) {
             (true, ProgressMode::Bar(total)) => (Some(Progress::files(total)), None),
             (true, ProgressMode::Lines(label)) => (
                 None,

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{assert_matches_oracle, engine_options, engine_tables, messy_data, read_batches};
-use s3::{put_objects, start_server, use_server, S3Server};
+use s3::{download_prefix, put_objects, start_server, use_server};
 use tidemark::run::run;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, OutputFormat};
@@ -29,30 +29,6 @@ use tidemark_inputs::generator::{generate, OutputFormat};
 /// The tests of this file one at a time: each points the process's AWS environment at
 /// its own server.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// Downloads every object under `s3://bucket/prefix/` into `dir` with boto3: a reader
-/// independent of tidemark's own client.
-fn download_prefix(server: &S3Server, bucket: &str, prefix: &str, dir: &Path) {
-    let script = r#"
-import os, sys, boto3
-endpoint, bucket, prefix, root = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="tidemark-test",
-                  aws_secret_access_key="tidemark-test", region_name="us-east-1")
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
-    for obj in page.get("Contents", []):
-        target = os.path.join(root, obj["Key"][len(prefix) + 1:])
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        s3.download_file(bucket, obj["Key"], target)
-"#;
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args([&server.endpoint, bucket, prefix])
-        .arg(dir)
-        .status()
-        .expect("python3 runs");
-    assert!(status.success(), "boto3 downloaded the output");
-}
 
 /// Whether Python's `deltalake` and Polars are there (a panic where
 /// `TIDEMARK_REQUIRE_PYTHON=1` requires them).

@@ -1,12 +1,15 @@
 //! A cluster of real network hosts: two `tidemark` processes, each in its own network
 //! namespace with its own address on a bridge (veth pairs), read a dataset from an
-//! S3-compatible server on a third address and write to one output directory (the
-//! disk every process shares, as an NFS mount would be).
-//! - Their tables equal the oracle's.
-//! - Killing one process mid-run makes the other exit at once with status 3 and one
-//!   line naming the lost peer and its address, instead of hanging.
-//! - Starting both again resumes from the checkpoint and ends with the oracle's tables,
-//!   each unit logged once and no change file written twice.
+//! S3-compatible server on a third address.
+//! - Writing one output directory (the disk every process shares, as an NFS mount
+//!   would be), their tables equal the oracle's. Killing one process mid-run makes the
+//!   other exit at once with status 3 and one line naming the lost peer and its
+//!   address, instead of hanging. Starting both again resumes from the checkpoint and
+//!   ends with the oracle's tables, each unit logged once and no change file twice.
+//! - Writing to the S3 server (`--out s3://`, a working copy per host), the same:
+//!   one process killed mid-run, the other stops, both restarted on *empty* working
+//!   copies (other hosts) resume from the prefix alone; a boto3 download of the
+//!   prefix then holds the oracle's tables with each unit logged once.
 //!
 //! Needs root and `ip netns` (CI runs as root and sets `TIDEMARK_REQUIRE_NETNS`);
 //! skipped elsewhere with a line saying why.
@@ -284,5 +287,87 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
         &expected,
         &engine_tables(&resumed, u64::MAX),
         "two hosts, one lost and both restarted",
+    );
+
+    // The same with the output in the S3 server: each host its own working copy.
+    let many = dir.path().join("many");
+    let config = messy_data(8_000, 300, 67, 30, 24, OutputFormat::Parquet, 0.01);
+    generate(&many, &config).expect("generator writes the dataset");
+    s3::put_objects(&server, "lake", "many", &many, &files_under(&many));
+    s3::put_objects(&server, "gold", "ignored", &many, &[]);
+    let (dataset, out_url) = ("s3://lake/many", Path::new("s3://gold/engagement"));
+    let copies = |round: &str| -> Vec<String> {
+        (0..2)
+            .map(|i| {
+                dir.path()
+                    .join(format!("copy-{round}-{i}"))
+                    .display()
+                    .to_string()
+            })
+            .collect()
+    };
+    let first_copies = copies("first");
+    let spawn_s3 = |i: usize, copies: &[String]| {
+        spawn_process(
+            &network,
+            i,
+            dataset,
+            out_url,
+            &hostfile,
+            &["--local-out", &copies[i]],
+        )
+    };
+    let mut first = spawn_s3(0, &first_copies);
+    let mut second = spawn_s3(1, &first_copies);
+    let own_log = Path::new(&first_copies[1]).to_path_buf();
+    let logged = live::wait_until(Duration::from_secs(120), || {
+        live::checkpoint_state(&own_log).0 >= 3
+    });
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert!(logged, "process 1 logged units before the kill");
+    let status = live::wait(&mut first, Duration::from_secs(60));
+    let stderr = {
+        use std::io::Read;
+        let mut text = String::new();
+        first
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "process 0 stops with status 3: {stderr}"
+    );
+    assert!(
+        stderr.contains(&peer),
+        "process 0 names the lost peer: {stderr}"
+    );
+
+    let again = copies("again");
+    let processes: Vec<Child> = (0..2).map(|i| spawn_s3(i, &again)).collect();
+    for (i, child) in processes.into_iter().enumerate() {
+        let (code, stderr) = finish(child, Duration::from_secs(240));
+        assert_eq!(
+            code,
+            Some(0),
+            "process {i} resumes from the prefix: {stderr}"
+        );
+    }
+    let downloaded = dir.path().join("downloaded");
+    s3::download_prefix(&server, "gold", "engagement", &downloaded);
+    let units = files_under(&many).len();
+    let (entries, completed) = live::checkpoint_state(&downloaded);
+    assert_eq!(entries, units, "every input file logged once in the prefix");
+    assert_eq!(completed, Some(units as u64 - 1), "every time completed");
+    live::assert_unique_change_files(&downloaded);
+    assert_matches_oracle(
+        &oracle::compute(&read_batches(&many, None), &params),
+        &engine_tables(&downloaded, u64::MAX),
+        "two hosts writing to S3, one lost and both restarted elsewhere",
     );
 }

@@ -111,3 +111,27 @@ for rel in sys.argv[5:]:
         .expect("python3 runs");
     assert!(status.success(), "boto3 put the objects");
 }
+
+/// Downloads every object under `s3://bucket/prefix/` into `dir` with boto3: a reader
+/// independent of tidemark's own client.
+pub fn download_prefix(server: &S3Server, bucket: &str, prefix: &str, dir: &Path) {
+    let script = r#"
+import os, sys, boto3
+endpoint, bucket, prefix, root = sys.argv[1:5]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="tidemark-test",
+                  aws_secret_access_key="tidemark-test", region_name="us-east-1")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    for obj in page.get("Contents", []):
+        target = os.path.join(root, obj["Key"][len(prefix) + 1:])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        s3.download_file(bucket, obj["Key"], target)
+"#;
+    let status = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([&server.endpoint, bucket, prefix])
+        .arg(dir)
+        .status()
+        .expect("python3 runs");
+    assert!(status.success(), "boto3 downloaded the output");
+}
