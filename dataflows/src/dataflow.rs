@@ -3,8 +3,8 @@
 
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
-use tidemark_inputs::records::{Item, QuarantineRow, Subscription, UserRow};
-use tidemark_inputs::time::{day_of, month_of_day};
+use tidemark_records::records::{Item, QuarantineRow, Subscription, UserRow};
+use tidemark_records::time::{day_of, month_of_day};
 use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::StreamVec;
 

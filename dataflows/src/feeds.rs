@@ -3,7 +3,7 @@
 //! runtime (`tidemark run`), the test harness and the benches all feed it this way.
 
 use differential_dataflow::input::{Input as _, InputSession};
-use tidemark_inputs::records::{FileBatch, Item, QuarantineRow, Subscription, UserRow};
+use tidemark_records::records::{FileBatch, Item, QuarantineRow, Subscription, UserRow};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::Input as _;
 use timely::dataflow::{InputHandle, Scope};

@@ -9,12 +9,11 @@ pub mod generator;
 pub mod mapping;
 mod ndjson_file;
 mod parquet_file;
-pub mod records;
 mod rows;
 mod text;
-pub mod time;
-pub mod timestamp;
 pub mod wal_entry;
+
+pub use tidemark_records::{records, time, timestamp};
 
 pub use dataset::{Dataset, SourceFile, Table};
 pub use error::InputError;

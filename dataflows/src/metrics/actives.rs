@@ -3,7 +3,7 @@
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::time::{month_first_day, month_of_day};
+use tidemark_records::time::{month_first_day, month_of_day};
 
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};

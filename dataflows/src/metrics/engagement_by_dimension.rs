@@ -22,8 +22,8 @@
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Item, UserRow};
-use tidemark_inputs::time::day_of;
+use tidemark_records::records::{Item, UserRow};
+use tidemark_records::time::day_of;
 use timely::dataflow::operators::vec::Map;
 
 use crate::model::action::Action;

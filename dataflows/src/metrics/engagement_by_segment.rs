@@ -22,12 +22,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
+use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::combine::combine;
-use tidemark_inputs::time::{day_of, day_start, month_first_day, month_of_day};
+use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
 use crate::metrics::retention_cohorts::UserMonths;
 use crate::model::plans::{Arrival, PlanFact, PlanHistory};

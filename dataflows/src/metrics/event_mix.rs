@@ -13,7 +13,7 @@ use crate::operators::combine::combine;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
-use tidemark_inputs::time::day_of;
+use tidemark_records::time::day_of;
 
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::gate::Time;

@@ -13,7 +13,7 @@ use crate::model::name::Name;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::time::day_of;
+use tidemark_records::time::day_of;
 
 use crate::metrics::actives::DailyActiveRow;
 use crate::metrics::event_mix::EventMixRow;

@@ -13,7 +13,7 @@ use crate::model::settings::Params;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
-use tidemark_inputs::time::{day_of, day_start};
+use tidemark_records::time::{day_of, day_start};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum UserFact {

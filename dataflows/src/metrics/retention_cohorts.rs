@@ -13,7 +13,7 @@ use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{drop_closed, month_end, Watermarks};
 use crate::operators::gate::Time;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::time::month_first_day;
+use tidemark_records::time::month_first_day;
 
 /// Distinct (user, month) pairs arranged by user: built once, read by the cohort join
 /// and the monthly actives.

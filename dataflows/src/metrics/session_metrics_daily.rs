@@ -4,7 +4,7 @@
 
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
-use tidemark_inputs::time::day_of;
+use tidemark_records::time::day_of;
 
 use crate::metrics::sessions::SessionRow;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};

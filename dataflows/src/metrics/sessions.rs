@@ -5,8 +5,8 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::Millis;
-use tidemark_inputs::time::day_of;
+use tidemark_records::records::Millis;
+use tidemark_records::time::day_of;
 
 use crate::model::action::Action;
 use crate::model::name::Name;

@@ -18,8 +18,8 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::Millis;
-use tidemark_inputs::time::day_of;
+use tidemark_records::records::Millis;
+use tidemark_records::time::day_of;
 
 use crate::metrics::window_activity::WindowRow;
 use crate::model::settings::Params;
@@ -84,7 +84,7 @@ pub fn alert_min_days(params: &Params) -> usize {
 /// Windows in a day (at least 1): "the same window a day before" lies this many
 /// windows back.
 pub fn windows_per_day(params: &Params) -> i64 {
-    (tidemark_inputs::time::DAY_MS / params.window_ms).max(1)
+    (tidemark_records::time::DAY_MS / params.window_ms).max(1)
 }
 
 /// The seasonal rule on one window: `samples` are its `sessions_started` on each earlier

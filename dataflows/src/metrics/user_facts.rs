@@ -6,7 +6,7 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::time::day_of;
+use tidemark_records::time::day_of;
 
 use crate::metrics::event_mix::{PLAY, SKIP};
 use crate::metrics::sessions::SessionRow;
@@ -16,7 +16,7 @@ use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine;
 use crate::operators::gate::Time;
-use tidemark_inputs::records::{Millis, Plan};
+use tidemark_records::records::{Millis, Plan};
 
 /// What one record says about a (user, day).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

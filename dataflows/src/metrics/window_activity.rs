@@ -4,7 +4,7 @@
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::Millis;
+use tidemark_records::records::Millis;
 
 use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;

@@ -3,7 +3,7 @@
 //! once duplicates are gone).
 
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Event, Millis};
+use tidemark_records::records::{Event, Millis};
 
 use crate::model::name::Name;
 

@@ -4,7 +4,7 @@
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::{Millis, Plan, Subscription, UserRow};
+use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::name::Name;
 use crate::operators::gate::Time;

@@ -3,7 +3,7 @@
 //! (`crate::metrics`), with its formula.
 
 /// The `quarantine` table's row, as the readers make it.
-pub use tidemark_inputs::records::QuarantineRow;
+pub use tidemark_records::records::QuarantineRow;
 
 use crate::model::tables::{self, Cell, TableRow, TableSpec};
 

@@ -1,7 +1,7 @@
 //! Settings that change what the dataflows compute. Defaults are the contract's.
 
 use serde::{Deserialize, Serialize};
-use tidemark_inputs::records::Millis;
+use tidemark_records::records::Millis;
 
 use crate::model::name::Name;
 
@@ -91,7 +91,7 @@ impl Dimension {
         if let Some(d) = Dimension::BUILT_IN.into_iter().find(|d| d.name() == name) {
             return Ok(d);
         }
-        tidemark_inputs::mapping::check_attribute_name(name)
+        tidemark_records::check_attribute_name(name)
             .map_err(|e| format!("setting `dimensions`: {e}"))?;
         Ok(Dimension::Attribute(Name::new(name)))
     }
@@ -279,7 +279,7 @@ impl Settings {
         let instant = |key: &str, v: &Option<String>| -> Result<Option<Millis>, String> {
             match v {
                 None => Ok(None),
-                Some(text) => tidemark_inputs::timestamp::parse_instant(text)
+                Some(text) => tidemark_records::timestamp::parse_instant(text)
                     .map(Some)
                     .ok_or_else(|| {
                         format!("setting `{key}` must be an RFC 3339 time or `YYYY-MM-DD[ HH:MM:SS]`, got {text:?}")

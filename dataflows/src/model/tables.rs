@@ -211,7 +211,7 @@ impl std::fmt::Display for Cell {
             Cell::Timestamp(ms) => {
                 let day = ms.div_euclid(86_400_000);
                 let rest = ms.rem_euclid(86_400_000) / 1000;
-                let (y, m, d) = tidemark_inputs::time::civil_from_days(day as i32);
+                let (y, m, d) = tidemark_records::time::civil_from_days(day as i32);
                 write!(
                     f,
                     "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
@@ -221,7 +221,7 @@ impl std::fmt::Display for Cell {
                 )
             }
             Cell::Date(day) => {
-                let (y, m, d) = tidemark_inputs::time::civil_from_days(*day);
+                let (y, m, d) = tidemark_records::time::civil_from_days(*day);
                 write!(f, "{y:04}-{m:02}-{d:02}")
             }
         }
