@@ -2,6 +2,12 @@
 //! topic is followed from an offset that tidemark chooses, and each message becomes a
 //! live line numbered by its offset.
 //!
+//! Worker 0 watches each partition's end offset ([`KafkaOffsets`]) and decides which
+//! offset range of each partition a logical time holds: one input unit per partition.
+//! The unit's reader worker (units are spread over every worker of every process, as
+//! files are) fetches that range itself and parses it ([`KafkaReader`]), so partitions
+//! are read in parallel, each host fetching its own share.
+//!
 //! Exactly once comes from the write-ahead log, as Spark's Kafka source gets it from
 //! its checkpoint: a live batch logs the offset range it holds per partition
 //! (`LineRange { source: "topic/partition", first, last }`), so a resumed run starts
@@ -13,16 +19,16 @@
 //! fetch and list-offsets requests this needs, and tidemark keeps its own offsets.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam_channel::{Sender, TrySendError};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
+use tidemark_inputs::records::FileBatch;
+use tidemark_inputs::{Mapping, NdjsonLines};
 
-use crate::checkpoint::BatchOrigin;
-use crate::live_source::Message;
+use crate::checkpoint::{BatchOrigin, LineRange};
+use crate::live_source::Batching;
 
 /// Where a new output starts reading each partition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -49,6 +55,8 @@ pub struct KafkaInput {
 const FETCH_BYTES: i32 = 4 << 20;
 /// How long the broker may hold a fetch that finds no new message.
 const FETCH_WAIT_MS: i32 = 200;
+/// How long worker 0 keeps asking brokers that do not answer before the run fails.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
 
 /// The name a partition's messages are logged and quarantined under.
 pub fn partition_label(topic: &str, partition: i32) -> String {
@@ -82,23 +90,16 @@ pub fn resume_offsets<'a>(
     next
 }
 
-/// Connects, finds the topic's partitions and their start offsets, and starts a
-/// thread that sends every message, in offset order per partition, to `sender`. A
-/// fetch that fails for good (the broker lost, an offset deleted by retention) sends
-/// [`Message::Failed`], which ends the run with that error; what was logged stays.
-/// Returns a description for progress lines.
-pub(crate) fn start(
-    input: &KafkaInput,
-    resume: &BTreeMap<i32, i64>,
-    sender: Sender<Message>,
-) -> Result<String> {
+/// Connects to the brokers (with a 30 s limit) and builds a single-threaded runtime for
+/// the client's requests.
+fn connect(input: &KafkaInput) -> Result<(tokio::runtime::Runtime, Client)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the Kafka client's runtime")?;
     let brokers = input.brokers.join(",");
-    let partitions = runtime.block_on(async {
-        let client = tokio::time::timeout(
+    let client = runtime.block_on(async {
+        tokio::time::timeout(
             Duration::from_secs(30),
             ClientBuilder::new(input.brokers.clone())
                 .client_id("tidemark")
@@ -109,78 +110,278 @@ pub(crate) fn start(
         .and_then(|c| c.map_err(anyhow::Error::from))
         .with_context(|| {
             format!("connecting to Kafka at {brokers} failed; check --kafka (host:port,...)")
-        })?;
-        let partitions = topic_partitions(&client, &input.topic, &brokers).await?;
-        let mut clients = Vec::new();
-        for partition in partitions {
-            let pc = client
-                .partition_client(input.topic.clone(), partition, UnknownTopicHandling::Retry)
-                .await
-                .with_context(|| format!("opening {}", partition_label(&input.topic, partition)))?;
-            let offset = match resume.get(&partition) {
-                Some(offset) => *offset,
-                None => pc
-                    .get_offset(match input.start {
-                        StartOffset::Earliest => OffsetAt::Earliest,
-                        StartOffset::Latest => OffsetAt::Latest,
-                    })
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "asking for the start offset of {}",
-                            partition_label(&input.topic, partition)
-                        )
-                    })?,
-            };
-            clients.push((pc, offset));
-        }
-        anyhow::Ok(clients)
+        })
     })?;
-    let starts: Vec<String> = partitions
-        .iter()
-        .map(|(pc, offset)| {
-            let why = if resume.contains_key(&pc.partition()) {
-                "after the log"
-            } else {
-                match input.start {
-                    StartOffset::Earliest => "earliest",
-                    StartOffset::Latest => "latest",
-                }
-            };
-            format!("{} from offset {offset} ({why})", pc.partition())
-        })
-        .collect();
-    eprintln!(
-        "reading Kafka topic {} on {brokers}, partitions {}",
-        input.topic,
-        starts.join(", ")
-    );
-    let name = format!(
-        "kafka {brokers} topic {} ({} partitions)",
-        input.topic,
-        partitions.len()
-    );
-    std::thread::Builder::new()
-        .name("kafka-reader".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let mut tasks = tokio::task::JoinSet::new();
-                for (pc, offset) in partitions {
-                    tasks.spawn(follow_partition(pc, offset, sender.clone()));
-                }
-                while let Some(done) = tasks.join_next().await {
-                    let failure = match done {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(error)) => format!("{error:#}"),
-                        Err(panic) => format!("a Kafka reader task failed: {panic}"),
-                    };
-                    sender.send(Message::Failed(failure)).ok();
-                    return;
-                }
+    Ok((runtime, client))
+}
+
+/// Worker 0's view of the topic: each partition's next offset to take and its high
+/// watermark, polled every `--batch-ms / 4` (at least 20 ms). It decides which offset
+/// range of each partition a logical time holds, as it decides which files a time
+/// holds; the workers fetch the messages themselves.
+pub struct KafkaOffsets {
+    runtime: tokio::runtime::Runtime,
+    /// (client, next offset to take) per partition, in partition order.
+    partitions: Vec<(PartitionClient, i64)>,
+    batching: Batching,
+    last_poll: Option<Instant>,
+    /// Since when messages have been waiting to be taken.
+    waiting_since: Option<Instant>,
+    /// Since when asking the brokers has failed.
+    failing_since: Option<Instant>,
+    /// A description for progress lines.
+    pub name: String,
+}
+
+impl KafkaOffsets {
+    /// Connects, finds the topic's partitions and where each starts: one past its last
+    /// logged offset (`resume`), else `input.start`. Says where on stderr.
+    pub fn start(
+        input: &KafkaInput,
+        resume: &BTreeMap<i32, i64>,
+        batching: Batching,
+    ) -> Result<KafkaOffsets> {
+        let (runtime, client) = connect(input)?;
+        let brokers = input.brokers.join(",");
+        let partitions = runtime.block_on(async {
+            let partitions = topic_partitions(&client, &input.topic, &brokers).await?;
+            let mut clients = Vec::new();
+            for partition in partitions {
+                let pc = partition_client(&client, &input.topic, partition).await?;
+                let offset = match resume.get(&partition) {
+                    Some(offset) => *offset,
+                    None => pc
+                        .get_offset(match input.start {
+                            StartOffset::Earliest => OffsetAt::Earliest,
+                            StartOffset::Latest => OffsetAt::Latest,
+                        })
+                        .await
+                        .with_context(|| {
+                            format!(
+                                "asking for the start offset of {}",
+                                partition_label(&input.topic, partition)
+                            )
+                        })?,
+                };
+                clients.push((pc, offset));
+            }
+            anyhow::Ok(clients)
+        })?;
+        let starts: Vec<String> = partitions
+            .iter()
+            .map(|(pc, offset)| {
+                let why = if resume.contains_key(&pc.partition()) {
+                    "after the log"
+                } else {
+                    match input.start {
+                        StartOffset::Earliest => "earliest",
+                        StartOffset::Latest => "latest",
+                    }
+                };
+                format!("{} from offset {offset} ({why})", pc.partition())
             })
+            .collect();
+        eprintln!(
+            "reading Kafka topic {} on {brokers}, partitions {}",
+            input.topic,
+            starts.join(", ")
+        );
+        Ok(KafkaOffsets {
+            runtime,
+            name: format!(
+                "kafka {brokers} topic {} ({} partitions)",
+                input.topic,
+                partitions.len()
+            ),
+            partitions,
+            batching,
+            last_poll: None,
+            waiting_since: None,
+            failing_since: None,
         })
-        .context("starting the Kafka reader")?;
-    Ok(name)
+    }
+
+    /// The offset ranges of the next logical time, one per partition with messages
+    /// (an input unit each, in partition order), when one is due: at least
+    /// `--batch-events` offsets waiting, or the oldest waiting `--batch-ms`. At most
+    /// `--batch-events` offsets a time, taken from the partitions in turn.
+    pub fn poll(&mut self, now: Instant) -> Result<Option<Vec<LineRange>>> {
+        match self.try_poll(now) {
+            Ok(ranges) => {
+                self.failing_since = None;
+                Ok(ranges)
+            }
+            Err(error) => {
+                let since = *self.failing_since.get_or_insert(now);
+                if now.duration_since(since) >= GIVE_UP_AFTER {
+                    return Err(error.context(format!(
+                        "the Kafka brokers did not answer for {} s",
+                        GIVE_UP_AFTER.as_secs()
+                    )));
+                }
+                tracing::warn!("{error:#}; asking again");
+                Ok(None)
+            }
+        }
+    }
+
+    fn try_poll(&mut self, now: Instant) -> Result<Option<Vec<LineRange>>> {
+        let every = (self.batching.interval / 4).max(Duration::from_millis(20));
+        if self
+            .last_poll
+            .is_some_and(|at| now.duration_since(at) < every)
+        {
+            return Ok(None);
+        }
+        self.last_poll = Some(now);
+        let ends = self.runtime.block_on(async {
+            let mut ends = Vec::new();
+            for (pc, _) in &self.partitions {
+                let end = pc.get_offset(OffsetAt::Latest).await.with_context(|| {
+                    format!(
+                        "asking for the end of {}",
+                        partition_label(pc.topic(), pc.partition())
+                    )
+                })?;
+                ends.push(end);
+            }
+            anyhow::Ok(ends)
+        })?;
+        let waiting: i64 = self
+            .partitions
+            .iter()
+            .zip(&ends)
+            .map(|((_, next), end)| (end - next).max(0))
+            .sum();
+        if waiting == 0 {
+            self.waiting_since = None;
+            return Ok(None);
+        }
+        let since = *self.waiting_since.get_or_insert(now);
+        let full = waiting >= self.batching.events as i64;
+        if !full && now.duration_since(since) < self.batching.interval {
+            return Ok(None);
+        }
+        let mut room = self.batching.events.max(1) as i64;
+        let mut ranges = Vec::new();
+        for ((pc, next), end) in self.partitions.iter_mut().zip(ends) {
+            let take = (end - *next).max(0).min(room);
+            if take == 0 {
+                continue;
+            }
+            ranges.push(LineRange {
+                source: partition_label(pc.topic(), pc.partition()),
+                first: *next as u64,
+                last: (*next + take - 1) as u64,
+            });
+            *next += take;
+            room -= take;
+        }
+        self.waiting_since = (waiting > self.batching.events as i64).then_some(now);
+        Ok(Some(ranges))
+    }
+}
+
+/// A worker's connection to the topic, made when it first reads a unit: fetches the
+/// messages of an offset range and parses them (contract columns or the `[events]`
+/// mapping), each numbered by its offset.
+pub struct KafkaReader {
+    input: KafkaInput,
+    connection: Option<(tokio::runtime::Runtime, Client)>,
+    partitions: BTreeMap<i32, PartitionClient>,
+    parser: NdjsonLines,
+}
+
+impl KafkaReader {
+    /// A reader of `input` that parses with `mapping`; it connects on first use.
+    pub fn new(input: KafkaInput, mapping: &Mapping) -> KafkaReader {
+        KafkaReader {
+            input,
+            connection: None,
+            partitions: BTreeMap::new(),
+            parser: NdjsonLines::new(mapping),
+        }
+    }
+
+    /// The messages of `range` (`topic/partition`, first and last offset), parsed. An
+    /// offset that holds no message (a transaction marker, a compacted record) is
+    /// skipped; a message the broker no longer keeps is an error.
+    pub fn read(&mut self, range: &LineRange) -> Result<FileBatch> {
+        let partition = range
+            .source
+            .rsplit_once('/')
+            .and_then(|(_, p)| p.parse::<i32>().ok())
+            .with_context(|| format!("`{}` is not a topic/partition", range.source))?;
+        if self.connection.is_none() {
+            self.connection = Some(connect(&self.input)?);
+        }
+        let (runtime, client) = self.connection.as_ref().expect("connected above");
+        if !self.partitions.contains_key(&partition) {
+            let pc = runtime.block_on(partition_client(client, &self.input.topic, partition))?;
+            self.partitions.insert(partition, pc);
+        }
+        let pc = &self.partitions[&partition];
+        let (first, last) = (range.first as i64, range.last as i64);
+        let mut messages: Vec<(i64, Vec<u8>)> = Vec::new();
+        let mut offset = first;
+        runtime.block_on(async {
+            while offset <= last {
+                let (records, high_watermark) = pc
+                    .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
+                    .await
+                    .map_err(|error| fetch_error(&range.source, offset, &error))?;
+                let before = offset;
+                if let Some(next) = records.iter().map(|r| r.offset).find(|o| *o >= offset) {
+                    if offset == first && next > first && next <= last {
+                        tracing::warn!(
+                            "{}: asked for offset {first}, the broker's next message is at \
+                             {next}; offsets {first}..{next} are not read (transaction markers \
+                             or compacted records, or a broker that skips the rest of a record \
+                             batch)",
+                            range.source
+                        );
+                    }
+                }
+                for record in records {
+                    if record.offset < offset || record.offset > last {
+                        continue;
+                    }
+                    offset = record.offset + 1;
+                    messages.push((record.offset, record.record.value.unwrap_or_default()));
+                }
+                if offset == before && high_watermark > last {
+                    // Nothing more in the range: the rest are offsets without messages.
+                    break;
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        let mut batch = FileBatch::default();
+        for (offset, bytes) in messages {
+            self.parser
+                .push(&bytes, offset as u64, &range.source, &mut batch);
+        }
+        batch.close_bad_rows();
+        Ok(batch)
+    }
+}
+
+async fn partition_client(client: &Client, topic: &str, partition: i32) -> Result<PartitionClient> {
+    client
+        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+        .await
+        .with_context(|| format!("opening {}", partition_label(topic, partition)))
+}
+
+/// A fetch that failed, with what it means when the broker no longer keeps the offset.
+fn fetch_error(source: &str, offset: i64, error: &rskafka::client::error::Error) -> anyhow::Error {
+    let hint = if error.to_string().contains("OffsetOutOfRange") {
+        " (the broker no longer keeps that offset: its messages were deleted, for example \
+         by retention, before this run read them)"
+    } else {
+        ""
+    };
+    anyhow!("fetching {source} at offset {offset} failed{hint}: {error}")
 }
 
 /// The partitions of `topic`, or an error listing the topics there are.
@@ -209,70 +410,9 @@ async fn topic_partitions(client: &Client, topic: &str, brokers: &str) -> Result
     }
 }
 
-/// Sends every message of one partition from `offset` on, until the run ends (the
-/// channel closes) or a fetch fails for good.
-async fn follow_partition(
-    pc: PartitionClient,
-    mut offset: i64,
-    sender: Sender<Message>,
-) -> Result<()> {
-    let label: Arc<str> = partition_label(pc.topic(), pc.partition()).into();
-    let mut first_fetch = true;
-    loop {
-        let (records, _high_watermark) = pc
-            .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
-            .await
-            .map_err(|error| {
-                let hint = if error.to_string().contains("OffsetOutOfRange") {
-                    " (the broker no longer keeps that offset: its messages were deleted, \
-                     for example by retention, before this run read them)"
-                } else {
-                    ""
-                };
-                anyhow!("fetching {label} at offset {offset} failed{hint}: {error}")
-            })?;
-        // Where the run starts (a resumed one: one past the last logged offset), a gap
-        // would hide lost messages: say so. Later gaps are ordinary in Kafka (compacted
-        // topics, transaction markers).
-        if let Some(next) = records.iter().map(|r| r.offset).find(|o| *o >= offset) {
-            if first_fetch && next > offset {
-                tracing::warn!(
-                    "{label}: asked for offset {offset}, the broker's next message is at {next}; \
-                     offsets {offset}..{next} are not read (compacted or transaction markers, \
-                     or a broker that skips the rest of a record batch)"
-                );
-            }
-            first_fetch = false;
-        }
-        for record in records {
-            if record.offset < offset {
-                continue;
-            }
-            offset = record.offset + 1;
-            let mut message = Message::Line {
-                source: Arc::clone(&label),
-                number: record.offset as u64,
-                bytes: record.record.value.unwrap_or_default(),
-            };
-            // Wait for room without blocking the other partitions' fetches.
-            loop {
-                match sender.try_send(message) {
-                    Ok(()) => break,
-                    Err(TrySendError::Full(back)) => {
-                        message = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err(TrySendError::Disconnected(_)) => return Ok(()),
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::LineRange;
 
     fn lines(ranges: &[(&str, u64, u64)]) -> BatchOrigin {
         BatchOrigin::Lines(

@@ -1,6 +1,6 @@
 //! Live sources besides files: NDJSON event lines (contract `events/` columns) on
-//! standard input, on a TCP port or in a Kafka topic, cut into logical times by count
-//! or by age.
+//! standard input or on a TCP port, cut into logical times by count or by age (a Kafka
+//! topic is read by [`crate::kafka_source`]).
 //!
 //! Reader threads push lines into a bounded channel (so a fast producer waits for the
 //! dataflow); worker 0 takes them with [`LiveSource::poll`]. A bad line becomes a
@@ -19,7 +19,7 @@ use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
 use crate::checkpoint::{BatchOrigin, LineRange};
-use crate::kafka_source::{self, KafkaInput};
+use crate::kafka_source::KafkaInput;
 
 /// Where live lines come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub struct Batching {
 }
 
 /// What a reader thread sends to the source.
-pub(crate) enum Message {
+enum Message {
     /// A line (a Kafka message) of `source`, numbered (its offset).
     Line {
         source: Arc<str>,
@@ -51,8 +51,6 @@ pub(crate) enum Message {
     },
     /// The input ended.
     End,
-    /// The input failed for good: the run ends with this error.
-    Failed(String),
 }
 
 /// The lines of one source cut into a logical time: one input unit.
@@ -72,7 +70,6 @@ pub struct LiveSource {
     pending: Vec<(Arc<str>, u64, Vec<u8>)>,
     oldest: Option<Instant>,
     ended: bool,
-    failure: Option<String>,
     /// A description for progress lines (`stdin`, `tcp 127.0.0.1:9000`).
     pub name: String,
 }
@@ -91,8 +88,10 @@ impl LiveSource {
         let stdin_first_line = next_stdin_line(logged.iter().copied());
         let name = match input {
             LiveInput::Kafka(kafka) => {
-                let resume = kafka_source::resume_offsets(&kafka.topic, logged.iter().copied());
-                kafka_source::start(kafka, &resume, sender)?
+                anyhow::bail!(
+                    "topic {}: a Kafka topic is read through kafka_source::KafkaOffsets",
+                    kafka.topic
+                )
             }
             LiveInput::Stdin => {
                 std::thread::Builder::new()
@@ -148,7 +147,6 @@ impl LiveSource {
             pending: Vec::new(),
             oldest: None,
             ended: false,
-            failure: None,
             name,
         })
     }
@@ -172,11 +170,6 @@ impl LiveSource {
                     self.ended = true;
                     break;
                 }
-                Ok(Message::Failed(error)) => {
-                    self.failure = Some(error);
-                    self.ended = true;
-                    break;
-                }
                 Err(TryRecvError::Empty) => break,
             }
         }
@@ -194,12 +187,6 @@ impl LiveSource {
     /// Whether the input ended and every line was handed out.
     pub fn finished(&self) -> bool {
         self.ended && self.pending.is_empty()
-    }
-
-    /// Why the input failed for good, once every line before the failure was handed
-    /// out (so that what was read is still logged).
-    pub fn failure(&self) -> Option<&str> {
-        self.failure.as_deref().filter(|_| self.pending.is_empty())
     }
 
     fn cut(&mut self) -> Vec<LiveBatch> {

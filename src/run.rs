@@ -34,6 +34,7 @@ use crate::checkpoint::{
 use crate::cluster::ClusterArgs;
 use crate::follow::Watcher;
 use crate::ingested::IngestedFiles;
+use crate::kafka_source::{resume_offsets, KafkaInput, KafkaOffsets, KafkaReader};
 use crate::live_source::{Batching, LiveInput, LiveSource};
 use crate::object_input::{is_object_url, local_dataset};
 use crate::object_output::{check_supported, working_copy, ObjectOutput};
@@ -319,6 +320,21 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         )
     };
 
+    // How live lines and Kafka messages are parsed (every process parses Kafka units).
+    let live_mapping = match (
+        &options.mapping,
+        dataset.as_ref().map(|d| d.mapping.clone()),
+    ) {
+        (_, Some(mapping)) => mapping,
+        (Some(file), None) if live.input.is_some() => {
+            Mapping::load(file).map_err(|e| anyhow!("{e}"))?
+        }
+        _ => Mapping::default(),
+    };
+    let kafka_input = match &live.input {
+        Some(LiveInput::Kafka(input)) => Some(input.clone()),
+        _ => None,
+    };
     let mut scheduler = None;
     let mut static_total = 0;
     if root {
@@ -343,23 +359,24 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
                 check_mapping(dataset, files).map_err(|e| anyhow!("{e}"))?;
             }
         }
-        let source = match &live.input {
-            Some(input) => {
-                let mapping = dataset.as_ref().map(|d| d.mapping.clone());
-                let mapping = match (&options.mapping, mapping) {
-                    (_, Some(mapping)) => mapping,
-                    (Some(file), None) => Mapping::load(file).map_err(|e| anyhow!("{e}"))?,
-                    (None, None) => Mapping::default(),
-                };
-                let logged: Vec<_> = recovered.entries.iter().map(|e| &e.origin).collect();
-                Some(LiveSource::start(input, &mapping, live.batching, &logged)?)
+        let logged: Vec<_> = recovered.entries.iter().map(|e| &e.origin).collect();
+        let (source, kafka) = match &live.input {
+            Some(LiveInput::Kafka(input)) => {
+                let resume = resume_offsets(&input.topic, logged.iter().copied());
+                let offsets = KafkaOffsets::start(input, &resume, live.batching)?;
+                (None, Some(offsets))
             }
-            None => None,
+            Some(input) => {
+                let source = LiveSource::start(input, &live_mapping, live.batching, &logged)?;
+                (Some(source), None)
+            }
+            None => (None, None),
         };
         let watcher = live.follow.then(|| Watcher::new(live.poll, live.settle));
         let live_inputs = Live {
             watcher,
             source,
+            kafka,
             max_idle: live.max_idle,
             reingest_changed: live.reingest_changed,
         };
@@ -393,6 +410,7 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         progress,
         counters: Counters::default(),
         end: Mutex::new(None),
+        kafka: kafka_input.map(|input| (input, live_mapping)),
         // The worker that records the completed time: worker 0, or with an output per
         // process the first worker of each process.
         records_completed: match layout {
@@ -635,6 +653,8 @@ struct Shared {
     progress: ProgressMode,
     counters: Counters,
     end: Mutex<Option<EndReason>>,
+    /// The Kafka topic read and the mapping its messages are parsed with.
+    kafka: Option<(KafkaInput, Mapping)>,
     /// The (one) worker index that records the completed time in this process's `OUT`.
     records_completed: std::ops::Range<usize>,
     /// The Delta tables' vacuum retention, or none with `--no-delta`.
@@ -739,6 +759,11 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     });
 
     let mut progress = Reporter::new(index, shared);
+    // This worker's connection to the Kafka topic, made when it first reads a unit.
+    let mut kafka = shared
+        .kafka
+        .as_ref()
+        .map(|(input, mapping)| KafkaReader::new(input.clone(), mapping));
     let mut time: u64 = 0;
     loop {
         if let Some(scheduler) = scheduler.as_mut() {
@@ -777,6 +802,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
                 shared,
                 &mut feeds,
                 scheduler.as_mut(),
+                &mut kafka,
             ) {
                 // A batch that cannot be logged or replayed must not be fed: stop the
                 // run (every worker) with the cause, as a failed sink does.
@@ -828,6 +854,7 @@ fn feed_unit(
     shared: &Shared,
     feeds: &mut Feeds,
     scheduler: Option<&mut Scheduler>,
+    kafka: &mut Option<KafkaReader>,
 ) -> Result<()> {
     let counters = &shared.counters;
     let checkpoint = &shared.checkpoint;
@@ -897,6 +924,30 @@ fn feed_unit(
                 .event_rows
                 .fetch_add(live.batch.events.len() as u64, Ordering::Relaxed);
             (header, live.batch, None)
+        }
+        Assignment::Kafka { first, ranges } => {
+            let range = &ranges[(unit - first) as usize];
+            let mut batch = kafka
+                .as_mut()
+                .context("a Kafka unit to read but no --kafka")?
+                .read(range)?;
+            if let Some(max_ahead) = shared.max_ahead {
+                quarantine_far_ahead(&mut batch, &range.source, now_ms(), max_ahead);
+            }
+            let header = WalHeader {
+                time,
+                unit,
+                units_in_time,
+                arrival: unit,
+                origin: BatchOrigin::Lines(vec![range.clone()]),
+                retracts: None,
+                max_ts: batch.events.iter().map(|e| e.ts).max(),
+            };
+            checkpoint.log_batch(&header, &batch)?;
+            counters
+                .event_rows
+                .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            (header, batch, None)
         }
         Assignment::End => return Ok(()),
     };

@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::dataset::Dataset;
 
+use crate::checkpoint::LineRange;
 use crate::follow::Watcher;
 use crate::ingested::{changed_error, FileState, FileTask, IngestedFiles};
+use crate::kafka_source::KafkaOffsets;
 use crate::live_source::{LiveBatch, LiveSource};
 use crate::stop::StopFlag;
 
@@ -45,6 +47,15 @@ pub enum Assignment {
         /// How many units the time has.
         count: u64,
     },
+    /// Fetch, log and feed these offset ranges of a Kafka topic's partitions, one per
+    /// partition, as units `first, first + 1, ...`; each unit's reader worker fetches
+    /// its range itself.
+    Kafka {
+        /// The unit of the first range.
+        first: u64,
+        /// `topic/partition` and the first and last offset, in partition order.
+        ranges: Vec<LineRange>,
+    },
     /// No more logical times: close the inputs and finish.
     End,
 }
@@ -56,6 +67,7 @@ impl Assignment {
             Assignment::Replay { first, count } => *first..first + count,
             Assignment::Files { first, tasks } => *first..first + tasks.len() as u64,
             Assignment::Live { first, count } => *first..first + count,
+            Assignment::Kafka { first, ranges } => *first..first + ranges.len() as u64,
             Assignment::End => 0..0,
         }
     }
@@ -117,6 +129,7 @@ enum Queued {
     Replay { first: u64, count: u64 },
     Files(Vec<FileTask>),
     Live(Vec<LiveBatch>),
+    Kafka(Vec<LineRange>),
 }
 
 /// Why a run stops taking new logical times.
@@ -140,6 +153,8 @@ pub struct Live {
     pub watcher: Option<Watcher>,
     /// The live line source (stdin, TCP), if any.
     pub source: Option<LiveSource>,
+    /// The Kafka topic's offsets, if one is read.
+    pub kafka: Option<KafkaOffsets>,
     /// Stop after this long with no new input.
     pub max_idle: Option<Duration>,
     /// Re-ingest changed files instead of failing.
@@ -227,6 +242,7 @@ impl Scheduler {
                     self.live_units.extend((first..).zip(units));
                     Assignment::Live { first, count }
                 }
+                Queued::Kafka(ranges) => Assignment::Kafka { first, ranges },
             };
             self.next_unit = assignment.units().end;
             out.push((self.next_time, assignment));
@@ -279,6 +295,18 @@ impl Scheduler {
                 self.queue.push_back(Queued::Live(units));
             }
         }
+        if let Some(kafka) = self.live.kafka.as_mut() {
+            match kafka.poll(now) {
+                Ok(Some(ranges)) => self.queue.push_back(Queued::Kafka(ranges)),
+                Ok(None) => {}
+                Err(error) => {
+                    self.end = self
+                        .end
+                        .take()
+                        .or(Some(EndReason::Failed(format!("{error:#}"))))
+                }
+            }
+        }
         if !self.queue.is_empty() {
             self.last_input = now;
         }
@@ -291,12 +319,10 @@ impl Scheduler {
         if self.stop.raised() {
             return Some(EndReason::Signal);
         }
-        let following = self.live.watcher.is_some() || self.live.source.is_some();
+        let following =
+            self.live.watcher.is_some() || self.live.source.is_some() || self.live.kafka.is_some();
         if !following {
             return Some(EndReason::Done);
-        }
-        if let Some(failure) = self.live.source.as_ref().and_then(LiveSource::failure) {
-            return Some(EndReason::Failed(failure.to_string()));
         }
         if self.live.source.as_ref().is_some_and(LiveSource::finished) {
             return Some(EndReason::InputEnded);

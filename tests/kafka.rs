@@ -8,8 +8,9 @@
 //!   messages themselves;
 //! - the bad message is quarantined as `topic/partition` with its offset as the row.
 //!
-//! A missing topic is an error naming the topics there are, and `--start-offset latest`
-//! skips what was produced before the run started. Skipped (with a line saying why)
+//! A missing topic is an error naming the topics there are, `--start-offset latest`
+//! skips what was produced before the run started, and two processes (`-n 2`), whose
+//! workers fetch the partitions' units themselves, match the oracle. Skipped (with a line saying why)
 //! where the `tansu` binary is missing, unless `TIDEMARK_REQUIRE_KAFKA` is set, as CI
 //! sets it.
 
@@ -379,5 +380,58 @@ fn a_missing_topic_is_an_error_and_latest_skips_what_was_there() {
         &oracle::compute(&batches, &Params::default()),
         &engine_tables(&out, u64::MAX),
         "--start-offset latest",
+    );
+}
+
+#[test]
+fn two_processes_share_the_partitions_and_match_the_oracle() {
+    let Some(broker) = start_broker() else {
+        return;
+    };
+    let topic = "plays";
+    create_topic(&broker, topic);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = event_lines(dir.path());
+    let mut produced = Produced::new();
+    produce(&broker, topic, &lines, &mut produced);
+    let free_port = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let hostfile = dir.path().join("hosts.txt");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let spawn = |process: usize| {
+        let mut args = kafka_args(&broker, topic, "3");
+        let process = process.to_string();
+        args.extend(["-n", "2", "-p", &process, "-w", "1", "-H"]);
+        args.push(hostfile.to_str().unwrap());
+        tidemark_run(None, &out, &args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let children = [spawn(0), spawn(1)];
+    for (i, mut child) in children.into_iter().enumerate() {
+        let status = wait(&mut child, Duration::from_secs(120));
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(status.success(), "process {i}: {stderr}");
+    }
+    let (batches, logged) = logged_batches(&out, topic, &produced);
+    let all: Vec<(i32, i64)> = produced.keys().copied().collect();
+    assert_eq!(logged, all, "every produced message logged exactly once");
+    assert_matches_oracle(
+        &oracle::compute(&batches, &Params::default()),
+        &engine_tables(&out, u64::MAX),
+        "a topic read by two processes",
     );
 }
