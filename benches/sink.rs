@@ -12,7 +12,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use tidemark::arrow_rows::{changes_to_batch, Change};
+use tidemark::sink::arrow_rows::{changes_to_batch, Change};
 use tidemark_dataflows::metrics::sessions::SessionRow;
 use tidemark_dataflows::metrics::window_activity::WindowRow;
 use tidemark_dataflows::model::name::Name;

@@ -19,9 +19,9 @@
 
 mod common;
 
-use tidemark::changes_reader::read_table;
-use tidemark::cluster::ClusterArgs;
-use tidemark::run::{run, LiveOptions, RunOptions};
+use tidemark::runtime::cluster::ClusterArgs;
+use tidemark::runtime::run::{run, LiveOptions, RunOptions};
+use tidemark::sink::reader::read_table;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::model::tables::{Cell, SPIKE_ALERTS};
 use tidemark_inputs::generator::{generate, GeneratorConfig, SPIKE_MINUTES};
@@ -127,7 +127,7 @@ fn main() {
                 progress: false,
                 overwrite: true,
                 delta: false,
-                delta_retention: tidemark::run::DEFAULT_DELTA_RETENTION,
+                delta_retention: tidemark::runtime::run::DEFAULT_DELTA_RETENTION,
                 live: LiveOptions::default(),
                 arrangement_sizes: None,
                 local_out: None,

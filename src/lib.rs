@@ -1,26 +1,19 @@
-//! The `tidemark` runtime: CLI, settings, cluster set-up, sinks and reports around the
-//! dataflows of `tidemark-dataflows` and the readers of `tidemark-inputs`.
+//! The `tidemark` runtime around the dataflows of `tidemark-dataflows` and the readers
+//! of `tidemark-inputs`:
+//! - [`cli`]: the command line and its settings flags;
+//! - [`runtime`]: a run: deciding what each logical time holds, feeding the workers,
+//!   the cluster, the write-ahead log and recovery;
+//! - [`sources`]: inputs besides a dataset directory: live lines, Kafka, object storage;
+//! - [`sink`]: where the tables go (change streams, Delta tables, object storage) and
+//!   how they are read back;
+//! - [`report`], [`serve`], [`predict`]: the other commands;
+//! - [`diag`]: diagnostics (operator times, arrangement sizes).
 
-pub mod allocator;
-pub mod arrangement_sizes;
-pub mod arrow_rows;
-pub mod changes_reader;
-pub mod checkpoint;
 pub mod cli;
-pub mod cluster;
-pub mod follow;
-pub mod ingested;
-pub mod kafka_source;
-pub mod live_source;
-pub mod object_input;
-pub mod object_output;
-pub mod operator_times;
+pub mod diag;
 pub mod predict;
-pub mod progress;
 pub mod report;
-pub mod run;
-pub mod schedule;
+pub mod runtime;
 pub mod serve;
-pub mod settings_cli;
 pub mod sink;
-pub mod stop;
+pub mod sources;

@@ -6,27 +6,27 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use tidemark::cli::{Cli, Command, GenerateArgs, LiveArgs, RunArgs};
-use tidemark::kafka_source::KafkaInput;
-use tidemark::live_source::{Batching, LiveInput};
-use tidemark::run::{run, LiveOptions, RunOptions};
+use tidemark::runtime::run::{run, LiveOptions, RunOptions};
+use tidemark::sources::kafka::KafkaInput;
+use tidemark::sources::live::{Batching, LiveInput};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 
 /// jemalloc serves the binary's Rust allocations: it reuses freed blocks per thread
 /// without the page faults that glibc's fixed mmap threshold costs on every large
-/// batch, and its background thread hands dirty pages back. See `tidemark::allocator`.
+/// batch, and its background thread hands dirty pages back. See `tidemark::runtime::allocator`.
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main` (the `_RJEM_MALLOC_CONF` environment
-/// variable still overrides them): see [`tidemark::allocator::JEMALLOC_CONF`].
+/// variable still overrides them): see [`tidemark::runtime::allocator::JEMALLOC_CONF`].
 #[cfg(all(target_os = "linux", not(target_env = "msvc")))]
 #[export_name = "_rjem_malloc_conf"]
-pub static JEMALLOC_CONF: &[u8; tidemark::allocator::JEMALLOC_CONF.len()] =
-    tidemark::allocator::JEMALLOC_CONF;
+pub static JEMALLOC_CONF: &[u8; tidemark::runtime::allocator::JEMALLOC_CONF.len()] =
+    tidemark::runtime::allocator::JEMALLOC_CONF;
 
 fn main() {
-    tidemark::allocator::limit_fragmentation();
+    tidemark::runtime::allocator::limit_fragmentation();
     log_warnings();
     quiet_known_library_panics();
     let cli = Cli::parse();
@@ -47,7 +47,7 @@ fn main() {
 /// `tidemark report`: prints the results of an output directory, or of an `s3://`
 /// output (downloaded into a temporary directory first).
 fn report_command(out: &std::path::Path) -> anyhow::Result<()> {
-    let (dir, _copy) = tidemark::object_output::readable_copy(out)?;
+    let (dir, _copy) = tidemark::sink::object_store::readable_copy(out)?;
     print!("{}", tidemark::report::render_with_rows(&dir, out, None)?);
     Ok(())
 }
@@ -162,7 +162,8 @@ fn run_command(args: RunArgs) -> Result<()> {
         local_out: args.local_out.clone(),
     };
     // The report and the dashboard read the local output (an s3:// output's working copy).
-    let local_out = tidemark::object_output::working_copy(&args.out, args.local_out.as_deref());
+    let local_out =
+        tidemark::sink::object_store::working_copy(&args.out, args.local_out.as_deref());
     // Bound before the run starts, so a taken port fails at once.
     let server = match args.serve {
         Some(listen) if args.cluster.process == 0 => {
@@ -179,7 +180,7 @@ fn run_command(args: RunArgs) -> Result<()> {
     let stats = run(&options)?;
     if !following
         && args.cluster.process == 0
-        && stats.end == Some(tidemark::schedule::EndReason::Signal)
+        && stats.end == Some(tidemark::runtime::schedule::EndReason::Signal)
     {
         eprintln!(
             "interrupted after batch {} of {}; run the same command again to resume",
@@ -221,14 +222,14 @@ fn run_command(args: RunArgs) -> Result<()> {
     }
     // A run stopped by a signal stops serving too; one that ended on its own goes on
     // serving its output until a signal.
-    let signalled = stats.end == Some(tidemark::schedule::EndReason::Signal);
+    let signalled = stats.end == Some(tidemark::runtime::schedule::EndReason::Signal);
     if let Some(server) = server.filter(|_| !signalled) {
         eprintln!(
             "the run has ended; still serving {} at http://{}/ (Ctrl-C to stop)",
             local_out.display(),
             server.addr()
         );
-        let stop = tidemark::stop::StopFlag::on_signals()?;
+        let stop = tidemark::runtime::stop::StopFlag::on_signals()?;
         while !stop.raised() {
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -269,7 +270,7 @@ fn live_options(args: &LiveArgs) -> LiveOptions {
         reingest_changed: args.reingest_changed,
         max_ahead: (args.max_ahead_minutes.is_finite() && args.max_ahead_minutes > 0.0)
             .then(|| Duration::from_secs_f64(args.max_ahead_minutes.min(1e9) * 60.0)),
-        file_batching: tidemark::schedule::FileBatching {
+        file_batching: tidemark::runtime::schedule::FileBatching {
             max_files: args.max_batch_files as usize,
             max_bytes: args.max_batch_mib << 20,
         },

@@ -8,7 +8,7 @@ use anyhow::Result;
 use tidemark_dataflows::model::tables::{self, Cell};
 use tidemark_inputs::time::{month_first_day, month_of_day};
 
-use crate::changes_reader::read_table;
+use crate::sink::reader::read_table;
 
 fn float(cell: &Cell) -> f64 {
     match cell {
@@ -39,9 +39,13 @@ pub fn render(out: &Path) -> Result<String> {
 pub fn render_with_rows(
     out: &Path,
     shown: &Path,
-    rows: Option<&crate::run::RowTotals>,
+    rows: Option<&crate::runtime::run::RowTotals>,
 ) -> Result<String> {
-    if !out.join("changes").is_dir() && !out.join(crate::checkpoint::CHECKPOINT_DIR).is_dir() {
+    if !out.join("changes").is_dir()
+        && !out
+            .join(crate::runtime::checkpoint::CHECKPOINT_DIR)
+            .is_dir()
+    {
         anyhow::bail!(
             "{} is not a tidemark output directory: an output holds changes/<table>/ (the change streams), tables/<table>/ (Delta tables) and _checkpoint/, as written by `tidemark run DATASET --out {}`",
             out.display(),

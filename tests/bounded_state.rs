@@ -15,7 +15,7 @@ use std::path::Path;
 use common::{
     assert_matches_oracle, engine_options, engine_tables, read_batches, run_engine, Tables,
 };
-use tidemark::run::{run, RunOptions};
+use tidemark::runtime::run::{run, RunOptions};
 use tidemark_dataflows::model::settings::Settings;
 use tidemark_dataflows::model::tables::Cell;
 
@@ -172,7 +172,7 @@ fn final_arrangement_sizes(path: &Path, times: usize, workers: usize) -> BTreeMa
     let mut lines = text.lines();
     assert_eq!(
         lines.next().map(|h| format!("{h}\n")).as_deref(),
-        Some(tidemark::arrangement_sizes::HEADER)
+        Some(tidemark::diag::arrangement_sizes::HEADER)
     );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     let last = rows

@@ -97,7 +97,7 @@ fn another_worker_count_or_other_settings_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let (data, out) = finished_run(dir.path(), OutputFormat::Parquet);
     // The finished run used every core (no -w); 7 differs on any machine but one.
-    let cores = tidemark::cluster::default_workers();
+    let cores = tidemark::runtime::cluster::default_workers();
     let other = if cores == 7 { 8 } else { 7 };
     fails_with(
         &data,

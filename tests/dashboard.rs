@@ -225,11 +225,10 @@ fn a_late_file_corrects_the_page_without_a_reload() {
         "{corrected}"
     );
     // The page now shows the KPIs of the new time, from the change stream, unreloaded.
-    let kpis =
-        tidemark::changes_reader::read_changes(&out, &tidemark_dataflows::model::tables::KPIS)
-            .unwrap();
+    let kpis = tidemark::sink::reader::read_changes(&out, &tidemark_dataflows::model::tables::KPIS)
+        .unwrap();
     let now: Vec<Vec<Cell>> =
-        tidemark::changes_reader::sum_changes(kpis.into_iter().filter(|(_, t, _)| *t <= time))
+        tidemark::sink::reader::sum_changes(kpis.into_iter().filter(|(_, t, _)| *t <= time))
             .into_keys()
             .collect();
     assert_kpis(

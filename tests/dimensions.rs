@@ -26,7 +26,7 @@ fn check(dataset: &Path, mapping: Option<&Path>, params: Params, workers: usize)
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let options = engine_options(dataset, mapping, &out, params, workers);
-    tidemark::run::run(&options).expect("tidemark run succeeds");
+    tidemark::runtime::run::run(&options).expect("tidemark run succeeds");
     let expected = oracle::compute(&read_batches_for(dataset, mapping, &params), &params);
     let actual = engine_tables(&out, u64::MAX);
     assert_matches_oracle(&expected, &actual, &format!("{}", dataset.display()));
@@ -117,7 +117,7 @@ fn a_dimension_without_its_users_column_is_an_error_naming_it() {
     let options = engine_options(&data, None, &out, params(&["hour_of_day", "device"]), 1);
     let error = format!(
         "{:#}",
-        tidemark::run::run(&options).expect_err("no device column")
+        tidemark::runtime::run::run(&options).expect_err("no device column")
     );
     assert!(error.contains("device"), "{error}");
     assert!(error.contains("users/"), "names the file: {error}");

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use common::{assert_matches_oracle, engine_tables, read_batches};
 use live::{output, source_dataset, tidemark_run};
-use tidemark::run::WRITTEN_TABLES;
+use tidemark::runtime::run::WRITTEN_TABLES;
 use tidemark::sink::delta::{delta_dir, read_delta_table};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;

@@ -153,7 +153,7 @@ fn check_every_group(
     write_dataset(&data, batches, paid_users);
     let mut options = engine_options(&data, None, &out, params, workers);
     options.live.file_batching.max_files = group;
-    tidemark::run::run(&options).expect("tidemark run succeeds");
+    tidemark::runtime::run::run(&options).expect("tidemark run succeeds");
     let inputs = read_batches(&data, None);
     let mut finals = Vec::new();
     for time in 0..inputs.len().div_ceil(group) {

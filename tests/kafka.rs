@@ -30,7 +30,7 @@ use live::{assert_unique_change_files, event_files, source_dataset, tidemark_run
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
-use tidemark::checkpoint::{BatchOrigin, Checkpoint};
+use tidemark::runtime::checkpoint::{BatchOrigin, Checkpoint};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::model::tables::Cell;
 use tidemark_inputs::records::FileBatch;

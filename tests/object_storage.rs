@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use common::{assert_matches_oracle, engine_options, engine_tables, messy_data, read_batches};
 use s3::{download_prefix, put_objects, start_server, use_server};
-use tidemark::run::run;
+use tidemark::runtime::run::run;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
@@ -81,7 +81,7 @@ fn assert_each_unit_once(out: &Path, units: usize) {
     assert_eq!(logged, units, "every unit was logged exactly once");
     assert_eq!(completed, Some(units as u64 - 1), "every time completed");
     live::assert_unique_change_files(out);
-    for spec in tidemark::run::WRITTEN_TABLES {
+    for spec in tidemark::runtime::run::WRITTEN_TABLES {
         let versions = live::txn_versions(&tidemark::sink::delta::delta_dir(out, spec.name));
         let mut unique = versions.clone();
         unique.dedup();

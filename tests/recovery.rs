@@ -15,7 +15,7 @@ use live::{
     assert_unique_change_files, change_files, checkpoint_state, event_files, expect_success, feed,
     follow_flags, live_dataset, source_dataset, spawn, tidemark_run, txn_versions, wait_until, Rng,
 };
-use tidemark::run::WRITTEN_TABLES;
+use tidemark::runtime::run::WRITTEN_TABLES;
 use tidemark::sink::delta::{delta_dir, read_delta_table};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::OutputFormat;

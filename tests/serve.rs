@@ -14,7 +14,7 @@ use chrono::{DateTime, NaiveDate};
 use common::{compare, engine_tables, read_batches, run_engine};
 use live::{event_files, feed, follow_flags, live_dataset, source_dataset, tidemark_run};
 use serde_json::Value;
-use tidemark::run::WRITTEN_TABLES;
+use tidemark::runtime::run::WRITTEN_TABLES;
 use tidemark::serve::Server;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::model::tables::{table_spec, Cell, ColumnType, TableSpec};
@@ -288,7 +288,7 @@ fn changes_stream_delivers_a_followed_file_and_run_serve_serves() {
         .map(|row| (cells(&spec, row), row["diff"].as_i64().unwrap()))
         .collect();
     sent.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let mut written: Vec<(Vec<Cell>, i64)> = tidemark::changes_reader::read_changes(&out, &spec)
+    let mut written: Vec<(Vec<Cell>, i64)> = tidemark::sink::reader::read_changes(&out, &spec)
         .unwrap()
         .into_iter()
         .filter(|(_, t, _)| *t == time)

@@ -11,8 +11,8 @@ use tidemark_dataflows::model::tables::{self, Cell, TableSpec};
 use tidemark_inputs::records::Plan;
 use tidemark_inputs::time::day_start;
 
-use crate::changes_reader::read_table;
 use crate::sink::changes::changes_dir;
+use crate::sink::reader::read_table;
 
 /// Days in the feature window and in the label window.
 pub const WINDOW_DAYS: i32 = 28;

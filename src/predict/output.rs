@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use parquet::arrow::ArrowWriter;
 use tidemark_dataflows::model::tables::{col, opt, Cell, ColumnType, TableSpec};
 
-use crate::arrow_rows::rows_to_batch;
-use crate::changes_reader::read_parquet;
-use crate::checkpoint::write_atomically;
+use crate::runtime::checkpoint::write_atomically;
+use crate::sink::arrow_rows::rows_to_batch;
+use crate::sink::reader::read_parquet;
 
 /// `model_metrics`: one row per model, measured on the test users.
 pub const MODEL_METRICS: TableSpec = TableSpec {

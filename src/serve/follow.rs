@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use tidemark_dataflows::model::tables::Cell;
 
-use crate::changes_reader::{change_files, read_parquet};
-use crate::checkpoint::Checkpoint;
-use crate::run::WRITTEN_TABLES;
+use crate::runtime::checkpoint::Checkpoint;
+use crate::runtime::run::WRITTEN_TABLES;
+use crate::sink::reader::{change_files, read_parquet};
 
 /// The changes of one completed logical time: per table (index into
 /// [`WRITTEN_TABLES`], the tables a run writes), rows with their diff.

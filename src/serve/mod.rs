@@ -107,7 +107,7 @@ pub fn serve(out: &Path, listen: SocketAddr) -> Result<()> {
         out.display(),
         server.addr()
     );
-    let stop = crate::stop::StopFlag::on_signals()?;
+    let stop = crate::runtime::stop::StopFlag::on_signals()?;
     while !stop.raised() {
         std::thread::sleep(Duration::from_millis(200));
     }

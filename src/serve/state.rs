@@ -9,7 +9,7 @@ use tidemark_dataflows::model::tables::{Cell, TableSpec, WINDOW_ACTIVITY};
 
 use super::follow::Found;
 use super::json::{instant_text, row_json};
-use crate::run::WRITTEN_TABLES;
+use crate::runtime::run::WRITTEN_TABLES;
 
 /// Current contents of every served table and what the status line shows.
 pub struct Tables {

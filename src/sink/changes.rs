@@ -18,7 +18,7 @@ use timely::dataflow::StreamVec;
 
 use super::manifest::Written;
 use super::SinkReport;
-use crate::arrow_rows::{changes_to_batch, Change};
+use crate::sink::arrow_rows::{changes_to_batch, Change};
 
 /// The directory of a table's change stream.
 pub fn changes_dir(out: &Path, table: &str) -> PathBuf {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::checkpoint::CHECKPOINT_DIR;
+use crate::runtime::checkpoint::CHECKPOINT_DIR;
 
 /// One written change file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! # Exactly once
 //! Every output is written once and only once, across crashes and restarts (kill -9
 //! included). The pieces, and where each lives:
-//! 1. **Log before compute** ([`crate::checkpoint`]). Each input unit (a file, or a
+//! 1. **Log before compute** ([`crate::runtime::checkpoint`]). Each input unit (a file, or a
 //!    batch of live lines) is parsed, written to the write-ahead log under
 //!    `OUT/_checkpoint/wal/` and fsynced *before* it is fed to the dataflow. A unit's
 //!    logical time is fixed in its entry, so a replay rebuilds exactly the same times.
@@ -13,7 +13,7 @@
 //!    ([`changes`], [`manifest`]); the Delta commit has landed ([`delta`],
 //!    [`delta_thread`]). So the dataflow's frontier passes a time only when every sink
 //!    on every worker has written it.
-//! 3. **Completed marker** ([`crate::run`], [`crate::checkpoint`]). Worker 0 records the
+//! 3. **Completed marker** ([`crate::runtime::run`], [`crate::runtime::checkpoint`]). Worker 0 records the
 //!    last time every sink has passed in `completed.json`, after flushing the file
 //!    system, so every file of a completed time is on disk.
 //! 4. **Resume.** A restarted run checks the run identity, replays the log (every unit
@@ -31,10 +31,13 @@
 //! The dataflow is deterministic for a given log, so a time written again after a crash
 //! holds the same rows as the first time.
 
+pub mod arrow_rows;
 pub mod changes;
 pub mod delta;
 pub mod delta_thread;
 pub mod manifest;
+pub mod object_store;
+pub mod reader;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -83,7 +83,7 @@ pub fn run_in_process(
                     *summed.entry((table, row.clone())).or_default() += *diff as i64;
                 }
             }
-            let mut tables: Tables = tidemark::run::WRITTEN_TABLES
+            let mut tables: Tables = tidemark::runtime::run::WRITTEN_TABLES
                 .iter()
                 .map(|spec| (spec.name, Vec::new()))
                 .collect();

@@ -8,9 +8,9 @@ pub mod harness;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use tidemark::changes_reader::{read_changes, sum_changes};
-use tidemark::cluster::ClusterArgs;
-use tidemark::run::{run, RunOptions, WRITTEN_TABLES};
+use tidemark::runtime::cluster::ClusterArgs;
+use tidemark::runtime::run::{run, RunOptions, WRITTEN_TABLES};
+use tidemark::sink::reader::{read_changes, sum_changes};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::model::tables::{Cell, TableSpec};
 use tidemark_inputs::records::FileBatch;
@@ -63,11 +63,11 @@ pub fn engine_options(
         progress: false,
         overwrite: true,
         delta: true,
-        delta_retention: tidemark::run::DEFAULT_DELTA_RETENTION,
+        delta_retention: tidemark::runtime::run::DEFAULT_DELTA_RETENTION,
         // A logical time per file, so tests can look at the tables after each file;
         // tests of grouping set their own.
-        live: tidemark::run::LiveOptions {
-            file_batching: tidemark::schedule::FileBatching {
+        live: tidemark::runtime::run::LiveOptions {
+            file_batching: tidemark::runtime::schedule::FileBatching {
                 max_files: 1,
                 ..Default::default()
             },

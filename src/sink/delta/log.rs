@@ -24,7 +24,7 @@ use tidemark_dataflows::model::tables::{Cell, TableSpec};
 use url::Url;
 
 use super::layout::{app_id, delta_type};
-use crate::arrow_rows::{batch_to_changes, schema};
+use crate::sink::arrow_rows::{batch_to_changes, schema};
 
 /// A table's log as last read or written: its store and the snapshot of its latest
 /// version.

@@ -13,7 +13,7 @@ use super::cache::RowCache;
 use super::layout::{app_id, bucket_of};
 use super::log::{self, check_data_file, read_data_file, DataFile, LogState};
 use super::plan::plan_rewrites;
-use crate::arrow_rows::{batch_to_changes, rows_to_batch};
+use crate::sink::arrow_rows::{batch_to_changes, rows_to_batch};
 
 /// What [`DeltaTableSink::commit`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,7 +220,7 @@ mod tests {
     use tidemark_dataflows::model::tables::{DAILY_ACTIVE, SESSIONS};
 
     use super::*;
-    use crate::arrow_rows::schema;
+    use crate::sink::arrow_rows::schema;
     use crate::sink::delta::layout::delta_type;
     use crate::sink::delta::log::{dir_url, runtime};
     use crate::sink::delta::{

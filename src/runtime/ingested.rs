@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use tidemark_inputs::dataset::SourceFile;
 
-use crate::checkpoint::{file_stamp, hash_file, BatchOrigin, WalHeader};
+use crate::runtime::checkpoint::{file_stamp, hash_file, BatchOrigin, WalHeader};
 
 /// What is known of one ingested file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -44,7 +44,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
-use crate::object_input::{describe, download, list_prefix, open_store, relative_path, STAGE_DIR};
+use crate::sources::object_store::{
+    describe, download, list_prefix, open_store, relative_path, STAGE_DIR,
+};
 
 /// Objects uploaded or downloaded at the same time.
 const TRANSFERS_AT_ONCE: usize = 8;
@@ -86,7 +88,7 @@ pub fn default_local_out(url: &str) -> PathBuf {
 /// URL its working copy (`--local-out`, else [`default_local_out`]). The report and
 /// the dashboard read this directory.
 pub fn working_copy(out: &Path, local_out: Option<&Path>) -> PathBuf {
-    if !crate::object_input::is_object_url(out) {
+    if !crate::sources::object_store::is_object_url(out) {
         return out.to_path_buf();
     }
     local_out.map_or_else(
@@ -99,7 +101,7 @@ pub fn working_copy(out: &Path, local_out: Option<&Path>) -> PathBuf {
 /// URL a copy of the prefix downloaded into a temporary directory, deleted when the
 /// returned guard is dropped.
 pub fn readable_copy(out: &Path) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
-    if !crate::object_input::is_object_url(out) {
+    if !crate::sources::object_store::is_object_url(out) {
         return Ok((out.to_path_buf(), None));
     }
     let url = out.display().to_string();

@@ -2,11 +2,11 @@
 //! dataset files, or a batch of live lines) on every worker of the cluster, and writes
 //! each output table's changes.
 //!
-//! Worker 0 decides what each logical time holds ([`crate::schedule`]) and broadcasts
+//! Worker 0 decides what each logical time holds ([`crate::runtime::schedule`]) and broadcasts
 //! it; worker `unit % peers` reads each input unit of the time (live batches: worker
 //! 0), logs the parsed unit in the checkpoint's write-ahead log, and feeds it. A
 //! resumed run replays the log to rebuild the in-memory state; sinks skip the times
-//! already completed ([`crate::checkpoint`]).
+//! already completed ([`crate::runtime::checkpoint`]).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -27,22 +27,22 @@ use tidemark_inputs::Mapping;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
 
-use crate::arrangement_sizes::SizeRecorder;
-use crate::checkpoint::{
+use crate::diag::arrangement_sizes::SizeRecorder;
+use crate::runtime::checkpoint::{
     BatchOrigin, Checkpoint, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
 };
-use crate::cluster::ClusterArgs;
-use crate::follow::Watcher;
-use crate::ingested::IngestedFiles;
-use crate::kafka_source::{resume_offsets, KafkaInput, KafkaOffsets, KafkaReader};
-use crate::live_source::{Batching, LiveInput, LiveSource};
-use crate::object_input::{is_object_url, local_dataset};
-use crate::object_output::{check_supported, working_copy, ObjectOutput};
-use crate::progress::{FollowProgress, Progress};
-use crate::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
+use crate::runtime::cluster::ClusterArgs;
+use crate::runtime::follow::Watcher;
+use crate::runtime::ingested::IngestedFiles;
+use crate::runtime::progress::{FollowProgress, Progress};
+use crate::runtime::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
+use crate::runtime::stop::StopFlag;
 use crate::sink::changes::change_stream_sink;
 use crate::sink::delta::delta_sink;
-use crate::stop::StopFlag;
+use crate::sink::object_store::{check_supported, working_copy, ObjectOutput};
+use crate::sources::kafka::{resume_offsets, KafkaInput, KafkaOffsets, KafkaReader};
+use crate::sources::live::{Batching, LiveInput, LiveSource};
+use crate::sources::object_store::{is_object_url, local_dataset};
 
 /// The default of `--delta-retention-minutes`: an hour, for readers of older versions.
 pub const DEFAULT_DELTA_RETENTION: Duration = Duration::from_secs(3600);
@@ -220,7 +220,7 @@ enum OutLayout {
     Shared,
     /// Each process writes its own working copy of an object-store output: each
     /// mirrors an object-store dataset itself, and each records the completed time in
-    /// its copy, which its uploads report (see [`crate::object_output`]).
+    /// its copy, which its uploads report (see [`crate::sink::object_store`]).
     PerProcess,
 }
 
@@ -432,11 +432,14 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
                 .any(|entry| entry.retracts.is_some()),
     });
     if let Some(path) = &shared.arrangement_sizes {
-        crate::arrangement_sizes::create(path)?;
+        crate::diag::arrangement_sizes::create(path)?;
     }
     let config = options.cluster.timely_config()?;
     if options.cluster.processes > 1 {
-        crate::cluster::exit_on_lost_peer(options.cluster.addresses()?, options.cluster.process);
+        crate::runtime::cluster::exit_on_lost_peer(
+            options.cluster.addresses()?,
+            options.cluster.process,
+        );
     }
     let worker_shared = Arc::clone(&shared);
     let guards = timely::execute(config, move |worker| run_worker(worker, &worker_shared))
@@ -466,7 +469,7 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
 }
 
 /// A run whose `--out` is an object-store URL: the run writes the local working copy,
-/// restored from the prefix first, while [`crate::object_output`] uploads it.
+/// restored from the prefix first, while [`crate::sink::object_store`] uploads it.
 fn run_into_object_store(options: &RunOptions) -> Result<RunStats> {
     let url = options.out.display().to_string();
     let follow_objects =
@@ -749,7 +752,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     // A diagnostic: it takes timely's log over, so only without the sizes file.
     let operator_times = sizes
         .is_none()
-        .then(|| crate::operator_times::OperatorTimes::register(worker))
+        .then(|| crate::diag::operator_times::OperatorTimes::register(worker))
         .flatten();
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (feeds, outputs) = build_with_feeds(&scope, params, reingest);
@@ -783,7 +786,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         if assignment == Assignment::End {
             break;
         }
-        crate::allocator::note_activity();
+        crate::runtime::allocator::note_activity();
         if index == 0 {
             let counter = match assignment {
                 Assignment::Replay { .. } => &shared.counters.replayed,

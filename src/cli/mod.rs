@@ -1,11 +1,13 @@
 //! The command line: `tidemark run`, `generate`, `report`, `predict` and `serve`.
 
+pub mod settings;
+
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::cluster::ClusterArgs;
-use crate::settings_cli::SettingsArgs;
+use crate::cli::settings::SettingsArgs;
+use crate::runtime::cluster::ClusterArgs;
 
 /// tidemark: incremental user-engagement analytics. Sessions, windows, exact distinct
 /// users, DAU/MAU, retention cohorts and KPIs, corrected incrementally as data arrives.
@@ -135,8 +137,8 @@ pub struct LiveArgs {
     /// Where a new OUT starts reading each partition of --topic: earliest (every message
     /// the broker keeps) or latest (messages produced from now on). A resumed OUT starts
     /// where its write-ahead log says, whatever this says.
-    #[arg(long, value_name = "WHERE", value_enum, default_value_t = crate::kafka_source::StartOffset::Earliest, requires = "kafka")]
-    pub start_offset: crate::kafka_source::StartOffset,
+    #[arg(long, value_name = "WHERE", value_enum, default_value_t = crate::sources::kafka::StartOffset::Earliest, requires = "kafka")]
+    pub start_offset: crate::sources::kafka::StartOffset,
     /// List at most this many rule-breaking rows of one file in `quarantine`; the rest
     /// are counted in one `too_many_bad_rows` row, so a file of junk cannot flood
     /// memory. 0 lists every row.

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tidemark_inputs::dataset::Dataset;
 
-use crate::checkpoint::LineRange;
-use crate::follow::Watcher;
-use crate::ingested::{changed_error, FileState, FileTask, IngestedFiles};
-use crate::kafka_source::KafkaOffsets;
-use crate::live_source::{LiveBatch, LiveSource};
-use crate::stop::StopFlag;
+use crate::runtime::checkpoint::LineRange;
+use crate::runtime::follow::Watcher;
+use crate::runtime::ingested::{changed_error, FileState, FileTask, IngestedFiles};
+use crate::runtime::stop::StopFlag;
+use crate::sources::kafka::KafkaOffsets;
+use crate::sources::live::{LiveBatch, LiveSource};
 
 /// What the workers do at one logical time.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! Live sources besides files: NDJSON event lines (contract `events/` columns) on
 //! standard input or on a TCP port, cut into logical times by count or by age (a Kafka
-//! topic is read by [`crate::kafka_source`]).
+//! topic is read by [`crate::sources::kafka`]).
 //!
 //! Reader threads push lines into a bounded channel (so a fast producer waits for the
 //! dataflow); worker 0 takes them with [`LiveSource::poll`]. A bad line becomes a
@@ -18,8 +18,8 @@ use crossbeam_channel::{bounded, Receiver, Sender, TryRecvError};
 use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
-use crate::checkpoint::{BatchOrigin, LineRange};
-use crate::kafka_source::KafkaInput;
+use crate::runtime::checkpoint::{BatchOrigin, LineRange};
+use crate::sources::kafka::KafkaInput;
 
 /// Where live lines come from.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -27,8 +27,8 @@ use rskafka::client::{Client, ClientBuilder};
 use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
-use crate::checkpoint::{BatchOrigin, LineRange};
-use crate::live_source::Batching;
+use crate::runtime::checkpoint::{BatchOrigin, LineRange};
+use crate::sources::live::Batching;
 
 /// Where a new output starts reading each partition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use tidemark_dataflows::model::tables::{Cell, TableSpec};
 
-use crate::arrow_rows::{batch_to_changes, Change};
+use crate::sink::arrow_rows::{batch_to_changes, Change};
 use crate::sink::changes::changes_dir;
 
 /// Every change recorded for `spec` under `out`, in file order.

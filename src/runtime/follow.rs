@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use tidemark_inputs::dataset::{Dataset, SourceFile};
 
-use crate::checkpoint::file_stamp;
-use crate::ingested::{FileState, IngestedFiles};
+use crate::runtime::checkpoint::file_stamp;
+use crate::runtime::ingested::{FileState, IngestedFiles};
 
 /// A file seen in a listing but not yet taken.
 #[derive(Clone, Debug)]
@@ -129,7 +129,7 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].file.rel, "events/a.ndjson");
         assert_eq!(found[0].state, FileState::New);
-        let task = crate::ingested::FileTask::look(&found[0].file, None).unwrap();
+        let task = crate::runtime::ingested::FileTask::look(&found[0].file, None).unwrap();
         ingested.record(&task, 0);
         assert!(watcher
             .poll(&dataset, &mut ingested, start + Duration::from_millis(200))
