@@ -1,4 +1,4 @@
-//! `skip_rate_daily` (beyond the contract, so the oracle does not compute it): skips per
+//! `skip_rate_daily` (beyond the contract; the oracle computes it too): skips per
 //! play per day, a row only for days with plays, checked against plain loops.
 
 mod common;

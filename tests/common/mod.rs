@@ -111,22 +111,13 @@ pub fn engine_tables(out: &Path, upto: u64) -> Tables {
         .collect()
 }
 
-/// Asserts that every written table of the engine equals the oracle's. Tables beyond
-/// the contract (`tables::EXTRA_TABLES`) that the oracle does not compute
-/// (`skip_rate_daily`) have tests of their own.
+/// Asserts that every written table of the engine equals the oracle's.
 pub fn assert_matches_oracle(
     expected: &BTreeMap<&'static str, Vec<Vec<Cell>>>,
     actual: &Tables,
     context: &str,
 ) {
     for spec in WRITTEN_TABLES {
-        if !expected.contains_key(spec.name)
-            && tidemark_dataflows::model::tables::EXTRA_TABLES
-                .iter()
-                .any(|extra| extra.name == spec.name)
-        {
-            continue;
-        }
         let expected = expected
             .get(spec.name)
             .unwrap_or_else(|| panic!("the oracle computes `{}`", spec.name));

@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::model::tables::{self, Cell, TableSpec};
 use tidemark_inputs::records::{Event, FileBatch, Item, Millis, Plan, QuarantineRow, UserRow};
@@ -22,7 +23,8 @@ use tidemark_inputs::time::{day_of, month_first_day, month_of, month_of_day};
 pub type Tables = BTreeMap<&'static str, Vec<Vec<Cell>>>;
 
 /// Every contract table computed from the batches seen so far (batch `i` = logical
-/// time `i`, in order). Every table of [`ORACLE_TABLES`] is present, possibly empty.
+/// time `i`, in order). Every table the engine writes ([`WRITTEN_TABLES`]) is present,
+/// possibly empty.
 pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
     let input = Input::read(batches, params);
     let sessions = sessions(&input.accepted, params);
@@ -46,6 +48,7 @@ pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
         session_metrics_daily(&sessions),
     );
     out.insert(tables::EVENT_MIX_DAILY.name, event_mix_daily(&input));
+    out.insert(tables::SKIP_RATE_DAILY.name, skip_rate_daily(&input));
     out.insert(tables::FEATURE_ADOPTION.name, feature_adoption(&input));
     out.insert(
         tables::ENGAGEMENT_BY_SEGMENT.name,
@@ -62,10 +65,10 @@ pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
     );
     out.insert(tables::USER_PLANS.name, user_plans(&input));
 
-    for spec in ORACLE_TABLES {
+    for spec in WRITTEN_TABLES {
         let rows = out
             .get_mut(spec.name)
-            .expect("the oracle computes every table");
+            .unwrap_or_else(|| panic!("the oracle computes `{}`", spec.name));
         for row in rows.iter() {
             assert_eq!(
                 row.len(),
@@ -76,29 +79,13 @@ pub fn compute(batches: &[(String, FileBatch)], params: &Params) -> Tables {
         }
         rows.sort();
     }
-    assert_eq!(out.len(), ORACLE_TABLES.len());
+    assert_eq!(
+        out.len(),
+        WRITTEN_TABLES.len(),
+        "the oracle computes only written tables"
+    );
     out
 }
-
-/// The tables the oracle computes: the contract's, and the two beyond it that
-/// `tidemark predict` reads.
-pub const ORACLE_TABLES: &[TableSpec] = &[
-    tables::SESSIONS,
-    tables::WINDOW_ACTIVITY,
-    tables::SPIKE_ALERTS,
-    tables::DAILY_ACTIVE,
-    tables::MONTHLY_ACTIVE,
-    tables::RETENTION_COHORTS,
-    tables::KPIS,
-    tables::SESSION_METRICS_DAILY,
-    tables::EVENT_MIX_DAILY,
-    tables::FEATURE_ADOPTION,
-    tables::ENGAGEMENT_BY_SEGMENT,
-    tables::ENGAGEMENT_BY_DIMENSION,
-    tables::QUARANTINE,
-    tables::USER_ACTIVITY_DAILY,
-    tables::USER_PLANS,
-];
 
 /// The accepted events of the batches (valid, not too late, first seen by event_id),
 /// in arrival order: what tests of features beyond the tables start from.
@@ -684,6 +671,30 @@ fn session_metrics_daily(sessions: &[Session]) -> Vec<Vec<Cell>> {
                 Cell::Int(list.len() as i64),
                 Cell::Float(duration / n),
                 Cell::Float(actions / n),
+            ]
+        })
+        .collect()
+}
+
+/// `skip_rate_daily`: accepted skips and plays per UTC day, for days with plays.
+fn skip_rate_daily(input: &Input) -> Vec<Vec<Cell>> {
+    let mut days: BTreeMap<i32, (i64, i64)> = BTreeMap::new();
+    for e in &input.accepted {
+        let counts = days.entry(day_of(e.ts)).or_default();
+        match e.event_type.as_str() {
+            "skip" => counts.0 += 1,
+            "play" => counts.1 += 1,
+            _ => {}
+        }
+    }
+    days.into_iter()
+        .filter(|(_, (_, plays))| *plays > 0)
+        .map(|(day, (skips, plays))| {
+            vec![
+                Cell::Date(day),
+                Cell::Int(skips),
+                Cell::Int(plays),
+                Cell::Float(skips as f64 / plays as f64),
             ]
         })
         .collect()

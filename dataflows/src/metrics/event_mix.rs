@@ -108,8 +108,7 @@ pub const EVENT_MIX_DAILY: TableSpec = TableSpec {
 };
 
 /// `skip_rate_daily` (beyond the contract): skips per play per day, a row for each day
-/// with plays. Not in [`crate::model::tables::ALL_TABLES`], which lists the contract's tables; see
-/// [`crate::model::tables::EXTRA_TABLES`].
+/// with plays. Beyond the contract's tables.
 pub const SKIP_RATE_DAILY: TableSpec = TableSpec {
     name: "skip_rate_daily",
     columns: &[

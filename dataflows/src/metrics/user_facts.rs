@@ -116,7 +116,6 @@ pub fn user_plans<'s>(
 
 /// `user_activity_daily` (beyond the contract): one row per user and UTC day with
 /// accepted events; `tidemark predict` reads its features and labels from it. See
-/// [`crate::model::tables::EXTRA_TABLES`].
 pub const USER_ACTIVITY_DAILY: TableSpec = TableSpec {
     name: "user_activity_daily",
     columns: &[
@@ -133,7 +132,7 @@ pub const USER_ACTIVITY_DAILY: TableSpec = TableSpec {
 
 /// `user_plans` (beyond the contract): each user's plan history, the `users/` row's
 /// plan with a null `valid_from`, then every instant the plan in force changes;
-/// `tidemark predict` reads "paid at the cutoff" from it. See [`crate::model::tables::EXTRA_TABLES`].
+/// `tidemark predict` reads "paid at the cutoff" from it.
 pub const USER_PLANS: TableSpec = TableSpec {
     name: "user_plans",
     columns: &[

@@ -87,31 +87,10 @@ pub const QUARANTINE: TableSpec = TableSpec {
     key_len: 2,
 };
 
-/// Every table of the contract, in the order a person reads them.
-pub const ALL_TABLES: &[TableSpec] = &[
-    SESSIONS,
-    WINDOW_ACTIVITY,
-    SPIKE_ALERTS,
-    DAILY_ACTIVE,
-    MONTHLY_ACTIVE,
-    RETENTION_COHORTS,
-    KPIS,
-    SESSION_METRICS_DAILY,
-    EVENT_MIX_DAILY,
-    FEATURE_ADOPTION,
-    ENGAGEMENT_BY_SEGMENT,
-    ENGAGEMENT_BY_DIMENSION,
-    QUARANTINE,
-];
-
-/// Tables tidemark writes beyond the contract's (not in [`ALL_TABLES`]).
-pub const EXTRA_TABLES: &[TableSpec] = &[SKIP_RATE_DAILY, USER_ACTIVITY_DAILY, USER_PLANS];
-
-/// Looks a table up by name, among the contract's tables and the extra ones.
+/// Looks a written table up by name (the list is [`crate::for_each_table!`]).
 pub fn table_spec(name: &str) -> Option<TableSpec> {
-    ALL_TABLES
+    crate::dataflow::WRITTEN_TABLES
         .iter()
-        .chain(EXTRA_TABLES)
         .copied()
         .find(|t| t.name == name)
 }
