@@ -23,6 +23,36 @@ use crate::operators::held::HeldByTime;
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
 /// time once the input has passed it (when nothing downstream could complete it
 /// earlier anyway), without records whose updates cancel.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input;
+/// use tidemark_dataflows::operators::combine::combine;
+/// use timely::dataflow::operators::Inspect;
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, user_days) = scope.new_collection::<(String, i32), isize>();
+///         combine(user_days, "CombineUserDays")
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(update.clone()));
+///         input
+///     });
+///     // Ten events of one user on day 3 leave as one update of multiplicity ten.
+///     for _ in 0..10 {
+///         input.insert(("u1".to_string(), 3));
+///     }
+///     input.insert(("u2".to_string(), 3));
+///     input.insert(("u3".to_string(), 4));
+///     input.remove(("u3".to_string(), 4)); // cancels: nothing leaves
+///     input.advance_to(1);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// assert_eq!(seen, [(("u1".to_string(), 3), 0, 10), (("u2".to_string(), 3), 0, 1)]);
+/// ```
 pub fn combine<'s, D, R>(
     data: VecCollection<'s, Time, D, R>,
     name: &str,

@@ -62,6 +62,14 @@ pub fn note_watermarks(
 }
 
 /// The instant a UTC day ends (exclusive): the bound of a per-day key.
+///
+/// ```
+/// use tidemark_dataflows::operators::expiry::{day_end, month_end};
+/// // Day 0 is 1970-01-01; month 0 is January 1970.
+/// assert_eq!(day_end(0), 86_400_000);
+/// assert_eq!(month_end(0), 31 * 86_400_000);
+/// assert_eq!(month_end(1), 59 * 86_400_000); // February 1970 had 28 days
+/// ```
 pub fn day_end(day: i32) -> Millis {
     day_start(day + 1)
 }
@@ -246,6 +254,48 @@ where
 /// With `insert_only` (the input never retracts, as when no re-ingested file can take
 /// rows back), a streaming operator keeps just the current least value per key. Otherwise a
 /// differential `reduce` keeps every value, so that a retraction can promote the next.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input;
+/// use tidemark_dataflows::operators::expiry::earliest_per_key;
+/// use timely::dataflow::operators::Inspect;
+///
+/// // A user's first active day: a later, earlier day (a late event) replaces it.
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, user_days) = scope.new_collection::<(String, i32), isize>();
+///         earliest_per_key(user_days, true, "FirstActiveDay")
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(update.clone()));
+///         input
+///     });
+///     input.insert(("u1".to_string(), 5));
+///     input.insert(("u2".to_string(), 7));
+///     input.advance_to(1);
+///     input.insert(("u1".to_string(), 3)); // late: u1 was active earlier
+///     input.insert(("u2".to_string(), 9)); // not earlier: no change
+///     input.advance_to(2);
+/// });
+/// // The first days after each time, from the updates.
+/// let mut first_days = BTreeMap::new();
+/// for ((user, day), time, diff) in seen.lock().unwrap().iter() {
+///     *first_days.entry((*time, user.clone(), *day)).or_insert(0) += diff;
+/// }
+/// first_days.retain(|_, diff| *diff != 0);
+/// assert_eq!(
+///     first_days.into_iter().collect::<Vec<_>>(),
+///     [
+///         ((0, "u1".to_string(), 5), 1),
+///         ((0, "u2".to_string(), 7), 1),
+///         ((1, "u1".to_string(), 3), 1),
+///         ((1, "u1".to_string(), 5), -1),
+///     ]
+/// );
+/// ```
 pub fn earliest_per_key<'s, K, V>(
     pairs: VecCollection<'s, Time, (K, V)>,
     insert_only: bool,
