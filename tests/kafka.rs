@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{assert_matches_oracle, engine_tables};
-use live::{assert_unique_change_files, event_files, source_dataset, tidemark_run, wait};
+use live::{assert_unique_change_files, source_dataset, tidemark_run, wait};
 use rskafka::client::partition::{Compression, UnknownTopicHandling};
 use rskafka::client::ClientBuilder;
 use rskafka::record::Record;
@@ -236,15 +236,7 @@ fn kafka_args<'a>(broker: &'a Broker, topic: &'a str, idle: &'a str) -> Vec<&'a 
 /// The generated messy events as NDJSON lines, with one bad message.
 fn event_lines(dir: &Path) -> Vec<String> {
     let source = source_dataset(dir, 53, 3, tidemark_inputs::generator::OutputFormat::Ndjson);
-    let mut lines: Vec<String> = Vec::new();
-    for file in event_files(&source) {
-        lines.extend(
-            std::fs::read_to_string(file)
-                .unwrap()
-                .lines()
-                .map(String::from),
-        );
-    }
+    let mut lines = live::event_lines(&source);
     lines.insert(100, "{\"event_id\": \"broken".to_string());
     lines
 }

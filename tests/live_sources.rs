@@ -78,15 +78,7 @@ fn pipe(out: &std::path::Path, lines: &[String]) {
 fn piped_lines_match_the_oracle_and_a_bad_line_is_quarantined() {
     let dir = tempfile::tempdir().unwrap();
     let source = source_dataset(dir.path(), 31, 3, OutputFormat::Ndjson);
-    let mut lines: Vec<String> = Vec::new();
-    for file in event_files(&source) {
-        lines.extend(
-            std::fs::read_to_string(file)
-                .unwrap()
-                .lines()
-                .map(String::from),
-        );
-    }
+    let mut lines = live::event_lines(&source);
     lines.insert(123, "{\"event_id\": \"broken".to_string());
     lines.insert(200, String::new());
     let (head, tail) = lines.split_at(1500);

@@ -170,6 +170,41 @@ fn finish(mut child: Child, limit: Duration) -> (Option<i32>, String) {
     )
 }
 
+/// That process 0 (`first`) stopped at once after its peer was killed: exit status 3
+/// and one line naming the peer (`peer`), not a cascade of panics.
+fn expect_lost_peer(mut first: Child, peer: &str) {
+    let started = std::time::Instant::now();
+    let status = live::wait(&mut first, Duration::from_secs(60));
+    let stderr = {
+        use std::io::Read;
+        let mut text = String::new();
+        first
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    };
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "process 0 exits with status 3: {stderr}"
+    );
+    assert!(
+        stderr.contains(peer),
+        "process 0 names the lost peer: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "one clear line, not a cascade of panics: {stderr}"
+    );
+    eprintln!(
+        "process 0 stopped {:?} after its peer was killed",
+        started.elapsed()
+    );
+}
+
 /// Every file under `dir`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
     let mut found = Vec::new();
@@ -227,7 +262,7 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
     // Host 1 is lost mid-run (the run follows the prefix, so it is still running).
     let resumed: PathBuf = dir.path().join("resumed");
     let follow = ["--follow", "--poll-ms", "200", "--max-idle-secs", "120"];
-    let mut first = spawn_process(&network, 0, dataset, &resumed, &hostfile, &follow);
+    let first = spawn_process(&network, 0, dataset, &resumed, &hostfile, &follow);
     let mut second = spawn_process(&network, 1, dataset, &resumed, &hostfile, &follow);
     let logged = live::wait_until(Duration::from_secs(120), || {
         live::checkpoint_state(&resumed).0 >= 3
@@ -235,40 +270,11 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
     second.kill().unwrap();
     second.wait().unwrap();
     assert!(logged, "the cluster logged batches before the kill");
-    let started = std::time::Instant::now();
-    let status = live::wait(&mut first, Duration::from_secs(60));
-    let stderr = {
-        use std::io::Read;
-        let mut text = String::new();
-        first
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
-    };
     let peer = format!(
         "lost its connection to process 1 ({}:7102)",
         network.host(1)
     );
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "process 0 exits with status 3: {stderr}"
-    );
-    assert!(
-        stderr.contains(&peer),
-        "process 0 names the lost peer: {stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked"),
-        "one clear line, not a cascade of panics: {stderr}"
-    );
-    eprintln!(
-        "process 0 stopped {:?} after its peer was killed",
-        started.elapsed()
-    );
+    expect_lost_peer(first, &peer);
 
     // Both started again: the run resumes from the checkpoint.
     let processes: Vec<Child> = (0..2)
@@ -317,7 +323,7 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
             &["--local-out", &copies[i]],
         )
     };
-    let mut first = spawn_s3(0, &first_copies);
+    let first = spawn_s3(0, &first_copies);
     let mut second = spawn_s3(1, &first_copies);
     let own_log = Path::new(&first_copies[1]).to_path_buf();
     let logged = live::wait_until(Duration::from_secs(120), || {
@@ -326,27 +332,7 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
     second.kill().unwrap();
     second.wait().unwrap();
     assert!(logged, "process 1 logged units before the kill");
-    let status = live::wait(&mut first, Duration::from_secs(60));
-    let stderr = {
-        use std::io::Read;
-        let mut text = String::new();
-        first
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut text)
-            .unwrap();
-        text
-    };
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "process 0 stops with status 3: {stderr}"
-    );
-    assert!(
-        stderr.contains(&peer),
-        "process 0 names the lost peer: {stderr}"
-    );
+    expect_lost_peer(first, &peer);
 
     let again = copies("again");
     let processes: Vec<Child> = (0..2).map(|i| spawn_s3(i, &again)).collect();

@@ -906,50 +906,21 @@ fn feed_unit(
             (header, batch, old)
         }
         Assignment::Live { .. } => {
-            let mut live = scheduler
+            let live = scheduler
                 .and_then(|s| s.take_live_unit(unit))
                 .context("no live unit for this time")?;
-            if let Some(max_ahead) = shared.max_ahead {
-                let source = origin_label(&live.origin);
-                quarantine_far_ahead(&mut live.batch, &source, now_ms(), max_ahead);
-            }
-            let header = WalHeader {
-                time,
-                unit,
-                units_in_time,
-                arrival: unit,
-                origin: live.origin,
-                retracts: None,
-                max_ts: live.batch.events.iter().map(|e| e.ts).max(),
-            };
-            checkpoint.log_batch(&header, &live.batch)?;
-            counters
-                .event_rows
-                .fetch_add(live.batch.events.len() as u64, Ordering::Relaxed);
-            (header, live.batch, None)
+            let (header, batch) =
+                log_live_unit(time, unit, units_in_time, live.origin, live.batch, shared)?;
+            (header, batch, None)
         }
         Assignment::Kafka { first, ranges } => {
             let range = &ranges[(unit - first) as usize];
-            let mut batch = kafka
+            let batch = kafka
                 .as_mut()
                 .context("a Kafka unit to read but no --kafka")?
                 .read(range)?;
-            if let Some(max_ahead) = shared.max_ahead {
-                quarantine_far_ahead(&mut batch, &range.source, now_ms(), max_ahead);
-            }
-            let header = WalHeader {
-                time,
-                unit,
-                units_in_time,
-                arrival: unit,
-                origin: BatchOrigin::Lines(vec![range.clone()]),
-                retracts: None,
-                max_ts: batch.events.iter().map(|e| e.ts).max(),
-            };
-            checkpoint.log_batch(&header, &batch)?;
-            counters
-                .event_rows
-                .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+            let origin = BatchOrigin::Lines(vec![range.clone()]);
+            let (header, batch) = log_live_unit(time, unit, units_in_time, origin, batch, shared)?;
             (header, batch, None)
         }
         Assignment::End => return Ok(()),
@@ -970,6 +941,36 @@ fn feed_unit(
         counters.max_ts.fetch_max(ts, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// A live unit (lines of one source, or a Kafka partition's range) read: quarantines
+/// events too far ahead of the clock, logs it, and returns it to feed.
+fn log_live_unit(
+    time: u64,
+    unit: u64,
+    units_in_time: u64,
+    origin: BatchOrigin,
+    mut batch: FileBatch,
+    shared: &Shared,
+) -> Result<(WalHeader, FileBatch)> {
+    if let Some(max_ahead) = shared.max_ahead {
+        quarantine_far_ahead(&mut batch, &origin_label(&origin), now_ms(), max_ahead);
+    }
+    let header = WalHeader {
+        time,
+        unit,
+        units_in_time,
+        arrival: unit,
+        origin,
+        retracts: None,
+        max_ts: batch.events.iter().map(|e| e.ts).max(),
+    };
+    shared.checkpoint.log_batch(&header, &batch)?;
+    shared
+        .counters
+        .event_rows
+        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+    Ok((header, batch))
 }
 
 /// The newest logical time every sink has passed: one before the probe's frontier, or

@@ -30,6 +30,16 @@ pub fn source_dataset(dir: &Path, seed: u64, files: u32, format: OutputFormat) -
     source
 }
 
+/// Every line of the event files of `source` (NDJSON), in file order.
+pub fn event_lines(source: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for file in event_files(source) {
+        let text = std::fs::read_to_string(file).expect("an event file reads");
+        lines.extend(text.lines().map(String::from));
+    }
+    lines
+}
+
 /// The event files of `source`, in batch (name) order.
 pub fn event_files(source: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(source.join("events"))
