@@ -224,6 +224,8 @@ fn kafka_args<'a>(broker: &'a Broker, topic: &'a str, idle: &'a str) -> Vec<&'a 
         &broker.address,
         "--topic",
         topic,
+        "-w",
+        "2",
         "--batch-events",
         "150",
         "--batch-ms",
@@ -403,7 +405,7 @@ fn two_processes_share_the_partitions_and_match_the_oracle() {
     let spawn = |process: usize| {
         let mut args = kafka_args(&broker, topic, "3");
         let process = process.to_string();
-        args.extend(["-n", "2", "-p", &process, "-w", "1", "-H"]);
+        args.extend(["-n", "2", "-p", &process, "-H"]);
         args.push(hostfile.to_str().unwrap());
         tidemark_run(None, &out, &args)
             .stdout(Stdio::null())
@@ -425,5 +427,76 @@ fn two_processes_share_the_partitions_and_match_the_oracle() {
         &oracle::compute(&batches, &Params::default()),
         &engine_tables(&out, u64::MAX),
         "a topic read by two processes",
+    );
+}
+
+#[test]
+fn a_broker_down_at_start_is_an_error_and_one_lost_mid_run_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on this port: an error naming the brokers, not a hang.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let started = Instant::now();
+    let output = tidemark_run(
+        None,
+        &dir.path().join("none"),
+        &[
+            "--kafka",
+            &closed,
+            "--topic",
+            "events",
+            "--max-idle-secs",
+            "1",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("connecting to Kafka at {closed} failed")),
+        "{stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "an answer within a minute"
+    );
+
+    // A broker that goes away mid-run: warnings while worker 0 asks again, then the
+    // run ends (here after --max-idle-secs) or fails with the fetch's error, never
+    // silently hung.
+    let Some(broker) = start_broker() else {
+        return;
+    };
+    create_topic(&broker, "events");
+    let lines = event_lines(dir.path());
+    let mut produced = Produced::new();
+    produce(&broker, "events", &lines[..300], &mut produced);
+    let out = dir.path().join("out");
+    let child = tidemark_run(None, &out, &kafka_args(&broker, "events", "8"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        live::wait_until(Duration::from_secs(60), || live::checkpoint_state(&out).0
+            >= 1),
+        "the run logs a batch"
+    );
+    drop(broker);
+    let mut child = child;
+    let status = wait(&mut child, Duration::from_secs(120));
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Worker 0 warns while it asks again; or a worker whose fetch was under way when the
+    // broker went stops the run with that fetch's error.
+    let warned = stderr.contains("the Kafka brokers do not answer");
+    let failed = !status.success() && stderr.contains("fetching events/");
+    assert!(
+        warned || failed,
+        "a warning or an error says the brokers are gone ({status:?}): {stderr}"
     );
 }

@@ -362,3 +362,87 @@ fn an_s3_output_killed_and_restarted_elsewhere_loses_and_doubles_nothing() {
         "s3 out after kills",
     );
 }
+
+/// An S3 endpoint that lists an empty bucket but denies every write, as a bucket
+/// whose policy grants only reads does; it answers until the test ends.
+fn read_only_endpoint() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            let mut length = 0usize;
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                    break;
+                }
+                if let Some(value) = header.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let (status, xml) = if request.starts_with("GET") {
+                (
+                    "200 OK",
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult><Name>gold</Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>",
+                )
+            } else {
+                (
+                    "403 Forbidden",
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>",
+                )
+            };
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            );
+        }
+    });
+    format!("http://{address}")
+}
+
+#[test]
+fn a_denied_write_is_an_error_before_the_run_naming_the_url_and_what_to_allow() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let endpoint = read_only_endpoint();
+    for (key, value) in [
+        ("AWS_ACCESS_KEY_ID", "tidemark-test"),
+        ("AWS_SECRET_ACCESS_KEY", "tidemark-test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ] {
+        std::env::set_var(key, value);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = live::source_dataset(dir.path(), 5, 2, OutputFormat::Parquet);
+    let mut options = engine_options(
+        &data,
+        None,
+        Path::new("s3://gold/engagement"),
+        Params::default(),
+        1,
+    );
+    options.local_out = Some(dir.path().join("copy"));
+    let started = std::time::Instant::now();
+    let error = format!("{:#}", run(&options).unwrap_err());
+    assert!(error.contains("s3://gold/engagement"), "{error}");
+    assert!(
+        error.contains("AccessDenied") && error.contains("s3:PutObject"),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("copy/changes").exists(),
+        "nothing was computed before the check ({:?})",
+        started.elapsed()
+    );
+}

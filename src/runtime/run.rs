@@ -42,7 +42,7 @@ use crate::sink::delta::delta_sink;
 use crate::sink::object_store::{check_supported, working_copy, ObjectOutput};
 use crate::sources::kafka::{resume_offsets, KafkaInput, KafkaOffsets, KafkaReader};
 use crate::sources::live::{Batching, LiveInput, LiveSource};
-use crate::sources::object_store::{is_object_url, local_dataset};
+use crate::sources::object_store::{is_object_url, local_dataset, refuse_mistyped_url};
 
 /// The default of `--delta-retention-minutes`: an hour, for readers of older versions.
 pub const DEFAULT_DELTA_RETENTION: Duration = Duration::from_secs(3600);
@@ -207,6 +207,10 @@ pub struct RunStats {
 /// Runs the dataflow over a dataset and live inputs until their end, resuming the
 /// output directory's checkpoint if it has one.
 pub fn run(options: &RunOptions) -> Result<RunStats> {
+    refuse_mistyped_url(&options.out, "--out")?;
+    if let Some(dataset) = &options.dataset {
+        refuse_mistyped_url(dataset, "DATASET")?;
+    }
     if is_object_url(&options.out) {
         return run_into_object_store(options);
     }
@@ -486,6 +490,7 @@ fn run_into_object_store(options: &RunOptions) -> Result<RunStats> {
     let restored = output
         .restore(options.overwrite)
         .with_context(|| format!("restoring {url} into {}", local.display()))?;
+    output.check_writable()?;
     if options.progress && restored > 0 {
         eprintln!(
             "{url}: {restored} object(s) restored into {}",

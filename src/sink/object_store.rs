@@ -319,6 +319,34 @@ impl ObjectOutput {
             .fold(self.prefix.clone(), |path, part| path.join(part))
     }
 
+    /// Checks, before the run computes anything, that the credentials may write and
+    /// delete under the prefix: puts a small hidden object and deletes it again. A
+    /// denied write is then an error at once, not after the whole run.
+    pub fn check_writable(&self) -> Result<()> {
+        let rel = format!("_checkpoint/.write-check-{}", std::process::id());
+        let location = self.location(&rel);
+        let denied = |action: &str, error: &object_store::Error| {
+            anyhow!(
+                "--out {}: cannot {action} {}/{rel}: {}; the credentials (AWS_ACCESS_KEY_ID, \
+                 AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN) must allow s3:PutObject, \
+                 s3:GetObject, s3:ListBucket and s3:DeleteObject on the prefix",
+                self.url,
+                self.url,
+                describe(error)
+            )
+        };
+        self.runtime
+            .block_on(
+                self.store
+                    .put(&location, PutPayload::from_static(b"tidemark")),
+            )
+            .map_err(|e| denied("write", &e))?;
+        self.runtime
+            .block_on(self.store.delete(&location))
+            .map_err(|e| denied("delete", &e))?;
+        Ok(())
+    }
+
     /// Puts one object.
     fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         let location = self.location(rel);

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use rskafka::client::partition::{OffsetAt, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
+use rskafka::BackoffConfig;
 use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
@@ -55,8 +56,13 @@ pub struct KafkaInput {
 const FETCH_BYTES: i32 = 4 << 20;
 /// How long the broker may hold a fetch that finds no new message.
 const FETCH_WAIT_MS: i32 = 200;
-/// How long worker 0 keeps asking brokers that do not answer before the run fails.
+/// How long worker 0 keeps asking brokers that do not answer before the run fails
+/// (with a warning at every try; the run is resumable).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// How long one request (with its retries) may take before it is an error.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// How long worker 0 waits for a partition's end offset at one poll.
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The name a partition's messages are logged and quarantined under.
 pub fn partition_label(topic: &str, partition: i32) -> String {
@@ -98,15 +104,23 @@ fn connect(input: &KafkaInput) -> Result<(tokio::runtime::Runtime, Client)> {
         .build()
         .context("starting the Kafka client's runtime")?;
     let brokers = input.brokers.join(",");
+    // rskafka retries a failed request with backoff, by default for ever and silently:
+    // bound it, so that a broker that is down ends in an error or a warning, not a hang.
+    let backoff = BackoffConfig {
+        max_backoff: Duration::from_secs(2),
+        deadline: Some(REQUEST_DEADLINE),
+        ..BackoffConfig::default()
+    };
     let client = runtime.block_on(async {
         tokio::time::timeout(
-            Duration::from_secs(30),
+            REQUEST_DEADLINE,
             ClientBuilder::new(input.brokers.clone())
                 .client_id("tidemark")
+                .backoff_config(backoff)
                 .build(),
         )
         .await
-        .map_err(|_| anyhow!("no answer within 30 s"))
+        .map_err(|_| anyhow!("no answer within {} s", REQUEST_DEADLINE.as_secs()))
         .and_then(|c| c.map_err(anyhow::Error::from))
         .with_context(|| {
             format!("connecting to Kafka at {brokers} failed; check --kafka (host:port,...)")
@@ -215,11 +229,12 @@ impl KafkaOffsets {
                 let since = *self.failing_since.get_or_insert(now);
                 if now.duration_since(since) >= GIVE_UP_AFTER {
                     return Err(error.context(format!(
-                        "the Kafka brokers did not answer for {} s",
+                        "the Kafka brokers did not answer for {} s; the run stops (what \
+                         was logged is kept: run the same command again once they are up)",
                         GIVE_UP_AFTER.as_secs()
                     )));
                 }
-                tracing::warn!("{error:#}; asking again");
+                tracing::warn!("the Kafka brokers do not answer: {error:#}; asking again");
                 Ok(None)
             }
         }
@@ -237,12 +252,12 @@ impl KafkaOffsets {
         let ends = self.runtime.block_on(async {
             let mut ends = Vec::new();
             for (pc, _) in &self.partitions {
-                let end = pc.get_offset(OffsetAt::Latest).await.with_context(|| {
-                    format!(
-                        "asking for the end of {}",
-                        partition_label(pc.topic(), pc.partition())
-                    )
-                })?;
+                let label = partition_label(pc.topic(), pc.partition());
+                let end = tokio::time::timeout(POLL_TIMEOUT, pc.get_offset(OffsetAt::Latest))
+                    .await
+                    .map_err(|_| anyhow!("no answer within {} s", POLL_TIMEOUT.as_secs()))
+                    .and_then(|end| end.map_err(anyhow::Error::from))
+                    .with_context(|| format!("asking for the end of {label}"))?;
                 ends.push(end);
             }
             anyhow::Ok(ends)

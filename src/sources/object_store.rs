@@ -76,6 +76,29 @@ pub fn is_object_url(dataset: &Path) -> bool {
     dataset.to_str().is_some_and(|text| text.contains("://"))
 }
 
+/// Refuses a path that reads as a URL with one slash too few (`s3:/lake/raw`, where
+/// `s3://lake/raw` was meant): taken as a local path it would quietly read or write a
+/// directory named `s3:` here. `what` names the argument (`DATASET`, `--out`).
+pub fn refuse_mistyped_url(path: &Path, what: &str) -> Result<()> {
+    let Some(text) = path.to_str() else {
+        return Ok(());
+    };
+    let Some((scheme, rest)) = text.split_once(':') else {
+        return Ok(());
+    };
+    let looks_like_scheme = scheme.len() >= 2
+        && scheme.chars().all(|c| c.is_ascii_alphanumeric())
+        && scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic());
+    if looks_like_scheme && !rest.starts_with("//") && !path.exists() {
+        let fixed = format!("{scheme}://{}", rest.trim_start_matches('/'));
+        bail!("{what} `{text}` looks like a URL with a slash missing: did you mean `{fixed}`? (a local directory whose name has a colon is read only if it exists)");
+    }
+    Ok(())
+}
+
 /// What the manifest remembers of an object: enough to see that it was replaced.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Taken {
@@ -249,6 +272,9 @@ pub(crate) fn open_store(
             parsed.scheme()
         );
     }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        bail!("{url} names no bucket: give s3://BUCKET or s3://BUCKET/PREFIX");
+    }
     let store = AmazonS3Builder::from_env()
         .with_url(url)
         .build()
@@ -359,6 +385,19 @@ fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_with_a_slash_missing_or_no_bucket_is_refused_with_the_fix() {
+        let error = refuse_mistyped_url(Path::new("s3:/lake/raw"), "--out")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("did you mean `s3://lake/raw`"), "{error}");
+        assert!(refuse_mistyped_url(Path::new("data/events"), "DATASET").is_ok());
+        assert!(refuse_mistyped_url(Path::new("s3://lake/raw"), "DATASET").is_ok());
+        assert!(refuse_mistyped_url(Path::new("C:/data"), "DATASET").is_ok()); // a drive letter
+        let error = open_store("s3://").err().unwrap().to_string();
+        assert!(error.contains("names no bucket"), "{error}");
+    }
 
     #[test]
     fn urls_are_told_from_directories() {
