@@ -1,13 +1,15 @@
 //! Workers and processes: the same dataset gives identical tables, row for row, on
-//! one worker, two worker threads, and two real `tidemark` processes on localhost.
+//! one worker, two worker threads, and two real `tidemark` processes on localhost; the
+//! two processes, slicing by every kind of dimension, also equal the oracle.
 
 mod common;
+mod oracle;
 
 use std::net::TcpListener;
 use std::process::Command;
 
-use common::{engine_tables, run_engine};
-use tidemark_dataflows::model::settings::Params;
+use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
+use tidemark_dataflows::model::settings::{Params, Settings};
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 
 fn dataset(dir: &std::path::Path) -> std::path::PathBuf {
@@ -48,11 +50,20 @@ fn two_threads_give_the_same_tables_as_one() {
     assert_eq!(one, two);
 }
 
+/// Every kind of dimension: the hour, the catalogue's, and user attributes.
+const DIMENSIONS: &str = "hour_of_day,genre,artist,country,platform,age_group";
+
 #[test]
-fn two_processes_give_the_same_tables_as_one_worker() {
+fn two_processes_give_the_same_tables_as_one_worker_and_the_oracle() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
-    run_engine(&data, None, &dir.path().join("one"), Params::default(), 1);
+    let params = Settings {
+        dimensions: DIMENSIONS.split(',').map(String::from).collect(),
+        ..Settings::default()
+    }
+    .params()
+    .expect("valid settings");
+    run_engine(&data, None, &dir.path().join("one"), params, 1);
 
     let hostfile = dir.path().join("hosts.txt");
     std::fs::write(
@@ -79,6 +90,8 @@ fn two_processes_give_the_same_tables_as_one_worker() {
                 "1",
                 "-H",
                 hostfile.to_str().unwrap(),
+                "--dimensions",
+                DIMENSIONS,
             ])
             .spawn()
             .expect("tidemark starts")
@@ -92,8 +105,20 @@ fn two_processes_give_the_same_tables_as_one_worker() {
         .unwrap()
         .count();
     assert!(files > 1, "both processes wrote change files");
+    let two = engine_tables(&out, u64::MAX);
+    assert_eq!(engine_tables(&dir.path().join("one"), u64::MAX), two);
+    assert_matches_oracle(
+        &oracle::compute(&read_batches(&data, None), &params),
+        &two,
+        "two processes, every kind of dimension",
+    );
+    let dimensions: std::collections::BTreeSet<_> = two["engagement_by_dimension"]
+        .iter()
+        .map(|row| row[1].clone())
+        .collect();
     assert_eq!(
-        engine_tables(&dir.path().join("one"), u64::MAX),
-        engine_tables(&out, u64::MAX)
+        dimensions.len(),
+        6,
+        "every dimension has rows: {dimensions:?}"
     );
 }

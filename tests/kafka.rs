@@ -180,12 +180,15 @@ fn produce(broker: &Broker, topic: &str, lines: &[String], produced: &mut Produc
     })
 }
 
-/// The batches the output's write-ahead log holds, rebuilt from the produced messages
-/// (parsed as the contract says, numbered by offset), with every logged offset.
+/// The input units the output's write-ahead log holds, rebuilt from the produced
+/// messages (parsed as the contract says, numbered by offset), with every logged
+/// offset. A logical time's partition ranges are logged as units of their own but
+/// arrive together, as the lines that "arrived in an interval" (contract "Batches"):
+/// one unit for the oracle, named after the time's partitions.
 fn logged_batches(out: &Path, topic: &str, produced: &Produced) -> (Batches, Vec<(i32, i64)>) {
     let checkpoint = Checkpoint::at(out);
     let mut parser = NdjsonLines::new(&Mapping::default());
-    let mut batches = Vec::new();
+    let mut times: Vec<(u64, Vec<String>, FileBatch)> = Vec::new();
     let mut logged = Vec::new();
     for unit in 0.. {
         let Some(header) = checkpoint.read_header(unit).unwrap() else {
@@ -198,8 +201,10 @@ fn logged_batches(out: &Path, topic: &str, produced: &Produced) -> (Batches, Vec
             );
         };
         assert_eq!(ranges.len(), 1, "a unit holds one partition's messages");
-        let name = ranges[0].source.clone();
-        let mut batch = FileBatch::default();
+        if times.last().is_none_or(|(time, ..)| *time != header.time) {
+            times.push((header.time, Vec::new(), FileBatch::default()));
+        }
+        let (_, names, batch) = times.last_mut().unwrap();
         for range in ranges {
             let (logged_topic, partition) = range.source.rsplit_once('/').unwrap();
             assert_eq!(logged_topic, topic);
@@ -207,13 +212,19 @@ fn logged_batches(out: &Path, topic: &str, produced: &Produced) -> (Batches, Vec
             for ((_, offset), bytes) in
                 produced.range((partition, range.first as i64)..=(partition, range.last as i64))
             {
-                parser.push(bytes, *offset as u64, &range.source, &mut batch);
+                parser.push(bytes, *offset as u64, &range.source, batch);
                 logged.push((partition, *offset));
             }
+            names.push(range.source);
         }
-        batch.close_bad_rows();
-        batches.push((name, batch));
     }
+    let batches = times
+        .into_iter()
+        .map(|(_, names, mut batch)| {
+            batch.close_bad_rows();
+            (names.join(", "), batch)
+        })
+        .collect();
     logged.sort();
     (batches, logged)
 }
@@ -486,15 +497,16 @@ fn a_broker_down_at_start_is_an_error_and_one_lost_mid_run_is_reported() {
             >= 1),
         "the run logs a batch"
     );
+    let address = broker.address.clone();
     drop(broker);
     let mut child = child;
     let status = wait(&mut child, Duration::from_secs(120));
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    // Worker 0 warns while it asks again; or a worker whose fetch was under way when the
-    // broker went stops the run with that fetch's error.
+    // Worker 0 warns while it asks again; or a worker reading a unit when the broker
+    // went stops the run with an error naming the broker.
     let warned = stderr.contains("the Kafka brokers do not answer");
-    let failed = !status.success() && stderr.contains("fetching events/");
+    let failed = !status.success() && stderr.contains("error:") && stderr.contains(&address);
     assert!(
         warned || failed,
         "a warning or an error says the brokers are gone ({status:?}): {stderr}"

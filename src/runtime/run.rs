@@ -873,6 +873,11 @@ fn feed_unit(
     };
     let units = assignment.units();
     let units_in_time = units.end - units.start;
+    // The name too-late rows of this unit's arrival are quarantined under: its file or
+    // source; for a live time of several sources (Kafka partitions, TCP peers), whose
+    // units arrive together as one (the contract's lines "that arrived in an
+    // interval"), every source of the time.
+    let mut label = None;
     let (header, batch, old) = match assignment {
         Assignment::Replay { .. } => {
             let (header, batch) = checkpoint.read_batch(unit)?;
@@ -910,22 +915,49 @@ fn feed_unit(
                 .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
             (header, batch, old)
         }
-        Assignment::Live { .. } => {
+        Assignment::Live { first, count } => {
+            let mut scheduler = scheduler;
+            if unit == *first {
+                let sources: Vec<String> = (*first..first + count)
+                    .filter_map(|u| {
+                        scheduler
+                            .as_mut()?
+                            .live_unit(u)
+                            .map(|l| origin_label(&l.origin))
+                    })
+                    .collect();
+                label = Some(sources.join(", "));
+            }
             let live = scheduler
                 .and_then(|s| s.take_live_unit(unit))
                 .context("no live unit for this time")?;
-            let (header, batch) =
-                log_live_unit(time, unit, units_in_time, live.origin, live.batch, shared)?;
+            let unit_of = LiveUnit {
+                time,
+                unit,
+                units_in_time,
+                arrival: *first,
+            };
+            let (header, batch) = unit_of.log(live.origin, live.batch, shared)?;
             (header, batch, None)
         }
         Assignment::Kafka { first, ranges } => {
+            if unit == *first {
+                let sources: Vec<&str> = ranges.iter().map(|r| r.source.as_str()).collect();
+                label = Some(sources.join(", "));
+            }
             let range = &ranges[(unit - first) as usize];
             let batch = kafka
                 .as_mut()
                 .context("a Kafka unit to read but no --kafka")?
                 .read(range)?;
             let origin = BatchOrigin::Lines(vec![range.clone()]);
-            let (header, batch) = log_live_unit(time, unit, units_in_time, origin, batch, shared)?;
+            let unit_of = LiveUnit {
+                time,
+                unit,
+                units_in_time,
+                arrival: *first,
+            };
+            let (header, batch) = unit_of.log(origin, batch, shared)?;
             (header, batch, None)
         }
         Assignment::End => return Ok(()),
@@ -936,7 +968,7 @@ fn feed_unit(
     }
     counters.rows.add(&batch, 1);
     feeds.feed(batch, header.arrival, 1);
-    let label = origin_label(&header.origin);
+    let label = label.unwrap_or_else(|| origin_label(&header.origin));
     feeds.marks.send(BatchMark {
         batch: unit,
         file: label,
@@ -948,34 +980,45 @@ fn feed_unit(
     Ok(())
 }
 
-/// A live unit (lines of one source, or a Kafka partition's range) read: quarantines
-/// events too far ahead of the clock, logs it, and returns it to feed.
-fn log_live_unit(
+/// Where a live unit (the lines of one source, or a Kafka partition's range) goes: its
+/// logical time, its number, how many units the time has, and its arrival. Every unit
+/// of a live time arrives as the time's first unit: together they are the lines that
+/// "arrived in an interval" (contract "Batches"), judged for lateness as one.
+struct LiveUnit {
     time: u64,
     unit: u64,
     units_in_time: u64,
-    origin: BatchOrigin,
-    mut batch: FileBatch,
-    shared: &Shared,
-) -> Result<(WalHeader, FileBatch)> {
-    if let Some(max_ahead) = shared.max_ahead {
-        quarantine_far_ahead(&mut batch, &origin_label(&origin), now_ms(), max_ahead);
+    arrival: u64,
+}
+
+impl LiveUnit {
+    /// Quarantines events too far ahead of the clock, logs the unit, and returns it to
+    /// feed.
+    fn log(
+        &self,
+        origin: BatchOrigin,
+        mut batch: FileBatch,
+        shared: &Shared,
+    ) -> Result<(WalHeader, FileBatch)> {
+        if let Some(max_ahead) = shared.max_ahead {
+            quarantine_far_ahead(&mut batch, &origin_label(&origin), now_ms(), max_ahead);
+        }
+        let header = WalHeader {
+            time: self.time,
+            unit: self.unit,
+            units_in_time: self.units_in_time,
+            arrival: self.arrival,
+            origin,
+            retracts: None,
+            max_ts: batch.events.iter().map(|e| e.ts).max(),
+        };
+        shared.checkpoint.log_batch(&header, &batch)?;
+        shared
+            .counters
+            .event_rows
+            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+        Ok((header, batch))
     }
-    let header = WalHeader {
-        time,
-        unit,
-        units_in_time,
-        arrival: unit,
-        origin,
-        retracts: None,
-        max_ts: batch.events.iter().map(|e| e.ts).max(),
-    };
-    shared.checkpoint.log_batch(&header, &batch)?;
-    shared
-        .counters
-        .event_rows
-        .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-    Ok((header, batch))
 }
 
 /// The newest logical time every sink has passed: one before the probe's frontier, or

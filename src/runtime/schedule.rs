@@ -337,6 +337,11 @@ impl Scheduler {
         None
     }
 
+    /// The live unit decided as `unit`, not taken yet.
+    pub fn live_unit(&self, unit: u64) -> Option<&LiveBatch> {
+        self.live_units.get(&unit)
+    }
+
     /// The live unit decided as `unit`, taken by worker 0 when it feeds it.
     pub fn take_live_unit(&mut self, unit: u64) -> Option<LiveBatch> {
         self.live_units.remove(&unit)

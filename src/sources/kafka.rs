@@ -216,9 +216,9 @@ impl KafkaOffsets {
     }
 
     /// The offset ranges of the next logical time, one per partition with messages
-    /// (an input unit each, in partition order), when one is due: at least
-    /// `--batch-events` offsets waiting, or the oldest waiting `--batch-ms`. At most
-    /// `--batch-events` offsets a time, taken from the partitions in turn.
+    /// (a unit each, in partition order, read by different workers and judged as one
+    /// arrival), when one is due: at least `--batch-events` offsets waiting, or the
+    /// oldest waiting `--batch-ms`. About `--batch-events` offsets a time at most.
     pub fn poll(&mut self, now: Instant) -> Result<Option<Vec<LineRange>>> {
         match self.try_poll(now) {
             Ok(ranges) => {
@@ -277,10 +277,19 @@ impl KafkaOffsets {
         if !full && now.duration_since(since) < self.batching.interval {
             return Ok(None);
         }
-        let mut room = self.batching.events.max(1) as i64;
+        // A backlog is taken from every partition in proportion to what waits there (as
+        // Spark's maxOffsetsPerTrigger splits it), so that a time covers about the same
+        // span of event time in each partition: the time's ranges are judged for lateness
+        // together, and the next time's against all of them.
+        let cap = self.batching.events.max(1) as i64;
         let mut ranges = Vec::new();
         for ((pc, next), end) in self.partitions.iter_mut().zip(ends) {
-            let take = (end - *next).max(0).min(room);
+            let here = (end - *next).max(0);
+            let take = if waiting <= cap {
+                here
+            } else {
+                (here * cap / waiting).max(1).min(here)
+            };
             if take == 0 {
                 continue;
             }
@@ -290,7 +299,6 @@ impl KafkaOffsets {
                 last: (*next + take - 1) as u64,
             });
             *next += take;
-            room -= take;
         }
         self.waiting_since = (waiting > self.batching.events as i64).then_some(now);
         Ok(Some(ranges))
