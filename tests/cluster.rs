@@ -8,7 +8,7 @@ mod oracle;
 use std::net::TcpListener;
 use std::process::Command;
 
-use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
+use common::{assert_matches_oracle, engine_tables, read_batches_for, run_engine};
 use tidemark_dataflows::model::settings::{Params, Settings};
 use tidemark_inputs::generator::{generate, GeneratorConfig};
 
@@ -108,7 +108,7 @@ fn two_processes_give_the_same_tables_as_one_worker_and_the_oracle() {
     let two = engine_tables(&out, u64::MAX);
     assert_eq!(engine_tables(&dir.path().join("one"), u64::MAX), two);
     assert_matches_oracle(
-        &oracle::compute(&read_batches(&data, None), &params),
+        &oracle::compute(&read_batches_for(&data, None, &params), &params),
         &two,
         "two processes, every kind of dimension",
     );
