@@ -141,8 +141,9 @@ type Batches = Vec<(String, FileBatch)>;
 
 /// Produces `lines` into `topic`, in chunks that go round the partitions, and returns
 /// the offsets the broker gave them. Each message is its own record batch: tansu 0.6
-/// answers a fetch from the middle of a record batch with the next batch (Kafka
-/// returns the batch holding the offset), and a resumed run starts mid-batch.
+/// reports a partition's end offset as one past the *first* offset of its last record
+/// batch (Kafka: one past its last offset), so with larger batches no reader could see
+/// the rest of the last one until more is produced.
 fn produce(broker: &Broker, topic: &str, lines: &[String], produced: &mut Produced) {
     runtime().block_on(async {
         let client = ClientBuilder::new(vec![broker.address.clone()])

@@ -59,6 +59,9 @@ const FETCH_WAIT_MS: i32 = 200;
 /// How long worker 0 keeps asking brokers that do not answer before the run fails
 /// (with a warning at every try; the run is resumable).
 const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+/// How far back from a range's first offset a fetch may start to find the record batch
+/// holding it.
+const MAX_STEP_BACK: i64 = 1 << 20;
 /// How long one request (with its retries) may take before it is an error.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// How long worker 0 waits for a partition's end offset at one poll.
@@ -346,35 +349,65 @@ impl KafkaReader {
         let pc = &self.partitions[&partition];
         let (first, last) = (range.first as i64, range.last as i64);
         let mut messages: Vec<(i64, Vec<u8>)> = Vec::new();
-        let mut offset = first;
+        // `wanted`: the next offset of the range to take; `cursor`: where to fetch.
+        let (mut wanted, mut cursor) = (first, first);
+        // A broker should answer a fetch from the middle of a record batch with that
+        // whole batch; one that answers with the next batch (tansu 0.6 does) would skip
+        // the rest of it. So while no answer has reached back to `first`, fetch from
+        // further back (1, 4, 16, ... offsets), and skip what comes before `first`.
+        let mut back: i64 = 1;
+        let mut reached_first = false;
+        let mut empty_answers = 0;
         runtime.block_on(async {
-            while offset <= last {
+            while wanted <= last {
                 let (records, high_watermark) = pc
-                    .fetch_records(offset, 1..FETCH_BYTES, FETCH_WAIT_MS)
+                    .fetch_records(cursor, 1..FETCH_BYTES, FETCH_WAIT_MS)
                     .await
-                    .map_err(|error| fetch_error(&range.source, offset, &error))?;
-                let before = offset;
-                if let Some(next) = records.iter().map(|r| r.offset).find(|o| *o >= offset) {
-                    if offset == first && next > first && next <= last {
+                    .map_err(|error| fetch_error(&range.source, cursor, &error))?;
+                if !reached_first {
+                    let after_first = records.first().is_some_and(|r| r.offset > first);
+                    if after_first && first > 0 && back <= MAX_STEP_BACK {
+                        cursor = (first - back).max(0);
+                        back *= 4;
+                        continue;
+                    }
+                    reached_first = true;
+                    if let Some(next) = records.first().map(|r| r.offset).filter(|o| *o > first) {
                         tracing::warn!(
-                            "{}: asked for offset {first}, the broker's next message is at \
-                             {next}; offsets {first}..{next} are not read (transaction markers \
-                             or compacted records, or a broker that skips the rest of a record \
-                             batch)",
+                            "{}: the broker's first message at or after offset {first} is at \
+                             {next}; offsets {first}..{next} hold no message (transaction \
+                             markers or compacted records)",
                             range.source
                         );
                     }
                 }
+                let before = wanted;
+                let answered_nothing = records.is_empty();
+                if let Some(last_seen) = records.last() {
+                    cursor = cursor.max(last_seen.offset + 1);
+                }
                 for record in records {
-                    if record.offset < offset || record.offset > last {
+                    if record.offset < wanted || record.offset > last {
                         continue;
                     }
-                    offset = record.offset + 1;
+                    wanted = record.offset + 1;
                     messages.push((record.offset, record.record.value.unwrap_or_default()));
                 }
-                if offset == before && high_watermark > last {
-                    // Nothing more in the range: the rest are offsets without messages.
-                    break;
+                if wanted == before {
+                    if high_watermark > last && (answered_nothing || cursor > last) {
+                        // Nothing more in the range: the rest are offsets without messages.
+                        break;
+                    }
+                    empty_answers += 1;
+                    if empty_answers > 100 {
+                        bail!(
+                            "{}: no message between offsets {wanted} and {last} after 100 \
+                             fetches, though the broker listed them",
+                            range.source
+                        );
+                    }
+                } else {
+                    empty_answers = 0;
                 }
             }
             anyhow::Ok(())
