@@ -236,6 +236,42 @@ where
 
 /// The distinct records of `data`, each kept until its `bound` is behind the watermark
 /// and then retired from the arrangement while the output keeps it.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input as _;
+/// use tidemark_dataflows::operators::expiry::{day_end, distinct_until_closed};
+/// use timely::dataflow::operators::{Input as _, Inspect};
+///
+/// // Distinct (user, day) pairs; day 0 closes when the watermark reaches its end.
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let (mut pairs, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (pairs_in, pairs) = scope.new_collection::<(String, i32), isize>();
+///         let (marks_in, watermarks) = scope.new_input::<Vec<i64>>();
+///         distinct_until_closed(pairs, &watermarks, |(_, day): &(String, i32)| {
+///             Some(day_end(*day))
+///         })
+///         .inner
+///         .inspect(move |update| out.lock().unwrap().push(update.clone()));
+///         (pairs_in, marks_in)
+///     });
+///     pairs.insert(("u1".to_string(), 0));
+///     pairs.insert(("u1".to_string(), 0));
+///     pairs.advance_to(1);
+///     marks.advance_to(1);
+///     marks.send(day_end(0)); // from time 1 on, day 0 is closed
+///     pairs.insert(("u1".to_string(), 0)); // a repeat of a closed day: no change
+///     pairs.insert(("u2".to_string(), 1));
+///     pairs.advance_to(2);
+///     marks.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// // (u1, 0) once and never retracted, though its state was retired; (u2, 1) at time 1.
+/// assert_eq!(seen, [(("u1".to_string(), 0), 0, 1), (("u2".to_string(), 1), 1, 1)]);
+/// ```
 pub fn distinct_until_closed<'s, D, B>(
     data: VecCollection<'s, Time, D>,
     watermarks: &Watermarks<'s>,
