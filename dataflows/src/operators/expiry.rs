@@ -82,6 +82,37 @@ pub fn month_end(month: i32) -> Millis {
 /// Passes `data` through and, at the first logical time whose watermark is at or past a
 /// record's `bound`, retracts the record again. Only records with a bound are held
 /// (until they retire), so this operator's own state is the open records.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input as _;
+/// use tidemark_dataflows::operators::expiry::{day_end, retire_behind};
+/// use timely::dataflow::operators::{Input as _, Inspect};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let (mut days, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (days_in, days) = scope.new_collection::<i32, isize>();
+///         let (marks_in, watermarks) = scope.new_input::<Vec<i64>>();
+///         retire_behind(days, &watermarks, |day: &i32| Some(day_end(*day)))
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(*update));
+///         (days_in, marks_in)
+///     });
+///     days.insert(0);
+///     days.insert(1);
+///     days.advance_to(1);
+///     marks.advance_to(1);
+///     marks.send(day_end(0)); // time 1's watermark closes day 0, not day 1
+///     days.advance_to(2);
+///     marks.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// // Day 0 passes through at time 0 and retires at time 1; day 1 stays.
+/// assert_eq!(seen, [(0, 0, 1), (0, 1, -1), (1, 0, 1)]);
+/// ```
 pub fn retire_behind<'s, D, B>(
     data: VecCollection<'s, Time, D>,
     watermarks: &Watermarks<'s>,
@@ -159,6 +190,37 @@ where
 /// Removes every change to a closed record: one whose `bound` is at or behind the
 /// watermark of the change's logical time. Paired with [`retire_behind`] upstream, it
 /// keeps a table's final rows once their inputs are retired.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input as _;
+/// use tidemark_dataflows::operators::expiry::{day_end, drop_closed};
+/// use timely::dataflow::operators::{Input as _, Inspect};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let (mut days, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (days_in, days) = scope.new_collection::<i32, isize>();
+///         let (marks_in, watermarks) = scope.new_input::<Vec<i64>>();
+///         drop_closed(days, &watermarks, |day: &i32| Some(day_end(*day)))
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(*update));
+///         (days_in, marks_in)
+///     });
+///     days.insert(0);
+///     days.advance_to(1);
+///     marks.advance_to(1);
+///     marks.send(day_end(0)); // time 1's watermark closes day 0
+///     days.remove(0); // a retirement upstream: dropped, the row stays
+///     days.insert(1); // day 1 is still open: passes
+///     days.advance_to(2);
+///     marks.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// assert_eq!(seen, [(0, 0, 1), (1, 1, 1)]);
+/// ```
 pub fn drop_closed<'s, D, B>(
     data: VecCollection<'s, Time, D>,
     watermarks: &Watermarks<'s>,
