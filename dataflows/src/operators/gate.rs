@@ -99,6 +99,65 @@ type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Vec<(RawEvent, 
 /// The third output is the watermark of every logical time (the watermark of its first
 /// unit, once some unit before it had events), the same on every worker: what
 /// [`crate::operators::expiry`] retires state by.
+///
+/// With [`deduplicate`] after it, this is how accepted events are made:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use tidemark_dataflows::operators::gate::{deduplicate, watermark_gate, BatchMark, RawEvent};
+/// use tidemark_records::records::Event;
+/// use timely::dataflow::operators::{Input as _, Inspect};
+///
+/// const HOUR: i64 = 3_600_000;
+/// let event = |id: &str, ts: i64| Event {
+///     event_id: id.into(),
+///     user_id: "u1".into(),
+///     ts,
+///     event_type: "play".into(),
+///     item_id: None,
+///     duration_ms: None,
+///     session_id: None,
+///     value: None,
+/// };
+/// let (accepted, late) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
+/// let (accepted_out, late_out) = (Arc::clone(&accepted), Arc::clone(&late));
+/// timely::execute_directly(move |worker| {
+///     let (mut rows, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (rows_in, rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+///         let (marks_in, marks) = scope.new_input::<Vec<BatchMark>>();
+///         let (on_time, too_late, watermarks) = watermark_gate(rows, marks, HOUR);
+///         deduplicate(on_time, &watermarks, false)
+///             .inner
+///             .inspect(move |(_, _, diff)| *accepted_out.lock().unwrap() += diff);
+///         too_late
+///             .inner
+///             .inspect(move |(row, _, _)| late_out.lock().unwrap().push(row.clone()));
+///         (rows_in, marks_in)
+///     });
+///     // Unit 0 (file a): events at 10:00 and 12:00.
+///     for (row, e) in [event("e1", 10 * HOUR), event("e2", 12 * HOUR)].into_iter().enumerate() {
+///         rows.send((RawEvent { batch: 0, row: row as u64 + 1, event: e }, 1));
+///     }
+///     marks.send(BatchMark { batch: 0, file: "a".into(), max_ts: Some(12 * HOUR) });
+///     rows.advance_to(1);
+///     marks.advance_to(1);
+///     // Unit 1 (file b), judged against 12:00 - 1 h: 10:30 is too late, 11:30 is
+///     // on time, and a repeat of e2 is a duplicate.
+///     for (row, e) in [event("e3", 10 * HOUR + HOUR / 2), event("e4", 11 * HOUR + HOUR / 2), event("e2", 12 * HOUR)]
+///         .into_iter()
+///         .enumerate()
+///     {
+///         rows.send((RawEvent { batch: 1, row: row as u64 + 1, event: e }, 1));
+///     }
+///     marks.send(BatchMark { batch: 1, file: "b".into(), max_ts: Some(12 * HOUR) });
+///     rows.advance_to(2);
+///     marks.advance_to(2);
+/// });
+/// assert_eq!(*accepted.lock().unwrap(), 3); // e1, e2, e4
+/// let late = late.lock().unwrap();
+/// assert_eq!(late.len(), 1);
+/// assert_eq!((late[0].file.as_str(), late[0].row, late[0].reason.as_str()), ("b", 1, "too_late"));
+/// ```
 pub fn watermark_gate<'s>(
     rows: StreamVec<'s, Time, (RawEvent, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
@@ -245,6 +304,8 @@ pub fn watermark_gate<'s>(
 /// With `forget` (setting `forget_behind_watermark`), ids are kept per UTC day of their
 /// first row's time and a day's ids are dropped once the watermark passes its end, so
 /// the state holds the open days' ids only.
+///
+/// The example of [`watermark_gate`] runs it: a repeated `event_id` counts once.
 pub fn deduplicate<'s>(
     rows: VecCollection<'s, Time, Admitted>,
     watermarks: &Watermarks<'s>,
