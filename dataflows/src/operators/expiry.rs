@@ -276,6 +276,41 @@ where
 /// dropped from the output, which keeps the key's final rows. The bound is given once
 /// and read from the key on both sides, so the two cannot disagree. Keys with no bound
 /// are kept.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input as _;
+/// use tidemark_dataflows::operators::expiry::{day_end, reduce_until_closed};
+/// use timely::dataflow::operators::{Input as _, Inspect};
+///
+/// // Events per day; day 0 closes at time 1, and its count stays 2.
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let (mut events, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (events_in, events) = scope.new_collection::<(i32, u32), isize>();
+///         let (marks_in, watermarks) = scope.new_input::<Vec<i64>>();
+///         let count = |_day: &i32, input: &[(&u32, isize)], output: &mut Vec<(isize, isize)>| {
+///             output.push((input.iter().map(|(_, n)| n).sum(), 1))
+///         };
+///         reduce_until_closed(events, &watermarks, |day: &i32| Some(day_end(*day)), "PerDay", count)
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(*update));
+///         (events_in, marks_in)
+///     });
+///     events.insert((0, 1));
+///     events.insert((0, 2));
+///     events.advance_to(1);
+///     marks.advance_to(1);
+///     marks.send(day_end(0));
+///     events.insert((1, 3));
+///     events.advance_to(2);
+///     marks.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// assert_eq!(seen, [((0, 2), 0, 1), ((1, 1), 1, 1)]);
+/// ```
 pub fn reduce_until_closed<'s, K, V, O, B, L>(
     input: VecCollection<'s, Time, (K, V)>,
     watermarks: &Watermarks<'s>,
