@@ -414,15 +414,7 @@ fn read_only_endpoint() -> String {
 fn a_denied_write_is_an_error_before_the_run_naming_the_url_and_what_to_allow() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let endpoint = read_only_endpoint();
-    for (key, value) in [
-        ("AWS_ACCESS_KEY_ID", "tidemark-test"),
-        ("AWS_SECRET_ACCESS_KEY", "tidemark-test"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", endpoint.as_str()),
-        ("AWS_ALLOW_HTTP", "true"),
-    ] {
-        std::env::set_var(key, value);
-    }
+    s3::use_endpoint(&endpoint);
     let dir = tempfile::tempdir().unwrap();
     let data = live::source_dataset(dir.path(), 5, 2, OutputFormat::Parquet);
     let mut options = engine_options(

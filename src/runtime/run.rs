@@ -418,11 +418,8 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         // The worker that records the completed time: worker 0, or with an output per
         // process the first worker of each process.
         records_completed: match layout {
-            OutLayout::Shared => 0..1,
-            OutLayout::PerProcess => {
-                let first = options.cluster.process * options.cluster.workers;
-                first..first + 1
-            }
+            OutLayout::Shared => 0,
+            OutLayout::PerProcess => options.cluster.process * options.cluster.workers,
         },
         delta: options.delta.then_some(options.delta_retention),
         arrangement_sizes: options.arrangement_sizes.clone(),
@@ -663,8 +660,8 @@ struct Shared {
     end: Mutex<Option<EndReason>>,
     /// The Kafka topic read and the mapping its messages are parsed with.
     kafka: Option<(KafkaInput, Mapping)>,
-    /// The (one) worker index that records the completed time in this process's `OUT`.
-    records_completed: std::ops::Range<usize>,
+    /// The worker that records the completed time in this process's `OUT`.
+    records_completed: usize,
     /// The Delta tables' vacuum retention, or none with `--no-delta`.
     delta: Option<Duration>,
     arrangement_sizes: Option<PathBuf>,
@@ -1047,7 +1044,7 @@ const RECORD_INTERVAL: Duration = Duration::from_millis(200);
 
 impl<'a> Reporter<'a> {
     fn new(index: usize, shared: &'a Shared) -> Reporter<'a> {
-        let active = shared.records_completed.contains(&index);
+        let active = shared.records_completed == index;
         let (bar, lines) = match (index == 0, shared.progress) {
             (true, ProgressMode::Bar(total)) => (Some(Progress::files(total)), None),
             (true, ProgressMode::Lines(label)) => (

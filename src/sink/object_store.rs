@@ -282,6 +282,9 @@ impl ObjectOutput {
         let Some(mut least) = completed_time(own) else {
             return Ok(0);
         };
+        if self.cluster_completed.is_some_and(|put| put >= least) {
+            return Ok(0); // the reports cannot raise it: no need to read them
+        }
         for process in 1..self.processes {
             match self.read_report(process)? {
                 Some(time) => least = least.min(time),

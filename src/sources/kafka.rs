@@ -29,7 +29,7 @@ use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
 use crate::runtime::checkpoint::{BatchOrigin, LineRange};
-use crate::sources::live::Batching;
+use crate::sources::live::{next_after_log, Batching};
 
 /// Where a new output starts reading each partition.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -72,35 +72,29 @@ pub fn partition_label(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
 }
 
+/// The topic and partition a `topic/partition` label names.
+fn parse_partition_label(label: &str) -> Option<(&str, i32)> {
+    let (topic, partition) = label.rsplit_once('/')?;
+    Some((topic, partition.parse().ok()?))
+}
+
 /// The offset each partition of `topic` resumes from: one past the last offset the
 /// write-ahead log holds for it. Partitions with nothing logged are absent.
 pub fn resume_offsets<'a>(
     topic: &str,
     origins: impl IntoIterator<Item = &'a BatchOrigin>,
 ) -> BTreeMap<i32, i64> {
-    let mut next = BTreeMap::new();
-    for origin in origins {
-        let BatchOrigin::Lines(ranges) = origin else {
-            continue;
-        };
-        for range in ranges {
-            let partition = range
-                .source
-                .rsplit_once('/')
-                .filter(|(t, _)| *t == topic)
-                .and_then(|(_, p)| p.parse::<i32>().ok());
-            if let Some(partition) = partition {
-                let after = range.last as i64 + 1;
-                let entry = next.entry(partition).or_insert(after);
-                *entry = (*entry).max(after);
-            }
-        }
-    }
-    next
+    next_after_log(origins)
+        .iter()
+        .filter_map(|(source, next)| match parse_partition_label(source) {
+            Some((logged, partition)) if logged == topic => Some((partition, *next as i64)),
+            _ => None,
+        })
+        .collect()
 }
 
-/// Connects to the brokers (with a 30 s limit) and builds a single-threaded runtime for
-/// the client's requests.
+/// Connects to the brokers (at most [`REQUEST_DEADLINE`]) and builds a single-threaded
+/// runtime for the client's requests.
 fn connect(input: &KafkaInput) -> Result<(tokio::runtime::Runtime, Client)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -333,10 +327,7 @@ impl KafkaReader {
     /// offset that holds no message (a transaction marker, a compacted record) is
     /// skipped; a message the broker no longer keeps is an error.
     pub fn read(&mut self, range: &LineRange) -> Result<FileBatch> {
-        let partition = range
-            .source
-            .rsplit_once('/')
-            .and_then(|(_, p)| p.parse::<i32>().ok())
+        let (_, partition) = parse_partition_label(&range.source)
             .with_context(|| format!("`{}` is not a topic/partition", range.source))?;
         if self.connection.is_none() {
             self.connection = Some(connect(&self.input)?);

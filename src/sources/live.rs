@@ -8,6 +8,7 @@
 //! line number or offset), never an error. End of standard input ends the source after its last batch; a TCP listener
 //! never ends by itself.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -259,16 +260,22 @@ fn read_lines(
 
 /// The number the next stdin line gets after the batches of a write-ahead log.
 fn next_stdin_line<'a>(origins: impl IntoIterator<Item = &'a BatchOrigin>) -> u64 {
-    origins
-        .into_iter()
-        .filter_map(|origin| match origin {
-            BatchOrigin::Lines(ranges) => ranges
-                .iter()
-                .filter(|r| r.source == "stdin")
-                .map(|r| r.last + 1)
-                .max(),
-            BatchOrigin::File { .. } => None,
-        })
-        .max()
-        .unwrap_or(1)
+    next_after_log(origins).get("stdin").copied().unwrap_or(1)
+}
+
+/// One past the last line (or Kafka offset) the write-ahead log holds of each live
+/// source: where a resumed run goes on numbering stdin, or reading a partition.
+pub fn next_after_log<'a>(
+    origins: impl IntoIterator<Item = &'a BatchOrigin>,
+) -> BTreeMap<String, u64> {
+    let mut next: BTreeMap<String, u64> = BTreeMap::new();
+    for origin in origins {
+        if let BatchOrigin::Lines(ranges) = origin {
+            for range in ranges {
+                let after = next.entry(range.source.clone()).or_insert(0);
+                *after = (*after).max(range.last + 1);
+            }
+        }
+    }
+    next
 }

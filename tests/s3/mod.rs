@@ -77,11 +77,17 @@ pub fn start_server(host: &str) -> Option<S3Server> {
 
 /// The AWS settings of the server, in the environment as a user would set them.
 pub fn use_server(server: &S3Server) {
+    use_endpoint(&server.endpoint);
+}
+
+/// The AWS settings of an S3-compatible endpoint (`http://host:port`), in the
+/// environment.
+pub fn use_endpoint(endpoint: &str) {
     for (key, value) in [
         ("AWS_ACCESS_KEY_ID", "tidemark-test"),
         ("AWS_SECRET_ACCESS_KEY", "tidemark-test"),
         ("AWS_REGION", "us-east-1"),
-        ("AWS_ENDPOINT_URL", server.endpoint.as_str()),
+        ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_ALLOW_HTTP", "true"),
     ] {
         std::env::set_var(key, value);
