@@ -717,6 +717,10 @@ fn remove_partial_files(changes: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The longest a worker parks while it waits for other workers or the sinks' threads
+/// (a message or a sink's wake-up ends the wait early).
+const IDLE_PARK: Duration = Duration::from_millis(1);
+
 /// How many logical times a worker may read ahead of the slowest completed one.
 const READ_AHEAD: u64 = 2;
 
@@ -817,8 +821,11 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         feeds.advance(time);
         worker.step();
         let next = time + 1;
+        // Wait for the slowest time by parking, not spinning: a spinning worker takes a
+        // core from the other workers and the Delta commit threads. Messages from other
+        // workers and the sinks' background threads wake it early.
         while probe.less_than(&next.saturating_sub(READ_AHEAD * peers as u64)) {
-            worker.step();
+            worker.step_or_park(Some(IDLE_PARK));
         }
         time = next;
         progress.tick(&probe, time, scheduler.as_ref());
@@ -836,7 +843,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     }
     drop(control);
     drop(feeds);
-    while worker.step() {
+    while worker.step_or_park(Some(IDLE_PARK)) {
         progress.tick(&probe, time, scheduler.as_ref());
     }
     progress.finish(time);
