@@ -83,6 +83,20 @@ pub struct BatchMark {
 /// and the too-late output.
 type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Vec<(RawEvent, isize)>>;
 
+/// A complete time the gate is releasing: its time, capabilities, the rows left and
+/// the watermark of each unit among them.
+type Releasing = (
+    Time,
+    (Capability<Time>, Capability<Time>),
+    std::vec::IntoIter<(RawEvent, isize)>,
+    BTreeMap<u64, Option<Millis>>,
+);
+
+/// Rows are released at most this many per activation, so that the copies made for the
+/// operators downstream (every metric reads the accepted events) are taken before the
+/// next chunk is made, and stay in cache.
+const RELEASE_CHUNK: usize = 16_384;
+
 /// Splits event rows into those at or above their unit's watermark and `too_late`
 /// quarantine rows. The watermark of input unit `u` is the largest event time of units
 /// `< u` minus `allowed_lateness_ms`, whichever logical times those units were grouped
@@ -169,7 +183,8 @@ pub fn watermark_gate<'s>(
 ) {
     // One operator with three outputs: each row goes to exactly one of them, with no
     // partition and no copy for a second reader.
-    let mut builder = OperatorBuilder::new("WatermarkGate".to_owned(), rows.scope());
+    let scope = rows.scope();
+    let mut builder = OperatorBuilder::new("WatermarkGate".to_owned(), scope.clone());
     let mut rows_in = builder.new_input(rows, Pipeline);
     let mut marks_in = builder.new_input(marks.broadcast(), Pipeline);
     let (on_time_out, on_time) = builder.new_output::<Vec<(Admitted, Time, isize)>>();
@@ -178,6 +193,7 @@ pub fn watermark_gate<'s>(
     let mut on_time_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(on_time_out);
     let mut too_late_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(too_late_out);
     let mut watermarks_out = OutputBuilder::<_, CapacityContainerBuilder<_>>::from(watermarks_out);
+    let activator = scope.activator_for(builder.operator_info().address);
     builder.build(move |_initial| {
         // Rows of each time, with capabilities for the on-time and too-late outputs.
         let mut pending: HeldRows = HeldByTime::default();
@@ -192,6 +208,9 @@ pub fn watermark_gate<'s>(
         let mut before: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
         let mut largest_before: Option<Millis> = None;
         let mut folded: u64 = 0;
+        // The complete time being released: its capabilities, the rows left and the
+        // watermark of each unit among them.
+        let mut releasing: Option<Releasing> = None;
         let lateness =
             move |largest: Option<Millis>| largest.map(|m| m.saturating_sub(allowed_lateness_ms));
         move |frontiers| {
@@ -221,8 +240,39 @@ pub fn watermark_gate<'s>(
             // A time is complete once neither input can bring more for it.
             let complete = |t: &Time| !frontiers[0].less_equal(t) && !frontiers[1].less_equal(t);
             // Complete times in order: each announces its watermark (if it is a batch
-            // time) and releases its rows (if it has any).
+            // time) and releases its rows (if it has any), a chunk per activation.
             loop {
+                if let Some((time, (on_time_cap, too_late_cap), rows, judged)) = releasing.as_mut()
+                {
+                    let mut on_time = on_time_out.session(on_time_cap);
+                    let mut too_late = too_late_out.session(too_late_cap);
+                    for (raw, diff) in rows.by_ref().take(RELEASE_CHUNK) {
+                        // The watermark of the row's unit, looked up once per unit.
+                        let watermark = *judged.entry(raw.batch).or_insert_with(|| {
+                            lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
+                                maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
+                            }))
+                        });
+                        if watermark.is_some_and(|w| raw.event.ts < w) {
+                            let row = QuarantineRow {
+                                file: files.get(&raw.batch).cloned().unwrap_or_default(),
+                                row: raw.row,
+                                field: "ts".into(),
+                                reason: "too_late".into(),
+                                raw: raw.event.raw_json(),
+                            };
+                            too_late.give((row, *time, diff));
+                        } else {
+                            on_time.give((Admitted::of(&raw), *time, diff));
+                        }
+                    }
+                    if rows.len() > 0 {
+                        activator.activate();
+                        break;
+                    }
+                    drop((on_time, too_late));
+                    releasing = None;
+                }
                 let next = match (pending.first_time(), marked.first_time()) {
                     (Some(a), Some(b)) => a.min(b),
                     (Some(a), None) => a,
@@ -254,32 +304,8 @@ pub fn watermark_gate<'s>(
                         watermarks_out.session(&cap).give(watermark);
                     }
                 }
-                let Some(((on_time_cap, too_late_cap), rows)) = pending.take(time) else {
-                    continue;
-                };
-                // Watermarks of the units whose rows are in this release.
-                let mut judged: BTreeMap<u64, Option<Millis>> = BTreeMap::new();
-                let mut on_time = on_time_out.session(&on_time_cap);
-                let mut too_late = too_late_out.session(&too_late_cap);
-                for (raw, diff) in rows {
-                    let watermark =
-                        *judged.entry(raw.batch).or_insert_with(|| {
-                            lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
-                                maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
-                            }))
-                        });
-                    if watermark.is_some_and(|w| raw.event.ts < w) {
-                        let row = QuarantineRow {
-                            file: files.get(&raw.batch).cloned().unwrap_or_default(),
-                            row: raw.row,
-                            field: "ts".into(),
-                            reason: "too_late".into(),
-                            raw: raw.event.raw_json(),
-                        };
-                        too_late.give((row, time, diff));
-                    } else {
-                        on_time.give((Admitted::of(&raw), time, diff));
-                    }
+                if let Some((caps, rows)) = pending.take(time) {
+                    releasing = Some((time, caps, rows.into_iter(), BTreeMap::new()));
                 }
             }
         }
@@ -312,17 +338,22 @@ pub fn deduplicate<'s>(
     forget: bool,
 ) -> VecCollection<'s, Time, Action> {
     let route = Exchange::new(|(row, _time, _diff): &(Admitted, Time, isize)| row.id as u64);
+    let scope = rows.scope();
     rows.inner
         .binary_frontier(
             watermarks.clone(),
             route,
             Pipeline,
             "Deduplicate",
-            move |_capability, _info| {
+            move |_capability, info| {
+                let activator = scope.activator_for(info.address);
                 let mut pending: HeldUpdates<Admitted> = HeldByTime::default();
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 // Ids by the day of their first row (all under one key unless `forget`).
                 let mut seen: BTreeMap<i32, FxHashSet<u128>> = BTreeMap::new();
+                // The complete time being released, in row order, a chunk per activation.
+                let mut releasing: Option<(Time, Capability<Time>, std::vec::IntoIter<Admitted>)> =
+                    None;
                 move |(input, frontier), (marks, marks_frontier), output| {
                     input.for_each(|cap, data| {
                         hold_updates(&mut pending, &cap, data, |row, _time, diff| {
@@ -333,25 +364,42 @@ pub fn deduplicate<'s>(
                         })
                     });
                     marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
-                    while let Some((time, cap, mut rows)) = pending.pop_complete(|time| {
-                        !frontier.frontier().less_equal(&time)
-                            && !marks_frontier.frontier().less_equal(&time)
-                    }) {
-                        if let Some(watermark) = known.remove(&time).filter(|_| forget) {
-                            // Days that ended at or before the watermark are closed.
-                            seen = seen.split_off(&day_of(watermark));
+                    loop {
+                        if releasing.is_none() {
+                            let Some((time, cap, mut rows)) = pending.pop_complete(|time| {
+                                !frontier.frontier().less_equal(&time)
+                                    && !marks_frontier.frontier().less_equal(&time)
+                            }) else {
+                                break;
+                            };
+                            if let Some(watermark) = known.remove(&time).filter(|_| forget) {
+                                // Days that ended at or before the watermark are closed.
+                                seen = seen.split_off(&day_of(watermark));
+                            }
+                            known = known.split_off(&time);
+                            rows.sort_unstable_by_key(|row| (row.batch, row.row));
+                            releasing = Some((time, cap, rows.into_iter()));
                         }
-                        known = known.split_off(&time);
-                        rows.sort_unstable_by_key(|row| (row.batch, row.row));
-                        let mut session = output.session(&cap);
-                        for row in rows {
+                        let Some((time, cap, rows)) = releasing.as_mut() else {
+                            break;
+                        };
+                        let mut session = output.session(cap);
+                        for row in rows.by_ref().take(RELEASE_CHUNK) {
                             if seen.values().any(|ids| ids.contains(&row.id)) {
                                 continue;
                             }
                             let day = if forget { day_of(row.action.ts) } else { 0 };
                             seen.entry(day).or_default().insert(row.id);
-                            session.give((row.action, time, 1isize));
+                            session.give((row.action, *time, 1isize));
                         }
+                        drop(session);
+                        if rows.len() > 0 {
+                            // The next chunk after the operators downstream have taken
+                            // this one: the copies for each of them stay in cache.
+                            activator.activate();
+                            break;
+                        }
+                        releasing = None;
                     }
                 }
             },
@@ -372,4 +420,110 @@ pub fn deduplicate_with_retractions<'s>(
             output.push((arrivals[0].0 .2, 1isize));
         })
         .map(|(_id, action)| action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+    use tidemark_records::records::Event;
+    use timely::dataflow::operators::{Input as _, Inspect};
+
+    const HOUR: i64 = 3_600_000;
+
+    fn event(id: usize, ts: i64) -> Event {
+        Event {
+            event_id: format!("e{id}"),
+            user_id: "u1".into(),
+            ts,
+            event_type: "play".into(),
+            item_id: None,
+            duration_ms: None,
+            session_id: None,
+            value: None,
+        }
+    }
+
+    /// A time far larger than [`RELEASE_CHUNK`] is released over several activations:
+    /// the first row of every id still wins across chunk borders, and the rows of the
+    /// next time (too late ones included) are judged only after it.
+    #[test]
+    fn times_larger_than_a_release_chunk_keep_first_seen_and_lateness() {
+        let rows_per_time = 2 * RELEASE_CHUNK + 1000;
+        let distinct = RELEASE_CHUNK + 500;
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let late = Arc::new(Mutex::new(0isize));
+        let (accepted_out, late_out) = (Arc::clone(&accepted), Arc::clone(&late));
+        timely::execute_directly(move |worker| {
+            let (mut rows, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
+                let (rows_in, rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+                let (marks_in, marks) = scope.new_input::<Vec<BatchMark>>();
+                let (on_time, too_late, watermarks) = watermark_gate(rows, marks, HOUR);
+                deduplicate(on_time, &watermarks, false).inner.inspect(
+                    move |(action, time, diff)| {
+                        accepted_out.lock().unwrap().push((*time, action.ts, *diff))
+                    },
+                );
+                too_late
+                    .inner
+                    .inspect(move |(_, _, diff)| *late_out.lock().unwrap() += diff);
+                (rows_in, marks_in)
+            });
+            // Time 0: ids repeat after `distinct` rows; a row's ts is 10:00 plus its
+            // number in ms, so the accepted ts tell which row won. Rows arrive in
+            // reverse order: the release sorts them.
+            for row in (1..=rows_per_time).rev() {
+                let e = event((row - 1) % distinct, 10 * HOUR + row as i64);
+                rows.send((
+                    RawEvent {
+                        batch: 0,
+                        row: row as u64,
+                        event: e,
+                    },
+                    1,
+                ));
+            }
+            marks.send(BatchMark {
+                batch: 0,
+                file: "a".into(),
+                max_ts: Some(12 * HOUR),
+            });
+            rows.advance_to(1);
+            marks.advance_to(1);
+            // Time 1: every other row is before 11:00 (too late); the others are new.
+            for row in 1..=rows_per_time {
+                let ts = if row % 2 == 0 { 10 * HOUR } else { 12 * HOUR };
+                let e = event(distinct + row, ts);
+                rows.send((
+                    RawEvent {
+                        batch: 1,
+                        row: row as u64,
+                        event: e,
+                    },
+                    1,
+                ));
+            }
+            marks.send(BatchMark {
+                batch: 1,
+                file: "b".into(),
+                max_ts: Some(12 * HOUR),
+            });
+            rows.advance_to(2);
+            marks.advance_to(2);
+        });
+        let accepted = accepted.lock().unwrap();
+        let first: Vec<i64> = accepted
+            .iter()
+            .filter(|(t, _, _)| *t == 0)
+            .map(|a| a.1)
+            .collect();
+        let expected: Vec<i64> = (1..=distinct).map(|row| 10 * HOUR + row as i64).collect();
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, expected, "the first row of each id wins");
+        let second = accepted.iter().filter(|(t, _, _)| *t == 1).count();
+        assert_eq!(second, rows_per_time.div_ceil(2));
+        assert_eq!(*late.lock().unwrap(), (rows_per_time / 2) as isize);
+        assert!(accepted.iter().all(|(_, _, diff)| *diff == 1));
+    }
 }
