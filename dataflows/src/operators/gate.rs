@@ -184,7 +184,7 @@ pub fn watermark_gate<'s>(
     // One operator with three outputs: each row goes to exactly one of them, with no
     // partition and no copy for a second reader.
     let scope = rows.scope();
-    let mut builder = OperatorBuilder::new("WatermarkGate".to_owned(), scope.clone());
+    let mut builder = OperatorBuilder::new("WatermarkGate".to_owned(), scope);
     let mut rows_in = builder.new_input(rows, Pipeline);
     let mut marks_in = builder.new_input(marks.broadcast(), Pipeline);
     let (on_time_out, on_time) = builder.new_output::<Vec<(Admitted, Time, isize)>>();
