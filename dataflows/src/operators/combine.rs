@@ -13,11 +13,12 @@ use std::hash::Hash;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
+use std::collections::hash_map::IntoIter;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
-use crate::operators::gate::Time;
+use crate::operators::gate::{Time, RELEASE_CHUNK};
 use crate::operators::held::HeldByTime;
 
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
@@ -61,32 +62,56 @@ where
     D: ExchangeData + Hash + Eq,
     R: Semigroup + ExchangeData,
 {
+    let scope = data.inner.scope();
     data.inner
-        .unary_frontier(Pipeline, name, |_capability, _info| {
+        .unary_frontier(Pipeline, name, |_capability, info| {
+            let activator = scope.activator_for(info.address);
             let mut sums: HeldByTime<Capability<Time>, FxHashMap<D, R>> = HeldByTime::default();
+            // The complete time being released, a chunk per activation (see
+            // [`RELEASE_CHUNK`]).
+            let mut releasing: Option<(Time, Capability<Time>, IntoIter<D, R>)> = None;
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| {
-                    for (record, time, diff) in batch.drain(..) {
+                    // A batch's updates mostly share one time: look it up once per run.
+                    let mut updates = batch.drain(..).peekable();
+                    while let Some(&(_, time, _)) = updates.peek() {
                         let time_sums = sums.at(time, || cap.delayed(&time, 0));
-                        match time_sums.entry(record) {
-                            std::collections::hash_map::Entry::Occupied(mut sum) => {
-                                sum.get_mut().plus_equals(&diff)
-                            }
-                            std::collections::hash_map::Entry::Vacant(slot) => {
-                                slot.insert(diff);
+                        while let Some((record, _, diff)) = updates.next_if(|u| u.1 == time) {
+                            match time_sums.entry(record) {
+                                std::collections::hash_map::Entry::Occupied(mut sum) => {
+                                    sum.get_mut().plus_equals(&diff)
+                                }
+                                std::collections::hash_map::Entry::Vacant(slot) => {
+                                    slot.insert(diff);
+                                }
                             }
                         }
                     }
                 });
-                while let Some((time, cap, time_sums)) =
-                    sums.pop_complete(|time| !frontier.frontier().less_equal(&time))
-                {
-                    output.session(&cap).give_iterator(
-                        time_sums
-                            .into_iter()
+                loop {
+                    if releasing.is_none() {
+                        let Some((time, cap, time_sums)) =
+                            sums.pop_complete(|time| !frontier.frontier().less_equal(&time))
+                        else {
+                            break;
+                        };
+                        releasing = Some((time, cap, time_sums.into_iter()));
+                    }
+                    let Some((time, cap, left)) = releasing.as_mut() else {
+                        break;
+                    };
+                    let time = *time;
+                    output.session(cap).give_iterator(
+                        left.by_ref()
+                            .take(RELEASE_CHUNK)
                             .filter(|(_, diff)| !diff.is_zero())
                             .map(|(record, diff)| (record, time, diff)),
                     );
+                    if left.len() > 0 {
+                        activator.activate();
+                        break;
+                    }
+                    releasing = None;
                 }
             }
         })

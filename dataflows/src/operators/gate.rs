@@ -92,10 +92,11 @@ type Releasing = (
     BTreeMap<u64, Option<Millis>>,
 );
 
-/// Rows are released at most this many per activation, so that the copies made for the
-/// operators downstream (every metric reads the accepted events) are taken before the
-/// next chunk is made, and stay in cache.
-const RELEASE_CHUNK: usize = 16_384;
+/// Operators that hold a whole logical time release it at most this many records per
+/// activation, so that the operators downstream take each chunk (and the copies made
+/// for each of them: every metric reads the accepted events) while it is in cache,
+/// before the next chunk is made.
+pub const RELEASE_CHUNK: usize = 16_384;
 
 /// Splits event rows into those at or above their unit's watermark and `too_late`
 /// quarantine rows. The watermark of input unit `u` is the largest event time of units

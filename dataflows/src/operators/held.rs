@@ -92,9 +92,13 @@ pub fn hold_updates<D, I>(
     batch: &mut Vec<(D, Time, isize)>,
     item: impl Fn(D, Time, isize) -> I,
 ) {
-    for (record, time, diff) in batch.drain(..) {
-        held.at(time, || cap.delayed(&time, 0))
-            .push(item(record, time, diff));
+    // A batch's updates mostly share one time: look it up once per run.
+    let mut updates = batch.drain(..).peekable();
+    while let Some(&(_, time, _)) = updates.peek() {
+        let held = held.at(time, || cap.delayed(&time, 0));
+        while let Some((record, time, diff)) = updates.next_if(|u| u.1 == time) {
+            held.push(item(record, time, diff));
+        }
     }
 }
 
