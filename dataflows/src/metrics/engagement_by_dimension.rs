@@ -387,7 +387,7 @@ impl TableRow for DimensionRow {
         vec![
             Cell::Date(self.day),
             Cell::Str(self.dimension.name()),
-            Cell::opt_str(self.member.map(|m| m.text()).as_deref()),
+            self.member.map_or(Cell::Null, |m| Cell::Str(m.to_string())),
             Cell::Int(self.active_users),
             Cell::Int(self.events),
             Cell::Int(self.duration_ms),

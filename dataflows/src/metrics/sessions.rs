@@ -142,7 +142,8 @@ impl TableRow for SessionRow {
         vec![
             Cell::Str(self.user_id.to_string()),
             Cell::Timestamp(self.start),
-            Cell::opt_str(self.session_id.map(|s| s.text()).as_deref()),
+            self.session_id
+                .map_or(Cell::Null, |s| Cell::Str(s.to_string())),
             Cell::Timestamp(self.end),
             Cell::Float((self.end - self.start) as f64 / 1000.0),
             Cell::Int(self.actions),

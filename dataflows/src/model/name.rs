@@ -120,12 +120,42 @@ impl Name {
 
     /// The text (shared).
     pub fn text(self) -> Arc<str> {
-        registry()
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&self.0.get())
-            .cloned()
-            .unwrap_or_else(|| Arc::from(format!("#{:016x}", self.0.get())))
+        self.with_shared(Arc::clone)
+    }
+
+    /// Calls `f` with the text, without cloning it.
+    pub fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        self.with_shared(|text| f(text))
+    }
+
+    /// Calls `f` with the shared text. Output rows turn many names into text on
+    /// several threads at once: this thread's cache answers without a lock and without
+    /// touching a shared reference count; only a name first seen here reads the
+    /// process registry.
+    fn with_shared<R>(self, f: impl FnOnce(&Arc<str>) -> R) -> R {
+        let id = self.0.get();
+        SEEN.with(|seen| {
+            if let Some(known) = seen.borrow().get(&id) {
+                return f(known);
+            }
+            let found = registry()
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&id)
+                .cloned();
+            match found {
+                Some(text) => {
+                    let result = f(&text);
+                    let mut seen = seen.borrow_mut();
+                    if seen.len() >= THREAD_CACHE {
+                        seen.clear();
+                    }
+                    seen.insert(id, text);
+                    result
+                }
+                None => f(&Arc::from(format!("#{id:016x}"))),
+            }
+        })
     }
 }
 
@@ -151,20 +181,20 @@ fn register(id: u64, text: &str) -> Arc<str> {
 
 impl fmt::Display for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text())
+        self.with_text(|text| f.write_str(text))
     }
 }
 
 impl fmt::Debug for Name {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.text(), f)
+        self.with_text(|text| fmt::Debug::fmt(text, f))
     }
 }
 
 /// Across processes a name travels as its text, so the receiver registers it.
 impl Serialize for Name {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.text())
+        self.with_text(|text| serializer.serialize_str(text))
     }
 }
 
