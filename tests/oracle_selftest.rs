@@ -4,7 +4,7 @@
 //! logical time, on one and two workers), which must give the oracle's tables after
 //! every batch: so every worked example is an engine test too.
 
-mod common;
+mod harness;
 mod oracle;
 
 use tidemark_dataflows::dataflow::WRITTEN_TABLES;
@@ -140,10 +140,10 @@ fn check(out: &oracle::Tables, name: &str, mut expected: Vec<Vec<Cell>>) {
 
 fn run(batches: &[(String, FileBatch)], params: &Params) -> oracle::Tables {
     for workers in [1, 2] {
-        let engine = common::harness::run_in_process(batches, *params, workers, 1);
+        let engine = harness::run_in_process(batches, *params, workers, 1);
         for (time, actual) in engine.iter().enumerate() {
             let expected = oracle::compute(&batches[..=time], params);
-            common::assert_matches_oracle(
+            harness::assert_matches_oracle(
                 &expected,
                 actual,
                 &format!("the engine after batch {time} on {workers} worker(s)"),

@@ -6,19 +6,27 @@
 //! It feeds the dataflow as `run` does (`tidemark_dataflows::feeds`): unit `i` arrives
 //! as arrival `i`, on worker `i % workers`, in logical time `i / group`, with its
 //! [`BatchMark`].
+//!
+//! It also reads a dataset's files as the oracle's input and compares tables, so that
+//! tests of the dataflow alone need nothing of the `tidemark` binary's crate (nor
+//! deltalake, which that crate links).
+
+#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use std::path::Path;
+
 use differential_dataflow::{ExchangeData, VecCollection};
+use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 use tidemark_dataflows::feeds::build_with_feeds;
 use tidemark_dataflows::model::settings::Params;
-use tidemark_dataflows::model::tables::{Cell, TableRow};
+use tidemark_dataflows::model::tables::{Cell, TableRow, TableSpec};
 use tidemark_dataflows::operators::gate::{BatchMark, Time};
 use tidemark_inputs::records::FileBatch;
+use tidemark_inputs::Dataset;
 use timely::dataflow::operators::Inspect;
-
-use super::Tables;
 
 /// Every update of every table: (table, row, time, diff).
 type Captured = Arc<Mutex<Vec<(&'static str, Vec<Cell>, Time, isize)>>>;
@@ -83,7 +91,7 @@ pub fn run_in_process(
                     *summed.entry((table, row.clone())).or_default() += *diff as i64;
                 }
             }
-            let mut tables: Tables = tidemark::runtime::run::WRITTEN_TABLES
+            let mut tables: Tables = WRITTEN_TABLES
                 .iter()
                 .map(|spec| (spec.name, Vec::new()))
                 .collect();
@@ -98,4 +106,97 @@ pub fn run_in_process(
             tables
         })
         .collect()
+}
+
+/// Tables by name, rows sorted.
+pub type Tables = BTreeMap<&'static str, Vec<Vec<Cell>>>;
+
+/// Every input file of a dataset, read in batch order, as the oracle's input.
+pub fn read_batches(dataset: &Path, mapping: Option<&Path>) -> Vec<(String, FileBatch)> {
+    read_batches_for(dataset, mapping, &Params::default())
+}
+
+/// [`read_batches`] reading also the user attributes `params` slices by, as a run does.
+pub fn read_batches_for(
+    dataset: &Path,
+    mapping: Option<&Path>,
+    params: &Params,
+) -> Vec<(String, FileBatch)> {
+    let mut dataset = Dataset::open(dataset, mapping).expect("dataset opens");
+    dataset
+        .mapping
+        .read_attributes(&params.dimensions.attribute_names())
+        .expect("attribute names are valid");
+    let files = dataset.discover().expect("dataset lists its files");
+    files
+        .iter()
+        .map(|file| (file.rel.clone(), dataset.read(file)))
+        .collect()
+}
+
+/// Asserts that every written table of the engine equals the oracle's.
+pub fn assert_matches_oracle(
+    expected: &BTreeMap<&'static str, Vec<Vec<Cell>>>,
+    actual: &Tables,
+    context: &str,
+) {
+    for spec in WRITTEN_TABLES {
+        let expected = expected
+            .get(spec.name)
+            .unwrap_or_else(|| panic!("the oracle computes `{}`", spec.name));
+        compare(spec, expected, &actual[spec.name], context);
+    }
+}
+
+/// Compares one table; the panic message lists the differing rows.
+pub fn compare(spec: &TableSpec, expected: &[Vec<Cell>], actual: &[Vec<Cell>], context: &str) {
+    let equal = expected.len() == actual.len()
+        && expected
+            .iter()
+            .zip(actual)
+            .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.approx_eq(y)));
+    if !equal {
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|r| !actual.contains(r))
+            .take(5)
+            .collect();
+        let extra: Vec<_> = actual
+            .iter()
+            .filter(|r| !expected.contains(r))
+            .take(5)
+            .collect();
+        panic!(
+            "{context}: table `{}` differs ({} expected rows, {} actual)\n  missing (first 5): {missing:?}\n  unexpected (first 5): {extra:?}",
+            spec.name,
+            expected.len(),
+            actual.len()
+        );
+    }
+}
+
+/// Generator settings for messy data (3% late, 1% too late, 2% duplicated and 1%
+/// invalid rows; `too_late_share` as given), the shape most end-to-end tests use.
+pub fn messy_data(
+    events: u64,
+    users: u64,
+    seed: u64,
+    days: u32,
+    files: u32,
+    format: tidemark_inputs::generator::OutputFormat,
+    too_late_share: f64,
+) -> tidemark_inputs::generator::GeneratorConfig {
+    tidemark_inputs::generator::GeneratorConfig {
+        events,
+        users,
+        seed,
+        days,
+        files,
+        format,
+        late_share: 0.03,
+        too_late_share,
+        duplicate_share: 0.02,
+        invalid_share: 0.01,
+        ..Default::default()
+    }
 }
