@@ -7,11 +7,13 @@
 //! An `s3://` output holds the oracle's tables (read back from a copy downloaded with
 //! boto3, and its Delta tables opened from S3 by Python `deltalake` and Polars), and a
 //! run killed with SIGKILL and restarted on an empty working copy (another host)
-//! resumes from the prefix alone, losing and doubling nothing.
+//! resumes from the prefix alone, losing and doubling nothing. `tidemark serve` on an
+//! `s3://` output serves its tables and follows the commits of a later run.
 //! Skipped (with a line saying why) where `moto_server` or boto3 is missing, unless
 //! `TIDEMARK_REQUIRE_S3` is set, as CI sets it.
 
 mod common;
+mod http;
 mod live;
 mod oracle;
 mod s3;
@@ -20,9 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{assert_matches_oracle, engine_options, engine_tables, messy_data, read_batches};
+use common::{
+    assert_matches_oracle, compare, engine_options, engine_tables, messy_data, read_batches,
+};
 use s3::{download_prefix, put_objects, start_server, use_server};
 use tidemark::runtime::run::run;
+use tidemark::runtime::run::WRITTEN_TABLES;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
@@ -291,6 +296,26 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
         "report of the s3:// output"
     );
 
+    // `tidemark serve` on the URL serves the tables of the prefix, and follows it.
+    let (mut serving, addr) = live::spawn_serving(
+        Command::new(live::binary())
+            .arg("serve")
+            .arg(&out)
+            .args(["--listen", "127.0.0.1:0"]),
+    );
+    let assert_served = |downloaded: &Path, context: &str| {
+        let completed = live::checkpoint_state(downloaded)
+            .1
+            .expect("a completed time");
+        http::wait_for_time(addr, completed);
+        let tables = engine_tables(downloaded, u64::MAX);
+        for spec in WRITTEN_TABLES {
+            let rows = http::served(addr, spec, "");
+            compare(spec, &tables[spec.name], &rows, context);
+        }
+    };
+    assert_served(&downloaded, "served from s3://");
+
     // More objects, and a run on another host: it resumes from the prefix alone.
     put_objects(&server, "lake", "raw", &data, &later);
     let stats = run_on("host-b", false);
@@ -304,6 +329,9 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
         "s3 out, resumed on another host",
     );
     live::assert_unique_change_files(&downloaded);
+    assert_served(&downloaded, "served from s3:// after the resumed run");
+    serving.kill().ok();
+    serving.wait().ok();
 }
 
 #[test]

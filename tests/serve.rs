@@ -7,71 +7,17 @@ mod http;
 mod live;
 mod oracle;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate};
+use chrono::NaiveDate;
 use common::{compare, engine_tables, read_batches, run_engine};
+use http::{cells, served, wait_for_time};
 use live::{event_files, feed, follow_flags, live_dataset, source_dataset, tidemark_run};
-use serde_json::Value;
 use tidemark::runtime::run::WRITTEN_TABLES;
 use tidemark::serve::Server;
 use tidemark_dataflows::model::settings::Params;
-use tidemark_dataflows::model::tables::{table_spec, Cell, ColumnType, TableSpec};
+use tidemark_dataflows::model::tables::{table_spec, Cell};
 use tidemark_inputs::generator::{generate, OutputFormat};
-
-/// A JSON row back as cells, read the way a client would: RFC 3339 instants, ISO dates.
-fn cells(spec: &TableSpec, row: &Value) -> Vec<Cell> {
-    spec.columns
-        .iter()
-        .map(|column| {
-            let value = &row[column.name];
-            if value.is_null() {
-                return Cell::Null;
-            }
-            match column.ty {
-                ColumnType::Str => Cell::Str(value.as_str().expect("a string").to_string()),
-                ColumnType::Int => Cell::Int(value.as_i64().expect("an integer")),
-                ColumnType::Float => Cell::Float(value.as_f64().expect("a number")),
-                ColumnType::Bool => Cell::Bool(value.as_bool().expect("a boolean")),
-                ColumnType::Timestamp => Cell::Timestamp(
-                    DateTime::parse_from_rfc3339(value.as_str().expect("an instant"))
-                        .expect("RFC 3339")
-                        .timestamp_millis(),
-                ),
-                ColumnType::Date => {
-                    let date = NaiveDate::parse_from_str(value.as_str().unwrap(), "%Y-%m-%d")
-                        .expect("YYYY-MM-DD");
-                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
-                    Cell::Date((date - epoch).num_days() as i32)
-                }
-            }
-        })
-        .collect()
-}
-
-/// `/api/tables/<table>` as sorted cell rows.
-fn served(addr: SocketAddr, spec: &TableSpec, query: &str) -> Vec<Vec<Cell>> {
-    let response = http::get(addr, &format!("/api/tables/{}{query}", spec.name));
-    assert_eq!(response.status, 200, "{}: {}", spec.name, response.body);
-    let mut rows: Vec<Vec<Cell>> = response
-        .json()
-        .as_array()
-        .expect("an array of rows")
-        .iter()
-        .map(|row| cells(spec, row))
-        .collect();
-    rows.sort();
-    rows
-}
-
-/// Waits until the server has applied logical time `time`.
-fn wait_for_time(addr: SocketAddr, time: u64) {
-    let ready = live::wait_until(Duration::from_secs(60), || {
-        http::get(addr, "/api/status").json()["time"].as_u64() == Some(time)
-    });
-    assert!(ready, "the server reaches logical time {time}");
-}
 
 /// Waits until a following run has completed every file of `data`; returns the last
 /// completed time.
@@ -271,7 +217,7 @@ fn changes_stream_delivers_a_followed_file_and_run_serve_serves() {
             .next(Duration::from_secs(60))
             .expect("a change event after a new file");
         assert_eq!(name, "change");
-        let message: Value = serde_json::from_str(&payload).unwrap();
+        let message: serde_json::Value = serde_json::from_str(&payload).unwrap();
         assert!(message["time"].as_u64().unwrap() > settled);
         if message["tables"].get("window_activity").is_some() {
             break message;

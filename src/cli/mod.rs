@@ -228,7 +228,9 @@ pub struct ReportArgs {
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
     /// An output directory written by `tidemark run --out` (finished, running, or not
-    /// there yet: the page fills in once a run writes it).
+    /// there yet: the page fills in once a run writes it), or an s3://bucket/prefix
+    /// output (AWS_* environment variables), mirrored into a temporary directory and
+    /// followed as its run commits.
     pub out_dir: PathBuf,
     /// Address to listen on (port 0 picks a free port, printed at start).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]

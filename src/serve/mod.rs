@@ -94,6 +94,9 @@ impl Server {
 
 /// `tidemark serve`: serves `out` until the process is stopped.
 pub fn serve(out: &Path, listen: SocketAddr) -> Result<()> {
+    if crate::sources::object_store::is_object_url(out) {
+        return serve_object_output(out, listen);
+    }
     if !out.exists() {
         eprintln!(
             "{} does not exist yet: serving anyway; the page fills in once `tidemark run --out {}` writes it",
@@ -111,6 +114,45 @@ pub fn serve(out: &Path, listen: SocketAddr) -> Result<()> {
     while !stop.raised() {
         std::thread::sleep(Duration::from_millis(200));
     }
+    Ok(())
+}
+
+/// How often the mirror of an `s3://` output looks for new objects.
+const MIRROR_POLL: Duration = Duration::from_secs(1);
+
+/// `tidemark serve s3://bucket/prefix`: mirrors the change streams and the checkpoint
+/// into a temporary directory, commit point last (see
+/// [`crate::sink::object_store::ObjectOutput::mirror`]), keeps mirroring every
+/// [`MIRROR_POLL`], and serves the mirror as a local output.
+fn serve_object_output(out: &Path, listen: SocketAddr) -> Result<()> {
+    let url = out.display().to_string();
+    let dir = tempfile::tempdir().context("creating a temporary directory for the mirror")?;
+    let mut output = crate::sink::object_store::ObjectOutput::open(&url, dir.path())?;
+    let fetched = output.mirror().with_context(|| format!("reading {url}"))?;
+    if fetched == 0 {
+        eprintln!(
+            "{url} holds no change streams yet: serving anyway; the page fills in once `tidemark run --out {url}` writes them"
+        );
+    }
+    std::thread::Builder::new()
+        .name("tidemark-mirror".into())
+        .spawn(move || loop {
+            std::thread::sleep(MIRROR_POLL);
+            if let Err(error) = output.mirror() {
+                tracing::warn!("mirroring the output: {error:#}; trying again");
+            }
+        })
+        .context("starting the output mirror")?;
+    let server = Server::start(dir.path(), listen)?;
+    eprintln!(
+        "serving {url} at http://{}/ (Ctrl-C to stop)",
+        server.addr()
+    );
+    let stop = crate::runtime::stop::StopFlag::on_signals()?;
+    while !stop.raised() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(dir);
     Ok(())
 }
 

@@ -73,6 +73,8 @@ pub struct ObjectOutput {
     processes: usize,
     /// The completed time process 0 last put for the cluster.
     cluster_completed: Option<u64>,
+    /// What a reader's mirror fetched: (size, last modified in µs) by path.
+    mirrored: BTreeMap<String, (u64, i64)>,
 }
 
 /// The default working copy of an output URL: a directory under the system's temporary
@@ -130,6 +132,7 @@ impl ObjectOutput {
             process: 0,
             processes: 1,
             cluster_completed: None,
+            mirrored: BTreeMap::new(),
         })
     }
 
@@ -273,6 +276,94 @@ impl ObjectOutput {
             self.uploaded.remove(&rel);
         }
         Ok(put)
+    }
+
+    /// One pass of a reader's mirror of the prefix (`tidemark serve s3://...`): reads
+    /// the commit point (`completed.json`) first, then fetches every change file and
+    /// checkpoint object that is new or changed since the last pass (the Delta tables
+    /// and a mirrored dataset are not needed by a reader of the change streams), removes
+    /// the local copies of objects gone from the prefix (an `--overwrite`), and writes
+    /// the commit point last. The run put every file a commit point covers before the
+    /// commit point, so the mirror, like the prefix, never shows a completed time
+    /// without its files. Returns how many objects it fetched.
+    pub fn mirror(&mut self) -> Result<usize> {
+        let completed_location = self.location(COMPLETED);
+        let completed = self
+            .runtime
+            .block_on(async {
+                match self.store.get(&completed_location).await {
+                    Ok(result) => result.bytes().await.map(Some),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(error),
+                }
+            })
+            .map_err(|e| anyhow!("reading {}/{COMPLETED}: {}", self.url, describe(&e)))?;
+        let listed = list_prefix(&self.runtime, self.store.as_ref(), &self.prefix, &self.url)?;
+        let mut present = BTreeMap::new();
+        let mut fetch = Vec::new();
+        for meta in listed {
+            let Some(rel) = relative_path(&self.prefix, &meta.location) else {
+                continue;
+            };
+            if rel == COMPLETED || !(rel.starts_with("changes/") || rel.starts_with("_checkpoint/"))
+            {
+                continue;
+            }
+            let version = (meta.size, meta.last_modified.timestamp_micros());
+            if self.mirrored.get(&rel) != Some(&version) {
+                fetch.push((rel.clone(), meta.location));
+            }
+            present.insert(rel, version);
+        }
+        let fetched = fetch.len();
+        let (store, local) = (self.store.as_ref(), &self.local);
+        self.runtime.block_on(
+            futures_util::stream::iter(fetch)
+                .map(|(rel, location)| async move {
+                    let target = local.join(&rel);
+                    let tmp = download(store, &location, &target)
+                        .await
+                        .with_context(|| format!("downloading {location}"))?;
+                    std::fs::rename(&tmp, &target)
+                        .with_context(|| format!("renaming into {}", target.display()))
+                })
+                .buffer_unordered(TRANSFERS_AT_ONCE)
+                .try_collect::<Vec<()>>(),
+        )?;
+        for rel in self
+            .mirrored
+            .keys()
+            .filter(|rel| !present.contains_key(*rel))
+        {
+            let path = self.local.join(rel);
+            if let Err(error) = std::fs::remove_file(&path) {
+                if error.kind() != std::io::ErrorKind::NotFound {
+                    return Err(error).with_context(|| format!("removing {}", path.display()));
+                }
+            }
+        }
+        self.mirrored = present;
+        let target = self.local.join(COMPLETED);
+        match completed {
+            Some(bytes) => {
+                if let Some(dir) = target.parent() {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                let tmp = crate::sources::object_store::temporary_beside(&target);
+                std::fs::write(&tmp, &bytes)
+                    .with_context(|| format!("writing {}", tmp.display()))?;
+                std::fs::rename(&tmp, &target)
+                    .with_context(|| format!("renaming into {}", target.display()))?;
+            }
+            None => match std::fs::remove_file(&target) {
+                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(error).with_context(|| format!("removing {}", target.display()))
+                }
+                _ => {}
+            },
+        }
+        Ok(fetched)
     }
 
     /// Process 0 of several: puts `completed.json` with the least of its own completed

@@ -8,6 +8,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, NaiveDate};
+use serde_json::Value;
+use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
+
 /// A response: status code, headers (lower-cased names) and body.
 pub struct Response {
     pub status: u16,
@@ -207,5 +211,62 @@ impl Events {
             self.text.push_str(&String::from_utf8_lossy(&payload));
             self.raw.drain(..end + 2 + size + 2);
         }
+    }
+}
+
+/// A JSON row back as cells, read the way a client would: RFC 3339 instants, ISO dates.
+pub fn cells(spec: &TableSpec, row: &Value) -> Vec<Cell> {
+    spec.columns
+        .iter()
+        .map(|column| {
+            let value = &row[column.name];
+            if value.is_null() {
+                return Cell::Null;
+            }
+            match column.ty {
+                ColumnType::Str => Cell::Str(value.as_str().expect("a string").to_string()),
+                ColumnType::Int => Cell::Int(value.as_i64().expect("an integer")),
+                ColumnType::Float => Cell::Float(value.as_f64().expect("a number")),
+                ColumnType::Bool => Cell::Bool(value.as_bool().expect("a boolean")),
+                ColumnType::Timestamp => Cell::Timestamp(
+                    DateTime::parse_from_rfc3339(value.as_str().expect("an instant"))
+                        .expect("RFC 3339")
+                        .timestamp_millis(),
+                ),
+                ColumnType::Date => {
+                    let date = NaiveDate::parse_from_str(value.as_str().unwrap(), "%Y-%m-%d")
+                        .expect("YYYY-MM-DD");
+                    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+                    Cell::Date((date - epoch).num_days() as i32)
+                }
+            }
+        })
+        .collect()
+}
+
+/// `/api/tables/<table>` as sorted cell rows.
+pub fn served(addr: SocketAddr, spec: &TableSpec, query: &str) -> Vec<Vec<Cell>> {
+    let response = get(addr, &format!("/api/tables/{}{query}", spec.name));
+    assert_eq!(response.status, 200, "{}: {}", spec.name, response.body);
+    let mut rows: Vec<Vec<Cell>> = response
+        .json()
+        .as_array()
+        .expect("an array of rows")
+        .iter()
+        .map(|row| cells(spec, row))
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// Waits until the server has applied logical time `time`.
+pub fn wait_for_time(addr: SocketAddr, time: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(addr, "/api/status").json()["time"].as_u64() != Some(time) {
+        assert!(
+            Instant::now() < deadline,
+            "the server reaches logical time {time}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
