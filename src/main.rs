@@ -53,13 +53,23 @@ fn report_command(out: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// `tidemark predict`: fits, judges, writes `OUT/predictions/` and prints the summary.
+/// An `s3://` output is read from a downloaded copy and gets its predictions put under
+/// the prefix.
 fn predict_command(args: &tidemark::cli::PredictArgs) -> anyhow::Result<()> {
     let options = tidemark::predict::PredictOptions {
         cutoff: args.cutoff,
         seed: args.seed,
         top: args.top,
     };
-    let prediction = tidemark::predict::predict(&args.out_dir, options)?;
+    // An s3:// output is downloaded, predicted on, and its predictions put back.
+    let (dir, _copy) = tidemark::sink::object_store::readable_copy(&args.out_dir)?;
+    let prediction = tidemark::predict::predict(&dir, options)?;
+    if tidemark::sources::object_store::is_object_url(&args.out_dir) {
+        let url = args.out_dir.display().to_string();
+        tidemark::sink::object_store::ObjectOutput::open(&url, &dir)?
+            .put_tree("predictions")
+            .with_context(|| format!("writing the predictions under {url}"))?;
+    }
     print!("{}", prediction.render(&args.out_dir, args.top));
     Ok(())
 }

@@ -466,3 +466,62 @@ fn a_denied_write_is_an_error_before_the_run_naming_the_url_and_what_to_allow() 
         started.elapsed()
     );
 }
+
+#[test]
+fn predict_on_an_s3_output_puts_what_predict_writes_on_a_local_copy() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(server) = start_server("127.0.0.1") else {
+        return;
+    };
+    use_server(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // A hundred days, so that a 28-day population and its next 28 days exist.
+    let config = messy_data(30_000, 500, 5, 100, 12, OutputFormat::Parquet, 0.01);
+    generate(&data, &config).expect("generator writes the dataset");
+    put_objects(&server, "gold", "ignored", &data, &[]);
+    let out = PathBuf::from("s3://gold/scored");
+    let mut options = engine_options(&data, None, &out, Params::default(), 2);
+    options.local_out = Some(dir.path().join("work"));
+    run(&options).expect("tidemark run into s3:// succeeds");
+    let local = dir.path().join("local");
+    download_prefix(&server, "gold", "scored", &local);
+
+    let predict = |out: &Path| {
+        let output = Command::new(live::binary())
+            .arg("predict")
+            .arg(out)
+            .output()
+            .expect("tidemark predict runs");
+        assert!(
+            output.status.success(),
+            "predict {}: {}",
+            out.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let on_s3 = predict(&out);
+    let on_copy = predict(&local);
+    assert_eq!(
+        on_s3,
+        on_copy.replace(&local.display().to_string(), "s3://gold/scored"),
+        "predict prints the same for the URL and a local copy"
+    );
+    let after = dir.path().join("after");
+    download_prefix(&server, "gold", "scored", &after);
+    let written = files_under(&local.join("predictions"));
+    assert!(!written.is_empty(), "predict writes its tables");
+    assert_eq!(
+        files_under(&after.join("predictions")),
+        written,
+        "the predictions are put under the prefix"
+    );
+    for rel in &written {
+        assert_eq!(
+            std::fs::read(after.join("predictions").join(rel)).unwrap(),
+            std::fs::read(local.join("predictions").join(rel)).unwrap(),
+            "predictions/{rel} put under the prefix equals the local copy's"
+        );
+    }
+}

@@ -240,7 +240,9 @@ pub struct ServeArgs {
 /// Arguments of `tidemark predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
-    /// An output directory written by `tidemark run --out` (finished or running).
+    /// An output directory written by `tidemark run --out` (finished or running), or an
+    /// s3://bucket/prefix output (AWS_* environment variables): read from a downloaded
+    /// copy, with the predictions put under the prefix.
     pub out_dir: PathBuf,
     /// The cutoff, a UTC date (YYYY-MM-DD): features from the 28 days before it, labels
     /// from the 28 days from it [default: 28 days before the data ends].

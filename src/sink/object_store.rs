@@ -442,6 +442,22 @@ impl ObjectOutput {
     }
 
     /// Puts one object.
+    /// Puts every file under `dir` (a path below the working copy, such as
+    /// `predictions`) as one object each, at the same path below the prefix. For files
+    /// written beside a run's output (`tidemark predict`), not by the run. Returns how
+    /// many objects it put.
+    pub fn put_tree(&self, dir: &str) -> Result<usize> {
+        let files = list_local(&self.local.join(dir))?;
+        for rel in files.keys() {
+            let rel = format!("{dir}/{rel}");
+            let path = self.local.join(&rel);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            self.put(&rel, bytes)?;
+        }
+        Ok(files.len())
+    }
+
     fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
         let location = self.location(rel);
         self.runtime
