@@ -98,6 +98,22 @@ fn assert_each_unit_once(out: &Path, units: usize) {
     }
 }
 
+/// What `tidemark COMMAND OUT` prints; it must succeed.
+fn stdout_of(command: &str, out: &Path) -> String {
+    let output = Command::new(live::binary())
+        .arg(command)
+        .arg(out)
+        .output()
+        .unwrap_or_else(|e| panic!("tidemark {command} runs: {e}"));
+    assert!(
+        output.status.success(),
+        "{command} {}: {}",
+        out.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
 /// Every file under `dir`, relative, sorted.
 fn files_under(dir: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
@@ -276,20 +292,7 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
     }
 
     // `tidemark report` on the URL prints what it prints for the downloaded copy.
-    let report = |out: &Path| {
-        let output = Command::new(live::binary())
-            .arg("report")
-            .arg(out)
-            .output()
-            .expect("tidemark report runs");
-        assert!(
-            output.status.success(),
-            "report {}: {}",
-            out.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let report = |out: &Path| stdout_of("report", out);
     assert_eq!(
         report(&out),
         report(&downloaded).replace(&downloaded.display().to_string(), "s3://gold/engagement"),
@@ -487,20 +490,7 @@ fn predict_on_an_s3_output_puts_what_predict_writes_on_a_local_copy() {
     let local = dir.path().join("local");
     download_prefix(&server, "gold", "scored", &local);
 
-    let predict = |out: &Path| {
-        let output = Command::new(live::binary())
-            .arg("predict")
-            .arg(out)
-            .output()
-            .expect("tidemark predict runs");
-        assert!(
-            output.status.success(),
-            "predict {}: {}",
-            out.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let predict = |out: &Path| stdout_of("predict", out);
     let on_s3 = predict(&out);
     let on_copy = predict(&local);
     assert_eq!(

@@ -287,17 +287,7 @@ impl ObjectOutput {
     /// commit point, so the mirror, like the prefix, never shows a completed time
     /// without its files. Returns how many objects it fetched.
     pub fn mirror(&mut self) -> Result<usize> {
-        let completed_location = self.location(COMPLETED);
-        let completed = self
-            .runtime
-            .block_on(async {
-                match self.store.get(&completed_location).await {
-                    Ok(result) => result.bytes().await.map(Some),
-                    Err(object_store::Error::NotFound { .. }) => Ok(None),
-                    Err(error) => Err(error),
-                }
-            })
-            .map_err(|e| anyhow!("reading {}/{COMPLETED}: {}", self.url, describe(&e)))?;
+        let completed = self.get_if_there(COMPLETED)?;
         let listed = list_prefix(&self.runtime, self.store.as_ref(), &self.prefix, &self.url)?;
         let mut present = BTreeMap::new();
         let mut fetch = Vec::new();
@@ -393,19 +383,22 @@ impl ObjectOutput {
 
     /// The completed time process `process` last reported its uploads cover.
     fn read_report(&self, process: usize) -> Result<Option<u64>> {
-        let rel = format!("{UPLOADED_DIR}p{process}.json");
-        let location = self.location(&rel);
-        let bytes = self
-            .runtime
+        let bytes = self.get_if_there(&format!("{UPLOADED_DIR}p{process}.json"))?;
+        Ok(bytes.and_then(|bytes| completed_time(&bytes)))
+    }
+
+    /// The bytes of the object at `rel` below the prefix, or none where there is none.
+    fn get_if_there(&self, rel: &str) -> Result<Option<Vec<u8>>> {
+        let location = self.location(rel);
+        self.runtime
             .block_on(async {
                 match self.store.get(&location).await {
-                    Ok(result) => result.bytes().await.map(Some),
+                    Ok(result) => result.bytes().await.map(|bytes| Some(bytes.to_vec())),
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(error) => Err(error),
                 }
             })
-            .map_err(|e| anyhow!("reading {}/{rel}: {}", self.url, describe(&e)))?;
-        Ok(bytes.and_then(|bytes| completed_time(&bytes)))
+            .map_err(|e| anyhow!("reading {}/{rel}: {}", self.url, describe(&e)))
     }
 
     fn location(&self, rel: &str) -> ObjectPath {
