@@ -35,6 +35,16 @@ use tidemark_inputs::generator::{generate, OutputFormat};
 /// its own server.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// A server of this test's own on loopback, with the process's AWS environment
+/// pointed at it, and the lock that keeps the other tests of this file waiting; none
+/// (the test skips) where moto is missing.
+fn s3_server() -> Option<(std::sync::MutexGuard<'static, ()>, s3::S3Server)> {
+    let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_server("127.0.0.1")?;
+    use_server(&server);
+    Some((alone, server))
+}
+
 /// Whether Python's `deltalake` and Polars are there (a panic where
 /// `TIDEMARK_REQUIRE_PYTHON=1` requires them).
 fn python_delta_readers() -> bool {
@@ -135,11 +145,9 @@ fn files_under(dir: &Path) -> Vec<String> {
 
 #[test]
 fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server("127.0.0.1") else {
+    let Some((_alone, server)) = s3_server() else {
         return;
     };
-    use_server(&server);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let out = dir.path().join("out");
@@ -188,11 +196,9 @@ fn an_s3_dataset_gives_the_oracle_tables_and_a_second_run_takes_only_new_objects
 
 #[test]
 fn a_missing_bucket_is_an_error_naming_the_url() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server("127.0.0.1") else {
+    let Some((_alone, _server)) = s3_server() else {
         return;
     };
-    use_server(&server);
     let dir = tempfile::tempdir().unwrap();
     let url = PathBuf::from("s3://no-such-bucket/data");
     let options = engine_options(&url, None, &dir.path().join("out"), Params::default(), 1);
@@ -202,11 +208,9 @@ fn a_missing_bucket_is_an_error_naming_the_url() {
 
 #[test]
 fn following_a_prefix_takes_each_new_object_once_through_kills() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server("127.0.0.1") else {
+    let Some((_alone, server)) = s3_server() else {
         return;
     };
-    use_server(&server);
     let dir = tempfile::tempdir().unwrap();
     let source = live::source_dataset(dir.path(), 41, 6, OutputFormat::Parquet);
     let all = files_under(&source);
@@ -241,11 +245,9 @@ fn following_a_prefix_takes_each_new_object_once_through_kills() {
 
 #[test]
 fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server("127.0.0.1") else {
+    let Some((_alone, server)) = s3_server() else {
         return;
     };
-    use_server(&server);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = messy_data(8_000, 200, 37, 30, 8, OutputFormat::Parquet, 0.01);
@@ -339,11 +341,9 @@ fn an_s3_output_holds_the_oracle_tables_and_resumes_on_another_host() {
 
 #[test]
 fn an_s3_output_killed_and_restarted_elsewhere_loses_and_doubles_nothing() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server("127.0.0.1") else {
+    let Some((_alone, server)) = s3_server() else {
         return;
     };
-    use_server(&server);
     put_objects(&server, "gold", "ignored", Path::new("."), &[]);
     let dir = tempfile::tempdir().unwrap();
     let source = live::source_dataset(dir.path(), 43, 6, OutputFormat::Parquet);
@@ -472,11 +472,9 @@ fn a_denied_write_is_an_error_before_the_run_naming_the_url_and_what_to_allow() 
 
 #[test]
 fn predict_on_an_s3_output_puts_what_predict_writes_on_a_local_copy() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(server) = start_server("127.0.0.1") else {
+    let Some((_alone, server)) = s3_server() else {
         return;
     };
-    use_server(&server);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // A hundred days, so that a 28-day population and its next 28 days exist.

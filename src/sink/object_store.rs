@@ -45,7 +45,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::sources::object_store::{
-    describe, download, list_prefix, open_store, relative_path, STAGE_DIR,
+    describe, download, list_prefix, open_store, relative_path, write_replacing, STAGE_DIR,
 };
 
 /// Objects uploaded or downloaded at the same time.
@@ -182,24 +182,33 @@ impl ObjectOutput {
             )?;
             return Ok(0);
         }
-        let total = listed.len();
+        let rels: Vec<String> = listed.iter().map(|(rel, _)| rel.clone()).collect();
+        self.fetch(listed)?;
+        for rel in &rels {
+            self.uploaded
+                .insert(rel.clone(), stamp(&self.local.join(rel))?);
+        }
+        Ok(rels.len())
+    }
+
+    /// Downloads each (path below the prefix, location) into the working copy, up to
+    /// [`TRANSFERS_AT_ONCE`] at once, each into a temporary file renamed into place.
+    fn fetch(&self, files: Vec<(String, ObjectPath)>) -> Result<()> {
         let (store, local) = (self.store.as_ref(), &self.local);
-        let fetched: Vec<(String, Stamp)> = self.runtime.block_on(
-            futures_util::stream::iter(listed)
+        self.runtime.block_on(
+            futures_util::stream::iter(files)
                 .map(|(rel, location)| async move {
                     let target = local.join(&rel);
                     let tmp = download(store, &location, &target)
                         .await
                         .with_context(|| format!("downloading {location}"))?;
                     std::fs::rename(&tmp, &target)
-                        .with_context(|| format!("renaming into {}", target.display()))?;
-                    anyhow::Ok((rel, stamp(&target)?))
+                        .with_context(|| format!("renaming into {}", target.display()))
                 })
                 .buffer_unordered(TRANSFERS_AT_ONCE)
-                .try_collect(),
+                .try_collect::<Vec<()>>(),
         )?;
-        self.uploaded.extend(fetched);
-        Ok(total)
+        Ok(())
     }
 
     /// Every object under the prefix, as (path below the prefix, location).
@@ -306,31 +315,13 @@ impl ObjectOutput {
             present.insert(rel, version);
         }
         let fetched = fetch.len();
-        let (store, local) = (self.store.as_ref(), &self.local);
-        self.runtime.block_on(
-            futures_util::stream::iter(fetch)
-                .map(|(rel, location)| async move {
-                    let target = local.join(&rel);
-                    let tmp = download(store, &location, &target)
-                        .await
-                        .with_context(|| format!("downloading {location}"))?;
-                    std::fs::rename(&tmp, &target)
-                        .with_context(|| format!("renaming into {}", target.display()))
-                })
-                .buffer_unordered(TRANSFERS_AT_ONCE)
-                .try_collect::<Vec<()>>(),
-        )?;
+        self.fetch(fetch)?;
         for rel in self
             .mirrored
             .keys()
             .filter(|rel| !present.contains_key(*rel))
         {
-            let path = self.local.join(rel);
-            if let Err(error) = std::fs::remove_file(&path) {
-                if error.kind() != std::io::ErrorKind::NotFound {
-                    return Err(error).with_context(|| format!("removing {}", path.display()));
-                }
-            }
+            remove_if_there(&self.local.join(rel))?;
         }
         self.mirrored = present;
         let target = self.local.join(COMPLETED);
@@ -340,18 +331,9 @@ impl ObjectOutput {
                     std::fs::create_dir_all(dir)
                         .with_context(|| format!("creating {}", dir.display()))?;
                 }
-                let tmp = crate::sources::object_store::temporary_beside(&target);
-                std::fs::write(&tmp, &bytes)
-                    .with_context(|| format!("writing {}", tmp.display()))?;
-                std::fs::rename(&tmp, &target)
-                    .with_context(|| format!("renaming into {}", target.display()))?;
+                write_replacing(&target, &bytes)?;
             }
-            None => match std::fs::remove_file(&target) {
-                Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(error).with_context(|| format!("removing {}", target.display()))
-                }
-                _ => {}
-            },
+            None => remove_if_there(&target)?,
         }
         Ok(fetched)
     }
@@ -606,6 +588,16 @@ fn stamp(path: &Path) -> Result<Stamp> {
 /// Every file of the working copy that belongs in the prefix, with its stamp: not the
 /// mirrored dataset (`source/`), not hidden or temporary files (names starting with
 /// `.`, delta-rs' staged `name#N` files, `*.tmp`).
+/// Removes a file; one that is not there is fine.
+fn remove_if_there(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+            Err(error).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn list_local(root: &Path) -> Result<BTreeMap<String, Stamp>> {
     fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, Stamp>) -> Result<()> {
         let entries = match std::fs::read_dir(dir) {

@@ -376,7 +376,7 @@ pub(crate) fn temporary_beside(path: &Path) -> PathBuf {
 
 /// Writes `bytes` to a temporary file beside `path` and renames it into place, so
 /// readers see the old or the new file, never part of one.
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_beside(path);
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming into {}", path.display()))

@@ -104,11 +104,7 @@ impl Name {
                 }
                 return;
             }
-            let shared = register(id, text);
-            if seen.len() >= THREAD_CACHE {
-                seen.clear();
-            }
-            seen.insert(id, shared);
+            remember(&mut seen, id, register(id, text));
         });
         Name(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
     }
@@ -146,17 +142,21 @@ impl Name {
             match found {
                 Some(text) => {
                     let result = f(&text);
-                    let mut seen = seen.borrow_mut();
-                    if seen.len() >= THREAD_CACHE {
-                        seen.clear();
-                    }
-                    seen.insert(id, text);
+                    remember(&mut seen.borrow_mut(), id, text);
                     result
                 }
                 None => f(&Arc::from(format!("#{id:016x}"))),
             }
         })
     }
+}
+
+/// Keeps `text` in this thread's cache, starting the cache over once it is full.
+fn remember(seen: &mut FxHashMap<u64, Arc<str>>, id: u64, text: Arc<str>) {
+    if seen.len() >= THREAD_CACHE {
+        seen.clear();
+    }
+    seen.insert(id, text);
 }
 
 /// Registers `text` under `id` in the process registry; returns the shared text.
