@@ -7,6 +7,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// A moto server on a free loopback port, stopped when dropped.
@@ -75,14 +76,20 @@ pub fn start_server(host: &str) -> Option<S3Server> {
     Some(server)
 }
 
-/// The AWS settings of the server, in the environment as a user would set them.
-pub fn use_server(server: &S3Server) {
-    use_endpoint(&server.endpoint);
+/// Held by the test whose endpoint the process's AWS environment names: tests run on
+/// parallel threads of one process, and each points the environment at its own server.
+static AWS_ENVIRONMENT: Mutex<()> = Mutex::new(());
+
+/// The AWS settings of the server, in the environment as a user would set them, and
+/// the lock that keeps every other test's settings out until the guard drops.
+pub fn use_server(server: &S3Server) -> MutexGuard<'static, ()> {
+    use_endpoint(&server.endpoint)
 }
 
 /// The AWS settings of an S3-compatible endpoint (`http://host:port`), in the
-/// environment.
-pub fn use_endpoint(endpoint: &str) {
+/// environment, held as [`use_server`] holds them.
+pub fn use_endpoint(endpoint: &str) -> MutexGuard<'static, ()> {
+    let held = AWS_ENVIRONMENT.lock().unwrap_or_else(|e| e.into_inner());
     for (key, value) in [
         ("AWS_ACCESS_KEY_ID", "tidemark-test"),
         ("AWS_SECRET_ACCESS_KEY", "tidemark-test"),
@@ -92,6 +99,7 @@ pub fn use_endpoint(endpoint: &str) {
     ] {
         std::env::set_var(key, value);
     }
+    held
 }
 
 /// Puts `files` (relative to `dir`) under `s3://bucket/prefix/` with boto3, creating

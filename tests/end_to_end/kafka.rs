@@ -14,9 +14,9 @@
 //! where the `tansu` binary is missing, unless `TIDEMARK_REQUIRE_KAFKA` is set, as CI
 //! sets it.
 
-mod common;
-mod live;
-mod oracle;
+use crate::common;
+use crate::live;
+use crate::oracle;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};

@@ -6,9 +6,9 @@
 //! Needs a small file system to fill: a tmpfs mounted for the test, which needs root.
 //! Where mounting is not allowed the test says so on stderr and checks nothing.
 
-mod common;
-mod live;
-mod oracle;
+use crate::common;
+use crate::live;
+use crate::oracle;
 
 use std::process::Command;
 

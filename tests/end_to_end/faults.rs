@@ -5,9 +5,9 @@
 //! the undamaged output (and so the oracle). A resume that succeeds with other tables
 //! fails the test.
 
-mod common;
-mod live;
-mod oracle;
+use crate::common;
+use crate::live;
+use crate::oracle;
 
 use std::path::{Path, PathBuf};
 

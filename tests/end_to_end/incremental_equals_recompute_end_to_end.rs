@@ -5,9 +5,9 @@
 //! `incremental_equals_recompute.rs` runs hundreds in process. Failing cases are kept in
 //! `proptest-regressions/`.
 
-mod cases;
-mod common;
-mod oracle;
+use crate::cases;
+use crate::common;
+use crate::oracle;
 
 use cases::{batches_strategy, config, write_dataset, TestEvent, BASE};
 use common::{assert_matches_oracle, engine_options, engine_tables, read_batches, run_engine};

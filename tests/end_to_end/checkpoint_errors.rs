@@ -2,9 +2,9 @@
 //! ingested, and a resume with another cluster shape or other settings are errors that
 //! say what to do, never a silent fresh start.
 
-mod common;
-mod live;
-mod oracle;
+use crate::common;
+use crate::live;
+use crate::oracle;
 
 use std::path::Path;
 

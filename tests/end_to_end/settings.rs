@@ -2,8 +2,8 @@
 //! same settings, and against the default so the key is seen to matter), and bad
 //! settings are errors that name the key.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::path::Path;
 use std::process::Command;

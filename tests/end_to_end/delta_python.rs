@@ -3,7 +3,7 @@
 //! change streams. Skipped (with a message) when those packages are missing, unless
 //! `TIDEMARK_REQUIRE_PYTHON=1`, in which case their absence fails the test.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -4,9 +4,9 @@
 //! The end of the input ends the run; a second run on the same output resumes the
 //! line numbering. `--listen`: lines from a TCP peer, quarantined as `tcp:<peer>`.
 
-mod common;
-mod live;
-mod oracle;
+use crate::common;
+use crate::live;
+use crate::oracle;
 
 use std::io::Write;
 use std::process::Stdio;

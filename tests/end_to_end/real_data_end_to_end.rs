@@ -1,8 +1,8 @@
 //! Both real data sets of `../shared/data`, in their own column names, run through the
 //! shipped mappings and compared table by table with the independent oracle.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::path::{Path, PathBuf};
 

@@ -4,8 +4,7 @@
 //! the contract's p95 rule flags a large share of all windows. `benches/spike_rules.rs`
 //! measures the same on more sizes and seeds.
 
-mod common;
-mod oracle;
+use crate::common;
 
 use common::harness::run_in_process;
 use common::read_batches;

@@ -1,8 +1,8 @@
 //! The engine against the independent oracle on generated messy data (late, too late,
 //! duplicate and invalid rows), in every input format, on one and two workers.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use common::{assert_matches_oracle, engine_tables, read_batches, run_engine};
 use tidemark_dataflows::model::settings::Params;

@@ -5,10 +5,10 @@
 //! `artifacts/`. Skipped (with a line saying why) where Chromium or Node.js is missing,
 //! unless `TIDEMARK_REQUIRE_BROWSER` is set, as CI sets it.
 
-mod common;
-mod http;
-mod live;
-mod oracle;
+use crate::common;
+use crate::http;
+use crate::live;
+use crate::oracle;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

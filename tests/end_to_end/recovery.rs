@@ -4,9 +4,9 @@
 //! uninterrupted run over the same files, the same Delta tables (contents and commits)
 //! as that run, and the same tables as the oracle. Nothing is lost, nothing is doubled.
 
-mod common;
-mod live;
-mod oracle;
+use crate::common;
+use crate::live;
+use crate::oracle;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! changed, each with a `tidemark-<table>` txn of that time; column types are the right
 //! Delta primitive types.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

@@ -3,8 +3,8 @@
 //! the AUC by the rank-sum formula from the written scores, and features that see
 //! nothing at or after the cutoff.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,8 +2,8 @@
 //! each, as the next logical times, with the same tables as a static run over the same
 //! files, on two workers too; SIGTERM stops cleanly after the current time.
 
-mod common;
-mod live;
+use crate::common;
+use crate::live;
 
 use std::process::Command;
 use std::time::Duration;

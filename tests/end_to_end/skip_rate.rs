@@ -1,8 +1,8 @@
 //! `skip_rate_daily` (beyond the contract; the oracle computes it too): skips per
 //! play per day, a row only for days with plays, checked against plain loops.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

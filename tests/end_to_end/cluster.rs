@@ -2,8 +2,8 @@
 //! one worker, two worker threads, and two real `tidemark` processes on localhost; the
 //! two processes, slicing by every kind of dimension, also equal the oracle.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::net::TcpListener;
 use std::process::Command;

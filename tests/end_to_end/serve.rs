@@ -2,10 +2,10 @@
 //! change stream and the oracle; filters, unknown tables and bad requests get clear
 //! errors; `/api/changes` delivers the change of a file added to a followed run.
 
-mod common;
-mod http;
-mod live;
-mod oracle;
+use crate::common;
+use crate::http;
+use crate::live;
+use crate::oracle;
 
 use std::time::Duration;
 

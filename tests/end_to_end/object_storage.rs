@@ -12,11 +12,11 @@
 //! Skipped (with a line saying why) where `moto_server` or boto3 is missing, unless
 //! `TIDEMARK_REQUIRE_S3` is set, as CI sets it.
 
-mod common;
-mod http;
-mod live;
-mod oracle;
-mod s3;
+use crate::common;
+use crate::http;
+use crate::live;
+use crate::oracle;
+use crate::s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -31,17 +31,12 @@ use tidemark::runtime::run::WRITTEN_TABLES;
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::generator::{generate, OutputFormat};
 
-/// The tests of this file one at a time: each points the process's AWS environment at
-/// its own server.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A server of this test's own on loopback, with the process's AWS environment
-/// pointed at it, and the lock that keeps the other tests of this file waiting; none
-/// (the test skips) where moto is missing.
+/// pointed at it, and the lock that keeps the other S3 tests waiting; none (the test
+/// skips) where moto is missing.
 fn s3_server() -> Option<(std::sync::MutexGuard<'static, ()>, s3::S3Server)> {
-    let alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_server("127.0.0.1")?;
-    use_server(&server);
+    let alone = use_server(&server);
     Some((alone, server))
 }
 
@@ -443,9 +438,8 @@ fn read_only_endpoint() -> String {
 
 #[test]
 fn a_denied_write_is_an_error_before_the_run_naming_the_url_and_what_to_allow() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let endpoint = read_only_endpoint();
-    s3::use_endpoint(&endpoint);
+    let _alone = s3::use_endpoint(&endpoint);
     let dir = tempfile::tempdir().unwrap();
     let data = live::source_dataset(dir.path(), 5, 2, OutputFormat::Parquet);
     let mut options = engine_options(

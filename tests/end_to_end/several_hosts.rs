@@ -14,10 +14,10 @@
 //! Needs root and `ip netns` (CI runs as root and sets `TIDEMARK_REQUIRE_NETNS`);
 //! skipped elsewhere with a line saying why.
 
-mod common;
-mod live;
-mod oracle;
-mod s3;
+use crate::common;
+use crate::live;
+use crate::oracle;
+use crate::s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -232,7 +232,7 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
     let Some(server) = s3::start_server(&network.bridge_address()) else {
         return;
     };
-    s3::use_server(&server);
+    let _aws_environment = s3::use_server(&server);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let config = messy_data(12_000, 300, 61, 30, 16, OutputFormat::Parquet, 0.01);

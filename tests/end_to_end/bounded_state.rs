@@ -5,8 +5,8 @@
 //! documented effect of forgetting (an id repeated after its day closed counts again)
 //! is shown against the exact default.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::collections::BTreeMap;
 use std::io::Write;

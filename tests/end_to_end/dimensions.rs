@@ -2,8 +2,8 @@
 //! user attributes on generated messy data and on Sparkify through its mapping, against
 //! the independent oracle, and the error for a dimension whose column does not exist.
 
-mod common;
-mod oracle;
+use crate::common;
+use crate::oracle;
 
 use std::path::{Path, PathBuf};
 
