@@ -161,18 +161,17 @@ impl KafkaOffsets {
                 let pc = partition_client(&client, &input.topic, partition).await?;
                 let offset = match resume.get(&partition) {
                     Some(offset) => *offset,
-                    None => pc
-                        .get_offset(match input.start {
-                            StartOffset::Earliest => OffsetAt::Earliest,
-                            StartOffset::Latest => OffsetAt::Latest,
-                        })
-                        .await
-                        .with_context(|| {
-                            format!(
-                                "asking for the start offset of {}",
-                                partition_label(&input.topic, partition)
-                            )
-                        })?,
+                    None => within(pc.get_offset(match input.start {
+                        StartOffset::Earliest => OffsetAt::Earliest,
+                        StartOffset::Latest => OffsetAt::Latest,
+                    }))
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "asking for the start offset of {}",
+                            partition_label(&input.topic, partition)
+                        )
+                    })?,
                 };
                 clients.push((pc, offset));
             }
@@ -351,9 +350,16 @@ impl KafkaReader {
         let mut empty_answers = 0;
         runtime.block_on(async {
             while wanted <= last {
-                let (records, high_watermark) = pc
-                    .fetch_records(cursor, 1..FETCH_BYTES, FETCH_WAIT_MS)
+                let fetch = pc.fetch_records(cursor, 1..FETCH_BYTES, FETCH_WAIT_MS);
+                let (records, high_watermark) = tokio::time::timeout(REQUEST_DEADLINE, fetch)
                     .await
+                    .map_err(|_| {
+                        anyhow!(
+                            "fetching {} at offset {cursor} failed: no answer within {} s",
+                            range.source,
+                            REQUEST_DEADLINE.as_secs()
+                        )
+                    })?
                     .map_err(|error| fetch_error(&range.source, cursor, &error))?;
                 if !reached_first {
                     let after_first = records.first().is_some_and(|r| r.offset > first);
@@ -414,10 +420,22 @@ impl KafkaReader {
 }
 
 async fn partition_client(client: &Client, topic: &str, partition: i32) -> Result<PartitionClient> {
-    client
-        .partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry)
+    within(client.partition_client(topic.to_string(), partition, UnknownTopicHandling::Retry))
         .await
         .with_context(|| format!("opening {}", partition_label(topic, partition)))
+}
+
+/// `request`, or an error once it has had no answer for [`REQUEST_DEADLINE`]. rskafka's
+/// own deadline bounds its retries; this bounds everything, so that a broker that goes
+/// away mid-request ends in an error, never a silent hang.
+async fn within<T, E>(request: impl std::future::Future<Output = Result<T, E>>) -> Result<T>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    tokio::time::timeout(REQUEST_DEADLINE, request)
+        .await
+        .map_err(|_| anyhow!("no answer within {} s", REQUEST_DEADLINE.as_secs()))?
+        .map_err(anyhow::Error::from)
 }
 
 /// A fetch that failed, with what it means when the broker no longer keeps the offset.
@@ -433,8 +451,7 @@ fn fetch_error(source: &str, offset: i64, error: &rskafka::client::error::Error)
 
 /// The partitions of `topic`, or an error listing the topics there are.
 async fn topic_partitions(client: &Client, topic: &str, brokers: &str) -> Result<Vec<i32>> {
-    let topics = client
-        .list_topics()
+    let topics = within(client.list_topics())
         .await
         .with_context(|| format!("listing the topics of {brokers}"))?;
     match topics.iter().find(|t| t.name == topic) {

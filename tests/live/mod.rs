@@ -133,7 +133,11 @@ pub fn wait(child: &mut Child, limit: Duration) -> ExitStatus {
         }
         if started.elapsed() > limit {
             child.kill().ok();
-            panic!("tidemark did not finish within {limit:?}");
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut pipe, &mut stderr).ok();
+            }
+            panic!("tidemark did not finish within {limit:?}; its stderr:\n{stderr}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
