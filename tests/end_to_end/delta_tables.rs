@@ -138,16 +138,7 @@ fn assert_rows_equal(
     context: &str,
 ) {
     if expected != actual {
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|r| !actual.contains(r))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = actual
-            .iter()
-            .filter(|r| !expected.contains(r))
-            .take(5)
-            .collect();
+        let (missing, extra) = common::harness::first_differences(expected, actual);
         panic!(
             "{context}: Delta table `{}` differs from its change stream ({} expected rows, {} in Delta)\n  missing: {missing:?}\n  unexpected: {extra:?}",
             spec.name,

@@ -268,8 +268,12 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
         live::checkpoint_state(&resumed).0 >= 3
     });
     second.kill().unwrap();
-    second.wait().unwrap();
-    assert!(logged, "the cluster logged batches before the kill");
+    let killed = second.wait_with_output().unwrap();
+    assert!(
+        logged,
+        "the cluster logged batches before the kill; process 1's stderr:\n{}",
+        String::from_utf8_lossy(&killed.stderr)
+    );
     let peer = format!(
         "lost its connection to process 1 ({}:7102)",
         network.host(1)
@@ -330,8 +334,13 @@ fn two_hosts_match_the_oracle_fail_loudly_on_a_lost_peer_and_resume() {
         live::checkpoint_state(&own_log).0 >= 3
     });
     second.kill().unwrap();
-    second.wait().unwrap();
-    assert!(logged, "process 1 logged units before the kill");
+    let killed = second.wait_with_output().unwrap();
+    assert!(
+        logged,
+        "process 1 logged units before the kill (its working copy holds {:?}); its stderr:\n{}",
+        live::checkpoint_state(&own_log),
+        String::from_utf8_lossy(&killed.stderr)
+    );
     expect_lost_peer(first, &peer);
 
     let again = copies("again");

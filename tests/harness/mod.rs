@@ -156,16 +156,7 @@ pub fn compare(spec: &TableSpec, expected: &[Vec<Cell>], actual: &[Vec<Cell>], c
             .zip(actual)
             .all(|(a, b)| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.approx_eq(y)));
     if !equal {
-        let missing: Vec<_> = expected
-            .iter()
-            .filter(|r| !actual.contains(r))
-            .take(5)
-            .collect();
-        let extra: Vec<_> = actual
-            .iter()
-            .filter(|r| !expected.contains(r))
-            .take(5)
-            .collect();
+        let (missing, extra) = first_differences(expected, actual);
         panic!(
             "{context}: table `{}` differs ({} expected rows, {} actual)\n  missing (first 5): {missing:?}\n  unexpected (first 5): {extra:?}",
             spec.name,
@@ -173,6 +164,18 @@ pub fn compare(spec: &TableSpec, expected: &[Vec<Cell>], actual: &[Vec<Cell>], c
             actual.len()
         );
     }
+}
+
+/// The first five rows of `expected` missing from `actual`, and of `actual` not in
+/// `expected`: what a failed table comparison prints.
+pub fn first_differences<'a>(
+    expected: &'a [Vec<Cell>],
+    actual: &'a [Vec<Cell>],
+) -> (Vec<&'a Vec<Cell>>, Vec<&'a Vec<Cell>>) {
+    let not_in = |rows: &'a [Vec<Cell>], other: &'a [Vec<Cell>]| {
+        rows.iter().filter(|r| !other.contains(r)).take(5).collect()
+    };
+    (not_in(expected, actual), not_in(actual, expected))
 }
 
 /// Generator settings for messy data (3% late, 1% too late, 2% duplicated and 1%
