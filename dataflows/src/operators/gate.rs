@@ -14,7 +14,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::action::{Action, ActionMaker};
 use crate::operators::expiry::{note_watermarks, Watermarks};
-use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::operators::held::{hold_updates, Chunks, ChunksIter, HeldByTime, HeldUpdates};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
@@ -81,14 +81,14 @@ pub struct BatchMark {
 
 /// Rows held per logical time until it is complete, with capabilities for the on-time
 /// and the too-late output.
-type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Vec<(RawEvent, isize)>>;
+type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Chunks<(RawEvent, isize)>>;
 
 /// A complete time the gate is releasing: its time, capabilities, the rows left and
 /// the watermark of each unit among them.
 type Releasing = (
     Time,
     (Capability<Time>, Capability<Time>),
-    std::vec::IntoIter<(RawEvent, isize)>,
+    ChunksIter<(RawEvent, isize)>,
     BTreeMap<u64, Option<Millis>>,
 );
 
@@ -222,7 +222,9 @@ pub fn watermark_gate<'s>(
                 if let (Some(on_time), Some(too_late)) = (cap.retain_least(0), cap.retain_least(1))
                 {
                     let time = *on_time.time();
-                    pending.at(time, || (on_time, too_late)).append(data);
+                    pending
+                        .at(time, || (on_time, too_late))
+                        .push(std::mem::take(data));
                 }
             });
             marks_in.for_each(|cap, data| {
@@ -247,13 +249,23 @@ pub fn watermark_gate<'s>(
                 {
                     let mut on_time = on_time_out.session(on_time_cap);
                     let mut too_late = too_late_out.session(too_late_cap);
+                    // The unit of the previous row and its watermark: rows come in runs
+                    // of one unit.
+                    let mut last: Option<(u64, Option<Millis>)> = None;
                     for (raw, diff) in rows.by_ref().take(RELEASE_CHUNK) {
                         // The watermark of the row's unit, looked up once per unit.
-                        let watermark = *judged.entry(raw.batch).or_insert_with(|| {
-                            lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
-                                maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
-                            }))
-                        });
+                        let watermark = match last {
+                            Some((unit, watermark)) if unit == raw.batch => watermark,
+                            _ => {
+                                let watermark = *judged.entry(raw.batch).or_insert_with(|| {
+                                    lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
+                                        maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
+                                    }))
+                                });
+                                last = Some((raw.batch, watermark));
+                                watermark
+                            }
+                        };
                         if watermark.is_some_and(|w| raw.event.ts < w) {
                             let row = QuarantineRow {
                                 file: files.get(&raw.batch).cloned().unwrap_or_default(),
@@ -267,7 +279,7 @@ pub fn watermark_gate<'s>(
                             on_time.give((Admitted::of(&raw), *time, diff));
                         }
                     }
-                    if rows.len() > 0 {
+                    if rows.left() > 0 {
                         activator.activate();
                         break;
                     }
@@ -306,7 +318,7 @@ pub fn watermark_gate<'s>(
                     }
                 }
                 if let Some((caps, rows)) = pending.take(time) {
-                    releasing = Some((time, caps, rows.into_iter(), BTreeMap::new()));
+                    releasing = Some((time, caps, ChunksIter::new(rows), BTreeMap::new()));
                 }
             }
         }
@@ -379,6 +391,11 @@ pub fn deduplicate<'s>(
                             }
                             known = known.split_off(&time);
                             rows.sort_unstable_by_key(|row| (row.batch, row.row));
+                            if !forget {
+                                // Room for every id of the time at once, not a rehash of
+                                // the whole set each time it doubles.
+                                seen.entry(0).or_default().reserve(rows.len());
+                            }
                             releasing = Some((time, cap, rows.into_iter()));
                         }
                         let Some((time, cap, rows)) = releasing.as_mut() else {

@@ -81,6 +81,50 @@ impl<C, B> HeldByTime<C, B> {
     }
 }
 
+/// Containers received for one time, kept as they came: appending each to one vector
+/// would copy every record again each time the vector doubles (hundreds of MB for a
+/// large time), and fault in fresh pages for each copy.
+pub type Chunks<T> = Vec<Vec<T>>;
+
+/// Drains [`Chunks`] in order, a record at a time, knowing how many are left.
+#[derive(Debug)]
+pub struct ChunksIter<T> {
+    chunks: std::vec::IntoIter<Vec<T>>,
+    current: std::vec::IntoIter<T>,
+    left: usize,
+}
+
+impl<T> ChunksIter<T> {
+    /// Drains `chunks`.
+    pub fn new(chunks: Chunks<T>) -> Self {
+        let left = chunks.iter().map(Vec::len).sum();
+        ChunksIter {
+            chunks: chunks.into_iter(),
+            current: Vec::new().into_iter(),
+            left,
+        }
+    }
+
+    /// Records not yet drained.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+}
+
+impl<T> Iterator for ChunksIter<T> {
+    type Item = T;
+
+    fn next(&mut self) -> Option<T> {
+        loop {
+            if let Some(item) = self.current.next() {
+                self.left -= 1;
+                return Some(item);
+            }
+            self.current = self.chunks.next()?.into_iter();
+        }
+    }
+}
+
 /// Updates held by time with a capability each, the common case.
 pub type HeldUpdates<D> = HeldByTime<Capability<Time>, Vec<D>>;
 
@@ -119,5 +163,15 @@ mod tests {
         assert_eq!(held.pop_complete(|t| t < 5), None);
         assert_eq!(held.take(7), Some((70, vec!['a', 'c'])));
         assert!(held.is_empty());
+    }
+
+    #[test]
+    fn chunks_drain_in_order_and_count_what_is_left() {
+        let mut chunks = ChunksIter::new(vec![vec![1, 2], vec![], vec![3]]);
+        assert_eq!(chunks.left(), 3);
+        assert_eq!(chunks.next(), Some(1));
+        assert_eq!(chunks.left(), 2);
+        assert_eq!(chunks.by_ref().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!((chunks.left(), chunks.next()), (0, None));
     }
 }
