@@ -48,6 +48,10 @@ use crate::sources::object_store::{
     describe, download, list_prefix, open_store, relative_path, write_replacing, STAGE_DIR,
 };
 
+/// The start of the name of the small object [`ObjectOutput::check_writable`] puts and
+/// deletes; a restore running beside it in another process skips it.
+const WRITE_CHECK: &str = "_checkpoint/.write-check-";
+
 /// Objects uploaded or downloaded at the same time.
 const TRANSFERS_AT_ONCE: usize = 8;
 
@@ -182,8 +186,12 @@ impl ObjectOutput {
             )?;
             return Ok(0);
         }
-        let rels: Vec<String> = listed.iter().map(|(rel, _)| rel.clone()).collect();
-        self.fetch(listed)?;
+        // Another process's writability check is not part of the output.
+        let listed: Vec<_> = listed
+            .into_iter()
+            .filter(|(rel, _)| !rel.starts_with(WRITE_CHECK))
+            .collect();
+        let rels = self.fetch(listed)?;
         for rel in &rels {
             self.uploaded
                 .insert(rel.clone(), stamp(&self.local.join(rel))?);
@@ -193,22 +201,29 @@ impl ObjectOutput {
 
     /// Downloads each (path below the prefix, location) into the working copy, up to
     /// [`TRANSFERS_AT_ONCE`] at once, each into a temporary file renamed into place.
-    fn fetch(&self, files: Vec<(String, ObjectPath)>) -> Result<()> {
+    /// Returns the paths downloaded: an object deleted after it was listed (another
+    /// process of the cluster pruning log entries a resumed run drops) is skipped, as
+    /// if it had not been listed.
+    fn fetch(&self, files: Vec<(String, ObjectPath)>) -> Result<Vec<String>> {
         let (store, local) = (self.store.as_ref(), &self.local);
-        self.runtime.block_on(
+        let fetched = self.runtime.block_on(
             futures_util::stream::iter(files)
                 .map(|(rel, location)| async move {
                     let target = local.join(&rel);
-                    let tmp = download(store, &location, &target)
+                    let Some(tmp) = download(store, &location, &target)
                         .await
-                        .with_context(|| format!("downloading {location}"))?;
+                        .with_context(|| format!("downloading {location}"))?
+                    else {
+                        return Ok(None);
+                    };
                     std::fs::rename(&tmp, &target)
-                        .with_context(|| format!("renaming into {}", target.display()))
+                        .with_context(|| format!("renaming into {}", target.display()))?;
+                    anyhow::Ok(Some(rel))
                 })
                 .buffer_unordered(TRANSFERS_AT_ONCE)
-                .try_collect::<Vec<()>>(),
+                .try_collect::<Vec<Option<String>>>(),
         )?;
-        Ok(())
+        Ok(fetched.into_iter().flatten().collect())
     }
 
     /// Every object under the prefix, as (path below the prefix, location).
@@ -392,7 +407,7 @@ impl ObjectOutput {
     /// delete under the prefix: puts a small hidden object and deletes it again. A
     /// denied write is then an error at once, not after the whole run.
     pub fn check_writable(&self) -> Result<()> {
-        let rel = format!("_checkpoint/.write-check-{}", std::process::id());
+        let rel = format!("{WRITE_CHECK}{}", std::process::id());
         let location = self.location(&rel);
         let denied = |action: &str, error: &object_store::Error| {
             anyhow!(
@@ -712,6 +727,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("-n 2") && error.contains("-w"), "{error}");
+    }
+
+    /// Regression: with `-n 2` and `--out s3://`, process 1's restore listed process 0's
+    /// writability check, process 0 deleted it, and process 1's download failed with
+    /// `NoSuchKey`, so process 1 stopped before it logged anything (the several-hosts
+    /// test failed once in about a dozen runs under load).
+    #[test]
+    fn a_restore_skips_a_write_check_and_objects_deleted_since_the_listing() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let prefix = ObjectPath::from("out");
+        let put = |rel: &str| {
+            let location = rel
+                .split('/')
+                .fold(prefix.clone(), |path, part| path.join(part));
+            runtime
+                .block_on(store.put(&location, PutPayload::from_static(b"x")))
+                .unwrap();
+        };
+        put("_checkpoint/run.json");
+        put("_checkpoint/.write-check-4242");
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("copy");
+        let mut output = ObjectOutput {
+            url: "s3://gold/out".into(),
+            store: Arc::clone(&store),
+            prefix: prefix.clone(),
+            local: local.clone(),
+            runtime,
+            uploaded: BTreeMap::new(),
+            process: 1,
+            processes: 2,
+            cluster_completed: None,
+            mirrored: BTreeMap::new(),
+        };
+        assert_eq!(output.restore(false).unwrap(), 1);
+        assert!(local.join("_checkpoint/run.json").exists());
+        assert!(!local.join("_checkpoint/.write-check-4242").exists());
+        // Listed, then deleted by another process before the download: skipped, and
+        // no temporary file is left behind.
+        let rel = "_checkpoint/wal/00000001.wal";
+        let gone = output.location(rel);
+        assert_eq!(
+            output.fetch(vec![(rel.into(), gone)]).unwrap(),
+            Vec::<String>::new()
+        );
+        assert!(!local.join("_checkpoint/wal").exists());
     }
 
     #[test]

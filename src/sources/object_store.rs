@@ -191,7 +191,9 @@ impl ObjectDataset {
                 })
                 .buffered(DOWNLOADS_AT_ONCE);
             while let Some((rel, target, now, tmp)) = downloads.next().await {
-                let tmp = tmp.with_context(|| format!("downloading {}/{rel}", self.url))?;
+                let tmp = tmp
+                    .and_then(|tmp| tmp.context("it was deleted after it was listed"))
+                    .with_context(|| format!("downloading {}/{rel}", self.url))?;
                 std::fs::rename(&tmp, &target)
                     .with_context(|| format!("renaming into {}", target.display()))?;
                 taken.insert(rel, now);
@@ -319,29 +321,31 @@ pub(crate) fn relative_path(prefix: &ObjectPath, location: &ObjectPath) -> Optio
 }
 
 /// Streams the object at `location` into a hidden temporary file beside `target`;
-/// returns its path (the caller renames it into place).
+/// returns its path (the caller renames it into place), or none when the object is
+/// gone (deleted after it was listed).
 pub(crate) async fn download(
     store: &dyn ObjectStore,
     location: &ObjectPath,
     target: &Path,
-) -> Result<PathBuf> {
+) -> Result<Option<PathBuf>> {
+    let got = match store.get(location).await {
+        Ok(got) => got,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(error) => return Err(anyhow::anyhow!("{}", describe(&error))),
+    };
     if let Some(dir) = target.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let tmp = temporary_beside(target);
     let mut file =
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut chunks = store
-        .get(location)
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", describe(&e)))?
-        .into_stream();
+    let mut chunks = got.into_stream();
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.map_err(|e| anyhow::anyhow!("{}", describe(&e)))?;
         file.write_all(&chunk)
             .with_context(|| format!("writing {}", tmp.display()))?;
     }
-    Ok(tmp)
+    Ok(Some(tmp))
 }
 
 /// The cause of a store error in one line: the innermost error, with an S3 error
