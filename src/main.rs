@@ -261,6 +261,7 @@ fn live_options(args: &LiveArgs) -> LiveOptions {
                 .collect(),
             topic: topic.clone(),
             start: args.start_offset,
+            group: args.group.clone(),
         }))
     } else {
         args.listen.clone().map(LiveInput::Listen)

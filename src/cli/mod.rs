@@ -135,10 +135,16 @@ pub struct LiveArgs {
     #[arg(long, value_name = "TOPIC", requires = "kafka")]
     pub topic: Option<String>,
     /// Where a new OUT starts reading each partition of --topic: earliest (every message
-    /// the broker keeps) or latest (messages produced from now on). A resumed OUT starts
+    /// the broker keeps), latest (messages produced from now on) or committed (the
+    /// offsets --group has committed; earliest where it has none). A resumed OUT starts
     /// where its write-ahead log says, whatever this says.
     #[arg(long, value_name = "WHERE", value_enum, default_value_t = crate::sources::kafka::StartOffset::Earliest, requires = "kafka")]
     pub start_offset: crate::sources::kafka::StartOffset,
+    /// Commit each completed logical time's offsets to this Kafka consumer group, so
+    /// that lag monitors (kafka-consumer-groups.sh, Burrow) see how far tidemark is.
+    /// No group is joined; OUT's write-ahead log still decides where a run resumes.
+    #[arg(long, value_name = "GROUP", requires = "kafka")]
+    pub group: Option<String>,
     /// List at most this many rule-breaking rows of one file in `quarantine`; the rest
     /// are counted in one `too_many_bad_rows` row, so a file of junk cannot flood
     /// memory. 0 lists every row.

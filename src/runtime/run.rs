@@ -367,7 +367,15 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         let (source, kafka) = match &live.input {
             Some(LiveInput::Kafka(input)) => {
                 let resume = resume_offsets(&input.topic, logged.iter().copied());
-                let offsets = KafkaOffsets::start(input, &resume, live.batching)?;
+                let mut offsets = KafkaOffsets::start(input, &resume, live.batching)?;
+                for entry in &recovered.entries {
+                    if let BatchOrigin::Lines(ranges) = &entry.origin {
+                        offsets.note(entry.time, ranges);
+                    }
+                }
+                if let Some(done) = recovered.last_completed {
+                    offsets.completed(done);
+                }
                 (None, Some(offsets))
             }
             Some(input) => {
@@ -786,7 +794,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         }
         let Some(assignment) = decided.borrow_mut().remove(&time) else {
             worker.step_or_park(Some(Duration::from_millis(if index == 0 { 5 } else { 50 })));
-            progress.tick(&probe, time, scheduler.as_ref());
+            progress.tick(&probe, time, scheduler.as_mut());
             continue;
         };
         if assignment == Assignment::End {
@@ -828,7 +836,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             worker.step_or_park(Some(IDLE_PARK));
         }
         time = next;
-        progress.tick(&probe, time, scheduler.as_ref());
+        progress.tick(&probe, time, scheduler.as_mut());
         if let Some(sizes) = sizes.as_mut() {
             sizes.record(worker, completed_time(&probe, time));
         }
@@ -844,9 +852,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     drop(control);
     drop(feeds);
     while worker.step_or_park(Some(IDLE_PARK)) {
-        progress.tick(&probe, time, scheduler.as_ref());
+        progress.tick(&probe, time, scheduler.as_mut());
     }
-    progress.finish(time);
+    progress.finish(time, scheduler.as_mut());
     if let Some(times) = operator_times {
         times.print(worker);
     }
@@ -1079,7 +1087,7 @@ impl<'a> Reporter<'a> {
         &mut self,
         probe: &timely::dataflow::ProbeHandle<u64>,
         time: u64,
-        scheduler: Option<&Scheduler>,
+        mut scheduler: Option<&mut Scheduler>,
     ) {
         if !self.active {
             return;
@@ -1095,7 +1103,7 @@ impl<'a> Reporter<'a> {
                 .fetch_add(worked, Ordering::Relaxed);
         }
         self.last_tick = now;
-        self.record(completed_time(probe, time), false);
+        self.record(completed_time(probe, time), false, scheduler.as_deref_mut());
         let counters = &self.shared.counters;
         let events = counters.event_rows.load(Ordering::Relaxed);
         if let Some(bar) = &self.bar {
@@ -1103,7 +1111,7 @@ impl<'a> Reporter<'a> {
         }
         if let Some(lines) = &mut self.lines {
             let max_ts = counters.max_ts.load(Ordering::Relaxed);
-            let files = scheduler.map_or(0, Scheduler::files_ingested);
+            let files = scheduler.map_or(0, |s| s.files_ingested());
             lines.update(
                 counters.fed.load(Ordering::Relaxed),
                 files,
@@ -1114,7 +1122,9 @@ impl<'a> Reporter<'a> {
         }
     }
 
-    fn record(&mut self, done: Option<u64>, now: bool) {
+    /// Records `done` as the completed time, at most every [`RECORD_INTERVAL`] unless
+    /// `now`, and tells the scheduler (Kafka offsets go to the consumer group then).
+    fn record(&mut self, done: Option<u64>, now: bool, scheduler: Option<&mut Scheduler>) {
         let Some(done) = done else { return };
         if self.completed.is_some_and(|c| c >= done)
             || (!now && self.last_record.elapsed() < RECORD_INTERVAL)
@@ -1123,16 +1133,21 @@ impl<'a> Reporter<'a> {
         }
         self.last_record = Instant::now();
         match self.shared.checkpoint.set_completed(done) {
-            Ok(()) => self.completed = Some(done),
+            Ok(()) => {
+                self.completed = Some(done);
+                if let Some(scheduler) = scheduler {
+                    scheduler.completed(done);
+                }
+            }
             Err(error) => tracing::warn!("recording completed time {done}: {error:#}"),
         }
     }
 
-    fn finish(mut self, time: u64) {
+    fn finish(mut self, time: u64, scheduler: Option<&mut Scheduler>) {
         if !self.active {
             return;
         }
-        self.record(time.checked_sub(1), true);
+        self.record(time.checked_sub(1), true, scheduler);
         if let Some(bar) = self.bar.take() {
             bar.finish();
         }

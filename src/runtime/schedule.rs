@@ -211,6 +211,14 @@ impl Scheduler {
         }
     }
 
+    /// Every sink has completed the logical times up to `done`: commits a Kafka
+    /// topic's offsets to its consumer group (`--group`).
+    pub fn completed(&mut self, done: u64) {
+        if let Some(kafka) = self.live.kafka.as_mut() {
+            kafka.completed(done);
+        }
+    }
+
     /// Decides what it can now without blocking: the next logical times and their
     /// assignments, at most `lookahead` times past `position` (the time worker 0 feeds
     /// next), so that a stop takes effect soon. The last one handed out is
@@ -242,7 +250,12 @@ impl Scheduler {
                     self.live_units.extend((first..).zip(units));
                     Assignment::Live { first, count }
                 }
-                Queued::Kafka(ranges) => Assignment::Kafka { first, ranges },
+                Queued::Kafka(ranges) => {
+                    if let Some(kafka) = self.live.kafka.as_mut() {
+                        kafka.note(self.next_time, &ranges);
+                    }
+                    Assignment::Kafka { first, ranges }
+                }
             };
             self.next_unit = assignment.units().end;
             out.push((self.next_time, assignment));

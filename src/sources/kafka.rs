@@ -12,8 +12,8 @@
 //! its checkpoint: a live batch logs the offset range it holds per partition
 //! (`LineRange { source: "topic/partition", first, last }`), so a resumed run starts
 //! each partition one past its last logged offset and replays the logged batches
-//! themselves from the log. No consumer group is used and no offset is committed to
-//! the broker.
+//! themselves from the log. No consumer group is joined; with `--group`, completed
+//! offsets are also committed to a group for lag monitors ([`crate::sources::kafka_group`]).
 //!
 //! The client is `rskafka` (pure Rust, no C library to install): it speaks the plain
 //! fetch and list-offsets requests this needs, and tidemark keeps its own offsets.
@@ -29,6 +29,7 @@ use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
 use crate::runtime::checkpoint::{BatchOrigin, LineRange};
+use crate::sources::kafka_group::{Group, GroupCommitter};
 use crate::sources::live::{next_after_log, Batching};
 
 /// Where a new output starts reading each partition.
@@ -39,6 +40,8 @@ pub enum StartOffset {
     Earliest,
     /// Only messages produced after the run starts.
     Latest,
+    /// The offsets `--group` has committed; the earliest where it has none.
+    Committed,
 }
 
 /// A topic to follow.
@@ -50,6 +53,19 @@ pub struct KafkaInput {
     pub topic: String,
     /// Where partitions without a logged offset start.
     pub start: StartOffset,
+    /// The consumer group completed offsets are committed to (`--group`).
+    pub group: Option<String>,
+}
+
+impl KafkaInput {
+    /// The consumer group `--group` names, if any.
+    pub fn group(&self) -> Option<Group> {
+        self.group.as_ref().map(|group| Group {
+            brokers: self.brokers.clone(),
+            group: group.clone(),
+            topic: self.topic.clone(),
+        })
+    }
 }
 
 /// At most this many bytes of one partition per fetch request.
@@ -126,6 +142,9 @@ fn connect(input: &KafkaInput) -> Result<(tokio::runtime::Runtime, Client)> {
     Ok((runtime, client))
 }
 
+/// Per logical time not yet committed, the next offset of each partition it holds.
+type NextByTime = BTreeMap<u64, Vec<(i32, i64)>>;
+
 /// Worker 0's view of the topic: each partition's next offset to take and its high
 /// watermark, polled every `--batch-ms / 4` (at least 20 ms). It decides which offset
 /// range of each partition a logical time holds, as it decides which files a time
@@ -142,6 +161,9 @@ pub struct KafkaOffsets {
     failing_since: Option<Instant>,
     /// A description for progress lines.
     pub name: String,
+    /// The consumer group completed offsets go to (`--group`), with the next offset of
+    /// each partition after each logical time not yet committed.
+    group: Option<(GroupCommitter, NextByTime)>,
 }
 
 impl KafkaOffsets {
@@ -154,15 +176,36 @@ impl KafkaOffsets {
     ) -> Result<KafkaOffsets> {
         let (runtime, client) = connect(input)?;
         let brokers = input.brokers.join(",");
+        let group = input.group();
+        let partition_ids = runtime.block_on(topic_partitions(&client, &input.topic, &brokers))?;
+        let committed = match (input.start, &group) {
+            (StartOffset::Committed, None) => {
+                bail!(
+                    "--start-offset committed reads a consumer group's offsets: add --group GROUP"
+                )
+            }
+            (StartOffset::Committed, Some(group))
+                if partition_ids.iter().any(|p| !resume.contains_key(p)) =>
+            {
+                group
+                    .block_on(group.committed(&partition_ids))
+                    .with_context(|| {
+                        format!(
+                            "reading the offsets consumer group `{}` committed on {brokers}",
+                            group.group
+                        )
+                    })?
+            }
+            _ => BTreeMap::new(),
+        };
         let partitions = runtime.block_on(async {
-            let partitions = topic_partitions(&client, &input.topic, &brokers).await?;
             let mut clients = Vec::new();
-            for partition in partitions {
+            for partition in partition_ids.iter().copied() {
                 let pc = partition_client(&client, &input.topic, partition).await?;
-                let offset = match resume.get(&partition) {
+                let offset = match resume.get(&partition).or(committed.get(&partition)) {
                     Some(offset) => *offset,
                     None => within(pc.get_offset(match input.start {
-                        StartOffset::Earliest => OffsetAt::Earliest,
+                        StartOffset::Earliest | StartOffset::Committed => OffsetAt::Earliest,
                         StartOffset::Latest => OffsetAt::Latest,
                     }))
                     .await
@@ -182,10 +225,13 @@ impl KafkaOffsets {
             .map(|(pc, offset)| {
                 let why = if resume.contains_key(&pc.partition()) {
                     "after the log"
+                } else if committed.contains_key(&pc.partition()) {
+                    "committed by the group"
                 } else {
                     match input.start {
                         StartOffset::Earliest => "earliest",
                         StartOffset::Latest => "latest",
+                        StartOffset::Committed => "earliest: the group committed none",
                     }
                 };
                 format!("{} from offset {offset} ({why})", pc.partition())
@@ -208,7 +254,36 @@ impl KafkaOffsets {
             last_poll: None,
             waiting_since: None,
             failing_since: None,
+            group: group.map(|group| (GroupCommitter::start(group), BTreeMap::new())),
         })
+    }
+
+    /// Notes the offset ranges logical time `time` holds, to commit them to the
+    /// consumer group once the time is completed. No-op without `--group`.
+    pub fn note(&mut self, time: u64, ranges: &[LineRange]) {
+        let Some((_, times)) = self.group.as_mut() else {
+            return;
+        };
+        let next = times.entry(time).or_default();
+        for range in ranges {
+            if let Some((_, partition)) = parse_partition_label(&range.source) {
+                next.push((partition, range.last as i64 + 1));
+            }
+        }
+    }
+
+    /// Commits the offsets of every noted time up to `done` (every sink has completed
+    /// it) to the consumer group, from the committing thread.
+    pub fn completed(&mut self, done: u64) {
+        let Some((committer, times)) = self.group.as_mut() else {
+            return;
+        };
+        let later = times.split_off(&(done + 1));
+        let through = std::mem::replace(times, later);
+        let next: BTreeMap<i32, i64> = through.into_values().flatten().collect();
+        if !next.is_empty() {
+            committer.commit(next);
+        }
     }
 
     /// The offset ranges of the next logical time, one per partition with messages

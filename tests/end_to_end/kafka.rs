@@ -10,7 +10,10 @@
 //!
 //! A missing topic is an error naming the topics there are, `--start-offset latest`
 //! skips what was produced before the run started, and two processes (`-n 2`), whose
-//! workers fetch the partitions' units themselves, match the oracle. Skipped (with a line saying why)
+//! workers fetch the partitions' units themselves, match the oracle. With `--group`,
+//! the group's committed offsets (read back by the Python `kafka-python` client) are one
+//! past every message, and a new output with `--start-offset committed` reads only what
+//! was produced after them. Skipped (with a line saying why)
 //! where the `tansu` binary is missing, unless `TIDEMARK_REQUIRE_KAFKA` is set, as CI
 //! sets it.
 
@@ -512,4 +515,126 @@ fn a_broker_down_at_start_is_an_error_and_one_lost_mid_run_is_reported() {
         warned || failed,
         "a warning or an error says the brokers are gone ({status:?}): {stderr}"
     );
+}
+
+/// The offsets consumer group `group` has committed for `topic`, read by the Python
+/// `kafka-python` client (a client written apart from tidemark's), or why they cannot
+/// be read here.
+fn group_offsets_by_python(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+) -> Result<BTreeMap<i32, i64>, String> {
+    let script = r#"
+import sys
+from kafka import KafkaAdminClient
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+for tp, meta in admin.list_group_offsets(sys.argv[2])[sys.argv[2]].items():
+    if tp.topic == sys.argv[3]:
+        print(tp.partition, meta.offset)
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &broker.address, group, topic])
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let (partition, offset) = line.split_once(' ').unwrap();
+            (partition.parse().unwrap(), offset.parse().unwrap())
+        })
+        .collect())
+}
+
+/// One past the last produced offset of each partition: where a consumer that has
+/// read everything stands.
+fn next_offsets(produced: &Produced) -> BTreeMap<i32, i64> {
+    let mut next = BTreeMap::new();
+    for (partition, offset) in produced.keys() {
+        next.insert(*partition, offset + 1);
+    }
+    next
+}
+
+#[test]
+fn a_group_gets_the_completed_offsets_and_a_new_out_can_start_from_them() {
+    let Some(broker) = start_broker() else {
+        return;
+    };
+    let topic = "views";
+    create_topic(&broker, topic);
+    let dir = tempfile::tempdir().unwrap();
+    let lines = event_lines(dir.path());
+    let mut produced = Produced::new();
+    produce(&broker, topic, &lines[..600], &mut produced);
+
+    let first = dir.path().join("first");
+    let mut args = kafka_args(&broker, topic, "2");
+    args.extend(["--group", "analytics"]);
+    let output = tidemark_run(None, &first, &args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    match group_offsets_by_python(&broker, "analytics", topic) {
+        Ok(committed) => assert_eq!(
+            committed,
+            next_offsets(&produced),
+            "the group's offsets, as kafka-python reads them, are one past every message"
+        ),
+        Err(why) if std::env::var_os("TIDEMARK_REQUIRE_KAFKA").is_some() => {
+            panic!(
+                "kafka-python must read the group's offsets here (pip install kafka-python): {why}"
+            )
+        }
+        Err(why) => eprintln!("not checking the group with kafka-python: {why}"),
+    }
+
+    // A new OUT that starts where the group left off reads only what came after.
+    let before: Vec<(i32, i64)> = produced.keys().copied().collect();
+    produce(&broker, topic, &lines[600..900], &mut produced);
+    let second = dir.path().join("second");
+    args.extend(["--start-offset", "committed"]);
+    let output = tidemark_run(None, &second, &args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("(committed by the group)"), "{stderr}");
+    let (batches, logged) = logged_batches(&second, topic, &produced);
+    let after: Vec<(i32, i64)> = produced
+        .keys()
+        .copied()
+        .filter(|key| !before.contains(key))
+        .collect();
+    assert_eq!(logged, after, "only the messages after the group's offsets");
+    assert_matches_oracle(
+        &oracle::compute(&batches, &Params::default()),
+        &engine_tables(&second, u64::MAX),
+        "--start-offset committed",
+    );
+    if let Ok(committed) = group_offsets_by_python(&broker, "analytics", topic) {
+        assert_eq!(committed, next_offsets(&produced), "the group moved on");
+    }
+
+    // Without a group there is nothing to start from.
+    let output = tidemark_run(
+        None,
+        &dir.path().join("third"),
+        &[
+            "--kafka",
+            &broker.address,
+            "--topic",
+            topic,
+            "--start-offset",
+            "committed",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("add --group GROUP"), "{stderr}");
 }
