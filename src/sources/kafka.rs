@@ -29,7 +29,7 @@ use tidemark_inputs::records::FileBatch;
 use tidemark_inputs::{Mapping, NdjsonLines};
 
 use crate::runtime::checkpoint::{BatchOrigin, LineRange};
-use crate::sources::kafka_group::{Group, GroupCommitter};
+use crate::sources::kafka_group::{take_through, Group, GroupCommitter, NextByTime};
 use crate::sources::live::{next_after_log, Batching};
 
 /// Where a new output starts reading each partition.
@@ -141,9 +141,6 @@ fn connect(input: &KafkaInput) -> Result<(tokio::runtime::Runtime, Client)> {
     })?;
     Ok((runtime, client))
 }
-
-/// Per logical time not yet committed, the next offset of each partition it holds.
-type NextByTime = BTreeMap<u64, Vec<(i32, i64)>>;
 
 /// Worker 0's view of the topic: each partition's next offset to take and its high
 /// watermark, polled every `--batch-ms / 4` (at least 20 ms). It decides which offset
@@ -278,9 +275,7 @@ impl KafkaOffsets {
         let Some((committer, times)) = self.group.as_mut() else {
             return;
         };
-        let later = times.split_off(&(done + 1));
-        let through = std::mem::replace(times, later);
-        let next: BTreeMap<i32, i64> = through.into_values().flatten().collect();
+        let next = take_through(times, done);
         if !next.is_empty() {
             committer.commit(next);
         }

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BufMut, BytesMut};
+use kafka_protocol::error::{ParseResponseErrorCode, ResponseError};
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -38,6 +39,15 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// The largest answer accepted (a committed-offsets answer for a few thousand
 /// partitions is far smaller).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
+
+/// A Kafka error code in words (`UnknownMemberId (25): The coordinator is not aware
+/// of this member.`).
+fn error_text(code: i16) -> String {
+    match code.err() {
+        Some(ResponseError::Unknown(_)) | None => format!("error code {code}"),
+        Some(error) => format!("{error:?} ({code}): {error}"),
+    }
+}
 
 /// A consumer group of a topic on some brokers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,8 +86,8 @@ impl Connection {
             .with_context(|| format!("asking {address} which requests it supports"))?;
         if answer.error_code != 0 {
             bail!(
-                "{address} refused ApiVersions (error code {})",
-                answer.error_code
+                "{address} refused ApiVersions: {}",
+                error_text(answer.error_code)
             );
         }
         connection.versions = answer
@@ -172,8 +182,8 @@ impl Group {
         let answer = connection.send(&request, version).await?;
         if answer.error_code != 0 {
             bail!(
-                "FindCoordinator error code {}{}",
-                answer.error_code,
+                "FindCoordinator: {}{}",
+                error_text(answer.error_code),
                 answer
                     .error_message
                     .as_ref()
@@ -189,9 +199,8 @@ impl Group {
     }
 
     /// Commits `next` (partition -> the offset of the next message to read, Kafka's
-    /// convention) to the group.
-    pub async fn commit(&self, next: &BTreeMap<i32, i64>) -> Result<()> {
-        let mut connection = self.coordinator().await?;
+    /// convention) to the group, through a connection to its coordinator.
+    async fn commit(&self, connection: &mut Connection, next: &BTreeMap<i32, i64>) -> Result<()> {
         // Version 9 and later belong to the new consumer protocol (member epochs).
         let version = connection.version::<OffsetCommitRequest>(2..=8)?;
         let partitions = next
@@ -220,13 +229,20 @@ impl Group {
             .filter(|partition| partition.error_code != 0)
             .map(|partition| {
                 format!(
-                    "partition {} (error code {})",
-                    partition.partition_index, partition.error_code
+                    "partition {}: {}",
+                    partition.partition_index,
+                    error_text(partition.error_code)
                 )
             })
             .collect();
         if !refused.is_empty() {
-            bail!("the coordinator refused {}", refused.join(", "));
+            // A group with members of its own (a running consumer application) refuses
+            // commits from outside it.
+            bail!(
+                "the coordinator refused the commit ({}); if other consumers are members of `{}`, give tidemark a group of its own",
+                refused.join(", "),
+                self.group
+            );
         }
         Ok(())
     }
@@ -244,7 +260,7 @@ impl Group {
                 .with_partition_indexes(partitions.to_vec())]));
         let answer = connection.send(&request, version).await?;
         if answer.error_code != 0 {
-            bail!("OffsetFetch error code {}", answer.error_code);
+            bail!("OffsetFetch: {}", error_text(answer.error_code));
         }
         let mut committed = BTreeMap::new();
         for topic in answer
@@ -255,9 +271,9 @@ impl Group {
             for partition in &topic.partitions {
                 if partition.error_code != 0 {
                     bail!(
-                        "OffsetFetch error code {} for partition {}",
-                        partition.error_code,
-                        partition.partition_index
+                        "OffsetFetch, partition {}: {}",
+                        partition.partition_index,
+                        error_text(partition.error_code)
                     );
                 }
                 if partition.committed_offset >= 0 {
@@ -280,6 +296,19 @@ impl Group {
                 .map_err(|_| anyhow!("no answer within {} s", DEADLINE.as_secs()))?
         })
     }
+}
+
+/// Per logical time not yet committed, the next offset of each partition it holds.
+pub type NextByTime = BTreeMap<u64, Vec<(i32, i64)>>;
+
+/// Takes the times up to `done` out of `times` and returns each partition's next
+/// offset after them (the latest time's, as offsets only grow).
+pub fn take_through(times: &mut NextByTime, done: u64) -> BTreeMap<i32, i64> {
+    let later = times.split_off(&(done + 1));
+    std::mem::replace(times, later)
+        .into_values()
+        .flatten()
+        .collect()
 }
 
 /// Commits offsets to a group from a thread of its own, so that a slow or absent
@@ -322,14 +351,46 @@ impl Drop for GroupCommitter {
     }
 }
 
+/// Commits what arrives on `receiver`, keeping one connection to the coordinator
+/// between commits (a failure drops it: the coordinator may have moved).
 fn commit_loop(group: &Group, receiver: &Receiver<BTreeMap<i32, i64>>) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::warn!(
+                "no offsets are committed to consumer group `{}`: starting a runtime failed: {error}",
+                group.group
+            );
+            return;
+        }
+    };
+    let mut connection: Option<Connection> = None;
     let mut failing = false;
     while let Ok(mut next) = receiver.recv() {
         // Offsets only grow: take the newest of what waits.
         while let Ok(newer) = receiver.try_recv() {
             next.extend(newer);
         }
-        match group.block_on(group.commit(&next)) {
+        let result = runtime.block_on(async {
+            tokio::time::timeout(DEADLINE, async {
+                if connection.is_none() {
+                    connection = Some(group.coordinator().await?);
+                }
+                match connection.as_mut() {
+                    Some(coordinator) => group.commit(coordinator, &next).await,
+                    None => bail!("no coordinator"),
+                }
+            })
+            .await
+            .map_err(|_| anyhow!("no answer within {} s", DEADLINE.as_secs()))?
+        });
+        if result.is_err() {
+            connection = None;
+        }
+        match result {
             Ok(()) => {
                 if failing {
                     tracing::info!(
@@ -349,5 +410,38 @@ fn commit_loop(group: &Group, receiver: &Receiver<BTreeMap<i32, i64>>) {
                 failing = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_times_give_each_partition_its_latest_next_offset() {
+        let mut times = NextByTime::new();
+        times.insert(1, vec![(0, 10), (1, 4)]);
+        times.insert(2, vec![(0, 17)]);
+        times.insert(3, vec![(1, 9), (2, 3)]);
+        assert_eq!(
+            take_through(&mut times, 2),
+            BTreeMap::from([(0, 17), (1, 4)])
+        );
+        assert_eq!(times.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert!(take_through(&mut times, 2).is_empty(), "nothing twice");
+        assert_eq!(
+            take_through(&mut times, 9),
+            BTreeMap::from([(1, 9), (2, 3)])
+        );
+    }
+
+    #[test]
+    fn error_codes_are_named() {
+        assert!(
+            error_text(25).starts_with("UnknownMemberId (25)"),
+            "{}",
+            error_text(25)
+        );
+        assert_eq!(error_text(12345), "error code 12345");
     }
 }
