@@ -1,8 +1,43 @@
 //! Parsing of event times in the forms the contract accepts, into epoch milliseconds.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike};
 
 use crate::records::Millis;
+
+/// How many times read in this process had digits below the millisecond. tidemark
+/// keeps instants to the millisecond (the contract's text and integer forms carry no
+/// more), so a microsecond or nanosecond part is floored; a run says how often, rather
+/// than do it silently.
+static SUB_MILLISECOND: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one time floored to the millisecond (see [`sub_millisecond_times`]).
+pub fn note_sub_millisecond() {
+    SUB_MILLISECOND.fetch_add(1, Ordering::Relaxed);
+}
+
+/// How many times read so far in this process had digits below the millisecond,
+/// which were floored.
+pub fn sub_millisecond_times() -> u64 {
+    SUB_MILLISECOND.load(Ordering::Relaxed)
+}
+
+/// Floors `value` (in units of `1 / per_milli` millisecond) to milliseconds, counting
+/// a dropped remainder.
+fn floor_to_millis(value: i64, per_milli: i64) -> Millis {
+    if value.rem_euclid(per_milli) != 0 {
+        note_sub_millisecond();
+    }
+    value.div_euclid(per_milli)
+}
+
+/// Counts a parsed time whose nanoseconds go below the millisecond.
+fn note_if_sub_millisecond(nanos_of_second: u32) {
+    if nanos_of_second % 1_000_000 != 0 {
+        note_sub_millisecond();
+    }
+}
 
 /// How integer epochs in a source are scaled (`[events.ts] unit`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,8 +71,8 @@ impl EpochUnit {
         match self {
             EpochUnit::Seconds => Some(value.saturating_mul(1000)),
             EpochUnit::Millis => Some(value),
-            EpochUnit::Micros => Some(value.div_euclid(1000)),
-            EpochUnit::Nanos => Some(value.div_euclid(1_000_000)),
+            EpochUnit::Micros => Some(floor_to_millis(value, 1000)),
+            EpochUnit::Nanos => Some(floor_to_millis(value, 1_000_000)),
         }
     }
 }
@@ -54,10 +89,12 @@ pub fn parse_event_time(text: &str, unit: EpochUnit) -> Option<Millis> {
         return unit.to_millis(epoch);
     }
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        note_if_sub_millisecond(t.nanosecond());
         return Some(t.timestamp_millis());
     }
     for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            note_if_sub_millisecond(t.nanosecond());
             return Some(t.and_utc().timestamp_millis());
         }
     }
@@ -69,9 +106,11 @@ pub fn parse_event_time(text: &str, unit: EpochUnit) -> Option<Millis> {
 pub fn parse_with_format(text: &str, format: &str) -> Option<Millis> {
     let text = text.trim();
     if let Ok(t) = DateTime::parse_from_str(text, format) {
+        note_if_sub_millisecond(t.nanosecond());
         return Some(t.timestamp_millis());
     }
     if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+        note_if_sub_millisecond(t.nanosecond());
         return Some(t.and_utc().timestamp_millis());
     }
     if let Ok(d) = NaiveDate::parse_from_str(text, format) {
@@ -126,5 +165,36 @@ mod tests {
             Some(expected - 20 * 60_000)
         );
         assert_eq!(parse_instant("2025-07-12"), Some(expected - 20 * 60_000));
+    }
+
+    #[test]
+    fn digits_below_the_millisecond_are_floored_and_counted() {
+        let expected = 1_752_279_600_250; // 2025-07-12T00:20:00.250Z
+        let cases = [
+            parse_event_time("2025-07-12T00:20:00.250999Z", EpochUnit::Millis),
+            parse_event_time("2025-07-12 00:20:00.250000001", EpochUnit::Millis),
+            parse_event_time("1752279600250999", EpochUnit::Micros),
+            parse_event_time("1752279600250999999", EpochUnit::Nanos),
+            parse_with_format("2025-07-12 00:20:00.250999", "%Y-%m-%d %H:%M:%S%.f"),
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let before = sub_millisecond_times();
+            // Tests run in parallel: the count only ever grows, so re-parse to see it grow.
+            let again = match i {
+                0 => parse_event_time("2025-07-12T00:20:00.250999Z", EpochUnit::Millis),
+                1 => parse_event_time("2025-07-12 00:20:00.250000001", EpochUnit::Millis),
+                2 => parse_event_time("1752279600250999", EpochUnit::Micros),
+                3 => parse_event_time("1752279600250999999", EpochUnit::Nanos),
+                _ => parse_with_format("2025-07-12 00:20:00.250999", "%Y-%m-%d %H:%M:%S%.f"),
+            };
+            assert_eq!(case, Some(expected), "case {i} is floored");
+            assert_eq!(again, case);
+            assert!(sub_millisecond_times() > before, "case {i} is counted");
+        }
+        assert_eq!(
+            parse_event_time("1752279600250000", EpochUnit::Micros),
+            Some(expected),
+            "whole milliseconds in microseconds"
+        );
     }
 }

@@ -465,6 +465,14 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
     if let Some(EndReason::Failed(message)) = &end {
         bail!("{message}");
     }
+    let floored = tidemark_inputs::timestamp::sub_millisecond_times();
+    if floored > 0 {
+        tracing::warn!(
+            "{floored} of the times read had digits below the millisecond: tidemark keeps instants to \
+             the millisecond, so those were floored to it (session starts and ends, windows \
+             and lateness are computed on the floored times)"
+        );
+    }
     Ok(RunStats {
         files: shared.counters.fed.load(Ordering::Relaxed) as usize,
         replayed: shared.counters.replayed.load(Ordering::Relaxed),

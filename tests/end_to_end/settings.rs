@@ -477,3 +477,47 @@ fn the_report_marks_partial_months() {
     assert!(partial_seen > 0, "the data set ends mid-month: {text}");
     assert!(text.contains("* a partial month"), "{text}");
 }
+
+/// Times with digits below the millisecond (here RFC 3339 with microseconds and
+/// nanoseconds) are floored to the millisecond, as the sessions show, and the run
+/// says how many it floored instead of doing it silently.
+#[test]
+fn times_below_the_millisecond_are_floored_and_the_run_says_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("data/events");
+    std::fs::create_dir_all(&events).unwrap();
+    std::fs::write(
+        events.join("part-0.csv"),
+        "event_id,user_id,ts,event_type,item_id,duration_ms,session_id,value\n\
+         e1,u1,2025-07-12T00:20:00.123456Z,play,,1000,,\n\
+         e2,u1,2025-07-12T00:25:00.500Z,play,,1000,,\n\
+         e3,u1,2025-07-12T00:27:00.999999999Z,play,,1000,,\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let output = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("run")
+        .arg(dir.path().join("data"))
+        .arg("--out")
+        .arg(&out)
+        .arg("-q")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 of the times read had digits below the millisecond"),
+        "{stderr}"
+    );
+    let start = 1_752_279_600_123; // 2025-07-12T00:20:00.123Z
+    let end = 1_752_280_020_999; // 2025-07-12T00:27:00.999Z
+    let tables = engine_tables(&out, u64::MAX);
+    let sessions = &tables["sessions"];
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    use tidemark_dataflows::model::tables::Cell;
+    assert!(
+        sessions[0].contains(&Cell::Timestamp(start))
+            && sessions[0].contains(&Cell::Timestamp(end)),
+        "{sessions:?}"
+    );
+}
