@@ -34,7 +34,7 @@ fn floor_to_millis(value: i64, per_milli: i64) -> Millis {
 
 /// Counts a parsed time whose nanoseconds go below the millisecond.
 fn note_if_sub_millisecond(nanos_of_second: u32) {
-    if nanos_of_second % 1_000_000 != 0 {
+    if !nanos_of_second.is_multiple_of(1_000_000) {
         note_sub_millisecond();
     }
 }
