@@ -258,15 +258,22 @@ fn event_lines(dir: &Path) -> Vec<String> {
     lines
 }
 
-#[test]
-fn a_topic_read_through_a_crash_matches_the_oracle_exactly_once() {
-    let Some(broker) = start_broker() else {
-        return;
-    };
-    let topic = "events";
+/// A broker with `topic` created, a directory for the test, and the messages to
+/// produce ([`event_lines`]); `None` where the broker is missing (see [`start_broker`]).
+fn broker_with_topic(topic: &str) -> Option<(Broker, tempfile::TempDir, Vec<String>)> {
+    let broker = start_broker()?;
     create_topic(&broker, topic);
     let dir = tempfile::tempdir().unwrap();
     let lines = event_lines(dir.path());
+    Some((broker, dir, lines))
+}
+
+#[test]
+fn a_topic_read_through_a_crash_matches_the_oracle_exactly_once() {
+    let topic = "events";
+    let Some((broker, dir, lines)) = broker_with_topic(topic) else {
+        return;
+    };
     let (first, second) = lines.split_at(lines.len() * 2 / 3);
     let mut produced = Produced::new();
     produce(&broker, topic, first, &mut produced);
@@ -394,13 +401,10 @@ fn a_missing_topic_is_an_error_and_latest_skips_what_was_there() {
 
 #[test]
 fn two_processes_share_the_partitions_and_match_the_oracle() {
-    let Some(broker) = start_broker() else {
+    let topic = "plays";
+    let Some((broker, dir, lines)) = broker_with_topic(topic) else {
         return;
     };
-    let topic = "plays";
-    create_topic(&broker, topic);
-    let dir = tempfile::tempdir().unwrap();
-    let lines = event_lines(dir.path());
     let mut produced = Produced::new();
     produce(&broker, topic, &lines, &mut produced);
     let free_port = || {
@@ -561,13 +565,10 @@ fn next_offsets(produced: &Produced) -> BTreeMap<i32, i64> {
 
 #[test]
 fn a_group_gets_the_completed_offsets_and_a_new_out_can_start_from_them() {
-    let Some(broker) = start_broker() else {
+    let topic = "views";
+    let Some((broker, dir, lines)) = broker_with_topic(topic) else {
         return;
     };
-    let topic = "views";
-    create_topic(&broker, topic);
-    let dir = tempfile::tempdir().unwrap();
-    let lines = event_lines(dir.path());
     let mut produced = Produced::new();
     produce(&broker, topic, &lines[..600], &mut produced);
 
