@@ -199,6 +199,10 @@ impl KafkaOffsets {
             let mut clients = Vec::new();
             for partition in partition_ids.iter().copied() {
                 let pc = partition_client(&client, &input.topic, partition).await?;
+                let label = partition_label(&input.topic, partition);
+                if let (None, Some(offset)) = (resume.get(&partition), committed.get(&partition)) {
+                    check_committed(&pc, &label, *offset).await?;
+                }
                 let offset = match resume.get(&partition).or(committed.get(&partition)) {
                     Some(offset) => *offset,
                     None => within(pc.get_offset(match input.start {
@@ -369,6 +373,32 @@ impl KafkaOffsets {
         self.waiting_since = (waiting > self.batching.events as i64).then_some(now);
         Ok(Some(ranges))
     }
+}
+
+/// Checks that a group's committed `offset` of a partition is one the broker still
+/// holds or the next to come: an error otherwise, saying what happened and what to do.
+async fn check_committed(pc: &PartitionClient, label: &str, offset: i64) -> Result<()> {
+    let earliest = within(pc.get_offset(OffsetAt::Earliest))
+        .await
+        .with_context(|| format!("asking for the earliest offset of {label}"))?;
+    let end = within(pc.get_offset(OffsetAt::Latest))
+        .await
+        .with_context(|| format!("asking for the end of {label}"))?;
+    if offset < earliest {
+        bail!(
+            "the group's committed offset of {label} is {offset}, but the broker keeps only \
+             offsets {earliest} and later: the messages between were deleted (retention) \
+             before anyone read them. Start with --start-offset earliest to take what is kept"
+        );
+    }
+    if offset > end {
+        bail!(
+            "the group's committed offset of {label} is {offset}, past the partition's end \
+             {end}: the topic was probably deleted and made again. Start with \
+             --start-offset earliest or latest"
+        );
+    }
+    Ok(())
 }
 
 /// A worker's connection to the topic, made when it first reads a unit: fetches the

@@ -553,6 +553,36 @@ for tp, meta in admin.list_group_offsets(sys.argv[2])[sys.argv[2]].items():
         .collect())
 }
 
+/// Commits `offset` of `topic`'s `partition` to `group` with `kafka-python`.
+fn python_commits(
+    broker: &Broker,
+    group: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<(), String> {
+    let script = r#"
+import sys
+from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+consumer = KafkaConsumer(bootstrap_servers=sys.argv[1], group_id=sys.argv[2], enable_auto_commit=False)
+tp = TopicPartition(sys.argv[3], int(sys.argv[4]))
+consumer.assign([tp])
+consumer.commit({tp: OffsetAndMetadata(int(sys.argv[5]), '', -1)})
+"#;
+    let output = Command::new("python3")
+        .args(["-c", script, &broker.address, group, topic])
+        .arg(partition.to_string())
+        .arg(offset.to_string())
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).into_owned())
+    }
+}
+
 /// One past the last produced offset of each partition: where a consumer that has
 /// read everything stands.
 fn next_offsets(produced: &Produced) -> BTreeMap<i32, i64> {
@@ -618,6 +648,23 @@ fn a_group_gets_the_completed_offsets_and_a_new_out_can_start_from_them() {
     );
     if let Ok(committed) = group_offsets_by_python(&broker, "analytics", topic) {
         assert_eq!(committed, next_offsets(&produced), "the group moved on");
+    }
+
+    // A committed offset past a partition's end (a topic deleted and made again) is an
+    // error at the start that says what to do, not a run that waits for ever.
+    if python_commits(&broker, "elsewhere", topic, 0, 1_000_000).is_ok() {
+        let mut args = kafka_args(&broker, topic, "2");
+        args.extend(["--group", "elsewhere", "--start-offset", "committed"]);
+        let output = tidemark_run(None, &dir.path().join("ahead"), &args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success());
+        assert!(
+            stderr.contains(&format!("{topic}/0 is 1000000, past the partition's end"))
+                && stderr.contains("--start-offset earliest"),
+            "{stderr}"
+        );
     }
 
     // Without a group there is nothing to start from.
