@@ -233,6 +233,14 @@ fn logged_batches(out: &Path, topic: &str, produced: &Produced) -> (Batches, Vec
     (batches, logged)
 }
 
+/// Runs `tidemark run --out out ARGS`, which must fail, and returns its stderr.
+fn failed_run(out: &Path, args: &[&str]) -> String {
+    let output = tidemark_run(None, out, args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "the run should fail: {stderr}");
+    stderr
+}
+
 fn kafka_args<'a>(broker: &'a Broker, topic: &'a str, idle: &'a str) -> Vec<&'a str> {
     vec![
         "--kafka",
@@ -346,15 +354,7 @@ fn a_missing_topic_is_an_error_and_latest_skips_what_was_there() {
     };
     create_topic(&broker, "clicks");
     let dir = tempfile::tempdir().unwrap();
-    let output = tidemark_run(
-        None,
-        &dir.path().join("none"),
-        &kafka_args(&broker, "nope", "1"),
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let stderr = failed_run(&dir.path().join("none"), &kafka_args(&broker, "nope", "1"));
     assert!(
         stderr.contains("topic `nope` does not exist") && stderr.contains("clicks"),
         "{stderr}"
@@ -385,17 +385,32 @@ fn a_missing_topic_is_an_error_and_latest_skips_what_was_there() {
     produce(&broker, "clicks", &lines[500..900], &mut produced);
     let status = wait(&mut child, Duration::from_secs(60));
     assert!(status.success(), "{}", drain.join().unwrap());
-    let (batches, logged) = logged_batches(&out, "clicks", &produced);
+    assert_logged_only_after(&out, "clicks", &produced, &before, "--start-offset latest");
+}
+
+/// Checks that `out` logged exactly the messages produced after `before` (and no
+/// earlier one), and that its tables equal the oracle over them.
+fn assert_logged_only_after(
+    out: &Path,
+    topic: &str,
+    produced: &Produced,
+    before: &[(i32, i64)],
+    what: &str,
+) {
+    let (batches, logged) = logged_batches(out, topic, produced);
     let after: Vec<(i32, i64)> = produced
         .keys()
         .copied()
         .filter(|key| !before.contains(key))
         .collect();
-    assert_eq!(logged, after, "only the messages produced after the start");
+    assert_eq!(
+        logged, after,
+        "{what}: only the messages produced after the start"
+    );
     assert_matches_oracle(
         &oracle::compute(&batches, &Params::default()),
-        &engine_tables(&out, u64::MAX),
-        "--start-offset latest",
+        &engine_tables(out, u64::MAX),
+        what,
     );
 }
 
@@ -634,16 +649,11 @@ fn a_group_gets_the_completed_offsets_and_a_new_out_can_start_from_them() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("(committed by the group)"), "{stderr}");
-    let (batches, logged) = logged_batches(&second, topic, &produced);
-    let after: Vec<(i32, i64)> = produced
-        .keys()
-        .copied()
-        .filter(|key| !before.contains(key))
-        .collect();
-    assert_eq!(logged, after, "only the messages after the group's offsets");
-    assert_matches_oracle(
-        &oracle::compute(&batches, &Params::default()),
-        &engine_tables(&second, u64::MAX),
+    assert_logged_only_after(
+        &second,
+        topic,
+        &produced,
+        &before,
         "--start-offset committed",
     );
     if let Ok(committed) = group_offsets_by_python(&broker, "analytics", topic) {
@@ -655,11 +665,7 @@ fn a_group_gets_the_completed_offsets_and_a_new_out_can_start_from_them() {
     if python_commits(&broker, "elsewhere", topic, 0, 1_000_000).is_ok() {
         let mut args = kafka_args(&broker, topic, "2");
         args.extend(["--group", "elsewhere", "--start-offset", "committed"]);
-        let output = tidemark_run(None, &dir.path().join("ahead"), &args)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success());
+        let stderr = failed_run(&dir.path().join("ahead"), &args);
         assert!(
             stderr.contains(&format!("{topic}/0 is 1000000, past the partition's end"))
                 && stderr.contains("--start-offset earliest"),
@@ -668,21 +674,14 @@ fn a_group_gets_the_completed_offsets_and_a_new_out_can_start_from_them() {
     }
 
     // Without a group there is nothing to start from.
-    let output = tidemark_run(
-        None,
-        &dir.path().join("third"),
-        &[
-            "--kafka",
-            &broker.address,
-            "--topic",
-            topic,
-            "--start-offset",
-            "committed",
-        ],
-    )
-    .output()
-    .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success());
+    let args = [
+        "--kafka",
+        &broker.address,
+        "--topic",
+        topic,
+        "--start-offset",
+        "committed",
+    ];
+    let stderr = failed_run(&dir.path().join("third"), &args);
     assert!(stderr.contains("add --group GROUP"), "{stderr}");
 }
