@@ -1,5 +1,6 @@
 //! Parsing of event times in the forms the contract accepts, into epoch milliseconds.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike};
@@ -12,15 +13,46 @@ use crate::records::Millis;
 /// than do it silently.
 static SUB_MILLISECOND: AtomicU64 = AtomicU64::new(0);
 
-/// Counts one time floored to the millisecond (see [`sub_millisecond_times`]).
+/// A thread's floored times not yet added to [`SUB_MILLISECOND`]: on data with
+/// microseconds every row counts, and one shared counter bumped by every reading
+/// thread per row would bounce between cores. Added when it reaches
+/// [`FLUSH_EVERY`] and when the thread ends.
+struct Unflushed(Cell<u64>);
+
+impl Drop for Unflushed {
+    fn drop(&mut self) {
+        SUB_MILLISECOND.fetch_add(self.0.get(), Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    static UNFLUSHED: Unflushed = const { Unflushed(Cell::new(0)) };
+}
+
+/// How many floored times a thread counts before adding them to the shared count.
+const FLUSH_EVERY: u64 = 4096;
+
+/// Counts one time floored to the millisecond (see [`sub_millisecond_times`]). The
+/// process's first one reaches the shared count at once, so a run can never miss that
+/// there were some.
 pub fn note_sub_millisecond() {
-    SUB_MILLISECOND.fetch_add(1, Ordering::Relaxed);
+    let first = SUB_MILLISECOND.load(Ordering::Relaxed) == 0;
+    UNFLUSHED.with(|unflushed| {
+        let count = unflushed.0.get() + 1;
+        if first || count >= FLUSH_EVERY {
+            SUB_MILLISECOND.fetch_add(count, Ordering::Relaxed);
+            unflushed.0.set(0);
+        } else {
+            unflushed.0.set(count);
+        }
+    });
 }
 
 /// How many times read so far in this process had digits below the millisecond,
-/// which were floored.
+/// which were floored: every ended thread's, and this thread's. (A thread still
+/// running may hold up to [`FLUSH_EVERY`] more.)
 pub fn sub_millisecond_times() -> u64 {
-    SUB_MILLISECOND.load(Ordering::Relaxed)
+    SUB_MILLISECOND.load(Ordering::Relaxed) + UNFLUSHED.with(|unflushed| unflushed.0.get())
 }
 
 /// Floors `value` (in units of `1 / per_milli` millisecond) to milliseconds, counting
