@@ -64,7 +64,7 @@ pub struct Group {
 struct Connection {
     stream: TcpStream,
     correlation: i32,
-    /// The highest version of each API key the broker supports.
+    /// The (lowest, highest) version of each API key the broker supports.
     versions: BTreeMap<i16, (i16, i16)>,
 }
 
