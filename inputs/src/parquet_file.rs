@@ -114,12 +114,7 @@ impl Col {
                 // as `out_of_range`, not read as null.
                 Got::Time(match scale {
                     Scale::Mul(m) => v.saturating_mul(*m),
-                    Scale::Div(d) => {
-                        if v.rem_euclid(*d) != 0 {
-                            tidemark_records::timestamp::note_sub_millisecond();
-                        }
-                        v.div_euclid(*d)
-                    }
+                    Scale::Div(d) => tidemark_records::timestamp::floor_to_millis(v, *d),
                 })
             }
             Col::Text(v) => match v.get(r) {

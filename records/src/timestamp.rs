@@ -35,7 +35,7 @@ const FLUSH_EVERY: u64 = 4096;
 /// Counts one time floored to the millisecond (see [`sub_millisecond_times`]). The
 /// process's first one reaches the shared count at once, so a run can never miss that
 /// there were some.
-pub fn note_sub_millisecond() {
+fn note_sub_millisecond() {
     let first = SUB_MILLISECOND.load(Ordering::Relaxed) == 0;
     UNFLUSHED.with(|unflushed| {
         let count = unflushed.0.get() + 1;
@@ -55,9 +55,10 @@ pub fn sub_millisecond_times() -> u64 {
     SUB_MILLISECOND.load(Ordering::Relaxed) + UNFLUSHED.with(|unflushed| unflushed.0.get())
 }
 
-/// Floors `value` (in units of `1 / per_milli` millisecond) to milliseconds, counting
-/// a dropped remainder.
-fn floor_to_millis(value: i64, per_milli: i64) -> Millis {
+/// Floors `value` (in units of `1 / per_milli` millisecond, e.g. 1000 for
+/// microseconds) to milliseconds, counting a dropped remainder (see
+/// [`sub_millisecond_times`]). Every reader of finer times goes through it.
+pub fn floor_to_millis(value: i64, per_milli: i64) -> Millis {
     if value.rem_euclid(per_milli) != 0 {
         note_sub_millisecond();
     }
@@ -202,31 +203,45 @@ mod tests {
     #[test]
     fn digits_below_the_millisecond_are_floored_and_counted() {
         let expected = 1_752_279_600_250; // 2025-07-12T00:20:00.250Z
-        let cases = [
-            parse_event_time("2025-07-12T00:20:00.250999Z", EpochUnit::Millis),
-            parse_event_time("2025-07-12 00:20:00.250000001", EpochUnit::Millis),
-            parse_event_time("1752279600250999", EpochUnit::Micros),
-            parse_event_time("1752279600250999999", EpochUnit::Nanos),
-            parse_with_format("2025-07-12 00:20:00.250999", "%Y-%m-%d %H:%M:%S%.f"),
+        type Parse = fn() -> Option<Millis>;
+        let cases: [(&str, Parse); 5] = [
+            ("RFC 3339 with µs", || {
+                parse_event_time("2025-07-12T00:20:00.250999Z", EpochUnit::Millis)
+            }),
+            ("text with ns", || {
+                parse_event_time("2025-07-12 00:20:00.250000001", EpochUnit::Millis)
+            }),
+            ("epoch µs", || {
+                parse_event_time("1752279600250999", EpochUnit::Micros)
+            }),
+            ("epoch ns", || {
+                parse_event_time("1752279600250999999", EpochUnit::Nanos)
+            }),
+            ("a format with µs", || {
+                parse_with_format("2025-07-12 00:20:00.250999", "%Y-%m-%d %H:%M:%S%.f")
+            }),
         ];
-        for (i, case) in cases.into_iter().enumerate() {
+        // Only this test reads times finer than a millisecond in this test binary, and
+        // the count includes this thread's own, so it moves only with these parses.
+        for (what, parse) in cases {
             let before = sub_millisecond_times();
-            // Tests run in parallel: the count only ever grows, so re-parse to see it grow.
-            let again = match i {
-                0 => parse_event_time("2025-07-12T00:20:00.250999Z", EpochUnit::Millis),
-                1 => parse_event_time("2025-07-12 00:20:00.250000001", EpochUnit::Millis),
-                2 => parse_event_time("1752279600250999", EpochUnit::Micros),
-                3 => parse_event_time("1752279600250999999", EpochUnit::Nanos),
-                _ => parse_with_format("2025-07-12 00:20:00.250999", "%Y-%m-%d %H:%M:%S%.f"),
-            };
-            assert_eq!(case, Some(expected), "case {i} is floored");
-            assert_eq!(again, case);
-            assert!(sub_millisecond_times() > before, "case {i} is counted");
+            assert_eq!(parse(), Some(expected), "{what} is floored");
+            assert_eq!(
+                sub_millisecond_times(),
+                before + 1,
+                "{what} is counted once"
+            );
         }
+        let before = sub_millisecond_times();
         assert_eq!(
             parse_event_time("1752279600250000", EpochUnit::Micros),
             Some(expected),
             "whole milliseconds in microseconds"
+        );
+        assert_eq!(
+            sub_millisecond_times(),
+            before,
+            "nothing floored, nothing counted"
         );
     }
 }

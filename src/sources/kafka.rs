@@ -184,8 +184,8 @@ impl KafkaOffsets {
             (StartOffset::Committed, Some(group))
                 if partition_ids.iter().any(|p| !resume.contains_key(p)) =>
             {
-                group
-                    .block_on(group.committed(&partition_ids))
+                runtime
+                    .block_on(within(group.committed(&partition_ids)))
                     .with_context(|| {
                         format!(
                             "reading the offsets consumer group `{}` committed on {brokers}",
@@ -528,14 +528,16 @@ async fn partition_client(client: &Client, topic: &str, partition: i32) -> Resul
 /// `request`, or an error once it has had no answer for [`REQUEST_DEADLINE`]. rskafka's
 /// own deadline bounds its retries; this bounds everything, so that a broker that goes
 /// away mid-request ends in an error, never a silent hang.
-async fn within<T, E>(request: impl std::future::Future<Output = Result<T, E>>) -> Result<T>
+pub(crate) async fn within<T, E>(
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T>
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: Into<anyhow::Error>,
 {
     tokio::time::timeout(REQUEST_DEADLINE, request)
         .await
         .map_err(|_| anyhow!("no answer within {} s", REQUEST_DEADLINE.as_secs()))?
-        .map_err(anyhow::Error::from)
+        .map_err(Into::into)
 }
 
 /// A fetch that failed, with what it means when the broker no longer keeps the offset.

@@ -17,7 +17,6 @@
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BufMut, BytesMut};
@@ -34,8 +33,8 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long one exchange with the brokers (connect, ask, answer) may take.
-const DEADLINE: Duration = Duration::from_secs(10);
+use crate::sources::kafka::within;
+
 /// The largest answer accepted (a committed-offsets answer for a few thousand
 /// partitions is far smaller).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
@@ -283,19 +282,6 @@ impl Group {
         }
         Ok(committed)
     }
-
-    /// Runs `work` on a runtime of its own, within [`DEADLINE`].
-    pub fn block_on<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting a runtime for the consumer group's requests")?;
-        runtime.block_on(async {
-            tokio::time::timeout(DEADLINE, work)
-                .await
-                .map_err(|_| anyhow!("no answer within {} s", DEADLINE.as_secs()))?
-        })
-    }
 }
 
 /// Per logical time not yet committed, the next offset of each partition it holds.
@@ -374,19 +360,13 @@ fn commit_loop(group: &Group, receiver: &Receiver<BTreeMap<i32, i64>>) {
         while let Ok(newer) = receiver.try_recv() {
             next.extend(newer);
         }
-        let result = runtime.block_on(async {
-            tokio::time::timeout(DEADLINE, async {
-                if connection.is_none() {
-                    connection = Some(group.coordinator().await?);
-                }
-                match connection.as_mut() {
-                    Some(coordinator) => group.commit(coordinator, &next).await,
-                    None => bail!("no coordinator"),
-                }
-            })
-            .await
-            .map_err(|_| anyhow!("no answer within {} s", DEADLINE.as_secs()))?
-        });
+        let result = runtime.block_on(within(async {
+            let coordinator = match connection.take() {
+                Some(coordinator) => coordinator,
+                None => group.coordinator().await?,
+            };
+            group.commit(connection.insert(coordinator), &next).await
+        }));
         if result.is_err() {
             connection = None;
         }
