@@ -6,6 +6,12 @@
 //! of one logical time commit side by side. Exactly-once is unchanged: the sink operator
 //! holds each time's capability until its commit is done, so a time is reported
 //! complete (and checkpointed) only after every table has committed it.
+//!
+//! The times queued while a commit runs are committed together, as one Delta version
+//! whose `txn` is the last of them (contract "Outputs"): a thread that falls behind (a
+//! big table, many small times) catches up instead of lagging further. Only times
+//! already waiting are grouped, so a live run's lone time still commits at once; the
+//! queue is bounded by how far the workers may run ahead of the slowest sink.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
@@ -64,11 +70,16 @@ impl DeltaCommitThread {
             .spawn(move || {
                 let mut sink: Option<DeltaTableSink> = None;
                 let mut since_vacuum = 0;
-                for job in incoming {
-                    let (time, rows) = (job.time, job.changes.len() as u64);
-                    let outcome = commit(&mut sink, &dir, spec, job);
-                    let failed = outcome.is_err();
-                    if matches!(outcome, Ok(CommitOutcome::Committed { .. })) {
+                for first in incoming.iter() {
+                    // The jobs queued while the last commit ran go into one commit.
+                    let group: Vec<Job> =
+                        std::iter::once(first).chain(incoming.try_iter()).collect();
+                    let outcomes = commit_group(&mut sink, &dir, spec, group);
+                    let failed = outcomes.iter().any(|f| f.outcome.is_err());
+                    if outcomes
+                        .iter()
+                        .any(|f| matches!(f.outcome, Ok(CommitOutcome::Committed { .. })))
+                    {
                         since_vacuum += 1;
                         if since_vacuum >= VACUUM_EVERY {
                             since_vacuum = 0;
@@ -78,11 +89,7 @@ impl DeltaCommitThread {
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
-                        .push(Finished {
-                            time,
-                            rows,
-                            outcome,
-                        });
+                        .extend(outcomes);
                     // The operator may be gone (shutting down): nothing to wake then.
                     let _ = wake.activate();
                     if failed {
@@ -138,30 +145,140 @@ fn vacuum(sink: &mut Option<DeltaTableSink>, spec: TableSpec, retention: Duratio
     }
 }
 
-/// Opens the table on first use and commits one job; the error names table and path.
-fn commit(
+/// Opens the table on first use and commits a group of jobs (consecutive times, in
+/// order) as one Delta version whose `txn` version is the group's last time (contract
+/// "Outputs": a commit covers one or more consecutive completed times). Times the table
+/// already holds (a replay after a crash) are skipped one by one, never merged into
+/// the new commit. Every job gets its own [`Finished`], with the group's outcome; an
+/// error names table and path.
+fn commit_group(
     sink: &mut Option<DeltaTableSink>,
     dir: &std::path::Path,
     spec: TableSpec,
-    job: Job,
-) -> std::result::Result<CommitOutcome, String> {
-    let sink = match sink {
-        Some(sink) => sink,
-        None => sink.insert(DeltaTableSink::open(dir, spec).map_err(|error| {
+    group: Vec<Job>,
+) -> Vec<Finished> {
+    let finished = |job: &Job, outcome| Finished {
+        time: job.time,
+        rows: job.changes.len() as u64,
+        outcome,
+    };
+    let sink = match open(sink, dir, spec) {
+        Ok(sink) => sink,
+        Err(message) => {
+            return group
+                .iter()
+                .map(|job| finished(job, Err(message.clone())))
+                .collect()
+        }
+    };
+    let (done, new): (Vec<Job>, Vec<Job>) = group
+        .into_iter()
+        .partition(|job| sink.last_time().is_some_and(|last| job.time <= last));
+    let mut reports: Vec<Finished> = done
+        .iter()
+        .map(|job| finished(job, Ok(CommitOutcome::AlreadyCommitted)))
+        .collect();
+    let Some(time) = new.last().map(|job| job.time) else {
+        return reports;
+    };
+    let changes = new
+        .iter()
+        .flat_map(|job| job.changes.iter().cloned())
+        .collect();
+    let outcome = sink.commit(time, changes).map_err(|error| {
+        let covered = match new.first() {
+            Some(first) if first.time < time => format!("times {}..={time}", first.time),
+            _ => format!("time {time}"),
+        };
+        format!(
+            "cannot commit {covered} to the Delta table `{}` at {}: {error:#}",
+            spec.name,
+            dir.display()
+        )
+    });
+    reports.extend(new.iter().map(|job| finished(job, outcome.clone())));
+    reports
+}
+
+/// The table's committing state, opened on first use; the error says what to do.
+fn open<'a>(
+    sink: &'a mut Option<DeltaTableSink>,
+    dir: &std::path::Path,
+    spec: TableSpec,
+) -> std::result::Result<&'a mut DeltaTableSink, String> {
+    match sink {
+        Some(sink) => Ok(sink),
+        None => Ok(sink.insert(DeltaTableSink::open(dir, spec).map_err(|error| {
             format!(
                 "cannot open the Delta table `{}` at {}: {error:#}. If the table is damaged, delete {} and run the same command again: it is rebuilt exactly from the write-ahead log (or pass --overwrite to start over)",
                 spec.name,
                 dir.display(),
                 dir.display()
             )
-        })?),
-    };
-    let time = job.time;
-    sink.commit(time, job.changes).map_err(|error| {
-        format!(
-            "cannot commit time {time} to the Delta table `{}` at {}: {error:#}",
-            spec.name,
-            dir.display()
-        )
-    })
+        })?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidemark_dataflows::model::tables::DAILY_ACTIVE;
+
+    fn job(time: u64, changes: &[(i32, i64, i64)]) -> Job {
+        Job {
+            time,
+            changes: changes
+                .iter()
+                .map(|&(day, dau, diff)| (vec![Cell::Date(day), Cell::Int(dau)], diff))
+                .collect(),
+        }
+    }
+
+    fn outcomes(finished: &[Finished]) -> Vec<(u64, CommitOutcome)> {
+        finished
+            .iter()
+            .map(|f| (f.time, f.outcome.clone().expect("commits")))
+            .collect()
+    }
+
+    /// Jobs queued together become one Delta version with the last time's txn; a job
+    /// of a time already committed (a replay) is skipped, not merged into it.
+    #[test]
+    fn waiting_jobs_commit_as_one_version_and_replayed_times_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("daily_active");
+        let mut sink = None;
+        let first = commit_group(&mut sink, &dir, DAILY_ACTIVE, vec![job(0, &[(1, 10, 1)])]);
+        let committed = |version| CommitOutcome::Committed {
+            version,
+            buckets: 1,
+        };
+        assert_eq!(outcomes(&first), vec![(0, committed(0))]);
+        let group = vec![
+            job(0, &[(1, 10, 1)]),
+            job(1, &[(1, 10, -1), (1, 11, 1)]),
+            job(3, &[(2, 5, 1)]),
+        ];
+        let second = commit_group(&mut sink, &dir, DAILY_ACTIVE, group);
+        assert_eq!(
+            outcomes(&second),
+            vec![
+                (0, CommitOutcome::AlreadyCommitted),
+                (1, committed(1)),
+                (3, committed(1)),
+            ]
+        );
+        assert_eq!(
+            second.iter().map(|f| f.rows).collect::<Vec<_>>(),
+            vec![1, 2, 1]
+        );
+        let sink = sink.expect("opened");
+        assert_eq!(sink.last_time(), Some(3));
+        let day = |d: i32, n: i64| vec![Cell::Date(d), Cell::Int(n)];
+        assert_eq!(sink.rows().unwrap(), vec![day(1, 11), day(2, 5)]);
+        assert_eq!(
+            crate::sink::delta::last_committed_version(&dir).unwrap(),
+            Some(3)
+        );
+    }
 }

@@ -107,18 +107,21 @@ fn crash_and_resume(seed: u64, format: OutputFormat) {
         );
     }
 
-    // The Delta tables: the same commits (one per logical time at which the table
-    // changed, none twice) and the same contents as the uninterrupted run's, equal to
-    // the summed change stream.
+    // The Delta tables: commits in time order (a commit covers the times that waited
+    // together, so how they group depends on timing), none twice, through the same last
+    // time, and the same contents as the uninterrupted run's, equal to the summed change
+    // stream.
     let final_tables = engine_tables(&out, u64::MAX);
     for spec in WRITTEN_TABLES {
         let recovered = delta_dir(&out, spec.name);
         let uninterrupted = delta_dir(&reference, spec.name);
-        assert_eq!(
-            txn_versions(&recovered),
-            txn_versions(&uninterrupted),
-            "seed {seed}: the Delta commits (txn versions) of `{}` differ from an uninterrupted run's",
-            spec.name
+        let versions = txn_versions(&recovered);
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1])
+                && versions.last() == txn_versions(&uninterrupted).last(),
+            "seed {seed}: the Delta commits (txn versions) of `{}`, {versions:?}, are not in time order through the uninterrupted run's last, {:?}",
+            spec.name,
+            txn_versions(&uninterrupted)
         );
         let rows = read_delta_table(&recovered, spec).unwrap();
         assert_eq!(

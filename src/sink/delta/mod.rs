@@ -2,8 +2,9 @@
 //! `OUT/tables/<table>/` holding the table's current contents (contract "Outputs").
 //!
 //! - [`layout`]: where the table lives, and its rows' buckets: by the UTC day of the
-//!   first instant key column, or the 31-day block of the first date key column, else a
-//!   stable hash of the first key column. New data mostly lands in the latest days, so
+//!   first instant key column, or the 31-day block of the first date key column (one day
+//!   for the tables with a row per user or member and day), else a stable hash of the
+//!   first key column. New data mostly lands in the latest days, so
 //!   most commits touch few buckets. Each bucket is stored as its own data file(s).
 //! - [`plan`]: the pure bucket diff. A commit rewrites only the buckets whose rows
 //!   changed: it `Remove`s their old files and `Add`s the new ones in one atomic commit.
@@ -17,10 +18,12 @@
 //!   to worker 0 of the cluster, which buffers them by logical time, consolidates them,
 //!   and commits time `t` once the input frontier has passed `t`, on the table's commit
 //!   thread ([`super::delta_thread`]): one Delta commit per logical time at which the
-//!   table changed, never an empty one.
+//!   table changed, or one for the times that waited together while the previous commit
+//!   ran, never an empty one.
 //!
 //! Exactly once: each commit carries a `txn` action with app id `tidemark-<table>` and
-//! version = the logical time, and a restarted sink skips every time at or below it.
+//! version = the (last) logical time it covers, and a restarted sink skips every time at
+//! or below it.
 //! The whole protocol, with the change streams and the checkpoint, is stated in
 //! [`crate::sink`].
 
