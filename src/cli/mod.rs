@@ -113,8 +113,10 @@ pub struct LiveArgs {
     /// How often to list the dataset when following, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub poll_ms: u64,
-    /// A new file is taken once its size and mtime have not changed for this long
-    /// (files renamed into place are complete when they appear) [default: --poll-ms].
+    /// A new file is taken once its size and mtime have not changed for this long: at
+    /// the first listing when its mtime is already that old (a file written, then
+    /// renamed into place), else once two listings this far apart agree [default:
+    /// --poll-ms].
     #[arg(long, value_name = "MS")]
     pub settle_ms: Option<u64>,
     /// Stop after this many seconds without new input (for scripts and tests).

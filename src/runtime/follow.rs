@@ -2,10 +2,13 @@
 //! file that is new (or changed) once it is complete. Writers are meant to write
 //! under a temporary name and rename (the listing ignores `.*`, `_*` and `*.tmp`), so
 //! a file that appears is complete; a file written in place is taken once its size and
-//! modification time have not changed for the settle time.
+//! modification time have not changed for the settle time. A file whose modification
+//! time is already the settle time old when it is listed (a file written, then renamed
+//! into place) has not changed for that long: it is taken at once, so a renamed file
+//! costs one listing, not a listing and a settle wait.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Result};
 use tidemark_inputs::dataset::{Dataset, SourceFile};
@@ -92,13 +95,25 @@ impl Watcher {
             if candidate.stamp != stamp {
                 *candidate = Candidate { stamp, since: now };
             }
-            if now.duration_since(candidate.since) >= self.settle {
+            if now.duration_since(candidate.since) >= self.settle
+                || unchanged_for(stamp.1, SystemTime::now()) >= self.settle
+            {
                 self.candidates.remove(&file.rel);
                 found.push(Found { file, state });
             }
         }
         self.candidates.retain(|rel, _| seen.contains(rel));
         Ok(found)
+    }
+}
+
+/// How long ago, by the system clock at `now`, a file was last modified (its mtime in
+/// ns since the epoch); zero for an mtime in the future or unknown (0).
+fn unchanged_for(mtime_ns: u128, now: SystemTime) -> Duration {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    match u64::try_from(mtime_ns) {
+        Ok(ns) if ns > 0 => since_epoch.saturating_sub(Duration::from_nanos(ns)),
+        _ => Duration::ZERO,
     }
 }
 
@@ -112,7 +127,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("events")).unwrap();
         let dataset = Dataset::open(dir.path(), None).unwrap();
         let mut ingested = IngestedFiles::default();
-        let mut watcher = Watcher::new(Duration::ZERO, Duration::from_millis(50));
+        let mut watcher = Watcher::new(Duration::ZERO, Duration::from_secs(30));
         std::fs::write(dir.path().join("events/a.ndjson"), "{}\n").unwrap();
         std::fs::write(dir.path().join("events/.b.ndjson.tmp"), "{}\n").unwrap();
         let start = Instant::now();
@@ -124,7 +139,7 @@ mod tests {
             "not settled yet"
         );
         let found = watcher
-            .poll(&dataset, &mut ingested, start + Duration::from_millis(60))
+            .poll(&dataset, &mut ingested, start + Duration::from_secs(31))
             .unwrap();
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].file.rel, "events/a.ndjson");
@@ -132,8 +147,41 @@ mod tests {
         let task = crate::runtime::ingested::FileTask::look(&found[0].file, None).unwrap();
         ingested.record(&task, 0);
         assert!(watcher
-            .poll(&dataset, &mut ingested, start + Duration::from_millis(200))
+            .poll(&dataset, &mut ingested, start + Duration::from_secs(40))
             .unwrap()
             .is_empty());
+    }
+
+    /// A file last modified longer ago than the settle time (written, then renamed in)
+    /// is taken at the first listing; one modified just now still waits.
+    #[test]
+    fn a_file_already_unchanged_for_the_settle_time_is_taken_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("events")).unwrap();
+        let dataset = Dataset::open(dir.path(), None).unwrap();
+        let mut ingested = IngestedFiles::default();
+        let mut watcher = Watcher::new(Duration::ZERO, Duration::from_secs(30));
+        let old = dir.path().join("events/old.ndjson");
+        std::fs::write(&old, "{}\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(60))
+            .unwrap();
+        std::fs::write(dir.path().join("events/new.ndjson"), "{}\n").unwrap();
+        let found = watcher
+            .poll(&dataset, &mut ingested, Instant::now())
+            .unwrap();
+        let taken: Vec<&str> = found.iter().map(|f| f.file.rel.as_str()).collect();
+        assert_eq!(taken, vec!["events/old.ndjson"]);
+    }
+
+    #[test]
+    fn the_age_of_an_mtime_is_zero_in_the_future_or_unknown() {
+        let now = UNIX_EPOCH + Duration::from_secs(100);
+        assert_eq!(unchanged_for(90_000_000_000, now), Duration::from_secs(10));
+        assert_eq!(unchanged_for(110_000_000_000, now), Duration::ZERO);
+        assert_eq!(unchanged_for(0, now), Duration::ZERO);
     }
 }
