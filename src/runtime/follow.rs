@@ -121,13 +121,19 @@ fn unchanged_for(mtime_ns: u128, now: SystemTime) -> Duration {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_new_file_is_taken_once_settled_and_never_again() {
+    /// An empty dataset directory with `events/`, nothing ingested, and a watcher that
+    /// lists at every call and settles in 30 s.
+    fn followed() -> (tempfile::TempDir, Dataset, IngestedFiles, Watcher) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("events")).unwrap();
         let dataset = Dataset::open(dir.path(), None).unwrap();
-        let mut ingested = IngestedFiles::default();
-        let mut watcher = Watcher::new(Duration::ZERO, Duration::from_secs(30));
+        let watcher = Watcher::new(Duration::ZERO, Duration::from_secs(30));
+        (dir, dataset, IngestedFiles::default(), watcher)
+    }
+
+    #[test]
+    fn a_new_file_is_taken_once_settled_and_never_again() {
+        let (dir, dataset, mut ingested, mut watcher) = followed();
         std::fs::write(dir.path().join("events/a.ndjson"), "{}\n").unwrap();
         std::fs::write(dir.path().join("events/.b.ndjson.tmp"), "{}\n").unwrap();
         let start = Instant::now();
@@ -156,11 +162,7 @@ mod tests {
     /// is taken at the first listing; one modified just now still waits.
     #[test]
     fn a_file_already_unchanged_for_the_settle_time_is_taken_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("events")).unwrap();
-        let dataset = Dataset::open(dir.path(), None).unwrap();
-        let mut ingested = IngestedFiles::default();
-        let mut watcher = Watcher::new(Duration::ZERO, Duration::from_secs(30));
+        let (dir, dataset, mut ingested, mut watcher) = followed();
         let old = dir.path().join("events/old.ndjson");
         std::fs::write(&old, "{}\n").unwrap();
         std::fs::File::options()
