@@ -178,25 +178,32 @@ fn commit_group(
         .iter()
         .map(|job| finished(job, Ok(CommitOutcome::AlreadyCommitted)))
         .collect();
-    let Some(time) = new.last().map(|job| job.time) else {
+    // Each job's time and rows, then its changes moved (not copied) into the commit.
+    let covered: Vec<(u64, u64)> = new
+        .iter()
+        .map(|job| (job.time, job.changes.len() as u64))
+        .collect();
+    let (Some(&(first, _)), Some(&(time, _))) = (covered.first(), covered.last()) else {
         return reports;
     };
-    let changes = new
-        .iter()
-        .flat_map(|job| job.changes.iter().cloned())
-        .collect();
+    let changes = new.into_iter().flat_map(|job| job.changes).collect();
     let outcome = sink.commit(time, changes).map_err(|error| {
-        let covered = match new.first() {
-            Some(first) if first.time < time => format!("times {}..={time}", first.time),
-            _ => format!("time {time}"),
+        let times = if first < time {
+            format!("times {first}..={time}")
+        } else {
+            format!("time {time}")
         };
         format!(
-            "cannot commit {covered} to the Delta table `{}` at {}: {error:#}",
+            "cannot commit {times} to the Delta table `{}` at {}: {error:#}",
             spec.name,
             dir.display()
         )
     });
-    reports.extend(new.iter().map(|job| finished(job, outcome.clone())));
+    reports.extend(covered.into_iter().map(|(time, rows)| Finished {
+        time,
+        rows,
+        outcome: outcome.clone(),
+    }));
     reports
 }
 
