@@ -114,9 +114,8 @@ pub struct LiveArgs {
     #[arg(long, value_name = "MS", default_value_t = 500)]
     pub poll_ms: u64,
     /// A new file is taken once its size and mtime have not changed for this long: at
-    /// the first listing when its mtime is already that old (a file written, then
-    /// renamed into place), else once two listings this far apart agree [default:
-    /// --poll-ms].
+    /// the first listing when its mtime is already that old (a file moved in from
+    /// elsewhere), else once two listings this far apart agree [default: --poll-ms].
     #[arg(long, value_name = "MS")]
     pub settle_ms: Option<u64>,
     /// Stop after this many seconds without new input (for scripts and tests).

@@ -3,9 +3,9 @@
 //! under a temporary name and rename (the listing ignores `.*`, `_*` and `*.tmp`), so
 //! a file that appears is complete; a file written in place is taken once its size and
 //! modification time have not changed for the settle time. A file whose modification
-//! time is already the settle time old when it is listed (a file written, then renamed
-//! into place) has not changed for that long: it is taken at once, so a renamed file
-//! costs one listing, not a listing and a settle wait.
+//! time is already the settle time old when it is listed (one moved in from elsewhere:
+//! `mv` from a staging directory, `cp -p`, `rsync -t`) has not changed for that long:
+//! it is taken at that first listing, not after a second one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
