@@ -157,36 +157,40 @@ fn commit_group(
     spec: TableSpec,
     group: Vec<Job>,
 ) -> Vec<Finished> {
-    let finished = |job: &Job, outcome| Finished {
-        time: job.time,
-        rows: job.changes.len() as u64,
-        outcome,
-    };
-    let sink = match open(sink, dir, spec) {
-        Ok(sink) => sink,
-        Err(message) => {
-            return group
-                .iter()
-                .map(|job| finished(job, Err(message.clone())))
-                .collect()
-        }
-    };
-    let (done, new): (Vec<Job>, Vec<Job>) = group
-        .into_iter()
-        .partition(|job| sink.last_time().is_some_and(|last| job.time <= last));
-    let mut reports: Vec<Finished> = done
-        .iter()
-        .map(|job| finished(job, Ok(CommitOutcome::AlreadyCommitted)))
-        .collect();
-    // Each job's time and rows, then its changes moved (not copied) into the commit.
-    let covered: Vec<(u64, u64)> = new
+    // Each job's time and number of rows; its changes are moved into the commit.
+    let covered: Vec<(u64, u64)> = group
         .iter()
         .map(|job| (job.time, job.changes.len() as u64))
         .collect();
-    let (Some(&(first, _)), Some(&(time, _))) = (covered.first(), covered.last()) else {
+    let report = |covered: &[(u64, u64)], outcome: std::result::Result<CommitOutcome, String>| {
+        covered
+            .iter()
+            .map(|&(time, rows)| Finished {
+                time,
+                rows,
+                outcome: outcome.clone(),
+            })
+            .collect::<Vec<_>>()
+    };
+    let sink = match open(sink, dir, spec) {
+        Ok(sink) => sink,
+        Err(message) => return report(&covered, Err(message)),
+    };
+    // Jobs come in time order: those the table already holds come first.
+    let done = covered
+        .iter()
+        .take_while(|(time, _)| sink.last_time().is_some_and(|last| *time <= last))
+        .count();
+    let mut reports = report(&covered[..done], Ok(CommitOutcome::AlreadyCommitted));
+    let new = &covered[done..];
+    let (Some(&(first, _)), Some(&(time, _))) = (new.first(), new.last()) else {
         return reports;
     };
-    let changes = new.into_iter().flat_map(|job| job.changes).collect();
+    let changes = group
+        .into_iter()
+        .skip(done)
+        .flat_map(|job| job.changes)
+        .collect();
     let outcome = sink.commit(time, changes).map_err(|error| {
         let times = if first < time {
             format!("times {first}..={time}")
@@ -199,11 +203,7 @@ fn commit_group(
             dir.display()
         )
     });
-    reports.extend(covered.into_iter().map(|(time, rows)| Finished {
-        time,
-        rows,
-        outcome: outcome.clone(),
-    }));
+    reports.extend(report(new, outcome));
     reports
 }
 
