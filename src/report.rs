@@ -58,7 +58,8 @@ pub fn render_with_rows(
     let monthly = read_table(out, &tables::MONTHLY_ACTIVE)?;
     let retention = read_table(out, &tables::RETENTION_COHORTS)?;
     let quarantine = read_table(out, &tables::QUARANTINE)?;
-    let sessions = read_table(out, &tables::SESSIONS)?;
+    // Only the number of sessions is shown: summed from the diffs alone.
+    let sessions = crate::sink::reader::count_rows(out, &tables::SESSIONS)?;
 
     let accepted: i64 = windows.iter().map(|row| int(&row[2])).sum();
     if let Some(rows) = rows {
@@ -78,7 +79,7 @@ pub fn render_with_rows(
         text,
         "Events accepted: {accepted}   quarantined: {}   sessions: {}",
         quarantine.len(),
-        sessions.len()
+        sessions
     )?;
 
     writeln!(text, "\nKPIs")?;
@@ -300,15 +301,38 @@ pub fn render_with_rows(
 fn dimension_summary(out: &Path, text: &mut String) -> Result<()> {
     use std::collections::BTreeMap;
     use tidemark_inputs::time::month_of_day;
-    let rows = read_table(out, &tables::ENGAGEMENT_BY_DIMENSION)?;
     let day_of_row = |row: &Vec<Cell>| match row[0] {
         Cell::Date(day) => day,
         _ => i32::MIN,
     };
-    let Some(last_day) = rows.iter().map(day_of_row).max() else {
+    // Only the last day's month is shown: the last day holding rows is found from each
+    // day's net row count, and only that month's changes are summed into rows.
+    let changes = crate::sink::reader::read_changes(out, &tables::ENGAGEMENT_BY_DIMENSION)?;
+    let mut rows_per_day: BTreeMap<i32, i64> = BTreeMap::new();
+    for (row, _time, diff) in &changes {
+        *rows_per_day.entry(day_of_row(row)).or_default() += diff;
+    }
+    let Some(last_day) = rows_per_day
+        .iter()
+        .rev()
+        .find(|(_, rows)| **rows > 0)
+        .map(|(day, _)| *day)
+    else {
         return Ok(());
     };
     let month = month_of_day(last_day);
+    let mut rows: Vec<Vec<Cell>> = Vec::new();
+    for (row, count) in crate::sink::reader::sum_changes(
+        changes
+            .into_iter()
+            .filter(|(row, _, _)| (month_first_day(month)..=last_day).contains(&day_of_row(row))),
+    ) {
+        anyhow::ensure!(
+            count > 0,
+            "table `engagement_by_dimension` has a row with negative count {count}: {row:?}"
+        );
+        rows.extend(std::iter::repeat_n(row, count as usize));
+    }
     // (label, first day, last day) of each period.
     let periods = [
         (format!("on {}", Cell::Date(last_day)), last_day, last_day),

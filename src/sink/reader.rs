@@ -6,10 +6,12 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use arrow::array::Int64Array;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ProjectionMask;
 use tidemark_dataflows::model::tables::{Cell, TableSpec};
 
-use crate::sink::arrow_rows::{batch_to_changes, Change};
+use crate::sink::arrow_rows::{batch_to_changes, Change, DIFF_COLUMN};
 use crate::sink::changes::changes_dir;
 
 /// Every change recorded for `spec` under `out`, in file order.
@@ -56,13 +58,43 @@ pub fn read_parquet(path: &Path, spec: &TableSpec, with_changes: bool) -> Result
 }
 
 /// Sums changes into current contents: row -> multiplicity (zero-sum rows dropped).
+/// Rows are summed in a hash map and only the surviving ones are sorted: a change
+/// stream holds many more changes than rows, and ordering each change by whole-row
+/// comparison was most of `report`'s time.
 pub fn sum_changes(changes: impl IntoIterator<Item = Change>) -> BTreeMap<Vec<Cell>, i64> {
-    let mut table = BTreeMap::new();
+    let mut table: rustc_hash::FxHashMap<Vec<Cell>, i64> = Default::default();
     for (row, _time, diff) in changes {
         *table.entry(row).or_insert(0) += diff;
     }
-    table.retain(|_, count| *count != 0);
-    table
+    table.into_iter().filter(|(_, count)| *count != 0).collect()
+}
+
+/// How many rows `spec`'s table holds now: the sum of every change's `diff`, read from
+/// that column alone (no row is decoded).
+pub fn count_rows(out: &Path, spec: &TableSpec) -> Result<i64> {
+    let mut count = 0;
+    for path in change_files(out, spec)? {
+        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let column = builder
+            .parquet_schema()
+            .columns()
+            .iter()
+            .position(|c| c.name() == DIFF_COLUMN)
+            .with_context(|| format!("{} has no `{DIFF_COLUMN}` column", path.display()))?;
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), [column]);
+        for batch in builder.with_projection(mask).build()? {
+            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            let diffs = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .with_context(|| format!("`{DIFF_COLUMN}` of {} is not int64", path.display()))?;
+            count += diffs.iter().flatten().sum::<i64>();
+        }
+    }
+    Ok(count)
 }
 
 /// The current contents of a table, as sorted rows (a row with multiplicity n appears n times).

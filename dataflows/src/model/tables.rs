@@ -158,6 +158,22 @@ impl PartialEq for Cell {
 
 impl Eq for Cell {}
 
+/// Hashes what [`Ord`] compares: the variant and its value, floats by their bits (equal
+/// floats under `total_cmp` have equal bits), so equal cells hash alike.
+impl std::hash::Hash for Cell {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.rank().hash(state);
+        match self {
+            Cell::Null => {}
+            Cell::Str(s) => s.hash(state),
+            Cell::Int(v) | Cell::Timestamp(v) => v.hash(state),
+            Cell::Float(v) => v.to_bits().hash(state),
+            Cell::Bool(v) => v.hash(state),
+            Cell::Date(v) => v.hash(state),
+        }
+    }
+}
+
 impl PartialOrd for Cell {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         Some(self.cmp(other))
