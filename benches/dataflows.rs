@@ -74,10 +74,10 @@ type Builder = for<'s> fn(&Family<'s>);
 
 const FAMILIES: &[(&str, Builder)] = &[
     ("sessions", |f| {
-        f.probe(sessions(f.events.clone(), &f.watermarks, f.params))
+        f.probe(sessions(f.events.clone(), &f.watermarks, f.params, true))
     }),
     ("windows+sessions", |f| {
-        let s = sessions(f.events.clone(), &f.watermarks, f.params);
+        let s = sessions(f.events.clone(), &f.watermarks, f.params, true);
         f.probe(window_activity(
             f.events.clone(),
             s,
@@ -86,12 +86,12 @@ const FAMILIES: &[(&str, Builder)] = &[
         ));
     }),
     ("spikes+windows+sessions", |f| {
-        let s = sessions(f.events.clone(), &f.watermarks, f.params);
+        let s = sessions(f.events.clone(), &f.watermarks, f.params, true);
         let w = window_activity(f.events.clone(), s, &f.watermarks, f.params.window_ms);
         f.probe(spike_alerts(w, &f.watermarks, f.params));
     }),
     ("session_metrics+sessions", |f| {
-        let s = sessions(f.events.clone(), &f.watermarks, f.params);
+        let s = sessions(f.events.clone(), &f.watermarks, f.params, true);
         f.probe(session_metrics_daily(s));
     }),
     ("actives (daily+monthly)", |f| {
@@ -139,7 +139,7 @@ const FAMILIES: &[(&str, Builder)] = &[
         ));
     }),
     ("kpis+sessions (+user days)", |f| {
-        let s = sessions(f.events.clone(), &f.watermarks, f.params);
+        let s = sessions(f.events.clone(), &f.watermarks, f.params, true);
         f.probe(kpis(
             f.events.clone(),
             f.user_days(),

@@ -121,7 +121,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         deduplicate(on_time, &watermarks, params.forget_behind_watermark)
     };
 
-    let sessions = sessions(events.clone(), &watermarks, params);
+    let sessions = sessions(events.clone(), &watermarks, params, insert_only);
     let window_activity = window_activity(
         events.clone(),
         sessions.clone(),

@@ -14,6 +14,7 @@ use crate::model::settings::Params;
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{day_end, reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
+use crate::operators::pre_reduce::pre_reduce;
 
 /// The set of a user's events within which sessions are formed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -35,32 +36,66 @@ pub fn session_scope(event: &Action, params: &Params) -> SessionScope {
     }
 }
 
-/// Cuts one scope's event times (sorted, with multiplicities) into sessions:
-/// `(start, end, actions)`. Source scopes are one session; derived ones split where
-/// the gap to the previous event is at least `gap_ms`.
-pub fn cut_sessions(
-    scope: &SessionScope,
-    times: &[(&Millis, isize)],
-    gap_ms: Millis,
-) -> Vec<(Millis, Millis, i64)> {
+/// A run of a scope's events: first and last event time and number of events. A
+/// single event is the run `(ts, ts, 1)`.
+pub type Run = (Millis, Millis, i64);
+
+/// Cuts one scope's runs of events (sorted, with multiplicities) into sessions, as
+/// runs: `(start, end, actions)`. Source scopes are one session; derived ones split
+/// where the next run starts `gap_ms` or more after the latest event so far.
+///
+/// Cutting runs gives the sessions of their events, however the events were grouped
+/// into runs, as long as the events of each run are one session on their own (gaps
+/// below `gap_ms`): adding events only shortens gaps, so no run is ever split, and
+/// with runs in order of start, the gap before a run that starts after every event so
+/// far is exactly the gap between two consecutive events. So each worker may cut its
+/// own events of one logical time into runs first ([`session_runs`]), and the
+/// session reduce then holds a run where it would hold every event.
+pub fn cut_sessions(scope: &SessionScope, runs: &[(&Run, isize)], gap_ms: Millis) -> Vec<Run> {
     let mut sessions = Vec::new();
-    let mut current: Option<(Millis, Millis, i64)> = None;
-    for (&ts, count) in times.iter().map(|(ts, count)| (*ts, *count as i64)) {
+    let mut current: Option<Run> = None;
+    for (&(start, end, actions), count) in runs.iter().map(|(run, count)| (*run, *count as i64)) {
+        let actions = actions * count;
         current = match current {
-            Some((start, end, actions))
-                if matches!(scope, SessionScope::Source(_)) || ts - end < gap_ms =>
+            Some((first, last, total))
+                if matches!(scope, SessionScope::Source(_)) || start - last < gap_ms =>
             {
-                Some((start, ts, actions + count))
+                Some((first, last.max(end), total + actions))
             }
             Some(done) => {
                 sessions.push(done);
-                Some((ts, ts, count))
+                Some((start, end, actions))
             }
-            None => Some((ts, ts, count)),
+            None => Some((start, end, actions)),
         };
     }
     sessions.extend(current);
     sessions
+}
+
+/// One worker's events of one scope and logical time, cut into runs that are each
+/// within one session (see [`cut_sessions`]), with multiplicity 1.
+fn session_runs(
+    scope: &SessionScope,
+    times: &mut [(Millis, isize)],
+    gap_ms: Millis,
+    runs: &mut Vec<(Run, isize)>,
+) {
+    debug_assert!(
+        times.iter().all(|(_, count)| *count > 0),
+        "runs are cut from accepted events only"
+    );
+    times.sort_unstable();
+    let events: Vec<(Run, isize)> = times
+        .iter()
+        .map(|&(ts, count)| ((ts, ts, 1), count))
+        .collect();
+    let events: Vec<(&Run, isize)> = events.iter().map(|(run, count)| (run, *count)).collect();
+    runs.extend(
+        cut_sessions(scope, &events, gap_ms)
+            .into_iter()
+            .map(|run| (run, 1)),
+    );
 }
 
 /// The end of the event time a scope's sessions can depend on: a day's sessions are
@@ -75,22 +110,35 @@ fn scope_end(scope: &SessionScope) -> Option<Millis> {
 
 /// The `sessions` table, maintained from accepted events. A day's events are retired
 /// once the watermark passes its end (see [`crate::operators::expiry`]); its sessions stay.
+///
+/// With `insert_only` (no accepted event is ever taken back), each worker first cuts its
+/// own events of each scope and logical time into runs, and the reduce holds runs, not
+/// events: about one per session instead of one per event. Otherwise every event is
+/// its own run, so that a retracted event cancels exactly its own record.
 pub fn sessions<'s>(
     events: VecCollection<'s, Time, Action>,
     watermarks: &Watermarks<'s>,
     params: Params,
+    insert_only: bool,
 ) -> VecCollection<'s, Time, SessionRow> {
     let scoped = events.map(move |event| {
         let scope = session_scope(&event, &params);
         ((event.user_id, scope), event.ts)
     });
+    let runs = if insert_only {
+        pre_reduce(scoped, "SessionRuns", move |(_user, scope), times, runs| {
+            session_runs(scope, times, params.session_gap_ms, runs)
+        })
+    } else {
+        scoped.map(|(key, ts)| (key, (ts, ts, 1)))
+    };
     reduce_until_closed(
-        scoped,
+        runs,
         watermarks,
         |(_user, scope): &(Name, SessionScope)| scope_end(scope),
         "Sessions",
-        move |(_user, scope), times, output| {
-            for session in cut_sessions(scope, times, params.session_gap_ms) {
+        move |(_user, scope), runs, output| {
+            for session in cut_sessions(scope, runs, params.session_gap_ms) {
                 output.push((session, 1isize));
             }
         },
@@ -155,16 +203,20 @@ impl TableRow for SessionRow {
 mod tests {
     use super::*;
 
-    fn times(ts: &[Millis]) -> Vec<(&Millis, isize)> {
-        ts.iter().map(|t| (t, 1)).collect()
+    fn singles(ts: &[Millis]) -> Vec<Run> {
+        ts.iter().map(|&t| (t, t, 1)).collect()
+    }
+
+    fn times(runs: &[Run]) -> Vec<(&Run, isize)> {
+        runs.iter().map(|r| (r, 1)).collect()
     }
 
     #[test]
     fn a_gap_of_at_least_the_session_gap_starts_a_new_session() {
         let ts = [0, 10, 40, 50];
-        let sessions = cut_sessions(&SessionScope::Day(0), &times(&ts), 30);
+        let sessions = cut_sessions(&SessionScope::Day(0), &times(&singles(&ts)), 30);
         assert_eq!(sessions, vec![(0, 10, 2), (40, 50, 2)]);
-        let sessions = cut_sessions(&SessionScope::Day(0), &times(&[0, 29, 58]), 30);
+        let sessions = cut_sessions(&SessionScope::Day(0), &times(&singles(&[0, 29, 58])), 30);
         assert_eq!(sessions, vec![(0, 58, 3)], "gaps below the session gap");
     }
 
@@ -172,16 +224,61 @@ mod tests {
     fn a_source_session_is_one_session_however_long_its_gaps() {
         let sessions = cut_sessions(
             &SessionScope::Source(Name::new("s1")),
-            &times(&[0, 1_000, 9_000]),
+            &times(&singles(&[0, 1_000, 9_000])),
             30,
         );
         assert_eq!(sessions, vec![(0, 9_000, 3)]);
     }
 
+    /// Runs cut from any grouping of the events (workers, logical times) give the
+    /// sessions of the events themselves, for derived and source scopes alike.
+    #[test]
+    fn sessions_of_runs_are_the_sessions_of_their_events_whatever_the_grouping() {
+        // A small linear congruential generator: many varied cases, no dependency.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % bound
+        };
+        for case in 0..3000 {
+            let scope = if case % 5 == 0 {
+                SessionScope::Source(Name::new("s"))
+            } else {
+                SessionScope::Day(0)
+            };
+            let events: Vec<(Millis, u64)> = (0..1 + next(14))
+                .map(|_| (next(240) as Millis, next(4)))
+                .collect();
+            let mut all: Vec<Millis> = events.iter().map(|(ts, _)| *ts).collect();
+            all.sort_unstable();
+            let expected = cut_sessions(&scope, &times(&singles(&all)), 30);
+            let mut runs = Vec::new();
+            for group in 0..4 {
+                let mut mine: Vec<(Millis, isize)> = events
+                    .iter()
+                    .filter(|(_, g)| *g == group)
+                    .map(|(ts, _)| (*ts, 1))
+                    .collect();
+                if !mine.is_empty() {
+                    session_runs(&scope, &mut mine, 30, &mut runs);
+                }
+            }
+            runs.sort_unstable();
+            let runs: Vec<(&Run, isize)> = runs.iter().map(|(run, n)| (run, *n)).collect();
+            assert_eq!(
+                cut_sessions(&scope, &runs, 30),
+                expected,
+                "events {events:?}"
+            );
+        }
+    }
+
     #[test]
     fn repeated_times_count_every_action() {
-        let ts = [5, 5, 7];
-        let mut with_counts = times(&ts[1..]);
+        let runs = singles(&[5, 7]);
+        let mut with_counts = times(&runs);
         with_counts[0].1 = 2;
         assert_eq!(
             cut_sessions(&SessionScope::Unsplit, &with_counts, 30),
