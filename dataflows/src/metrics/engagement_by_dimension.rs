@@ -13,11 +13,12 @@
 //!
 //! Dimensions of one kind of source share its state: `genre` and `artist` both read
 //! the item, `country` and every user attribute the user. Per (source, day) the
-//! measures are pre-summed on each worker and summed by a `count_total` (values in
-//! fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate); per (source,
-//! day, user) the events are counted, and a distinct after the join with the members
-//! marks the user active per (day, dimension, member). Both are joined with the source's
-//! members, one per dimension of its kind, and summed per (day, dimension, member).
+//! measures are pre-summed on each worker and kept in the update's difference (values
+//! in fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate): the join
+//! with the members multiplies them through, and one `count_total` per (day,
+//! dimension, member) sums them. Per (source, day, user) the events are counted, and a
+//! distinct after the join with the members marks the user active per (day, dimension,
+//! member). Both are joined with the source's members, one per dimension of its kind.
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::{AsCollection, VecCollection};
@@ -175,14 +176,15 @@ pub fn engagement_by_dimension<'s>(
             .filter(|(wanted, _)| *wanted)
             .map(move |(_, source)| (source, day, e.user_id, e.duration_ms.unwrap_or(0), e.value))
     });
-    // Measures per (source, day), summed on each worker before the exchange.
+    // Measures per (source, day), summed on each worker before the exchange. They stay
+    // in the difference (a join is linear): each worker sends one update per (source,
+    // day) and logical time, which the join with the members carries through as is.
     let measures = combine(
         widen(keyed.clone()).explode(|(source, day, _user, duration, value)| {
             Some(((source, day), m(duration, value)))
         }),
         "CombineDimensionMeasures",
-    )
-    .count_total();
+    );
     let hour_measures = combine(
         widen(hourly.clone()).explode(|(day, slot, member, _user, duration, value)| {
             Some(((day, slot, member), m(duration, value)))
@@ -234,8 +236,8 @@ pub fn engagement_by_dimension<'s>(
     // reduce would otherwise revisit every busy item and user at every logical time).
     let used = measures
         .clone()
-        .map(|((source, _day), _)| source)
-        .distinct_total()
+        .map(|(source, _day)| source)
+        .threshold_total(|_source, m| isize::from(m.0 > 0))
         .flat_map(move |source| {
             dimensions
                 .iter()
@@ -267,20 +269,20 @@ pub fn engagement_by_dimension<'s>(
                 output.push((member, 1isize));
             },
         )
-        .map(move |((dimension, source), member)| (source, (slot(dimensions, dimension), member)))
-        .arrange_by_key_named("DimensionMembersBySource");
+        .map(move |((dimension, source), member)| (source, (slot(dimensions, dimension), member)));
+    // The members twice: with counts for the active users' join, and with `i128`
+    // differences for the measures' join (a join multiplies the two differences).
+    let member_measures =
+        widen(members.clone()).arrange_by_key_named("DimensionMembersForMeasures");
+    let members = members.arrange_by_key_named("DimensionMembersBySource");
 
-    let totals = widen(
-        measures
-            .map(|((source, day), m)| (source, (day, m)))
-            .arrange_by_key_named("DimensionMeasuresBySource")
-            .join_core(members.clone(), |_source, &(day, m), &(slot, member)| {
-                Some(((day, slot, member), m))
-            }),
-    )
-    .explode(|(key, m)| Some((key, m)))
-    .concat(hour_measures)
-    .count_total();
+    let totals = measures
+        .arrange_by_key_named("DimensionMeasuresBySource")
+        .join_core(member_measures, |_source, &day, &(slot, member)| {
+            Some((day, slot, member))
+        })
+        .concat(hour_measures)
+        .count_total();
     // A user's events of several sources with one member (plays of several rock
     // tracks) are summed on the worker before the exchange.
     let active_users = combine(
