@@ -423,6 +423,15 @@ fn the_summary_accounts_for_every_row_read() {
     assert_eq!(other, others, "{line}");
     assert!(filtered > 0, "the mapping's filter left rows out: {line}");
     assert!(duplicates > 0 && too_late > 0 && rejected > 0, "{line}");
+    // The summary counts sessions from the change stream's diffs alone: the oracle's.
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("Events accepted: "))
+        .unwrap_or_else(|| panic!("no summary line: {stdout}"));
+    assert!(
+        summary.ends_with(&format!("sessions: {}", expected["sessions"].len())),
+        "{summary}"
+    );
 }
 
 /// Regression (issue 13): the demo ended with one day of March, shown like a full
