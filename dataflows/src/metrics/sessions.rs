@@ -51,10 +51,14 @@ pub type Run = (Millis, Millis, i64);
 /// far is exactly the gap between two consecutive events. So each worker may cut its
 /// own events of one logical time into runs first ([`session_runs`]), and the
 /// session reduce then holds a run where it would hold every event.
-pub fn cut_sessions(scope: &SessionScope, runs: &[(&Run, isize)], gap_ms: Millis) -> Vec<Run> {
+pub fn cut_sessions(
+    scope: &SessionScope,
+    runs: impl IntoIterator<Item = (Run, i64)>,
+    gap_ms: Millis,
+) -> Vec<Run> {
     let mut sessions = Vec::new();
     let mut current: Option<Run> = None;
-    for (&(start, end, actions), count) in runs.iter().map(|(run, count)| (*run, *count as i64)) {
+    for ((start, end, actions), count) in runs {
         let actions = actions * count;
         current = match current {
             Some((first, last, total))
@@ -86,13 +90,9 @@ fn session_runs(
         "runs are cut from accepted events only"
     );
     times.sort_unstable();
-    let events: Vec<(Run, isize)> = times
-        .iter()
-        .map(|&(ts, count)| ((ts, ts, 1), count))
-        .collect();
-    let events: Vec<(&Run, isize)> = events.iter().map(|(run, count)| (run, *count)).collect();
+    let events = times.iter().map(|&(ts, count)| ((ts, ts, 1), count as i64));
     runs.extend(
-        cut_sessions(scope, &events, gap_ms)
+        cut_sessions(scope, events, gap_ms)
             .into_iter()
             .map(|run| (run, 1)),
     );
@@ -138,6 +138,7 @@ pub fn sessions<'s>(
         |(_user, scope): &(Name, SessionScope)| scope_end(scope),
         "Sessions",
         move |(_user, scope), runs, output| {
+            let runs = runs.iter().map(|(run, count)| (**run, *count as i64));
             for session in cut_sessions(scope, runs, params.session_gap_ms) {
                 output.push((session, 1isize));
             }
@@ -207,16 +208,16 @@ mod tests {
         ts.iter().map(|&t| (t, t, 1)).collect()
     }
 
-    fn times(runs: &[Run]) -> Vec<(&Run, isize)> {
-        runs.iter().map(|r| (r, 1)).collect()
+    fn times(runs: &[Run]) -> Vec<(Run, i64)> {
+        runs.iter().map(|r| (*r, 1)).collect()
     }
 
     #[test]
     fn a_gap_of_at_least_the_session_gap_starts_a_new_session() {
         let ts = [0, 10, 40, 50];
-        let sessions = cut_sessions(&SessionScope::Day(0), &times(&singles(&ts)), 30);
+        let sessions = cut_sessions(&SessionScope::Day(0), times(&singles(&ts)), 30);
         assert_eq!(sessions, vec![(0, 10, 2), (40, 50, 2)]);
-        let sessions = cut_sessions(&SessionScope::Day(0), &times(&singles(&[0, 29, 58])), 30);
+        let sessions = cut_sessions(&SessionScope::Day(0), times(&singles(&[0, 29, 58])), 30);
         assert_eq!(sessions, vec![(0, 58, 3)], "gaps below the session gap");
     }
 
@@ -224,7 +225,7 @@ mod tests {
     fn a_source_session_is_one_session_however_long_its_gaps() {
         let sessions = cut_sessions(
             &SessionScope::Source(Name::new("s1")),
-            &times(&singles(&[0, 1_000, 9_000])),
+            times(&singles(&[0, 1_000, 9_000])),
             30,
         );
         assert_eq!(sessions, vec![(0, 9_000, 3)]);
@@ -253,7 +254,7 @@ mod tests {
                 .collect();
             let mut all: Vec<Millis> = events.iter().map(|(ts, _)| *ts).collect();
             all.sort_unstable();
-            let expected = cut_sessions(&scope, &times(&singles(&all)), 30);
+            let expected = cut_sessions(&scope, times(&singles(&all)), 30);
             let mut runs = Vec::new();
             for group in 0..4 {
                 let mut mine: Vec<(Millis, isize)> = events
@@ -266,9 +267,9 @@ mod tests {
                 }
             }
             runs.sort_unstable();
-            let runs: Vec<(&Run, isize)> = runs.iter().map(|(run, n)| (run, *n)).collect();
+            let runs = runs.iter().map(|(run, n)| (*run, *n as i64));
             assert_eq!(
-                cut_sessions(&scope, &runs, 30),
+                cut_sessions(&scope, runs, 30),
                 expected,
                 "events {events:?}"
             );
@@ -281,7 +282,7 @@ mod tests {
         let mut with_counts = times(&runs);
         with_counts[0].1 = 2;
         assert_eq!(
-            cut_sessions(&SessionScope::Unsplit, &with_counts, 30),
+            cut_sessions(&SessionScope::Unsplit, with_counts, 30),
             vec![(5, 7, 3)]
         );
     }
