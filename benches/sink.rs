@@ -1,6 +1,6 @@
 //! The change-stream sink in rows/s: typed rows to cells (`TableRow::cells`), cells to
 //! an Arrow batch (`arrow_rows::changes_to_batch`), and the batch to Snappy Parquet,
-//! as `sink::changes` does per table, worker and logical time.
+//! as `sink::changes` does per table and logical time.
 //!
 //! `cargo bench --bench sink` (100,000 session rows; `TIDEMARK_BENCH_EVENTS` overrides).
 
@@ -12,11 +12,11 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
-use tidemark::sink::arrow_rows::{changes_to_batch, Change};
+use tidemark::sink::arrow_rows::changes_to_batch;
 use tidemark_dataflows::metrics::sessions::SessionRow;
 use tidemark_dataflows::metrics::window_activity::WindowRow;
 use tidemark_dataflows::model::name::Name;
-use tidemark_dataflows::model::tables::{TableRow, TableSpec};
+use tidemark_dataflows::model::tables::{Cell, TableRow, TableSpec};
 
 fn session_rows(n: u64) -> Vec<SessionRow> {
     let users: Vec<Name> = (0..(n / 20).max(1))
@@ -48,15 +48,15 @@ fn window_rows(n: u64) -> Vec<WindowRow> {
         .collect()
 }
 
-fn to_changes<R: TableRow>(rows: &[R]) -> Vec<Change> {
+fn to_changes<R: TableRow>(rows: &[R]) -> Vec<(Vec<Cell>, i64)> {
     rows.iter()
         .enumerate()
-        .map(|(i, r)| (r.cells(), 3, if i % 5 == 0 { -1 } else { 1 }))
+        .map(|(i, r)| (r.cells(), if i % 5 == 0 { -1 } else { 1 }))
         .collect()
 }
 
-fn write_parquet(spec: &TableSpec, changes: &[Change]) -> usize {
-    let batch = changes_to_batch(spec, changes).expect("batch");
+fn write_parquet(spec: &TableSpec, changes: &[(Vec<Cell>, i64)]) -> usize {
+    let batch = changes_to_batch(spec, 3, changes).expect("batch");
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
@@ -82,7 +82,7 @@ fn sink(c: &mut Criterion) {
     });
     group.bench_function("sessions: cells to arrow batch", |b| {
         b.iter(|| {
-            changes_to_batch(&SessionRow::SPEC, &session_changes)
+            changes_to_batch(&SessionRow::SPEC, 3, &session_changes)
                 .expect("batch")
                 .num_rows()
         })

@@ -32,8 +32,9 @@ use tidemark_inputs::wal_entry;
 /// The checkpoint directory's name under `OUT`.
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused. 5: the tables
-/// `user_activity_daily` and `user_plans` were added.
-const FORMAT: u32 = 5;
+/// `user_activity_daily` and `user_plans` were added. 6: one worker writes each table's
+/// change files (the manifests and file names of 5 are per worker).
+const FORMAT: u32 = 6;
 
 /// What a resumed run must share with the run that wrote the checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

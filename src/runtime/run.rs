@@ -37,9 +37,8 @@ use crate::runtime::ingested::IngestedFiles;
 use crate::runtime::progress::{FollowProgress, Progress};
 use crate::runtime::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::runtime::stop::StopFlag;
-use crate::sink::changes::change_stream_sink;
-use crate::sink::delta::delta_sink;
 use crate::sink::object_store::{check_supported, working_copy, ObjectOutput};
+use crate::sink::table_sink::table_sink;
 use crate::sources::kafka::{resume_offsets, KafkaInput, KafkaOffsets, KafkaReader};
 use crate::sources::live::{Batching, LiveInput, LiveSource};
 use crate::sources::object_store::{is_object_url, local_dataset, refuse_mistyped_url};
@@ -429,6 +428,8 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
             OutLayout::Shared => 0,
             OutLayout::PerProcess => options.cluster.process * options.cluster.workers,
         },
+        // Process 0's workers write the tables (see `write_outputs`).
+        writers: options.cluster.workers,
         delta: options.delta.then_some(options.delta_retention),
         arrangement_sizes: options.arrangement_sizes.clone(),
         max_ahead: live.max_ahead.filter(|_| live.is_live()),
@@ -678,6 +679,8 @@ struct Shared {
     kafka: Option<(KafkaInput, Mapping)>,
     /// The worker that records the completed time in this process's `OUT`.
     records_completed: usize,
+    /// How many workers write tables: process 0's, workers `0..writers`.
+    writers: usize,
     /// The Delta tables' vacuum retention, or none with `--no-delta`.
     delta: Option<Duration>,
     arrangement_sizes: Option<PathBuf>,
@@ -778,7 +781,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         .flatten();
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (feeds, outputs) = build_with_feeds(&scope, params, reingest);
-        let reports = write_outputs(outputs, &out, index, delta, resume_after);
+        let reports = write_outputs(outputs, &out, shared.writers, delta, resume_after);
         let (probe, _) = scope.concatenate(reports).probe();
         (feeds, probe)
     });
@@ -1168,22 +1171,23 @@ impl<'a> Reporter<'a> {
 /// The tables `tidemark run` writes, in the order they are attached.
 pub use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 
-/// Attaches a sink to every output table; returns their reports. Every sink skips
-/// the logical times up to `resume_after`: an earlier run already wrote them.
+/// Attaches a sink to every output table; returns their reports. The tables are dealt
+/// round-robin over the first `writers` workers (process 0's), so that each worker
+/// writes about as many tables and a cluster's Delta tables stay on one host. Every
+/// sink skips the change files of the logical times up to `resume_after`: an earlier
+/// run wrote them.
 fn write_outputs<'s>(
     outputs: Outputs<'s>,
     out: &Path,
-    worker: usize,
+    writers: usize,
     delta: Option<Duration>,
     resume_after: Option<u64>,
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
     let mut reports = Vec::new();
     macro_rules! sinks {
         ($($table:ident: $row:ty),*) => {$(
-            if let Some(retention) = delta {
-                reports.push(delta_sink(outputs.$table.clone(), out, retention));
-            }
-            reports.push(change_stream_sink(outputs.$table, out.to_path_buf(), worker, resume_after));
+            let writer = reports.len() % writers.max(1);
+            reports.push(table_sink(outputs.$table, out.to_path_buf(), writer, delta, resume_after));
         )*};
     }
     tidemark_dataflows::for_each_table!(sinks);

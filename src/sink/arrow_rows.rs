@@ -47,20 +47,25 @@ pub fn schema(spec: &TableSpec, with_changes: bool) -> SchemaRef {
 /// One change of a table: the row, the logical time it happened at, and +1/-1 (or a multiple).
 pub type Change = (Vec<Cell>, u64, i64);
 
-/// Builds a change-stream record batch from changes (rows must match `spec`).
-pub fn changes_to_batch(spec: &TableSpec, changes: &[Change]) -> Result<RecordBatch> {
+/// Builds a change-stream record batch from the changes of logical time `time` (rows
+/// must match `spec`).
+pub fn changes_to_batch(
+    spec: &TableSpec,
+    time: u64,
+    changes: &[(Vec<Cell>, i64)],
+) -> Result<RecordBatch> {
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(spec.columns.len() + 2);
     for (index, column) in spec.columns.iter().enumerate() {
-        let cells = changes.iter().map(|(row, _, _)| &row[index]);
+        let cells = changes.iter().map(|(row, _)| &row[index]);
         columns.push(build_column(column.ty, column.name, cells)?);
     }
-    let mut times = Int64Builder::with_capacity(changes.len());
+    let time = i64::try_from(time).context("logical time beyond int64")?;
+    let times = Int64Array::from_value(time, changes.len());
     let mut diffs = Int64Builder::with_capacity(changes.len());
-    for (_, time, diff) in changes {
-        times.append_value(i64::try_from(*time).context("logical time beyond int64")?);
+    for (_, diff) in changes {
         diffs.append_value(*diff);
     }
-    columns.push(Arc::new(times.finish()));
+    columns.push(Arc::new(times));
     columns.push(Arc::new(diffs.finish()));
     Ok(RecordBatch::try_new(schema(spec, true), columns)?)
 }

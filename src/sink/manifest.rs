@@ -30,7 +30,7 @@ pub struct Written {
     pub hash: u64,
 }
 
-/// The manifest of one table's change files written by one worker.
+/// The manifest of one table's change files, kept by the worker that writes them.
 pub fn manifest_file(out: &Path, table: &str, worker: usize) -> PathBuf {
     out.join(CHECKPOINT_DIR)
         .join("changes")
@@ -108,19 +108,19 @@ impl Check {
     }
 }
 
-/// Checks worker `worker`'s change files of `table` in `dir` against its manifest, for
-/// the logical times up to `completed`, and prepares the repair: removes unlisted and
-/// damaged files and the files of times after `completed` (a resumed run writes those
-/// again in any case). Worker 0 also removes files whose name is no change file or
-/// names a worker the run does not have (`workers` in all).
+/// Checks the change files of `table` in `dir` against the manifest of `writer`, the
+/// one worker that writes them, for the logical times up to `completed`, and prepares
+/// the repair: removes unlisted and damaged files and the files of times after
+/// `completed` (a resumed run writes those again in any case), and files whose name is
+/// no change file of `writer` (they would add to the table's sums).
 pub fn check(
     out: &Path,
     dir: &Path,
     table: &str,
-    (worker, workers): (usize, usize),
+    writer: usize,
     completed: Option<u64>,
 ) -> Result<Check> {
-    let listed = read_manifest(&manifest_file(out, table, worker))?;
+    let listed = read_manifest(&manifest_file(out, table, writer))?;
     let mut check = Check::default();
     let mut seen = std::collections::BTreeSet::new();
     let entries = match std::fs::read_dir(dir) {
@@ -143,21 +143,16 @@ pub fn check(
         if name.starts_with('.') || !name.ends_with(".parquet") {
             continue;
         }
-        let parsed = parse_change_file(&name).filter(|(_, owner)| *owner < workers);
-        let Some((time, owner)) = parsed else {
-            if worker == 0 {
-                tracing::warn!(
-                    "removing {}: not a change file tidemark wrote",
-                    path.display()
-                );
-                remove(&path)?;
-                check.strays += 1;
-            }
+        let parsed = parse_change_file(&name).filter(|(_, owner)| *owner == writer);
+        let Some((time, _)) = parsed else {
+            tracing::warn!(
+                "removing {}: not a change file tidemark wrote",
+                path.display()
+            );
+            remove(&path)?;
+            check.strays += 1;
             continue;
         };
-        if owner != worker {
-            continue;
-        }
         if completed.is_none_or(|done| time > done) {
             remove(&path)?;
             continue;
@@ -223,7 +218,7 @@ mod tests {
         let dir = out.path().join("changes/t");
         let file = |time: u64| dir.join(format!("part-{time:010}-w0000.parquet"));
         // Intact up to time 5: nothing to do.
-        let clean = check(out.path(), &dir, "t", (0, 2), Some(5)).unwrap();
+        let clean = check(out.path(), &dir, "t", 0, Some(5)).unwrap();
         assert_eq!(clean, Check::default());
         // Time 4 truncated, time 3 removed, a stray copy at time 2, one file of a time
         // after the completed one.
@@ -233,14 +228,14 @@ mod tests {
         std::fs::copy(file(1), dir.join("part-0000000002-w0001.parquet")).unwrap();
         std::fs::copy(file(1), dir.join("other.parquet")).unwrap();
         std::fs::copy(file(1), dir.join("part-0000000001-w0009.parquet")).unwrap();
-        let found = check(out.path(), &dir, "t", (0, 2), Some(4)).unwrap();
+        let found = check(out.path(), &dir, "t", 0, Some(4)).unwrap();
         assert_eq!(
             found,
             Check {
                 rewrite_from: Some(3),
                 missing: 1,
                 damaged: 1,
-                strays: 2,
+                strays: 3,
             }
         );
         assert!(
@@ -248,10 +243,10 @@ mod tests {
             "damaged and uncompleted removed"
         );
         assert!(file(2).exists() && !dir.join("other.parquet").exists());
+        // Files naming another worker are strays: only the writer writes the table.
+        assert!(!dir.join("part-0000000002-w0001.parquet").exists());
         assert!(!dir.join("part-0000000001-w0009.parquet").exists());
-        // Another worker's unlisted file at a completed time is a stray of that worker.
-        let other = check(out.path(), &dir, "t", (1, 2), Some(4)).unwrap();
-        assert_eq!(other.rewrite_from, Some(2));
-        assert_eq!(other.strays, 1);
+        // The copy with another suffix is no Parquet file: left alone.
+        assert!(dir.join("part-0000000002-w0000.parquet.copy").exists());
     }
 }

@@ -7,12 +7,12 @@
 //!    batch of live lines) is parsed, written to the write-ahead log under
 //!    `OUT/_checkpoint/wal/` and fsynced *before* it is fed to the dataflow. A unit's
 //!    logical time is fixed in its entry, so a replay rebuilds exactly the same times.
-//! 2. **A time is written whole, then reported.** A sink operator holds each logical
-//!    time's capability until its output for that time is durable: the change files are
-//!    written under a temporary name, renamed into place and listed in the manifest
-//!    ([`changes`], [`manifest`]); the Delta commit has landed ([`delta`],
-//!    [`delta_thread`]). So the dataflow's frontier passes a time only when every sink
-//!    on every worker has written it.
+//! 2. **A time is written whole, then reported.** One worker of process 0 writes each
+//!    table ([`table_sink`]); it holds each logical time's capability until the table's
+//!    output for that time is durable: the change file is written under a temporary
+//!    name, renamed into place and listed in the manifest ([`changes`], [`manifest`]);
+//!    the Delta commit has landed ([`delta`], [`writer_thread`]). So the dataflow's
+//!    frontier passes a time only when every table has written it.
 //! 3. **Completed marker** ([`crate::runtime::run`], [`crate::runtime::checkpoint`]). Worker 0 records the
 //!    last time every sink has passed in `completed.json`, after flushing the file
 //!    system, so every file of a completed time is on disk.
@@ -34,10 +34,11 @@
 pub mod arrow_rows;
 pub mod changes;
 pub mod delta;
-pub mod delta_thread;
 pub mod manifest;
 pub mod object_store;
 pub mod reader;
+pub mod table_sink;
+pub mod writer_thread;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

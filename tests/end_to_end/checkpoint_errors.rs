@@ -402,30 +402,40 @@ fn damaged_change_streams_are_repaired_from_the_log_on_resume() {
     std::fs::remove_file(&sessions[1]).unwrap();
     let bytes = std::fs::read(&sessions[2]).unwrap();
     std::fs::write(&sessions[2], &bytes[..bytes.len() / 2]).unwrap();
-    // A copy of a file under another time: its diffs would count twice.
+    // Copies of a file under a later time and under the other worker's name (one
+    // worker writes each table): their diffs would count twice.
     let windows = of("window_activity");
-    let stray = windows[0].with_file_name("part-9999999990-w0000.parquet");
+    let (_, first_time, writer) = files
+        .iter()
+        .filter(|(t, _, _)| t == "window_activity")
+        .min()
+        .cloned()
+        .unwrap();
+    let stray = windows[0].with_file_name(format!("part-9999999990-w{writer:04}.parquet"));
     std::fs::copy(&windows[0], &stray).unwrap();
-    let first = windows[0]
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    let copy = windows[0].with_file_name(first.replace("-w0000", "-w0001"));
+    let copy =
+        windows[0].with_file_name(format!("part-{first_time:010}-w{:04}.parquet", 1 - writer));
     std::fs::copy(&windows[0], &copy).unwrap();
     std::fs::remove_dir_all(out.join("changes/daily_active")).unwrap();
 
     let result = output(&mut tidemark_run(Some(&data), &out, &args));
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(result.status.success(), "{stderr}");
-    for table in ["sessions", "window_activity", "daily_active"] {
+    for table in ["sessions", "daily_active"] {
         assert!(
             stderr.contains(&format!("changes/{table}")) && stderr.contains("again"),
             "the repair of {table} is reported: {stderr}"
         );
     }
-    assert!(!stray.exists(), "the stray copy is removed");
+    let copy_name = copy.file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr.contains("removing") && stderr.contains(copy_name),
+        "the copy under the other worker's name is reported: {stderr}"
+    );
+    assert!(
+        !stray.exists() && !copy.exists(),
+        "the stray copies are removed"
+    );
     assert_matches_oracle(&expected, &engine_tables(&out, u64::MAX), "after repair");
 
     // Repaired for good: the next resume finds nothing to do.

@@ -14,12 +14,11 @@
 //!   with the table (`sessions` grows with the events).
 //! - [`log`]: the delta-rs calls: load, commit with a `txn`, vacuum, read back.
 //! - [`table`]: one table's committing state, tying the above together.
-//! - [`operator`]: the timely operator. All workers' updates of a table are exchanged
-//!   to worker 0 of the cluster, which buffers them by logical time, consolidates them,
-//!   and commits time `t` once the input frontier has passed `t`, on the table's commit
-//!   thread ([`super::delta_thread`]): one Delta commit per logical time at which the
-//!   table changed, or one for the times that waited together while the previous commit
-//!   ran, never an empty one.
+//!
+//! The table's writer ([`super::table_sink`]) consolidates each completed logical time
+//! and its writer thread ([`super::writer_thread`]) commits it: one Delta commit per
+//! logical time at which the table changed, or one for the times that waited together
+//! while the previous commit ran, never an empty one.
 //!
 //! Exactly once: each commit carries a `txn` action with app id `tidemark-<table>` and
 //! version = the (last) logical time it covers, and a restarted sink skips every time at
@@ -30,12 +29,10 @@
 mod cache;
 pub mod layout;
 mod log;
-mod operator;
 pub mod plan;
 mod table;
 
 pub use cache::CACHED_BUCKETS;
 pub use layout::{app_id, bucket_of, delta_dir, delta_type, DATE_BUCKET_DAYS, HASH_BUCKETS};
 pub use log::{last_committed_version, read_delta_table};
-pub use operator::delta_sink;
 pub use table::{CommitOutcome, DeltaTableSink};

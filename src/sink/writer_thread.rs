@@ -1,17 +1,20 @@
-//! Runs one Delta table's commits on a thread of its own, in logical-time order.
+//! Writes one table's change files and Delta commits on a thread of its own, in
+//! logical-time order.
 //!
-//! A Delta commit costs milliseconds of file writes, log listing and snapshot updates.
-//! Done inline, every table's commit would stop the worker in turn. On its own thread,
-//! the worker goes on computing later times while earlier ones commit, and the tables
-//! of one logical time commit side by side. Exactly-once is unchanged: the sink operator
-//! holds each time's capability until its commit is done, so a time is reported
-//! complete (and checkpointed) only after every table has committed it.
+//! A change file costs a Parquet encoding and a rename; a Delta commit costs
+//! milliseconds of file writes, log listing and snapshot updates. Done inline, every
+//! table's writes would stop the worker in turn. On its own thread, the worker goes on
+//! computing later times while earlier ones are written, and the tables of one logical
+//! time are written side by side. Exactly-once is unchanged: the sink operator holds
+//! each time's capability until its writes are done, so a time is reported complete
+//! (and checkpointed) only after every table has written it.
 //!
-//! The times queued while a commit runs are committed together, as one Delta version
-//! whose `txn` is the last of them (contract "Outputs"): a thread that falls behind (a
-//! big table, many small times) catches up instead of lagging further. Only times
-//! already waiting are grouped, so a live run's lone time still commits at once; the
-//! queue is bounded by how far the workers may run ahead of the slowest sink.
+//! Each time gets its own change file, written before the Delta commit. The times
+//! queued while a commit runs are committed together, as one Delta version whose `txn`
+//! is the last of them (contract "Outputs"): a thread that falls behind (a big table,
+//! many small times) catches up instead of lagging further. Only times already waiting
+//! are grouped, so a live run's lone time still commits at once; the queue is bounded
+//! by how far the workers may run ahead of the slowest sink.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
@@ -23,67 +26,88 @@ use anyhow::{Context, Result};
 use tidemark_dataflows::model::tables::{Cell, TableSpec};
 use timely::scheduling::SyncActivator;
 
-use super::delta::{CommitOutcome, DeltaTableSink};
+use super::changes::write_change_file;
+use super::delta::{delta_dir, CommitOutcome, DeltaTableSink};
 
-/// One logical time's consolidated changes, to commit.
+/// One logical time's consolidated changes, to write.
 struct Job {
     time: u64,
     changes: Vec<(Vec<Cell>, i64)>,
+    /// Whether its change file is written (not for a time an earlier run wrote).
+    change_file: bool,
 }
 
-/// The result of one commit, as the committing thread reports it.
+/// The result of one time's writes, as the writing thread reports it.
 #[derive(Debug)]
 pub struct Finished {
     /// The logical time.
     pub time: u64,
-    /// Number of change rows in the commit.
+    /// Number of change rows.
     pub rows: u64,
-    /// What the commit did, or why it failed (a message naming the table and path).
-    pub outcome: std::result::Result<CommitOutcome, String>,
+    /// What the Delta commit did (`None` with `--no-delta`), or why a write failed (a
+    /// message naming the table and path).
+    pub outcome: std::result::Result<Option<CommitOutcome>, String>,
 }
 
-/// A table's committing thread: jobs go in with [`submit`](Self::submit), results come
+/// A table's writing thread: jobs go in with [`submit`](Self::submit), results come
 /// back through [`take_finished`](Self::take_finished) in the order submitted.
-pub struct DeltaCommitThread {
+pub struct TableWriterThread {
     jobs: Option<Sender<Job>>,
     finished: Arc<Mutex<Vec<Finished>>>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl DeltaCommitThread {
-    /// Starts the thread that opens (or creates) the Delta table of `spec` at `dir` and
-    /// commits each submitted time; it wakes the sink operator through `wake` after each.
-    /// Every [`VACUUM_EVERY`] commits, and once when the run ends, it deletes the data
-    /// files removed more than `retention` ago (see [`DeltaTableSink::vacuum`]).
-    /// The thread stops at the first failure.
+impl TableWriterThread {
+    /// Starts the thread that writes the table of `spec` under `out` as worker
+    /// `writer`: each submitted time's change file, then, unless `delta` is `None`, its
+    /// Delta commit (opening or creating the table on first use). It wakes the sink
+    /// operator through `wake` after each group of times. Every [`VACUUM_EVERY`]
+    /// commits, and once when the run ends, it deletes the Delta data files removed more
+    /// than the `delta` retention ago (see [`DeltaTableSink::vacuum`]). The thread stops
+    /// at the first failure.
     pub fn start(
-        dir: PathBuf,
+        out: PathBuf,
         spec: TableSpec,
+        writer: usize,
+        delta: Option<Duration>,
         wake: SyncActivator,
-        retention: Duration,
     ) -> Result<Self> {
         let (jobs, incoming) = channel::<Job>();
         let finished: Arc<Mutex<Vec<Finished>>> = Arc::default();
         let results = Arc::clone(&finished);
         let thread = std::thread::Builder::new()
-            .name(format!("delta-{}", spec.name))
+            .name(format!("write-{}", spec.name))
             .spawn(move || {
+                let dir = delta_dir(&out, spec.name);
                 let mut sink: Option<DeltaTableSink> = None;
                 let mut since_vacuum = 0;
                 for first in incoming.iter() {
-                    // The jobs queued while the last commit ran go into one commit.
+                    // The jobs queued while the last write ran go into one commit.
                     let group: Vec<Job> =
                         std::iter::once(first).chain(incoming.try_iter()).collect();
-                    let outcomes = commit_group(&mut sink, &dir, spec, group);
+                    let mut outcomes = write_change_files(&out, spec, writer, &group);
+                    if outcomes.is_empty() {
+                        outcomes = match delta {
+                            Some(_) => commit_group(&mut sink, &dir, spec, group),
+                            None => group
+                                .iter()
+                                .map(|job| Finished {
+                                    time: job.time,
+                                    rows: job.changes.len() as u64,
+                                    outcome: Ok(None),
+                                })
+                                .collect(),
+                        };
+                    }
                     let failed = outcomes.iter().any(|f| f.outcome.is_err());
                     if outcomes
                         .iter()
-                        .any(|f| matches!(f.outcome, Ok(CommitOutcome::Committed { .. })))
+                        .any(|f| matches!(f.outcome, Ok(Some(CommitOutcome::Committed { .. }))))
                     {
                         since_vacuum += 1;
                         if since_vacuum >= VACUUM_EVERY {
                             since_vacuum = 0;
-                            vacuum(&mut sink, spec, retention);
+                            vacuum(&mut sink, spec, delta);
                         }
                     }
                     results
@@ -97,33 +121,38 @@ impl DeltaCommitThread {
                     }
                 }
                 if since_vacuum > 0 {
-                    vacuum(&mut sink, spec, retention);
+                    vacuum(&mut sink, spec, delta);
                 }
             })
-            .with_context(|| format!("starting the Delta commit thread of `{}`", spec.name))?;
-        Ok(DeltaCommitThread {
+            .with_context(|| format!("starting the writer thread of `{}`", spec.name))?;
+        Ok(TableWriterThread {
             jobs: Some(jobs),
             finished,
             thread: Some(thread),
         })
     }
 
-    /// Queues the changes of logical time `time` for commit.
-    pub fn submit(&self, time: u64, changes: Vec<(Vec<Cell>, i64)>) {
+    /// Queues the changes of logical time `time`; its change file is written only if
+    /// `change_file` (an earlier run wrote the file of a replayed time).
+    pub fn submit(&self, time: u64, changes: Vec<(Vec<Cell>, i64)>, change_file: bool) {
         if let Some(jobs) = &self.jobs {
             // A send fails only once the thread stopped on a failure it has reported.
-            let _ = jobs.send(Job { time, changes });
+            let _ = jobs.send(Job {
+                time,
+                changes,
+                change_file,
+            });
         }
     }
 
-    /// The commits finished since the last call, in time order.
+    /// The writes finished since the last call, in time order.
     pub fn take_finished(&self) -> Vec<Finished> {
         std::mem::take(&mut *self.finished.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
-impl Drop for DeltaCommitThread {
-    /// Lets the queued commits finish and waits for the thread.
+impl Drop for TableWriterThread {
+    /// Lets the queued writes finish and waits for the thread.
     fn drop(&mut self) {
         self.jobs = None;
         if let Some(thread) = self.thread.take() {
@@ -132,12 +161,35 @@ impl Drop for DeltaCommitThread {
     }
 }
 
+/// Writes the change file of each job that needs one, in time order. Returns nothing
+/// when all are written, else every job's failure: the first error ends the group.
+fn write_change_files(
+    out: &std::path::Path,
+    spec: TableSpec,
+    writer: usize,
+    group: &[Job],
+) -> Vec<Finished> {
+    for job in group.iter().filter(|job| job.change_file) {
+        if let Err(message) = write_change_file(out, spec, writer, job.time, &job.changes) {
+            return group
+                .iter()
+                .map(|job| Finished {
+                    time: job.time,
+                    rows: job.changes.len() as u64,
+                    outcome: Err(message.clone()),
+                })
+                .collect();
+        }
+    }
+    Vec::new()
+}
+
 /// Commits of a table between two vacuums (besides the one at the end of a run).
 pub const VACUUM_EVERY: usize = 50;
 
 /// Vacuums the table; a failure is only a warning, since the table itself is intact.
-fn vacuum(sink: &mut Option<DeltaTableSink>, spec: TableSpec, retention: Duration) {
-    if let Some(sink) = sink {
+fn vacuum(sink: &mut Option<DeltaTableSink>, spec: TableSpec, retention: Option<Duration>) {
+    if let (Some(sink), Some(retention)) = (sink, retention) {
         match sink.vacuum(retention) {
             Ok(deleted) => tracing::debug!("vacuum of `{}` deleted {deleted} files", spec.name),
             Err(error) => tracing::warn!("vacuum of the Delta table `{}`: {error:#}", spec.name),
@@ -168,7 +220,7 @@ fn commit_group(
             .map(|&(time, rows)| Finished {
                 time,
                 rows,
-                outcome: outcome.clone(),
+                outcome: outcome.clone().map(Some),
             })
             .collect::<Vec<_>>()
     };
@@ -238,13 +290,17 @@ mod tests {
                 .iter()
                 .map(|&(day, dau, diff)| (vec![Cell::Date(day), Cell::Int(dau)], diff))
                 .collect(),
+            change_file: true,
         }
     }
 
     fn outcomes(finished: &[Finished]) -> Vec<(u64, CommitOutcome)> {
         finished
             .iter()
-            .map(|f| (f.time, f.outcome.clone().expect("commits")))
+            .map(|f| {
+                let outcome = f.outcome.clone().expect("commits");
+                (f.time, outcome.expect("a Delta commit"))
+            })
             .collect()
     }
 
