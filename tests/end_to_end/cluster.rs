@@ -48,6 +48,19 @@ fn two_threads_give_the_same_tables_as_one() {
     let two = engine_tables(&dir.path().join("two"), u64::MAX);
     assert!(one["sessions"].len() > 100, "the dataset yields sessions");
     assert_eq!(one, two);
+    // One worker writes each table (a file per table and logical time), and the
+    // tables are dealt over both workers.
+    let mut writers: std::collections::BTreeMap<String, std::collections::BTreeSet<u64>> =
+        Default::default();
+    for (table, _time, worker) in crate::live::change_files(&dir.path().join("two")) {
+        writers.entry(table).or_default().insert(worker);
+    }
+    assert!(
+        writers.len() > 10 && writers.values().all(|w| w.len() == 1),
+        "{writers:?}"
+    );
+    let used: std::collections::BTreeSet<u64> = writers.values().flatten().copied().collect();
+    assert_eq!(used, [0, 1].into(), "{writers:?}");
 }
 
 /// Every kind of dimension: the hour, the catalogue's, and user attributes.
