@@ -71,7 +71,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_delta: bool,
     /// Keep the data files a Delta commit removed this many minutes for readers of
-    /// older versions, then vacuum them (every 50 commits of a table and when the run
+    /// older versions, then vacuum them (every 20 commits of a table and when the run
     /// ends). 0 keeps only the current version's files.
     #[arg(long, value_name = "MINUTES", default_value_t = 60.0, value_parser = retention_minutes)]
     pub delta_retention_minutes: f64,

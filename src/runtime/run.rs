@@ -38,7 +38,7 @@ use crate::runtime::progress::{FollowProgress, Progress};
 use crate::runtime::schedule::{Assignment, EndReason, FileBatching, Live, Scheduler};
 use crate::runtime::stop::StopFlag;
 use crate::sink::object_store::{check_supported, working_copy, ObjectOutput};
-use crate::sink::table_sink::table_sink;
+use crate::sink::table_sink::{table_sink, TableSinkConfig};
 use crate::sources::kafka::{resume_offsets, KafkaInput, KafkaOffsets, KafkaReader};
 use crate::sources::live::{Batching, LiveInput, LiveSource};
 use crate::sources::object_store::{is_object_url, local_dataset, refuse_mistyped_url};
@@ -430,6 +430,7 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         },
         // Process 0's workers write the tables (see `write_outputs`).
         writers: options.cluster.workers,
+        fed: Arc::default(),
         delta: options.delta.then_some(options.delta_retention),
         arrangement_sizes: options.arrangement_sizes.clone(),
         max_ahead: live.max_ahead.filter(|_| live.is_live()),
@@ -681,6 +682,9 @@ struct Shared {
     records_completed: usize,
     /// How many workers write tables: process 0's, workers `0..writers`.
     writers: usize,
+    /// One past the last logical time this process's workers fed (0: none yet): the
+    /// table sinks hold a completed time back while a later one is on its way.
+    fed: Arc<AtomicU64>,
     /// The Delta tables' vacuum retention, or none with `--no-delta`.
     delta: Option<Duration>,
     arrangement_sizes: Option<PathBuf>,
@@ -781,7 +785,14 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         .flatten();
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (feeds, outputs) = build_with_feeds(&scope, params, reingest);
-        let reports = write_outputs(outputs, &out, shared.writers, delta, resume_after);
+        let sinks = Sinks {
+            out: &out,
+            writers: shared.writers,
+            fed: &shared.fed,
+            delta,
+            resume_after,
+        };
+        let reports = write_outputs(outputs, &sinks);
         let (probe, _) = scope.concatenate(reports).probe();
         (feeds, probe)
     });
@@ -838,6 +849,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             }
         }
         feeds.advance(time);
+        shared.fed.fetch_max(time + 1, Ordering::Relaxed);
         worker.step();
         let next = time + 1;
         // Wait for the slowest time by parking, not spinning: a spinning worker takes a
@@ -1171,6 +1183,17 @@ impl<'a> Reporter<'a> {
 /// The tables `tidemark run` writes, in the order they are attached.
 pub use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 
+/// Where and how the table sinks write.
+struct Sinks<'a> {
+    out: &'a Path,
+    /// How many workers write tables (process 0's).
+    writers: usize,
+    /// One past the last logical time fed (see [`Shared::fed`]).
+    fed: &'a Arc<AtomicU64>,
+    delta: Option<Duration>,
+    resume_after: Option<u64>,
+}
+
 /// Attaches a sink to every output table; returns their reports. The tables are dealt
 /// round-robin over the first `writers` workers (process 0's), so that each worker
 /// writes about as many tables and a cluster's Delta tables stay on one host. Every
@@ -1178,16 +1201,22 @@ pub use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 /// run wrote them.
 fn write_outputs<'s>(
     outputs: Outputs<'s>,
-    out: &Path,
-    writers: usize,
-    delta: Option<Duration>,
-    resume_after: Option<u64>,
+    sinks: &Sinks,
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
     let mut reports = Vec::new();
     macro_rules! sinks {
         ($($table:ident: $row:ty),*) => {$(
-            let writer = reports.len() % writers.max(1);
-            reports.push(table_sink(outputs.$table, out.to_path_buf(), writer, delta, resume_after));
+            let writer = reports.len() % sinks.writers.max(1);
+            reports.push(table_sink(
+                outputs.$table,
+                TableSinkConfig {
+                    out: sinks.out.to_path_buf(),
+                    writer,
+                    fed: Arc::clone(sinks.fed),
+                    delta: sinks.delta,
+                    resume_after: sinks.resume_after,
+                },
+            ));
         )*};
     }
     tidemark_dataflows::for_each_table!(sinks);

@@ -1,7 +1,8 @@
 //! The table sink: one worker writes each output table, both ways (contract
 //! "Outputs"): for each logical time at which the table changed, one Parquet change
 //! file under `OUT/changes/<table>/`, holding the table's columns plus `time` and
-//! `diff`, and (unless `--no-delta`) one Delta commit to `OUT/tables/<table>/`.
+//! `diff`, and (unless `--no-delta`) Delta commits to `OUT/tables/<table>/`, each
+//! covering one or more consecutive times.
 //!
 //! Every worker's updates of a table are exchanged to the table's writer, a worker of
 //! process 0 (tables are dealt round-robin over process 0's workers, so the writing is
@@ -11,10 +12,19 @@
 //! ([`super::writer_thread`]), which writes the change file and commits to Delta off the
 //! worker. The time's capability is held until both are durable (see the protocol in
 //! [`crate::sink`]).
+//!
+//! A Delta commit costs milliseconds of CPU in delta-rs, whatever its size, so a
+//! completed time waits while a later time the workers already fed is on its way (at
+//! most [`MAX_GROUP`] times), and the times go to the writer thread together, as one
+//! commit. A live run's lone time has nothing on its way and goes at once. The workers
+//! feed only a few times past the last completed one, so a sink never waits for a time
+//! that is not fed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use differential_dataflow::consolidation::consolidate;
@@ -30,22 +40,49 @@ use super::changes::checked_resume_point;
 use super::writer_thread::TableWriterThread;
 use super::SinkReport;
 
-/// Writes `rows` on worker `writer`: a change file per changed logical time after
-/// `resume_after` (an earlier run wrote the times up to it), and a Delta commit with
-/// vacuum retention `delta` unless it is `None`. The returned stream carries a
-/// [`SinkReport`] per written time and holds the time open until it is durable, so a
-/// probe downstream sees a time complete only once the table is written. A failed write
-/// stops the run with a message naming the table and the path.
+/// The most completed times a sink holds back for one Delta commit.
+pub const MAX_GROUP: usize = 8;
+
+/// A completed time not yet handed to the writer thread: its capability, consolidated
+/// updates, and whether its change file is written.
+type Ready<R> = (u64, Capability<u64>, Vec<(R, isize)>, bool);
+
+/// Where and how a table sink writes.
+pub struct TableSinkConfig {
+    /// The output directory.
+    pub out: PathBuf,
+    /// The worker that writes the table.
+    pub writer: usize,
+    /// One past the last logical time this process fed (0: none yet). A completed time
+    /// waits while a later fed time is still on its way (at most [`MAX_GROUP`] times),
+    /// so that they reach the writer together and make one Delta commit; a live run's
+    /// lone time goes at once.
+    pub fed: Arc<AtomicU64>,
+    /// The Delta tables' vacuum retention, or `None` with `--no-delta`.
+    pub delta: Option<Duration>,
+    /// The change files of times up to it are not written: an earlier run wrote them.
+    pub resume_after: Option<u64>,
+}
+
+/// Writes `rows` on worker `config.writer`: a change file per changed logical time after
+/// `resume_after`, and a Delta commit unless `delta` is `None`. The returned stream
+/// carries a [`SinkReport`] per written time and holds the time open until it is
+/// durable, so a probe downstream sees a time complete only once the table is written.
+/// A failed write stops the run with a message naming the table and the path.
 pub fn table_sink<'s, R>(
     rows: VecCollection<'s, u64, R>,
-    out: PathBuf,
-    writer: usize,
-    delta: Option<Duration>,
-    resume_after: Option<u64>,
+    config: TableSinkConfig,
 ) -> StreamVec<'s, u64, SinkReport>
 where
     R: TableRow + ExchangeData + Hashable,
 {
+    let TableSinkConfig {
+        out,
+        writer,
+        fed,
+        delta,
+        resume_after,
+    } = config;
     let table = R::SPEC.name;
     let scope = rows.inner.scope();
     super::clear_failure(&out);
@@ -62,11 +99,15 @@ where
             // Times handed to the writer thread, with the capability to report each.
             let mut writing: BTreeMap<u64, Capability<u64>> = BTreeMap::new();
             let mut thread: Option<TableWriterThread> = None;
+            // Completed times not yet handed to the writer thread.
+            let mut ready: Vec<Ready<R>> = Vec::new();
             let activator = scope.activator_for(Rc::clone(&info.address));
             let wake = scope.worker().sync_activator_for(info.address.to_vec());
             move |(input, frontier), output| {
-                let live =
-                    !frontier.frontier().is_empty() || !pending.is_empty() || !writing.is_empty();
+                let live = !frontier.frontier().is_empty()
+                    || !pending.is_empty()
+                    || !writing.is_empty()
+                    || !ready.is_empty();
                 super::check_failure(&out, &activator, live);
                 input.for_each(|cap, data| {
                     hold_updates(&mut pending, &cap, data, |row, _time, diff| (row, diff))
@@ -79,6 +120,14 @@ where
                     if updates.is_empty() || (!change_file && delta.is_none()) {
                         continue;
                     }
+                    ready.push((time, cap, updates, change_file));
+                }
+                // Completed times wait while a later fed time is on its way (only with
+                // Delta: change files are one a time anyway).
+                let last_fed = fed.load(Ordering::Relaxed).checked_sub(1);
+                let more_coming = delta.is_some()
+                    && last_fed.is_some_and(|last| frontier.frontier().less_equal(&last));
+                if !ready.is_empty() && (!more_coming || ready.len() >= MAX_GROUP) {
                     let thread = match &mut thread {
                         Some(thread) => thread,
                         None => thread.insert(
@@ -99,12 +148,16 @@ where
                             }),
                         ),
                     };
-                    let changes: Vec<(Vec<Cell>, i64)> = updates
-                        .iter()
-                        .map(|(row, diff)| (row.cells(), *diff as i64))
-                        .collect();
-                    thread.submit(time, changes, change_file);
-                    writing.insert(time, cap);
+                    let mut times = Vec::with_capacity(ready.len());
+                    for (time, cap, updates, change_file) in ready.drain(..) {
+                        let changes: Vec<(Vec<Cell>, i64)> = updates
+                            .iter()
+                            .map(|(row, diff)| (row.cells(), *diff as i64))
+                            .collect();
+                        times.push((time, changes, change_file));
+                        writing.insert(time, cap);
+                    }
+                    thread.submit(times);
                 }
                 for finished in thread
                     .as_ref()

@@ -9,8 +9,9 @@
 //! each time's capability until its writes are done, so a time is reported complete
 //! (and checkpointed) only after every table has written it.
 //!
-//! Each time gets its own change file, written before the Delta commit. The times
-//! queued while a commit runs are committed together, as one Delta version whose `txn`
+//! Each time gets its own change file, written before the Delta commit. The times the
+//! sink hands over together ([`crate::sink::table_sink`]), and those queued while a
+//! commit runs, are committed together, as one Delta version whose `txn`
 //! is the last of them (contract "Outputs"): a thread that falls behind (a big table,
 //! many small times) catches up instead of lagging further. Only times already waiting
 //! are grouped, so a live run's lone time still commits at once; the queue is bounded
@@ -37,6 +38,10 @@ struct Job {
     change_file: bool,
 }
 
+/// One logical time's consolidated changes as the sink submits them: the time, the
+/// changed rows as cells with their diffs, and whether its change file is written.
+pub type TimeChanges = (u64, Vec<(Vec<Cell>, i64)>, bool);
+
 /// The result of one time's writes, as the writing thread reports it.
 #[derive(Debug)]
 pub struct Finished {
@@ -52,7 +57,7 @@ pub struct Finished {
 /// A table's writing thread: jobs go in with [`submit`](Self::submit), results come
 /// back through [`take_finished`](Self::take_finished) in the order submitted.
 pub struct TableWriterThread {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Vec<Job>>>,
     finished: Arc<Mutex<Vec<Finished>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -72,7 +77,7 @@ impl TableWriterThread {
         delta: Option<Duration>,
         wake: SyncActivator,
     ) -> Result<Self> {
-        let (jobs, incoming) = channel::<Job>();
+        let (jobs, incoming) = channel::<Vec<Job>>();
         let finished: Arc<Mutex<Vec<Finished>>> = Arc::default();
         let results = Arc::clone(&finished);
         let thread = std::thread::Builder::new()
@@ -83,8 +88,10 @@ impl TableWriterThread {
                 let mut since_vacuum = 0;
                 for first in incoming.iter() {
                     // The jobs queued while the last write ran go into one commit.
-                    let group: Vec<Job> =
-                        std::iter::once(first).chain(incoming.try_iter()).collect();
+                    let group: Vec<Job> = first
+                        .into_iter()
+                        .chain(incoming.try_iter().flatten())
+                        .collect();
                     let mut outcomes = write_change_files(&out, spec, writer, &group);
                     if outcomes.is_empty() {
                         outcomes = match delta {
@@ -132,16 +139,22 @@ impl TableWriterThread {
         })
     }
 
-    /// Queues the changes of logical time `time`; its change file is written only if
-    /// `change_file` (an earlier run wrote the file of a replayed time).
-    pub fn submit(&self, time: u64, changes: Vec<(Vec<Cell>, i64)>, change_file: bool) {
+    /// Queues the changes of consecutive logical times, each as `(time, changes,
+    /// change_file)`: they go into one Delta commit (with any others queued). A time's
+    /// change file is written only if `change_file` (an earlier run wrote the file of a
+    /// replayed time).
+    pub fn submit(&self, times: Vec<TimeChanges>) {
         if let Some(jobs) = &self.jobs {
+            let jobs_of_times = times
+                .into_iter()
+                .map(|(time, changes, change_file)| Job {
+                    time,
+                    changes,
+                    change_file,
+                })
+                .collect();
             // A send fails only once the thread stopped on a failure it has reported.
-            let _ = jobs.send(Job {
-                time,
-                changes,
-                change_file,
-            });
+            let _ = jobs.send(jobs_of_times);
         }
     }
 
@@ -185,7 +198,7 @@ fn write_change_files(
 }
 
 /// Commits of a table between two vacuums (besides the one at the end of a run).
-pub const VACUUM_EVERY: usize = 50;
+pub const VACUUM_EVERY: usize = 20;
 
 /// Vacuums the table; a failure is only a warning, since the table itself is intact.
 fn vacuum(sink: &mut Option<DeltaTableSink>, spec: TableSpec, retention: Option<Duration>) {

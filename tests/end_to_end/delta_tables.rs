@@ -416,8 +416,11 @@ fn one_time_for_every_file_gives_the_same_tables_with_far_fewer_files() {
     );
     let (single_files, single_commits) = file_and_commit_counts(&single);
     let (grouped_files, grouped_commits) = file_and_commit_counts(&grouped);
+    // A run taking a time per file groups its Delta commits too (a sink hands the times
+    // that are complete while later ones are on their way to the writer together), but
+    // only as far as the workers read ahead.
     assert!(
-        grouped_files * 4 <= single_files && grouped_commits * 4 <= single_commits,
+        grouped_files * 4 <= single_files && grouped_commits * 2 <= single_commits,
         "grouped: {grouped_files} change files, {grouped_commits} commits; per file: {single_files}, {single_commits}"
     );
 }
@@ -451,7 +454,7 @@ fn files_on_disk(table_dir: &Path) -> BTreeSet<String> {
 }
 
 /// Issue 13 (output footprint): each commit rewrites only the buckets it touches, so the
-/// files it removes pile up on disk for readers of older versions. A vacuum (every 50
+/// files it removes pile up on disk for readers of older versions. A vacuum (every 20
 /// commits of a table and when the run ends) deletes those removed longer ago than
 /// `--delta-retention-minutes`. With 0, only the current version's files stay, the file
 /// count goes down, and every table still equals its change stream.
@@ -462,7 +465,7 @@ fn vacuum_keeps_only_the_current_files_and_the_same_contents() {
     generate(
         &data,
         &GeneratorConfig {
-            files: 70,
+            files: 100,
             ..messy(23)
         },
     )
@@ -506,7 +509,8 @@ fn vacuum_keeps_only_the_current_files_and_the_same_contents() {
         after * 2 < before,
         "vacuum should remove most files: {before} files kept, {after} after vacuum"
     );
-    // The sessions table had more than 50 commits: vacuumed during the run too.
+    // The sessions table had more than 20 commits (a commit covers up to the few times
+    // the workers read ahead, at -w 1 about 3): vacuumed during the run too.
     let vacuums = read_log(&delta_dir(&vacuumed, "sessions"))
         .iter()
         .filter(|c| {
