@@ -785,14 +785,14 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         .flatten();
     let (mut feeds, probe) = worker.dataflow::<u64, _, _>(|scope| {
         let (feeds, outputs) = build_with_feeds(&scope, params, reingest);
-        let sinks = Sinks {
-            out: &out,
-            writers: shared.writers,
-            fed: &shared.fed,
+        let sinks = TableSinkConfig {
+            out: out.clone(),
+            writer: 0,
+            fed: Arc::clone(&shared.fed),
             delta,
             resume_after,
         };
-        let reports = write_outputs(outputs, &sinks);
+        let reports = write_outputs(outputs, &sinks, shared.writers);
         let (probe, _) = scope.concatenate(reports).probe();
         (feeds, probe)
     });
@@ -1183,40 +1183,20 @@ impl<'a> Reporter<'a> {
 /// The tables `tidemark run` writes, in the order they are attached.
 pub use tidemark_dataflows::dataflow::WRITTEN_TABLES;
 
-/// Where and how the table sinks write.
-struct Sinks<'a> {
-    out: &'a Path,
-    /// How many workers write tables (process 0's).
-    writers: usize,
-    /// One past the last logical time fed (see [`Shared::fed`]).
-    fed: &'a Arc<AtomicU64>,
-    delta: Option<Duration>,
-    resume_after: Option<u64>,
-}
-
-/// Attaches a sink to every output table; returns their reports. The tables are dealt
-/// round-robin over the first `writers` workers (process 0's), so that each worker
-/// writes about as many tables and a cluster's Delta tables stay on one host. Every
-/// sink skips the change files of the logical times up to `resume_after`: an earlier
-/// run wrote them.
+/// Attaches a sink to every output table, configured as `sinks`; returns their reports.
+/// The tables are dealt round-robin over the first `writers` workers (process 0's), so
+/// that each worker writes about as many tables and a cluster's Delta tables stay on one
+/// host.
 fn write_outputs<'s>(
     outputs: Outputs<'s>,
-    sinks: &Sinks,
+    sinks: &TableSinkConfig,
+    writers: usize,
 ) -> Vec<timely::dataflow::StreamVec<'s, u64, crate::sink::SinkReport>> {
     let mut reports = Vec::new();
     macro_rules! sinks {
         ($($table:ident: $row:ty),*) => {$(
-            let writer = reports.len() % sinks.writers.max(1);
-            reports.push(table_sink(
-                outputs.$table,
-                TableSinkConfig {
-                    out: sinks.out.to_path_buf(),
-                    writer,
-                    fed: Arc::clone(sinks.fed),
-                    delta: sinks.delta,
-                    resume_after: sinks.resume_after,
-                },
-            ));
+            let writer = reports.len() % writers.max(1);
+            reports.push(table_sink(outputs.$table, TableSinkConfig { writer, ..sinks.clone() }));
         )*};
     }
     tidemark_dataflows::for_each_table!(sinks);

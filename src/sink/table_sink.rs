@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
-use tidemark_dataflows::model::tables::{Cell, TableRow};
+use tidemark_dataflows::model::tables::TableRow;
 use tidemark_dataflows::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -37,7 +37,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::changes::checked_resume_point;
-use super::writer_thread::TableWriterThread;
+use super::writer_thread::{Job, TableWriterThread};
 use super::SinkReport;
 
 /// The most completed times a sink holds back for one Delta commit.
@@ -48,6 +48,7 @@ pub const MAX_GROUP: usize = 8;
 type Ready<R> = (u64, Capability<u64>, Vec<(R, isize)>, bool);
 
 /// Where and how a table sink writes.
+#[derive(Clone)]
 pub struct TableSinkConfig {
     /// The output directory.
     pub out: PathBuf,
@@ -148,16 +149,20 @@ where
                             }),
                         ),
                     };
-                    let mut times = Vec::with_capacity(ready.len());
+                    let mut jobs = Vec::with_capacity(ready.len());
                     for (time, cap, updates, change_file) in ready.drain(..) {
-                        let changes: Vec<(Vec<Cell>, i64)> = updates
+                        let changes = updates
                             .iter()
                             .map(|(row, diff)| (row.cells(), *diff as i64))
                             .collect();
-                        times.push((time, changes, change_file));
+                        jobs.push(Job {
+                            time,
+                            changes,
+                            change_file,
+                        });
                         writing.insert(time, cap);
                     }
-                    thread.submit(times);
+                    thread.submit(jobs);
                 }
                 for finished in thread
                     .as_ref()

@@ -30,17 +30,15 @@ use timely::scheduling::SyncActivator;
 use super::changes::write_change_file;
 use super::delta::{delta_dir, CommitOutcome, DeltaTableSink};
 
-/// One logical time's consolidated changes, to write.
-struct Job {
-    time: u64,
-    changes: Vec<(Vec<Cell>, i64)>,
+/// One logical time's consolidated changes, as the sink hands them to the thread.
+pub struct Job {
+    /// The logical time.
+    pub time: u64,
+    /// The changed rows as cells, with their diffs.
+    pub changes: Vec<(Vec<Cell>, i64)>,
     /// Whether its change file is written (not for a time an earlier run wrote).
-    change_file: bool,
+    pub change_file: bool,
 }
-
-/// One logical time's consolidated changes as the sink submits them: the time, the
-/// changed rows as cells with their diffs, and whether its change file is written.
-pub type TimeChanges = (u64, Vec<(Vec<Cell>, i64)>, bool);
 
 /// The result of one time's writes, as the writing thread reports it.
 #[derive(Debug)]
@@ -92,20 +90,11 @@ impl TableWriterThread {
                         .into_iter()
                         .chain(incoming.try_iter().flatten())
                         .collect();
-                    let mut outcomes = write_change_files(&out, spec, writer, &group);
-                    if outcomes.is_empty() {
-                        outcomes = match delta {
-                            Some(_) => commit_group(&mut sink, &dir, spec, group),
-                            None => group
-                                .iter()
-                                .map(|job| Finished {
-                                    time: job.time,
-                                    rows: job.changes.len() as u64,
-                                    outcome: Ok(None),
-                                })
-                                .collect(),
-                        };
-                    }
+                    let outcomes = match write_change_files(&out, spec, writer, &group) {
+                        Err(message) => all_finished(&group, Err(message)),
+                        Ok(()) if delta.is_some() => commit_group(&mut sink, &dir, spec, group),
+                        Ok(()) => all_finished(&group, Ok(None)),
+                    };
                     let failed = outcomes.iter().any(|f| f.outcome.is_err());
                     if outcomes
                         .iter()
@@ -139,22 +128,12 @@ impl TableWriterThread {
         })
     }
 
-    /// Queues the changes of consecutive logical times, each as `(time, changes,
-    /// change_file)`: they go into one Delta commit (with any others queued). A time's
-    /// change file is written only if `change_file` (an earlier run wrote the file of a
-    /// replayed time).
-    pub fn submit(&self, times: Vec<TimeChanges>) {
-        if let Some(jobs) = &self.jobs {
-            let jobs_of_times = times
-                .into_iter()
-                .map(|(time, changes, change_file)| Job {
-                    time,
-                    changes,
-                    change_file,
-                })
-                .collect();
+    /// Queues the changes of consecutive logical times: they go into one Delta commit
+    /// (with any others queued).
+    pub fn submit(&self, jobs: Vec<Job>) {
+        if let Some(sender) = &self.jobs {
             // A send fails only once the thread stopped on a failure it has reported.
-            let _ = jobs.send(jobs_of_times);
+            let _ = sender.send(jobs);
         }
     }
 
@@ -174,27 +153,33 @@ impl Drop for TableWriterThread {
     }
 }
 
-/// Writes the change file of each job that needs one, in time order. Returns nothing
-/// when all are written, else every job's failure: the first error ends the group.
+/// Writes the change file of each job that needs one, in time order; the first error
+/// ends the group.
 fn write_change_files(
     out: &std::path::Path,
     spec: TableSpec,
     writer: usize,
     group: &[Job],
+) -> std::result::Result<(), String> {
+    group
+        .iter()
+        .filter(|job| job.change_file)
+        .try_for_each(|job| write_change_file(out, spec, writer, job.time, &job.changes))
+}
+
+/// The same outcome for every job of `group`.
+fn all_finished(
+    group: &[Job],
+    outcome: std::result::Result<Option<CommitOutcome>, String>,
 ) -> Vec<Finished> {
-    for job in group.iter().filter(|job| job.change_file) {
-        if let Err(message) = write_change_file(out, spec, writer, job.time, &job.changes) {
-            return group
-                .iter()
-                .map(|job| Finished {
-                    time: job.time,
-                    rows: job.changes.len() as u64,
-                    outcome: Err(message.clone()),
-                })
-                .collect();
-        }
-    }
-    Vec::new()
+    group
+        .iter()
+        .map(|job| Finished {
+            time: job.time,
+            rows: job.changes.len() as u64,
+            outcome: outcome.clone(),
+        })
+        .collect()
 }
 
 /// Commits of a table between two vacuums (besides the one at the end of a run).
