@@ -15,10 +15,11 @@
 //! the item, `country` and every user attribute the user. Per (source, day) the
 //! measures are pre-summed on each worker and kept in the update's difference (values
 //! in fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate): the join
-//! with the members multiplies them through, and one `count_total` per (day,
-//! dimension, member) sums them. Per (source, day, user) the events are counted, and a
-//! distinct after the join with the members marks the user active per (day, dimension,
-//! member). Both are joined with the source's members, one per dimension of its kind.
+//! with the members multiplies them through. Per (source, day, user) the events are
+//! counted, and a distinct after the join with the members marks the user active per
+//! (day, dimension, member). Both are joined with the source's members, one per
+//! dimension of its kind, and one `count_total` per (day, dimension, member) sums the
+//! measures and the active users together (no join of two totals).
 
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::{AsCollection, VecCollection};
@@ -122,8 +123,21 @@ fn m(duration: i64, value: Option<i64>) -> Measures {
 fn widen<'s, D: differential_dataflow::Data>(
     data: VecCollection<'s, Time, D>,
 ) -> VecCollection<'s, Time, D, i128> {
+    with_diff(data, |diff| diff as i128)
+}
+
+/// The same collection with every difference mapped by `f` (a group homomorphism).
+fn with_diff<'s, D, R1, R2>(
+    data: VecCollection<'s, Time, D, R1>,
+    f: impl Fn(R1) -> R2 + 'static,
+) -> VecCollection<'s, Time, D, R2>
+where
+    D: differential_dataflow::Data,
+    R1: differential_dataflow::difference::Semigroup + 'static,
+    R2: differential_dataflow::difference::Semigroup + 'static,
+{
     data.inner
-        .map(|(record, time, diff)| (record, time, diff as i128))
+        .map(move |(record, time, diff)| (record, time, f(diff)))
         .as_collection()
 }
 
@@ -244,6 +258,21 @@ pub fn engagement_by_dimension<'s>(
                 .filter(move |d| kind(*d) == source.kind())
                 .map(move |d| ((d, source), MemberInput::Used))
         });
+    // A dimension whose source table has no row yet (no `items/` row for `genre` and
+    // `artist`, no `users/` row for `country` and the user attributes) produces no rows:
+    // its members wait for the first row. Members change rarely (once per source, and
+    // with a late catalogue or user row), so the gate sits here, not on the table's rows.
+    let sourced = items
+        .map(|_| ())
+        .distinct_total()
+        .flat_map(|()| [Dimension::Genre, Dimension::Artist])
+        .concat(
+            users
+                .map(|_| ())
+                .distinct_total()
+                .flat_map(move |()| dimensions.iter().filter(|d| kind(*d) == Kind::User)),
+        )
+        .map(|dimension| (dimension, ()));
     let members = used
         .concat(facts)
         .reduce_named(
@@ -269,20 +298,22 @@ pub fn engagement_by_dimension<'s>(
                 output.push((member, 1isize));
             },
         )
-        .map(move |((dimension, source), member)| (source, (slot(dimensions, dimension), member)));
+        .map(|((dimension, source), member)| (dimension, (source, member)))
+        .join_map(sourced, move |&dimension, &(source, member), &()| {
+            (source, (slot(dimensions, dimension), member))
+        });
     // The members twice: with counts for the active users' join, and with `i128`
     // differences for the measures' join (a join multiplies the two differences).
     let member_measures =
         widen(members.clone()).arrange_by_key_named("DimensionMembersForMeasures");
     let members = members.arrange_by_key_named("DimensionMembersBySource");
 
-    let totals = measures
+    let measures = measures
         .arrange_by_key_named("DimensionMeasuresBySource")
         .join_core(member_measures, |_source, &day, &(slot, member)| {
             Some((day, slot, member))
         })
-        .concat(hour_measures)
-        .count_total();
+        .concat(hour_measures);
     // A user's events of several sources with one member (plays of several rock
     // tracks) are summed on the worker before the exchange.
     let active_users = combine(
@@ -295,43 +326,29 @@ pub fn engagement_by_dimension<'s>(
         "CombineDimensionMemberUsers",
     )
     .distinct_total()
-    .map(|(day, slot, member, _user)| (day, slot, member))
-    .count_total();
+    .map(|(day, slot, member, _user)| (day, slot, member));
 
-    let rows = totals.join_map(active_users, move |&(day, slot, member), &m, &users| {
-        DimensionRow {
-            day,
-            dimension: dimension_at(dimensions, slot),
-            member,
-            active_users: users as i64,
-            events: m.0 as i64,
-            duration_ms: m.1 as i64,
-            value_sum: m.2,
-            values: m.3 as i64,
-        }
-    });
-
-    // A dimension whose source table has no row yet (no `items/` row for `genre` and
-    // `artist`, no `users/` row for `country` and the user attributes) produces no rows.
-    let sourced = items
-        .map(|_| ())
-        .distinct_total()
-        .flat_map(|()| [Dimension::Genre, Dimension::Artist])
-        .concat(
-            users
-                .map(|_| ())
-                .distinct_total()
-                .flat_map(move |()| dimensions.iter().filter(|d| kind(*d) == Kind::User)),
-        )
-        .map(|dimension| (dimension, ()));
-    let hours = rows
-        .clone()
-        .filter(|row| row.dimension == Dimension::HourOfDay);
-    let table = rows
-        .filter(|row| row.dimension != Dimension::HourOfDay)
-        .map(|row| (row.dimension, row))
-        .join_map(sourced, |_, row, &()| row.clone())
-        .concat(hours);
+    // Measures and active users meet in one sum per (day, dimension, member): each
+    // distinct active user adds one to the second part of the difference.
+    let table = with_diff(measures, |m| (m, 0))
+        .concat(with_diff(active_users, |users| {
+            ((0, 0, 0, 0), users as i128)
+        }))
+        .count_total()
+        .map(
+            move |((day, slot, member), ((events, duration, value_sum, values), users))| {
+                DimensionRow {
+                    day,
+                    dimension: dimension_at(dimensions, slot),
+                    member,
+                    active_users: users as i64,
+                    events: events as i64,
+                    duration_ms: duration as i64,
+                    value_sum,
+                    values: values as i64,
+                }
+            },
+        );
     if forget {
         drop_closed(table, watermarks, |row| Some(day_end(row.day)))
     } else {

@@ -402,13 +402,23 @@ pub fn deduplicate<'s>(
                             break;
                         };
                         let mut session = output.session(cap);
-                        for row in rows.by_ref().take(RELEASE_CHUNK) {
-                            if seen.values().any(|ids| ids.contains(&row.id)) {
-                                continue;
+                        if forget {
+                            for row in rows.by_ref().take(RELEASE_CHUNK) {
+                                if !seen.values().any(|ids| ids.contains(&row.id)) {
+                                    seen.entry(day_of(row.action.ts))
+                                        .or_default()
+                                        .insert(row.id);
+                                    session.give((row.action, *time, 1isize));
+                                }
                             }
-                            let day = if forget { day_of(row.action.ts) } else { 0 };
-                            seen.entry(day).or_default().insert(row.id);
-                            session.give((row.action, *time, 1isize));
+                        } else {
+                            // One set: one probe answers and records.
+                            let ids = seen.entry(0).or_default();
+                            for row in rows.by_ref().take(RELEASE_CHUNK) {
+                                if ids.insert(row.id) {
+                                    session.give((row.action, *time, 1isize));
+                                }
+                            }
                         }
                         drop(session);
                         if rows.len() > 0 {
