@@ -21,12 +21,12 @@
 //! dimension of its kind, and one `count_total` per (day, dimension, member) sums the
 //! measures and the active users together (no join of two totals).
 
+use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::{CountTotal, ThresholdTotal};
-use differential_dataflow::{AsCollection, VecCollection};
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Item, UserRow};
 use tidemark_records::time::day_of;
-use timely::dataflow::operators::vec::Map;
 
 use crate::model::action::Action;
 use crate::model::name::Name;
@@ -105,40 +105,89 @@ fn dimension_at(dimensions: Dimensions, slot: Slot) -> Dimension {
         .expect("a slot names a dimension in force")
 }
 
-/// Summed measures: events, duration (ms), value sum (fixed point), values.
-type Measures = (i128, i128, i128, i128);
-
-/// The measures of one event.
-fn m(duration: i64, value: Option<i64>) -> Measures {
-    (
-        1,
-        i128::from(duration),
-        value.map_or(0, i128::from),
-        i128::from(value.is_some()),
-    )
+/// What a (day, dimension, member) sums, held in the differences of its updates:
+/// events, their duration (ms), value sum (fixed point) and how many had a value, and
+/// active users. 48 bytes; only the value sum needs 128 bits.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+struct Sums {
+    events: i64,
+    duration: i64,
+    value_sum: i128,
+    values: i64,
+    users: i64,
 }
 
-/// The same collection with `i128` multiplicities, so that it can be exploded into
-/// [`Measures`] (differential multiplies an exploded difference by the record's).
-fn widen<'s, D: differential_dataflow::Data>(
-    data: VecCollection<'s, Time, D>,
-) -> VecCollection<'s, Time, D, i128> {
-    with_diff(data, |diff| diff as i128)
+impl Sums {
+    /// The measures of one event.
+    fn event(duration: i64, value: Option<i64>) -> Sums {
+        Sums {
+            events: 1,
+            duration,
+            value_sum: value.map_or(0, i128::from),
+            values: i64::from(value.is_some()),
+            users: 0,
+        }
+    }
+
+    /// One active user.
+    fn user() -> Sums {
+        Sums {
+            users: 1,
+            ..Sums::default()
+        }
+    }
 }
 
-/// The same collection with every difference mapped by `f` (a group homomorphism).
-fn with_diff<'s, D, R1, R2>(
-    data: VecCollection<'s, Time, D, R1>,
-    f: impl Fn(R1) -> R2 + 'static,
-) -> VecCollection<'s, Time, D, R2>
-where
-    D: differential_dataflow::Data,
-    R1: differential_dataflow::difference::Semigroup + 'static,
-    R2: differential_dataflow::difference::Semigroup + 'static,
-{
-    data.inner
-        .map(move |(record, time, diff)| (record, time, f(diff)))
-        .as_collection()
+impl IsZero for Sums {
+    fn is_zero(&self) -> bool {
+        *self == Sums::default()
+    }
+}
+
+impl Semigroup for Sums {
+    fn plus_equals(&mut self, rhs: &Self) {
+        self.events += rhs.events;
+        self.duration += rhs.duration;
+        self.value_sum += rhs.value_sum;
+        self.values += rhs.values;
+        self.users += rhs.users;
+    }
+}
+
+impl Monoid for Sums {
+    fn zero() -> Self {
+        Sums::default()
+    }
+}
+
+impl Abelian for Sums {
+    fn negate(&mut self) {
+        *self = Sums {
+            events: -self.events,
+            duration: -self.duration,
+            value_sum: -self.value_sum,
+            values: -self.values,
+            users: -self.users,
+        };
+    }
+}
+
+/// A record's multiplicity times its sums (what `explode` and the join with the
+/// counted members need).
+impl Multiply<isize> for Sums {
+    type Output = Sums;
+    fn multiply(self, rhs: &isize) -> Sums {
+        let k = *rhs as i64;
+        Sums {
+            events: self.events * k,
+            duration: self.duration * k,
+            value_sum: self.value_sum * i128::from(k),
+            values: self.values * k,
+            users: self.users * k,
+        }
+    }
 }
 
 /// The `engagement_by_dimension` table for the `dimensions` in force. With `forget`, a
@@ -194,15 +243,19 @@ pub fn engagement_by_dimension<'s>(
     // in the difference (a join is linear): each worker sends one update per (source,
     // day) and logical time, which the join with the members carries through as is.
     let measures = combine(
-        widen(keyed.clone()).explode(|(source, day, _user, duration, value)| {
-            Some(((source, day), m(duration, value)))
-        }),
+        keyed
+            .clone()
+            .explode(|(source, day, _user, duration, value)| {
+                Some(((source, day), Sums::event(duration, value)))
+            }),
         "CombineDimensionMeasures",
     );
     let hour_measures = combine(
-        widen(hourly.clone()).explode(|(day, slot, member, _user, duration, value)| {
-            Some(((day, slot, member), m(duration, value)))
-        }),
+        hourly
+            .clone()
+            .explode(|(day, slot, member, _user, duration, value)| {
+                Some(((day, slot, member), Sums::event(duration, value)))
+            }),
         "CombineHourMeasures",
     );
     // (source, day, user) with its number of events: the arrangement consolidates them,
@@ -251,7 +304,7 @@ pub fn engagement_by_dimension<'s>(
     let used = measures
         .clone()
         .map(|(source, _day)| source)
-        .threshold_total(|_source, m| isize::from(m.0 > 0))
+        .threshold_total(|_source, m| isize::from(m.events > 0))
         .flat_map(move |source| {
             dimensions
                 .iter()
@@ -302,15 +355,13 @@ pub fn engagement_by_dimension<'s>(
         .join_map(sourced, move |&dimension, &(source, member), &()| {
             (source, (slot(dimensions, dimension), member))
         });
-    // The members twice: with counts for the active users' join, and with `i128`
-    // differences for the measures' join (a join multiplies the two differences).
-    let member_measures =
-        widen(members.clone()).arrange_by_key_named("DimensionMembersForMeasures");
+    // One arrangement of the members for both joins (a join multiplies the measures
+    // by the member's count).
     let members = members.arrange_by_key_named("DimensionMembersBySource");
 
     let measures = measures
         .arrange_by_key_named("DimensionMeasuresBySource")
-        .join_core(member_measures, |_source, &day, &(slot, member)| {
+        .join_core(members.clone(), |_source, &day, &(slot, member)| {
             Some((day, slot, member))
         })
         .concat(hour_measures);
@@ -329,26 +380,20 @@ pub fn engagement_by_dimension<'s>(
     .map(|(day, slot, member, _user)| (day, slot, member));
 
     // Measures and active users meet in one sum per (day, dimension, member): each
-    // distinct active user adds one to the second part of the difference.
-    let table = with_diff(measures, |m| (m, 0))
-        .concat(with_diff(active_users, |users| {
-            ((0, 0, 0, 0), users as i128)
-        }))
+    // distinct active user adds one to its `users`.
+    let table = measures
+        .concat(active_users.explode(|key| Some((key, Sums::user()))))
         .count_total()
-        .map(
-            move |((day, slot, member), ((events, duration, value_sum, values), users))| {
-                DimensionRow {
-                    day,
-                    dimension: dimension_at(dimensions, slot),
-                    member,
-                    active_users: users as i64,
-                    events: events as i64,
-                    duration_ms: duration as i64,
-                    value_sum,
-                    values: values as i64,
-                }
-            },
-        );
+        .map(move |((day, slot, member), sums)| DimensionRow {
+            day,
+            dimension: dimension_at(dimensions, slot),
+            member,
+            active_users: sums.users,
+            events: sums.events,
+            duration_ms: sums.duration,
+            value_sum: sums.value_sum,
+            values: sums.values,
+        });
     if forget {
         drop_closed(table, watermarks, |row| Some(day_end(row.day)))
     } else {
