@@ -225,7 +225,7 @@ pub fn engagement_by_dimension<'s>(
                 slot,
                 member,
                 e.user_id,
-                e.duration_ms.unwrap_or(0),
+                e.duration_ms,
                 e.value,
             )
         })
@@ -237,7 +237,7 @@ pub fn engagement_by_dimension<'s>(
         [(by_item, item), (by_user, user)]
             .into_iter()
             .filter(|(wanted, _)| *wanted)
-            .map(move |(_, source)| (source, day, e.user_id, e.duration_ms.unwrap_or(0), e.value))
+            .map(move |(_, source)| (source, day, e.user_id, e.duration_ms, e.value))
     });
     // Measures per (source, day), summed on each worker before the exchange. They stay
     // in the difference (a join is linear): each worker sends one update per (source,

@@ -102,12 +102,7 @@ pub fn engagement_by_segment<'s>(
     });
     // Accepted events as ((user, day), (ts, duration)), retired once their month closes.
     let day_events = retire_behind(
-        events.map(|e| {
-            (
-                (e.user_id, day_of(e.ts)),
-                (e.ts, e.duration_ms.unwrap_or(0)),
-            )
-        }),
+        events.map(|e| ((e.user_id, day_of(e.ts)), (e.ts, e.duration_ms))),
         watermarks,
         move |((_user, day), _)| closes(month_of_day(*day)),
     );

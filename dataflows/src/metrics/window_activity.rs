@@ -10,6 +10,7 @@ use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::combine::combine;
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
@@ -42,14 +43,18 @@ pub fn window_activity<'s>(
         .map(move |s| window_start(s.start, window_ms))
         .count_total()
         .map(|(window, count)| (window, WindowPart::Started(count as i64)));
-    let parts = events
-        .map(move |e| {
+    // A user's events of one window are counted on each worker before they are held
+    // and arranged: a session puts several events in a window.
+    let parts = combine(
+        events.map(move |e| {
             (
                 window_start(e.ts, window_ms),
                 WindowPart::Activity(e.user_id),
             )
-        })
-        .concat(started);
+        }),
+        "CombineWindowUsers",
+    )
+    .concat(started);
     reduce_until_closed(
         parts,
         watermarks,

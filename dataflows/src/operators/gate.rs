@@ -41,7 +41,7 @@ pub struct RawEvent {
 /// An event row that passed the watermark gate, compact: where it came from (which
 /// orders duplicates), the 128-bit hash of its `event_id` (what deduplication keys
 /// on) and the [`Action`] it becomes if it is the first of its id. Every text is gone,
-/// so the rows that are moved, exchanged and sorted from here on are 64 bytes, `Copy`.
+/// so the rows that are moved, exchanged and sorted from here on are 96 bytes, `Copy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Admitted {
     /// The input unit that brought the row (see [`RawEvent::batch`]).
