@@ -260,10 +260,7 @@ pub fn engagement_by_dimension<'s>(
     );
     // (source, day, user) with its number of events: the arrangement consolidates them,
     // so no distinct is needed before the join; the one after it sees multiplicities.
-    let actives = combine(
-        keyed.map(|(source, day, user, _, _)| (source, (day, user))),
-        "CombineDimensionUsers",
-    );
+    let actives = keyed.map(|(source, day, user, _, _)| (source, (day, user)));
 
     // The member of every source some event uses.
     let facts = items
