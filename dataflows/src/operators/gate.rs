@@ -390,7 +390,9 @@ pub fn deduplicate<'s>(
                                 seen = seen.split_off(&day_of(watermark));
                             }
                             known = known.split_off(&time);
-                            rows.sort_unstable_by_key(|row| (row.batch, row.row));
+                            // Each sending worker's rows come in order, so the time's rows
+                            // are a few sorted runs: the stable sort merges runs.
+                            rows.sort_by_key(|row| (row.batch, row.row));
                             if !forget {
                                 // Room for every id of the time at once, not a rehash of
                                 // the whole set each time it doubles.
