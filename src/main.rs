@@ -286,6 +286,7 @@ fn live_options(args: &LiveArgs) -> LiveOptions {
             max_bytes: args.max_batch_mib << 20,
         },
         max_bad_rows: args.max_bad_rows,
+        max_commit_times: args.max_commit_times as usize,
     }
 }
 

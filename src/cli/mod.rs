@@ -159,6 +159,12 @@ pub struct LiveArgs {
     /// is a time of its own).
     #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_batch_mib: u64,
+    /// Let one Delta commit of a table cover at most this many completed logical
+    /// times. Times that complete together (a backlog being caught up) share a commit,
+    /// since each commit costs milliseconds whatever its size; a live run's lone time
+    /// commits at once. 1 gives a commit per time. Results do not depend on it.
+    #[arg(long, value_name = "N", default_value_t = crate::sink::table_sink::DEFAULT_MAX_GROUP as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_commit_times: u64,
     /// Live runs only: quarantine events stamped more than this many minutes ahead of
     /// the wall clock when read (`too_far_ahead`), so one bad clock cannot make every
     /// later event too late. 0 turns the guard off.

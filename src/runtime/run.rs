@@ -103,6 +103,9 @@ pub struct LiveOptions {
     pub max_ahead: Option<Duration>,
     /// Rule-breaking rows listed per input file (`--max-bad-rows`; 0 = all).
     pub max_bad_rows: usize,
+    /// The most completed logical times one Delta commit of a table covers
+    /// (`--max-commit-times`, at least 1).
+    pub max_commit_times: usize,
 }
 
 impl Default for LiveOptions {
@@ -121,6 +124,7 @@ impl Default for LiveOptions {
             file_batching: FileBatching::default(),
             max_ahead: Some(DEFAULT_MAX_AHEAD),
             max_bad_rows: tidemark_inputs::records::DEFAULT_MAX_BAD_ROWS,
+            max_commit_times: crate::sink::table_sink::DEFAULT_MAX_GROUP,
         }
     }
 }
@@ -432,6 +436,7 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         writers: options.cluster.workers,
         fed: Arc::default(),
         delta: options.delta.then_some(options.delta_retention),
+        max_group: options.live.max_commit_times.max(1),
         arrangement_sizes: options.arrangement_sizes.clone(),
         max_ahead: live.max_ahead.filter(|_| live.is_live()),
         // A resumed run replays the retractions of files re-ingested earlier, even
@@ -687,6 +692,8 @@ struct Shared {
     fed: Arc<AtomicU64>,
     /// The Delta tables' vacuum retention, or none with `--no-delta`.
     delta: Option<Duration>,
+    /// The most completed times one Delta commit covers.
+    max_group: usize,
     arrangement_sizes: Option<PathBuf>,
     reingest_changed: bool,
     /// The far-future guard of live runs.
@@ -790,6 +797,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             writer: 0,
             fed: Arc::clone(&shared.fed),
             delta,
+            max_group: shared.max_group,
             resume_after,
         };
         let reports = write_outputs(outputs, &sinks, shared.writers);

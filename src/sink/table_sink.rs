@@ -15,7 +15,7 @@
 //!
 //! A Delta commit costs milliseconds of CPU in delta-rs, whatever its size, so a
 //! completed time waits while a later time the workers already fed is on its way (at
-//! most [`MAX_GROUP`] times), and the times go to the writer thread together, as one
+//! most `--max-commit-times`, by default [`DEFAULT_MAX_GROUP`], times), and the times go to the writer thread together, as one
 //! commit. A live run's lone time has nothing on its way and goes at once. The workers
 //! feed only a few times past the last completed one, so a sink never waits for a time
 //! that is not fed.
@@ -40,8 +40,9 @@ use super::changes::checked_resume_point;
 use super::writer_thread::{Job, TableWriterThread};
 use super::SinkReport;
 
-/// The most completed times a sink holds back for one Delta commit.
-pub const MAX_GROUP: usize = 8;
+/// The most completed times one Delta commit covers unless `--max-commit-times`
+/// says otherwise.
+pub const DEFAULT_MAX_GROUP: usize = 8;
 
 /// A completed time not yet handed to the writer thread: its capability, consolidated
 /// updates, and whether its change file is written.
@@ -55,12 +56,14 @@ pub struct TableSinkConfig {
     /// The worker that writes the table.
     pub writer: usize,
     /// One past the last logical time this process fed (0: none yet). A completed time
-    /// waits while a later fed time is still on its way (at most [`MAX_GROUP`] times),
+    /// waits while a later fed time is still on its way (at most `max_group` times),
     /// so that they reach the writer together and make one Delta commit; a live run's
     /// lone time goes at once.
     pub fed: Arc<AtomicU64>,
     /// The Delta tables' vacuum retention, or `None` with `--no-delta`.
     pub delta: Option<Duration>,
+    /// The most completed times one Delta commit covers (at least 1).
+    pub max_group: usize,
     /// The change files of times up to it are not written: an earlier run wrote them.
     pub resume_after: Option<u64>,
 }
@@ -82,8 +85,10 @@ where
         writer,
         fed,
         delta,
+        max_group,
         resume_after,
     } = config;
+    let max_group = max_group.max(1);
     let table = R::SPEC.name;
     let scope = rows.inner.scope();
     super::clear_failure(&out);
@@ -128,7 +133,7 @@ where
                 let last_fed = fed.load(Ordering::Relaxed).checked_sub(1);
                 let more_coming = delta.is_some()
                     && last_fed.is_some_and(|last| frontier.frontier().less_equal(&last));
-                if !ready.is_empty() && (!more_coming || ready.len() >= MAX_GROUP) {
+                if !ready.is_empty() && (!more_coming || ready.len() >= max_group) {
                     let thread = match &mut thread {
                         Some(thread) => thread,
                         None => thread.insert(
@@ -137,6 +142,7 @@ where
                                 R::SPEC,
                                 writer,
                                 delta,
+                                max_group,
                                 wake.clone(),
                             )
                             .unwrap_or_else(|error| {

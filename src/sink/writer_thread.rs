@@ -15,8 +15,10 @@
 //! is the last of them (contract "Outputs"): a thread that falls behind (a big table,
 //! many small times) catches up instead of lagging further. Only times already waiting
 //! are grouped, so a live run's lone time still commits at once; the queue is bounded
-//! by how far the workers may run ahead of the slowest sink.
+//! by how far the workers may run ahead of the slowest sink, and a commit covers at
+//! most `--max-commit-times` times.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
@@ -64,7 +66,8 @@ impl TableWriterThread {
     /// Starts the thread that writes the table of `spec` under `out` as worker
     /// `writer`: each submitted time's change file, then, unless `delta` is `None`, its
     /// Delta commit (opening or creating the table on first use). It wakes the sink
-    /// operator through `wake` after each group of times. Every [`VACUUM_EVERY`]
+    /// operator through `wake` after each group of at most `max_group` times (the times
+    /// queued while the last write ran, one Delta commit). Every [`VACUUM_EVERY`]
     /// commits, and once when the run ends, it deletes the Delta data files removed more
     /// than the `delta` retention ago (see [`DeltaTableSink::vacuum`]). The thread stops
     /// at the first failure.
@@ -73,6 +76,7 @@ impl TableWriterThread {
         spec: TableSpec,
         writer: usize,
         delta: Option<Duration>,
+        max_group: usize,
         wake: SyncActivator,
     ) -> Result<Self> {
         let (jobs, incoming) = channel::<Vec<Job>>();
@@ -84,12 +88,22 @@ impl TableWriterThread {
                 let dir = delta_dir(&out, spec.name);
                 let mut sink: Option<DeltaTableSink> = None;
                 let mut since_vacuum = 0;
-                for first in incoming.iter() {
-                    // The jobs queued while the last write ran go into one commit.
-                    let group: Vec<Job> = first
-                        .into_iter()
-                        .chain(incoming.try_iter().flatten())
-                        .collect();
+                let mut queued: VecDeque<Job> = VecDeque::new();
+                loop {
+                    if queued.is_empty() {
+                        match incoming.recv() {
+                            Ok(jobs) => queued.extend(jobs),
+                            Err(_) => break,
+                        }
+                    }
+                    // The jobs queued while the last write ran go into one commit, at
+                    // most `max_group` of them.
+                    queued.extend(incoming.try_iter().flatten());
+                    let take = queued.len().min(max_group.max(1));
+                    let group: Vec<Job> = queued.drain(..take).collect();
+                    if group.is_empty() {
+                        continue;
+                    }
                     let outcomes = match write_change_files(&out, spec, writer, &group) {
                         Err(message) => all_finished(&group, Err(message)),
                         Ok(()) if delta.is_some() => commit_group(&mut sink, &dir, spec, group),
