@@ -436,7 +436,7 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
         writers: options.cluster.workers,
         fed: Arc::default(),
         delta: options.delta.then_some(options.delta_retention),
-        max_group: options.live.max_commit_times.max(1),
+        max_group: options.live.max_commit_times,
         arrangement_sizes: options.arrangement_sizes.clone(),
         max_ahead: live.max_ahead.filter(|_| live.is_live()),
         // A resumed run replays the retractions of files re-ingested earlier, even

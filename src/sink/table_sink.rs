@@ -15,10 +15,10 @@
 //!
 //! A Delta commit costs milliseconds of CPU in delta-rs, whatever its size, so a
 //! completed time waits while a later time the workers already fed is on its way (at
-//! most `--max-commit-times`, by default [`DEFAULT_MAX_GROUP`], times), and the times go to the writer thread together, as one
-//! commit. A live run's lone time has nothing on its way and goes at once. The workers
-//! feed only a few times past the last completed one, so a sink never waits for a time
-//! that is not fed.
+//! most `--max-commit-times` times, by default [`DEFAULT_MAX_GROUP`]), and the times go
+//! to the writer thread together, as one commit. A live run's lone time has nothing on
+//! its way and goes at once. The workers feed only a few times past the last completed
+//! one, so a sink never waits for a time that is not fed.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -62,7 +62,7 @@ pub struct TableSinkConfig {
     pub fed: Arc<AtomicU64>,
     /// The Delta tables' vacuum retention, or `None` with `--no-delta`.
     pub delta: Option<Duration>,
-    /// The most completed times one Delta commit covers (at least 1).
+    /// The most completed times one Delta commit covers (0 counts as 1).
     pub max_group: usize,
     /// The change files of times up to it are not written: an earlier run wrote them.
     pub resume_after: Option<u64>,
@@ -88,7 +88,6 @@ where
         max_group,
         resume_after,
     } = config;
-    let max_group = max_group.max(1);
     let table = R::SPEC.name;
     let scope = rows.inner.scope();
     super::clear_failure(&out);

@@ -79,6 +79,8 @@ impl TableWriterThread {
         max_group: usize,
         wake: SyncActivator,
     ) -> Result<Self> {
+        // A group of none would never drain the queue.
+        let max_group = max_group.max(1);
         let (jobs, incoming) = channel::<Vec<Job>>();
         let finished: Arc<Mutex<Vec<Finished>>> = Arc::default();
         let results = Arc::clone(&finished);
@@ -99,7 +101,7 @@ impl TableWriterThread {
                     // The jobs queued while the last write ran go into one commit, at
                     // most `max_group` of them.
                     queued.extend(incoming.try_iter().flatten());
-                    let take = queued.len().min(max_group.max(1));
+                    let take = queued.len().min(max_group);
                     let group: Vec<Job> = queued.drain(..take).collect();
                     if group.is_empty() {
                         continue;

@@ -460,6 +460,7 @@ impl TableRow for DimensionRow {
 
 #[cfg(test)]
 #[test]
-fn a_member_user_record_is_24_bytes() {
+fn a_member_user_record_is_24_bytes_and_sums_48() {
     assert_eq!(std::mem::size_of::<(i32, Slot, Option<Name>, Name)>(), 24);
+    assert_eq!(std::mem::size_of::<Sums>(), 48);
 }

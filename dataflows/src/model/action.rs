@@ -29,8 +29,9 @@ pub struct Action {
 
 #[cfg(test)]
 #[test]
-fn an_action_is_64_bytes() {
+fn an_action_is_64_bytes_and_an_admitted_row_96() {
     assert_eq!(std::mem::size_of::<Action>(), 64);
+    assert_eq!(std::mem::size_of::<crate::operators::gate::Admitted>(), 96);
 }
 
 /// Turns events into actions, their texts into integer [`Name`]s.

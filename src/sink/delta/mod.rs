@@ -16,9 +16,9 @@
 //! - [`table`]: one table's committing state, tying the above together.
 //!
 //! The table's writer ([`super::table_sink`]) consolidates each completed logical time
-//! and its writer thread ([`super::writer_thread`]) commits it: one Delta commit per
-//! logical time at which the table changed, or one for the times that waited together
-//! while the previous commit ran, never an empty one.
+//! and its writer thread ([`super::writer_thread`]) commits it: one Delta commit covers
+//! the consecutive changed times that were ready together (at most
+//! `--max-commit-times`), never an empty one.
 //!
 //! Exactly once: each commit carries a `txn` action with app id `tidemark-<table>` and
 //! version = the (last) logical time it covers, and a restarted sink skips every time at
