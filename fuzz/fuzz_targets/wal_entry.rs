@@ -13,10 +13,10 @@ fuzz_target!(|data: &[u8]| {
     entry.extend_from_slice(data);
     let checksum = xxhash_rust::xxh3::xxh3_64(&entry);
     entry.extend_from_slice(&checksum.to_le_bytes());
-    if let Ok((header, Some(batch))) = decode(&entry, true) {
-        let again = encode(&header, &batch).expect("a decoded entry encodes");
-        let (header2, batch2) = decode(&again, true).expect("an encoded entry decodes");
+    if let Ok((header, Some(payload))) = decode(&entry, true) {
+        let again = encode(&header, &payload).expect("a decoded entry encodes");
+        let (header2, payload2) = decode(&again, true).expect("an encoded entry decodes");
         assert_eq!(header2, header);
-        assert_eq!(batch2.as_ref(), Some(&batch));
+        assert_eq!(payload2.as_ref(), Some(&payload));
     }
 });

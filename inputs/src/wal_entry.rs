@@ -1,17 +1,22 @@
 //! The byte format of one write-ahead-log entry: what a run logs durably before it
 //! feeds a unit of input to the dataflow, and reads back on resume.
 //!
-//! An entry is `MAGIC`, the header's length and bincode bytes, the payload's length and
-//! bytes (the bincode [`FileBatch`], zstd-compressed), then an xxh3-64 checksum of
-//! everything before it. The codec lives here, beside [`FileBatch`], so that the fuzz
-//! target for damaged entries needs the input crate only.
+//! An entry is `MAGIC`, the header's length and bincode bytes, the payload's kind (one
+//! byte), length and bytes, then an xxh3-64 checksum of everything before it. The
+//! payload is either the parsed [`FileBatch`] (bincode, zstd-compressed: live lines,
+//! which exist nowhere else) or a [`SourceCopy`]: a dataset file is logged as a byte
+//! copy of itself beside the entry, which a resume parses again with the same mapping.
+//! Copying a file costs a fraction of encoding and compressing its parsed rows, and the
+//! copy of a Parquet file is half the size. The codec lives here, beside [`FileBatch`],
+//! so that the fuzz target for damaged entries needs the input crate only.
 
 use serde::{Deserialize, Serialize};
 
+use crate::dataset::Table;
 use crate::records::FileBatch;
 
 /// First bytes of every log entry.
-pub const MAGIC: &[u8; 8] = b"TMWAL001";
+pub const MAGIC: &[u8; 8] = b"TMWAL002";
 /// zstd level of the payload: a fast negative level, since entries are written on the
 /// hot path and read only on resume.
 const LEVEL: i32 = -3;
@@ -66,6 +71,34 @@ pub struct WalHeader {
     pub max_ts: Option<i64>,
 }
 
+/// A dataset file logged as a byte copy of itself (the entry's sibling file): what a
+/// resume needs to check the copy and parse it exactly as the unit was parsed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCopy {
+    /// Length of the copy in bytes.
+    pub len: u64,
+    /// xxh3-64 of the copy's bytes.
+    pub hash: u64,
+    /// The tables the file feeds (its mapping globs that matched).
+    pub tables: Vec<Table>,
+    /// For a live run's file, the clock (epoch ms) and the limit (ms) that events too
+    /// far ahead were judged by, so that a replay quarantines the same rows.
+    pub far_ahead: Option<(i64, u64)>,
+}
+
+/// What an entry logs: the parsed rows, or a copy of the file they are parsed from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The rows themselves.
+    Batch(FileBatch),
+    /// A byte copy of the file, beside the entry.
+    Copy(SourceCopy),
+}
+
+/// Payload kinds, the byte before the payload's length.
+const KIND_BATCH: u8 = 0;
+const KIND_COPY: u8 = 1;
+
 /// Why bytes are not a readable log entry; the caller names the file and says what
 /// to do.
 #[derive(Debug, thiserror::Error)]
@@ -85,15 +118,25 @@ pub enum EntryError {
 }
 
 /// Encodes one entry.
-pub fn encode(header: &WalHeader, batch: &FileBatch) -> Result<Vec<u8>, EntryError> {
+pub fn encode(header: &WalHeader, payload: &Payload) -> Result<Vec<u8>, EntryError> {
     let unreadable = |e: &dyn std::fmt::Display| EntryError::Unreadable(e.to_string());
     let header_bytes = bincode::serialize(header).map_err(|e| unreadable(&e))?;
-    let batch_bytes = bincode::serialize(batch).map_err(|e| unreadable(&e))?;
-    let payload = zstd::encode_all(&batch_bytes[..], LEVEL).map_err(|e| unreadable(&e))?;
-    let mut bytes = Vec::with_capacity(payload.len() + header_bytes.len() + 40);
+    let (kind, payload) = match payload {
+        Payload::Batch(batch) => {
+            let batch_bytes = bincode::serialize(batch).map_err(|e| unreadable(&e))?;
+            let packed = zstd::encode_all(&batch_bytes[..], LEVEL).map_err(|e| unreadable(&e))?;
+            (KIND_BATCH, packed)
+        }
+        Payload::Copy(copy) => (
+            KIND_COPY,
+            bincode::serialize(copy).map_err(|e| unreadable(&e))?,
+        ),
+    };
+    let mut bytes = Vec::with_capacity(payload.len() + header_bytes.len() + 41);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header_bytes);
+    bytes.push(kind);
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&payload);
     let checksum = xxhash_rust::xxh3::xxh3_64(&bytes);
@@ -101,12 +144,12 @@ pub fn encode(header: &WalHeader, batch: &FileBatch) -> Result<Vec<u8>, EntryErr
     Ok(bytes)
 }
 
-/// Decodes and checks one entry; the batch is decoded only when `with_batch`.
+/// Decodes and checks one entry; the payload is decoded only when `with_payload`.
 /// Damaged bytes of any kind give an [`EntryError`], never a panic.
 pub fn decode(
     bytes: &[u8],
-    with_batch: bool,
-) -> Result<(WalHeader, Option<FileBatch>), EntryError> {
+    with_payload: bool,
+) -> Result<(WalHeader, Option<Payload>), EntryError> {
     if bytes.len() < MAGIC.len() + 24 || &bytes[..MAGIC.len()] != MAGIC {
         return Err(EntryError::NotAnEntry);
     }
@@ -134,14 +177,21 @@ pub fn decode(
     let unreadable = |e: &dyn std::fmt::Display| EntryError::Unreadable(e.to_string());
     let header_len = length(take(8)?);
     let header: WalHeader = bincode::deserialize(take(header_len)?).map_err(|e| unreadable(&e))?;
-    if !with_batch {
+    if !with_payload {
         return Ok((header, None));
     }
+    let kind = take(1)?[0];
     let payload_len = length(take(8)?);
     let payload = take(payload_len)?;
-    let raw = zstd::decode_all(payload).map_err(|e| unreadable(&e))?;
-    let batch: FileBatch = bincode::deserialize(&raw).map_err(|e| unreadable(&e))?;
-    Ok((header, Some(batch)))
+    let payload = match kind {
+        KIND_BATCH => {
+            let raw = zstd::decode_all(payload).map_err(|e| unreadable(&e))?;
+            Payload::Batch(bincode::deserialize(&raw).map_err(|e| unreadable(&e))?)
+        }
+        KIND_COPY => Payload::Copy(bincode::deserialize(payload).map_err(|e| unreadable(&e))?),
+        other => return Err(EntryError::Unreadable(format!("payload kind {other}"))),
+    };
+    Ok((header, Some(payload)))
 }
 
 #[cfg(test)]
@@ -164,27 +214,41 @@ mod tests {
         }
     }
 
+    fn copy() -> Payload {
+        Payload::Copy(SourceCopy {
+            len: 1234,
+            hash: 0xfeed,
+            tables: vec![Table::Events, Table::Items],
+            far_ahead: Some((1_700_000_000_000, 86_400_000)),
+        })
+    }
+
     #[test]
     fn an_entry_reads_back_as_written() {
-        let batch = FileBatch {
+        let batch = Payload::Batch(FileBatch {
             rows_read: 5,
             ..FileBatch::default()
-        };
-        let bytes = encode(&header(), &batch).unwrap();
-        let (h, b) = decode(&bytes, true).unwrap();
-        assert_eq!((h, b), (header(), Some(batch)));
+        });
+        for payload in [batch, copy()] {
+            let bytes = encode(&header(), &payload).unwrap();
+            let (h, p) = decode(&bytes, true).unwrap();
+            assert_eq!((h, p), (header(), Some(payload)));
+            assert_eq!(decode(&bytes, false).unwrap(), (header(), None));
+        }
     }
 
     #[test]
     fn every_damaged_entry_is_an_error() {
-        let bytes = encode(&header(), &FileBatch::default()).unwrap();
-        for cut in 0..bytes.len() {
-            assert!(decode(&bytes[..cut], true).is_err(), "cut at {cut}");
-        }
-        for at in 0..bytes.len() {
-            let mut damaged = bytes.clone();
-            damaged[at] ^= 0x5a;
-            assert!(decode(&damaged, true).is_err(), "flip at {at}");
+        for payload in [Payload::Batch(FileBatch::default()), copy()] {
+            let bytes = encode(&header(), &payload).unwrap();
+            for cut in 0..bytes.len() {
+                assert!(decode(&bytes[..cut], true).is_err(), "cut at {cut}");
+            }
+            for at in 0..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[at] ^= 0x5a;
+                assert!(decode(&damaged, true).is_err(), "flip at {at}");
+            }
         }
     }
 }

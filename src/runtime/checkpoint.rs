@@ -7,9 +7,12 @@
 //! - `wal/<unit>.wal`: the write-ahead log, one entry per input unit (a file, or a
 //!   batch of live lines), numbered in arrival order: the logical time whose batch it
 //!   belongs to and how many units that batch has, where the unit came from (file
-//!   path, size, mtime and xxh3 content hash, or live-source lines) and the parsed
-//!   [`FileBatch`] itself (bincode, zstd). An entry is written and fsynced, under a
-//!   temporary name and then renamed, *before* its unit is fed to the dataflow.
+//!   path, size, mtime and xxh3 content hash, or live-source lines) and its rows: the
+//!   parsed [`FileBatch`] of live lines (bincode, zstd), or for a dataset file
+//!   `wal/<unit>.src`, a byte copy of the file that the unit was parsed from and a
+//!   resume parses again (far cheaper than encoding the parsed rows). An entry, and its
+//!   copy first, is written and fsynced, under a temporary name and then renamed,
+//!   *before* its unit is fed to the dataflow.
 //!   Replaying the log rebuilds the in-memory differential state; a logical time is
 //!   replayed only when every unit of it was logged.
 //! - `completed.json`: the last logical time every sink on every worker has written.
@@ -27,14 +30,15 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::records::FileBatch;
-use tidemark_inputs::wal_entry;
+use tidemark_inputs::wal_entry::{self, Payload, SourceCopy};
 
 /// The checkpoint directory's name under `OUT`.
 pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused. 5: the tables
 /// `user_activity_daily` and `user_plans` were added. 6: one worker writes each table's
-/// change files (the manifests and file names of 5 are per worker).
-const FORMAT: u32 = 6;
+/// change files (the manifests and file names of 5 are per worker). 7: a dataset file is
+/// logged as a byte copy of itself.
+const FORMAT: u32 = 7;
 
 /// What a resumed run must share with the run that wrote the checkpoint.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +162,11 @@ impl Checkpoint {
         self.wal_dir().join(format!("{unit:010}.wal"))
     }
 
+    /// Where the byte copy of unit `unit`'s file is kept.
+    fn copy_file(&self, unit: u64) -> PathBuf {
+        self.wal_dir().join(format!("{unit:010}.{COPY_SUFFIX}"))
+    }
+
     /// Opens the checkpoint for a run of `identity` (on process 0, before the workers
     /// start): creates it for a fresh output, or checks and loads it for a resumed one.
     /// Log entries past a gap, or of a logical time not every unit of which was
@@ -194,7 +203,7 @@ impl Checkpoint {
         check_identity(out, &stored, identity)?;
 
         let last_completed = checkpoint.read_completed()?;
-        let (entries, units) = checkpoint.logged_units()?;
+        let (entries, units, copies) = checkpoint.logged_units()?;
         let next_time = entries.last().map_or(0, |e| e.time + 1);
         if let Some(done) = last_completed {
             if done >= next_time {
@@ -211,6 +220,10 @@ impl Checkpoint {
             tracing::info!("dropping uncompleted log entry {unit}");
             std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
         }
+        // Copies of those units, and of units a crash stopped before their entry.
+        for path in copies.range(entries.len() as u64..).map(|(_, path)| path) {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        }
         Ok((
             checkpoint,
             Recovered {
@@ -221,10 +234,18 @@ impl Checkpoint {
     }
 
     /// The log's entries that count: contiguous from unit 0, of logical times every
-    /// unit of which was logged; and every entry file by unit (half-written temporary
-    /// files are removed).
-    fn logged_units(&self) -> Result<(Vec<WalHeader>, BTreeMap<u64, PathBuf>)> {
+    /// unit of which was logged; every entry file by unit; and every file copy by unit
+    /// (half-written temporary files are removed).
+    #[allow(clippy::type_complexity)]
+    fn logged_units(
+        &self,
+    ) -> Result<(
+        Vec<WalHeader>,
+        BTreeMap<u64, PathBuf>,
+        BTreeMap<u64, PathBuf>,
+    )> {
         let mut units = BTreeMap::new();
+        let mut copies = BTreeMap::new();
         for entry in std::fs::read_dir(self.wal_dir())? {
             let path = entry?.path();
             let name = path
@@ -234,6 +255,14 @@ impl Checkpoint {
                 .to_string();
             if name.starts_with('.') && name.ends_with(".tmp") {
                 std::fs::remove_file(&path).ok(); // an entry a crash left half-written
+                continue;
+            }
+            if let Some(unit) = name
+                .strip_suffix(COPY_SUFFIX)
+                .and_then(|n| n.strip_suffix('.'))
+                .and_then(|t| t.parse::<u64>().ok())
+            {
+                copies.insert(unit, path);
                 continue;
             }
             let unit = name
@@ -281,7 +310,7 @@ impl Checkpoint {
             let time = last.time;
             entries.retain(|e| e.time != time);
         }
-        Ok((entries, units))
+        Ok((entries, units, copies))
     }
 
     /// Removes the log entries that [`Checkpoint::open`] would drop (after a gap, or of
@@ -293,11 +322,14 @@ impl Checkpoint {
         if !checkpoint.wal_dir().exists() {
             return Ok(0);
         }
-        let (entries, units) = checkpoint.logged_units()?;
+        let (entries, units, copies) = checkpoint.logged_units()?;
         let mut removed = 0;
         for (_, path) in units.range(entries.len() as u64..) {
             std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
             removed += 1;
+        }
+        for (_, path) in copies.range(entries.len() as u64..) {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
         }
         Ok(removed)
     }
@@ -360,18 +392,107 @@ impl Checkpoint {
         write_atomically(&self.dir.join("completed.json"), &text)
     }
 
-    /// Logs a batch durably (fsynced) before it is fed to the dataflow.
-    pub fn log_batch(&self, header: &WalHeader, batch: &FileBatch) -> Result<()> {
-        let bytes = wal_entry::encode(header, batch)
+    /// Logs a batch durably (fsynced) before it is fed to the dataflow; hands it back.
+    pub fn log_batch(&self, header: &WalHeader, batch: FileBatch) -> Result<FileBatch> {
+        let payload = Payload::Batch(batch);
+        self.log(header, &payload)?;
+        match payload {
+            Payload::Batch(batch) => Ok(batch),
+            Payload::Copy(_) => unreachable!("logged as a batch"),
+        }
+    }
+
+    /// Copies the file of unit `unit` into the log durably (fsynced, then renamed into
+    /// place), before the unit is parsed from the copy and logged with
+    /// [`Checkpoint::log_copy`]. Returns the copy's path, length and xxh3-64.
+    pub fn copy_source(&self, unit: u64, source: &Path) -> Result<(PathBuf, u64, u64)> {
+        let path = self.copy_file(unit);
+        let tmp = path.with_file_name(format!(".{unit:010}.{COPY_SUFFIX}.tmp"));
+        let mut from =
+            File::open(source).with_context(|| format!("opening {}", source.display()))?;
+        let mut to = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut len = 0u64;
+        loop {
+            let n = std::io::Read::read(&mut from, &mut buf)
+                .with_context(|| format!("reading {}", source.display()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            to.write_all(&buf[..n])
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            len += n as u64;
+        }
+        to.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        drop(to);
+        // The entry's write syncs the directory, and with it this rename.
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("renaming into {}", path.display()))?;
+        Ok((path, len, hasher.digest()))
+    }
+
+    /// Logs a unit whose file [`Checkpoint::copy_source`] copied, durably.
+    pub fn log_copy(&self, header: &WalHeader, copy: SourceCopy) -> Result<()> {
+        self.log(header, &Payload::Copy(copy))
+    }
+
+    fn log(&self, header: &WalHeader, payload: &Payload) -> Result<()> {
+        let bytes = wal_entry::encode(header, payload)
             .with_context(|| format!("encoding the log entry of unit {}", header.unit))?;
         write_atomically(&self.wal_file(header.unit), &bytes)
     }
 
-    /// Reads the logged batch of `unit` back.
-    pub fn read_batch(&self, unit: u64) -> Result<(WalHeader, FileBatch)> {
-        let (header, batch) = read_entry(&self.wal_file(unit), true)?;
-        Ok((header, batch.unwrap_or_default()))
+    /// Reads what was logged for `unit` back: its rows, or its file's copy, checked
+    /// against the length and hash logged with it.
+    pub fn read_logged(&self, unit: u64) -> Result<(WalHeader, Logged)> {
+        let (header, payload) = read_entry(&self.wal_file(unit), true)?;
+        let logged = match payload {
+            Some(Payload::Copy(copy)) => {
+                let path = self.copy_file(unit);
+                let len = std::fs::metadata(&path).map(|m| m.len());
+                let intact = matches!(len, Ok(len) if len == copy.len)
+                    && hash_file(&path).is_ok_and(|hash| hash == copy.hash);
+                if !intact {
+                    bail!(
+                        "the write-ahead log's copy {} of {} is missing or damaged (it does not match the length and hash logged with it): {START_OVER}",
+                        path.display(),
+                        origin_name(&header.origin),
+                    );
+                }
+                Logged::Copy { path, copy }
+            }
+            Some(Payload::Batch(batch)) => Logged::Batch(batch),
+            None => Logged::Batch(FileBatch::default()),
+        };
+        Ok((header, logged))
     }
+}
+
+/// The name of a copy of a unit's file in the log: `<unit>.src`.
+const COPY_SUFFIX: &str = "src";
+
+fn origin_name(origin: &BatchOrigin) -> String {
+    match origin {
+        BatchOrigin::File { rel, .. } => rel.clone(),
+        BatchOrigin::Lines(_) => "live lines".to_string(),
+    }
+}
+
+/// What the log holds for a unit.
+#[derive(Debug)]
+pub enum Logged {
+    /// Its rows.
+    Batch(FileBatch),
+    /// A checked copy of its file at `path`, to parse as `copy` says.
+    Copy {
+        /// The copy.
+        path: PathBuf,
+        /// How it was logged.
+        copy: SourceCopy,
+    },
 }
 
 /// Refuses to resume with another cluster shape or other settings.
@@ -482,10 +603,10 @@ fn setting_in_units(key: &str, value: &serde_json::Value) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
-/// Reads and checks one log entry; the batch is decoded only when `with_batch`.
-fn read_entry(path: &Path, with_batch: bool) -> Result<(WalHeader, Option<FileBatch>)> {
+/// Reads and checks one log entry; the payload is decoded only when `with_payload`.
+fn read_entry(path: &Path, with_payload: bool) -> Result<(WalHeader, Option<Payload>)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    wal_entry::decode(&bytes, with_batch).map_err(|e| {
+    wal_entry::decode(&bytes, with_payload).map_err(|e| {
         anyhow!(
             "write-ahead log entry {} is {e}: {START_OVER}",
             path.display()
@@ -597,15 +718,74 @@ mod tests {
             reason: "bad_json".into(),
             raw: "x".into(),
         });
-        checkpoint.log_batch(&header(0), &batch).unwrap();
-        checkpoint.log_batch(&header(1), &batch).unwrap();
-        checkpoint.log_batch(&header(3), &batch).unwrap(); // after a gap: dropped
+        checkpoint.log_batch(&header(0), batch.clone()).unwrap();
+        checkpoint.log_batch(&header(1), batch.clone()).unwrap();
+        checkpoint.log_batch(&header(3), batch.clone()).unwrap(); // after a gap: dropped
         checkpoint.set_completed(0).unwrap();
         let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
         assert_eq!(recovered.entries.len(), 2);
         assert_eq!(recovered.last_completed, Some(0));
-        assert_eq!(checkpoint.read_batch(1).unwrap().1, batch);
+        match checkpoint.read_logged(1).unwrap().1 {
+            Logged::Batch(logged) => assert_eq!(logged, batch),
+            other => panic!("logged as a batch, read back as {other:?}"),
+        }
         assert!(!checkpoint.wal_file(3).exists());
+    }
+
+    #[test]
+    fn a_logged_file_copy_reads_back_checked_and_orphan_copies_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("events.csv");
+        std::fs::write(&source, "event_id,user_id\ne1,u1\n").unwrap();
+        let out = dir.path().join("out");
+        let (checkpoint, _) = Checkpoint::open(&out, &identity(1)).unwrap();
+        let file_header = |unit: u64| WalHeader {
+            origin: BatchOrigin::File {
+                rel: "events.csv".into(),
+                size: 0,
+                mtime_ns: 0,
+                hash: 0,
+            },
+            ..header(unit)
+        };
+        let (path, len, hash) = checkpoint.copy_source(0, &source).unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&source).unwrap()
+        );
+        assert_eq!(hash, hash_file(&source).unwrap());
+        let copy = SourceCopy {
+            len,
+            hash,
+            tables: vec![tidemark_inputs::Table::Events],
+            far_ahead: None,
+        };
+        checkpoint.log_copy(&file_header(0), copy.clone()).unwrap();
+        // A crash after the copy of unit 1, before its entry: the copy is an orphan.
+        checkpoint.copy_source(1, &source).unwrap();
+        let (checkpoint, recovered) = Checkpoint::open(&out, &identity(1)).unwrap();
+        assert_eq!(recovered.entries.len(), 1);
+        assert!(!checkpoint.copy_file(1).exists());
+        match checkpoint.read_logged(0).unwrap().1 {
+            Logged::Copy {
+                path: read,
+                copy: logged,
+            } => {
+                assert_eq!((read, logged), (path.clone(), copy));
+            }
+            other => panic!("logged as a copy, read back as {other:?}"),
+        }
+        // A damaged copy is an error naming it and the file, never a silent replay.
+        std::fs::write(&path, "event_id,user_id\ne1,u2\n").unwrap();
+        let error = checkpoint.read_logged(0).unwrap_err().to_string();
+        assert!(
+            error.contains("0000000000.src")
+                && error.contains("events.csv")
+                && error.contains("start over"),
+            "{error}"
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(checkpoint.read_logged(0).is_err());
     }
 
     #[test]
@@ -621,7 +801,7 @@ mod tests {
         let batch = FileBatch::default();
         // Time 0 has units 0 and 1, time 1 has units 2..5 of which 4 is missing.
         for header in [unit(0, 0, 2), unit(0, 1, 2), unit(1, 2, 3), unit(1, 3, 3)] {
-            checkpoint.log_batch(&header, &batch).unwrap();
+            checkpoint.log_batch(&header, batch.clone()).unwrap();
         }
         let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
         assert_eq!(recovered.next_time(), 1);
@@ -635,7 +815,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (checkpoint, _) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
         checkpoint
-            .log_batch(&header(0), &FileBatch::default())
+            .log_batch(&header(0), FileBatch::default())
             .unwrap();
         let error = Checkpoint::open(dir.path(), &identity(2))
             .unwrap_err()

@@ -21,15 +21,16 @@ use tidemark_dataflows::dataflow::Outputs;
 use tidemark_dataflows::feeds::{build_with_feeds, Feeds};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::operators::gate::BatchMark;
-use tidemark_inputs::dataset::{Dataset, Table};
+use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
 use tidemark_inputs::records::{FileBatch, QuarantineRow};
+use tidemark_inputs::wal_entry::SourceCopy;
 use tidemark_inputs::Mapping;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
 
 use crate::diag::arrangement_sizes::SizeRecorder;
 use crate::runtime::checkpoint::{
-    BatchOrigin, Checkpoint, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
+    BatchOrigin, Checkpoint, Logged, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
 };
 use crate::runtime::cluster::ClusterArgs;
 use crate::runtime::follow::Watcher;
@@ -912,7 +913,7 @@ fn feed_unit(
     // The batch a changed file replaces: its rows are retracted, and the new content
     // takes its place in arrival order (dedup, latest user row, lateness).
     let replaced = |retracts: Option<u64>| -> Result<Option<(WalHeader, FileBatch)>> {
-        retracts.map(|old| checkpoint.read_batch(old)).transpose()
+        retracts.map(|old| logged_batch(shared, old)).transpose()
     };
     let units = assignment.units();
     let units_in_time = units.end - units.start;
@@ -923,7 +924,7 @@ fn feed_unit(
     let mut label = None;
     let (header, batch, old) = match assignment {
         Assignment::Replay { .. } => {
-            let (header, batch) = checkpoint.read_batch(unit)?;
+            let (header, batch) = logged_batch(shared, unit)?;
             let old = replaced(header.retracts)?;
             (header, batch, old)
         }
@@ -934,10 +935,31 @@ fn feed_unit(
                 .as_ref()
                 .context("a file to read but no dataset")?;
             let old = replaced(task.retracts)?;
-            let mut batch = dataset.read(&task.file);
-            if let Some(max_ahead) = shared.max_ahead {
-                quarantine_far_ahead(&mut batch, &task.file.rel, now_ms(), max_ahead);
-            }
+            // The file is copied into the log and parsed from the copy, so that a
+            // replay parses the same bytes. A file that cannot be copied (gone since it
+            // was listed) is read as it is: its rows, or its quarantine, are logged.
+            let copied = checkpoint.copy_source(unit, &task.file.path).ok();
+            let (batch, copy) = match copied {
+                Some((path, len, hash)) => {
+                    let copy = SourceCopy {
+                        len,
+                        hash,
+                        tables: task.file.tables.clone(),
+                        far_ahead: shared.max_ahead.map(|max_ahead| {
+                            let limit = max_ahead.as_millis().min(u128::from(u64::MAX)) as u64;
+                            (now_ms(), limit)
+                        }),
+                    };
+                    (parse_copy(dataset, path, &task.file.rel, &copy), Some(copy))
+                }
+                None => {
+                    let mut batch = dataset.read(&task.file);
+                    if let Some(max_ahead) = shared.max_ahead {
+                        quarantine_far_ahead(&mut batch, &task.file.rel, now_ms(), max_ahead);
+                    }
+                    (batch, None)
+                }
+            };
             let header = WalHeader {
                 time,
                 unit,
@@ -952,7 +974,13 @@ fn feed_unit(
                 retracts: task.retracts,
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             };
-            checkpoint.log_batch(&header, &batch)?;
+            let batch = match copy {
+                Some(copy) => {
+                    checkpoint.log_copy(&header, copy)?;
+                    batch
+                }
+                None => checkpoint.log_batch(&header, batch)?,
+            };
             counters
                 .event_rows
                 .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
@@ -1023,6 +1051,41 @@ fn feed_unit(
     Ok(())
 }
 
+/// What the log holds for `unit`: its rows, or its file parsed again from the log's
+/// copy, exactly as when it was logged (the same bytes, mapping and clock).
+fn logged_batch(shared: &Shared, unit: u64) -> Result<(WalHeader, FileBatch)> {
+    let (header, logged) = shared.checkpoint.read_logged(unit)?;
+    let batch = match logged {
+        Logged::Batch(batch) => batch,
+        Logged::Copy { path, copy } => {
+            let BatchOrigin::File { rel, .. } = &header.origin else {
+                bail!(
+                    "write-ahead log entry {unit} holds a file copy but names live lines: delete the output directory (or run again with --overwrite) to start over"
+                );
+            };
+            let dataset = shared
+                .dataset
+                .as_ref()
+                .context("the write-ahead log holds a dataset file but this run reads no dataset: give the dataset it was written from")?;
+            parse_copy(dataset, path, rel, &copy)
+        }
+    };
+    Ok((header, batch))
+}
+
+/// Parses the log's copy of the dataset file `rel` as the file itself.
+fn parse_copy(dataset: &Dataset, path: PathBuf, rel: &str, copy: &SourceCopy) -> FileBatch {
+    let mut batch = dataset.read(&SourceFile {
+        path,
+        rel: rel.to_string(),
+        tables: copy.tables.clone(),
+    });
+    if let Some((now, limit)) = copy.far_ahead {
+        quarantine_far_ahead(&mut batch, rel, now, Duration::from_millis(limit));
+    }
+    batch
+}
+
 /// Where a live unit (the lines of one source, or a Kafka partition's range) goes: its
 /// logical time, its number, how many units the time has, and its arrival. Every unit
 /// of a live time arrives as the time's first unit: together they are the lines that
@@ -1055,7 +1118,7 @@ impl LiveUnit {
             retracts: None,
             max_ts: batch.events.iter().map(|e| e.ts).max(),
         };
-        shared.checkpoint.log_batch(&header, &batch)?;
+        let batch = shared.checkpoint.log_batch(&header, batch)?;
         shared
             .counters
             .event_rows

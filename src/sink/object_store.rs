@@ -12,7 +12,8 @@
 //!   changed since the last pass, each object in one put. The pass reads
 //!   `_checkpoint/completed.json` *first*, lists the working copy (the checkpoint
 //!   directory last), and puts in this order: the run's identity (`run.json`), the
-//!   write-ahead log, data files (change files, Delta data files), Delta log entries in
+//!   write-ahead log (the copies of input files before the entries that name them),
+//!   data files (change files, Delta data files), Delta log entries in
 //!   version order, `_last_checkpoint`, the change-file manifests, and last the
 //!   `completed.json` it read first. That is the order in which the run itself writes
 //!   them, and every file is listed after the files it names were complete; so at any
@@ -257,9 +258,9 @@ impl ObjectOutput {
             })
             .map(|(rel, stamp)| (rel.clone(), *stamp))
             .collect();
-        // By rank: the run's identity, the write-ahead log, data files, Delta log entries
-        // in version order, `_last_checkpoint` (once its checkpoint is listed), the
-        // change-file manifests. A crash between two puts leaves the prefix as a local
+        // By rank: the run's identity, the write-ahead log (its file copies first), data
+        // files, Delta log entries in version order, `_last_checkpoint` (once its
+        // checkpoint is listed), the change-file manifests. A crash between two puts leaves the prefix as a local
         // output would be after a crash: nothing names a file that is not there.
         let mut ranked: BTreeMap<Rank, Vec<(String, Stamp)>> = BTreeMap::new();
         for (rel, stamp) in changed {
@@ -549,6 +550,8 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
 enum Rank {
     /// `_checkpoint/run.json`: written before anything else of a run.
     Identity,
+    /// The write-ahead log's copies of input files: an entry names its copy.
+    LogCopy,
     /// The write-ahead log: a unit is logged before it is fed.
     Log,
     /// Change files and Delta data files.
@@ -567,6 +570,8 @@ fn rank(rel: &str) -> Rank {
         Rank::Identity
     } else if rel.starts_with("_checkpoint/") && rel.ends_with(".manifest") {
         Rank::Manifest
+    } else if rel.starts_with("_checkpoint/wal/") && rel.ends_with(".src") {
+        Rank::LogCopy
     } else if rel.starts_with("_checkpoint/") {
         Rank::Log
     } else if rel.ends_with("/_delta_log/_last_checkpoint") {
@@ -696,6 +701,7 @@ mod tests {
             "changes/kpis/part-0000000001-w0000.parquet",
             "t/_delta_log/00000000000000000009.json",
             "_checkpoint/wal/00000001.wal",
+            "_checkpoint/wal/00000002.src",
             "_checkpoint/run.json",
             "t/part-0001.parquet",
         ];
@@ -704,6 +710,7 @@ mod tests {
             names,
             [
                 "_checkpoint/run.json",
+                "_checkpoint/wal/00000002.src",
                 "_checkpoint/wal/00000001.wal",
                 "changes/kpis/part-0000000001-w0000.parquet",
                 "t/part-0001.parquet",
