@@ -1,7 +1,7 @@
 //! The whole tidemark dataflow in one readable definition: parsed rows in, every
 //! output table out as a differential collection.
 
-use differential_dataflow::operators::ThresholdTotal;
+use crate::operators::arrange::RunOperators;
 use differential_dataflow::VecCollection;
 use tidemark_records::records::{Item, QuarantineRow, Subscription, UserRow};
 use tidemark_records::time::{day_of, month_of_day};
@@ -151,7 +151,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         &watermarks,
         month_end_of,
     )
-    .distinct_total()
+    .distinct_total_runs()
     .arrange_by_key_named("UserMonths");
     let all_user_months = drop_closed(
         open_user_months

@@ -1,6 +1,6 @@
 //! Daily and monthly active users (contract `daily_active`, `monthly_active`).
 
-use differential_dataflow::operators::CountTotal;
+use crate::operators::arrange::{ReduceRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::{month_first_day, month_of_day};
@@ -15,7 +15,7 @@ pub fn daily_active<'s>(
 ) -> VecCollection<'s, Time, DailyActiveRow> {
     user_days
         .map(|(_user, day)| day)
-        .count_total()
+        .count_total_runs()
         .map(|(day, dau)| DailyActiveRow {
             day,
             dau: dau as i64,
@@ -36,12 +36,12 @@ pub fn monthly_active<'s>(
 ) -> VecCollection<'s, Time, MonthlyActiveRow> {
     let mau = user_months
         .map(|(_user, month)| month)
-        .count_total()
+        .count_total_runs()
         .map(|(month, mau)| (month, MonthPart::Mau(mau as i64)));
     daily
         .map(|row| (month_of_day(row.day), MonthPart::Day(row.day, row.dau)))
         .concat(mau)
-        .reduce_named("MonthlyActive", |&month, parts, output| {
+        .reduce_runs("MonthlyActive", |&month, parts, output| {
             let mut row = MonthlyActiveRow {
                 month,
                 mau: 0,

@@ -21,8 +21,9 @@
 //! dimension of its kind, and one `count_total` per (day, dimension, member) sums the
 //! measures and the active users together (no join of two totals).
 
+use crate::operators::arrange::{ReduceRuns, RunOperators};
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Item, UserRow};
@@ -33,6 +34,7 @@ use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::{arrange_by_key, arrange_by_self};
 use crate::operators::combine::combine;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
@@ -301,7 +303,7 @@ pub fn engagement_by_dimension<'s>(
     let used = measures
         .clone()
         .map(|(source, _day)| source)
-        .threshold_total(|_source, m| isize::from(m.events > 0))
+        .threshold_total_runs(|_source, m| isize::from(m.events > 0))
         .flat_map(move |source| {
             dimensions
                 .iter()
@@ -314,18 +316,18 @@ pub fn engagement_by_dimension<'s>(
     // with a late catalogue or user row), so the gate sits here, not on the table's rows.
     let sourced = items
         .map(|_| ())
-        .distinct_total()
+        .distinct_total_runs()
         .flat_map(|()| [Dimension::Genre, Dimension::Artist])
         .concat(
             users
                 .map(|_| ())
-                .distinct_total()
+                .distinct_total_runs()
                 .flat_map(move |()| dimensions.iter().filter(|d| kind(*d) == Kind::User)),
         )
         .map(|dimension| (dimension, ()));
     let members = used
         .concat(facts)
-        .reduce_named(
+        .reduce_runs(
             "DimensionMembers",
             |&(_dimension, source), inputs, output| {
                 if !inputs
@@ -364,23 +366,25 @@ pub fn engagement_by_dimension<'s>(
         .concat(hour_measures);
     // A user's events of several sources with one member (plays of several rock
     // tracks) are summed on the worker before the exchange.
-    let active_users = combine(
-        actives
-            .arrange_by_key_named("DimensionUsersBySource")
-            .join_core(members, |_source, &(day, user), &(slot, member)| {
-                Some((day, slot, member, user))
-            })
-            .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user))),
-        "CombineDimensionMemberUsers",
+    let active_users = arrange_by_self(
+        combine(
+            arrange_by_key(actives, "DimensionUsersBySource")
+                .join_core(members, |_source, &(day, user), &(slot, member)| {
+                    Some((day, slot, member, user))
+                })
+                .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user))),
+            "CombineDimensionMemberUsers",
+        ),
+        "DimensionMemberUsers",
     )
-    .distinct_total()
+    .threshold_total(|_, _| 1isize)
     .map(|(day, slot, member, _user)| (day, slot, member));
 
     // Measures and active users meet in one sum per (day, dimension, member): each
     // distinct active user adds one to its `users`.
     let table = measures
         .concat(active_users.explode(|key| Some((key, Sums::user()))))
-        .count_total()
+        .count_total_runs()
         .map(move |((day, slot, member), sums)| DimensionRow {
             day,
             dimension: dimension_at(dimensions, slot),

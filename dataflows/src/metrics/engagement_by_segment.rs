@@ -17,15 +17,16 @@
 //! duration) per segment it reaches, summed per segment by a `count_total` over those
 //! triples.
 
+use crate::operators::arrange::{ReduceRuns, RunOperators};
 use std::collections::{BTreeMap, BTreeSet};
 
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::Action;
 use crate::model::name::Name;
+use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
@@ -86,7 +87,7 @@ pub fn engagement_by_segment<'s>(
             UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
             UserFact::Profile(..) => None,
         })
-        .distinct_total()
+        .distinct_total_runs()
         .arrange_by_self_named("ChangeDays");
     let facts = users
         .map(|(u, arrival)| {
@@ -112,25 +113,26 @@ pub fn engagement_by_segment<'s>(
             .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize)))),
         "CombineUserDayTotals",
     )
-    .count_total()
+    .count_total_runs()
     .map(|((user, day), (events, duration))| {
         (
             (user, month_of_day(day)),
             MonthInput::Day(day, events as i64, duration as i64),
         )
     });
-    let change_day_events = day_events
-        .arrange_by_key_named("EventsByUserDay")
-        .join_core(change_days, |(user, day), (ts, duration), ()| {
+    let change_day_events = arrange_by_key(day_events, "EventsByUserDay").join_core(
+        change_days,
+        |(user, day), (ts, duration), ()| {
             Some((
                 (*user, month_of_day(*day)),
                 MonthInput::Event(*ts, *duration),
             ))
-        });
+        },
+    );
     let segments = day_totals
         .concat(change_day_events)
         .concat(facts_by_month)
-        .reduce_named("UserMonthSegments", |_user_month, inputs, output| {
+        .reduce_runs("UserMonthSegments", |_user_month, inputs, output| {
             let mut country: Option<(Arrival, Option<String>)> = None;
             let mut plan_facts = Vec::new();
             let mut change_days = BTreeSet::new();
@@ -179,7 +181,7 @@ pub fn engagement_by_segment<'s>(
                 (1isize, events as isize, duration as isize),
             ))
         })
-        .count_total()
+        .count_total_runs()
         .map(
             |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
                 month,

@@ -10,7 +10,7 @@
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use differential_dataflow::operators::CountTotal;
+use crate::operators::arrange::{ReduceRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::day_of;
@@ -82,12 +82,12 @@ pub fn feature_adoption<'s>(
         "FirstUse",
     )
     .map(|((_user, event_type), day)| (event_type, day))
-    .count_total()
+    .count_total_runs()
     .map(|((event_type, day), n)| (event_type, (day, DayPart::New(n as i64))));
     let occurred = event_mix.map(|row| (row.event_type, (row.day, DayPart::Report)));
     let adopters = new_adopters
         .concat(occurred)
-        .reduce_named("AdoptersToDate", |_type, parts, output| {
+        .reduce_runs("AdoptersToDate", |_type, parts, output| {
             for report in running_sums(parts) {
                 output.push((report, 1isize));
             }
@@ -98,12 +98,12 @@ pub fn feature_adoption<'s>(
     // day, summed over the active days.
     let new_users = first_days
         .map(|(_user, day)| day)
-        .count_total()
+        .count_total_runs()
         .map(|(day, n)| ((), (day, DayPart::New(n as i64))));
     let active_days = daily_active.map(|row| ((), (row.day, DayPart::Report)));
     let users_to_date = new_users
         .concat(active_days)
-        .reduce_named("UsersToDate", |_unit, parts, output| {
+        .reduce_runs("UsersToDate", |_unit, parts, output| {
             for (day, _new, total) in running_sums(parts) {
                 output.push(((day, total), 1isize));
             }

@@ -2,6 +2,7 @@
 //! per user into a handful of flags, then the flags are counted globally, so a change
 //! touches one user's reduce and one small global reduce.
 
+use crate::operators::arrange::ReduceRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +73,7 @@ pub fn kpis<'s>(
     event_facts
         .concat(session_facts)
         .concat(plan_facts)
-        .reduce_named("UserKpiFlags", move |_user, facts, output| {
+        .reduce_runs("UserKpiFlags", move |_user, facts, output| {
             let mut flags = UserFlags {
                 seen: false,
                 listed: false,
@@ -105,7 +106,7 @@ pub fn kpis<'s>(
             output.push((flags, 1isize));
         })
         .map(|(_user, flags)| ((), flags))
-        .reduce_named("Kpis", |_unit, flag_counts, output| {
+        .reduce_runs("Kpis", |_unit, flag_counts, output| {
             let count = |pred: fn(&UserFlags) -> bool| -> i64 {
                 flag_counts
                     .iter()

@@ -2,9 +2,9 @@
 //! month of their first accepted event; each later month they are active counts them
 //! as retained in that cell.
 
+use crate::operators::arrange::RunOperators;
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::operators::arrange::TraceAgent;
-use differential_dataflow::operators::CountTotal;
 use differential_dataflow::trace::implementations::ValSpine;
 use differential_dataflow::VecCollection;
 
@@ -33,14 +33,14 @@ pub fn retention_cohorts<'s>(
     let cohort_size = cohorts
         .clone()
         .map(|(_user, cohort)| cohort)
-        .count_total()
+        .count_total_runs()
         .map(|(cohort, size)| (cohort, size as i64));
     let cohort_of_user = cohorts.arrange_by_key_named("CohortOfUser");
     let cells = user_months
         .join_core(cohort_of_user, |_user, month, cohort| {
             Some((*cohort, (*month - *cohort) as i64))
         })
-        .count_total()
+        .count_total_runs()
         .map(|((cohort, months_since), active)| (cohort, (months_since, active as i64)))
         .join(cohort_size)
         .map(

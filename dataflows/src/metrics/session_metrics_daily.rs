@@ -2,7 +2,7 @@
 //! start)": "sessions, avg_duration_s, avg_actions". The sums are kept as the
 //! difference of one `count_total`, so a changed session costs a constant amount.
 
-use differential_dataflow::operators::CountTotal;
+use crate::operators::arrange::RunOperators;
 use differential_dataflow::VecCollection;
 use tidemark_records::time::day_of;
 
@@ -20,7 +20,7 @@ pub fn session_metrics_daily<'s>(
             let totals = (1isize, (s.end - s.start) as isize, s.actions as isize);
             Some((day_of(s.start), totals))
         })
-        .count_total()
+        .count_total_runs()
         .map(|(day, (sessions, duration_ms, actions))| SessionDailyRow {
             day,
             sessions: sessions as i64,

@@ -16,6 +16,7 @@
 //! therefore touches only the windows whose baseline holds it, and a new first window
 //! only the warm-up windows it moves.
 
+use crate::operators::arrange::ReduceRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::Millis;
@@ -50,11 +51,11 @@ fn first_window<'s>(
 ) -> VecCollection<'s, Time, Millis> {
     windows
         .map(|row| (day_of(row.start), row.start))
-        .reduce_named("FirstWindowOfDay", |_day, starts, output| {
+        .reduce_runs("FirstWindowOfDay", |_day, starts, output| {
             output.push((*starts[0].0, 1isize))
         })
         .map(|(_day, start)| ((), start))
-        .reduce_named("FirstWindow", |_unit, starts, output| {
+        .reduce_runs("FirstWindow", |_unit, starts, output| {
             output.push((*starts[0].0, 1isize))
         })
         .map(|((), start)| start)

@@ -4,6 +4,7 @@
 //! builds its features and labels from these two tables alone, so they are maintained
 //! incrementally like every other table and no raw file is read again.
 
+use crate::operators::arrange::ReduceRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::day_of;
@@ -61,7 +62,7 @@ pub fn user_activity_daily<'s>(
     });
     event_facts
         .concat(session_facts)
-        .reduce_named("UserActivityDaily", |_user_day, facts, output| {
+        .reduce_runs("UserActivityDaily", |_user_day, facts, output| {
             let mut row = (0i64, 0i64, 0i64, 0i64, 0i64);
             for (fact, count) in facts {
                 let count = *count as i64;
@@ -101,7 +102,7 @@ pub fn user_plans<'s>(
     plan_facts: VecCollection<'s, Time, (Name, PlanFact)>,
 ) -> VecCollection<'s, Time, UserPlanRow> {
     plan_facts
-        .reduce_named("UserPlans", |_user, facts, output| {
+        .reduce_runs("UserPlans", |_user, facts, output| {
             let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| *fact));
             for (valid_from, plan) in history.effective_changes() {
                 output.push(((valid_from, plan), 1isize));

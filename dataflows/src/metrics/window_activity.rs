@@ -1,7 +1,7 @@
 //! Tumbling activity windows (contract `window_activity`): events, exact distinct
 //! active users and sessions started per window of `window_ms`.
 
-use differential_dataflow::operators::CountTotal;
+use crate::operators::arrange::RunOperators;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::Millis;
@@ -41,7 +41,7 @@ pub fn window_activity<'s>(
 ) -> VecCollection<'s, Time, WindowRow> {
     let started = sessions
         .map(move |s| window_start(s.start, window_ms))
-        .count_total()
+        .count_total_runs()
         .map(|(window, count)| (window, WindowPart::Started(count as i64)));
     // A user's events of one window are counted on each worker before they are held
     // and arranged: a session puts several events in a window.

@@ -21,11 +21,11 @@
 //! first use of a feature), which needs O(keys) state where a reduce would keep every
 //! value.
 
+use crate::operators::arrange::{ReduceRuns, RunOperators};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
 use differential_dataflow::consolidation::consolidate_updates;
-use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use tidemark_records::records::Millis;
 use tidemark_records::time::{day_start, month_first_day};
@@ -327,7 +327,7 @@ where
 {
     let retire = bound.clone();
     let output =
-        retire_behind(input, watermarks, move |(key, _)| retire(key)).reduce_named(name, logic);
+        retire_behind(input, watermarks, move |(key, _)| retire(key)).reduce_runs(name, logic);
     drop_closed(output, watermarks, move |(key, _)| bound(key))
 }
 
@@ -378,7 +378,7 @@ where
     D: ExchangeData + Hashable + Ord,
     B: Fn(&D) -> Option<Millis> + Clone + 'static,
 {
-    let live = retire_behind(data, watermarks, bound.clone()).distinct_total();
+    let live = retire_behind(data, watermarks, bound.clone()).distinct_total_runs();
     drop_closed(live, watermarks, bound)
 }
 
@@ -439,7 +439,7 @@ where
     V: ExchangeData + Ord,
 {
     if !insert_only {
-        return pairs.reduce_named(name, |_key, values, output| {
+        return pairs.reduce_runs(name, |_key, values, output| {
             output.push((values[0].0.clone(), 1isize))
         });
     }

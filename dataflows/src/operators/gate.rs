@@ -1,6 +1,7 @@
 //! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
 //! deduplication by `event_id` (first seen wins).
 
+use crate::operators::arrange::ReduceRuns;
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -445,7 +446,7 @@ pub fn deduplicate_with_retractions<'s>(
     rows: VecCollection<'s, Time, Admitted>,
 ) -> VecCollection<'s, Time, Action> {
     rows.map(|row| (row.id, (row.batch, row.row, row.action)))
-        .reduce_named("DeduplicateWithRetractions", |_id, arrivals, output| {
+        .reduce_runs("DeduplicateWithRetractions", |_id, arrivals, output| {
             // Values arrive sorted, so the first is the earliest live arrival.
             output.push((arrivals[0].0 .2, 1isize));
         })

@@ -1,8 +1,9 @@
 //! Operators shared by the metrics: the watermark gate and deduplication ([`gate`]),
 //! pre-aggregation before an exchange ([`combine`], [`pre_reduce`]), state retired behind
-//! the watermark ([`expiry`]), and the buffer that holds data until its logical time is complete
-//! ([`held`]).
+//! the watermark ([`expiry`]), the buffer that holds data until its logical time is complete
+//! ([`held`]), and arrangements that sort their input in long runs ([`arrange`]).
 
+pub mod arrange;
 pub mod combine;
 pub mod expiry;
 pub mod gate;

@@ -1,0 +1,252 @@
+//! Arrangements of the per-event collections with a batcher that sorts its input in
+//! large runs.
+//!
+//! Differential's default batcher sorts each arriving 8 KB container (about 128 to 256
+//! records) and then merges these runs geometrically, so a logical time of `n` records
+//! copies each record about `log2(n / 200)` times, through a `VecDeque` per merge; on
+//! a backfill that merging is the largest single cost of the run. [`SortedRuns`] gathers
+//! [`RUN_BYTES`] of records first and sorts and consolidates them at once (an in-place
+//! sort, far cheaper per record than a merge pass), so the ladder starts from runs a
+//! hundred times longer and merges each record a few times only. The merging, sealing
+//! and traces are differential's own.
+
+use std::collections::VecDeque;
+
+use differential_dataflow::batcher::merge::vec::VecMerger;
+use differential_dataflow::batcher::merge::MergeBatcher;
+use differential_dataflow::consolidation::consolidate_updates;
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
+use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+use differential_dataflow::trace::implementations::ord_neu::{VecOrdKeyBuilder, VecOrdValBuilder};
+use differential_dataflow::trace::implementations::{KeySpine, ValBuilder, ValSpine};
+use differential_dataflow::{ExchangeData, VecCollection};
+use timely::container::{ContainerBuilder, PushInto};
+
+use crate::operators::gate::Time;
+
+/// How many bytes of updates a run gathers before it is sorted.
+pub const RUN_BYTES: usize = 1 << 20;
+
+/// A chunker that sorts and consolidates its input in runs of about [`RUN_BYTES`].
+pub struct SortedRuns<U> {
+    pending: Vec<U>,
+    ready: VecDeque<Vec<U>>,
+    out: Vec<U>,
+}
+
+impl<U> Default for SortedRuns<U> {
+    fn default() -> Self {
+        SortedRuns {
+            pending: Vec::new(),
+            ready: VecDeque::new(),
+            out: Vec::new(),
+        }
+    }
+}
+
+impl<U> SortedRuns<U> {
+    /// Records per run: [`RUN_BYTES`] of them, at least 1024.
+    fn run_len() -> usize {
+        (RUN_BYTES / std::mem::size_of::<U>().max(1)).max(1024)
+    }
+}
+
+impl<D: Ord, T: Ord, R: Semigroup> SortedRuns<(D, T, R)> {
+    /// Sorts and consolidates the pending records; ships them once at least half a run
+    /// is left (updates that cancel keep gathering).
+    fn seal(&mut self, at_end: bool) {
+        consolidate_updates(&mut self.pending);
+        if self.pending.len() >= Self::run_len() / 2 || (at_end && !self.pending.is_empty()) {
+            self.ready.push_back(std::mem::take(&mut self.pending));
+        }
+    }
+}
+
+impl<D: Ord, T: Ord, R: Semigroup> PushInto<&mut Vec<(D, T, R)>> for SortedRuns<(D, T, R)> {
+    fn push_into(&mut self, container: &mut Vec<(D, T, R)>) {
+        // Grown as records come: most arrangements see far less than a run per time.
+        self.pending.append(container);
+        if self.pending.len() >= Self::run_len() {
+            self.seal(false);
+        }
+    }
+}
+
+impl<D, T, R> ContainerBuilder for SortedRuns<(D, T, R)>
+where
+    D: Ord + Clone + 'static,
+    T: Ord + Clone + 'static,
+    R: Semigroup + Clone + 'static,
+{
+    type Container = Vec<(D, T, R)>;
+
+    fn extract(&mut self) -> Option<&mut Self::Container> {
+        self.out = self.ready.pop_front()?;
+        Some(&mut self.out)
+    }
+
+    fn finish(&mut self) -> Option<&mut Self::Container> {
+        if !self.pending.is_empty() {
+            self.seal(true);
+        }
+        self.extract()
+    }
+}
+
+/// Differential's value batcher with [`SortedRuns`] as its chunker.
+pub type RunValBatcher<K, V, R> = MergeBatcher<
+    SortedRuns<((K, V), Time, R)>,
+    VecMerger<(K, V), Time, R>,
+    VecOrdValBuilder<K, V, Time, R>,
+>;
+/// Differential's key batcher with [`SortedRuns`] as its chunker.
+pub type RunKeyBatcher<K, R> = MergeBatcher<
+    SortedRuns<((K, ()), Time, R)>,
+    VecMerger<(K, ()), Time, R>,
+    VecOrdKeyBuilder<K, Time, R>,
+>;
+
+/// `collection.arrange_by_key_named(name)`, sorting its input in long runs.
+pub fn arrange_by_key<'s, K, V, R>(
+    collection: VecCollection<'s, Time, (K, V), R>,
+    name: &str,
+) -> Arranged<'s, TraceAgent<ValSpine<K, V, Time, R>>>
+where
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+    R: ExchangeData + Semigroup,
+{
+    collection.arrange_named::<RunValBatcher<K, V, R>, _>(name, RunValBatcher::new)
+}
+
+/// `collection.arrange_by_self_named(name)`, sorting its input in long runs.
+pub fn arrange_by_self<'s, K, R>(
+    collection: VecCollection<'s, Time, K, R>,
+    name: &str,
+) -> Arranged<'s, TraceAgent<KeySpine<K, Time, R>>>
+where
+    K: ExchangeData + Hashable,
+    R: ExchangeData + Semigroup,
+{
+    collection
+        .map(|key| (key, ()))
+        .arrange_named::<RunKeyBatcher<K, R>, _>(name, RunKeyBatcher::new)
+}
+
+/// Differential's `count_total`, `threshold_total` and `distinct_total`, with their
+/// input arranged by [`arrange_by_self`]: the same operators and results, with cheaper
+/// batching.
+pub trait RunOperators<'s, D, R> {
+    /// `count_total()`.
+    fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize>;
+
+    /// `threshold_total(thresh)`.
+    fn threshold_total_runs<F>(self, thresh: F) -> VecCollection<'s, Time, D, isize>
+    where
+        F: FnMut(&D, &R) -> isize + 'static;
+
+    /// `distinct_total()`.
+    fn distinct_total_runs(self) -> VecCollection<'s, Time, D, isize>;
+}
+
+impl<'s, D, R> RunOperators<'s, D, R> for VecCollection<'s, Time, D, R>
+where
+    D: ExchangeData + Hashable,
+    R: ExchangeData + Semigroup,
+{
+    fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize> {
+        arrange_by_self(self, "Arrange: CountTotal").count_total()
+    }
+
+    fn threshold_total_runs<F>(self, thresh: F) -> VecCollection<'s, Time, D, isize>
+    where
+        F: FnMut(&D, &R) -> isize + 'static,
+    {
+        arrange_by_self(self, "Arrange: ThresholdTotal").threshold_total(thresh)
+    }
+
+    fn distinct_total_runs(self) -> VecCollection<'s, Time, D, isize> {
+        self.threshold_total_runs(|_, _| 1)
+    }
+}
+
+/// Differential's `reduce_named`, with its input arranged by [`arrange_by_key`].
+pub trait ReduceRuns<'s, K, V> {
+    /// `reduce_named(name, logic)`.
+    fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
+    where
+        V2: ExchangeData,
+        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static;
+}
+
+impl<'s, K, V> ReduceRuns<'s, K, V> for VecCollection<'s, Time, (K, V)>
+where
+    K: ExchangeData + Hashable,
+    V: ExchangeData,
+{
+    fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
+    where
+        V2: ExchangeData,
+        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+    {
+        arrange_by_key(self, &format!("Arrange: {name}"))
+            .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<K, V2, _, _>, _, _>(
+                name,
+                logic,
+                |vec, key, upds| {
+                    vec.clear();
+                    vec.extend(upds.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
+                },
+            )
+            .as_collection(|k, v| (k.clone(), v.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every run is sorted and consolidated, and the runs hold exactly the input's
+    /// updates (summed), whatever the containers' sizes and order.
+    #[test]
+    fn runs_are_sorted_consolidated_and_lose_nothing() {
+        type U = (u64, u64, isize);
+        let mut chunker = SortedRuns::<U>::default();
+        let mut expected: Vec<U> = Vec::new();
+        let mut runs: Vec<Vec<U>> = Vec::new();
+        let mut x: u64 = 7;
+        for size in [1usize, 5_000, 40_000, 70_000, 3, 90_000] {
+            let mut container: Vec<U> = (0..size)
+                .map(|i| {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    // Keys repeat, so that some updates meet and some cancel.
+                    let diff = if i % 3 == 0 { -1 } else { 1 };
+                    ((x >> 40) % 100_000, (x >> 20) % 3, diff)
+                })
+                .collect();
+            expected.extend(container.iter().copied());
+            chunker.push_into(&mut container);
+            assert!(container.is_empty(), "the container is taken whole");
+            while let Some(run) = chunker.extract() {
+                runs.push(std::mem::take(run));
+            }
+        }
+        while let Some(run) = chunker.finish() {
+            runs.push(std::mem::take(run));
+        }
+        assert!(runs.len() > 1, "the input spans several runs");
+        let mut got = Vec::new();
+        for run in &runs {
+            assert!(run.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+            assert!(run.iter().all(|u| u.2 != 0));
+            got.extend(run.iter().copied());
+        }
+        consolidate_updates(&mut got);
+        consolidate_updates(&mut expected);
+        assert_eq!(got, expected);
+    }
+}
