@@ -1,7 +1,7 @@
 //! The whole tidemark dataflow in one readable definition: parsed rows in, every
 //! output table out as a differential collection.
 
-use crate::operators::arrange::RunOperators;
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use tidemark_records::records::{Item, QuarantineRow, Subscription, UserRow};
 use tidemark_records::time::{day_of, month_of_day};
@@ -152,7 +152,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         month_end_of,
     )
     .distinct_total_runs()
-    .arrange_by_key_named("UserMonths");
+    .arrange_by_key_runs("UserMonths");
     let all_user_months = drop_closed(
         open_user_months
             .clone()
@@ -186,9 +186,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let segment_months = if params.forget_behind_watermark {
         open_user_months
     } else {
-        all_user_months
-            .clone()
-            .arrange_by_key_named("AllUserMonths")
+        all_user_months.clone().arrange_by_key_runs("AllUserMonths")
     };
     let engagement_by_segment = engagement_by_segment(
         events.clone(),

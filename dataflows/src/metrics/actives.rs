@@ -1,6 +1,6 @@
 //! Daily and monthly active users (contract `daily_active`, `monthly_active`).
 
-use crate::operators::arrange::{ReduceRuns, RunOperators};
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::{month_first_day, month_of_day};

@@ -21,7 +21,7 @@
 //! dimension of its kind, and one `count_total` per (day, dimension, member) sums the
 //! measures and the active users together (no join of two totals).
 
-use crate::operators::arrange::{ReduceRuns, RunOperators};
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
@@ -356,10 +356,9 @@ pub fn engagement_by_dimension<'s>(
         });
     // One arrangement of the members for both joins (a join multiplies the measures
     // by the member's count).
-    let members = members.arrange_by_key_named("DimensionMembersBySource");
+    let members = members.arrange_by_key_runs("DimensionMembersBySource");
 
-    let measures = measures
-        .arrange_by_key_named("DimensionMeasuresBySource")
+    let measures = arrange_by_key(measures, "DimensionMeasuresBySource")
         .join_core(members.clone(), |_source, &day, &(slot, member)| {
             Some((day, slot, member))
         })

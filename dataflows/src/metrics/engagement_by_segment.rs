@@ -17,7 +17,7 @@
 //! duration) per segment it reaches, summed per segment by a `count_total` over those
 //! triples.
 
-use crate::operators::arrange::{ReduceRuns, RunOperators};
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use std::collections::{BTreeMap, BTreeSet};
 
 use differential_dataflow::VecCollection;
@@ -88,7 +88,7 @@ pub fn engagement_by_segment<'s>(
             UserFact::Profile(..) => None,
         })
         .distinct_total_runs()
-        .arrange_by_self_named("ChangeDays");
+        .arrange_by_self_runs("ChangeDays");
     let facts = users
         .map(|(u, arrival)| {
             (
@@ -97,7 +97,7 @@ pub fn engagement_by_segment<'s>(
             )
         })
         .concat(changes)
-        .arrange_by_key_named("UserFacts");
+        .arrange_by_key_runs("UserFacts");
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });

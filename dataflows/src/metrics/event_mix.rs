@@ -9,6 +9,7 @@
 
 use crate::model::action::Action;
 use crate::model::name::Name;
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::combine::combine;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
@@ -29,7 +30,7 @@ pub fn day_types<'s>(events: VecCollection<'s, Time, Action>) -> DayTypes<'s> {
         events.map(|e| (day_of(e.ts), e.event_type)),
         "CombineDayTypes",
     )
-    .arrange_by_key_named("DayTypes")
+    .arrange_by_key_runs("DayTypes")
 }
 
 /// Reduces `day_types` per day with `logic`, giving one output collection of rows.

@@ -10,7 +10,7 @@
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::{ReduceRuns, RunOperators};
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::day_of;

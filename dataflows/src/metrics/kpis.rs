@@ -2,7 +2,7 @@
 //! per user into a handful of flags, then the flags are counted globally, so a change
 //! touches one user's reduce and one small global reduce.
 
-use crate::operators::arrange::ReduceRuns;
+use crate::operators::arrange::ByKeyRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 

@@ -16,7 +16,7 @@
 //! therefore touches only the windows whose baseline holds it, and a new first window
 //! only the warm-up windows it moves.
 
-use crate::operators::arrange::ReduceRuns;
+use crate::operators::arrange::ByKeyRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::Millis;

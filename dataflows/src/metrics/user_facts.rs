@@ -4,7 +4,7 @@
 //! builds its features and labels from these two tables alone, so they are maintained
 //! incrementally like every other table and no raw file is read again.
 
-use crate::operators::arrange::ReduceRuns;
+use crate::operators::arrange::ByKeyRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::day_of;

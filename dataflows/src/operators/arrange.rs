@@ -135,10 +135,13 @@ where
         .arrange_named::<RunKeyBatcher<K, R>, _>(name, RunKeyBatcher::new)
 }
 
-/// Differential's `count_total`, `threshold_total` and `distinct_total`, with their
-/// input arranged by [`arrange_by_self`]: the same operators and results, with cheaper
+/// Differential's `arrange_by_self_named`, `count_total`, `threshold_total` and
+/// `distinct_total`, arranging by [`arrange_by_self`]: the same operators and results, with cheaper
 /// batching.
-pub trait RunOperators<'s, D, R> {
+pub trait RunOperators<'s, D: ExchangeData + Hashable, R: ExchangeData + Semigroup> {
+    /// `arrange_by_self_named(name)`.
+    fn arrange_by_self_runs(self, name: &str) -> Arranged<'s, TraceAgent<KeySpine<D, Time, R>>>;
+
     /// `count_total()`.
     fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize>;
 
@@ -156,6 +159,10 @@ where
     D: ExchangeData + Hashable,
     R: ExchangeData + Semigroup,
 {
+    fn arrange_by_self_runs(self, name: &str) -> Arranged<'s, TraceAgent<KeySpine<D, Time, R>>> {
+        arrange_by_self(self, name)
+    }
+
     fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize> {
         arrange_by_self(self, "Arrange: CountTotal").count_total()
     }
@@ -172,8 +179,15 @@ where
     }
 }
 
-/// Differential's `reduce_named`, with its input arranged by [`arrange_by_key`].
-pub trait ReduceRuns<'s, K, V> {
+/// Differential's `arrange_by_key_named` and `reduce_named`, arranging by
+/// [`arrange_by_key`].
+pub trait ByKeyRuns<'s, K: ExchangeData + Hashable, V: ExchangeData> {
+    /// `arrange_by_key_named(name)`.
+    fn arrange_by_key_runs(
+        self,
+        name: &str,
+    ) -> Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>>;
+
     /// `reduce_named(name, logic)`.
     fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
     where
@@ -181,11 +195,18 @@ pub trait ReduceRuns<'s, K, V> {
         L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static;
 }
 
-impl<'s, K, V> ReduceRuns<'s, K, V> for VecCollection<'s, Time, (K, V)>
+impl<'s, K, V> ByKeyRuns<'s, K, V> for VecCollection<'s, Time, (K, V)>
 where
     K: ExchangeData + Hashable,
     V: ExchangeData,
 {
+    fn arrange_by_key_runs(
+        self,
+        name: &str,
+    ) -> Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>> {
+        arrange_by_key(self, name)
+    }
+
     fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
     where
         V2: ExchangeData,

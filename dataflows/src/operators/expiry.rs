@@ -21,7 +21,7 @@
 //! first use of a feature), which needs O(keys) state where a reduce would keep every
 //! value.
 
-use crate::operators::arrange::{ReduceRuns, RunOperators};
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 

@@ -1,7 +1,7 @@
 //! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
 //! deduplication by `event_id` (first seen wins).
 
-use crate::operators::arrange::ReduceRuns;
+use crate::operators::arrange::ByKeyRuns;
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
