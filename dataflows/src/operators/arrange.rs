@@ -59,7 +59,15 @@ impl<D: Ord, T: Ord, R: Semigroup> SortedRuns<(D, T, R)> {
     fn seal(&mut self, at_end: bool) {
         consolidate_updates(&mut self.pending);
         if self.pending.len() >= Self::run_len() / 2 || (at_end && !self.pending.is_empty()) {
-            self.ready.push_back(std::mem::take(&mut self.pending));
+            // An arrangement that just filled a run will fill the next: room for it at
+            // once, not a copy each time the run doubles.
+            let next = if at_end {
+                Vec::new()
+            } else {
+                Vec::with_capacity(Self::run_len())
+            };
+            self.ready
+                .push_back(std::mem::replace(&mut self.pending, next));
         }
     }
 }
