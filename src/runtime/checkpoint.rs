@@ -408,30 +408,18 @@ impl Checkpoint {
     pub fn copy_source(&self, unit: u64, source: &Path) -> Result<(PathBuf, u64, u64)> {
         let path = self.copy_file(unit);
         let tmp = path.with_file_name(format!(".{unit:010}.{COPY_SUFFIX}.tmp"));
-        let mut from =
-            File::open(source).with_context(|| format!("opening {}", source.display()))?;
         let mut to = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut len = 0u64;
-        loop {
-            let n = std::io::Read::read(&mut from, &mut buf)
-                .with_context(|| format!("reading {}", source.display()))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            to.write_all(&buf[..n])
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            len += n as u64;
-        }
+        let (len, hash) = read_hashed(source, |bytes| {
+            to.write_all(bytes)
+                .with_context(|| format!("writing {}", tmp.display()))
+        })?;
         to.sync_all()
             .with_context(|| format!("syncing {}", tmp.display()))?;
         drop(to);
         // The entry's write syncs the directory, and with it this rename.
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("renaming into {}", path.display()))?;
-        Ok((path, len, hasher.digest()))
+        Ok((path, len, hash))
     }
 
     /// Logs a unit whose file [`Checkpoint::copy_source`] copied, durably.
@@ -654,9 +642,16 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
 
 /// xxh3-64 of a file's contents.
 pub fn hash_file(path: &Path) -> Result<u64> {
+    read_hashed(path, |_| Ok(())).map(|(_, hash)| hash)
+}
+
+/// Reads `path` through in 1 MiB pieces, handing each to `each`; returns its length and
+/// xxh3-64.
+fn read_hashed(path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<(u64, u64)> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
+    let mut len = 0u64;
     loop {
         let n = std::io::Read::read(&mut file, &mut buf)
             .with_context(|| format!("reading {}", path.display()))?;
@@ -664,8 +659,10 @@ pub fn hash_file(path: &Path) -> Result<u64> {
             break;
         }
         hasher.update(&buf[..n]);
+        each(&buf[..n])?;
+        len += n as u64;
     }
-    Ok(hasher.digest())
+    Ok((len, hasher.digest()))
 }
 
 /// A file's size and modification time (ns since the epoch, 0 if unknown).
