@@ -28,11 +28,10 @@ pub struct Rewrite {
 pub fn plan_rewrites(
     spec: &TableSpec,
     time: u64,
-    mut changes: Vec<(Vec<Cell>, i64)>,
+    changes: Vec<(Vec<Cell>, i64)>,
     forced: impl IntoIterator<Item = i64>,
     mut current: impl FnMut(i64) -> Result<Vec<Vec<Cell>>>,
 ) -> Result<Vec<Rewrite>> {
-    consolidate(&mut changes);
     let mut by_bucket: BTreeMap<i64, Vec<(Vec<Cell>, i64)>> = BTreeMap::new();
     for (row, diff) in changes {
         by_bucket
@@ -40,6 +39,12 @@ pub fn plan_rewrites(
             .or_default()
             .push((row, diff));
     }
+    // Consolidated per bucket (a row has one bucket): many small sorts of rows, which
+    // are costly to compare, instead of one large one.
+    for diffs in by_bucket.values_mut() {
+        consolidate(diffs);
+    }
+    by_bucket.retain(|_, diffs| !diffs.is_empty());
     for bucket in forced {
         by_bucket.entry(bucket).or_default();
     }
