@@ -1,7 +1,6 @@
 //! The whole tidemark dataflow in one readable definition: parsed rows in, every
 //! output table out as a differential collection.
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use tidemark_records::records::{Item, QuarantineRow, Subscription, UserRow};
 use tidemark_records::time::{day_of, month_of_day};
@@ -24,6 +23,7 @@ use crate::model::name::Name;
 use crate::model::plans::{plan_facts, Arrival};
 use crate::model::settings::Params;
 use crate::model::tables::{TableRow, TableSpec};
+use crate::operators::arrange::{arrange_by_key, RunOperators};
 use crate::operators::combine::combine;
 use crate::operators::expiry::{
     day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
@@ -144,15 +144,17 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     // Distinct (user, month) pairs of months still open, arranged once by user for the
     // cohorts; `all_user_months` keeps closed months too.
     let month_end_of = |(_user, month): &(Name, i32)| Some(month_end(*month));
-    let open_user_months = retire_behind(
-        user_days
-            .clone()
-            .map(|(user, day)| (user, month_of_day(day))),
-        &watermarks,
-        month_end_of,
-    )
-    .distinct_total_runs()
-    .arrange_by_key_runs("UserMonths");
+    let open_user_months = arrange_by_key(
+        retire_behind(
+            user_days
+                .clone()
+                .map(|(user, day)| (user, month_of_day(day))),
+            &watermarks,
+            month_end_of,
+        )
+        .distinct_total_runs(),
+        "UserMonths",
+    );
     let all_user_months = drop_closed(
         open_user_months
             .clone()
@@ -186,7 +188,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let segment_months = if params.forget_behind_watermark {
         open_user_months
     } else {
-        all_user_months.clone().arrange_by_key_runs("AllUserMonths")
+        arrange_by_key(all_user_months.clone(), "AllUserMonths")
     };
     let engagement_by_segment = engagement_by_segment(
         events.clone(),

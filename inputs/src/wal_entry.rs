@@ -117,28 +117,41 @@ pub enum EntryError {
     Unreadable(String),
 }
 
+fn unreadable(e: &dyn std::fmt::Display) -> EntryError {
+    EntryError::Unreadable(e.to_string())
+}
+
 /// Encodes one entry.
 pub fn encode(header: &WalHeader, payload: &Payload) -> Result<Vec<u8>, EntryError> {
-    let unreadable = |e: &dyn std::fmt::Display| EntryError::Unreadable(e.to_string());
+    match payload {
+        Payload::Batch(batch) => encode_batch(header, batch),
+        Payload::Copy(copy) => encode_copy(header, copy),
+    }
+}
+
+/// Encodes the entry of a unit logged as its rows.
+pub fn encode_batch(header: &WalHeader, batch: &FileBatch) -> Result<Vec<u8>, EntryError> {
+    let batch_bytes = bincode::serialize(batch).map_err(|e| unreadable(&e))?;
+    let packed = zstd::encode_all(&batch_bytes[..], LEVEL).map_err(|e| unreadable(&e))?;
+    frame(header, KIND_BATCH, &packed)
+}
+
+/// Encodes the entry of a unit logged as a copy of its file.
+pub fn encode_copy(header: &WalHeader, copy: &SourceCopy) -> Result<Vec<u8>, EntryError> {
+    let copy_bytes = bincode::serialize(copy).map_err(|e| unreadable(&e))?;
+    frame(header, KIND_COPY, &copy_bytes)
+}
+
+/// The entry's bytes around a payload of `kind`.
+fn frame(header: &WalHeader, kind: u8, payload: &[u8]) -> Result<Vec<u8>, EntryError> {
     let header_bytes = bincode::serialize(header).map_err(|e| unreadable(&e))?;
-    let (kind, payload) = match payload {
-        Payload::Batch(batch) => {
-            let batch_bytes = bincode::serialize(batch).map_err(|e| unreadable(&e))?;
-            let packed = zstd::encode_all(&batch_bytes[..], LEVEL).map_err(|e| unreadable(&e))?;
-            (KIND_BATCH, packed)
-        }
-        Payload::Copy(copy) => (
-            KIND_COPY,
-            bincode::serialize(copy).map_err(|e| unreadable(&e))?,
-        ),
-    };
     let mut bytes = Vec::with_capacity(payload.len() + header_bytes.len() + 41);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header_bytes);
     bytes.push(kind);
     bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&payload);
+    bytes.extend_from_slice(payload);
     let checksum = xxhash_rust::xxh3::xxh3_64(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     Ok(bytes)
@@ -174,7 +187,6 @@ pub fn decode(
         le.copy_from_slice(bytes);
         u64::from_le_bytes(le)
     };
-    let unreadable = |e: &dyn std::fmt::Display| EntryError::Unreadable(e.to_string());
     let header_len = length(take(8)?);
     let header: WalHeader = bincode::deserialize(take(header_len)?).map_err(|e| unreadable(&e))?;
     if !with_payload {

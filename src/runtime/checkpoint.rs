@@ -216,14 +216,7 @@ impl Checkpoint {
         // Entries after a gap or of an incomplete time: their units were logged by a
         // worker whose time never fully reached the dataflow, so no sink can have
         // written them. Drop them.
-        for (unit, path) in units.range(entries.len() as u64..) {
-            tracing::info!("dropping uncompleted log entry {unit}");
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-        }
-        // Copies of those units, and of units a crash stopped before their entry.
-        for path in copies.range(entries.len() as u64..).map(|(_, path)| path) {
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-        }
+        drop_uncounted(entries.len() as u64, &units, &copies)?;
         Ok((
             checkpoint,
             Recovered {
@@ -236,14 +229,7 @@ impl Checkpoint {
     /// The log's entries that count: contiguous from unit 0, of logical times every
     /// unit of which was logged; every entry file by unit; and every file copy by unit
     /// (half-written temporary files are removed).
-    #[allow(clippy::type_complexity)]
-    fn logged_units(
-        &self,
-    ) -> Result<(
-        Vec<WalHeader>,
-        BTreeMap<u64, PathBuf>,
-        BTreeMap<u64, PathBuf>,
-    )> {
+    fn logged_units(&self) -> Result<(Vec<WalHeader>, UnitFiles, UnitFiles)> {
         let mut units = BTreeMap::new();
         let mut copies = BTreeMap::new();
         for entry in std::fs::read_dir(self.wal_dir())? {
@@ -323,15 +309,7 @@ impl Checkpoint {
             return Ok(0);
         }
         let (entries, units, copies) = checkpoint.logged_units()?;
-        let mut removed = 0;
-        for (_, path) in units.range(entries.len() as u64..) {
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-            removed += 1;
-        }
-        for (_, path) in copies.range(entries.len() as u64..) {
-            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
-        }
-        Ok(removed)
+        drop_uncounted(entries.len() as u64, &units, &copies)
     }
 
     /// Whether the write-ahead log holds no entry (ignoring half-written temporary files).
@@ -392,14 +370,9 @@ impl Checkpoint {
         write_atomically(&self.dir.join("completed.json"), &text)
     }
 
-    /// Logs a batch durably (fsynced) before it is fed to the dataflow; hands it back.
-    pub fn log_batch(&self, header: &WalHeader, batch: FileBatch) -> Result<FileBatch> {
-        let payload = Payload::Batch(batch);
-        self.log(header, &payload)?;
-        match payload {
-            Payload::Batch(batch) => Ok(batch),
-            Payload::Copy(_) => unreachable!("logged as a batch"),
-        }
+    /// Logs a batch durably (fsynced) before it is fed to the dataflow.
+    pub fn log_batch(&self, header: &WalHeader, batch: &FileBatch) -> Result<()> {
+        self.write_entry(header, wal_entry::encode_batch(header, batch))
     }
 
     /// Copies the file of unit `unit` into the log durably (fsynced, then renamed into
@@ -423,13 +396,17 @@ impl Checkpoint {
     }
 
     /// Logs a unit whose file [`Checkpoint::copy_source`] copied, durably.
-    pub fn log_copy(&self, header: &WalHeader, copy: SourceCopy) -> Result<()> {
-        self.log(header, &Payload::Copy(copy))
+    pub fn log_copy(&self, header: &WalHeader, copy: &SourceCopy) -> Result<()> {
+        self.write_entry(header, wal_entry::encode_copy(header, copy))
     }
 
-    fn log(&self, header: &WalHeader, payload: &Payload) -> Result<()> {
-        let bytes = wal_entry::encode(header, payload)
-            .with_context(|| format!("encoding the log entry of unit {}", header.unit))?;
+    fn write_entry(
+        &self,
+        header: &WalHeader,
+        bytes: Result<Vec<u8>, wal_entry::EntryError>,
+    ) -> Result<()> {
+        let bytes =
+            bytes.with_context(|| format!("encoding the log entry of unit {}", header.unit))?;
         write_atomically(&self.wal_file(header.unit), &bytes)
     }
 
@@ -457,6 +434,23 @@ impl Checkpoint {
         };
         Ok((header, logged))
     }
+}
+
+/// Files of the log by unit.
+type UnitFiles = BTreeMap<u64, PathBuf>;
+
+/// Removes the entries of units from `counted` on (after a gap, or of a logical time
+/// not every unit of which was logged), and the file copies of those units and of units
+/// a crash stopped before their entry. Returns how many entries it removed.
+fn drop_uncounted(counted: u64, units: &UnitFiles, copies: &UnitFiles) -> Result<usize> {
+    for (unit, path) in units.range(counted..) {
+        tracing::info!("dropping uncompleted log entry {unit}");
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    for path in copies.range(counted..).map(|(_, path)| path) {
+        std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    Ok(units.range(counted..).count())
 }
 
 /// The name of a copy of a unit's file in the log: `<unit>.src`.
@@ -715,9 +709,9 @@ mod tests {
             reason: "bad_json".into(),
             raw: "x".into(),
         });
-        checkpoint.log_batch(&header(0), batch.clone()).unwrap();
-        checkpoint.log_batch(&header(1), batch.clone()).unwrap();
-        checkpoint.log_batch(&header(3), batch.clone()).unwrap(); // after a gap: dropped
+        checkpoint.log_batch(&header(0), &batch).unwrap();
+        checkpoint.log_batch(&header(1), &batch).unwrap();
+        checkpoint.log_batch(&header(3), &batch).unwrap(); // after a gap: dropped
         checkpoint.set_completed(0).unwrap();
         let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
         assert_eq!(recovered.entries.len(), 2);
@@ -757,7 +751,7 @@ mod tests {
             tables: vec![tidemark_inputs::Table::Events],
             far_ahead: None,
         };
-        checkpoint.log_copy(&file_header(0), copy.clone()).unwrap();
+        checkpoint.log_copy(&file_header(0), &copy).unwrap();
         // A crash after the copy of unit 1, before its entry: the copy is an orphan.
         checkpoint.copy_source(1, &source).unwrap();
         let (checkpoint, recovered) = Checkpoint::open(&out, &identity(1)).unwrap();
@@ -798,7 +792,7 @@ mod tests {
         let batch = FileBatch::default();
         // Time 0 has units 0 and 1, time 1 has units 2..5 of which 4 is missing.
         for header in [unit(0, 0, 2), unit(0, 1, 2), unit(1, 2, 3), unit(1, 3, 3)] {
-            checkpoint.log_batch(&header, batch.clone()).unwrap();
+            checkpoint.log_batch(&header, &batch).unwrap();
         }
         let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
         assert_eq!(recovered.next_time(), 1);
@@ -812,7 +806,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (checkpoint, _) = Checkpoint::open(dir.path(), &identity(1)).unwrap();
         checkpoint
-            .log_batch(&header(0), FileBatch::default())
+            .log_batch(&header(0), &FileBatch::default())
             .unwrap();
         let error = Checkpoint::open(dir.path(), &identity(2))
             .unwrap_err()

@@ -938,28 +938,35 @@ fn feed_unit(
             // The file is copied into the log and parsed from the copy, so that a
             // replay parses the same bytes. A file that cannot be copied (gone since it
             // was listed) is read as it is: its rows, or its quarantine, are logged.
-            let copied = checkpoint.copy_source(unit, &task.file.path).ok();
-            let (batch, copy) = match copied {
+            let far_ahead = shared.max_ahead.map(|max_ahead| {
+                let limit = max_ahead.as_millis().min(u128::from(u64::MAX)) as u64;
+                (now_ms(), limit)
+            });
+            let copied = checkpoint
+                .copy_source(unit, &task.file.path)
+                .map_err(|error| {
+                    tracing::warn!(
+                        "{}: not copied into the log, logging its rows: {error:#}",
+                        task.file.rel
+                    )
+                })
+                .ok();
+            let (path, copy) = match copied {
                 Some((path, len, hash)) => {
-                    let copy = SourceCopy {
-                        len,
-                        hash,
-                        tables: task.file.tables.clone(),
-                        far_ahead: shared.max_ahead.map(|max_ahead| {
-                            let limit = max_ahead.as_millis().min(u128::from(u64::MAX)) as u64;
-                            (now_ms(), limit)
+                    let tables = task.file.tables.clone();
+                    (
+                        path,
+                        Some(SourceCopy {
+                            len,
+                            hash,
+                            tables,
+                            far_ahead,
                         }),
-                    };
-                    (parse_copy(dataset, path, &task.file.rel, &copy), Some(copy))
+                    )
                 }
-                None => {
-                    let mut batch = dataset.read(&task.file);
-                    if let Some(max_ahead) = shared.max_ahead {
-                        quarantine_far_ahead(&mut batch, &task.file.rel, now_ms(), max_ahead);
-                    }
-                    (batch, None)
-                }
+                None => (task.file.path.clone(), None),
             };
+            let batch = read_unit(dataset, path, &task.file.rel, &task.file.tables, far_ahead);
             let header = WalHeader {
                 time,
                 unit,
@@ -974,13 +981,10 @@ fn feed_unit(
                 retracts: task.retracts,
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             };
-            let batch = match copy {
-                Some(copy) => {
-                    checkpoint.log_copy(&header, copy)?;
-                    batch
-                }
-                None => checkpoint.log_batch(&header, batch)?,
-            };
+            match &copy {
+                Some(copy) => checkpoint.log_copy(&header, copy)?,
+                None => checkpoint.log_batch(&header, &batch)?,
+            }
             counters
                 .event_rows
                 .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
@@ -1067,20 +1071,28 @@ fn logged_batch(shared: &Shared, unit: u64) -> Result<(WalHeader, FileBatch)> {
                 .dataset
                 .as_ref()
                 .context("the write-ahead log holds a dataset file but this run reads no dataset: give the dataset it was written from")?;
-            parse_copy(dataset, path, rel, &copy)
+            read_unit(dataset, path, rel, &copy.tables, copy.far_ahead)
         }
     };
     Ok((header, batch))
 }
 
-/// Parses the log's copy of the dataset file `rel` as the file itself.
-fn parse_copy(dataset: &Dataset, path: PathBuf, rel: &str, copy: &SourceCopy) -> FileBatch {
+/// Reads the dataset file `rel`, feeding `tables`, from `path` (the file, or the log's
+/// copy of it), and quarantines events more than `far_ahead`'s limit (ms) ahead of its
+/// clock (epoch ms).
+fn read_unit(
+    dataset: &Dataset,
+    path: PathBuf,
+    rel: &str,
+    tables: &[Table],
+    far_ahead: Option<(i64, u64)>,
+) -> FileBatch {
     let mut batch = dataset.read(&SourceFile {
         path,
         rel: rel.to_string(),
-        tables: copy.tables.clone(),
+        tables: tables.to_vec(),
     });
-    if let Some((now, limit)) = copy.far_ahead {
+    if let Some((now, limit)) = far_ahead {
         quarantine_far_ahead(&mut batch, rel, now, Duration::from_millis(limit));
     }
     batch
@@ -1118,7 +1130,7 @@ impl LiveUnit {
             retracts: None,
             max_ts: batch.events.iter().map(|e| e.ts).max(),
         };
-        let batch = shared.checkpoint.log_batch(&header, batch)?;
+        shared.checkpoint.log_batch(&header, &batch)?;
         shared
             .counters
             .event_rows

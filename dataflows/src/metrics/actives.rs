@@ -1,12 +1,12 @@
 //! Daily and monthly active users (contract `daily_active`, `monthly_active`).
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::{month_first_day, month_of_day};
 
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use crate::operators::gate::Time;
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.

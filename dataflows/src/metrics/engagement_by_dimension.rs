@@ -21,7 +21,6 @@
 //! dimension of its kind, and one `count_total` per (day, dimension, member) sums the
 //! measures and the active users together (no join of two totals).
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
@@ -34,7 +33,7 @@ use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::{arrange_by_key, arrange_by_self};
+use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns, RunOperators};
 use crate::operators::combine::combine;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
@@ -356,7 +355,7 @@ pub fn engagement_by_dimension<'s>(
         });
     // One arrangement of the members for both joins (a join multiplies the measures
     // by the member's count).
-    let members = members.arrange_by_key_runs("DimensionMembersBySource");
+    let members = arrange_by_key(members, "DimensionMembersBySource");
 
     let measures = arrange_by_key(measures, "DimensionMeasuresBySource")
         .join_core(members.clone(), |_source, &day, &(slot, member)| {

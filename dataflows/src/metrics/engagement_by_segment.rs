@@ -17,7 +17,6 @@
 //! duration) per segment it reaches, summed per segment by a `count_total` over those
 //! triples.
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use std::collections::{BTreeMap, BTreeSet};
 
 use differential_dataflow::VecCollection;
@@ -26,7 +25,7 @@ use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::arrange_by_key;
+use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns, RunOperators};
 use crate::operators::combine::combine;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
@@ -81,23 +80,27 @@ pub fn engagement_by_segment<'s>(
     });
     // The (user, day)s on which some plan change falls: their events go to the reduce
     // one by one. The reduce finds the same days among the user's facts.
-    let change_days = changes
-        .clone()
-        .flat_map(|(user, fact)| match fact {
-            UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
-            UserFact::Profile(..) => None,
-        })
-        .distinct_total_runs()
-        .arrange_by_self_runs("ChangeDays");
-    let facts = users
-        .map(|(u, arrival)| {
-            (
-                Name::new(&u.user_id),
-                UserFact::Profile(arrival, u.country, u.plan),
-            )
-        })
-        .concat(changes)
-        .arrange_by_key_runs("UserFacts");
+    let change_days = arrange_by_self(
+        changes
+            .clone()
+            .flat_map(|(user, fact)| match fact {
+                UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
+                UserFact::Profile(..) => None,
+            })
+            .distinct_total_runs(),
+        "ChangeDays",
+    );
+    let facts = arrange_by_key(
+        users
+            .map(|(u, arrival)| {
+                (
+                    Name::new(&u.user_id),
+                    UserFact::Profile(arrival, u.country, u.plan),
+                )
+            })
+            .concat(changes),
+        "UserFacts",
+    );
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });

@@ -9,7 +9,7 @@
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::ByKeyRuns;
+use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
@@ -26,11 +26,11 @@ pub type DayTypes<'s> = Arranged<'s, TraceAgent<ValSpine<i32, Name, Time, isize>
 
 /// Arranges accepted events by day with their type (built once, read by both tables).
 pub fn day_types<'s>(events: VecCollection<'s, Time, Action>) -> DayTypes<'s> {
-    combine(
+    let day_types = combine(
         events.map(|e| (day_of(e.ts), e.event_type)),
         "CombineDayTypes",
-    )
-    .arrange_by_key_runs("DayTypes")
+    );
+    arrange_by_key(day_types, "DayTypes")
 }
 
 /// Reduces `day_types` per day with `logic`, giving one output collection of rows.

@@ -2,7 +2,6 @@
 //! per user into a handful of flags, then the flags are counted globally, so a change
 //! touches one user's reduce and one small global reduce.
 
-use crate::operators::arrange::ByKeyRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +11,7 @@ use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::settings::Params;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
 use tidemark_records::time::{day_of, day_start};

@@ -2,7 +2,6 @@
 //! month of their first accepted event; each later month they are active counts them
 //! as retained in that cell.
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use differential_dataflow::operators::arrange::Arranged;
 use differential_dataflow::operators::arrange::TraceAgent;
 use differential_dataflow::trace::implementations::ValSpine;
@@ -10,6 +9,7 @@ use differential_dataflow::VecCollection;
 
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::{arrange_by_key, RunOperators};
 use crate::operators::expiry::{drop_closed, month_end, Watermarks};
 use crate::operators::gate::Time;
 use serde::{Deserialize, Serialize};
@@ -35,7 +35,7 @@ pub fn retention_cohorts<'s>(
         .map(|(_user, cohort)| cohort)
         .count_total_runs()
         .map(|(cohort, size)| (cohort, size as i64));
-    let cohort_of_user = cohorts.arrange_by_key_runs("CohortOfUser");
+    let cohort_of_user = arrange_by_key(cohorts, "CohortOfUser");
     let cells = user_months
         .join_core(cohort_of_user, |_user, month, cohort| {
             Some((*cohort, (*month - *cohort) as i64))

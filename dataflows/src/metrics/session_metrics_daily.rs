@@ -2,12 +2,12 @@
 //! start)": "sessions, avg_duration_s, avg_actions". The sums are kept as the
 //! difference of one `count_total`, so a changed session costs a constant amount.
 
-use crate::operators::arrange::RunOperators;
 use differential_dataflow::VecCollection;
 use tidemark_records::time::day_of;
 
 use crate::metrics::sessions::SessionRow;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::RunOperators;
 use crate::operators::gate::Time;
 use serde::{Deserialize, Serialize};
 

@@ -16,7 +16,6 @@
 //! therefore touches only the windows whose baseline holds it, and a new first window
 //! only the warm-up windows it moves.
 
-use crate::operators::arrange::ByKeyRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::Millis;
@@ -25,6 +24,7 @@ use tidemark_records::time::day_of;
 use crate::metrics::window_activity::WindowRow;
 use crate::model::settings::Params;
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 

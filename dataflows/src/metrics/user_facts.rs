@@ -4,7 +4,6 @@
 //! builds its features and labels from these two tables alone, so they are maintained
 //! incrementally like every other table and no raw file is read again.
 
-use crate::operators::arrange::ByKeyRuns;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::day_of;
@@ -15,6 +14,7 @@ use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::combine::combine;
 use crate::operators::gate::Time;
 use tidemark_records::records::{Millis, Plan};

@@ -1,7 +1,6 @@
 //! Tumbling activity windows (contract `window_activity`): events, exact distinct
 //! active users and sessions started per window of `window_ms`.
 
-use crate::operators::arrange::RunOperators;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::Millis;
@@ -10,6 +9,7 @@ use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
+use crate::operators::arrange::RunOperators;
 use crate::operators::combine::combine;
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;

@@ -143,13 +143,9 @@ where
         .arrange_named::<RunKeyBatcher<K, R>, _>(name, RunKeyBatcher::new)
 }
 
-/// Differential's `arrange_by_self_named`, `count_total`, `threshold_total` and
-/// `distinct_total`, arranging by [`arrange_by_self`]: the same operators and results, with cheaper
-/// batching.
+/// Differential's `count_total`, `threshold_total` and `distinct_total`, arranging by
+/// [`arrange_by_self`]: the same operators and results, with cheaper batching.
 pub trait RunOperators<'s, D: ExchangeData + Hashable, R: ExchangeData + Semigroup> {
-    /// `arrange_by_self_named(name)`.
-    fn arrange_by_self_runs(self, name: &str) -> Arranged<'s, TraceAgent<KeySpine<D, Time, R>>>;
-
     /// `count_total()`.
     fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize>;
 
@@ -167,10 +163,6 @@ where
     D: ExchangeData + Hashable,
     R: ExchangeData + Semigroup,
 {
-    fn arrange_by_self_runs(self, name: &str) -> Arranged<'s, TraceAgent<KeySpine<D, Time, R>>> {
-        arrange_by_self(self, name)
-    }
-
     fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize> {
         arrange_by_self(self, "Arrange: CountTotal").count_total()
     }
@@ -187,15 +179,8 @@ where
     }
 }
 
-/// Differential's `arrange_by_key_named` and `reduce_named`, arranging by
-/// [`arrange_by_key`].
+/// Differential's `reduce_named`, arranging by [`arrange_by_key`].
 pub trait ByKeyRuns<'s, K: ExchangeData + Hashable, V: ExchangeData> {
-    /// `arrange_by_key_named(name)`.
-    fn arrange_by_key_runs(
-        self,
-        name: &str,
-    ) -> Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>>;
-
     /// `reduce_named(name, logic)`.
     fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
     where
@@ -208,13 +193,6 @@ where
     K: ExchangeData + Hashable,
     V: ExchangeData,
 {
-    fn arrange_by_key_runs(
-        self,
-        name: &str,
-    ) -> Arranged<'s, TraceAgent<ValSpine<K, V, Time, isize>>> {
-        arrange_by_key(self, name)
-    }
-
     fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
     where
         V2: ExchangeData,

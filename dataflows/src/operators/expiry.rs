@@ -21,7 +21,6 @@
 //! first use of a feature), which needs O(keys) state where a reduce would keep every
 //! value.
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 
@@ -34,6 +33,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
+use crate::operators::arrange::{ByKeyRuns, RunOperators};
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 

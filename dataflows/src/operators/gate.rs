@@ -1,7 +1,6 @@
 //! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
 //! deduplication by `event_id` (first seen wins).
 
-use crate::operators::arrange::ByKeyRuns;
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
@@ -14,6 +13,7 @@ use timely::dataflow::operators::Capability;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::action::{Action, ActionMaker};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::{note_watermarks, Watermarks};
 use crate::operators::held::{hold_updates, Chunks, ChunksIter, HeldByTime, HeldUpdates};
 use timely::container::CapacityContainerBuilder;
