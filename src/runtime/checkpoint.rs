@@ -377,8 +377,13 @@ impl Checkpoint {
 
     /// Copies the file of unit `unit` into the log durably (fsynced, then renamed into
     /// place), before the unit is parsed from the copy and logged with
-    /// [`Checkpoint::log_copy`]. Returns the copy's path, length and xxh3-64.
-    pub fn copy_source(&self, unit: u64, source: &Path) -> Result<(PathBuf, u64, u64)> {
+    /// [`Checkpoint::log_copy`]. Returns the copy's path, length and xxh3-64, or `None`
+    /// when the source cannot be opened (gone since it was listed: the reader then
+    /// quarantines it). A failure to write the copy (a full disk) is an error.
+    pub fn copy_source(&self, unit: u64, source: &Path) -> Result<Option<(PathBuf, u64, u64)>> {
+        if File::open(source).is_err() {
+            return Ok(None);
+        }
         let path = self.copy_file(unit);
         let tmp = path.with_file_name(format!(".{unit:010}.{COPY_SUFFIX}.tmp"));
         let mut to = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -392,7 +397,7 @@ impl Checkpoint {
         // The entry's write syncs the directory, and with it this rename.
         std::fs::rename(&tmp, &path)
             .with_context(|| format!("renaming into {}", path.display()))?;
-        Ok((path, len, hash))
+        Ok(Some((path, len, hash)))
     }
 
     /// Logs a unit whose file [`Checkpoint::copy_source`] copied, durably.
@@ -739,7 +744,7 @@ mod tests {
             },
             ..header(unit)
         };
-        let (path, len, hash) = checkpoint.copy_source(0, &source).unwrap();
+        let (path, len, hash) = checkpoint.copy_source(0, &source).unwrap().unwrap();
         assert_eq!(
             std::fs::read(&path).unwrap(),
             std::fs::read(&source).unwrap()

@@ -936,21 +936,14 @@ fn feed_unit(
                 .context("a file to read but no dataset")?;
             let old = replaced(task.retracts)?;
             // The file is copied into the log and parsed from the copy, so that a
-            // replay parses the same bytes. A file that cannot be copied (gone since it
-            // was listed) is read as it is: its rows, or its quarantine, are logged.
+            // replay parses the same bytes. A file that cannot be opened (gone since it
+            // was listed) is read as it is: its quarantine is logged. A copy that cannot
+            // be written (a full disk) stops the run, as any failed log write does.
             let far_ahead = shared.max_ahead.map(|max_ahead| {
                 let limit = max_ahead.as_millis().min(u128::from(u64::MAX)) as u64;
                 (now_ms(), limit)
             });
-            let copied = checkpoint
-                .copy_source(unit, &task.file.path)
-                .map_err(|error| {
-                    tracing::warn!(
-                        "{}: not copied into the log, logging its rows: {error:#}",
-                        task.file.rel
-                    )
-                })
-                .ok();
+            let copied = checkpoint.copy_source(unit, &task.file.path)?;
             let (path, copy) = match copied {
                 Some((path, len, hash)) => {
                     let tables = task.file.tables.clone();
