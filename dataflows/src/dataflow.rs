@@ -23,7 +23,7 @@ use crate::model::name::Name;
 use crate::model::plans::{plan_facts, Arrival};
 use crate::model::settings::Params;
 use crate::model::tables::{TableRow, TableSpec};
-use crate::operators::arrange::{arrange_by_key, RunOperators};
+use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
 use crate::operators::expiry::{
     day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
@@ -31,6 +31,7 @@ use crate::operators::expiry::{
 use crate::operators::gate::{
     deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, RawEvent, Time,
 };
+use crate::operators::totals::HashTotals;
 
 /// What the runtime feeds in, per worker.
 pub struct Inputs<'s> {
@@ -152,7 +153,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
             &watermarks,
             month_end_of,
         )
-        .distinct_total_runs(),
+        .distinct_by_hash(),
         "UserMonths",
     );
     let all_user_months = drop_closed(

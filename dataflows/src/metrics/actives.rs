@@ -6,8 +6,9 @@ use tidemark_records::time::{month_first_day, month_of_day};
 
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::gate::Time;
+use crate::operators::totals::HashTotals;
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
 pub fn daily_active<'s>(
@@ -15,7 +16,7 @@ pub fn daily_active<'s>(
 ) -> VecCollection<'s, Time, DailyActiveRow> {
     user_days
         .map(|(_user, day)| day)
-        .count_total_runs()
+        .count_by_hash()
         .map(|(day, dau)| DailyActiveRow {
             day,
             dau: dau as i64,
@@ -36,7 +37,7 @@ pub fn monthly_active<'s>(
 ) -> VecCollection<'s, Time, MonthlyActiveRow> {
     let mau = user_months
         .map(|(_user, month)| month)
-        .count_total_runs()
+        .count_by_hash()
         .map(|(month, mau)| (month, MonthPart::Mau(mau as i64)));
     daily
         .map(|row| (month_of_day(row.day), MonthPart::Day(row.day, row.dau)))

@@ -22,7 +22,6 @@
 //! measures and the active users together (no join of two totals).
 
 use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
-use differential_dataflow::operators::ThresholdTotal;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Item, UserRow};
@@ -33,10 +32,11 @@ use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns, RunOperators};
+use crate::operators::arrange::{arrange_by_key, ByKeyRuns};
 use crate::operators::combine::combine;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
+use crate::operators::totals::HashTotals;
 
 /// Fixed-point scale of event values: a value `v` is held as `round(v * 2^32)`, so a
 /// mean is exact to about 1e-10 and sums are integers.
@@ -302,7 +302,7 @@ pub fn engagement_by_dimension<'s>(
     let used = measures
         .clone()
         .map(|(source, _day)| source)
-        .threshold_total_runs(|_source, m| isize::from(m.events > 0))
+        .threshold_by_hash(|_source, m| isize::from(m.events > 0))
         .flat_map(move |source| {
             dimensions
                 .iter()
@@ -315,12 +315,12 @@ pub fn engagement_by_dimension<'s>(
     // with a late catalogue or user row), so the gate sits here, not on the table's rows.
     let sourced = items
         .map(|_| ())
-        .distinct_total_runs()
+        .distinct_by_hash()
         .flat_map(|()| [Dimension::Genre, Dimension::Artist])
         .concat(
             users
                 .map(|_| ())
-                .distinct_total_runs()
+                .distinct_by_hash()
                 .flat_map(move |()| dimensions.iter().filter(|d| kind(*d) == Kind::User)),
         )
         .map(|dimension| (dimension, ()));
@@ -364,25 +364,22 @@ pub fn engagement_by_dimension<'s>(
         .concat(hour_measures);
     // A user's events of several sources with one member (plays of several rock
     // tracks) are summed on the worker before the exchange.
-    let active_users = arrange_by_self(
-        combine(
-            arrange_by_key(actives, "DimensionUsersBySource")
-                .join_core(members, |_source, &(day, user), &(slot, member)| {
-                    Some((day, slot, member, user))
-                })
-                .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user))),
-            "CombineDimensionMemberUsers",
-        ),
-        "DimensionMemberUsers",
+    let active_users = combine(
+        arrange_by_key(actives, "DimensionUsersBySource")
+            .join_core(members, |_source, &(day, user), &(slot, member)| {
+                Some((day, slot, member, user))
+            })
+            .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user))),
+        "CombineDimensionMemberUsers",
     )
-    .threshold_total(|_, _| 1isize)
+    .distinct_by_hash()
     .map(|(day, slot, member, _user)| (day, slot, member));
 
     // Measures and active users meet in one sum per (day, dimension, member): each
     // distinct active user adds one to its `users`.
     let table = measures
         .concat(active_users.explode(|key| Some((key, Sums::user()))))
-        .count_total_runs()
+        .count_by_hash()
         .map(move |((day, slot, member), sums)| DimensionRow {
             day,
             dimension: dimension_at(dimensions, slot),

@@ -25,8 +25,9 @@ use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns, RunOperators};
+use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns};
 use crate::operators::combine::combine;
+use crate::operators::totals::HashTotals;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
 use crate::metrics::retention_cohorts::UserMonths;
@@ -87,7 +88,7 @@ pub fn engagement_by_segment<'s>(
                 UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
                 UserFact::Profile(..) => None,
             })
-            .distinct_total_runs(),
+            .distinct_by_hash(),
         "ChangeDays",
     );
     let facts = arrange_by_key(
@@ -116,7 +117,7 @@ pub fn engagement_by_segment<'s>(
             .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize)))),
         "CombineUserDayTotals",
     )
-    .count_total_runs()
+    .count_by_hash()
     .map(|((user, day), (events, duration))| {
         (
             (user, month_of_day(day)),
@@ -184,7 +185,7 @@ pub fn engagement_by_segment<'s>(
                 (1isize, events as isize, duration as isize),
             ))
         })
-        .count_total_runs()
+        .count_by_hash()
         .map(
             |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
                 month,

@@ -10,7 +10,8 @@
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
+use crate::operators::arrange::ByKeyRuns;
+use crate::operators::totals::HashTotals;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::day_of;
@@ -82,7 +83,7 @@ pub fn feature_adoption<'s>(
         "FirstUse",
     )
     .map(|((_user, event_type), day)| (event_type, day))
-    .count_total_runs()
+    .count_by_hash()
     .map(|((event_type, day), n)| (event_type, (day, DayPart::New(n as i64))));
     let occurred = event_mix.map(|row| (row.event_type, (row.day, DayPart::Report)));
     let adopters = new_adopters
@@ -98,7 +99,7 @@ pub fn feature_adoption<'s>(
     // day, summed over the active days.
     let new_users = first_days
         .map(|(_user, day)| day)
-        .count_total_runs()
+        .count_by_hash()
         .map(|(day, n)| ((), (day, DayPart::New(n as i64))));
     let active_days = daily_active.map(|row| ((), (row.day, DayPart::Report)));
     let users_to_date = new_users

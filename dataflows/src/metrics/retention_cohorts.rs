@@ -9,9 +9,10 @@ use differential_dataflow::VecCollection;
 
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::{arrange_by_key, RunOperators};
+use crate::operators::arrange::arrange_by_key;
 use crate::operators::expiry::{drop_closed, month_end, Watermarks};
 use crate::operators::gate::Time;
+use crate::operators::totals::HashTotals;
 use serde::{Deserialize, Serialize};
 use tidemark_records::time::month_first_day;
 
@@ -33,14 +34,14 @@ pub fn retention_cohorts<'s>(
     let cohort_size = cohorts
         .clone()
         .map(|(_user, cohort)| cohort)
-        .count_total_runs()
+        .count_by_hash()
         .map(|(cohort, size)| (cohort, size as i64));
     let cohort_of_user = arrange_by_key(cohorts, "CohortOfUser");
     let cells = user_months
         .join_core(cohort_of_user, |_user, month, cohort| {
             Some((*cohort, (*month - *cohort) as i64))
         })
-        .count_total_runs()
+        .count_by_hash()
         .map(|((cohort, months_since), active)| (cohort, (months_since, active as i64)))
         .join(cohort_size)
         .map(

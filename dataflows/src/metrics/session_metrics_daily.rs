@@ -7,8 +7,8 @@ use tidemark_records::time::day_of;
 
 use crate::metrics::sessions::SessionRow;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::RunOperators;
 use crate::operators::gate::Time;
+use crate::operators::totals::HashTotals;
 use serde::{Deserialize, Serialize};
 
 /// The `session_metrics_daily` table from the `sessions` rows.
@@ -20,7 +20,7 @@ pub fn session_metrics_daily<'s>(
             let totals = (1isize, (s.end - s.start) as isize, s.actions as isize);
             Some((day_of(s.start), totals))
         })
-        .count_total_runs()
+        .count_by_hash()
         .map(|(day, (sessions, duration_ms, actions))| SessionDailyRow {
             day,
             sessions: sessions as i64,

@@ -9,10 +9,10 @@ use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::RunOperators;
 use crate::operators::combine::combine;
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
+use crate::operators::totals::HashTotals;
 
 /// The start of the window holding `ts`.
 pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
@@ -41,7 +41,7 @@ pub fn window_activity<'s>(
 ) -> VecCollection<'s, Time, WindowRow> {
     let started = sessions
         .map(move |s| window_start(s.start, window_ms))
-        .count_total_runs()
+        .count_by_hash()
         .map(|(window, count)| (window, WindowPart::Started(count as i64)));
     // A user's events of one window are counted on each worker before they are held
     // and arranged: a session puts several events in a window.

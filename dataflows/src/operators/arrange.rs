@@ -18,7 +18,6 @@ use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
-use differential_dataflow::operators::{CountTotal, ThresholdTotal};
 use differential_dataflow::trace::implementations::ord_neu::{VecOrdKeyBuilder, VecOrdValBuilder};
 use differential_dataflow::trace::implementations::{KeySpine, ValBuilder, ValSpine};
 use differential_dataflow::{ExchangeData, VecCollection};
@@ -141,42 +140,6 @@ where
     collection
         .map(|key| (key, ()))
         .arrange_named::<RunKeyBatcher<K, R>, _>(name, RunKeyBatcher::new)
-}
-
-/// Differential's `count_total`, `threshold_total` and `distinct_total`, arranging by
-/// [`arrange_by_self`]: the same operators and results, with cheaper batching.
-pub trait RunOperators<'s, D: ExchangeData + Hashable, R: ExchangeData + Semigroup> {
-    /// `count_total()`.
-    fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize>;
-
-    /// `threshold_total(thresh)`.
-    fn threshold_total_runs<F>(self, thresh: F) -> VecCollection<'s, Time, D, isize>
-    where
-        F: FnMut(&D, &R) -> isize + 'static;
-
-    /// `distinct_total()`.
-    fn distinct_total_runs(self) -> VecCollection<'s, Time, D, isize>;
-}
-
-impl<'s, D, R> RunOperators<'s, D, R> for VecCollection<'s, Time, D, R>
-where
-    D: ExchangeData + Hashable,
-    R: ExchangeData + Semigroup,
-{
-    fn count_total_runs(self) -> VecCollection<'s, Time, (D, R), isize> {
-        arrange_by_self(self, "Arrange: CountTotal").count_total()
-    }
-
-    fn threshold_total_runs<F>(self, thresh: F) -> VecCollection<'s, Time, D, isize>
-    where
-        F: FnMut(&D, &R) -> isize + 'static,
-    {
-        arrange_by_self(self, "Arrange: ThresholdTotal").threshold_total(thresh)
-    }
-
-    fn distinct_total_runs(self) -> VecCollection<'s, Time, D, isize> {
-        self.threshold_total_runs(|_, _| 1)
-    }
 }
 
 /// Differential's `reduce_named`, arranging by [`arrange_by_key`].

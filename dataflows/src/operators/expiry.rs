@@ -33,9 +33,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use crate::operators::arrange::{ByKeyRuns, RunOperators};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::operators::totals::HashTotals;
 
 /// An update as held: the record with its time and multiplicity.
 fn update<D>(record: D, time: Time, diff: isize) -> (D, Time, isize) {
@@ -375,10 +376,10 @@ pub fn distinct_until_closed<'s, D, B>(
     bound: B,
 ) -> VecCollection<'s, Time, D>
 where
-    D: ExchangeData + Hashable + Ord,
+    D: ExchangeData + Hashable + Ord + std::hash::Hash,
     B: Fn(&D) -> Option<Millis> + Clone + 'static,
 {
-    let live = retire_behind(data, watermarks, bound.clone()).distinct_total_runs();
+    let live = retire_behind(data, watermarks, bound.clone()).distinct_by_hash();
     drop_closed(live, watermarks, bound)
 }
 

@@ -1,7 +1,8 @@
 //! Operators shared by the metrics: the watermark gate and deduplication ([`gate`]),
 //! pre-aggregation before an exchange ([`combine`], [`pre_reduce`]), state retired behind
 //! the watermark ([`expiry`]), the buffer that holds data until its logical time is complete
-//! ([`held`]), and arrangements that sort their input in long runs ([`arrange`]).
+//! ([`held`]), arrangements that sort their input in long runs ([`arrange`]), and counts and
+//! distincts kept in hash maps ([`totals`]).
 
 pub mod arrange;
 pub mod combine;
@@ -9,3 +10,4 @@ pub mod expiry;
 pub mod gate;
 pub mod held;
 pub mod pre_reduce;
+pub mod totals;

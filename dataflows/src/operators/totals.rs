@@ -1,0 +1,337 @@
+//! Counts, thresholds and distincts over totally ordered times, kept in hash maps.
+//!
+//! Differential's `count_total` and `threshold_total` read an arrangement: every update
+//! is sorted by the batcher, sealed into a batch and merged into a spine, and the
+//! operator then walks a cursor over the key's history. tidemark's times are totally
+//! ordered and an output needs only each key's accumulated total, so
+//! [`totals_by_hash`] keeps that total per key in a hash map instead: updates are
+//! routed by key, summed per logical time, and once the time is complete each changed
+//! key's total is updated and the change of its output is emitted. No sort, no batch,
+//! no history; a key whose total returns to zero leaves the map, so state retired
+//! behind the watermark goes too. The output is the same collection as differential's
+//! operators produce (the property tests compare every table with an oracle, whatever
+//! the batching).
+
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+
+use differential_dataflow::difference::Semigroup;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+
+use crate::operators::gate::Time;
+use crate::operators::held::HeldByTime;
+
+/// What a key's total becomes in the output: nothing, or records with multiplicities.
+pub trait TotalOutput<D, R>: 'static {
+    /// The output record.
+    type Out: ExchangeData;
+    /// Pushes the output of `key` while its total is `total` (never zero) into `out`.
+    fn output(&mut self, key: &D, total: &R, out: &mut Vec<(Self::Out, isize)>);
+}
+
+/// `count_total`: a key with a nonzero total outputs `(key, total)` once.
+pub struct Count;
+
+impl<D: ExchangeData, R: ExchangeData + Semigroup> TotalOutput<D, R> for Count {
+    type Out = (D, R);
+    fn output(&mut self, key: &D, total: &R, out: &mut Vec<((D, R), isize)>) {
+        out.push(((key.clone(), total.clone()), 1));
+    }
+}
+
+/// `threshold_total(f)`: a key with a nonzero total outputs itself `f(key, total)`
+/// times.
+pub struct Threshold<F>(pub F);
+
+impl<D, R, F> TotalOutput<D, R> for Threshold<F>
+where
+    D: ExchangeData,
+    F: FnMut(&D, &R) -> isize + 'static,
+{
+    type Out = D;
+    fn output(&mut self, key: &D, total: &R, out: &mut Vec<(D, isize)>) {
+        let times = (self.0)(key, total);
+        if times != 0 {
+            out.push((key.clone(), times));
+        }
+    }
+}
+
+/// The output of each key's total under `rule`, the same collection differential's
+/// `count_total` ([`Count`]) or `threshold_total` ([`Threshold`]) make from an
+/// arrangement of `data`, computed from a hash map of totals (see the module docs).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input;
+/// use tidemark_dataflows::operators::totals::{totals_by_hash, Count};
+/// use timely::dataflow::operators::Inspect;
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, days) = scope.new_collection::<i32, isize>();
+///         totals_by_hash(days, Count, "CountDays")
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(update.clone()));
+///         input
+///     });
+///     input.insert(3);
+///     input.insert(3);
+///     input.advance_to(1);
+///     input.remove(3);
+///     input.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// // Day 3 is counted twice at time 0; at time 1 its count of 2 becomes 1.
+/// assert_eq!(seen, [((3, 1), 1, 1), ((3, 2), 0, 1), ((3, 2), 1, -1)]);
+/// ```
+pub fn totals_by_hash<'s, D, R, O>(
+    data: VecCollection<'s, Time, D, R>,
+    mut rule: O,
+    name: &str,
+) -> VecCollection<'s, Time, O::Out, isize>
+where
+    D: ExchangeData + Hashable + Hash + Eq,
+    R: ExchangeData + Semigroup,
+    O: TotalOutput<D, R>,
+{
+    let route = Exchange::new(|(key, _time, _diff): &(D, Time, R)| key.hashed().into());
+    data.inner
+        .unary_frontier(route, name, move |_capability, _info| {
+            // Each time's updates, summed per key, until the time is complete.
+            let mut pending: HeldByTime<Capability<Time>, FxHashMap<D, R>> = HeldByTime::default();
+            // Every key's total over the complete times; never zero.
+            let mut totals: FxHashMap<D, R> = FxHashMap::default();
+            let mut before: Vec<(O::Out, isize)> = Vec::new();
+            let mut after: Vec<(O::Out, isize)> = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each(|cap, batch| {
+                    // A batch's updates mostly share one time: look it up once per run.
+                    let mut updates = batch.drain(..).peekable();
+                    while let Some(&(_, time, _)) = updates.peek() {
+                        let sums = pending.at(time, || cap.delayed(&time, 0));
+                        while let Some((key, _, diff)) = updates.next_if(|u| u.1 == time) {
+                            match sums.entry(key) {
+                                Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&diff),
+                                Entry::Vacant(slot) => {
+                                    slot.insert(diff);
+                                }
+                            }
+                        }
+                    }
+                });
+                while let Some((time, cap, sums)) =
+                    pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
+                {
+                    // Room for the keys this time may add, not a rehash as they come.
+                    totals.reserve(sums.len());
+                    let mut session = output.session(&cap);
+                    for (key, diff) in sums {
+                        if diff.is_zero() {
+                            continue;
+                        }
+                        before.clear();
+                        after.clear();
+                        match totals.entry(key) {
+                            Entry::Occupied(mut total) => {
+                                rule.output(total.key(), total.get(), &mut before);
+                                total.get_mut().plus_equals(&diff);
+                                if total.get().is_zero() {
+                                    total.remove();
+                                } else {
+                                    rule.output(total.key(), total.get(), &mut after);
+                                }
+                            }
+                            Entry::Vacant(slot) => {
+                                rule.output(slot.key(), &diff, &mut after);
+                                slot.insert(diff);
+                            }
+                        }
+                        session.give_iterator(
+                            before
+                                .drain(..)
+                                .map(|(out, n)| (out, time, -n))
+                                .chain(after.drain(..).map(|(out, n)| (out, time, n))),
+                        );
+                    }
+                }
+            }
+        })
+        .as_collection()
+}
+
+/// Differential's `count_total`, `threshold_total` and `distinct_total` as methods of a
+/// collection, computed by [`totals_by_hash`].
+pub trait HashTotals<'s, D, R> {
+    /// `count_total()`: `(key, total)` for every key with a nonzero total.
+    fn count_by_hash(self) -> VecCollection<'s, Time, (D, R), isize>;
+
+    /// `threshold_total(thresh)`: every key with a nonzero total, `thresh(key, total)`
+    /// times.
+    fn threshold_by_hash<F>(self, thresh: F) -> VecCollection<'s, Time, D, isize>
+    where
+        F: FnMut(&D, &R) -> isize + 'static;
+
+    /// `distinct_total()`: every key with a nonzero total, once.
+    fn distinct_by_hash(self) -> VecCollection<'s, Time, D, isize>;
+}
+
+impl<'s, D, R> HashTotals<'s, D, R> for VecCollection<'s, Time, D, R>
+where
+    D: ExchangeData + Hashable + Hash + Eq,
+    R: ExchangeData + Semigroup,
+{
+    fn count_by_hash(self) -> VecCollection<'s, Time, (D, R), isize> {
+        totals_by_hash(self, Count, "CountTotal")
+    }
+
+    fn threshold_by_hash<F>(self, thresh: F) -> VecCollection<'s, Time, D, isize>
+    where
+        F: FnMut(&D, &R) -> isize + 'static,
+    {
+        totals_by_hash(self, Threshold(thresh), "ThresholdTotal")
+    }
+
+    fn distinct_by_hash(self) -> VecCollection<'s, Time, D, isize> {
+        totals_by_hash(self, Threshold(|_: &D, _: &R| 1), "DistinctTotal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::consolidation::consolidate_updates;
+    use differential_dataflow::input::Input;
+    use differential_dataflow::operators::{CountTotal, ThresholdTotal};
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::Inspect;
+
+    type Key = u16;
+    type Seen<D> = Arc<Mutex<Vec<(D, Time, isize)>>>;
+
+    /// What both implementations output for `updates`, each consolidated: (ours,
+    /// differential's) for the count, a threshold and the distinct.
+    #[allow(clippy::type_complexity)]
+    fn both(
+        updates: &[(Key, Time, isize)],
+        workers: usize,
+    ) -> [(Vec<(Key, Time, isize)>, Vec<(Key, Time, isize)>); 3] {
+        // A threshold that depends on the key and on the total's sign and size.
+        fn thresh(key: &Key, total: &isize) -> isize {
+            if *total > 0 {
+                (*key % 3) as isize + total.min(&2)
+            } else {
+                -1
+            }
+        }
+        let seen: [Seen<Key>; 4] = Default::default();
+        let counts: [Seen<(Key, isize)>; 2] = Default::default();
+        let (seen_in, counts_in) = (seen.clone(), counts.clone());
+        let updates = updates.to_vec();
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let (seen, counts) = (seen_in.clone(), counts_in.clone());
+            let mut input = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, data) = scope.new_collection::<Key, isize>();
+                let keep = |to: &Seen<Key>| {
+                    let to = to.clone();
+                    move |update: &(Key, Time, isize)| to.lock().unwrap().push(*update)
+                };
+                let keep_count = |to: &Seen<(Key, isize)>| {
+                    let to = to.clone();
+                    move |update: &((Key, isize), Time, isize)| to.lock().unwrap().push(*update)
+                };
+                data.clone()
+                    .count_by_hash()
+                    .inner
+                    .inspect(keep_count(&counts[0]));
+                data.clone()
+                    .arrange_by_self()
+                    .count_total()
+                    .inner
+                    .inspect(keep_count(&counts[1]));
+                data.clone()
+                    .threshold_by_hash(thresh)
+                    .inner
+                    .inspect(keep(&seen[0]));
+                data.clone()
+                    .arrange_by_self()
+                    .threshold_total(thresh)
+                    .inner
+                    .inspect(keep(&seen[1]));
+                data.clone()
+                    .distinct_by_hash()
+                    .inner
+                    .inspect(keep(&seen[2]));
+                data.arrange_by_self()
+                    .threshold_total(|_, _| 1)
+                    .inner
+                    .inspect(keep(&seen[3]));
+                input
+            });
+            if worker.index() == 0 {
+                for &(key, time, diff) in &updates {
+                    input.advance_to(time);
+                    input.update(key, diff);
+                }
+            }
+        })
+        .expect("the dataflow runs");
+        let take = |s: &Seen<Key>| {
+            let mut v = std::mem::take(&mut *s.lock().unwrap());
+            consolidate_updates(&mut v);
+            v
+        };
+        // Counts as (key, count) records, flattened to compare like the others: the
+        // count goes into the key's place (keys and counts stay small here).
+        let take_counts = |s: &Seen<(Key, isize)>| {
+            let mut v: Vec<(Key, Time, isize)> = std::mem::take(&mut *s.lock().unwrap())
+                .into_iter()
+                .map(|((key, count), time, diff)| (key * 1000 + (count + 500) as Key, time, diff))
+                .collect();
+            consolidate_updates(&mut v);
+            v
+        };
+        [
+            (take_counts(&counts[0]), take_counts(&counts[1])),
+            (take(&seen[0]), take(&seen[1])),
+            (take(&seen[2]), take(&seen[3])),
+        ]
+    }
+
+    /// Counts, thresholds and distincts by hash equal differential's operators over an
+    /// arrangement, time by time, for random updates (retractions and totals that go
+    /// negative included) on one and two workers.
+    #[test]
+    fn hash_totals_equal_differentials_operators() {
+        let mut x: u64 = 11;
+        let mut next = |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        for case in 0..40 {
+            let n = next(300) as usize;
+            let mut updates: Vec<(Key, Time, isize)> = (0..n)
+                .map(|_| (next(12) as Key, next(6), next(6) as isize - 2))
+                .collect();
+            updates.sort_by_key(|u| u.1);
+            for workers in [1, 2] {
+                for (which, (ours, theirs)) in both(&updates, workers).into_iter().enumerate() {
+                    assert_eq!(
+                        ours, theirs,
+                        "case {case}, {workers} workers, operator {which}: {updates:?}"
+                    );
+                }
+            }
+        }
+    }
+}
