@@ -1,7 +1,7 @@
 //! `Name`: an identifier (user id, event type, session id) as a 64-bit integer inside
 //! the dataflow, turned back into its text only for output rows.
 //!
-//! The integer is the xxh3 hash of the text, so every worker of every process derives
+//! The integer is (64 bits of) the xxh3 hash of the text, so every worker of every process derives
 //! the same id for the same text without coordination. The text of every id is kept
 //! once per process in a registry; a name crossing to another process travels as text
 //! and is registered there, so any worker can write any name. Two texts with the same
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use xxhash_rust::xxh3::xxh3_64;
+use xxhash_rust::xxh3::xxh3_128;
 
 /// An interned identifier: 8 bytes, `Copy`, ordered by its id. The id is never 0, so
 /// an `Option<Name>` is 8 bytes too (records that carry optional names stay small).
@@ -82,9 +82,22 @@ fn record_collision(id: u64, known: &str, text: &str) {
     }
 }
 
+/// A thread's copy of a text it has seen: the other 64 bits of the text's hash (which
+/// tell two texts of one id apart without reading either text) and the shared text.
+type Seen = (u64, Arc<str>);
+
 thread_local! {
     /// This thread's copy of the texts it has seen, so interning rarely takes a lock.
-    static SEEN: RefCell<FxHashMap<u64, Arc<str>>> = RefCell::new(FxHashMap::default());
+    static SEEN: RefCell<FxHashMap<u64, Seen>> = RefCell::new(FxHashMap::default());
+}
+
+/// The id of a text (the low 64 bits of its 128-bit xxh3, masked by the test hook;
+/// never 0) and the check that tells texts of one id apart (the high 64 bits).
+fn id_and_check(text: &str) -> (u64, u64) {
+    let hash = xxh3_128(text.as_bytes());
+    // A hash of 0 takes id 1: a text that hashes to 1 then collides with it, which is
+    // recorded like any other collision.
+    (((hash as u64) & id_mask()).max(1), (hash >> 64) as u64)
 }
 
 /// Texts a thread remembers before it starts over (the registry keeps them all).
@@ -92,19 +105,22 @@ const THREAD_CACHE: usize = 1 << 22;
 
 impl Name {
     /// The name of `text`: its id, with the text registered for output.
+    ///
+    /// A text this thread has seen is told apart from another text of the same id by
+    /// the other half of its 128-bit hash, so the usual case reads neither text; two
+    /// texts that agree in all 128 bits are as unlikely as two `event_id`s that
+    /// deduplication takes for one.
     pub fn new(text: &str) -> Name {
-        // A hash of 0 takes id 1: a text that hashes to 1 then collides with it, which
-        // is recorded like any other collision.
-        let id = (xxh3_64(text.as_bytes()) & id_mask()).max(1);
+        let (id, check) = id_and_check(text);
         SEEN.with(|seen| {
             let mut seen = seen.borrow_mut();
-            if let Some(known) = seen.get(&id) {
-                if &**known != text {
+            if let Some((known_check, known)) = seen.get(&id) {
+                if *known_check != check {
                     record_collision(id, known, text);
                 }
                 return;
             }
-            remember(&mut seen, id, register(id, text));
+            remember(&mut seen, id, (check, register(id, text)));
         });
         Name(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
     }
@@ -131,7 +147,7 @@ impl Name {
     fn with_shared<R>(self, f: impl FnOnce(&Arc<str>) -> R) -> R {
         let id = self.0.get();
         SEEN.with(|seen| {
-            if let Some(known) = seen.borrow().get(&id) {
+            if let Some((_, known)) = seen.borrow().get(&id) {
                 return f(known);
             }
             let found = registry()
@@ -142,7 +158,8 @@ impl Name {
             match found {
                 Some(text) => {
                     let result = f(&text);
-                    remember(&mut seen.borrow_mut(), id, text);
+                    let (_, check) = id_and_check(&text);
+                    remember(&mut seen.borrow_mut(), id, (check, text));
                     result
                 }
                 None => f(&Arc::from(format!("#{id:016x}"))),
@@ -152,7 +169,7 @@ impl Name {
 }
 
 /// Keeps `text` in this thread's cache, starting the cache over once it is full.
-fn remember(seen: &mut FxHashMap<u64, Arc<str>>, id: u64, text: Arc<str>) {
+fn remember(seen: &mut FxHashMap<u64, Seen>, id: u64, text: Seen) {
     if seen.len() >= THREAD_CACHE {
         seen.clear();
     }
