@@ -363,16 +363,13 @@ pub fn engagement_by_dimension<'s>(
         })
         .concat(hour_measures);
     // A user's events of several sources with one member (plays of several rock
-    // tracks) are summed on the worker before the exchange.
-    let active_users = combine(
-        arrange_by_key(actives, "DimensionUsersBySource")
-            .join_core(members, |_source, &(day, user), &(slot, member)| {
-                Some((day, slot, member, user))
-            })
-            .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user))),
-        "CombineDimensionMemberUsers",
-    )
-    .distinct_by_hash()
+    // tracks) meet in the distinct's sum per logical time.
+    let active_users = arrange_by_key(actives, "DimensionUsersBySource")
+        .join_core(members, |_source, &(day, user), &(slot, member)| {
+            Some((day, slot, member, user))
+        })
+        .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user)))
+        .distinct_by_hash()
     .map(|(day, slot, member, _user)| (day, slot, member));
 
     // Measures and active users meet in one sum per (day, dimension, member): each

@@ -53,6 +53,17 @@ impl<C, B: Default> HeldByTime<C, B> {
 }
 
 impl<C, B> HeldByTime<C, B> {
+    /// The data held for `time`; a new time takes its token from `token()` and its
+    /// (empty) data from `data()`, e.g. a buffer kept from an earlier time.
+    pub fn at_with(
+        &mut self,
+        time: Time,
+        token: impl FnOnce() -> C,
+        data: impl FnOnce() -> B,
+    ) -> &mut B {
+        &mut self.times.entry(time).or_insert_with(|| (token(), data())).1
+    }
+
     /// The earliest held time, if any.
     pub fn first_time(&self) -> Option<Time> {
         self.times.keys().next().copied()

@@ -110,6 +110,9 @@ where
             let mut pending: HeldByTime<Capability<Time>, FxHashMap<D, R>> = HeldByTime::default();
             // Every key's total over the complete times; never zero.
             let mut totals: FxHashMap<D, R> = FxHashMap::default();
+            // An emptied map of an earlier time, reused: a backfill's times are large,
+            // and a fresh map for each would fault its pages in again.
+            let mut spare: Option<FxHashMap<D, R>> = None;
             let mut before: Vec<(O::Out, isize)> = Vec::new();
             let mut after: Vec<(O::Out, isize)> = Vec::new();
             move |(input, frontier), output| {
@@ -117,7 +120,11 @@ where
                     // A batch's updates mostly share one time: look it up once per run.
                     let mut updates = batch.drain(..).peekable();
                     while let Some(&(_, time, _)) = updates.peek() {
-                        let sums = pending.at(time, || cap.delayed(&time, 0));
+                        let sums = pending.at_with(
+                            time,
+                            || cap.delayed(&time, 0),
+                            || spare.take().unwrap_or_default(),
+                        );
                         while let Some((key, _, diff)) = updates.next_if(|u| u.1 == time) {
                             match sums.entry(key) {
                                 Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&diff),
@@ -128,13 +135,11 @@ where
                         }
                     }
                 });
-                while let Some((time, cap, sums)) =
+                while let Some((time, cap, mut sums)) =
                     pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
                 {
-                    // Room for the keys this time may add, not a rehash as they come.
-                    totals.reserve(sums.len());
                     let mut session = output.session(&cap);
-                    for (key, diff) in sums {
+                    for (key, diff) in sums.drain() {
                         if diff.is_zero() {
                             continue;
                         }
@@ -162,6 +167,7 @@ where
                                 .chain(after.drain(..).map(|(out, n)| (out, time, n))),
                         );
                     }
+                    spare = Some(sums);
                 }
             }
         })
