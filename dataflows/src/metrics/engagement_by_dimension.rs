@@ -370,7 +370,7 @@ pub fn engagement_by_dimension<'s>(
         })
         .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user)))
         .distinct_by_hash()
-    .map(|(day, slot, member, _user)| (day, slot, member));
+        .map(|(day, slot, member, _user)| (day, slot, member));
 
     // Measures and active users meet in one sum per (day, dimension, member): each
     // distinct active user adds one to its `users`.

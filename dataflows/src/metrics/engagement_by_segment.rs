@@ -26,7 +26,6 @@ use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns};
-use crate::operators::combine::combine;
 use crate::operators::totals::HashTotals;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
@@ -111,19 +110,17 @@ pub fn engagement_by_segment<'s>(
         watermarks,
         move |((_user, day), _)| closes(month_of_day(*day)),
     );
-    let day_totals = combine(
-        day_events
-            .clone()
-            .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize)))),
-        "CombineUserDayTotals",
-    )
-    .count_by_hash()
-    .map(|((user, day), (events, duration))| {
-        (
-            (user, month_of_day(day)),
-            MonthInput::Day(day, events as i64, duration as i64),
-        )
-    });
+    // Each (user, day)'s events and duration: the count sums each logical time itself.
+    let day_totals = day_events
+        .clone()
+        .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize))))
+        .count_by_hash()
+        .map(|((user, day), (events, duration))| {
+            (
+                (user, month_of_day(day)),
+                MonthInput::Day(day, events as i64, duration as i64),
+            )
+        });
     let change_day_events = arrange_by_key(day_events, "EventsByUserDay").join_core(
         change_days,
         |(user, day), (ts, duration), ()| {

@@ -61,7 +61,11 @@ impl<C, B> HeldByTime<C, B> {
         token: impl FnOnce() -> C,
         data: impl FnOnce() -> B,
     ) -> &mut B {
-        &mut self.times.entry(time).or_insert_with(|| (token(), data())).1
+        &mut self
+            .times
+            .entry(time)
+            .or_insert_with(|| (token(), data()))
+            .1
     }
 
     /// The earliest held time, if any.
