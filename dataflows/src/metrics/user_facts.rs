@@ -15,82 +15,50 @@ use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::arrange::ByKeyRuns;
-use crate::operators::combine::combine;
 use crate::operators::gate::Time;
+use crate::operators::totals::HashTotals;
 use tidemark_records::records::{Millis, Plan};
 
-/// What one record says about a (user, day).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum DayFact {
-    /// An accepted `play`.
-    Play,
-    /// An accepted `skip`.
-    Skip,
-    /// Another accepted event.
-    Other,
-    /// A session starting that day, with its duration in ms.
-    Session(i64),
-}
+/// What a (user, day) sums, held in the difference of its updates: events, plays,
+/// skips, and (sessions started, their total duration in ms).
+type DayTally = (isize, isize, isize, (isize, isize));
 
 /// The `user_activity_daily` table: per user and day of accepted events, the events,
-/// plays, skips, sessions started and their total duration. Events are pre-aggregated
-/// per (user, day, kind) before the exchange, so a reduce reads at most three event
-/// records and the day's sessions.
+/// plays, skips, sessions started and their total duration. Every event and session
+/// adds its [`DayTally`] to its (user, day), and one hash count per (user, day) keeps
+/// the sums (no reduce reads the day's records again when one arrives).
 pub fn user_activity_daily<'s>(
     events: VecCollection<'s, Time, Action>,
     sessions: VecCollection<'s, Time, SessionRow>,
 ) -> VecCollection<'s, Time, UserDailyRow> {
     let (play, skip) = (Name::new(PLAY), Name::new(SKIP));
-    let event_facts = combine(
-        events.map(move |e| {
-            let kind = if e.event_type == play {
-                DayFact::Play
-            } else if e.event_type == skip {
-                DayFact::Skip
-            } else {
-                DayFact::Other
-            };
-            ((e.user_id, day_of(e.ts)), kind)
-        }),
-        "CombineUserDayKinds",
-    );
-    let session_facts = sessions.map(|s| {
-        (
-            (s.user_id, day_of(s.start)),
-            DayFact::Session(s.end - s.start),
-        )
+    let event_tallies = events.explode(move |e| {
+        let tally: DayTally = (
+            1,
+            isize::from(e.event_type == play),
+            isize::from(e.event_type == skip),
+            (0, 0),
+        );
+        Some(((e.user_id, day_of(e.ts)), tally))
     });
-    event_facts
-        .concat(session_facts)
-        .reduce_runs("UserActivityDaily", |_user_day, facts, output| {
-            let mut row = (0i64, 0i64, 0i64, 0i64, 0i64);
-            for (fact, count) in facts {
-                let count = *count as i64;
-                match fact {
-                    DayFact::Play => row.1 += count,
-                    DayFact::Skip => row.2 += count,
-                    DayFact::Other => {}
-                    DayFact::Session(ms) => {
-                        row.3 += count;
-                        row.4 += ms * count;
-                        continue;
-                    }
-                }
-                row.0 += count;
-            }
-            if row.0 > 0 {
-                output.push((row, 1isize));
-            }
-        })
+    let session_tallies = sessions.explode(|s| {
+        let tally: DayTally = (0, 0, 0, (1, (s.end - s.start) as isize));
+        Some(((s.user_id, day_of(s.start)), tally))
+    });
+    event_tallies
+        .concat(session_tallies)
+        .count_by_hash()
+        // A (user, day) is a row while it has accepted events.
+        .filter(|(_user_day, (events, ..))| *events > 0)
         .map(
-            |((user_id, day), (events, plays, skips, sessions, session_ms))| UserDailyRow {
+            |((user_id, day), (events, plays, skips, (sessions, session_ms)))| UserDailyRow {
                 user_id,
                 day,
-                events,
-                plays,
-                skips,
-                sessions,
-                session_ms,
+                events: events as i64,
+                plays: plays as i64,
+                skips: skips as i64,
+                sessions: sessions as i64,
+                session_ms: session_ms as i64,
             },
         )
 }
