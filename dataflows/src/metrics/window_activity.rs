@@ -7,10 +7,9 @@ use tidemark_records::records::Millis;
 
 use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
-use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine;
-use crate::operators::expiry::{reduce_until_closed, Watermarks};
+use crate::operators::expiry::{drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 use crate::operators::totals::HashTotals;
 
@@ -19,16 +18,21 @@ pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
     ts.div_euclid(window_ms) * window_ms
 }
 
-/// One input to a window's row, combined per window by a single reduce.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum WindowPart {
-    /// An event of this user in the window (multiplicity = number of events).
-    Activity(Name),
-    /// This many sessions started in the window.
-    Started(i64),
-}
+/// What a window sums, held in the difference of its updates: accepted events,
+/// distinct active users and sessions started.
+type WindowTally = (isize, isize, isize);
+
+/// The tally of one event, one active user, one session started.
+const EVENT: WindowTally = (1, 0, 0);
+const USER: WindowTally = (0, 1, 0);
+const SESSION: WindowTally = (0, 0, 1);
 
 /// The `window_activity` table: a row per window with at least one accepted event.
+///
+/// Every event adds to its window's events, every distinct (window, user) to its
+/// active users and every session to the sessions started in its start's window; one
+/// hash count per window keeps the sums, so no reduce reads a window's users again
+/// when one more arrives.
 ///
 /// A window is final once the watermark passes its end: its events are then past, and
 /// session starts only ever appear or vanish at or after an accepted event's time. Its
@@ -39,50 +43,43 @@ pub fn window_activity<'s>(
     watermarks: &Watermarks<'s>,
     window_ms: Millis,
 ) -> VecCollection<'s, Time, WindowRow> {
-    let started = sessions
-        .map(move |s| window_start(s.start, window_ms))
-        .count_by_hash()
-        .map(|(window, count)| (window, WindowPart::Started(count as i64)));
-    // A user's events of one window are counted on each worker before they are held
-    // and arranged: a session puts several events in a window.
-    let parts = combine(
-        events.map(move |e| {
-            (
-                window_start(e.ts, window_ms),
-                WindowPart::Activity(e.user_id),
-            )
-        }),
-        "CombineWindowUsers",
-    )
-    .concat(started);
-    reduce_until_closed(
-        parts,
+    let closes = move |start: &Millis| Some(start + window_ms);
+    // A user's events of one window are counted on each worker before they are held:
+    // a session puts several events in a window.
+    let user_windows = retire_behind(
+        combine(
+            events.map(move |e| (window_start(e.ts, window_ms), e.user_id)),
+            "CombineWindowUsers",
+        ),
         watermarks,
-        move |start: &Millis| Some(start + window_ms),
-        "WindowActivity",
-        move |&start, parts, output| {
-            let mut row = WindowRow {
+        move |(start, _user)| closes(start),
+    );
+    let started = retire_behind(
+        sessions.map(move |s| window_start(s.start, window_ms)),
+        watermarks,
+        closes,
+    );
+    let rows = user_windows
+        .clone()
+        .explode(|(start, _user)| Some((start, EVENT)))
+        .concat(
+            user_windows
+                .distinct_by_hash()
+                .explode(|(start, _user)| Some((start, USER))),
+        )
+        .concat(started.explode(|start| Some((start, SESSION))))
+        .count_by_hash()
+        .filter(|(_start, (events, _, _))| *events > 0)
+        .map(
+            move |(start, (events, active_users, sessions_started))| WindowRow {
                 start,
                 length_ms: window_ms,
-                events: 0,
-                active_users: 0,
-                sessions_started: 0,
-            };
-            for (part, count) in parts {
-                match part {
-                    WindowPart::Activity(_) => {
-                        row.events += *count as i64;
-                        row.active_users += 1;
-                    }
-                    WindowPart::Started(n) => row.sessions_started = *n,
-                }
-            }
-            if row.events > 0 {
-                output.push((row, 1isize));
-            }
-        },
-    )
-    .map(|(_start, row)| row)
+                events: events as i64,
+                active_users: active_users as i64,
+                sessions_started: sessions_started as i64,
+            },
+        );
+    drop_closed(rows, watermarks, move |row| closes(&row.start))
 }
 
 /// `window_activity`: one row per window with at least one accepted event.
