@@ -160,6 +160,11 @@ where
                                 slot.insert(diff);
                             }
                         }
+                        // A key whose output stays as it was (a distinct key seen again)
+                        // sends nothing, not a retraction and its reinsertion.
+                        if before == after {
+                            continue;
+                        }
                         session.give_iterator(
                             before
                                 .drain(..)
