@@ -14,3 +14,16 @@ pub mod feeds;
 pub mod metrics;
 pub mod model;
 pub mod operators;
+
+/// A small linear congruential generator for the unit tests' random cases (many varied
+/// cases, no dependency): each call gives a number below its bound.
+#[cfg(test)]
+pub(crate) fn test_numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |bound| {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 33) % bound
+    }
+}

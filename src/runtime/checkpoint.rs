@@ -381,13 +381,13 @@ impl Checkpoint {
     /// when the source cannot be opened (gone since it was listed: the reader then
     /// quarantines it). A failure to write the copy (a full disk) is an error.
     pub fn copy_source(&self, unit: u64, source: &Path) -> Result<Option<(PathBuf, u64, u64)>> {
-        if File::open(source).is_err() {
+        let Ok(from) = File::open(source) else {
             return Ok(None);
-        }
+        };
         let path = self.copy_file(unit);
         let tmp = path.with_file_name(format!(".{unit:010}.{COPY_SUFFIX}.tmp"));
         let mut to = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let (len, hash) = read_hashed(source, |bytes| {
+        let (len, hash) = read_hashed(from, source, |bytes| {
             to.write_all(bytes)
                 .with_context(|| format!("writing {}", tmp.display()))
         })?;
@@ -641,14 +641,18 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
 
 /// xxh3-64 of a file's contents.
 pub fn hash_file(path: &Path) -> Result<u64> {
-    read_hashed(path, |_| Ok(())).map(|(_, hash)| hash)
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    read_hashed(file, path, |_| Ok(())).map(|(_, hash)| hash)
 }
 
-/// Reads `path` through in 1 MiB pieces, handing each to `each`; returns its length and
-/// xxh3-64.
-fn read_hashed(path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<(u64, u64)> {
+/// Reads `file` (opened from `path`) through in 1 MiB pieces, handing each to `each`;
+/// returns its length and xxh3-64.
+fn read_hashed(
+    mut file: File,
+    path: &Path,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(u64, u64)> {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {

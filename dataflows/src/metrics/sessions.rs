@@ -235,14 +235,7 @@ mod tests {
     /// sessions of the events themselves, for derived and source scopes alike.
     #[test]
     fn sessions_of_runs_are_the_sessions_of_their_events_whatever_the_grouping() {
-        // A small linear congruential generator: many varied cases, no dependency.
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = |bound: u64| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (state >> 33) % bound
-        };
+        let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1d);
         for case in 0..3000 {
             let scope = if case % 5 == 0 {
                 SessionScope::Source(Name::new("s"))

@@ -19,7 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::operators::gate::{Time, RELEASE_CHUNK};
-use crate::operators::held::HeldByTime;
+use crate::operators::held::{sum_updates, HeldByTime, HeldSums};
 
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
 /// time once the input has passed it (when nothing downstream could complete it
@@ -66,28 +66,13 @@ where
     data.inner
         .unary_frontier(Pipeline, name, |_capability, info| {
             let activator = scope.activator_for(info.address);
-            let mut sums: HeldByTime<Capability<Time>, FxHashMap<D, R>> = HeldByTime::default();
+            let mut sums: HeldSums<D, R> = HeldByTime::default();
             // The complete time being released, a chunk per activation (see
             // [`RELEASE_CHUNK`]).
             let mut releasing: Option<(Time, Capability<Time>, IntoIter<D, R>)> = None;
             move |(input, frontier), output| {
-                input.for_each(|cap, batch| {
-                    // A batch's updates mostly share one time: look it up once per run.
-                    let mut updates = batch.drain(..).peekable();
-                    while let Some(&(_, time, _)) = updates.peek() {
-                        let time_sums = sums.at(time, || cap.delayed(&time, 0));
-                        while let Some((record, _, diff)) = updates.next_if(|u| u.1 == time) {
-                            match time_sums.entry(record) {
-                                std::collections::hash_map::Entry::Occupied(mut sum) => {
-                                    sum.get_mut().plus_equals(&diff)
-                                }
-                                std::collections::hash_map::Entry::Vacant(slot) => {
-                                    slot.insert(diff);
-                                }
-                            }
-                        }
-                    }
-                });
+                input
+                    .for_each(|cap, batch| sum_updates(&mut sums, &cap, batch, FxHashMap::default));
                 loop {
                     if releasing.is_none() {
                         let Some((time, cap, time_sums)) =

@@ -20,8 +20,12 @@
 //! assert!(held.is_empty());
 //! ```
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
+use std::hash::Hash;
 
+use differential_dataflow::difference::Semigroup;
+use rustc_hash::FxHashMap;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::operators::gate::Time;
@@ -44,11 +48,7 @@ impl<C, B> Default for HeldByTime<C, B> {
 impl<C, B: Default> HeldByTime<C, B> {
     /// The data held for `time`; a new time takes its token from `token()`.
     pub fn at(&mut self, time: Time, token: impl FnOnce() -> C) -> &mut B {
-        &mut self
-            .times
-            .entry(time)
-            .or_insert_with(|| (token(), B::default()))
-            .1
+        self.at_with(time, token, B::default)
     }
 }
 
@@ -157,6 +157,33 @@ pub fn hold_updates<D, I>(
         let held = held.at(time, || cap.delayed(&time, 0));
         while let Some((record, time, diff)) = updates.next_if(|u| u.1 == time) {
             held.push(item(record, time, diff));
+        }
+    }
+}
+
+/// Updates summed per record and time, with a capability for each time.
+pub type HeldSums<D, R> = HeldByTime<Capability<Time>, FxHashMap<D, R>>;
+
+/// Adds every update `(record, time, diff)` of `batch` to its time's sum of `record`,
+/// with a capability for the time delayed from `cap`. A new time takes its (empty) map
+/// from `fresh()`, e.g. one kept from an earlier time.
+pub fn sum_updates<D: Hash + Eq, R: Semigroup>(
+    held: &mut HeldSums<D, R>,
+    cap: &InputCapability<Time>,
+    batch: &mut Vec<(D, Time, R)>,
+    mut fresh: impl FnMut() -> FxHashMap<D, R>,
+) {
+    // A batch's updates mostly share one time: look it up once per run.
+    let mut updates = batch.drain(..).peekable();
+    while let Some(&(_, time, _)) = updates.peek() {
+        let sums = held.at_with(time, || cap.delayed(&time, 0), &mut fresh);
+        while let Some((record, _, diff)) = updates.next_if(|u| u.1 == time) {
+            match sums.entry(record) {
+                Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&diff),
+                Entry::Vacant(slot) => {
+                    slot.insert(diff);
+                }
+            }
         }
     }
 }

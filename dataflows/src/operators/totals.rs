@@ -21,10 +21,9 @@ use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::Capability;
 
 use crate::operators::gate::Time;
-use crate::operators::held::HeldByTime;
+use crate::operators::held::{sum_updates, HeldByTime, HeldSums};
 
 /// What a key's total becomes in the output: nothing, or records with multiplicities.
 pub trait TotalOutput<D, R>: 'static {
@@ -107,7 +106,7 @@ where
     data.inner
         .unary_frontier(route, name, move |_capability, _info| {
             // Each time's updates, summed per key, until the time is complete.
-            let mut pending: HeldByTime<Capability<Time>, FxHashMap<D, R>> = HeldByTime::default();
+            let mut pending: HeldSums<D, R> = HeldByTime::default();
             // Every key's total over the complete times; never zero.
             let mut totals: FxHashMap<D, R> = FxHashMap::default();
             // An emptied map of an earlier time, reused: a backfill's times are large,
@@ -117,23 +116,9 @@ where
             let mut after: Vec<(O::Out, isize)> = Vec::new();
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| {
-                    // A batch's updates mostly share one time: look it up once per run.
-                    let mut updates = batch.drain(..).peekable();
-                    while let Some(&(_, time, _)) = updates.peek() {
-                        let sums = pending.at_with(
-                            time,
-                            || cap.delayed(&time, 0),
-                            || spare.take().unwrap_or_default(),
-                        );
-                        while let Some((key, _, diff)) = updates.next_if(|u| u.1 == time) {
-                            match sums.entry(key) {
-                                Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&diff),
-                                Entry::Vacant(slot) => {
-                                    slot.insert(diff);
-                                }
-                            }
-                        }
-                    }
+                    sum_updates(&mut pending, &cap, batch, || {
+                        spare.take().unwrap_or_default()
+                    })
                 });
                 while let Some((time, cap, mut sums)) =
                     pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
@@ -322,13 +307,7 @@ mod tests {
     /// negative included) on one and two workers.
     #[test]
     fn hash_totals_equal_differentials_operators() {
-        let mut x: u64 = 11;
-        let mut next = |m: u64| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) % m
-        };
+        let mut next = crate::test_numbers(11);
         for case in 0..40 {
             let n = next(300) as usize;
             let mut updates: Vec<(Key, Time, isize)> = (0..n)
