@@ -12,16 +12,15 @@
 //! source's aggregates from the old member to the new one.
 //!
 //! Dimensions of one kind of source share its state: `genre` and `artist` both read
-//! the item, `country` and every user attribute the user. Per (source, day) the
-//! measures are pre-summed on each worker and kept in the update's difference (values
-//! in fixed point, [`VALUE_SCALE`], so sums are exact and rows consolidate): the join
-//! with the members multiplies them through. Per (source, day, user) the events are
-//! counted, and a distinct after the join with the members marks the user active per
-//! (day, dimension, member). Both are joined with the source's members, one per
-//! dimension of its kind, and one `count_total` per (day, dimension, member) sums the
-//! measures and the active users together (no join of two totals).
+//! the item, `country` and every user attribute the user. The members of the sources
+//! some event uses are broadcast to every worker, and [`slices`] joins each worker's
+//! events with them where the events are, counting the distinct active users there
+//! too. Measures are kept in the update's difference (values in fixed point,
+//! [`VALUE_SCALE`], so sums are exact and rows consolidate), and one hash sum per
+//! (day, dimension, member) adds up the measures and the active users of every worker
+//! (no join of two totals).
 
-use differential_dataflow::difference::{Abelian, IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Item, UserRow};
@@ -32,11 +31,14 @@ use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::{arrange_by_key, ByKeyRuns};
+use crate::operators::arrange::ByKeyRuns;
 use crate::operators::combine::combine;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 use crate::operators::totals::HashTotals;
+
+mod slices;
+use slices::{slices, SlicePlan};
 
 /// Fixed-point scale of event values: a value `v` is held as `round(v * 2^32)`, so a
 /// mean is exact to about 1e-10 and sums are integers.
@@ -88,8 +90,8 @@ enum MemberInput {
     Fact(Arrival, Option<Name>),
 }
 
-/// A dimension's place among the `dimensions` in force: records after the member join
-/// carry it instead of the [`Dimension`] (1 byte, not 16), so they stay 24 bytes.
+/// A dimension's place among the `dimensions` in force: the slices' keys carry it
+/// instead of the [`Dimension`] (1 byte, not 16), so a (day, slot, member) is 16 bytes.
 type Slot = u8;
 
 fn slot(dimensions: Dimensions, dimension: Dimension) -> Slot {
@@ -132,10 +134,10 @@ impl Sums {
         }
     }
 
-    /// One active user.
-    fn user() -> Sums {
+    /// `users` active users.
+    fn users(users: i64) -> Sums {
         Sums {
-            users: 1,
+            users,
             ..Sums::default()
         }
     }
@@ -157,26 +159,8 @@ impl Semigroup for Sums {
     }
 }
 
-impl Monoid for Sums {
-    fn zero() -> Self {
-        Sums::default()
-    }
-}
-
-impl Abelian for Sums {
-    fn negate(&mut self) {
-        *self = Sums {
-            events: -self.events,
-            duration: -self.duration,
-            value_sum: -self.value_sum,
-            values: -self.values,
-            users: -self.users,
-        };
-    }
-}
-
-/// A record's multiplicity times its sums (what `explode` and the join with the
-/// counted members need).
+/// A multiplicity times the sums (a member change moves a source's sums by it; a
+/// retracted event by -1).
 impl Multiply<isize> for Sums {
     type Output = Sums;
     fn multiply(self, rhs: &isize) -> Sums {
@@ -211,57 +195,28 @@ pub fn engagement_by_dimension<'s>(
     };
     // Each event once per kind of source its dimensions need (its item, its user):
     // dimensions of one kind share the state. An hour's member never changes, so
-    // `hour_of_day` needs no source and no member join: its events go straight to their
-    // (day, slot, member).
+    // `hour_of_day` needs no source and no member join.
     let wants = |k: Kind| dimensions.iter().any(|d| kind(d) == k);
-    let (by_item, by_user) = (wants(Kind::Item), wants(Kind::User));
-    let hour_slot = wants(Kind::Hour).then(|| slot(dimensions, Dimension::HourOfDay));
-    let hour_names: [Name; 24] = std::array::from_fn(|hour| Name::new(&format!("{hour:02}")));
-    let hourly = events.clone().flat_map(move |e| {
-        hour_slot.map(|slot| {
-            let hour = (e.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
-            let member = Some(hour_names[hour]);
-            (
-                day_of(e.ts),
-                slot,
-                member,
-                e.user_id,
-                e.duration_ms,
-                e.value,
-            )
-        })
-    });
-    let keyed = events.flat_map(move |e| {
-        let item = e.item_id.map_or(Source::Missing, Source::Item);
-        let user = Source::User(e.user_id);
-        let day = day_of(e.ts);
-        [(by_item, item), (by_user, user)]
-            .into_iter()
-            .filter(|(wanted, _)| *wanted)
-            .map(move |(_, source)| (source, day, e.user_id, e.duration_ms, e.value))
-    });
-    // Measures per (source, day), summed on each worker before the exchange. They stay
-    // in the difference (a join is linear): each worker sends one update per (source,
-    // day) and logical time, which the join with the members carries through as is.
-    let measures = combine(
-        keyed
-            .clone()
-            .explode(|(source, day, _user, duration, value)| {
-                Some(((source, day), Sums::event(duration, value)))
-            }),
-        "CombineDimensionMeasures",
+    let plan = SlicePlan {
+        by_item: wants(Kind::Item),
+        by_user: wants(Kind::User),
+        hour: wants(Kind::Hour).then(|| {
+            let names = std::array::from_fn(|hour| Name::new(&format!("{hour:02}")));
+            (slot(dimensions, Dimension::HourOfDay), names)
+        }),
+    };
+    let (by_item, by_user) = (plan.by_item, plan.by_user);
+    // The sources the events use, counted on each worker before the exchange.
+    let sources = combine(
+        events.clone().flat_map(move |e| {
+            let item = e.item_id.map_or(Source::Missing, Source::Item);
+            [(by_item, item), (by_user, Source::User(e.user_id))]
+                .into_iter()
+                .filter(|(wanted, _)| *wanted)
+                .map(|(_, source)| source)
+        }),
+        "CombineDimensionSources",
     );
-    let hour_measures = combine(
-        hourly
-            .clone()
-            .explode(|(day, slot, member, _user, duration, value)| {
-                Some(((day, slot, member), Sums::event(duration, value)))
-            }),
-        "CombineHourMeasures",
-    );
-    // (source, day, user) with its number of events: the arrangement consolidates them,
-    // so no distinct is needed before the join; the one after it sees multiplicities.
-    let actives = keyed.map(|(source, day, user, _, _)| (source, (day, user)));
 
     // The member of every source some event uses.
     let facts = items
@@ -299,10 +254,8 @@ pub fn engagement_by_dimension<'s>(
     // sources are made distinct first: a source's `Used` input then changes once, when
     // it first appears, not with every batch that changes its measures (the member
     // reduce would otherwise revisit every busy item and user at every logical time).
-    let used = measures
-        .clone()
-        .map(|(source, _day)| source)
-        .threshold_by_hash(|_source, m| isize::from(m.events > 0))
+    let used = sources
+        .threshold_by_hash(|_source, events| isize::from(*events > 0))
         .flat_map(move |source| {
             dimensions
                 .iter()
@@ -353,40 +306,20 @@ pub fn engagement_by_dimension<'s>(
         .join_map(sourced, move |&dimension, &(source, member), &()| {
             (source, (slot(dimensions, dimension), member))
         });
-    // One arrangement of the members for both joins (a join multiplies the measures
-    // by the member's count).
-    let members = arrange_by_key(members, "DimensionMembersBySource");
-
-    let measures = arrange_by_key(measures, "DimensionMeasuresBySource")
-        .join_core(members.clone(), |_source, &day, &(slot, member)| {
-            Some((day, slot, member))
-        })
-        .concat(hour_measures);
-    // A user's events of several sources with one member (plays of several rock
-    // tracks) meet in the distinct's sum per logical time.
-    let active_users = arrange_by_key(actives, "DimensionUsersBySource")
-        .join_core(members, |_source, &(day, user), &(slot, member)| {
-            Some((day, slot, member, user))
-        })
-        .concat(hourly.map(|(day, slot, member, user, _, _)| (day, slot, member, user)))
-        .distinct_by_hash()
-        .map(|(day, slot, member, _user)| (day, slot, member));
-
-    // Measures and active users meet in one sum per (day, dimension, member): each
-    // distinct active user adds one to its `users`.
-    let table = measures
-        .concat(active_users.explode(|key| Some((key, Sums::user()))))
-        .count_by_hash()
-        .map(move |((day, slot, member), sums)| DimensionRow {
-            day,
-            dimension: dimension_at(dimensions, slot),
-            member,
-            active_users: sums.users,
-            events: sums.events,
-            duration_ms: sums.duration,
-            value_sum: sums.value_sum,
-            values: sums.values,
-        });
+    // Each worker's slices of its users' events, summed per (day, dimension, member).
+    let table =
+        slices(events, members, plan)
+            .count_by_hash()
+            .map(move |((day, slot, member), sums)| DimensionRow {
+                day,
+                dimension: dimension_at(dimensions, slot),
+                member,
+                active_users: sums.users,
+                events: sums.events,
+                duration_ms: sums.duration,
+                value_sum: sums.value_sum,
+                values: sums.values,
+            });
     if forget {
         drop_closed(table, watermarks, |row| Some(day_end(row.day)))
     } else {
@@ -456,7 +389,7 @@ impl TableRow for DimensionRow {
 
 #[cfg(test)]
 #[test]
-fn a_member_user_record_is_24_bytes_and_sums_48() {
-    assert_eq!(std::mem::size_of::<(i32, Slot, Option<Name>, Name)>(), 24);
+fn a_slice_is_16_bytes_and_sums_48() {
+    assert_eq!(std::mem::size_of::<slices::Slice>(), 16);
     assert_eq!(std::mem::size_of::<Sums>(), 48);
 }

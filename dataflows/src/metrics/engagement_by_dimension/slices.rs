@@ -1,0 +1,305 @@
+//! The slices of `engagement_by_dimension`: accepted events joined with their sources'
+//! members, with the distinct active users of each (day, dimension, member), in one
+//! operator per worker.
+//!
+//! Members are few and change rarely (once per source, and with a late catalogue or
+//! user row), so every worker gets all of them (a broadcast, as Spark and Flink join a
+//! small dimension table). The events stay with their user's worker, so the distinct
+//! users of a (day, dimension, member) are counted there, with no exchange. Each worker
+//! keeps, per user, how many events each (day, source) and each (day, dimension,
+//! member) has, and per source its measures per day, so that a member change moves
+//! them from the old member to the new one.
+//!
+//! At each complete logical time the member changes are applied against the events
+//! seen before it, then the time's events against the members after it: that is the
+//! delta of the join, `L·ΔR + ΔL·(R + ΔR)`. The output is each (day, dimension,
+//! member)'s change of [`Sums`] on this worker, which the table's sum adds up.
+
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, VecCollection};
+use rustc_hash::FxHashMap;
+use tidemark_records::time::day_of;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+
+use super::{Slot, Source, Sums};
+use crate::model::action::Action;
+use crate::model::name::Name;
+use crate::operators::gate::Time;
+use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+
+/// A (day, dimension, member): the key of a table row.
+pub(super) type Slice = (i32, Slot, Option<Name>);
+
+/// Which members an event has: through its item, through its user, and its hour.
+#[derive(Clone)]
+pub(super) struct SlicePlan {
+    /// Some dimension reads the item (`genre`, `artist`).
+    pub by_item: bool,
+    /// Some dimension reads the user (`country`, a user attribute).
+    pub by_user: bool,
+    /// The slot of `hour_of_day` if it is in force, with the 24 hours' names.
+    pub hour: Option<(Slot, [Name; 24])>,
+}
+
+/// Each (day, dimension, member)'s change of sums per logical time and worker: events
+/// of `events` by the member `members` gives their source (see the module docs).
+pub(super) fn slices<'s>(
+    events: VecCollection<'s, Time, Action>,
+    members: VecCollection<'s, Time, (Source, (Slot, Option<Name>))>,
+    plan: SlicePlan,
+) -> VecCollection<'s, Time, Slice, Sums> {
+    let by_user = Exchange::new(|(event, _, _): &(Action, Time, isize)| event.user_id.hashed());
+    events
+        .inner
+        .binary_frontier(
+            members.inner.broadcast(),
+            by_user,
+            Pipeline,
+            "DimensionSlices",
+            move |_capability, _info| {
+                let mut held_events: HeldUpdates<(Action, isize)> = HeldByTime::default();
+                let mut held_members: HeldUpdates<(Source, Slot, Option<Name>, isize)> =
+                    HeldByTime::default();
+                let mut state = State::default();
+                move |(events_in, events_frontier), (members_in, members_frontier), output| {
+                    events_in.for_each(|cap, batch| {
+                        hold_updates(&mut held_events, &cap, batch, |event, _, diff| {
+                            (event, diff)
+                        })
+                    });
+                    members_in.for_each(|cap, batch| {
+                        hold_updates(
+                            &mut held_members,
+                            &cap,
+                            batch,
+                            |(source, (slot, member)), _, diff| (source, slot, member, diff),
+                        )
+                    });
+                    let complete = |time: Time| {
+                        !events_frontier.frontier().less_equal(&time)
+                            && !members_frontier.frontier().less_equal(&time)
+                    };
+                    while let Some(time) = [held_events.first_time(), held_members.first_time()]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .filter(|time| complete(*time))
+                    {
+                        let changes = held_members.take(time);
+                        let events = held_events.take(time);
+                        let (events_cap, mut events) = events.unzip();
+                        let (changes_cap, changes) = changes.unzip();
+                        state.move_members(changes.as_deref().unwrap_or_default());
+                        state.add_events(&plan, events.as_deref_mut().unwrap_or_default());
+                        let cap = events_cap.or(changes_cap);
+                        let cap = cap.expect("a held time has a capability");
+                        output.session(&cap).give_iterator(
+                            state
+                                .out
+                                .drain()
+                                .filter(|(_, sums)| !sums.is_zero())
+                                .map(|(slice, sums)| (slice, time, sums)),
+                        );
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// One user's events on this worker: how many each (day, source) has, and how many
+/// each (day, dimension, member) has (nonzero: the user is active there).
+#[derive(Default)]
+struct UserEvents {
+    sources: FxHashMap<(i32, Source), i64>,
+    active: FxHashMap<Slice, i64>,
+}
+
+/// One source on this worker: its members (from the broadcast), and its events'
+/// measures per day (what a member change moves).
+#[derive(Default)]
+struct SourceState {
+    members: Vec<(Slot, Option<Name>, i64)>,
+    days: FxHashMap<i32, Sums>,
+}
+
+impl SourceState {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.days.is_empty()
+    }
+}
+
+/// One worker's state, by user and by source, and the output being summed. Each
+/// event touches its user's maps, which stay in cache while the user's events of a
+/// time are taken one after the other.
+#[derive(Default)]
+struct State {
+    users: FxHashMap<Name, UserEvents>,
+    sources: FxHashMap<Source, SourceState>,
+    out: FxHashMap<Slice, Sums>,
+}
+
+impl State {
+    /// A logical time's member changes `(source, slot, member, diff)`: the events so
+    /// far of each changed source move by `diff`, then the members change.
+    fn move_members(&mut self, changes: &[(Source, Slot, Option<Name>, isize)]) {
+        let mut moves: FxHashMap<Source, Vec<(Slot, Option<Name>, i64)>> = FxHashMap::default();
+        for &(source, slot, member, diff) in changes {
+            let Some(state) = self.sources.get(&source) else {
+                continue;
+            };
+            if state.days.is_empty() {
+                continue;
+            }
+            moves
+                .entry(source)
+                .or_default()
+                .push((slot, member, diff as i64));
+            for (&day, sums) in &state.days {
+                add(&mut self.out, (day, slot, member), sums.multiply(&diff));
+            }
+        }
+        // Only a source with events here before this time needs the users' events: a
+        // late catalogue or user row, or the first row of a source table. A source
+        // used for the first time has none.
+        if !moves.is_empty() {
+            for events in self.users.values_mut() {
+                for (&(day, source), &count) in &events.sources {
+                    for &(slot, member, diff) in moves.get(&source).into_iter().flatten() {
+                        let slice = (day, slot, member);
+                        add_user(&mut events.active, &mut self.out, slice, count * diff);
+                    }
+                }
+            }
+        }
+        for &(source, slot, member, diff) in changes {
+            let state = self.sources.entry(source).or_default();
+            let members = &mut state.members;
+            match members.iter().position(|m| (m.0, m.1) == (slot, member)) {
+                Some(at) => {
+                    members[at].2 += diff as i64;
+                    if members[at].2 == 0 {
+                        members.swap_remove(at);
+                    }
+                }
+                None => members.push((slot, member, diff as i64)),
+            }
+            if state.is_empty() {
+                self.sources.remove(&source);
+            }
+        }
+    }
+
+    /// A logical time's accepted events (`diff` +1, or -1 when retired or taken back),
+    /// one user after another.
+    fn add_events(&mut self, plan: &SlicePlan, events: &mut [(Action, isize)]) {
+        events.sort_unstable_by_key(|(event, _)| event.user_id);
+        for run in events.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
+            let user = self.users.entry(run[0].0.user_id).or_default();
+            for (event, diff) in run {
+                add_event(plan, &mut self.sources, user, &mut self.out, event, *diff);
+            }
+            if user.sources.is_empty() && user.active.is_empty() {
+                self.users.remove(&run[0].0.user_id);
+            }
+        }
+    }
+}
+
+/// Adds one event of `user` to the state and its slices to `out`.
+fn add_event(
+    plan: &SlicePlan,
+    sources: &mut FxHashMap<Source, SourceState>,
+    user: &mut UserEvents,
+    out: &mut FxHashMap<Slice, Sums>,
+    event: &Action,
+    diff: isize,
+) {
+    let day = day_of(event.ts);
+    let sums = Sums::event(event.duration_ms, event.value).multiply(&diff);
+    if let Some((slot, hours)) = &plan.hour {
+        let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
+        let slice = (day, *slot, Some(hours[hour]));
+        add_user(&mut user.active, out, slice, diff as i64);
+        add(out, slice, sums);
+    }
+    let item = event.item_id.map_or(Source::Missing, Source::Item);
+    let wanted = [
+        (plan.by_item, item),
+        (plan.by_user, Source::User(event.user_id)),
+    ];
+    for (_, source) in wanted.into_iter().filter(|(wanted, _)| *wanted) {
+        add_count(&mut user.sources, (day, source), diff as i64);
+        let state = sources.entry(source).or_default();
+        add(&mut state.days, day, sums);
+        for &(slot, member, times) in &state.members {
+            let slice = (day, slot, member);
+            add_user(&mut user.active, out, slice, diff as i64 * times);
+            add(out, slice, sums.multiply(&(times as isize)));
+        }
+        if state.is_empty() {
+            sources.remove(&source);
+        }
+    }
+}
+
+/// Adds `diff` to `key`'s sum in `map`, which keeps no zero sum.
+fn add<K: Hash + Eq>(map: &mut FxHashMap<K, Sums>, key: K, diff: Sums) {
+    match map.entry(key) {
+        Entry::Occupied(mut sum) => {
+            sum.get_mut().plus_equals(&diff);
+            if sum.get().is_zero() {
+                sum.remove();
+            }
+        }
+        Entry::Vacant(slot) => {
+            if !diff.is_zero() {
+                slot.insert(diff);
+            }
+        }
+    }
+}
+
+/// Adds `diff` to `key`'s count in `map`, which keeps no zero count; returns whether
+/// the count was nonzero before and after.
+fn add_count<K: Hash + Eq>(map: &mut FxHashMap<K, i64>, key: K, diff: i64) -> (bool, bool) {
+    match map.entry(key) {
+        Entry::Occupied(mut count) => {
+            *count.get_mut() += diff;
+            if *count.get() == 0 {
+                count.remove();
+                (true, false)
+            } else {
+                (true, true)
+            }
+        }
+        Entry::Vacant(slot) => {
+            if diff != 0 {
+                slot.insert(diff);
+            }
+            (false, diff != 0)
+        }
+    }
+}
+
+/// Adds `diff` events to one user's (day, dimension, member): a user who gains their
+/// first event there (or loses their last) adds (or takes) one active user.
+fn add_user(
+    active: &mut FxHashMap<Slice, i64>,
+    out: &mut FxHashMap<Slice, Sums>,
+    slice: Slice,
+    diff: i64,
+) {
+    let users = match add_count(active, slice, diff) {
+        (false, true) => 1,
+        (true, false) => -1,
+        _ => return,
+    };
+    add(out, slice, Sums::users(users));
+}
