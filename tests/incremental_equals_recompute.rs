@@ -24,12 +24,15 @@ type Catalogue = [(usize, Vec<(u8, u8)>)];
 /// three days, paid) rows).
 type PlanChanges = [(usize, Vec<(u8, i64, bool)>)];
 
+/// `users/` files to insert: (position among the input files, (user, country) rows).
+type UserFiles = [(usize, Vec<(u8, u8)>)];
+
 /// The in-process harness: every table after every logical time against the oracle
 /// over the files that time has seen; returns the tables after each time.
 fn check_in_process(
     batches: &[Vec<TestEvent>],
     paid_users: &[u8],
-    (catalogue, plan_changes): (&Catalogue, &PlanChanges),
+    (catalogue, plan_changes, user_files): (&Catalogue, &PlanChanges, &UserFiles),
     params: Params,
     workers: usize,
     group: usize,
@@ -38,7 +41,7 @@ fn check_in_process(
     let data = dir.path().join("data");
     write_dataset(&data, batches, paid_users);
     let mut inputs = read_batches(&data, None);
-    use tidemark_inputs::records::{FileBatch, Item, Plan, Subscription};
+    use tidemark_inputs::records::{FileBatch, Item, Plan, Subscription, UserRow};
     // Catalogue rows arrive between the event files, so a later row re-files earlier
     // events under a new genre and artist; plan changes too, so a later row moves
     // events of a day already seen into another plan's segment.
@@ -74,7 +77,30 @@ fn check_in_process(
         };
         (*at, format!("subscriptions/part-{n}.csv"), batch)
     });
-    for (at, name, batch) in catalogue_files.chain(plan_files) {
+    // Users rows arrive late too: a user's new country moves the events seen so far
+    // (the `country` dimension), as a late catalogue row moves an item's.
+    let user_files = user_files.iter().enumerate().map(|(n, (at, rows))| {
+        let users = rows
+            .iter()
+            .map(|&(user, country)| UserRow {
+                user_id: format!("u{user}"),
+                signup_ts: None,
+                country: (country > 0).then(|| ["NO", "DK"][country as usize - 1].to_string()),
+                plan: if paid_users.contains(&user) {
+                    Plan::Paid
+                } else {
+                    Plan::Free
+                },
+                attributes: Vec::new(),
+            })
+            .collect();
+        let batch = FileBatch {
+            users,
+            ..Default::default()
+        };
+        (*at, format!("users/late-{n}.csv"), batch)
+    });
+    for (at, name, batch) in catalogue_files.chain(plan_files).chain(user_files) {
         inputs.insert(at.min(inputs.len()), (name, batch));
     }
     let tables = harness::run_in_process(&inputs, params, workers, group);
@@ -112,6 +138,10 @@ proptest! {
             (0usize..8, prop::collection::vec((0u8..6, 0i64..72 * 60, any::<bool>()), 1..4)),
             0..3,
         ),
+        user_files in prop::collection::vec(
+            (0usize..8, prop::collection::vec((0u8..6, 0u8..3), 1..4)),
+            0..3,
+        ),
     ) {
         // `forget_behind_watermark` is left out: its documented effect (an id repeated
         // after its first copy's day closed counts again) is not the oracle's; the
@@ -125,7 +155,7 @@ proptest! {
         check_in_process(
             &batches,
             &paid,
-            (&catalogue, &plan_changes),
+            (&catalogue, &plan_changes, &user_files),
             settings.params().unwrap(),
             workers,
             group,

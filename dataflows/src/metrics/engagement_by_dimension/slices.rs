@@ -113,20 +113,103 @@ pub(super) fn slices<'s>(
         .as_collection()
 }
 
-/// One user's events on this worker: how many each (day, source) has, and how many
-/// each (day, dimension, member) has (nonzero: the user is active there).
-#[derive(Default)]
-struct UserEvents {
-    sources: FxHashMap<(i32, Source), i64>,
-    active: FxHashMap<Slice, i64>,
+/// A 64-bit id (of a [`Name`], 0 for none) at 4-byte alignment, so that the keys that
+/// hold one pack with 32-bit fields.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Id {
+    low: u32,
+    high: u32,
 }
 
-/// One source on this worker: its members (from the broadcast), and its events'
-/// measures per day (what a member change moves).
+impl Id {
+    fn of(name: Option<Name>) -> Id {
+        let id = name.map_or(0, Name::id);
+        Id {
+            low: id as u32,
+            high: (id >> 32) as u32,
+        }
+    }
+}
+
+/// A user's (item, day): 12 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ItemDay {
+    item: Id,
+    day: i32,
+}
+
+/// A user's [`Slice`]: 16 bytes at 4-byte alignment, 20 with its count.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct UserSlice {
+    member: Id,
+    day: i32,
+    slot: Slot,
+}
+
+impl UserSlice {
+    fn of(&(day, slot, member): &Slice) -> UserSlice {
+        UserSlice {
+            member: Id::of(member),
+            day,
+            slot,
+        }
+    }
+}
+
+/// One day's measures of a source: [`Sums`] without its users, the value sum in two
+/// words, so that a (day, measures) entry is 48 bytes, not 64.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Measures {
+    events: i64,
+    duration: i64,
+    values: i64,
+    value_sum: [i64; 2],
+}
+
+impl Measures {
+    fn sums(&self) -> Sums {
+        Sums {
+            events: self.events,
+            duration: self.duration,
+            value_sum: (i128::from(self.value_sum[0]) << 64) | i128::from(self.value_sum[1] as u64),
+            values: self.values,
+            users: 0,
+        }
+    }
+
+    fn of(sums: &Sums) -> Measures {
+        Measures {
+            events: sums.events,
+            duration: sums.duration,
+            values: sums.values,
+            value_sum: [(sums.value_sum >> 64) as i64, sums.value_sum as i64],
+        }
+    }
+}
+
+/// One user's events on this worker (counts fit 32 bits: 2^31 events of one user are
+/// more than a worker holds): how many each (item, day) has, the measures of each day
+/// (for dimensions of the user), and how many each of the user's (day, dimension,
+/// member) has (nonzero: the user is active there).
+#[derive(Default)]
+struct UserEvents {
+    items: FxHashMap<ItemDay, i32>,
+    days: FxHashMap<i32, Measures>,
+    active: FxHashMap<UserSlice, i32>,
+}
+
+impl UserEvents {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.days.is_empty() && self.active.is_empty()
+    }
+}
+
+/// One source on this worker: its members (from the broadcast), and for an item its
+/// events' measures per day (what a member change moves; a user's are its own).
 #[derive(Default)]
 struct SourceState {
     members: Vec<(Slot, Option<Name>, i64)>,
-    days: FxHashMap<i32, Sums>,
+    days: FxHashMap<i32, Measures>,
 }
 
 impl SourceState {
@@ -149,31 +232,51 @@ impl State {
     /// A logical time's member changes `(source, slot, member, diff)`: the events so
     /// far of each changed source move by `diff`, then the members change.
     fn move_members(&mut self, changes: &[(Source, Slot, Option<Name>, isize)]) {
-        let mut moves: FxHashMap<Source, Vec<(Slot, Option<Name>, i64)>> = FxHashMap::default();
+        let mut moved_items: FxHashMap<Id, Vec<(Slot, Option<Name>, i64)>> = FxHashMap::default();
         for &(source, slot, member, diff) in changes {
-            let Some(state) = self.sources.get(&source) else {
-                continue;
+            let days = match source {
+                Source::User(user) => match self.users.get_mut(&user) {
+                    // A user's events are all in one place: they move at once.
+                    Some(events) => {
+                        for (&day, measures) in &events.days {
+                            let slice = (day, slot, member);
+                            let count = measures.events * diff as i64;
+                            add_user(&mut events.active, &mut self.out, slice, count);
+                        }
+                        &events.days
+                    }
+                    None => continue,
+                },
+                Source::Item(_) | Source::Missing => match self.sources.get(&source) {
+                    Some(state) if !state.days.is_empty() => {
+                        let item = Id::of(match source {
+                            Source::Item(item) => Some(item),
+                            _ => None,
+                        });
+                        moved_items
+                            .entry(item)
+                            .or_default()
+                            .push((slot, member, diff as i64));
+                        &state.days
+                    }
+                    _ => continue,
+                },
             };
-            if state.days.is_empty() {
-                continue;
-            }
-            moves
-                .entry(source)
-                .or_default()
-                .push((slot, member, diff as i64));
-            for (&day, sums) in &state.days {
-                add(&mut self.out, (day, slot, member), sums.multiply(&diff));
+            for (&day, measures) in days {
+                let sums = measures.sums().multiply(&diff);
+                add(&mut self.out, (day, slot, member), sums);
             }
         }
-        // Only a source with events here before this time needs the users' events: a
-        // late catalogue or user row, or the first row of a source table. A source
-        // used for the first time has none.
-        if !moves.is_empty() {
+        // Only an item with events here before this time needs every user's events: a
+        // late catalogue row, or the first `items/` row of all. An item used for the
+        // first time has none.
+        if !moved_items.is_empty() {
             for events in self.users.values_mut() {
-                for (&(day, source), &count) in &events.sources {
-                    for &(slot, member, diff) in moves.get(&source).into_iter().flatten() {
-                        let slice = (day, slot, member);
-                        add_user(&mut events.active, &mut self.out, slice, count * diff);
+                for (key, &count) in &events.items {
+                    for &(slot, member, diff) in moved_items.get(&key.item).into_iter().flatten() {
+                        let slice = (key.day, slot, member);
+                        let count = i64::from(count) * diff;
+                        add_user(&mut events.active, &mut self.out, slice, count);
                     }
                 }
             }
@@ -201,22 +304,24 @@ impl State {
     fn add_events(&mut self, plan: &SlicePlan, events: &mut [(Action, isize)]) {
         events.sort_unstable_by_key(|(event, _)| event.user_id);
         for run in events.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
-            let user = self.users.entry(run[0].0.user_id).or_default();
+            let user = run[0].0.user_id;
+            let events = self.users.entry(user).or_default();
             for (event, diff) in run {
-                add_event(plan, &mut self.sources, user, &mut self.out, event, *diff);
+                add_event(plan, &mut self.sources, events, &mut self.out, event, *diff);
             }
-            if user.sources.is_empty() && user.active.is_empty() {
-                self.users.remove(&run[0].0.user_id);
+            if events.is_empty() {
+                self.users.remove(&user);
             }
         }
     }
 }
 
-/// Adds one event of `user` to the state and its slices to `out`.
+/// Adds one event of a user (whose `events` these are) to the state, and its slices
+/// to `out`.
 fn add_event(
     plan: &SlicePlan,
     sources: &mut FxHashMap<Source, SourceState>,
-    user: &mut UserEvents,
+    events: &mut UserEvents,
     out: &mut FxHashMap<Slice, Sums>,
     event: &Action,
     diff: isize,
@@ -226,25 +331,64 @@ fn add_event(
     if let Some((slot, hours)) = &plan.hour {
         let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         let slice = (day, *slot, Some(hours[hour]));
-        add_user(&mut user.active, out, slice, diff as i64);
+        add_user(&mut events.active, out, slice, diff as i64);
         add(out, slice, sums);
     }
-    let item = event.item_id.map_or(Source::Missing, Source::Item);
-    let wanted = [
-        (plan.by_item, item),
-        (plan.by_user, Source::User(event.user_id)),
-    ];
-    for (_, source) in wanted.into_iter().filter(|(wanted, _)| *wanted) {
-        add_count(&mut user.sources, (day, source), diff as i64);
+    if plan.by_item {
+        let item = ItemDay {
+            item: Id::of(event.item_id),
+            day,
+        };
+        add_count(&mut events.items, item, diff as i32);
+        let source = event.item_id.map_or(Source::Missing, Source::Item);
         let state = sources.entry(source).or_default();
-        add(&mut state.days, day, sums);
-        for &(slot, member, times) in &state.members {
-            let slice = (day, slot, member);
-            add_user(&mut user.active, out, slice, diff as i64 * times);
-            add(out, slice, sums.multiply(&(times as isize)));
-        }
+        add_measures(&mut state.days, day, &sums);
+        add_slices(&state.members, &mut events.active, out, day, diff, &sums);
         if state.is_empty() {
             sources.remove(&source);
+        }
+    }
+    if plan.by_user {
+        add_measures(&mut events.days, day, &sums);
+        if let Some(state) = sources.get(&Source::User(event.user_id)) {
+            add_slices(&state.members, &mut events.active, out, day, diff, &sums);
+        }
+    }
+}
+
+/// Adds an event (`diff` times, with `sums`) of a user whose active slices are
+/// `active` to its slices of `day` under `members`.
+fn add_slices(
+    members: &[(Slot, Option<Name>, i64)],
+    active: &mut FxHashMap<UserSlice, i32>,
+    out: &mut FxHashMap<Slice, Sums>,
+    day: i32,
+    diff: isize,
+    sums: &Sums,
+) {
+    for &(slot, member, times) in members {
+        let slice = (day, slot, member);
+        add_user(active, out, slice, diff as i64 * times);
+        add(out, slice, sums.multiply(&(times as isize)));
+    }
+}
+
+/// Adds `sums` to `day`'s measures in `days`, which keeps no zero measures.
+fn add_measures(days: &mut FxHashMap<i32, Measures>, day: i32, sums: &Sums) {
+    match days.entry(day) {
+        Entry::Occupied(mut measures) => {
+            let mut total = measures.get().sums();
+            total.plus_equals(sums);
+            if total.is_zero() {
+                measures.remove();
+            } else {
+                *measures.get_mut() = Measures::of(&total);
+            }
+        }
+        Entry::Vacant(slot) => {
+            if !sums.is_zero() {
+                slot.insert(Measures::of(sums));
+            }
         }
     }
 }
@@ -268,7 +412,7 @@ fn add<K: Hash + Eq>(map: &mut FxHashMap<K, Sums>, key: K, diff: Sums) {
 
 /// Adds `diff` to `key`'s count in `map`, which keeps no zero count; returns whether
 /// the count was nonzero before and after.
-fn add_count<K: Hash + Eq>(map: &mut FxHashMap<K, i64>, key: K, diff: i64) -> (bool, bool) {
+fn add_count<K: Hash + Eq>(map: &mut FxHashMap<K, i32>, key: K, diff: i32) -> (bool, bool) {
     match map.entry(key) {
         Entry::Occupied(mut count) => {
             *count.get_mut() += diff;
@@ -291,15 +435,41 @@ fn add_count<K: Hash + Eq>(map: &mut FxHashMap<K, i64>, key: K, diff: i64) -> (b
 /// Adds `diff` events to one user's (day, dimension, member): a user who gains their
 /// first event there (or loses their last) adds (or takes) one active user.
 fn add_user(
-    active: &mut FxHashMap<Slice, i64>,
+    active: &mut FxHashMap<UserSlice, i32>,
     out: &mut FxHashMap<Slice, Sums>,
     slice: Slice,
     diff: i64,
 ) {
-    let users = match add_count(active, slice, diff) {
+    let users = match add_count(active, UserSlice::of(&slice), diff as i32) {
         (false, true) => 1,
         (true, false) => -1,
         _ => return,
     };
     add(out, slice, Sums::users(users));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_per_user_and_per_day_entries_are_compact() {
+        assert_eq!(std::mem::size_of::<(ItemDay, i32)>(), 16);
+        assert_eq!(std::mem::size_of::<(UserSlice, i32)>(), 20);
+        assert_eq!(std::mem::size_of::<(i32, Measures)>(), 48);
+    }
+
+    #[test]
+    fn measures_keep_every_bit_of_a_value_sum() {
+        for value_sum in [0, 1, -1, i128::MAX, i128::MIN, -(3 << 70) + 5, 1 << 64] {
+            let sums = Sums {
+                events: 2,
+                duration: -3,
+                value_sum,
+                values: 1,
+                users: 0,
+            };
+            assert_eq!(Measures::of(&sums).sums(), sums);
+        }
+    }
 }
