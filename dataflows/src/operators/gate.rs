@@ -1,10 +1,11 @@
 //! From parsed rows to accepted events: the watermark gate (contract "Lateness") and
 //! deduplication by `event_id` (first seen wins).
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, VecCollection};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Event, Millis, QuarantineRow};
 use tidemark_records::time::day_of;
@@ -366,8 +367,7 @@ pub fn deduplicate<'s>(
                 // Ids by the day of their first row (all under one key unless `forget`).
                 let mut seen: BTreeMap<i32, FxHashSet<u128>> = BTreeMap::new();
                 // The complete time being released, in row order, a chunk per activation.
-                let mut releasing: Option<(Time, Capability<Time>, std::vec::IntoIter<Admitted>)> =
-                    None;
+                let mut releasing: Option<(Time, Capability<Time>, Judged)> = None;
                 move |(input, frontier), (marks, marks_frontier), output| {
                     input.for_each(|cap, data| {
                         hold_updates(&mut pending, &cap, data, |row, _time, diff| {
@@ -380,7 +380,7 @@ pub fn deduplicate<'s>(
                     marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
                     loop {
                         if releasing.is_none() {
-                            let Some((time, cap, mut rows)) = pending.pop_complete(|time| {
+                            let Some((time, cap, rows)) = pending.pop_complete(|time| {
                                 !frontier.frontier().less_equal(&time)
                                     && !marks_frontier.frontier().less_equal(&time)
                             }) else {
@@ -391,36 +391,47 @@ pub fn deduplicate<'s>(
                                 seen = seen.split_off(&day_of(watermark));
                             }
                             known = known.split_off(&time);
-                            // Each sending worker's rows come in order, so the time's rows
-                            // are a few sorted runs: the stable sort merges runs.
-                            rows.sort_by_key(|row| (row.batch, row.row));
-                            if !forget {
-                                // Room for every id of the time at once, not a rehash of
-                                // the whole set each time it doubles.
-                                seen.entry(0).or_default().reserve(rows.len());
-                            }
-                            releasing = Some((time, cap, rows.into_iter()));
+                            let keep = if forget {
+                                // An id is kept under the day of its first row, which
+                                // closes with that day.
+                                let seen = RefCell::new(&mut seen);
+                                first_arrivals(
+                                    &rows,
+                                    |row| {
+                                        let mut seen = seen.borrow_mut();
+                                        if seen.values().any(|ids| ids.contains(&row.id)) {
+                                            return false;
+                                        }
+                                        let day = day_of(row.action.ts);
+                                        seen.entry(day).or_default().insert(row.id)
+                                    },
+                                    |recorded, winner| {
+                                        let mut seen = seen.borrow_mut();
+                                        let day = day_of(recorded.action.ts);
+                                        if let Some(ids) = seen.get_mut(&day) {
+                                            ids.remove(&recorded.id);
+                                        }
+                                        let day = day_of(winner.action.ts);
+                                        seen.entry(day).or_default().insert(winner.id);
+                                    },
+                                )
+                            } else {
+                                // One set: one probe answers and records. Room for every
+                                // id of the time at once, not a rehash of the whole set
+                                // each time it doubles.
+                                let ids = seen.entry(0).or_default();
+                                ids.reserve(rows.len());
+                                first_arrivals(&rows, |row| ids.insert(row.id), |_, _| {})
+                            };
+                            releasing = Some((time, cap, rows.into_iter().zip(keep)));
                         }
                         let Some((time, cap, rows)) = releasing.as_mut() else {
                             break;
                         };
                         let mut session = output.session(cap);
-                        if forget {
-                            for row in rows.by_ref().take(RELEASE_CHUNK) {
-                                if !seen.values().any(|ids| ids.contains(&row.id)) {
-                                    seen.entry(day_of(row.action.ts))
-                                        .or_default()
-                                        .insert(row.id);
-                                    session.give((row.action, *time, 1isize));
-                                }
-                            }
-                        } else {
-                            // One set: one probe answers and records.
-                            let ids = seen.entry(0).or_default();
-                            for row in rows.by_ref().take(RELEASE_CHUNK) {
-                                if ids.insert(row.id) {
-                                    session.give((row.action, *time, 1isize));
-                                }
+                        for (row, keep) in rows.by_ref().take(RELEASE_CHUNK) {
+                            if keep {
+                                session.give((row.action, *time, 1isize));
                             }
                         }
                         drop(session);
@@ -436,6 +447,51 @@ pub fn deduplicate<'s>(
             },
         )
         .as_collection()
+}
+
+/// A complete time's rows, each with whether it is the first of its id.
+type Judged = std::iter::Zip<std::vec::IntoIter<Admitted>, std::vec::IntoIter<bool>>;
+
+/// Which of one time's `rows` (in any order) are the first arrival of their id:
+/// `record(row)` records a row's id and says whether no earlier time had it. Among the
+/// rows of this time with one id the earliest `(batch, row)` wins, so the rows need
+/// no sort: the few ids that repeat within the time are settled afterwards, and
+/// `moved(recorded, winner)` is told when a row recorded first is not the winner.
+fn first_arrivals(
+    rows: &[Admitted],
+    mut record: impl FnMut(&Admitted) -> bool,
+    mut moved: impl FnMut(&Admitted, &Admitted),
+) -> Vec<bool> {
+    let mut keep = Vec::with_capacity(rows.len());
+    // The earliest of the rows whose id was already recorded, per id.
+    let mut repeats: FxHashMap<u128, usize> = FxHashMap::default();
+    for (at, row) in rows.iter().enumerate() {
+        let new = record(row);
+        keep.push(new);
+        if !new {
+            let earliest = repeats.entry(row.id).or_insert(at);
+            if (row.batch, row.row) < (rows[*earliest].batch, rows[*earliest].row) {
+                *earliest = at;
+            }
+        }
+    }
+    if !repeats.is_empty() {
+        // An id recorded by a row of this time: the earliest of its rows wins.
+        for at in 0..rows.len() {
+            let row = &rows[at];
+            if !keep[at] {
+                continue;
+            }
+            if let Some(&other) = repeats.get(&row.id) {
+                if (rows[other].batch, rows[other].row) < (row.batch, row.row) {
+                    keep[at] = false;
+                    keep[other] = true;
+                    moved(row, &rows[other]);
+                }
+            }
+        }
+    }
+    keep
 }
 
 /// Deduplication that also accepts retracted rows (a re-ingested file): a differential
@@ -556,5 +612,46 @@ mod tests {
         assert_eq!(second, rows_per_time.div_ceil(2));
         assert_eq!(*late.lock().unwrap(), (rows_per_time / 2) as isize);
         assert!(accepted.iter().all(|(_, _, diff)| *diff == 1));
+    }
+
+    /// Rows of one time in any order: the earliest `(batch, row)` of each id new to the
+    /// time wins, as a sort by arrival followed by a first-of-id scan says, and ids of
+    /// earlier times lose.
+    #[test]
+    fn first_arrivals_equal_the_first_of_each_id_in_arrival_order() {
+        let mut next = crate::test_numbers(5);
+        for case in 0..200 {
+            let rows: Vec<Admitted> = (0..next(40))
+                .map(|_| {
+                    Admitted::of(&RawEvent {
+                        batch: next(3),
+                        row: next(10),
+                        event: event(next(8) as usize, 10 * HOUR),
+                    })
+                })
+                .collect();
+            let earlier: FxHashSet<u128> = (0..next(3))
+                .map(|_| xxh3_128(format!("e{}", next(8)).as_bytes()))
+                .collect();
+            let mut ids = earlier.clone();
+            let keep = first_arrivals(&rows, |row| ids.insert(row.id), |_, _| {});
+            let mut ours: Vec<(u64, u64, u128)> = (rows.iter().zip(&keep))
+                .filter(|(_, keep)| **keep)
+                .map(|(r, _)| (r.batch, r.row, r.id))
+                .collect();
+            ours.sort_unstable();
+            let mut sorted = rows.clone();
+            sorted.sort_by_key(|r| (r.batch, r.row));
+            let mut seen = earlier;
+            let expected: Vec<(u64, u64, u128)> = sorted
+                .iter()
+                .filter(|r| seen.insert(r.id))
+                .map(|r| (r.batch, r.row, r.id))
+                .collect();
+            // Rows of one id at one (batch, row) are equal here, so either may win.
+            let mut expected = expected;
+            expected.sort_unstable();
+            assert_eq!(ours, expected, "case {case}");
+        }
     }
 }
