@@ -25,7 +25,8 @@ use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::{arrange_by_key, arrange_by_self, ByKeyRuns};
+use crate::operators::arrange::{arrange_by_key, ByKeyRuns};
+use crate::operators::semijoin::semijoin_by_hash;
 use crate::operators::totals::HashTotals;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
@@ -80,16 +81,13 @@ pub fn engagement_by_segment<'s>(
     });
     // The (user, day)s on which some plan change falls: their events go to the reduce
     // one by one. The reduce finds the same days among the user's facts.
-    let change_days = arrange_by_self(
-        changes
-            .clone()
-            .flat_map(|(user, fact)| match fact {
-                UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
-                UserFact::Profile(..) => None,
-            })
-            .distinct_by_hash(),
-        "ChangeDays",
-    );
+    let change_days = changes
+        .clone()
+        .flat_map(|(user, fact)| match fact {
+            UserFact::Change(ts, _, _) => Some((user, day_of(ts))),
+            UserFact::Profile(..) => None,
+        })
+        .distinct_by_hash();
     let facts = arrange_by_key(
         users
             .map(|(u, arrival)| {
@@ -121,13 +119,11 @@ pub fn engagement_by_segment<'s>(
                 MonthInput::Day(day, events as i64, duration as i64),
             )
         });
-    let change_day_events = arrange_by_key(day_events, "EventsByUserDay").join_core(
-        change_days,
-        |(user, day), (ts, duration), ()| {
-            Some((
-                (*user, month_of_day(*day)),
-                MonthInput::Event(*ts, *duration),
-            ))
+    // Every event stays keyed by its (user, day), in a hash map: few days have a plan
+    // change, and a change that arrives later finds the day's events there.
+    let change_day_events = semijoin_by_hash(day_events, change_days, "EventsOnChangeDays").map(
+        |((user, day), (ts, duration))| {
+            ((user, month_of_day(day)), MonthInput::Event(ts, duration))
         },
     );
     let segments = day_totals

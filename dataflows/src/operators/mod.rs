@@ -2,7 +2,8 @@
 //! pre-aggregation before an exchange ([`combine`], [`pre_reduce`]), state retired behind
 //! the watermark ([`expiry`]), the buffer that holds data until its logical time is complete
 //! ([`held`]), arrangements that sort their input in long runs ([`arrange`]), and counts and
-//! distincts kept in hash maps ([`totals`]).
+//! distincts kept in hash maps ([`totals`]), and a semijoin kept in hash maps
+//! ([`semijoin`]).
 
 pub mod arrange;
 pub mod combine;
@@ -10,4 +11,5 @@ pub mod expiry;
 pub mod gate;
 pub mod held;
 pub mod pre_reduce;
+pub mod semijoin;
 pub mod totals;

@@ -1,0 +1,244 @@
+//! A semijoin over totally ordered times, kept in hash maps: the records of a large
+//! collection whose key is in a small, rarely changing set.
+//!
+//! Differential's `semijoin` arranges both inputs: every record of the large side is
+//! sorted by the batcher, sealed into a batch and merged into a spine, only so that a
+//! key joining the set later can find its records. tidemark's times are totally
+//! ordered, so [`semijoin_by_hash`] keeps each key's records in a vector under a hash
+//! map instead, and the set's multiplicities in a second map. At each complete
+//! logical time the set's changes meet the records so far, then the time's records
+//! meet the set after its changes: the delta of the join, `D·ΔK + ΔD·(K + ΔK)`.
+
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use rustc_hash::{FxHashMap, FxHashSet};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::operators::gate::Time;
+use crate::operators::held::{hold_updates, sum_updates, HeldByTime, HeldSums, HeldUpdates};
+
+/// `data.semijoin(keys)`: every record `(key, value)` of `data` whose key has a nonzero
+/// multiplicity in `keys`, the two multiplicities multiplied, the same collection as
+/// differential's operator gives (see the module docs).
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input;
+/// use tidemark_dataflows::operators::semijoin::semijoin_by_hash;
+/// use timely::dataflow::operators::Inspect;
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let (mut data, mut keys) = worker.dataflow::<u64, _, _>(|scope| {
+///         let (data_in, data) = scope.new_collection::<(u32, char), isize>();
+///         let (keys_in, keys) = scope.new_collection::<u32, isize>();
+///         semijoin_by_hash(data, keys, "Semijoin")
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(*update));
+///         (data_in, keys_in)
+///     });
+///     data.insert((1, 'a'));
+///     data.insert((2, 'b'));
+///     keys.insert(2);
+///     data.advance_to(1);
+///     keys.advance_to(1);
+///     keys.insert(1); // key 1 joins the set later: its record follows
+///     data.advance_to(2);
+///     keys.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// assert_eq!(seen, [((1, 'a'), 1, 1), ((2, 'b'), 0, 1)]);
+/// ```
+pub fn semijoin_by_hash<'s, K, V>(
+    data: VecCollection<'s, Time, (K, V)>,
+    keys: VecCollection<'s, Time, K>,
+    name: &str,
+) -> VecCollection<'s, Time, (K, V)>
+where
+    K: ExchangeData + Hashable + Hash + Eq,
+    V: ExchangeData + Ord,
+{
+    let data_route =
+        Exchange::new(|((key, _), _time, _diff): &((K, V), Time, isize)| key.hashed().into());
+    let keys_route = Exchange::new(|(key, _time, _diff): &(K, Time, isize)| key.hashed().into());
+    data.inner
+        .binary_frontier(
+            keys.inner,
+            data_route,
+            keys_route,
+            name,
+            move |_capability, _info| {
+                let mut held_data: HeldUpdates<((K, V), isize)> = HeldByTime::default();
+                let mut held_keys: HeldSums<K, isize> = HeldByTime::default();
+                // Each key's records so far (consolidated where a retraction came), and
+                // every key of the set with its multiplicity (never zero).
+                let mut records: FxHashMap<K, Vec<(V, isize)>> = FxHashMap::default();
+                let mut set: FxHashMap<K, isize> = FxHashMap::default();
+                move |(data_in, data_frontier), (keys_in, keys_frontier), output| {
+                    data_in.for_each(|cap, batch| {
+                        hold_updates(&mut held_data, &cap, batch, |record, _, diff| {
+                            (record, diff)
+                        })
+                    });
+                    keys_in.for_each(|cap, batch| {
+                        sum_updates(&mut held_keys, &cap, batch, FxHashMap::default)
+                    });
+                    let complete = |time: Time| {
+                        !data_frontier.frontier().less_equal(&time)
+                            && !keys_frontier.frontier().less_equal(&time)
+                    };
+                    while let Some(time) = [held_data.first_time(), held_keys.first_time()]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .filter(|time| complete(*time))
+                    {
+                        let (data_cap, data) = held_data.take(time).unzip();
+                        let (keys_cap, key_changes) = held_keys.take(time).unzip();
+                        let cap = data_cap.or(keys_cap);
+                        let mut session = output.session(cap.as_ref().expect("a held time"));
+                        // The set's changes meet the records so far.
+                        for (key, change) in key_changes.into_iter().flatten() {
+                            if change == 0 {
+                                continue;
+                            }
+                            for (value, diff) in records.get(&key).into_iter().flatten() {
+                                let record = (key.clone(), value.clone());
+                                session.give((record, time, diff * change));
+                            }
+                            match set.entry(key) {
+                                Entry::Occupied(mut count) => {
+                                    *count.get_mut() += change;
+                                    if *count.get() == 0 {
+                                        count.remove();
+                                    }
+                                }
+                                Entry::Vacant(slot) => {
+                                    slot.insert(change);
+                                }
+                            }
+                        }
+                        // The time's records meet the set after them, and are kept.
+                        let mut retracted: FxHashSet<K> = FxHashSet::default();
+                        for ((key, value), diff) in data.into_iter().flatten() {
+                            if diff == 0 {
+                                continue;
+                            }
+                            if let Some(count) = set.get(&key) {
+                                let record = (key.clone(), value.clone());
+                                session.give((record, time, diff * count));
+                            }
+                            if diff < 0 {
+                                retracted.insert(key.clone());
+                            }
+                            records.entry(key).or_default().push((value, diff));
+                        }
+                        // A key's records are summed only when some were taken back, so
+                        // an insert costs a push, and a retired day a sort of its records.
+                        for key in retracted {
+                            if let Entry::Occupied(mut values) = records.entry(key) {
+                                consolidate(values.get_mut());
+                                if values.get().is_empty() {
+                                    values.remove();
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use differential_dataflow::consolidation::consolidate_updates;
+    use differential_dataflow::input::Input;
+    use std::sync::{Arc, Mutex};
+    use timely::dataflow::operators::Inspect;
+
+    type Record = (u8, u8);
+    type Updates = Vec<(Record, Time, isize)>;
+    type Seen = Arc<Mutex<Updates>>;
+
+    /// What both implementations output for `data` and `keys` updates, each
+    /// consolidated: (ours, differential's).
+    fn both(
+        data: &[(Record, Time, isize)],
+        keys: &[(u8, Time, isize)],
+        workers: usize,
+    ) -> (Updates, Updates) {
+        let seen: [Seen; 2] = Default::default();
+        let seen_in = seen.clone();
+        let (data, keys) = (data.to_vec(), keys.to_vec());
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let seen = seen_in.clone();
+            let (mut data_in, mut keys_in) = worker.dataflow::<Time, _, _>(|scope| {
+                let (data_in, data) = scope.new_collection::<Record, isize>();
+                let (keys_in, keys) = scope.new_collection::<u8, isize>();
+                let keep = |to: &Seen| {
+                    let to = to.clone();
+                    move |update: &(Record, Time, isize)| to.lock().unwrap().push(*update)
+                };
+                semijoin_by_hash(data.clone(), keys.clone(), "Ours")
+                    .inner
+                    .inspect(keep(&seen[0]));
+                data.semijoin(keys).inner.inspect(keep(&seen[1]));
+                (data_in, keys_in)
+            });
+            if worker.index() == 0 {
+                for time in 0..=8 {
+                    data_in.advance_to(time);
+                    keys_in.advance_to(time);
+                    for &(record, _, diff) in data.iter().filter(|u| u.1 == time) {
+                        data_in.update(record, diff);
+                    }
+                    for &(key, _, diff) in keys.iter().filter(|u| u.1 == time) {
+                        keys_in.update(key, diff);
+                    }
+                }
+            }
+        })
+        .expect("the dataflow runs");
+        let take = |s: &Seen| {
+            let mut v = std::mem::take(&mut *s.lock().unwrap());
+            consolidate_updates(&mut v);
+            v
+        };
+        (take(&seen[0]), take(&seen[1]))
+    }
+
+    /// The hash semijoin equals differential's semijoin, time by time, for random
+    /// updates on both sides (retractions, and keys whose multiplicity goes above one
+    /// or below zero, included), on one and two workers.
+    #[test]
+    fn a_hash_semijoin_equals_differentials_semijoin() {
+        let mut next = crate::test_numbers(17);
+        for case in 0..60 {
+            let data: Vec<(Record, Time, isize)> = (0..next(60))
+                .map(|_| {
+                    (
+                        (next(6) as u8, next(4) as u8),
+                        next(8),
+                        next(5) as isize - 1,
+                    )
+                })
+                .collect();
+            let keys: Vec<(u8, Time, isize)> = (0..next(12))
+                .map(|_| (next(6) as u8, next(8), next(4) as isize - 1))
+                .collect();
+            for workers in [1, 2] {
+                let (ours, theirs) = both(&data, &keys, workers);
+                assert_eq!(ours, theirs, "case {case}, {workers} workers");
+            }
+        }
+    }
+}
