@@ -6,9 +6,9 @@
 //! user row), so every worker gets all of them (a broadcast, as Spark and Flink join a
 //! small dimension table). The events stay with their user's worker, so the distinct
 //! users of a (day, dimension, member) are counted there, with no exchange. Each worker
-//! keeps, per user, how many events each (day, source) and each (day, dimension,
-//! member) has, and per source its measures per day, so that a member change moves
-//! them from the old member to the new one.
+//! keeps, per user, how many events each (item, day) and each (day, dimension, member)
+//! has, and per item (and per user) the measures of each day, so that a member change
+//! moves them from the old member to the new one.
 //!
 //! At each complete logical time the member changes are applied against the events
 //! seen before it, then the time's events against the members after it: that is the
@@ -47,8 +47,9 @@ pub(super) struct SlicePlan {
     pub hour: Option<(Slot, [Name; 24])>,
 }
 
-/// Each (day, dimension, member)'s change of sums per logical time and worker: events
-/// of `events` by the member `members` gives their source (see the module docs).
+/// Each (day, dimension, member)'s change of sums, per logical time and worker: the
+/// events of `events`, each under the members that `members` gives its sources (see
+/// the module docs).
 pub(super) fn slices<'s>(
     events: VecCollection<'s, Time, Action>,
     members: VecCollection<'s, Time, (Source, (Slot, Option<Name>))>,
@@ -187,8 +188,8 @@ impl Measures {
     }
 }
 
-/// One user's events on this worker (counts fit 32 bits: 2^31 events of one user are
-/// more than a worker holds): how many each (item, day) has, the measures of each day
+/// One user's events on this worker (counts fit 32 bits: 2^31 accepted events of one
+/// user would take 32 GiB in the deduplication's id set alone): how many each (item, day) has, the measures of each day
 /// (for dimensions of the user), and how many each of the user's (day, dimension,
 /// member) has (nonzero: the user is active there).
 #[derive(Default)]
