@@ -21,11 +21,12 @@
 //! first use of a feature), which needs O(keys) state where a reduce would keep every
 //! value.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 
 use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use rustc_hash::FxHashMap;
 use tidemark_records::records::Millis;
 use tidemark_records::time::{day_start, month_first_day};
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
@@ -449,7 +450,7 @@ where
         .inner
         .unary_frontier(route, name, |_capability, _info| {
             let mut pending: HeldUpdates<((K, V), Time, isize)> = HeldByTime::default();
-            let mut least: HashMap<K, V> = HashMap::new();
+            let mut least: FxHashMap<K, V> = FxHashMap::default();
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| hold_updates(&mut pending, &cap, batch, update));
                 while let Some((time, cap, mut updates)) =
