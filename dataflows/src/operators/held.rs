@@ -96,6 +96,46 @@ impl<C, B> HeldByTime<C, B> {
     }
 }
 
+/// The earliest time held by either of two buffers (an operator's two inputs), once
+/// `complete(time)`: removed from both, with the first buffer's token for it (else the
+/// second's) and each buffer's data, if it held any. Call it in a loop to release every
+/// complete time, in time order.
+///
+/// ```
+/// use tidemark_dataflows::operators::held::{pop_complete_pair, HeldByTime};
+///
+/// let mut events: HeldByTime<&str, Vec<u32>> = HeldByTime::default();
+/// let mut members: HeldByTime<&str, Vec<char>> = HeldByTime::default();
+/// events.at(4, || "events 4").push(1);
+/// members.at(2, || "members 2").push('a');
+/// members.at(4, || "members 4").push('b');
+/// // Time 2 has only members; time 4 has both, and takes the events' token.
+/// assert_eq!(
+///     pop_complete_pair(&mut events, &mut members, |t| t < 5),
+///     Some((2, "members 2", None, Some(vec!['a'])))
+/// );
+/// assert_eq!(pop_complete_pair(&mut events, &mut members, |t| t < 4), None);
+/// assert_eq!(
+///     pop_complete_pair(&mut events, &mut members, |t| t < 5),
+///     Some((4, "events 4", Some(vec![1]), Some(vec!['b'])))
+/// );
+/// ```
+pub fn pop_complete_pair<C, A, B>(
+    first: &mut HeldByTime<C, A>,
+    second: &mut HeldByTime<C, B>,
+    complete: impl Fn(Time) -> bool,
+) -> Option<(Time, C, Option<A>, Option<B>)> {
+    let time = [first.first_time(), second.first_time()]
+        .into_iter()
+        .flatten()
+        .min()
+        .filter(|time| complete(*time))?;
+    let (first_token, first_data) = first.take(time).unzip();
+    let (second_token, second_data) = second.take(time).unzip();
+    let token = first_token.or(second_token)?;
+    Some((time, token, first_data, second_data))
+}
+
 /// Containers received for one time, kept as they came: appending each to one vector
 /// would copy every record again each time the vector doubles (hundreds of MB for a
 /// large time), and fault in fresh pages for each copy.

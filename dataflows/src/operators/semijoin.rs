@@ -20,7 +20,10 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
-use crate::operators::held::{hold_updates, sum_updates, HeldByTime, HeldSums, HeldUpdates};
+use crate::operators::held::{
+    hold_updates, pop_complete_pair, sum_updates, HeldByTime, HeldSums, HeldUpdates,
+};
+use crate::operators::totals::add_to_total;
 
 /// `data.semijoin(keys)`: every record `(key, value)` of `data` whose key has a nonzero
 /// multiplicity in `keys`, the two multiplicities multiplied, the same collection as
@@ -94,16 +97,10 @@ where
                         !data_frontier.frontier().less_equal(&time)
                             && !keys_frontier.frontier().less_equal(&time)
                     };
-                    while let Some(time) = [held_data.first_time(), held_keys.first_time()]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .filter(|time| complete(*time))
+                    while let Some((time, cap, data, key_changes)) =
+                        pop_complete_pair(&mut held_data, &mut held_keys, complete)
                     {
-                        let (data_cap, data) = held_data.take(time).unzip();
-                        let (keys_cap, key_changes) = held_keys.take(time).unzip();
-                        let cap = data_cap.or(keys_cap);
-                        let mut session = output.session(cap.as_ref().expect("a held time"));
+                        let mut session = output.session(&cap);
                         // The set's changes meet the records so far.
                         for (key, change) in key_changes.into_iter().flatten() {
                             if change == 0 {
@@ -113,17 +110,7 @@ where
                                 let record = (key.clone(), value.clone());
                                 session.give((record, time, diff * change));
                             }
-                            match set.entry(key) {
-                                Entry::Occupied(mut count) => {
-                                    *count.get_mut() += change;
-                                    if *count.get() == 0 {
-                                        count.remove();
-                                    }
-                                }
-                                Entry::Vacant(slot) => {
-                                    slot.insert(change);
-                                }
-                            }
+                            add_to_total(&mut set, key, &change);
                         }
                         // The time's records meet the set after them, and are kept.
                         let mut retracted: FxHashSet<K> = FxHashSet::default();

@@ -164,6 +164,35 @@ where
         .as_collection()
 }
 
+/// Adds `diff` to `key`'s total in `totals`, a map that keeps no zero total (a key
+/// whose total returns to zero leaves it); returns whether the total was nonzero
+/// before, and whether it is after. The state of every operator here that sums into a
+/// map goes through it.
+pub fn add_to_total<K: Hash + Eq, R: Semigroup>(
+    totals: &mut FxHashMap<K, R>,
+    key: K,
+    diff: &R,
+) -> (bool, bool) {
+    match totals.entry(key) {
+        Entry::Occupied(mut total) => {
+            total.get_mut().plus_equals(diff);
+            if total.get().is_zero() {
+                total.remove();
+                (true, false)
+            } else {
+                (true, true)
+            }
+        }
+        Entry::Vacant(slot) => {
+            if diff.is_zero() {
+                return (false, false);
+            }
+            slot.insert(diff.clone());
+            (false, true)
+        }
+    }
+}
+
 /// Differential's `count_total`, `threshold_total` and `distinct_total` as methods of a
 /// collection, computed by [`totals_by_hash`].
 pub trait HashTotals<'s, D, R> {

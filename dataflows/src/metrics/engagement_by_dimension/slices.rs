@@ -15,7 +15,6 @@
 //! delta of the join, `L·ΔR + ΔL·(R + ΔR)`. The output is each (day, dimension,
 //! member)'s change of [`Sums`] on this worker, which the table's sum adds up.
 
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
@@ -31,7 +30,8 @@ use super::{Slot, Source, Sums};
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::gate::Time;
-use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::operators::held::{hold_updates, pop_complete_pair, HeldByTime, HeldUpdates};
+use crate::operators::totals::add_to_total;
 
 /// A (day, dimension, member): the key of a table row.
 pub(super) type Slice = (i32, Slot, Option<Name>);
@@ -86,20 +86,11 @@ pub(super) fn slices<'s>(
                         !events_frontier.frontier().less_equal(&time)
                             && !members_frontier.frontier().less_equal(&time)
                     };
-                    while let Some(time) = [held_events.first_time(), held_members.first_time()]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .filter(|time| complete(*time))
+                    while let Some((time, cap, mut events, changes)) =
+                        pop_complete_pair(&mut held_events, &mut held_members, complete)
                     {
-                        let changes = held_members.take(time);
-                        let events = held_events.take(time);
-                        let (events_cap, mut events) = events.unzip();
-                        let (changes_cap, changes) = changes.unzip();
                         state.move_members(changes.as_deref().unwrap_or_default());
                         state.add_events(&plan, events.as_deref_mut().unwrap_or_default());
-                        let cap = events_cap.or(changes_cap);
-                        let cap = cap.expect("a held time has a capability");
                         output.session(&cap).give_iterator(
                             state
                                 .out
@@ -188,6 +179,20 @@ impl Measures {
     }
 }
 
+impl IsZero for Measures {
+    fn is_zero(&self) -> bool {
+        *self == Measures::default()
+    }
+}
+
+impl Semigroup for Measures {
+    fn plus_equals(&mut self, rhs: &Measures) {
+        let mut sums = self.sums();
+        sums.plus_equals(&rhs.sums());
+        *self = Measures::of(&sums);
+    }
+}
+
 /// One user's events on this worker (counts fit 32 bits: 2^31 accepted events of one
 /// user would take 32 GiB in the deduplication's id set alone): how many each (item, day) has, the measures of each day
 /// (for dimensions of the user), and how many each of the user's (day, dimension,
@@ -265,7 +270,7 @@ impl State {
             };
             for (&day, measures) in days {
                 let sums = measures.sums().multiply(&diff);
-                add(&mut self.out, (day, slot, member), sums);
+                add_to_total(&mut self.out, (day, slot, member), &sums);
             }
         }
         // Only an item with events here before this time needs every user's events: a
@@ -333,24 +338,24 @@ fn add_event(
         let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         let slice = (day, *slot, Some(hours[hour]));
         add_user(&mut events.active, out, slice, diff as i64);
-        add(out, slice, sums);
+        add_to_total(out, slice, &sums);
     }
     if plan.by_item {
         let item = ItemDay {
             item: Id::of(event.item_id),
             day,
         };
-        add_count(&mut events.items, item, diff as i32);
+        add_to_total(&mut events.items, item, &(diff as i32));
         let source = event.item_id.map_or(Source::Missing, Source::Item);
         let state = sources.entry(source).or_default();
-        add_measures(&mut state.days, day, &sums);
+        add_to_total(&mut state.days, day, &Measures::of(&sums));
         add_slices(&state.members, &mut events.active, out, day, diff, &sums);
         if state.is_empty() {
             sources.remove(&source);
         }
     }
     if plan.by_user {
-        add_measures(&mut events.days, day, &sums);
+        add_to_total(&mut events.days, day, &Measures::of(&sums));
         if let Some(state) = sources.get(&Source::User(event.user_id)) {
             add_slices(&state.members, &mut events.active, out, day, diff, &sums);
         }
@@ -370,66 +375,7 @@ fn add_slices(
     for &(slot, member, times) in members {
         let slice = (day, slot, member);
         add_user(active, out, slice, diff as i64 * times);
-        add(out, slice, sums.multiply(&(times as isize)));
-    }
-}
-
-/// Adds `sums` to `day`'s measures in `days`, which keeps no zero measures.
-fn add_measures(days: &mut FxHashMap<i32, Measures>, day: i32, sums: &Sums) {
-    match days.entry(day) {
-        Entry::Occupied(mut measures) => {
-            let mut total = measures.get().sums();
-            total.plus_equals(sums);
-            if total.is_zero() {
-                measures.remove();
-            } else {
-                *measures.get_mut() = Measures::of(&total);
-            }
-        }
-        Entry::Vacant(slot) => {
-            if !sums.is_zero() {
-                slot.insert(Measures::of(sums));
-            }
-        }
-    }
-}
-
-/// Adds `diff` to `key`'s sum in `map`, which keeps no zero sum.
-fn add<K: Hash + Eq>(map: &mut FxHashMap<K, Sums>, key: K, diff: Sums) {
-    match map.entry(key) {
-        Entry::Occupied(mut sum) => {
-            sum.get_mut().plus_equals(&diff);
-            if sum.get().is_zero() {
-                sum.remove();
-            }
-        }
-        Entry::Vacant(slot) => {
-            if !diff.is_zero() {
-                slot.insert(diff);
-            }
-        }
-    }
-}
-
-/// Adds `diff` to `key`'s count in `map`, which keeps no zero count; returns whether
-/// the count was nonzero before and after.
-fn add_count<K: Hash + Eq>(map: &mut FxHashMap<K, i32>, key: K, diff: i32) -> (bool, bool) {
-    match map.entry(key) {
-        Entry::Occupied(mut count) => {
-            *count.get_mut() += diff;
-            if *count.get() == 0 {
-                count.remove();
-                (true, false)
-            } else {
-                (true, true)
-            }
-        }
-        Entry::Vacant(slot) => {
-            if diff != 0 {
-                slot.insert(diff);
-            }
-            (false, diff != 0)
-        }
+        add_to_total(out, slice, &sums.multiply(&(times as isize)));
     }
 }
 
@@ -441,12 +387,12 @@ fn add_user(
     slice: Slice,
     diff: i64,
 ) {
-    let users = match add_count(active, UserSlice::of(&slice), diff as i32) {
+    let users = match add_to_total(active, UserSlice::of(&slice), &(diff as i32)) {
         (false, true) => 1,
         (true, false) => -1,
         _ => return,
     };
-    add(out, slice, Sums::users(users));
+    add_to_total(out, slice, &Sums::users(users));
 }
 
 #[cfg(test)]
