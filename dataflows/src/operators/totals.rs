@@ -168,6 +168,7 @@ where
 /// whose total returns to zero leaves it); returns whether the total was nonzero
 /// before, and whether it is after. The state of every operator here that sums into a
 /// map goes through it.
+#[inline]
 pub fn add_to_total<K: Hash + Eq, R: Semigroup>(
     totals: &mut FxHashMap<K, R>,
     key: K,

@@ -159,6 +159,10 @@ struct Measures {
 }
 
 impl Measures {
+    fn value_sum(&self) -> i128 {
+        (i128::from(self.value_sum[0]) << 64) | i128::from(self.value_sum[1] as u64)
+    }
+
     fn sums(&self) -> Sums {
         Sums {
             events: self.events,
@@ -187,9 +191,11 @@ impl IsZero for Measures {
 
 impl Semigroup for Measures {
     fn plus_equals(&mut self, rhs: &Measures) {
-        let mut sums = self.sums();
-        sums.plus_equals(&rhs.sums());
-        *self = Measures::of(&sums);
+        self.events += rhs.events;
+        self.duration += rhs.duration;
+        self.values += rhs.values;
+        let value_sum = self.value_sum() + rhs.value_sum();
+        self.value_sum = [(value_sum >> 64) as i64, value_sum as i64];
     }
 }
 
