@@ -200,9 +200,9 @@ impl Semigroup for Measures {
 }
 
 /// One user's events on this worker (counts fit 32 bits: 2^31 accepted events of one
-/// user would take 32 GiB in the deduplication's id set alone): how many each (item, day) has, the measures of each day
-/// (for dimensions of the user), and how many each of the user's (day, dimension,
-/// member) has (nonzero: the user is active there).
+/// user would take 32 GiB in the deduplication's id set alone): how many each (item,
+/// day) has, the measures of each day (for dimensions of the user), and how many each
+/// of the user's (day, dimension, member) has (nonzero: the user is active there).
 #[derive(Default)]
 struct UserEvents {
     items: FxHashMap<ItemDay, i32>,
