@@ -60,26 +60,18 @@ pub fn plan_rewrites(
 /// compares them, cell by cell) less than a stable one and needs no scratch buffer.
 fn consolidate_rows(diffs: &mut Vec<(Vec<Cell>, i64)>) {
     diffs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    let mut kept = 0;
-    for at in 0..diffs.len() {
-        if kept > 0 && diffs[kept - 1].0 == diffs[at].0 {
-            diffs[kept - 1].1 += diffs[at].1;
-        } else {
-            if kept > 0 && diffs[kept - 1].1 == 0 {
-                kept -= 1;
-            }
-            diffs.swap(kept, at);
-            kept += 1;
+    diffs.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 += later.1;
         }
-    }
-    if kept > 0 && diffs[kept - 1].1 == 0 {
-        kept -= 1;
-    }
-    diffs.truncate(kept);
+        same
+    });
+    diffs.retain(|(_, diff)| *diff != 0);
 }
 
 /// A bucket's rows after the changes `diffs` (sorted by row, one entry per row, as
-/// [`consolidate`] leaves them): one merge pass over the current rows, which come sorted
+/// [`consolidate_rows`] leaves them): one merge pass over the current rows, which come sorted
 /// from the cache and from the files the sink wrote (they are sorted here otherwise).
 fn apply_diffs(
     mut current: Vec<Vec<Cell>>,
