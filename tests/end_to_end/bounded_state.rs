@@ -209,6 +209,18 @@ fn final_arrangement_sizes(path: &Path, times: usize, workers: usize) -> BTreeMa
     sizes
 }
 
+/// The records held by the arrangements whose name passes `wanted`, summed over every
+/// logical time and worker of `--arrangement-sizes` FILE.
+fn records_over_run(path: &Path, wanted: impl Fn(&str) -> bool) -> i64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|row| wanted(row[3]))
+        .map(|row| row[4].parse::<i64>().unwrap())
+        .sum()
+}
+
 #[test]
 fn arrangement_sizes_show_what_forgetting_drops() {
     let dir = tempfile::tempdir().unwrap();
@@ -235,14 +247,24 @@ fn arrangement_sizes_show_what_forgetting_drops() {
             sizes.keys().any(|name| name.contains("UserMonths")),
             "the shared (user, month) arrangement is reported: {sizes:?}"
         );
-        totals.push(sizes.values().sum::<i64>());
+        // The state of closed months that forgetting retires: each user's month
+        // segments, and the (user, month) pairs of every month, kept only when exact.
+        totals.push(records_over_run(&sizes_file, |name| {
+            name.contains("UserMonthSegments") || name.contains("AllUserMonths")
+        }));
     }
-    // Forgetting retires closed days' and months' records from the arrangements (the
-    // (user, month) pairs among them). The per-event state (event ids, events by (user, day)) is
-    // kept in hash maps, which this report does not see.
+    // Forgetting retires closed months' records from these arrangements, so over the
+    // run they grow with the months when exact and stay flat when forgetting. They are
+    // summed over every logical time, not read at one: at one time the counts depend
+    // on how far differential's merges and the retirements have got (a retraction is
+    // a record until it meets what it retracts), which varies with the load. The other
+    // arrangements hold the same state in both runs. The per-event state (event ids,
+    // events by (user, day)) is kept in hash maps, which this report does not see.
+    // Forgetting keeps about half (one open month against a growing number); equal
+    // states differ by up to about 15% between runs.
     assert!(
-        totals[1] < totals[0],
-        "exact holds {} updates, forgetting {}: closed days' state should be gone",
+        (totals[1] as f64) < 0.85 * totals[0] as f64,
+        "exact held {} updates of month segments over the run, forgetting {}: closed months' state should be gone",
         totals[0],
         totals[1]
     );
