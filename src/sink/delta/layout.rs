@@ -6,24 +6,30 @@ use std::path::{Path, PathBuf};
 
 use deltalake::kernel::DataType as DeltaType;
 use tidemark_dataflows::model::tables::{
-    Cell, ColumnType, TableSpec, ENGAGEMENT_BY_DIMENSION, USER_ACTIVITY_DAILY,
+    Cell, ColumnType, TableSpec, ENGAGEMENT_BY_DIMENSION, SESSIONS, USER_ACTIVITY_DAILY,
 };
 
 pub const HASH_BUCKETS: u64 = 16;
 
-/// Width of a bucket of a date-keyed table, in days (see [`date_bucket_days`]).
+/// Width of a bucket of a time-keyed table, in days (see [`bucket_days`]).
 pub const DATE_BUCKET_DAYS: i32 = 31;
 
-/// The date-keyed tables with a row per day *and* user or member: laid out a day a
-/// bucket, so that a commit of recent days rewrites those days, not the 31-day blocks
-/// around them (at 1M events, `engagement_by_dimension` has about 3,000 rows a day).
-/// The other date-keyed tables have a few rows a day and keep the blocks, which spares
-/// them a tiny file a day.
-const DAY_BUCKETED: [&str; 2] = [USER_ACTIVITY_DAILY.name, ENGAGEMENT_BY_DIMENSION.name];
+/// The time-keyed tables with a row per day (or session) *and* user or member: laid
+/// out a day a bucket, so that a commit of recent days rewrites those days, not the
+/// 31-day blocks around them (at 1M events, `engagement_by_dimension` has about 3,000
+/// rows a day, `sessions` about 2,000). The other time-keyed tables have few rows a
+/// day (`window_activity` and `spike_alerts` one per 5-minute window, whatever the
+/// number of events; `user_plans` one per plan change) and keep the blocks, which
+/// spares them a tiny file a day: fewer files to create, list and read.
+const DAY_BUCKETED: [&str; 3] = [
+    USER_ACTIVITY_DAILY.name,
+    ENGAGEMENT_BY_DIMENSION.name,
+    SESSIONS.name,
+];
 
-/// Width of the buckets of a date-keyed table, in days: 1 for the tables of
+/// Width of the buckets of a time-keyed table, in days: 1 for the tables of
 /// [`DAY_BUCKETED`], else [`DATE_BUCKET_DAYS`].
-pub fn date_bucket_days(spec: &TableSpec) -> i32 {
+pub fn bucket_days(spec: &TableSpec) -> i32 {
     if DAY_BUCKETED.contains(&spec.name) {
         1
     } else {
@@ -53,9 +59,8 @@ pub fn delta_type(ty: ColumnType) -> DeltaType {
     }
 }
 
-/// The bucket of a row, the same in every run and process: the UTC day of the table's
-/// first instant key column, or the [`date_bucket_days`]-day block of its first date key
-/// column, or else a hash of its first key column into [`HASH_BUCKETS`] (so all rows of
+/// The bucket of a row, the same in every run and process: the [`bucket_days`]-day
+/// block (of UTC days) of the table's first instant or date key column, or else a hash of its first key column into [`HASH_BUCKETS`] (so all rows of
 /// one quarantined file share a bucket).
 pub fn bucket_of(spec: &TableSpec, row: &[Cell]) -> i64 {
     let key = &spec.columns[..spec.key_len.min(spec.columns.len())];
@@ -63,8 +68,10 @@ pub fn bucket_of(spec: &TableSpec, row: &[Cell]) -> i64 {
         .iter()
         .position(|c| matches!(c.ty, ColumnType::Timestamp | ColumnType::Date));
     match time_key.map(|index| &row[index]) {
-        Some(Cell::Timestamp(ms)) => ms.div_euclid(86_400_000),
-        Some(Cell::Date(day)) => i64::from(day.div_euclid(date_bucket_days(spec))),
+        Some(Cell::Timestamp(ms)) => ms
+            .div_euclid(86_400_000)
+            .div_euclid(i64::from(bucket_days(spec))),
+        Some(Cell::Date(day)) => i64::from(day.div_euclid(bucket_days(spec))),
         Some(_) => i64::MIN,
         None => {
             let mut bytes = Vec::with_capacity(32);
@@ -87,7 +94,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use tidemark_dataflows::model::tables::{DAILY_ACTIVE, QUARANTINE, SESSIONS};
+    use tidemark_dataflows::model::tables::{DAILY_ACTIVE, QUARANTINE, WINDOW_ACTIVITY};
 
     #[test]
     fn buckets_follow_time_keys_else_a_hash_of_the_first_key_column() {
@@ -102,6 +109,10 @@ mod tests {
         let user_day = |d: i32| vec![Cell::Str("u".into()), Cell::Date(d), Cell::Int(1)];
         assert_eq!(bucket_of(&USER_ACTIVITY_DAILY, &user_day(30)), 30);
         assert_eq!(bucket_of(&USER_ACTIVITY_DAILY, &user_day(-1)), -1);
+        let window = |start: i64| vec![Cell::Timestamp(start)];
+        assert_eq!(bucket_of(&WINDOW_ACTIVITY, &window(30 * day_ms)), 0);
+        assert_eq!(bucket_of(&WINDOW_ACTIVITY, &window(31 * day_ms)), 1);
+        assert_eq!(bucket_of(&WINDOW_ACTIVITY, &window(-1)), -1);
         let q = |file: &str, row: i64| vec![Cell::Str(file.into()), Cell::Int(row)];
         assert_eq!(
             bucket_of(&QUARANTINE, &q("a.csv", 1)),
