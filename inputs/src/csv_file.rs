@@ -9,7 +9,7 @@ use crate::dataset::{FileFormat, SourceFile, Stop};
 use crate::mapping::Mapping;
 use crate::records::{FileBatch, QuarantineRow};
 use crate::rows::{truncate_raw, Got, ReadPlan, Row};
-use crate::text;
+use crate::text::{self, Content};
 
 struct Opened {
     reader: csv::Reader<Box<dyn std::io::BufRead>>,
@@ -19,8 +19,8 @@ struct Opened {
 }
 
 /// Opens the file and reads its column names; `Ok(None)` for an empty file.
-fn open(path: &Path, format: FileFormat) -> Result<Option<Opened>, String> {
-    let input = text::open(path, format.gzip)?;
+fn open(content: Content, format: FileFormat) -> Result<Option<Opened>, String> {
+    let input = text::open(content, format.gzip)?;
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(format.delimiter)
         .has_headers(false)
@@ -61,7 +61,7 @@ fn open(path: &Path, format: FileFormat) -> Result<Option<Opened>, String> {
 
 /// The file's column names (`c0, c1, ...` without a header); `None` for an empty file.
 pub(crate) fn columns(path: &Path, format: FileFormat) -> Result<Option<Vec<String>>, String> {
-    Ok(open(path, format)?.map(|o| o.names))
+    Ok(open(Content::Path(path), format)?.map(|o| o.names))
 }
 
 struct CsvRow<'a> {
@@ -114,6 +114,7 @@ fn lossy_raw(record: &ByteRecord, delimiter: u8) -> String {
 /// Reads every record of the file into `batch`.
 pub(crate) fn read(
     file: &SourceFile,
+    content: Content,
     format: FileFormat,
     mapping: &Mapping,
     batch: &mut FileBatch,
@@ -122,7 +123,7 @@ pub(crate) fn read(
         mut reader,
         names,
         first,
-    }) = open(&file.path, format).map_err(Stop::whole)?
+    }) = open(content, format).map_err(Stop::whole)?
     else {
         return Ok(());
     };

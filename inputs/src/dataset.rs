@@ -11,6 +11,7 @@ use crate::error::InputError;
 use crate::mapping::{Format, Mapping, TableMapping};
 use crate::records::{FileBatch, QuarantineRow};
 use crate::rows::{truncate_raw, Missing, ReadPlan};
+use crate::text::Content;
 use crate::{csv_file, ndjson_file, parquet_file};
 
 /// A contract input table.
@@ -349,6 +350,16 @@ impl Dataset {
     /// mapped column missing from the file one row (row 0, `missing_column`); a failure
     /// part-way keeps the rows before it and quarantines the failure as its own row.
     pub fn read(&self, file: &SourceFile) -> FileBatch {
+        self.read_content(file, Content::Path(&file.path))
+    }
+
+    /// Reads one file from `bytes`, a copy of its contents held in memory, exactly as
+    /// [`Dataset::read`] reads the file itself.
+    pub fn read_bytes(&self, file: &SourceFile, bytes: &bytes::Bytes) -> FileBatch {
+        self.read_content(file, Content::Bytes(bytes))
+    }
+
+    fn read_content(&self, file: &SourceFile, content: Content) -> FileBatch {
         let mut batch = FileBatch::default();
         let format = match self.format_of(file) {
             Ok(f) => f,
@@ -365,9 +376,11 @@ impl Dataset {
                 ..FileBatch::default()
             };
             let stop = match format.format {
-                Format::Csv => csv_file::read(file, format, &self.mapping, &mut inner),
-                Format::Ndjson => ndjson_file::read(file, format, &self.mapping, &mut inner),
-                Format::Parquet => parquet_file::read(file, &self.mapping, &mut inner),
+                Format::Csv => csv_file::read(file, content, format, &self.mapping, &mut inner),
+                Format::Ndjson => {
+                    ndjson_file::read(file, content, format, &self.mapping, &mut inner)
+                }
+                Format::Parquet => parquet_file::read(file, content, &self.mapping, &mut inner),
             };
             (inner, stop)
         }));

@@ -13,7 +13,7 @@ use crate::dataset::{FileFormat, SourceFile, Stop};
 use crate::mapping::Mapping;
 use crate::records::{FileBatch, QuarantineRow};
 use crate::rows::{truncate_raw, Got, ReadPlan, Row};
-use crate::text;
+use crate::text::{self, Content};
 
 /// Lines sampled by [`columns`].
 const SAMPLE_LINES: usize = 1000;
@@ -196,7 +196,7 @@ fn next_line<'b>(
 
 /// The keys of the first objects of the file; `None` when it has no object lines.
 pub(crate) fn columns(path: &Path, format: FileFormat) -> Result<Option<Vec<String>>, String> {
-    let mut input = text::open(path, format.gzip)?;
+    let mut input = text::open(Content::Path(path), format.gzip)?;
     let mut buf = Vec::new();
     let mut keys: Vec<String> = Vec::new();
     let mut objects = 0;
@@ -224,11 +224,12 @@ pub(crate) fn columns(path: &Path, format: FileFormat) -> Result<Option<Vec<Stri
 /// Reads every line of the file into `batch`.
 pub(crate) fn read(
     file: &SourceFile,
+    content: Content,
     format: FileFormat,
     mapping: &Mapping,
     batch: &mut FileBatch,
 ) -> Result<(), Stop> {
-    let mut input = text::open(&file.path, format.gzip).map_err(Stop::whole)?;
+    let mut input = text::open(content, format.gzip).map_err(Stop::whole)?;
     let mut keys: Vec<String> = Vec::new();
     let plan = ReadPlan::resolve(mapping, &file.tables, true, &mut |name| {
         Some(keys.iter().position(|k| k == name).unwrap_or_else(|| {

@@ -13,11 +13,13 @@ use arrow::datatypes::{DataType, Int64Type, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::ChunkReader;
 
 use crate::dataset::{SourceFile, Stop, Table};
 use crate::mapping::Mapping;
 use crate::records::FileBatch;
 use crate::rows::{Got, ReadPlan, Row};
+use crate::text::Content;
 
 /// Rows per record batch.
 const BATCH_ROWS: usize = 8192;
@@ -174,16 +176,21 @@ impl Row for ParquetRow<'_> {
     }
 }
 
-fn builder(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+fn builder<T: ChunkReader + 'static>(
+    input: T,
+) -> Result<ParquetRecordBatchReaderBuilder<T>, String> {
     // The embedded Arrow schema (IPC bytes in the footer) is not needed — the Parquet
     // schema gives every type tidemark reads — and arrow-ipc can panic on corrupt bytes.
     let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
-    ParquetRecordBatchReaderBuilder::try_new_with_options(file, options)
+    ParquetRecordBatchReaderBuilder::try_new_with_options(input, options)
         .map_err(|e| format!("invalid Parquet: {e}"))
 }
 
-fn names_of(builder: &ParquetRecordBatchReaderBuilder<File>) -> Vec<String> {
+fn open(path: &Path) -> Result<File, String> {
+    File::open(path).map_err(|e| format!("cannot open: {e}"))
+}
+
+fn names_of<T: ChunkReader + 'static>(builder: &ParquetRecordBatchReaderBuilder<T>) -> Vec<String> {
     builder
         .schema()
         .fields()
@@ -194,16 +201,36 @@ fn names_of(builder: &ParquetRecordBatchReaderBuilder<File>) -> Vec<String> {
 
 /// The file's top-level column names.
 pub(crate) fn columns(path: &Path) -> Result<Option<Vec<String>>, String> {
-    Ok(Some(names_of(&builder(path)?)))
+    Ok(Some(names_of(&builder(open(path)?)?)))
 }
 
-/// Reads every row of the file into `batch`.
+/// Reads every row of the file (from `content`) into `batch`.
 pub(crate) fn read(
+    file: &SourceFile,
+    content: Content,
+    mapping: &Mapping,
+    batch: &mut FileBatch,
+) -> Result<(), Stop> {
+    match content {
+        Content::Path(path) => {
+            let input = open(path).map_err(Stop::whole)?;
+            read_from(builder(input).map_err(Stop::whole)?, file, mapping, batch)
+        }
+        Content::Bytes(bytes) => read_from(
+            builder(bytes.clone()).map_err(Stop::whole)?,
+            file,
+            mapping,
+            batch,
+        ),
+    }
+}
+
+fn read_from<T: ChunkReader + 'static>(
+    builder: ParquetRecordBatchReaderBuilder<T>,
     file: &SourceFile,
     mapping: &Mapping,
     batch: &mut FileBatch,
 ) -> Result<(), Stop> {
-    let builder = builder(&file.path).map_err(Stop::whole)?;
     let names = names_of(&builder);
     let mut used = BTreeSet::new();
     let plan = ReadPlan::resolve(mapping, &file.tables, false, &mut |name| {

@@ -4,10 +4,14 @@
 //! An entry is `MAGIC`, the header's length and bincode bytes, the payload's kind (one
 //! byte), length and bytes, then an xxh3-64 checksum of everything before it. The
 //! payload is either the parsed [`FileBatch`] (bincode, zstd-compressed: live lines,
-//! which exist nowhere else) or a [`SourceCopy`]: a dataset file is logged as a byte
-//! copy of itself beside the entry, which a resume parses again with the same mapping.
-//! Copying a file costs a fraction of encoding and compressing its parsed rows, and the
-//! copy of a Parquet file is half the size. The codec lives here, beside [`FileBatch`],
+//! which exist nowhere else) or a dataset file's bytes with a [`SourceCopy`] saying how
+//! it was read, which a resume parses again with the same mapping. Copying a file costs
+//! a fraction of encoding and compressing its parsed rows, and the copy of a Parquet
+//! file is half the size. The bytes are inside the entry, so that logging a file
+//! creates one file, not two: on a file system where creating files is slow (ext4
+//! without a journal after many deletions), files created are much of a run's kernel
+//! time. Logs written before kept the copy beside the entry (payload kind 1); they are
+//! still read. The codec lives here, beside [`FileBatch`],
 //! so that the fuzz target for damaged entries needs the input crate only.
 
 use serde::{Deserialize, Serialize};
@@ -91,13 +95,16 @@ pub struct SourceCopy {
 pub enum Payload {
     /// The rows themselves.
     Batch(FileBatch),
-    /// A byte copy of the file, beside the entry.
+    /// A byte copy of the file, beside the entry (logs of earlier versions).
     Copy(SourceCopy),
+    /// A byte copy of the file, inside the entry.
+    Inline(SourceCopy, Vec<u8>),
 }
 
 /// Payload kinds, the byte before the payload's length.
 const KIND_BATCH: u8 = 0;
 const KIND_COPY: u8 = 1;
+const KIND_INLINE: u8 = 2;
 
 /// Why bytes are not a readable log entry; the caller names the file and says what
 /// to do.
@@ -126,6 +133,7 @@ pub fn encode(header: &WalHeader, payload: &Payload) -> Result<Vec<u8>, EntryErr
     match payload {
         Payload::Batch(batch) => encode_batch(header, batch),
         Payload::Copy(copy) => encode_copy(header, copy),
+        Payload::Inline(copy, bytes) => encode_inline(header, copy, bytes),
     }
 }
 
@@ -133,25 +141,42 @@ pub fn encode(header: &WalHeader, payload: &Payload) -> Result<Vec<u8>, EntryErr
 pub fn encode_batch(header: &WalHeader, batch: &FileBatch) -> Result<Vec<u8>, EntryError> {
     let batch_bytes = bincode::serialize(batch).map_err(|e| unreadable(&e))?;
     let packed = zstd::encode_all(&batch_bytes[..], LEVEL).map_err(|e| unreadable(&e))?;
-    frame(header, KIND_BATCH, &packed)
+    frame(header, KIND_BATCH, &[&packed])
 }
 
-/// Encodes the entry of a unit logged as a copy of its file.
+/// Encodes the entry of a unit logged as a copy of its file beside the entry (as logs
+/// of earlier versions did; kept for their tests).
 pub fn encode_copy(header: &WalHeader, copy: &SourceCopy) -> Result<Vec<u8>, EntryError> {
     let copy_bytes = bincode::serialize(copy).map_err(|e| unreadable(&e))?;
-    frame(header, KIND_COPY, &copy_bytes)
+    frame(header, KIND_COPY, &[&copy_bytes])
 }
 
-/// The entry's bytes around a payload of `kind`.
-fn frame(header: &WalHeader, kind: u8, payload: &[u8]) -> Result<Vec<u8>, EntryError> {
+/// Encodes the entry of a unit logged as the bytes of its file, `copy` saying how they
+/// were read: the payload is the length of `copy`'s encoding, that encoding, then the
+/// bytes.
+pub fn encode_inline(
+    header: &WalHeader,
+    copy: &SourceCopy,
+    file_bytes: &[u8],
+) -> Result<Vec<u8>, EntryError> {
+    let copy_bytes = bincode::serialize(copy).map_err(|e| unreadable(&e))?;
+    let copy_len = (copy_bytes.len() as u64).to_le_bytes();
+    frame(header, KIND_INLINE, &[&copy_len, &copy_bytes, file_bytes])
+}
+
+/// The entry's bytes around a payload of `kind`, made of `parts`.
+fn frame(header: &WalHeader, kind: u8, parts: &[&[u8]]) -> Result<Vec<u8>, EntryError> {
     let header_bytes = bincode::serialize(header).map_err(|e| unreadable(&e))?;
-    let mut bytes = Vec::with_capacity(payload.len() + header_bytes.len() + 41);
+    let payload_len: usize = parts.iter().map(|part| part.len()).sum();
+    let mut bytes = Vec::with_capacity(payload_len + header_bytes.len() + 41);
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header_bytes);
     bytes.push(kind);
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(payload);
+    bytes.extend_from_slice(&(payload_len as u64).to_le_bytes());
+    for part in parts {
+        bytes.extend_from_slice(part);
+    }
     let checksum = xxhash_rust::xxh3::xxh3_64(&bytes);
     bytes.extend_from_slice(&checksum.to_le_bytes());
     Ok(bytes)
@@ -201,6 +226,22 @@ pub fn decode(
             Payload::Batch(bincode::deserialize(&raw).map_err(|e| unreadable(&e))?)
         }
         KIND_COPY => Payload::Copy(bincode::deserialize(payload).map_err(|e| unreadable(&e))?),
+        KIND_INLINE => {
+            let (copy_len, rest) = payload.split_at_checked(8).ok_or(EntryError::Truncated)?;
+            let copy_len = usize::try_from(length(copy_len)).map_err(|_| EntryError::Truncated)?;
+            let (copy, file_bytes) = rest
+                .split_at_checked(copy_len)
+                .ok_or(EntryError::Truncated)?;
+            let copy: SourceCopy = bincode::deserialize(copy).map_err(|e| unreadable(&e))?;
+            if copy.len != file_bytes.len() as u64 {
+                return Err(EntryError::Unreadable(format!(
+                    "a copy of {} bytes logged as {}",
+                    file_bytes.len(),
+                    copy.len
+                )));
+            }
+            Payload::Inline(copy, file_bytes.to_vec())
+        }
         other => return Err(EntryError::Unreadable(format!("payload kind {other}"))),
     };
     Ok((header, Some(payload)))
@@ -226,13 +267,21 @@ mod tests {
         }
     }
 
-    fn copy() -> Payload {
-        Payload::Copy(SourceCopy {
-            len: 1234,
+    fn source_copy(len: u64) -> SourceCopy {
+        SourceCopy {
+            len,
             hash: 0xfeed,
             tables: vec![Table::Events, Table::Items],
             far_ahead: Some((1_700_000_000_000, 86_400_000)),
-        })
+        }
+    }
+
+    fn copy() -> Payload {
+        Payload::Copy(source_copy(1234))
+    }
+
+    fn inline() -> Payload {
+        Payload::Inline(source_copy(5), b"PAR1x".to_vec())
     }
 
     #[test]
@@ -241,7 +290,7 @@ mod tests {
             rows_read: 5,
             ..FileBatch::default()
         });
-        for payload in [batch, copy()] {
+        for payload in [batch, copy(), inline()] {
             let bytes = encode(&header(), &payload).unwrap();
             let (h, p) = decode(&bytes, true).unwrap();
             assert_eq!((h, p), (header(), Some(payload)));
@@ -251,7 +300,7 @@ mod tests {
 
     #[test]
     fn every_damaged_entry_is_an_error() {
-        for payload in [Payload::Batch(FileBatch::default()), copy()] {
+        for payload in [Payload::Batch(FileBatch::default()), copy(), inline()] {
             let bytes = encode(&header(), &payload).unwrap();
             for cut in 0..bytes.len() {
                 assert!(decode(&bytes[..cut], true).is_err(), "cut at {cut}");
@@ -262,5 +311,18 @@ mod tests {
                 assert!(decode(&damaged, true).is_err(), "flip at {at}");
             }
         }
+    }
+
+    #[test]
+    fn an_inline_copy_whose_length_disagrees_with_its_bytes_is_an_error() {
+        let bytes = encode(
+            &header(),
+            &Payload::Inline(source_copy(6), b"PAR1x".to_vec()),
+        )
+        .unwrap();
+        assert!(matches!(
+            decode(&bytes, true),
+            Err(EntryError::Unreadable(_))
+        ));
     }
 }

@@ -8,11 +8,14 @@
 //!   batch of live lines), numbered in arrival order: the logical time whose batch it
 //!   belongs to and how many units that batch has, where the unit came from (file
 //!   path, size, mtime and xxh3 content hash, or live-source lines) and its rows: the
-//!   parsed [`FileBatch`] of live lines (bincode, zstd), or for a dataset file
-//!   `wal/<unit>.src`, a byte copy of the file that the unit was parsed from and a
-//!   resume parses again (far cheaper than encoding the parsed rows). An entry, and its
-//!   copy first, is written and fsynced, under a temporary name and then renamed,
-//!   *before* its unit is fed to the dataflow.
+//!   parsed [`FileBatch`] of live lines (bincode, zstd), or for a dataset file the
+//!   bytes of the file, inside the entry, that the unit was parsed from and a resume
+//!   parses again (far cheaper than encoding the parsed rows). An entry is written and
+//!   fsynced, under a temporary name and then renamed, *before* its unit is fed to the
+//!   dataflow. (Logs written before kept the bytes beside the entry, in
+//!   `wal/<unit>.src`; they are still read. One file per unit instead of two: where
+//!   creating a file is slow, such as ext4 without a journal after a run deleted many,
+//!   the files a run creates are much of its kernel time.)
 //!   Replaying the log rebuilds the in-memory differential state; a logical time is
 //!   replayed only when every unit of it was logged.
 //! - `completed.json`: the last logical time every sink on every worker has written.
@@ -27,6 +30,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_inputs::records::FileBatch;
@@ -37,7 +41,8 @@ pub const CHECKPOINT_DIR: &str = "_checkpoint";
 /// Version of the on-disk format; a different one is refused. 5: the tables
 /// `user_activity_daily` and `user_plans` were added. 6: one worker writes each table's
 /// change files (the manifests and file names of 5 are per worker). 7: a dataset file is
-/// logged as a byte copy of itself.
+/// logged as a byte copy of itself (beside its entry at first, inside it since: both
+/// are read, so the format did not change).
 const FORMAT: u32 = 7;
 
 /// What a resumed run must share with the run that wrote the checkpoint.
@@ -375,34 +380,11 @@ impl Checkpoint {
         self.write_entry(header, wal_entry::encode_batch(header, batch))
     }
 
-    /// Copies the file of unit `unit` into the log durably (fsynced, then renamed into
-    /// place), before the unit is parsed from the copy and logged with
-    /// [`Checkpoint::log_copy`]. Returns the copy's path, length and xxh3-64, or `None`
-    /// when the source cannot be opened (gone since it was listed: the reader then
-    /// quarantines it). A failure to write the copy (a full disk) is an error.
-    pub fn copy_source(&self, unit: u64, source: &Path) -> Result<Option<(PathBuf, u64, u64)>> {
-        let Ok(from) = File::open(source) else {
-            return Ok(None);
-        };
-        let path = self.copy_file(unit);
-        let tmp = path.with_file_name(format!(".{unit:010}.{COPY_SUFFIX}.tmp"));
-        let mut to = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let (len, hash) = read_hashed(from, source, |bytes| {
-            to.write_all(bytes)
-                .with_context(|| format!("writing {}", tmp.display()))
-        })?;
-        to.sync_all()
-            .with_context(|| format!("syncing {}", tmp.display()))?;
-        drop(to);
-        // The entry's write syncs the directory, and with it this rename.
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("renaming into {}", path.display()))?;
-        Ok(Some((path, len, hash)))
-    }
-
-    /// Logs a unit whose file [`Checkpoint::copy_source`] copied, durably.
-    pub fn log_copy(&self, header: &WalHeader, copy: &SourceCopy) -> Result<()> {
-        self.write_entry(header, wal_entry::encode_copy(header, copy))
+    /// Logs a unit as the bytes of its file (read with [`read_source`], and parsed from
+    /// those bytes, so that a replay parses the same ones), `copy` saying how they were
+    /// read: one durable file holds both.
+    pub fn log_inline(&self, header: &WalHeader, copy: &SourceCopy, bytes: &[u8]) -> Result<()> {
+        self.write_entry(header, wal_entry::encode_inline(header, copy, bytes))
     }
 
     fn write_entry(
@@ -434,6 +416,10 @@ impl Checkpoint {
                 }
                 Logged::Copy { path, copy }
             }
+            Some(Payload::Inline(copy, bytes)) => Logged::Inline {
+                copy,
+                bytes: Bytes::from(bytes),
+            },
             Some(Payload::Batch(batch)) => Logged::Batch(batch),
             None => Logged::Batch(FileBatch::default()),
         };
@@ -473,12 +459,20 @@ fn origin_name(origin: &BatchOrigin) -> String {
 pub enum Logged {
     /// Its rows.
     Batch(FileBatch),
-    /// A checked copy of its file at `path`, to parse as `copy` says.
+    /// A checked copy of its file at `path`, to parse as `copy` says (logs of earlier
+    /// versions).
     Copy {
         /// The copy.
         path: PathBuf,
         /// How it was logged.
         copy: SourceCopy,
+    },
+    /// The bytes of its file, checked with the entry, to parse as `copy` says.
+    Inline {
+        /// How it was logged.
+        copy: SourceCopy,
+        /// The file's bytes.
+        bytes: Bytes,
     },
 }
 
@@ -639,6 +633,21 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The bytes of a dataset file and their xxh3-64, read before the file is parsed from
+/// them and logged with [`Checkpoint::log_inline`]; `None` when the file cannot be opened
+/// (gone since it was listed: the reader then quarantines it). A failure part-way
+/// through is an error.
+pub fn read_source(source: &Path) -> Result<Option<(Bytes, u64)>> {
+    let Ok(mut file) = File::open(source) else {
+        return Ok(None);
+    };
+    let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .with_context(|| format!("reading {}", source.display()))?;
+    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+    Ok(Some((Bytes::from(bytes), hash)))
+}
+
 /// xxh3-64 of a file's contents.
 pub fn hash_file(path: &Path) -> Result<u64> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -733,6 +742,58 @@ mod tests {
     }
 
     #[test]
+    fn a_file_logged_inline_reads_back_as_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("events.csv");
+        std::fs::write(&source, "event_id,user_id\ne1,u1\n").unwrap();
+        let out = dir.path().join("out");
+        let (checkpoint, _) = Checkpoint::open(&out, &identity(1)).unwrap();
+        let header = WalHeader {
+            origin: BatchOrigin::File {
+                rel: "events.csv".into(),
+                size: 0,
+                mtime_ns: 0,
+                hash: 0,
+            },
+            ..header(0)
+        };
+        let (bytes, hash) = read_source(&source).unwrap().unwrap();
+        assert_eq!(bytes, std::fs::read(&source).unwrap());
+        assert_eq!(hash, hash_file(&source).unwrap());
+        assert!(read_source(&dir.path().join("gone.csv")).unwrap().is_none());
+        let copy = SourceCopy {
+            len: bytes.len() as u64,
+            hash,
+            tables: vec![tidemark_inputs::Table::Events],
+            far_ahead: None,
+        };
+        checkpoint.log_inline(&header, &copy, &bytes).unwrap();
+        let (checkpoint, recovered) = Checkpoint::open(&out, &identity(1)).unwrap();
+        assert_eq!(recovered.entries, vec![header]);
+        // One file: the entry, with the bytes inside.
+        assert_eq!(std::fs::read_dir(checkpoint.wal_dir()).unwrap().count(), 1);
+        match checkpoint.read_logged(0).unwrap().1 {
+            Logged::Inline {
+                copy: logged,
+                bytes: read,
+            } => assert_eq!((logged, read), (copy, bytes)),
+            other => panic!("logged inline, read back as {other:?}"),
+        }
+        // A damaged entry is an error naming it, never a silent replay.
+        let path = checkpoint.wal_file(0);
+        let mut damaged = std::fs::read(&path).unwrap();
+        let last = damaged.len() - 10;
+        damaged[last] ^= 1;
+        std::fs::write(&path, damaged).unwrap();
+        let error = checkpoint.read_logged(0).unwrap_err().to_string();
+        assert!(
+            error.contains("0000000000.wal") && error.contains("start over"),
+            "{error}"
+        );
+    }
+
+    /// Logs of earlier versions kept a file's copy beside its entry: still read.
+    #[test]
     fn a_logged_file_copy_reads_back_checked_and_orphan_copies_are_removed() {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("events.csv");
@@ -748,21 +809,19 @@ mod tests {
             },
             ..header(unit)
         };
-        let (path, len, hash) = checkpoint.copy_source(0, &source).unwrap().unwrap();
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            std::fs::read(&source).unwrap()
-        );
-        assert_eq!(hash, hash_file(&source).unwrap());
+        // What earlier versions wrote: the copy, then the entry naming it.
+        let path = checkpoint.copy_file(0);
+        std::fs::copy(&source, &path).unwrap();
         let copy = SourceCopy {
-            len,
-            hash,
+            len: std::fs::metadata(&source).unwrap().len(),
+            hash: hash_file(&source).unwrap(),
             tables: vec![tidemark_inputs::Table::Events],
             far_ahead: None,
         };
-        checkpoint.log_copy(&file_header(0), &copy).unwrap();
+        let entry = wal_entry::encode_copy(&file_header(0), &copy).unwrap();
+        write_atomically(&checkpoint.wal_file(0), &entry).unwrap();
         // A crash after the copy of unit 1, before its entry: the copy is an orphan.
-        checkpoint.copy_source(1, &source).unwrap();
+        std::fs::copy(&source, checkpoint.copy_file(1)).unwrap();
         let (checkpoint, recovered) = Checkpoint::open(&out, &identity(1)).unwrap();
         assert_eq!(recovered.entries.len(), 1);
         assert!(!checkpoint.copy_file(1).exists());

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use bytes::Bytes;
 use tidemark_dataflows::dataflow::Outputs;
 use tidemark_dataflows::feeds::{build_with_feeds, Feeds};
 use tidemark_dataflows::model::settings::Params;
@@ -30,7 +31,7 @@ use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
 
 use crate::diag::arrangement_sizes::SizeRecorder;
 use crate::runtime::checkpoint::{
-    BatchOrigin, Checkpoint, Logged, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
+    read_source, BatchOrigin, Checkpoint, Logged, Recovered, RunIdentity, WalHeader, CHECKPOINT_DIR,
 };
 use crate::runtime::cluster::ClusterArgs;
 use crate::runtime::follow::Watcher;
@@ -935,31 +936,24 @@ fn feed_unit(
                 .as_ref()
                 .context("a file to read but no dataset")?;
             let old = replaced(task.retracts)?;
-            // The file is copied into the log and parsed from the copy, so that a
-            // replay parses the same bytes. A file that cannot be opened (gone since it
-            // was listed) is read as it is: its quarantine is logged. A copy that cannot
-            // be written (a full disk) stops the run, as any failed log write does.
+            // The file is read into memory, parsed from those bytes and logged with
+            // them, so that a replay parses the same bytes. A file that cannot be opened
+            // (gone since it was listed) is read as it is: its quarantine is logged. A
+            // log that cannot be written (a full disk) stops the run, as any failed log
+            // write does.
             let far_ahead = shared.max_ahead.map(|max_ahead| {
                 let limit = max_ahead.as_millis().min(u128::from(u64::MAX)) as u64;
                 (now_ms(), limit)
             });
-            let copied = checkpoint.copy_source(unit, &task.file.path)?;
-            let (path, copy) = match copied {
-                Some((path, len, hash)) => {
-                    let tables = task.file.tables.clone();
-                    (
-                        path,
-                        Some(SourceCopy {
-                            len,
-                            hash,
-                            tables,
-                            far_ahead,
-                        }),
-                    )
-                }
-                None => (task.file.path.clone(), None),
-            };
-            let batch = read_unit(dataset, path, &task.file.rel, &task.file.tables, far_ahead);
+            let source = read_source(&task.file.path)?;
+            let batch = read_unit(
+                dataset,
+                task.file.path.clone(),
+                source.as_ref().map(|(bytes, _)| bytes),
+                &task.file.rel,
+                &task.file.tables,
+                far_ahead,
+            );
             let header = WalHeader {
                 time,
                 unit,
@@ -974,8 +968,16 @@ fn feed_unit(
                 retracts: task.retracts,
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             };
-            match &copy {
-                Some(copy) => checkpoint.log_copy(&header, copy)?,
+            match &source {
+                Some((bytes, hash)) => {
+                    let copy = SourceCopy {
+                        len: bytes.len() as u64,
+                        hash: *hash,
+                        tables: task.file.tables.clone(),
+                        far_ahead,
+                    };
+                    checkpoint.log_inline(&header, &copy, bytes)?
+                }
                 None => checkpoint.log_batch(&header, &batch)?,
             }
             counters
@@ -1055,36 +1057,59 @@ fn logged_batch(shared: &Shared, unit: u64) -> Result<(WalHeader, FileBatch)> {
     let batch = match logged {
         Logged::Batch(batch) => batch,
         Logged::Copy { path, copy } => {
-            let BatchOrigin::File { rel, .. } = &header.origin else {
-                bail!(
-                    "write-ahead log entry {unit} holds a file copy but names live lines: delete the output directory (or run again with --overwrite) to start over"
-                );
-            };
-            let dataset = shared
-                .dataset
-                .as_ref()
-                .context("the write-ahead log holds a dataset file but this run reads no dataset: give the dataset it was written from")?;
-            read_unit(dataset, path, rel, &copy.tables, copy.far_ahead)
+            let (dataset, rel) = logged_file(shared, &header, unit)?;
+            read_unit(dataset, path, None, rel, &copy.tables, copy.far_ahead)
+        }
+        Logged::Inline { copy, bytes } => {
+            let (dataset, rel) = logged_file(shared, &header, unit)?;
+            let path = dataset.root.join(rel);
+            let bytes = Some(&bytes);
+            read_unit(dataset, path, bytes, rel, &copy.tables, copy.far_ahead)
         }
     };
     Ok((header, batch))
 }
 
-/// Reads the dataset file `rel`, feeding `tables`, from `path` (the file, or the log's
-/// copy of it), and quarantines events more than `far_ahead`'s limit (ms) ahead of its
+/// The dataset and file of a unit logged as a copy of its file (`header` of entry
+/// `unit`).
+fn logged_file<'a>(
+    shared: &'a Shared,
+    header: &'a WalHeader,
+    unit: u64,
+) -> Result<(&'a Dataset, &'a str)> {
+    let BatchOrigin::File { rel, .. } = &header.origin else {
+        bail!(
+            "write-ahead log entry {unit} holds a file copy but names live lines: delete the output directory (or run again with --overwrite) to start over"
+        );
+    };
+    let dataset = shared
+        .dataset
+        .as_ref()
+        .context("the write-ahead log holds a dataset file but this run reads no dataset: give the dataset it was written from")?;
+    Ok((dataset, rel))
+}
+
+/// Reads the dataset file `rel`, feeding `tables`, from `bytes` (its contents read into
+/// memory, or the log's copy of them) or else from `path` (the file, or the log's copy
+/// of it), and quarantines events more than `far_ahead`'s limit (ms) ahead of its
 /// clock (epoch ms).
 fn read_unit(
     dataset: &Dataset,
     path: PathBuf,
+    bytes: Option<&Bytes>,
     rel: &str,
     tables: &[Table],
     far_ahead: Option<(i64, u64)>,
 ) -> FileBatch {
-    let mut batch = dataset.read(&SourceFile {
+    let file = SourceFile {
         path,
         rel: rel.to_string(),
         tables: tables.to_vec(),
-    });
+    };
+    let mut batch = match bytes {
+        Some(bytes) => dataset.read_bytes(&file, bytes),
+        None => dataset.read(&file),
+    };
     if let Some((now, limit)) = far_ahead {
         quarantine_far_ahead(&mut batch, rel, now, Duration::from_millis(limit));
     }

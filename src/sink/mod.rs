@@ -5,7 +5,7 @@
 //! included). The pieces, and where each lives:
 //! 1. **Log before compute** ([`crate::runtime::checkpoint`]). Each input unit (a file, or a
 //!    batch of live lines) is written to the write-ahead log under
-//!    `OUT/_checkpoint/wal/` (a file as a byte copy it is parsed from, live lines as
+//!    `OUT/_checkpoint/wal/` (a file as the bytes it is parsed from, live lines as
 //!    parsed rows) and fsynced *before* it is fed to the dataflow. A unit's
 //!    logical time is fixed in its entry, so a replay rebuilds exactly the same times.
 //! 2. **A time is written whole, then reported.** One worker of process 0 writes each
