@@ -245,18 +245,20 @@ where
                     data_in.for_each(|cap, batch| hold_updates(&mut pending, &cap, batch, update));
                     marks_in.for_each(|cap, marks| note_watermarks(&mut known, &cap, marks));
                     // A time's changes go out once its watermark (if any) is known.
-                    while let Some((time, cap, records)) =
+                    while let Some((time, cap, mut records)) =
                         pending.pop_complete(|time| !marks_frontier.frontier().less_equal(&time))
                     {
                         let watermark = known.get(&time).copied();
+                        let held = records.len();
                         let mut session = output.session(&cap);
-                        session.give_iterator(records.into_iter().filter(|(record, _, _)| match (
-                            watermark,
-                            bound(record),
-                        ) {
-                            (Some(watermark), Some(end)) => end > watermark,
-                            _ => true,
+                        session.give_iterator(records.drain(..).filter(|(record, _, _)| {
+                            match (watermark, bound(record)) {
+                                (Some(watermark), Some(end)) => end > watermark,
+                                _ => true,
+                            }
                         }));
+                        drop(session);
+                        pending.recycle(records, held);
                     }
                     // Watermarks of times no further change can arrive at are not needed.
                     if let Some(&oldest) = data_frontier.frontier().iter().min() {
@@ -456,9 +458,10 @@ where
                 while let Some((time, cap, mut updates)) =
                     pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
                 {
+                    let held = updates.len();
                     consolidate_updates(&mut updates);
                     let mut session = output.session(&cap);
-                    for ((key, value), _, diff) in updates {
+                    for ((key, value), _, diff) in updates.drain(..) {
                         // Insert-only input: a net retraction cannot occur.
                         debug_assert!(diff > 0, "earliest_per_key: input retracted a value");
                         if diff <= 0 {
@@ -477,6 +480,8 @@ where
                             }
                         }
                     }
+                    drop(session);
+                    pending.recycle(updates, held);
                 }
             }
         })

@@ -423,25 +423,27 @@ pub fn deduplicate<'s>(
                                 ids.reserve(rows.len());
                                 first_arrivals(&rows, |row| ids.insert(row.id), |_, _| {})
                             };
-                            releasing = Some((time, cap, rows.into_iter().zip(keep)));
+                            releasing = Some((time, cap, Judged { rows, keep, at: 0 }));
                         }
-                        let Some((time, cap, rows)) = releasing.as_mut() else {
+                        let Some((time, cap, judged)) = releasing.as_mut() else {
                             break;
                         };
                         let mut session = output.session(cap);
-                        for (row, keep) in rows.by_ref().take(RELEASE_CHUNK) {
-                            if keep {
-                                session.give((row.action, *time, 1isize));
-                            }
-                        }
+                        let end = judged.rows.len().min(judged.at + RELEASE_CHUNK);
+                        let chunk = (judged.at..end).filter(|&at| judged.keep[at]);
+                        session.give_iterator(chunk.map(|at| (judged.rows[at].action, *time, 1)));
+                        judged.at = end;
                         drop(session);
-                        if rows.len() > 0 {
+                        if end < judged.rows.len() {
                             // The next chunk after the operators downstream have taken
                             // this one: the copies for each of them stay in cache.
                             activator.activate();
                             break;
                         }
-                        releasing = None;
+                        if let Some((_, _, judged)) = releasing.take() {
+                            let held = judged.rows.len();
+                            pending.recycle(judged.rows, held);
+                        }
                     }
                 }
             },
@@ -450,7 +452,13 @@ pub fn deduplicate<'s>(
 }
 
 /// A complete time's rows, each with whether it is the first of its id.
-type Judged = std::iter::Zip<std::vec::IntoIter<Admitted>, std::vec::IntoIter<bool>>;
+struct Judged {
+    rows: Vec<Admitted>,
+    /// Whether each row is the first of its id.
+    keep: Vec<bool>,
+    /// The first row not released yet.
+    at: usize,
+}
 
 /// Which of one time's `rows` (in any order) are the first arrival of their id:
 /// `record(row)` records a row's id and says whether no earlier time had it. Among the

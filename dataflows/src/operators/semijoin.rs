@@ -97,7 +97,7 @@ where
                         !data_frontier.frontier().less_equal(&time)
                             && !keys_frontier.frontier().less_equal(&time)
                     };
-                    while let Some((time, cap, data, key_changes)) =
+                    while let Some((time, cap, mut data, key_changes)) =
                         pop_complete_pair(&mut held_data, &mut held_keys, complete)
                     {
                         let mut session = output.session(&cap);
@@ -114,7 +114,8 @@ where
                         }
                         // The time's records meet the set after them, and are kept.
                         let mut retracted: FxHashSet<K> = FxHashSet::default();
-                        for ((key, value), diff) in data.into_iter().flatten() {
+                        let held = data.as_ref().map_or(0, Vec::len);
+                        for ((key, value), diff) in data.iter_mut().flat_map(|d| d.drain(..)) {
                             if diff == 0 {
                                 continue;
                             }
@@ -136,6 +137,9 @@ where
                                     values.remove();
                                 }
                             }
+                        }
+                        if let Some(data) = data {
+                            held_data.recycle(data, held);
                         }
                     }
                 }

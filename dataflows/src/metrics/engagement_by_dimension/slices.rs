@@ -98,6 +98,10 @@ pub(super) fn slices<'s>(
                                 .filter(|(_, sums)| !sums.is_zero())
                                 .map(|(slice, sums)| (slice, time, sums)),
                         );
+                        if let Some(events) = events {
+                            let held = events.len();
+                            held_events.recycle(events, held);
+                        }
                     }
                 }
             },
