@@ -33,10 +33,10 @@ fn noon() -> i64 {
 
 fn ev(id: &str, user: &str, ts: i64, kind: &str) -> Event {
     Event {
-        event_id: id.to_string(),
-        user_id: user.to_string(),
+        event_id: id.into(),
+        user_id: user.into(),
         ts,
-        event_type: kind.to_string(),
+        event_type: kind.into(),
         item_id: None,
         duration_ms: None,
         session_id: None,
@@ -45,7 +45,7 @@ fn ev(id: &str, user: &str, ts: i64, kind: &str) -> Event {
 }
 
 fn in_session(mut e: Event, sid: &str) -> Event {
-    e.session_id = Some(sid.to_string());
+    e.session_id = Some(sid.into());
     e
 }
 
@@ -1365,7 +1365,7 @@ fn items(file: &str, rows: Vec<tidemark_inputs::records::Item>) -> (String, File
 }
 
 fn on(mut e: Event, item: &str, value: Option<f64>) -> Event {
-    e.item_id = Some(item.to_string());
+    e.item_id = Some(item.into());
     e.value = value.map(tidemark_inputs::records::Measure);
     e
 }

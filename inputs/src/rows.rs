@@ -10,7 +10,8 @@ use xxhash_rust::xxh3::Xxh3Default;
 use crate::dataset::Table;
 use crate::mapping::{ColumnSpec, FilterTest, Mapping};
 use crate::records::{
-    Event, FileBatch, Item, Measure, Millis, Plan, QuarantineRow, Subscription, UserRow, MAX_VALUE,
+    Event, FileBatch, Id, Item, Measure, Millis, Plan, QuarantineRow, Subscription, UserRow,
+    MAX_VALUE,
 };
 use crate::timestamp::{parse_event_time, parse_with_format, EpochUnit};
 
@@ -407,6 +408,20 @@ impl TablePlan {
         Ok(g.text().map(Cow::into_owned))
     }
 
+    /// An identifier field, held in place when short (see [`Id`]): no allocation.
+    fn opt_id<R: Row>(&self, i: usize, row: &R) -> Result<Option<Id>, Fail> {
+        let g = self.value(i, row)?;
+        if g.is_null() {
+            return Ok(None);
+        }
+        Ok(g.text().map(|text| Id::from(text.as_ref())))
+    }
+
+    fn req_id<R: Row>(&self, i: usize, row: &R) -> Result<Id, Fail> {
+        self.opt_id(i, row)?
+            .ok_or((self.table.fields()[i], "missing_value"))
+    }
+
     fn req_string<R: Row>(&self, i: usize, row: &R) -> Result<String, Fail> {
         self.opt_string(i, row)?
             .ok_or((self.table.fields()[i], "missing_value"))
@@ -494,28 +509,36 @@ impl TablePlan {
     fn event<R: Row>(&self, row: &R) -> Result<Event, Fail> {
         // Field order: event_id, user_id, ts, event_type, item_id, duration_ms, session_id,
         // value.
-        let event_id = self.req_string(0, row)?;
-        let user_id = self.req_string(1, row)?;
+        let event_id = self.req_id(0, row)?;
+        let user_id = self.req_id(1, row)?;
         let ts = self.req_time(2, row)?;
         let event_type = {
             let g = self.value(3, row)?;
-            let t = g
-                .text()
-                .map(|t| t.trim().to_lowercase())
-                .unwrap_or_default();
+            let t = match g.text() {
+                Some(t) => {
+                    let t = t.trim();
+                    // Lower-case ASCII (the usual case) is kept as it is.
+                    if t.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+                        Id::from(t.to_lowercase())
+                    } else {
+                        Id::from(t)
+                    }
+                }
+                None => Id::default(),
+            };
             if t.is_empty() {
                 return fail("event_type", "missing_value");
             }
             t
         };
-        let item_id = self.opt_string(4, row)?;
+        let item_id = self.opt_id(4, row)?;
         let duration_ms = self.opt_int(5, row)?;
         if let Some(d) = duration_ms {
             if !(0..=MAX_DURATION_MS).contains(&d) {
                 return fail("duration_ms", "out_of_range");
             }
         }
-        let session_id = self.opt_string(6, row)?;
+        let session_id = self.opt_id(6, row)?;
         let value = self.opt_measure(7, row)?;
         Ok(Event {
             event_id,

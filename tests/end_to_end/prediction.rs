@@ -53,12 +53,12 @@ fn independent_population(
     let mut population = BTreeMap::new();
     for e in &accepted {
         if cutoff - WINDOW <= e.ts && e.ts < cutoff {
-            population.insert(e.user_id.clone(), false);
+            population.insert(e.user_id.to_string(), false);
         }
     }
     for e in &accepted {
         if cutoff <= e.ts && e.ts < cutoff + WINDOW {
-            if let Some(label) = population.get_mut(&e.user_id) {
+            if let Some(label) = population.get_mut(e.user_id.as_str()) {
                 *label = true;
             }
         }
@@ -66,7 +66,7 @@ fn independent_population(
     let forecast = accepted
         .iter()
         .filter(|e| end - WINDOW <= e.ts && e.ts < end)
-        .map(|e| e.user_id.clone())
+        .map(|e| e.user_id.to_string())
         .collect();
     (population, forecast)
 }

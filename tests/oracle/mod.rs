@@ -398,7 +398,7 @@ fn windows(input: &Input, sessions: &[Session], params: &Params) -> BTreeMap<i64
                 sessions_started: 0,
             });
         w.events += 1;
-        w.users.insert(e.user_id.clone());
+        w.users.insert(e.user_id.to_string());
     }
     for s in sessions {
         // A session starts at one of its accepted events, so its window exists.
@@ -766,7 +766,10 @@ fn engagement_by_segment(input: &Input) -> Vec<Vec<Cell>> {
     }
     let mut segments: BTreeMap<(i32, Option<String>, Option<&str>), Segment> = BTreeMap::new();
     for e in &input.accepted {
-        let country = input.users.get(&e.user_id).and_then(|u| u.country.clone());
+        let country = input
+            .users
+            .get(e.user_id.as_str())
+            .and_then(|u| u.country.clone());
         let plan = input.plan_at(&e.user_id, e.ts).map(Plan::as_str);
         let seg = segments
             .entry((month_of(e.ts), country, plan))
@@ -923,15 +926,22 @@ fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
             continue;
         }
         for e in &input.accepted {
-            let item = || e.item_id.as_ref().and_then(|id| input.items.get(id));
+            let item = || {
+                e.item_id
+                    .as_ref()
+                    .and_then(|id| input.items.get(id.as_str()))
+            };
             let member = match dimension {
                 Dimension::HourOfDay => {
                     Some(format!("{:02}", e.ts.rem_euclid(86_400_000) / 3_600_000))
                 }
                 Dimension::Genre => item().and_then(|i| i.genre.clone()),
                 Dimension::Artist => item().and_then(|i| i.artist_id.clone()),
-                Dimension::Country => input.users.get(&e.user_id).and_then(|u| u.country.clone()),
-                Dimension::Attribute(name) => input.users.get(&e.user_id).and_then(|u| {
+                Dimension::Country => input
+                    .users
+                    .get(e.user_id.as_str())
+                    .and_then(|u| u.country.clone()),
+                Dimension::Attribute(name) => input.users.get(e.user_id.as_str()).and_then(|u| {
                     u.attributes
                         .iter()
                         .find(|(attribute, _)| *attribute == *name.text())

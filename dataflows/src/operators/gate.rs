@@ -528,7 +528,7 @@ mod tests {
 
     fn event(id: usize, ts: i64) -> Event {
         Event {
-            event_id: format!("e{id}"),
+            event_id: format!("e{id}").into(),
             user_id: "u1".into(),
             ts,
             event_type: "play".into(),
