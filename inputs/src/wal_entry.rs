@@ -182,6 +182,43 @@ fn frame(header: &WalHeader, kind: u8, parts: &[&[u8]]) -> Result<Vec<u8>, Entry
     Ok(bytes)
 }
 
+/// Splits the bytes of a log file into its entries (a file holds one or more, one
+/// after the other), by their lengths; each is checked when it is decoded. Bytes that
+/// do not split into whole entries give an [`EntryError`].
+pub fn entries(mut bytes: &[u8]) -> Result<Vec<&[u8]>, EntryError> {
+    let length = |bytes: &[u8], at: usize| -> Result<usize, EntryError> {
+        let field = bytes.get(at..at + 8).ok_or(EntryError::Truncated)?;
+        let mut le = [0u8; 8];
+        le.copy_from_slice(field);
+        usize::try_from(u64::from_le_bytes(le)).map_err(|_| EntryError::Truncated)
+    };
+    let mut out = Vec::new();
+    if bytes.is_empty() {
+        return Err(EntryError::NotAnEntry);
+    }
+    while !bytes.is_empty() {
+        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(EntryError::NotAnEntry);
+        }
+        let header_len = length(bytes, MAGIC.len())?;
+        let kind_at = (MAGIC.len() + 8)
+            .checked_add(header_len)
+            .ok_or(EntryError::Truncated)?;
+        let payload_len = length(bytes, kind_at + 1)?;
+        let end = (kind_at + 9)
+            .checked_add(payload_len)
+            .and_then(|end| end.checked_add(8))
+            .ok_or(EntryError::Truncated)?;
+        if end > bytes.len() {
+            return Err(EntryError::Truncated);
+        }
+        let (entry, rest) = bytes.split_at(end);
+        out.push(entry);
+        bytes = rest;
+    }
+    Ok(out)
+}
+
 /// Decodes and checks one entry; the payload is decoded only when `with_payload`.
 /// Damaged bytes of any kind give an [`EntryError`], never a panic.
 pub fn decode(
@@ -324,5 +361,20 @@ mod tests {
             decode(&bytes, true),
             Err(EntryError::Unreadable(_))
         ));
+    }
+
+    #[test]
+    fn a_file_of_several_entries_splits_into_them_and_a_cut_one_is_an_error() {
+        let one = encode(&header(), &inline()).unwrap();
+        let two = encode(&header(), &copy()).unwrap();
+        let file = [one.clone(), two.clone()].concat();
+        assert_eq!(entries(&file).unwrap(), vec![&one[..], &two[..]]);
+        for cut in 0..file.len() {
+            if cut == one.len() {
+                continue; // the first entry alone is a whole file
+            }
+            let split = entries(&file[..cut]);
+            assert!(split.is_err(), "cut at {cut}: {split:?}");
+        }
     }
 }

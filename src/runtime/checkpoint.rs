@@ -24,10 +24,11 @@
 //! Every entry ends with an xxh3 checksum; a truncated or corrupt checkpoint is an
 //! error that says what to do, never a silent fresh start.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::Bytes;
@@ -131,6 +132,8 @@ struct Completed {
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     dir: PathBuf,
+    /// The log's files by the first unit each holds, as last listed or written here.
+    files: Arc<Mutex<UnitFiles>>,
 }
 
 /// Advice appended to every "checkpoint is damaged" error.
@@ -142,6 +145,7 @@ impl Checkpoint {
     pub fn at(out: &Path) -> Checkpoint {
         Checkpoint {
             dir: out.join(CHECKPOINT_DIR),
+            files: Arc::default(),
         }
     }
 
@@ -163,8 +167,60 @@ impl Checkpoint {
         self.dir.join("wal")
     }
 
+    /// The log file whose first entry is unit `unit`'s.
     fn wal_file(&self, unit: u64) -> PathBuf {
         self.wal_dir().join(format!("{unit:010}.wal"))
+    }
+
+    /// Lists the log's files again, by the first unit each holds.
+    fn list_files(&self) -> Result<()> {
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(self.wal_dir())? {
+            let path = entry?.path();
+            let first = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if let Some(first) = first {
+                files.insert(first, path);
+            }
+        }
+        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = files;
+        Ok(())
+    }
+
+    /// The entry of `unit`, if it is logged: in the file of the greatest first unit at
+    /// or below it (a worker logs the contiguous block of units it reads for a time in
+    /// one file), looked for again after listing the files when it is not there.
+    fn find_entry(&self, unit: u64, with_payload: bool) -> Result<Option<Decoded>> {
+        for listed in [false, true] {
+            if listed {
+                self.list_files()?;
+            }
+            let file = self
+                .files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .range(..=unit)
+                .next_back()
+                .map(|(_, path)| path.clone());
+            let Some(path) = file else {
+                continue;
+            };
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            };
+            for entry in split_entries(&path, &bytes)? {
+                let (header, _) = decode_entry(&path, entry, false)?;
+                if header.unit == unit {
+                    return decode_entry(&path, entry, with_payload).map(Some);
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Where the byte copy of unit `unit`'s file is kept.
@@ -232,10 +288,10 @@ impl Checkpoint {
     }
 
     /// The log's entries that count: contiguous from unit 0, of logical times every
-    /// unit of which was logged; every entry file by unit; and every file copy by unit
-    /// (half-written temporary files are removed).
+    /// unit of which was logged; the file of every unit logged; and every file copy by
+    /// unit (half-written temporary files are removed).
     fn logged_units(&self) -> Result<(Vec<WalHeader>, UnitFiles, UnitFiles)> {
-        let mut units = BTreeMap::new();
+        let mut files = BTreeMap::new();
         let mut copies = BTreeMap::new();
         for entry in std::fs::read_dir(self.wal_dir())? {
             let path = entry?.path();
@@ -256,7 +312,7 @@ impl Checkpoint {
                 copies.insert(unit, path);
                 continue;
             }
-            let unit = name
+            let first = name
                 .strip_suffix(".wal")
                 .and_then(|t| t.parse::<u64>().ok())
                 .ok_or_else(|| {
@@ -265,23 +321,44 @@ impl Checkpoint {
                         path.display()
                     )
                 })?;
-            units.insert(unit, path);
+            files.insert(first, path);
         }
+        // Every file holds the entries of consecutive units from the one it is named
+        // after.
+        let mut headers = BTreeMap::new();
+        let mut units = BTreeMap::new();
+        for (first, path) in &files {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            for (k, entry) in split_entries(path, &bytes)?.into_iter().enumerate() {
+                let (header, _) = decode_entry(path, entry, false)?;
+                if header.unit != first + k as u64 || units.contains_key(&header.unit) {
+                    bail!(
+                        "{} claims unit {} of logical time {}: {START_OVER}",
+                        path.display(),
+                        header.unit,
+                        header.time
+                    );
+                }
+                units.insert(header.unit, path.clone());
+                headers.insert(header.unit, header);
+            }
+        }
+        *self.files.lock().unwrap_or_else(|e| e.into_inner()) = files;
         let mut entries: Vec<WalHeader> = Vec::new();
-        for (unit, path) in &units {
-            if *unit != entries.len() as u64 {
+        for (unit, header) in headers {
+            if unit != entries.len() as u64 {
                 break;
             }
-            let (header, _) = read_entry(path, false)?;
             let expected_time = match entries.last() {
                 None => 0,
                 Some(last) if last.time == header.time => last.time,
                 Some(last) => last.time + 1,
             };
-            if header.unit != *unit || header.time != expected_time || header.units_in_time == 0 {
+            if header.time != expected_time || header.units_in_time == 0 {
                 bail!(
                     "{} claims unit {} of logical time {}: {START_OVER}",
-                    path.display(),
+                    units[&unit].display(),
                     header.unit,
                     header.time
                 );
@@ -358,11 +435,7 @@ impl Checkpoint {
     /// The header of the log entry of `unit`, if it is written (readers take the
     /// largest event time of a batch from it without decoding its rows).
     pub fn read_header(&self, unit: u64) -> Result<Option<WalHeader>> {
-        let path = self.wal_file(unit);
-        if !path.exists() {
-            return Ok(None);
-        }
-        read_entry(&path, false).map(|(header, _)| Some(header))
+        Ok(self.find_entry(unit, false)?.map(|(header, _)| header))
     }
 
     /// Records that every sink has written every time up to `time`, after flushing
@@ -394,13 +467,33 @@ impl Checkpoint {
     ) -> Result<()> {
         let bytes =
             bytes.with_context(|| format!("encoding the log entry of unit {}", header.unit))?;
-        write_atomically(&self.wal_file(header.unit), &bytes)
+        self.log_entries(header.unit, &bytes)
+    }
+
+    /// Logs the encoded entries `entries` (of consecutive units from `first`, one after
+    /// the other, as [`wal_entry::encode`] makes them) durably, in one file: a worker logs
+    /// the block of units it read for a logical time at once, so that a backfill of
+    /// many small files creates a log file per time and worker, not one per input
+    /// file.
+    pub fn log_entries(&self, first: u64, entries: &[u8]) -> Result<()> {
+        let path = self.wal_file(first);
+        write_atomically(&path, entries)?;
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(first, path);
+        Ok(())
     }
 
     /// Reads what was logged for `unit` back: its rows, or its file's copy, checked
     /// against the length and hash logged with it.
     pub fn read_logged(&self, unit: u64) -> Result<(WalHeader, Logged)> {
-        let (header, payload) = read_entry(&self.wal_file(unit), true)?;
+        let Some((header, payload)) = self.find_entry(unit, true)? else {
+            bail!(
+                "the write-ahead log has no entry for unit {unit} (in {}): {START_OVER}",
+                self.wal_dir().display()
+            );
+        };
         let logged = match payload {
             Some(Payload::Copy(copy)) => {
                 let path = self.copy_file(unit);
@@ -431,11 +524,25 @@ impl Checkpoint {
 type UnitFiles = BTreeMap<u64, PathBuf>;
 
 /// Removes the entries of units from `counted` on (after a gap, or of a logical time
-/// not every unit of which was logged), and the file copies of those units and of units
-/// a crash stopped before their entry. Returns how many entries it removed.
+/// not every unit of which was logged), with their files, and the file copies of those
+/// units and of units a crash stopped before their entry. Returns how many entries it
+/// removed. A file holds the units one worker read for one time, so it is removed
+/// whole; one that also holds a unit that counts is an error.
 fn drop_uncounted(counted: u64, units: &UnitFiles, copies: &UnitFiles) -> Result<usize> {
-    for (unit, path) in units.range(counted..) {
+    let dropped: BTreeSet<&PathBuf> = units.range(counted..).map(|(_, path)| path).collect();
+    if let Some((unit, path)) = units
+        .range(..counted)
+        .find(|(_, path)| dropped.contains(path))
+    {
+        bail!(
+            "{} holds unit {unit}, which counts, with units that do not: {START_OVER}",
+            path.display()
+        );
+    }
+    for (unit, _) in units.range(counted..) {
         tracing::info!("dropping uncompleted log entry {unit}");
+    }
+    for path in dropped {
         std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
     }
     for path in copies.range(counted..).map(|(_, path)| path) {
@@ -584,10 +691,23 @@ fn setting_in_units(key: &str, value: &serde_json::Value) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
-/// Reads and checks one log entry; the payload is decoded only when `with_payload`.
-fn read_entry(path: &Path, with_payload: bool) -> Result<(WalHeader, Option<Payload>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    wal_entry::decode(&bytes, with_payload).map_err(|e| {
+/// A decoded log entry: its header, and its payload when asked for.
+type Decoded = (WalHeader, Option<Payload>);
+
+/// The entries of the log file `path` (its `bytes`), not yet checked.
+fn split_entries<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>> {
+    wal_entry::entries(bytes).map_err(|e| {
+        anyhow!(
+            "write-ahead log entry {} is {e}: {START_OVER}",
+            path.display()
+        )
+    })
+}
+
+/// Checks and decodes one entry of the log file `path`; the payload is decoded only
+/// when `with_payload`.
+fn decode_entry(path: &Path, entry: &[u8], with_payload: bool) -> Result<Decoded> {
+    wal_entry::decode(entry, with_payload).map_err(|e| {
         anyhow!(
             "write-ahead log entry {} is {e}: {START_OVER}",
             path.display()
@@ -739,6 +859,57 @@ mod tests {
             other => panic!("logged as a batch, read back as {other:?}"),
         }
         assert!(!checkpoint.wal_file(3).exists());
+    }
+
+    #[test]
+    fn a_worker_s_block_of_units_is_one_file_and_reads_back_by_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (checkpoint, _) = Checkpoint::open(dir.path(), &identity(2)).unwrap();
+        let batch = |rows: u64| FileBatch {
+            rows_read: rows,
+            ..FileBatch::default()
+        };
+        let entry = |time: u64, unit: u64, units_in_time: u64| {
+            let header = WalHeader {
+                unit,
+                units_in_time,
+                arrival: unit,
+                ..header(time)
+            };
+            wal_entry::encode_batch(&header, &batch(unit)).unwrap()
+        };
+        // Time 0 has four units: two workers log two each, a file apiece.
+        checkpoint
+            .log_entries(0, &[entry(0, 0, 4), entry(0, 1, 4)].concat())
+            .unwrap();
+        checkpoint
+            .log_entries(2, &[entry(0, 2, 4), entry(0, 3, 4)].concat())
+            .unwrap();
+        // Time 1 has two units; one worker's file was written before a crash.
+        checkpoint.log_entries(4, &entry(1, 4, 2)).unwrap();
+        let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(2)).unwrap();
+        let units: Vec<u64> = recovered.entries.iter().map(|h| h.unit).collect();
+        assert_eq!(units, [0, 1, 2, 3]);
+        assert!(!checkpoint.wal_file(4).exists());
+        assert_eq!(std::fs::read_dir(checkpoint.wal_dir()).unwrap().count(), 2);
+        for unit in 0..4 {
+            match checkpoint.read_logged(unit).unwrap() {
+                (header, Logged::Batch(logged)) => {
+                    assert_eq!((header.unit, logged.rows_read), (unit, unit))
+                }
+                other => panic!("logged as a batch, read back as {other:?}"),
+            }
+        }
+        assert!(checkpoint.read_header(4).unwrap().is_none());
+        assert!(checkpoint.read_logged(4).is_err());
+        // Another process's handle (`tidemark serve`) finds a unit by listing the files.
+        let header = Checkpoint::at(dir.path()).read_header(3).unwrap();
+        assert_eq!(header.map(|h| h.unit), Some(3));
+        // A file whose entries are not the consecutive units of its name is damage.
+        let path = checkpoint.wal_file(0);
+        std::fs::write(&path, [entry(0, 0, 4), entry(0, 2, 4)].concat()).unwrap();
+        let error = Checkpoint::open(dir.path(), &identity(2)).unwrap_err();
+        assert!(error.to_string().contains("start over"), "{error}");
     }
 
     #[test]

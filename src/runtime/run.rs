@@ -24,7 +24,7 @@ use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::operators::gate::BatchMark;
 use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
 use tidemark_inputs::records::{FileBatch, QuarantineRow};
-use tidemark_inputs::wal_entry::SourceCopy;
+use tidemark_inputs::wal_entry::{self, SourceCopy};
 use tidemark_inputs::Mapping;
 use timely::dataflow::operators::vec::Broadcast;
 use timely::dataflow::operators::{Concatenate, Input as _, Inspect, Probe};
@@ -840,23 +840,48 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        for unit in assignment.units() {
-            if assignment.reader(unit, peers) != index {
-                continue;
-            }
-            if let Err(error) = feed_unit(
+        let mine = assignment
+            .units()
+            .filter(|unit| assignment.reader(*unit, peers) == index);
+        let mut prepared = Vec::new();
+        let mut result = Ok(());
+        for unit in mine {
+            let unit = prepare_unit(
                 time,
                 unit,
                 &assignment,
                 shared,
-                &mut feeds,
                 scheduler.as_mut(),
                 &mut kafka,
-            ) {
-                // A batch that cannot be logged or replayed must not be fed: stop the
-                // run (every worker) with the cause, as a failed sink does.
-                crate::sink::fail(&shared.out, format!("logical time {time}: {error:#}"));
+            );
+            match unit {
+                Ok(unit) => prepared.push(unit),
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
             }
+        }
+        // The entries still to log (a dataset file's units) go into one file, before
+        // any of them is fed.
+        let first = prepared.iter().find(|u| u.entry.is_some()).map(|u| u.unit);
+        if let (Ok(()), Some(first)) = (&result, first) {
+            let entries: Vec<u8> = prepared
+                .iter_mut()
+                .filter_map(|u| u.entry.take())
+                .flatten()
+                .collect();
+            result = shared.checkpoint.log_entries(first, &entries);
+        }
+        match result {
+            Ok(()) => {
+                for unit in prepared {
+                    feed_prepared(unit, &shared.counters, &mut feeds);
+                }
+            }
+            // A batch that cannot be logged or replayed must not be fed: stop the
+            // run (every worker) with the cause, as a failed sink does.
+            Err(error) => crate::sink::fail(&shared.out, format!("logical time {time}: {error:#}")),
         }
         feeds.advance(time);
         shared.fed.fetch_max(time + 1, Ordering::Relaxed);
@@ -900,17 +925,15 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
 
 /// Reads (or replays), logs and feeds input unit `unit` of logical time `time` on its
 /// reader worker.
-fn feed_unit(
+fn prepare_unit(
     time: u64,
     unit: u64,
     assignment: &Assignment,
     shared: &Shared,
-    feeds: &mut Feeds,
     scheduler: Option<&mut Scheduler>,
     kafka: &mut Option<KafkaReader>,
-) -> Result<()> {
+) -> Result<Prepared> {
     let counters = &shared.counters;
-    let checkpoint = &shared.checkpoint;
     // The batch a changed file replaces: its rows are retracted, and the new content
     // takes its place in arrival order (dedup, latest user row, lateness).
     let replaced = |retracts: Option<u64>| -> Result<Option<(WalHeader, FileBatch)>> {
@@ -968,7 +991,7 @@ fn feed_unit(
                 retracts: task.retracts,
                 max_ts: batch.events.iter().map(|e| e.ts).max(),
             };
-            match &source {
+            let entry = match &source {
                 Some((bytes, hash)) => {
                     let copy = SourceCopy {
                         len: bytes.len() as u64,
@@ -976,14 +999,22 @@ fn feed_unit(
                         tables: task.file.tables.clone(),
                         far_ahead,
                     };
-                    checkpoint.log_inline(&header, &copy, bytes)?
+                    wal_entry::encode_inline(&header, &copy, bytes)
                 }
-                None => checkpoint.log_batch(&header, &batch)?,
-            }
+                None => wal_entry::encode_batch(&header, &batch),
+            };
+            let entry = entry.with_context(|| format!("encoding the log entry of unit {unit}"))?;
             counters
                 .event_rows
                 .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-            (header, batch, old)
+            return Ok(Prepared {
+                unit,
+                header,
+                batch,
+                old,
+                label: None,
+                entry: Some(entry),
+            });
         }
         Assignment::Live { first, count } => {
             let mut scheduler = scheduler;
@@ -1030,8 +1061,43 @@ fn feed_unit(
             let (header, batch) = unit_of.log(origin, batch, shared)?;
             (header, batch, None)
         }
-        Assignment::End => return Ok(()),
+        Assignment::End => bail!("no unit to read at the end"),
     };
+    Ok(Prepared {
+        unit,
+        header,
+        batch,
+        old,
+        label,
+        entry: None,
+    })
+}
+
+/// A unit read (or replayed) by this worker, to be fed once every unit it reads for
+/// the time is logged.
+struct Prepared {
+    unit: u64,
+    header: WalHeader,
+    batch: FileBatch,
+    /// The earlier unit's rows it replaces (a changed file re-ingested).
+    old: Option<(WalHeader, FileBatch)>,
+    /// The name its too-late rows are quarantined under, if not its origin's.
+    label: Option<String>,
+    /// Its encoded log entry, when it is still to be logged.
+    entry: Option<Vec<u8>>,
+}
+
+/// Feeds a unit that is logged: its rows (after retracting the rows it replaces) and
+/// its [`BatchMark`].
+fn feed_prepared(prepared: Prepared, counters: &Counters, feeds: &mut Feeds) {
+    let Prepared {
+        unit,
+        header,
+        batch,
+        old,
+        label,
+        ..
+    } = prepared;
     if let Some((old_header, old_batch)) = old {
         counters.rows.add(&old_batch, -1);
         feeds.feed(old_batch, old_header.arrival, -1);
@@ -1047,7 +1113,6 @@ fn feed_unit(
     if let Some(ts) = header.max_ts {
         counters.max_ts.fetch_max(ts, Ordering::Relaxed);
     }
-    Ok(())
 }
 
 /// What the log holds for `unit`: its rows, or its file parsed again from the log's

@@ -73,12 +73,18 @@ impl Assignment {
     }
 
     /// The worker that reads, logs and feeds `unit` of this time: units are spread
-    /// over the workers, so a time's files are read in parallel.
+    /// over the workers in contiguous blocks, so a time's files are read in parallel
+    /// and each worker logs its block in one write-ahead-log file (named after the
+    /// block's first unit). The blocks start at a worker that turns with the time's
+    /// first unit, so times of one unit each go round the workers.
     pub fn reader(&self, unit: u64, peers: usize) -> usize {
-        match self {
-            Assignment::Live { .. } => 0,
-            _ => (unit % peers as u64) as usize,
+        if let Assignment::Live { .. } = self {
+            return 0;
         }
+        let units = self.units();
+        let count = u128::from((units.end - units.start).max(1));
+        let block = u128::from(unit.saturating_sub(units.start)) * peers as u128 / count;
+        ((block as u64 + units.start) % peers as u64) as usize
     }
 }
 
@@ -373,5 +379,30 @@ impl Scheduler {
     /// Number of distinct files ingested so far (this run and earlier ones).
     pub fn files_ingested(&self) -> usize {
         self.ingested.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readers(first: u64, count: u64, peers: usize) -> Vec<usize> {
+        let assignment = Assignment::Replay { first, count };
+        assignment
+            .units()
+            .map(|unit| assignment.reader(unit, peers))
+            .collect()
+    }
+
+    #[test]
+    fn each_worker_reads_one_contiguous_block_of_a_time_and_single_units_go_round() {
+        assert_eq!(readers(0, 6, 2), [0, 0, 0, 1, 1, 1]);
+        assert_eq!(readers(1, 6, 2), [1, 1, 1, 0, 0, 0]);
+        assert_eq!(readers(0, 7, 3), [0, 0, 0, 1, 1, 2, 2]);
+        assert_eq!(readers(0, 2, 4), [0, 2]);
+        let singles: Vec<usize> = (0..4).flat_map(|first| readers(first, 1, 2)).collect();
+        assert_eq!(singles, [0, 1, 0, 1]);
+        let live = Assignment::Live { first: 5, count: 3 };
+        assert!(live.units().all(|unit| live.reader(unit, 4) == 0));
     }
 }
