@@ -5,7 +5,10 @@
 //! - `run.json`: the run's identity (cluster shape and settings). A resumed run must
 //!   match it.
 //! - `wal/<unit>.wal`: the write-ahead log, one entry per input unit (a file, or a
-//!   batch of live lines), numbered in arrival order: the logical time whose batch it
+//!   batch of live lines), numbered in arrival order. A file holds the entries of the
+//!   contiguous block of units one worker read for one logical time (named after the
+//!   first), so that a backfill of many small files creates a log file per time and
+//!   worker; a live unit is a file of its own. Each entry holds the logical time whose batch it
 //!   belongs to and how many units that batch has, where the unit came from (file
 //!   path, size, mtime and xxh3 content hash, or live-source lines) and its rows: the
 //!   parsed [`FileBatch`] of live lines (bincode, zstd), or for a dataset file the
@@ -13,7 +16,7 @@
 //!   parses again (far cheaper than encoding the parsed rows). An entry is written and
 //!   fsynced, under a temporary name and then renamed, *before* its unit is fed to the
 //!   dataflow. (Logs written before kept the bytes beside the entry, in
-//!   `wal/<unit>.src`; they are still read. One file per unit instead of two: where
+//!   `wal/<unit>.src`, and a file per unit; they are still read. Fewer files: where
 //!   creating a file is slow, such as ext4 without a journal after a run deleted many,
 //!   the files a run creates are much of its kernel time.)
 //!   Replaying the log rebuilds the in-memory differential state; a logical time is
