@@ -470,17 +470,17 @@ impl Checkpoint {
     ) -> Result<()> {
         let bytes =
             bytes.with_context(|| format!("encoding the log entry of unit {}", header.unit))?;
-        self.log_entries(header.unit, &bytes)
+        self.log_entries(header.unit, &[&bytes])
     }
 
-    /// Logs the encoded entries `entries` (of consecutive units from `first`, one after
-    /// the other, as [`wal_entry::encode`] makes them) durably, in one file: a worker logs
-    /// the block of units it read for a logical time at once, so that a backfill of
-    /// many small files creates a log file per time and worker, not one per input
-    /// file.
-    pub fn log_entries(&self, first: u64, entries: &[u8]) -> Result<()> {
+    /// Logs the encoded entries `entries` (of consecutive units from `first`, as
+    /// [`wal_entry::encode`] makes them) durably, one after the other in one file: a
+    /// worker logs the block of units it read for a logical time at once, so that a
+    /// backfill of many small files creates a log file per time and worker, not one per
+    /// input file.
+    pub fn log_entries(&self, first: u64, entries: &[&[u8]]) -> Result<()> {
         let path = self.wal_file(first);
-        write_atomically(&path, entries)?;
+        write_parts_atomically(&path, entries)?;
         self.files
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -720,12 +720,20 @@ fn decode_entry(path: &Path, entry: &[u8], with_payload: bool) -> Result<Decoded
 
 /// Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync the directory.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_parts_atomically(path, &[bytes])
+}
+
+/// Writes `parts`, one after the other, to `path` durably, as [`write_atomically`]
+/// does: no buffer of them all is made.
+pub fn write_parts_atomically(path: &Path, parts: &[&[u8]]) -> Result<()> {
     let dir = path.parent().context("a checkpoint file has a directory")?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("entry");
     let tmp = dir.join(format!(".{name}.tmp"));
     let mut file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("writing {}", tmp.display()))?;
+    for bytes in parts {
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+    }
     file.sync_all()
         .with_context(|| format!("syncing {}", tmp.display()))?;
     drop(file);
@@ -883,13 +891,13 @@ mod tests {
         };
         // Time 0 has four units: two workers log two each, a file apiece.
         checkpoint
-            .log_entries(0, &[entry(0, 0, 4), entry(0, 1, 4)].concat())
+            .log_entries(0, &[&entry(0, 0, 4), &entry(0, 1, 4)])
             .unwrap();
         checkpoint
-            .log_entries(2, &[entry(0, 2, 4), entry(0, 3, 4)].concat())
+            .log_entries(2, &[&entry(0, 2, 4), &entry(0, 3, 4)])
             .unwrap();
         // Time 1 has two units; one worker's file was written before a crash.
-        checkpoint.log_entries(4, &entry(1, 4, 2)).unwrap();
+        checkpoint.log_entries(4, &[&entry(1, 4, 2)]).unwrap();
         let (checkpoint, recovered) = Checkpoint::open(dir.path(), &identity(2)).unwrap();
         let units: Vec<u64> = recovered.entries.iter().map(|h| h.unit).collect();
         assert_eq!(units, [0, 1, 2, 3]);

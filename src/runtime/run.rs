@@ -866,12 +866,12 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
         // any of them is fed.
         let first = prepared.iter().find(|u| u.entry.is_some()).map(|u| u.unit);
         if let (Ok(()), Some(first)) = (&result, first) {
-            let entries: Vec<u8> = prepared
-                .iter_mut()
-                .filter_map(|u| u.entry.take())
-                .flatten()
-                .collect();
+            let entries: Vec<&[u8]> = prepared.iter().filter_map(|u| u.entry.as_deref()).collect();
             result = shared.checkpoint.log_entries(first, &entries);
+            // Logged: the copies of the files go before their rows are fed.
+            for unit in &mut prepared {
+                unit.entry = None;
+            }
         }
         match result {
             Ok(()) => {
