@@ -400,30 +400,26 @@ impl TablePlan {
         Ok(Got::Str(text))
     }
 
-    fn opt_string<R: Row>(&self, i: usize, row: &R) -> Result<Option<String>, Fail> {
+    /// A text field as a `String`, or as an [`Id`] (held in place when short: no
+    /// allocation), whichever the row type holds.
+    fn opt_text<R: Row, T: for<'a> From<Cow<'a, str>>>(
+        &self,
+        i: usize,
+        row: &R,
+    ) -> Result<Option<T>, Fail> {
         let g = self.value(i, row)?;
         if g.is_null() {
             return Ok(None);
         }
-        Ok(g.text().map(Cow::into_owned))
+        Ok(g.text().map(T::from))
     }
 
-    /// An identifier field, held in place when short (see [`Id`]): no allocation.
-    fn opt_id<R: Row>(&self, i: usize, row: &R) -> Result<Option<Id>, Fail> {
-        let g = self.value(i, row)?;
-        if g.is_null() {
-            return Ok(None);
-        }
-        Ok(g.text().map(|text| Id::from(text.as_ref())))
-    }
-
-    fn req_id<R: Row>(&self, i: usize, row: &R) -> Result<Id, Fail> {
-        self.opt_id(i, row)?
-            .ok_or((self.table.fields()[i], "missing_value"))
-    }
-
-    fn req_string<R: Row>(&self, i: usize, row: &R) -> Result<String, Fail> {
-        self.opt_string(i, row)?
+    fn req_text<R: Row, T: for<'a> From<Cow<'a, str>>>(
+        &self,
+        i: usize,
+        row: &R,
+    ) -> Result<T, Fail> {
+        self.opt_text(i, row)?
             .ok_or((self.table.fields()[i], "missing_value"))
     }
 
@@ -502,15 +498,15 @@ impl TablePlan {
 
     fn plan<R: Row>(&self, i: usize, row: &R) -> Result<Plan, Fail> {
         let field = self.table.fields()[i];
-        let text = self.req_string(i, row)?;
+        let text: String = self.req_text(i, row)?;
         Plan::parse(&text).ok_or((field, "bad_plan"))
     }
 
     fn event<R: Row>(&self, row: &R) -> Result<Event, Fail> {
         // Field order: event_id, user_id, ts, event_type, item_id, duration_ms, session_id,
         // value.
-        let event_id = self.req_id(0, row)?;
-        let user_id = self.req_id(1, row)?;
+        let event_id = self.req_text(0, row)?;
+        let user_id = self.req_text(1, row)?;
         let ts = self.req_time(2, row)?;
         let event_type = {
             let g = self.value(3, row)?;
@@ -531,14 +527,14 @@ impl TablePlan {
             }
             t
         };
-        let item_id = self.opt_id(4, row)?;
+        let item_id = self.opt_text(4, row)?;
         let duration_ms = self.opt_int(5, row)?;
         if let Some(d) = duration_ms {
             if !(0..=MAX_DURATION_MS).contains(&d) {
                 return fail("duration_ms", "out_of_range");
             }
         }
-        let session_id = self.opt_id(6, row)?;
+        let session_id = self.opt_text(6, row)?;
         let value = self.opt_measure(7, row)?;
         Ok(Event {
             event_id,
@@ -555,9 +551,9 @@ impl TablePlan {
     fn user<R: Row>(&self, row: &R) -> Result<UserRow, Fail> {
         // user_id, signup_ts, country, plan
         Ok(UserRow {
-            user_id: self.req_string(0, row)?,
+            user_id: self.req_text(0, row)?,
             signup_ts: self.opt_time(1, row)?,
-            country: self.opt_string(2, row)?,
+            country: self.opt_text(2, row)?,
             plan: self.plan(3, row)?,
             attributes: self
                 .attributes
@@ -578,7 +574,7 @@ impl TablePlan {
     fn subscription<R: Row>(&self, row: &R) -> Result<Subscription, Fail> {
         // user_id, ts, plan
         Ok(Subscription {
-            user_id: self.req_string(0, row)?,
+            user_id: self.req_text(0, row)?,
             ts: self.req_time(1, row)?,
             plan: self.plan(2, row)?,
         })
@@ -587,10 +583,10 @@ impl TablePlan {
     fn item<R: Row>(&self, row: &R) -> Result<Item, Fail> {
         // item_id, artist_id, genre, title, duration_ms
         Ok(Item {
-            item_id: self.req_string(0, row)?,
-            artist_id: self.opt_string(1, row)?,
-            genre: self.opt_string(2, row)?,
-            title: self.opt_string(3, row)?,
+            item_id: self.req_text(0, row)?,
+            artist_id: self.opt_text(1, row)?,
+            genre: self.opt_text(2, row)?,
+            title: self.opt_text(3, row)?,
             duration_ms: self.opt_int(4, row)?,
         })
     }

@@ -14,6 +14,8 @@
 //! still read. The codec lives here, beside [`FileBatch`],
 //! so that the fuzz target for damaged entries needs the input crate only.
 
+use std::io::{Read, Seek, SeekFrom};
+
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Table;
@@ -182,41 +184,56 @@ fn frame(header: &WalHeader, kind: u8, parts: &[&[u8]]) -> Result<Vec<u8>, Entry
     Ok(bytes)
 }
 
-/// Splits the bytes of a log file into its entries (a file holds one or more, one
-/// after the other), by their lengths; each is checked when it is decoded. Bytes that
-/// do not split into whole entries give an [`EntryError`].
-pub fn entries(mut bytes: &[u8]) -> Result<Vec<&[u8]>, EntryError> {
-    let length = |bytes: &[u8], at: usize| -> Result<usize, EntryError> {
-        let field = bytes.get(at..at + 8).ok_or(EntryError::Truncated)?;
-        let mut le = [0u8; 8];
-        le.copy_from_slice(field);
-        usize::try_from(u64::from_le_bytes(le)).map_err(|_| EntryError::Truncated)
+/// Where the entries of a log file of `len` bytes lie (a file holds one or more, one
+/// after the other): the offset and length of each, found by reading `file` at their
+/// length fields alone, so a reader can take one entry of a file without reading the
+/// others. Each is checked when it is decoded. A file that does not split into whole
+/// entries gives an [`EntryError`].
+pub fn entry_spans<R: Read + Seek>(file: &mut R, len: u64) -> Result<Vec<(u64, u64)>, EntryError> {
+    // Reads the 8 bytes at `at`; what lies past the end is a truncated entry.
+    let mut field = |at: u64| -> Result<[u8; 8], EntryError> {
+        let mut bytes = [0u8; 8];
+        if at.checked_add(8).is_none_or(|end| end > len) {
+            return Err(EntryError::Truncated);
+        }
+        file.seek(SeekFrom::Start(at))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|_| EntryError::Truncated)?;
+        Ok(bytes)
     };
-    let mut out = Vec::new();
-    if bytes.is_empty() {
+    if len == 0 {
         return Err(EntryError::NotAnEntry);
     }
-    while !bytes.is_empty() {
-        if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    let mut spans = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        if field(at).map_or(true, |magic| &magic != MAGIC) {
             return Err(EntryError::NotAnEntry);
         }
-        let header_len = length(bytes, MAGIC.len())?;
-        let kind_at = (MAGIC.len() + 8)
+        let header_len = u64::from_le_bytes(field(at + 8)?);
+        // The payload's length follows the header and the payload's kind.
+        let kind_at = (at + 16)
             .checked_add(header_len)
             .ok_or(EntryError::Truncated)?;
-        let payload_len = length(bytes, kind_at + 1)?;
+        let payload_len = u64::from_le_bytes(field(kind_at.saturating_add(1))?);
         let end = (kind_at + 9)
             .checked_add(payload_len)
             .and_then(|end| end.checked_add(8))
+            .filter(|end| *end <= len)
             .ok_or(EntryError::Truncated)?;
-        if end > bytes.len() {
-            return Err(EntryError::Truncated);
-        }
-        let (entry, rest) = bytes.split_at(end);
-        out.push(entry);
-        bytes = rest;
+        spans.push((at, end - at));
+        at = end;
     }
-    Ok(out)
+    Ok(spans)
+}
+
+/// The entries of a log file held in memory (see [`entry_spans`]).
+pub fn entries(bytes: &[u8]) -> Result<Vec<&[u8]>, EntryError> {
+    let spans = entry_spans(&mut std::io::Cursor::new(bytes), bytes.len() as u64)?;
+    Ok(spans
+        .into_iter()
+        .map(|(at, len)| &bytes[at as usize..(at + len) as usize])
+        .collect())
 }
 
 /// Decodes and checks one entry; the payload is decoded only when `with_payload`.

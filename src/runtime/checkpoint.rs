@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -180,12 +180,7 @@ impl Checkpoint {
         let mut files = BTreeMap::new();
         for entry in std::fs::read_dir(self.wal_dir())? {
             let path = entry?.path();
-            let first = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".wal"))
-                .and_then(|n| n.parse::<u64>().ok());
-            if let Some(first) = first {
+            if let Some(first) = first_unit(&path) {
                 files.insert(first, path);
             }
         }
@@ -193,9 +188,10 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// The entry of `unit`, if it is logged: in the file of the greatest first unit at
-    /// or below it (a worker logs the contiguous block of units it reads for a time in
-    /// one file), looked for again after listing the files when it is not there.
+    /// The entry of `unit`, if it is logged: the `unit - first`th of the file of the
+    /// greatest first unit at or below it (a worker logs the contiguous block of units
+    /// it reads for a time in one file), looked for again after listing the files when
+    /// it is not there. Only that entry is read, and its header must name `unit`.
     fn find_entry(&self, unit: u64, with_payload: bool) -> Result<Option<Decoded>> {
         for listed in [false, true] {
             if listed {
@@ -207,21 +203,39 @@ impl Checkpoint {
                 .unwrap_or_else(|e| e.into_inner())
                 .range(..=unit)
                 .next_back()
-                .map(|(_, path)| path.clone());
-            let Some(path) = file else {
+                .map(|(first, path)| (*first, path.clone()));
+            let Some((first, path)) = file else {
                 continue;
             };
-            let bytes = match std::fs::read(&path) {
-                Ok(bytes) => bytes,
+            let mut file = match File::open(&path) {
+                Ok(file) => file,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+                Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
             };
-            for entry in split_entries(&path, &bytes)? {
-                let (header, _) = decode_entry(&path, entry, false)?;
-                if header.unit == unit {
-                    return decode_entry(&path, entry, with_payload).map(Some);
-                }
+            let len = file
+                .metadata()
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            let spans = wal_entry::entry_spans(&mut file, len).map_err(|e| damaged(&path, e))?;
+            let Some(&(at, entry_len)) = usize::try_from(unit - first)
+                .ok()
+                .and_then(|k| spans.get(k))
+            else {
+                continue;
+            };
+            let mut entry = vec![0u8; entry_len as usize];
+            file.seek(SeekFrom::Start(at))
+                .and_then(|_| file.read_exact(&mut entry))
+                .with_context(|| format!("reading {}", path.display()))?;
+            let decoded = decode_entry(&path, &entry, with_payload)?;
+            if decoded.0.unit != unit {
+                bail!(
+                    "{} holds unit {} where unit {unit} belongs: {START_OVER}",
+                    path.display(),
+                    decoded.0.unit
+                );
             }
+            return Ok(Some(decoded));
         }
         Ok(None)
     }
@@ -315,15 +329,12 @@ impl Checkpoint {
                 copies.insert(unit, path);
                 continue;
             }
-            let first = name
-                .strip_suffix(".wal")
-                .and_then(|t| t.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    anyhow!(
-                        "unexpected file {} in the write-ahead log: {START_OVER}",
-                        path.display()
-                    )
-                })?;
+            let first = first_unit(&path).ok_or_else(|| {
+                anyhow!(
+                    "unexpected file {} in the write-ahead log: {START_OVER}",
+                    path.display()
+                )
+            })?;
             files.insert(first, path);
         }
         // Every file holds the entries of consecutive units from the one it is named
@@ -697,25 +708,32 @@ fn setting_in_units(key: &str, value: &serde_json::Value) -> (String, String) {
 /// A decoded log entry: its header, and its payload when asked for.
 type Decoded = (WalHeader, Option<Payload>);
 
+/// The first unit of the log file `path` (`<unit>.wal`), if it is one.
+fn first_unit(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(".wal")?
+        .parse()
+        .ok()
+}
+
+/// The error for the damaged log file `path`.
+fn damaged(path: &Path, error: wal_entry::EntryError) -> anyhow::Error {
+    anyhow!(
+        "write-ahead log entry {} is {error}: {START_OVER}",
+        path.display()
+    )
+}
+
 /// The entries of the log file `path` (its `bytes`), not yet checked.
 fn split_entries<'a>(path: &Path, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>> {
-    wal_entry::entries(bytes).map_err(|e| {
-        anyhow!(
-            "write-ahead log entry {} is {e}: {START_OVER}",
-            path.display()
-        )
-    })
+    wal_entry::entries(bytes).map_err(|e| damaged(path, e))
 }
 
 /// Checks and decodes one entry of the log file `path`; the payload is decoded only
 /// when `with_payload`.
 fn decode_entry(path: &Path, entry: &[u8], with_payload: bool) -> Result<Decoded> {
-    wal_entry::decode(entry, with_payload).map_err(|e| {
-        anyhow!(
-            "write-ahead log entry {} is {e}: {START_OVER}",
-            path.display()
-        )
-    })
+    wal_entry::decode(entry, with_payload).map_err(|e| damaged(path, e))
 }
 
 /// Writes `bytes` to `path` durably: a temporary file, fsync, rename, fsync the directory.
@@ -769,13 +787,14 @@ fn sync_filesystem(dir: &Path) -> Result<()> {
 /// (gone since it was listed: the reader then quarantines it). A failure part-way
 /// through is an error.
 pub fn read_source(source: &Path) -> Result<Option<(Bytes, u64)>> {
-    let Ok(mut file) = File::open(source) else {
+    let Ok(file) = File::open(source) else {
         return Ok(None);
     };
     let mut bytes = Vec::with_capacity(file.metadata().map_or(0, |m| m.len() as usize));
-    std::io::Read::read_to_end(&mut file, &mut bytes)
-        .with_context(|| format!("reading {}", source.display()))?;
-    let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+    let (_, hash) = read_hashed(file, source, |piece| {
+        bytes.extend_from_slice(piece);
+        Ok(())
+    })?;
     Ok(Some((Bytes::from(bytes), hash)))
 }
 
@@ -796,7 +815,8 @@ fn read_hashed(
     let mut buf = vec![0u8; 1 << 20];
     let mut len = 0u64;
     loop {
-        let n = std::io::Read::read(&mut file, &mut buf)
+        let n = file
+            .read(&mut buf)
             .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
@@ -842,6 +862,19 @@ mod tests {
             }]),
             retracts: None,
             max_ts: None,
+        }
+    }
+
+    /// The header of unit `unit`, a dataset file `events.csv`.
+    fn file_header(unit: u64) -> WalHeader {
+        WalHeader {
+            origin: BatchOrigin::File {
+                rel: "events.csv".into(),
+                size: 0,
+                mtime_ns: 0,
+                hash: 0,
+            },
+            ..header(unit)
         }
     }
 
@@ -921,6 +954,11 @@ mod tests {
         std::fs::write(&path, [entry(0, 0, 4), entry(0, 2, 4)].concat()).unwrap();
         let error = Checkpoint::open(dir.path(), &identity(2)).unwrap_err();
         assert!(error.to_string().contains("start over"), "{error}");
+        let error = checkpoint.read_logged(1).unwrap_err().to_string();
+        assert!(
+            error.contains("holds unit 2 where unit 1 belongs") && error.contains("start over"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -930,15 +968,7 @@ mod tests {
         std::fs::write(&source, "event_id,user_id\ne1,u1\n").unwrap();
         let out = dir.path().join("out");
         let (checkpoint, _) = Checkpoint::open(&out, &identity(1)).unwrap();
-        let header = WalHeader {
-            origin: BatchOrigin::File {
-                rel: "events.csv".into(),
-                size: 0,
-                mtime_ns: 0,
-                hash: 0,
-            },
-            ..header(0)
-        };
+        let header = file_header(0);
         let (bytes, hash) = read_source(&source).unwrap().unwrap();
         assert_eq!(bytes, std::fs::read(&source).unwrap());
         assert_eq!(hash, hash_file(&source).unwrap());
@@ -982,15 +1012,6 @@ mod tests {
         std::fs::write(&source, "event_id,user_id\ne1,u1\n").unwrap();
         let out = dir.path().join("out");
         let (checkpoint, _) = Checkpoint::open(&out, &identity(1)).unwrap();
-        let file_header = |unit: u64| WalHeader {
-            origin: BatchOrigin::File {
-                rel: "events.csv".into(),
-                size: 0,
-                mtime_ns: 0,
-                hash: 0,
-            },
-            ..header(unit)
-        };
         // What earlier versions wrote: the copy, then the entry naming it.
         let path = checkpoint.copy_file(0);
         std::fs::copy(&source, &path).unwrap();

@@ -840,47 +840,26 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
             };
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let mine = assignment
+        // The units this worker reads: all read (or replayed), then those still to log
+        // (a dataset file's) logged in one file, and only then fed. A batch that cannot
+        // be read, logged or replayed must not be fed: stop the run (every worker) with
+        // the cause, as a failed sink does.
+        let prepared: Result<Vec<Prepared>> = assignment
             .units()
-            .filter(|unit| assignment.reader(*unit, peers) == index);
-        let mut prepared = Vec::new();
-        let mut result = Ok(());
-        for unit in mine {
-            let unit = prepare_unit(
-                time,
-                unit,
-                &assignment,
-                shared,
-                scheduler.as_mut(),
-                &mut kafka,
-            );
-            match unit {
-                Ok(unit) => prepared.push(unit),
-                Err(error) => {
-                    result = Err(error);
-                    break;
-                }
-            }
-        }
-        // The entries still to log (a dataset file's units) go into one file, before
-        // any of them is fed.
-        let first = prepared.iter().find(|u| u.entry.is_some()).map(|u| u.unit);
-        if let (Ok(()), Some(first)) = (&result, first) {
-            let entries: Vec<&[u8]> = prepared.iter().filter_map(|u| u.entry.as_deref()).collect();
-            result = shared.checkpoint.log_entries(first, &entries);
-            // Logged: the copies of the files go before their rows are fed.
-            for unit in &mut prepared {
-                unit.entry = None;
-            }
-        }
-        match result {
-            Ok(()) => {
-                for unit in prepared {
+            .filter(|unit| assignment.reader(*unit, peers) == index)
+            .map(|unit| {
+                let scheduler = scheduler.as_mut();
+                prepare_unit(time, unit, &assignment, shared, scheduler, &mut kafka)
+            })
+            .collect();
+        match prepared
+            .and_then(|mut units| log_block(&shared.checkpoint, &mut units).map(|()| units))
+        {
+            Ok(units) => {
+                for unit in units {
                     feed_prepared(unit, &shared.counters, &mut feeds);
                 }
             }
-            // A batch that cannot be logged or replayed must not be fed: stop the
-            // run (every worker) with the cause, as a failed sink does.
             Err(error) => crate::sink::fail(&shared.out, format!("logical time {time}: {error:#}")),
         }
         feeds.advance(time);
@@ -923,8 +902,9 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     }
 }
 
-/// Reads (or replays), logs and feeds input unit `unit` of logical time `time` on its
-/// reader worker.
+/// Reads (or replays) input unit `unit` of logical time `time` on its reader worker,
+/// for [`feed_prepared`]. A live or Kafka unit is logged here; a dataset file's entry
+/// is encoded, for [`log_block`] to log with the other files the worker read.
 fn prepare_unit(
     time: u64,
     unit: u64,
@@ -1071,6 +1051,21 @@ fn prepare_unit(
         label,
         entry: None,
     })
+}
+
+/// Logs the entries of `units` still to log (the dataset files a worker read for one
+/// logical time: consecutive units) in one file, named after the first, and lets their
+/// bytes go.
+fn log_block(checkpoint: &Checkpoint, units: &mut [Prepared]) -> Result<()> {
+    let Some(first) = units.iter().find(|u| u.entry.is_some()).map(|u| u.unit) else {
+        return Ok(());
+    };
+    let entries: Vec<&[u8]> = units.iter().filter_map(|u| u.entry.as_deref()).collect();
+    checkpoint.log_entries(first, &entries)?;
+    for unit in units {
+        unit.entry = None;
+    }
+    Ok(())
 }
 
 /// A unit read (or replayed) by this worker, to be fed once every unit it reads for
