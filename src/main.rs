@@ -14,13 +14,23 @@ use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 /// jemalloc serves the binary's Rust allocations: it reuses freed blocks per thread
 /// without the page faults that glibc's fixed mmap threshold costs on every large
 /// batch, and its background thread hands dirty pages back. See `tidemark::runtime::allocator`.
-#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+/// Built with `--features system-alloc` (for heaptrack, which sees only the system
+/// allocator: `scripts/heap-profile`) the binary uses glibc's malloc instead.
+#[cfg(all(
+    target_os = "linux",
+    not(target_env = "msvc"),
+    not(feature = "system-alloc")
+))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read before `main` (the `_RJEM_MALLOC_CONF` environment
 /// variable still overrides them): see [`tidemark::runtime::allocator::JEMALLOC_CONF`].
-#[cfg(all(target_os = "linux", not(target_env = "msvc")))]
+#[cfg(all(
+    target_os = "linux",
+    not(target_env = "msvc"),
+    not(feature = "system-alloc")
+))]
 #[export_name = "_rjem_malloc_conf"]
 pub static JEMALLOC_CONF: &[u8; tidemark::runtime::allocator::JEMALLOC_CONF.len()] =
     tidemark::runtime::allocator::JEMALLOC_CONF;
