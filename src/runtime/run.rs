@@ -902,6 +902,15 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     }
 }
 
+/// Whether `error` comes from a file system with no space left.
+fn disk_full(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull)
+    })
+}
+
 /// Reads (or replays) input unit `unit` of logical time `time` on its reader worker,
 /// for [`feed_prepared`]. A live or Kafka unit is logged here; a dataset file's entry
 /// is encoded, for [`log_block`] to log with the other files the worker read.
@@ -1323,6 +1332,12 @@ impl<'a> Reporter<'a> {
                     scheduler.completed(done);
                 }
             }
+            // A full disk stops the run here, as the next log write would: one error
+            // naming the file, not a warning and then that error.
+            Err(error) if disk_full(&error) => crate::sink::fail(
+                &self.shared.out,
+                format!("recording completed time {done}: {error:#}"),
+            ),
             Err(error) => tracing::warn!("recording completed time {done}: {error:#}"),
         }
     }
@@ -1380,6 +1395,22 @@ mod tests {
             session_id: None,
             value: None,
         }
+    }
+
+    /// A full disk under any context is told apart from other write errors: it stops
+    /// the run with one error, where another failure to record progress only warns.
+    #[test]
+    fn a_full_disk_is_recognised_under_its_context() {
+        let full = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let error = Err::<(), _>(full)
+            .context("writing completed.json.tmp")
+            .context("recording")
+            .unwrap_err();
+        assert!(disk_full(&error));
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let error = Err::<(), _>(denied).context("writing").unwrap_err();
+        assert!(!disk_full(&error));
+        assert!(!disk_full(&anyhow::anyhow!("no space left, as text only")));
     }
 
     /// Issue 14: one event stamped far in the future must not poison a live run.
