@@ -264,9 +264,10 @@ fn commit_group(
             format!("time {time}")
         };
         format!(
-            "cannot commit {times} to the Delta table `{}` at {}: {error:#}",
+            "cannot commit {times} to the Delta table `{}` at {}: {}",
             spec.name,
-            dir.display()
+            dir.display(),
+            super::error_line(&error)
         )
     });
     reports.extend(report(new, outcome));
