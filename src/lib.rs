@@ -11,6 +11,7 @@
 
 pub mod cli;
 pub mod diag;
+pub mod error_text;
 pub mod predict;
 pub mod report;
 pub mod runtime;

@@ -49,7 +49,7 @@ fn main() {
         None => demo(),
     };
     if let Err(error) = result {
-        eprintln!("error: {error:#}");
+        eprintln!("error: {}", tidemark::error_text::one_line(&error));
         std::process::exit(1);
     }
 }

@@ -8,6 +8,7 @@
 //! resumed run replays the log to rebuild the in-memory state; sinks skip the times
 //! already completed ([`crate::runtime::checkpoint`]).
 
+use crate::error_text::one_line;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -860,7 +861,10 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
                     feed_prepared(unit, &shared.counters, &mut feeds);
                 }
             }
-            Err(error) => crate::sink::fail(&shared.out, format!("logical time {time}: {error:#}")),
+            Err(error) => crate::sink::fail(
+                &shared.out,
+                format!("logical time {time}: {}", one_line(&error)),
+            ),
         }
         feeds.advance(time);
         shared.fed.fetch_max(time + 1, Ordering::Relaxed);
@@ -1336,9 +1340,11 @@ impl<'a> Reporter<'a> {
             // naming the file, not a warning and then that error.
             Err(error) if disk_full(&error) => crate::sink::fail(
                 &self.shared.out,
-                format!("recording completed time {done}: {error:#}"),
+                format!("recording completed time {done}: {}", one_line(&error)),
             ),
-            Err(error) => tracing::warn!("recording completed time {done}: {error:#}"),
+            Err(error) => {
+                tracing::warn!("recording completed time {done}: {}", one_line(&error))
+            }
         }
     }
 

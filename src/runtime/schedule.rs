@@ -9,6 +9,7 @@
 //! time, bounded by [`FileBatching`], so a backlog costs few logical times (contract
 //! "Batches"); lateness is still judged per unit, so the grouping changes no table.
 
+use crate::error_text::one_line;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -299,14 +300,18 @@ impl Scheduler {
                         match FileTask::look(&found.file, retracts) {
                             Ok(task) => tasks.push(task),
                             Err(error) => {
-                                tracing::warn!("{}: {error:#}; will look again", found.file.rel)
+                                tracing::warn!(
+                                    "{}: {}; will look again",
+                                    found.file.rel,
+                                    one_line(&error)
+                                )
                             }
                         }
                     }
                     let groups = self.batching.group(tasks);
                     self.queue.extend(groups.into_iter().map(Queued::Files));
                 }
-                Err(error) => tracing::warn!("{error:#}; will list again"),
+                Err(error) => tracing::warn!("{}; will list again", one_line(&error)),
             }
         }
         if let Some(source) = self.live.source.as_mut() {
@@ -322,7 +327,7 @@ impl Scheduler {
                     self.end = self
                         .end
                         .take()
-                        .or(Some(EndReason::Failed(format!("{error:#}"))))
+                        .or(Some(EndReason::Failed(one_line(&error))))
                 }
             }
         }

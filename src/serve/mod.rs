@@ -13,6 +13,7 @@ pub mod follow;
 pub mod json;
 pub mod state;
 
+use crate::error_text::one_line;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,7 +140,7 @@ fn serve_object_output(out: &Path, listen: SocketAddr) -> Result<()> {
         .spawn(move || loop {
             std::thread::sleep(MIRROR_POLL);
             if let Err(error) = output.mirror() {
-                tracing::warn!("mirroring the output: {error:#}; trying again");
+                tracing::warn!("mirroring the output: {}; trying again", one_line(&error));
             }
         })
         .context("starting the output mirror")?;
@@ -174,7 +175,7 @@ fn spawn_follower(shared: Arc<Shared>) -> Result<()> {
                             let _ = shared.changes.send(Arc::from(message));
                         }
                     }
-                    Err(error) => tables.error = Some(format!("{error:#}")),
+                    Err(error) => tables.error = Some(one_line(&error)),
                 }
                 drop(tables);
                 std::thread::sleep(POLL);

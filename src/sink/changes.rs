@@ -3,6 +3,7 @@
 //! (contract "Outputs"), written by the table's writer ([`super::table_sink`]). Summing
 //! diffs per row gives the table.
 
+use crate::error_text::one_line;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -39,7 +40,7 @@ pub(super) fn checked_resume_point(
             Ok(check) => check,
             Err(error) => super::fail(
                 out,
-                format!("checking the change files of {table}: {error:#}"),
+                format!("checking the change files of {table}: {}", one_line(&error)),
             ),
         };
     let Some(from) = check.rewrite_from else {
@@ -71,7 +72,7 @@ pub fn write_change_file(
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
             super::manifest::record(out, spec.name, writer, name, &written)
         })
-        .map_err(|error| format!("cannot write {}: {error:#}", path.display()))
+        .map_err(|error| format!("cannot write {}: {}", path.display(), one_line(&error)))
 }
 
 /// Writes one change file (temporary name, then rename); returns what the manifest

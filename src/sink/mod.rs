@@ -59,24 +59,6 @@ pub struct SinkReport {
     pub rows: u64,
 }
 
-/// An error and its causes as one line, like `{:#}`, but without a cause whose text the
-/// line already holds: delta-rs and object_store put their source inside their own
-/// message, so `{:#}` of a failed Delta write repeated one OS error five times.
-pub fn error_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if line.contains(text.as_str()) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
-}
-
 /// Failures of the runs of this process, by output directory.
 static FAILURES: Mutex<BTreeMap<PathBuf, String>> = Mutex::new(BTreeMap::new());
 
@@ -128,41 +110,5 @@ pub fn check_failure(out: &Path, activator: &timely::scheduling::Activator, live
     }
     if live {
         activator.activate_after(FAILURE_POLL);
-    }
-}
-
-#[cfg(test)]
-mod error_line_tests {
-    use super::error_line;
-
-    /// An error that, like delta-rs's, writes its source into its own message.
-    #[derive(Debug)]
-    struct Wraps(std::io::Error);
-
-    impl std::fmt::Display for Wraps {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "Unable to copy data to file: {}", self.0)
-        }
-    }
-
-    impl std::error::Error for Wraps {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn a_cause_already_in_the_line_is_said_once() {
-        let full = std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left");
-        let error = anyhow::Error::new(Wraps(full)).context("writing part-1.parquet");
-        assert_eq!(
-            error_line(&error),
-            "writing part-1.parquet: Unable to copy data to file: No space left"
-        );
-        // Causes that do not repeat are all kept, in order, as `{:#}` has them.
-        let plain = anyhow::anyhow!("no space")
-            .context("writing")
-            .context("committing");
-        assert_eq!(error_line(&plain), format!("{plain:#}"));
     }
 }

@@ -34,6 +34,7 @@
 //!   every other process's report, so the commit point never runs ahead of any
 //!   process's uploads.
 
+use crate::error_text::one_line;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -507,7 +508,7 @@ impl ObjectOutput {
                         break;
                     }
                     if let Err(error) = output.sync() {
-                        tracing::warn!("{error:#} (retrying)");
+                        tracing::warn!("{} (retrying)", one_line(&error));
                     }
                 }
                 output

@@ -20,6 +20,7 @@
 //! its way and goes at once. The workers feed only a few times past the last completed
 //! one, so a sink never waits for a time that is not fed.
 
+use crate::error_text::one_line;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -148,7 +149,8 @@ where
                                 super::fail(
                                     &out,
                                     format!(
-                                        "cannot start the writer of table `{table}`: {error:#}"
+                                        "cannot start the writer of table `{table}`: {}",
+                                        one_line(&error)
                                     ),
                                 )
                             }),

@@ -18,6 +18,7 @@
 //! by how far the workers may run ahead of the slowest sink, and a commit covers at
 //! most `--max-commit-times` times.
 
+use crate::error_text::one_line;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::mpsc::{channel, Sender};
@@ -206,7 +207,11 @@ fn vacuum(sink: &mut Option<DeltaTableSink>, spec: TableSpec, retention: Option<
     if let (Some(sink), Some(retention)) = (sink, retention) {
         match sink.vacuum(retention) {
             Ok(deleted) => tracing::debug!("vacuum of `{}` deleted {deleted} files", spec.name),
-            Err(error) => tracing::warn!("vacuum of the Delta table `{}`: {error:#}", spec.name),
+            Err(error) => tracing::warn!(
+                "vacuum of the Delta table `{}`: {}",
+                spec.name,
+                one_line(&error)
+            ),
         }
     }
 }
@@ -267,7 +272,7 @@ fn commit_group(
             "cannot commit {times} to the Delta table `{}` at {}: {}",
             spec.name,
             dir.display(),
-            super::error_line(&error)
+            one_line(&error)
         )
     });
     reports.extend(report(new, outcome));
@@ -284,9 +289,10 @@ fn open<'a>(
         Some(sink) => Ok(sink),
         None => Ok(sink.insert(DeltaTableSink::open(dir, spec).map_err(|error| {
             format!(
-                "cannot open the Delta table `{}` at {}: {error:#}. If the table is damaged, delete {} and run the same command again: it is rebuilt exactly from the write-ahead log (or pass --overwrite to start over)",
+                "cannot open the Delta table `{}` at {}: {}. If the table is damaged, delete {} and run the same command again: it is rebuilt exactly from the write-ahead log (or pass --overwrite to start over)",
                 spec.name,
                 dir.display(),
+                one_line(&error),
                 dir.display()
             )
         })?)),

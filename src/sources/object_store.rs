@@ -14,6 +14,7 @@
 //! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`), read by
 //! the `object_store` crate that delta-rs builds on (contract "Outputs").
 
+use crate::error_text::one_line;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -238,7 +239,7 @@ impl ObjectDataset {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(poll);
                     if let Err(error) = self.sync() {
-                        tracing::warn!("{error:#} (retrying)");
+                        tracing::warn!("{} (retrying)", one_line(&error));
                     }
                 }
             })
