@@ -15,8 +15,9 @@
 //!
 //! A Delta commit costs milliseconds of CPU in delta-rs, whatever its size, so a
 //! completed time waits while a later time the workers already fed is on its way (at
-//! most `--max-commit-times` times, by default [`DEFAULT_MAX_GROUP`]), and the times go
-//! to the writer thread together, as one commit. A live run's lone time has nothing on
+//! most `--max-commit-times` times, by default [`DEFAULT_MAX_GROUP`], and no longer
+//! than they hold [`COMMIT_ROWS`] changed rows), and the times go to the writer thread
+//! together, as one commit. A live run's lone time has nothing on
 //! its way and goes at once. The workers feed only a few times past the last completed
 //! one, so a sink never waits for a time that is not fed.
 
@@ -44,6 +45,13 @@ use super::SinkReport;
 /// The most completed times one Delta commit covers unless `--max-commit-times`
 /// says otherwise.
 pub const DEFAULT_MAX_GROUP: usize = 8;
+
+/// Completed times stop waiting for later ones once they hold this many changed rows:
+/// a commit's fixed cost (milliseconds in delta-rs) is then small next to encoding its
+/// rows, and writing them while the workers compute later times shortens the end of a
+/// backfill, when the workers are done and only the writers work. (1M events in six
+/// times of 40 files: the large tables commit each time, the small ones at the end.)
+pub const COMMIT_ROWS: usize = 16_384;
 
 /// A completed time not yet handed to the writer thread: its capability, consolidated
 /// updates, and whether its change file is written.
@@ -133,7 +141,8 @@ where
                 let last_fed = fed.load(Ordering::Relaxed).checked_sub(1);
                 let more_coming = delta.is_some()
                     && last_fed.is_some_and(|last| frontier.frontier().less_equal(&last));
-                if !ready.is_empty() && (!more_coming || ready.len() >= max_group) {
+                let ready_rows = ready.iter().map(|(_, _, updates, _)| updates.len()).sum();
+                if hand_over(ready.len(), ready_rows, more_coming, max_group) {
                     let thread = match &mut thread {
                         Some(thread) => thread,
                         None => thread.insert(
@@ -190,4 +199,30 @@ where
                 }
             }
         })
+}
+
+/// Whether the completed times waiting (`times` of them, `rows` changed rows in all) go
+/// to the writer thread now: when no later fed time is on its way (`more_coming`), or
+/// when they are enough for one commit (`max_group` times, or [`COMMIT_ROWS`] rows).
+pub fn hand_over(times: usize, rows: usize, more_coming: bool, max_group: usize) -> bool {
+    times > 0 && (!more_coming || times >= max_group || rows >= COMMIT_ROWS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completed_times_wait_for_later_ones_only_while_they_are_small() {
+        // Nothing waiting: nothing to hand over.
+        assert!(!hand_over(0, 0, false, 8));
+        // Nothing more coming (a live run's lone time, a backfill's end): at once.
+        assert!(hand_over(1, 1, false, 8));
+        // A later time on its way: small times wait, up to `max_group` of them.
+        assert!(!hand_over(1, COMMIT_ROWS - 1, true, 8));
+        assert!(!hand_over(7, 10, true, 8));
+        assert!(hand_over(8, 10, true, 8));
+        // Enough rows for one commit: no more waiting.
+        assert!(hand_over(1, COMMIT_ROWS, true, 8));
+    }
 }
