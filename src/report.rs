@@ -306,27 +306,27 @@ fn dimension_summary(out: &Path, text: &mut String) -> Result<()> {
         _ => i32::MIN,
     };
     // Only the last day's month is shown: the last day holding rows is found from each
-    // day's net row count, and only that month's changes are summed into rows.
-    let changes = crate::sink::reader::read_changes(out, &tables::ENGAGEMENT_BY_DIMENSION)?;
-    let mut rows_per_day: BTreeMap<i32, i64> = BTreeMap::new();
-    for (row, _time, diff) in &changes {
-        *rows_per_day.entry(day_of_row(row)).or_default() += diff;
-    }
-    let Some(last_day) = rows_per_day
-        .iter()
-        .rev()
-        .find(|(_, rows)| **rows > 0)
-        .map(|(day, _)| *day)
-    else {
+    // day's net row count, and only that month's changes are read and summed into rows.
+    let mut last_day = None;
+    let changes = crate::sink::reader::read_changes_of_days(
+        out,
+        &tables::ENGAGEMENT_BY_DIMENSION,
+        |rows_per_day| {
+            let last = rows_per_day
+                .iter()
+                .rev()
+                .find(|(_, rows)| **rows > 0)
+                .map(|(day, _)| *day)?;
+            last_day = Some(last);
+            Some(month_first_day(month_of_day(last))..=last)
+        },
+    )?;
+    let Some(last_day) = last_day else {
         return Ok(());
     };
     let month = month_of_day(last_day);
     let mut rows: Vec<Vec<Cell>> = Vec::new();
-    for (row, count) in crate::sink::reader::sum_changes(
-        changes
-            .into_iter()
-            .filter(|(row, _, _)| (month_first_day(month)..=last_day).contains(&day_of_row(row))),
-    ) {
+    for (row, count) in crate::sink::reader::sum_changes(changes) {
         anyhow::ensure!(
             count > 0,
             "table `engagement_by_dimension` has a row with negative count {count}: {row:?}"

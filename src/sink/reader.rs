@@ -6,7 +6,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use arrow::array::Int64Array;
+use arrow::array::{BooleanArray, Date32Array, Int64Array};
+use arrow::compute::filter_record_batch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use tidemark_dataflows::model::tables::{Cell, TableSpec};
@@ -19,6 +20,79 @@ pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
     for path in change_files(out, spec)? {
         changes.extend(read_parquet(&path, spec, true)?);
+    }
+    Ok(changes)
+}
+
+/// The changes of a table whose first column is a date (`day`): first the net row count
+/// of every day, read from the `day` and `diff` columns alone; then, for the days
+/// `wanted` picks from those counts, their changes, the other days' rows filtered out
+/// before they are decoded into cells. `report` shows one month of
+/// `engagement_by_dimension`, the largest change stream, this way.
+pub fn read_changes_of_days(
+    out: &Path,
+    spec: &TableSpec,
+    wanted: impl FnOnce(&BTreeMap<i32, i64>) -> Option<std::ops::RangeInclusive<i32>>,
+) -> Result<Vec<Change>> {
+    let day_column = spec.columns.first().map(|c| c.name).unwrap_or_default();
+    let files = change_files(out, spec)?;
+    let mut rows_per_day: BTreeMap<i32, i64> = BTreeMap::new();
+    for path in &files {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let position = |name: &str| {
+            builder
+                .parquet_schema()
+                .columns()
+                .iter()
+                .position(|c| c.name() == name)
+                .with_context(|| format!("{} has no `{name}` column", path.display()))
+        };
+        let columns = [position(day_column)?, position(DIFF_COLUMN)?];
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), columns);
+        for batch in builder.with_projection(mask).build()? {
+            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            let days = batch
+                .column_by_name(day_column)
+                .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
+                .with_context(|| format!("`{day_column}` of {} is not a date", path.display()))?;
+            let diffs = batch
+                .column_by_name(DIFF_COLUMN)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+                .with_context(|| format!("`{DIFF_COLUMN}` of {} is not int64", path.display()))?;
+            for (day, diff) in days.iter().zip(diffs.iter()) {
+                if let (Some(day), Some(diff)) = (day, diff) {
+                    *rows_per_day.entry(day).or_default() += diff;
+                }
+            }
+        }
+    }
+    let Some(range) = wanted(&rows_per_day) else {
+        return Ok(Vec::new());
+    };
+    let mut changes = Vec::new();
+    for path in &files {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .with_context(|| format!("reading {}", path.display()))?
+            .build()?;
+        for batch in reader {
+            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+            let days = batch
+                .column_by_name(day_column)
+                .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
+                .with_context(|| format!("`{day_column}` of {} is not a date", path.display()))?;
+            let keep: BooleanArray = days
+                .iter()
+                .map(|day| Some(day.is_some_and(|day| range.contains(&day))))
+                .collect();
+            let batch = filter_record_batch(&batch, &keep)?;
+            changes.extend(
+                batch_to_changes(spec, &batch, true)
+                    .with_context(|| format!("in {}", path.display()))?,
+            );
+        }
     }
     Ok(changes)
 }
@@ -110,4 +184,72 @@ pub fn read_table(out: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
         rows.extend(std::iter::repeat_n(row, count as usize));
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::changes::write_change_file;
+    use tidemark_dataflows::metrics::engagement_by_dimension::ENGAGEMENT_BY_DIMENSION;
+
+    /// A change of one `engagement_by_dimension` row: day, member, events.
+    fn change(day: i32, member: &str, events: i64, diff: i64) -> (Vec<Cell>, i64) {
+        let row = vec![
+            Cell::Date(day),
+            Cell::Str("genre".into()),
+            Cell::Str(member.into()),
+            Cell::Int(1),
+            Cell::Int(events),
+            Cell::Int(0),
+            Cell::Null,
+            Cell::Int(0),
+        ];
+        (row, diff)
+    }
+
+    /// Reading only some days gives exactly those days' rows of the whole table, and the
+    /// days are chosen from every day's net row count (a day whose rows were all taken
+    /// back counts none).
+    #[test]
+    fn the_changes_of_some_days_are_those_days_of_the_whole_table() {
+        let out = tempfile::tempdir().unwrap();
+        let spec = ENGAGEMENT_BY_DIMENSION;
+        let first = vec![
+            change(100, "pop", 3, 1),
+            change(101, "pop", 4, 1),
+            change(130, "rock", 2, 1),
+            change(131, "rock", 5, 1),
+        ];
+        let second = vec![
+            change(101, "pop", 4, -1),
+            change(101, "pop", 6, 1),
+            change(131, "rock", 5, -1),
+            change(129, "jazz", 1, 1),
+        ];
+        write_change_file(out.path(), spec, 0, 1, &first).unwrap();
+        write_change_file(out.path(), spec, 0, 2, &second).unwrap();
+
+        let mut counts = BTreeMap::new();
+        let some = read_changes_of_days(out.path(), &spec, |rows_per_day| {
+            counts = rows_per_day.clone();
+            let last = rows_per_day.iter().rev().find(|(_, n)| **n > 0)?.0;
+            Some(101..=*last)
+        })
+        .unwrap();
+        let expected_counts: BTreeMap<i32, i64> =
+            [(100, 1), (101, 1), (129, 1), (130, 1), (131, 0)].into();
+        assert_eq!(counts, expected_counts);
+        let whole = read_table(out.path(), &spec).unwrap();
+        let wanted: Vec<Vec<Cell>> = whole
+            .into_iter()
+            .filter(|row| matches!(row[0], Cell::Date(day) if (101..=130).contains(&day)))
+            .collect();
+        let summed: Vec<Vec<Cell>> = sum_changes(some).into_keys().collect();
+        assert_eq!(summed, wanted);
+        assert_eq!(summed.len(), 3, "{summed:?}");
+        // No day chosen: nothing read.
+        assert!(read_changes_of_days(out.path(), &spec, |_| None)
+            .unwrap()
+            .is_empty());
+    }
 }
