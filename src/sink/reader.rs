@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use arrow::array::{BooleanArray, Date32Array, Int64Array};
 use arrow::compute::filter_record_batch;
+use arrow::record_batch::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ProjectionMask;
 use tidemark_dataflows::model::tables::{Cell, TableSpec};
@@ -38,29 +39,10 @@ pub fn read_changes_of_days(
     let files = change_files(out, spec)?;
     let mut rows_per_day: BTreeMap<i32, i64> = BTreeMap::new();
     for path in &files {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let position = |name: &str| {
-            builder
-                .parquet_schema()
-                .columns()
-                .iter()
-                .position(|c| c.name() == name)
-                .with_context(|| format!("{} has no `{name}` column", path.display()))
-        };
-        let columns = [position(day_column)?, position(DIFF_COLUMN)?];
-        let mask = ProjectionMask::leaves(builder.parquet_schema(), columns);
-        for batch in builder.with_projection(mask).build()? {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            let days = batch
-                .column_by_name(day_column)
-                .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
-                .with_context(|| format!("`{day_column}` of {} is not a date", path.display()))?;
-            let diffs = batch
-                .column_by_name(DIFF_COLUMN)
-                .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
-                .with_context(|| format!("`{DIFF_COLUMN}` of {} is not int64", path.display()))?;
+        for batch in batches(path, Some(&[day_column, DIFF_COLUMN]))? {
+            let batch = batch?;
+            let days = column::<Date32Array>(&batch, day_column, path)?;
+            let diffs = column::<Int64Array>(&batch, DIFF_COLUMN, path)?;
             for (day, diff) in days.iter().zip(diffs.iter()) {
                 if let (Some(day), Some(diff)) = (day, diff) {
                     *rows_per_day.entry(day).or_default() += diff;
@@ -73,17 +55,9 @@ pub fn read_changes_of_days(
     };
     let mut changes = Vec::new();
     for path in &files {
-        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?
-            .build()?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            let days = batch
-                .column_by_name(day_column)
-                .and_then(|c| c.as_any().downcast_ref::<Date32Array>())
-                .with_context(|| format!("`{day_column}` of {} is not a date", path.display()))?;
-            let keep: BooleanArray = days
+        for batch in batches(path, None)? {
+            let batch = batch?;
+            let keep: BooleanArray = column::<Date32Array>(&batch, day_column, path)?
                 .iter()
                 .map(|day| Some(day.is_some_and(|day| range.contains(&day))))
                 .collect();
@@ -95,6 +69,49 @@ pub fn read_changes_of_days(
         }
     }
     Ok(changes)
+}
+
+/// The record batches of the Parquet file at `path`, of the named columns only when
+/// `columns` names them (a missing one is an error naming the file).
+fn batches<'p>(
+    path: &'p Path,
+    columns: Option<&[&str]>,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + use<'p>> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if let Some(columns) = columns {
+        let leaves = columns
+            .iter()
+            .map(|name| {
+                builder
+                    .parquet_schema()
+                    .columns()
+                    .iter()
+                    .position(|c| c.name() == *name)
+                    .with_context(|| format!("{} has no `{name}` column", path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mask = ProjectionMask::leaves(builder.parquet_schema(), leaves);
+        builder = builder.with_projection(mask);
+    }
+    Ok(builder
+        .build()?
+        .map(move |batch| batch.with_context(|| format!("reading {}", path.display()))))
+}
+
+/// The column `name` of `batch` (read from `path`) as an array of type `A`.
+fn column<'a, A: 'static>(batch: &'a RecordBatch, name: &str, path: &Path) -> Result<&'a A> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<A>())
+        .with_context(|| {
+            format!(
+                "`{name}` of {} is not {}",
+                path.display(),
+                std::any::type_name::<A>()
+            )
+        })
 }
 
 /// The change files of `spec` under `out`, sorted by name (logical time, then
@@ -116,15 +133,10 @@ pub fn change_files(out: &Path, spec: &TableSpec) -> Result<Vec<PathBuf>> {
 /// The rows of one Parquet file written for `spec`; with `with_changes` it is a change
 /// file and each row keeps its `time` and `diff`.
 pub fn read_parquet(path: &Path, spec: &TableSpec, with_changes: bool) -> Result<Vec<Change>> {
-    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .with_context(|| format!("reading {}", path.display()))?
-        .build()?;
     let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.with_context(|| format!("reading {}", path.display()))?;
+    for batch in batches(path, None)? {
         rows.extend(
-            batch_to_changes(spec, &batch, with_changes)
+            batch_to_changes(spec, &batch?, with_changes)
                 .with_context(|| format!("in {}", path.display()))?,
         );
     }
@@ -148,24 +160,12 @@ pub fn sum_changes(changes: impl IntoIterator<Item = Change>) -> BTreeMap<Vec<Ce
 pub fn count_rows(out: &Path, spec: &TableSpec) -> Result<i64> {
     let mut count = 0;
     for path in change_files(out, spec)? {
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let column = builder
-            .parquet_schema()
-            .columns()
-            .iter()
-            .position(|c| c.name() == DIFF_COLUMN)
-            .with_context(|| format!("{} has no `{DIFF_COLUMN}` column", path.display()))?;
-        let mask = ProjectionMask::leaves(builder.parquet_schema(), [column]);
-        for batch in builder.with_projection(mask).build()? {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            let diffs = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .with_context(|| format!("`{DIFF_COLUMN}` of {} is not int64", path.display()))?;
-            count += diffs.iter().flatten().sum::<i64>();
+        for batch in batches(&path, Some(&[DIFF_COLUMN]))? {
+            let batch = batch?;
+            count += column::<Int64Array>(&batch, DIFF_COLUMN, &path)?
+                .iter()
+                .flatten()
+                .sum::<i64>();
         }
     }
     Ok(count)
