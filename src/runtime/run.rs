@@ -785,7 +785,7 @@ fn run_worker(worker: &mut timely::worker::Worker, shared: &Shared) {
     // Registered before the dataflow is built: arrangements look their logger up then.
     let mut sizes = shared.arrangement_sizes.as_deref().and_then(|path| {
         SizeRecorder::register(worker, path)
-            .map_err(|error| tracing::warn!("arrangement sizes: {error:#}"))
+            .map_err(|error| tracing::warn!("arrangement sizes: {}", one_line(&error)))
             .ok()
     });
     // A diagnostic: it takes timely's log over, so only without the sizes file.

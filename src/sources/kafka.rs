@@ -18,6 +18,7 @@
 //! The client is `rskafka` (pure Rust, no C library to install): it speaks the plain
 //! fetch and list-offsets requests this needs, and tidemark keeps its own offsets.
 
+use crate::error_text::one_line;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -304,7 +305,10 @@ impl KafkaOffsets {
                         GIVE_UP_AFTER.as_secs()
                     )));
                 }
-                tracing::warn!("the Kafka brokers do not answer: {error:#}; asking again");
+                tracing::warn!(
+                    "the Kafka brokers do not answer: {}; asking again",
+                    one_line(&error)
+                );
                 Ok(None)
             }
         }

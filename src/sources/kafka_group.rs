@@ -14,6 +14,7 @@
 //! crate's message types over a plain TCP connection, at versions agreed with the
 //! broker through `ApiVersions`.
 
+use crate::error_text::one_line;
 use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::thread::JoinHandle;
@@ -160,7 +161,7 @@ impl Group {
         for broker in &self.brokers {
             match self.coordinator_via(broker).await {
                 Ok(connection) => return Ok(connection),
-                Err(error) => failures.push(format!("{broker}: {error:#}")),
+                Err(error) => failures.push(format!("{broker}: {}", one_line(&error))),
             }
         }
         bail!(
@@ -383,8 +384,9 @@ fn commit_loop(group: &Group, receiver: &Receiver<BTreeMap<i32, i64>>) {
             Err(error) => {
                 if !failing {
                     tracing::warn!(
-                        "committing offsets to consumer group `{}` failed: {error:#}; tidemark's own log keeps them, and the next completed time tries again",
-                        group.group
+                        "committing offsets to consumer group `{}` failed: {}; tidemark's own log keeps them, and the next completed time tries again",
+                        group.group,
+                        one_line(&error)
                     );
                 }
                 failing = true;
