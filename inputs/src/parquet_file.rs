@@ -21,6 +21,9 @@ use crate::records::FileBatch;
 use crate::rows::{Got, ReadPlan, Row};
 use crate::text::Content;
 
+mod plain;
+use plain::PlainEvents;
+
 /// Rows per record batch.
 const BATCH_ROWS: usize = 8192;
 
@@ -260,6 +263,8 @@ fn read_from<T: ChunkReader + 'static>(
         .with_batch_size(BATCH_ROWS)
         .build()
         .map_err(|e| Stop::whole(format!("invalid Parquet: {e}")))?;
+    // Whether rows may take the fast path (see [`plain`]).
+    let plain = plan.plain_event_columns();
     let mut rowno: u64 = 0;
     let mut cols: Vec<Col> = names.iter().map(|_| Col::Absent).collect();
     for record_batch in reader {
@@ -272,8 +277,17 @@ fn read_from<T: ChunkReader + 'static>(
             let array: ArrayRef = Arc::clone(record_batch.column(k));
             cols[idx] = Col::of(&array);
         }
+        let fast = plain
+            .as_ref()
+            .and_then(|plain| PlainEvents::of(&cols, plain));
         for r in 0..record_batch.num_rows() {
             rowno += 1;
+            if let Some(event) = fast.as_ref().and_then(|fast| fast.event(r)) {
+                batch.rows_read += 1;
+                batch.events.push(event);
+                batch.event_rows.push(rowno);
+                continue;
+            }
             let row = ParquetRow {
                 cols: &cols,
                 names: &names,

@@ -244,6 +244,32 @@ impl ReadPlan {
         Ok(plan)
     }
 
+    /// The column of each `events/` field, in the order of [`Table::fields`] (`None`:
+    /// the field is null), when the file feeds `events/` only and every field is read
+    /// from a column as it is: no filter, value map, constant, hash or scaling. Such a
+    /// file's events can be built straight from typed columns (the Parquet reader's
+    /// fast path); any other mapping goes through [`ReadPlan::apply`].
+    pub(crate) fn plain_event_columns(&self) -> Option<[Option<usize>; 8]> {
+        let [tp] = self.tables.as_slice() else {
+            return None;
+        };
+        if tp.table != Table::Events || !tp.filters.is_empty() || tp.fields.len() != 8 {
+            return None;
+        }
+        let mut columns = [None; 8];
+        for (column, field) in columns.iter_mut().zip(&tp.fields) {
+            if field.values.is_some() {
+                return None;
+            }
+            *column = match field.src {
+                Src::Col(c) => Some(c),
+                Src::Null => None,
+                _ => return None,
+            };
+        }
+        Some(columns)
+    }
+
     /// Maps one source row into `batch`: a contract row per table whose filter it
     /// passes, or (at most) one quarantine row for the first failing field.
     pub(crate) fn apply<R: Row>(&self, row: &R, rowno: u64, file: &str, batch: &mut FileBatch) {
