@@ -130,6 +130,14 @@ proptest! {
         group in 1usize..=3,
         gap_minutes in prop::sample::select(vec![30.0, 10.0]),
         midnight_split in any::<bool>(),
+        // Spike settings: the three days of events reach the seasonal rule's earlier
+        // days only with `alert_days` of 1 or 2; windows of 7 minutes do not divide a
+        // day, so the alerts' days of windows are not UTC days.
+        (window_minutes, baseline_windows, alert_days) in (
+            prop::sample::select(vec![5.0, 7.0, 60.0]),
+            1usize..=30,
+            1usize..=3,
+        ),
         catalogue in prop::collection::vec(
             (0usize..8, prop::collection::vec((0u8..5, 0u8..3), 1..5)),
             0..3,
@@ -149,6 +157,10 @@ proptest! {
         let settings = tidemark_dataflows::model::settings::Settings {
             session_gap_minutes: gap_minutes,
             midnight_split,
+            window_minutes,
+            baseline_windows,
+            alert_days,
+            alert_min_sessions: 1,
             dimensions: ["hour_of_day", "genre", "artist", "country"].map(String::from).to_vec(),
             ..Default::default()
         };

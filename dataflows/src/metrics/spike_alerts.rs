@@ -10,11 +10,15 @@
 //! of the previous `alert_days` days (see [`alert_verdict`]). It knows the time of day,
 //! and a quiet hour's 2 sessions against a baseline of 0 do not alert.
 //!
-//! Each window sends its `sessions_started` into the baseline slots of the windows that
-//! follow it, and into the same window of the next `alert_days` days, and the first window marks the windows still warming up; one reduce per
-//! window combines its own count, its slots and the mark. A late change to one window
-//! therefore touches only the windows whose baseline holds it, and a new first window
-//! only the warm-up windows it moves.
+//! The windows are grouped by day (a run of `windows per day` windows; the UTC day
+//! when a day holds a whole number of windows), and one reduce per day computes the
+//! rows of its windows. Each window sends its `sessions_started` to its own day and to
+//! the days whose windows look back at it (the next `alert_days` days, and the next day
+//! when the baseline slots cross midnight), and the first window to the days whose
+//! windows are still warming up or have fewer earlier days. A late change to one
+//! window therefore recomputes those few days, each from about a day's windows per day
+//! it looks back, while a backfill arranges a window's count a few times, not once per
+//! slot and day that reads it.
 
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -28,20 +32,15 @@ use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
 
-/// One input of a window's alert, combined per window start.
+/// One input of a day's alerts, combined per day.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum AlertPart {
-    /// The window lies within `baseline_windows` slots of the first window.
-    WarmingUp,
-    /// The window's own `sessions_started` (present only for existing windows).
-    Own(i64),
-    /// A non-zero `sessions_started` of the window this many slots before.
-    Slot(i64, i64),
-    /// A non-zero `sessions_started` of the same window this many days before.
-    Day(i64, i64),
-    /// The window lies within `alert_days` days of the first window: only this many
-    /// earlier days have data.
-    History(i64),
+enum DayPart {
+    /// A window of the day, or of an earlier day that its windows look back at: its
+    /// start and `sessions_started`.
+    Window(Millis, i64),
+    /// The start of the first window, for the days within reach of it (warming up, or
+    /// with fewer earlier days).
+    First(Millis),
 }
 
 /// The start of the earliest window: the least window start of each day, then the
@@ -131,69 +130,73 @@ pub fn spike_alerts<'s>(
 
     let days = params.alert_days as i64;
     let per_day = windows_per_day(&params);
+    // A day of windows, and the day a window start falls in.
+    let span = per_day * window_ms;
+    let day_of_window = move |start: Millis| start.div_euclid(span);
     let first = first_window(windows.clone());
-    let history = first.clone().flat_map(move |first| {
-        (0..days * per_day).map(move |i| (first + i * window_ms, AlertPart::History(i / per_day)))
+    // The first window reaches the days of the windows within `n` slots (warming up)
+    // or `days` days of it (fewer earlier days); later windows have neither.
+    let reach_of_first = first.flat_map(move |first| {
+        let last = day_of_window(first + (n - 1) * window_ms)
+            .max(day_of_window(first + (days * per_day - 1) * window_ms));
+        (day_of_window(first)..=last).map(move |day| (day, DayPart::First(first)))
     });
-    let warming_up = first
-        .flat_map(move |first| (0..n).map(move |i| (first + i * window_ms, AlertPart::WarmingUp)));
-    let day_counts = windows.clone().flat_map(move |row| {
-        let count = row.sessions_started;
-        (1..=days).filter(move |_| count != 0).map(move |j| {
-            (
-                row.start + j * per_day * window_ms,
-                AlertPart::Day(j, count),
-            )
-        })
+    // A window reaches its own day and, if it started any session, the days whose
+    // baseline slots or earlier days hold it.
+    let reach_of_windows = windows.flat_map(move |row| {
+        let (start, count) = (row.start, row.sessions_started);
+        let own = day_of_window(start);
+        let last = if count == 0 {
+            own
+        } else {
+            (own + days).max(day_of_window(start + n * window_ms))
+        };
+        (own..=last).map(move |day| (day, DayPart::Window(start, count)))
     });
-    let own = windows
-        .clone()
-        .map(|row| (row.start, AlertPart::Own(row.sessions_started)));
-    let slot_counts = windows.flat_map(move |row| {
-        let count = row.sessions_started;
-        (1..=n)
-            .filter(move |_| count != 0)
-            .map(move |i| (row.start + i * window_ms, AlertPart::Slot(i, count)))
-    });
-    let parts = own
-        .concat(slot_counts)
-        .concat(warming_up)
-        .concat(day_counts)
-        .concat(history);
     reduce_until_closed(
-        parts,
+        reach_of_windows.concat(reach_of_first),
         watermarks,
-        move |start: &Millis| Some(start + window_ms),
+        move |day: &i64| Some((day + 1) * span),
         "SpikeAlerts",
-        move |&start, parts, output| {
-            let mut own = None;
-            let mut warming_up = false;
-            let mut counts = Vec::with_capacity(slots);
-            let mut earlier_days = days;
-            let mut day_samples = Vec::new();
+        move |&day, parts, output| {
+            // The windows by start (parts come sorted), and the first window if this
+            // day is within its reach.
+            let mut counts: Vec<(Millis, i64)> = Vec::with_capacity(parts.len());
+            let mut first = None;
             for (part, multiplicity) in parts {
-                let repeat = (*multiplicity).max(0) as usize;
                 match part {
-                    AlertPart::WarmingUp => warming_up = true,
-                    AlertPart::Own(count) => own = Some(*count),
-                    AlertPart::Slot(_, count) => counts.extend(std::iter::repeat_n(*count, repeat)),
-                    AlertPart::Day(j, count) => {
-                        day_samples.extend(std::iter::repeat_n((*j, *count), repeat))
+                    DayPart::Window(start, count) if *multiplicity > 0 => {
+                        counts.push((*start, *count))
                     }
-                    AlertPart::History(depth) => earlier_days = earlier_days.min(*depth),
+                    DayPart::Window(..) => {}
+                    DayPart::First(start) => first = Some(*start),
                 }
             }
-            if let Some(sessions_started) = own {
-                let baseline = (!warming_up).then(|| baseline(counts, slots, percentile));
+            let count_at = |start: Millis| {
+                counts
+                    .binary_search_by_key(&start, |(s, _)| *s)
+                    .map_or(0, |at| counts[at].1)
+            };
+            for &(start, sessions_started) in &counts {
+                if day_of_window(start) != day {
+                    continue;
+                }
+                // Slots since the first window (every window is at or after it).
+                let since_first = first.map(|first| (start - first) / window_ms);
+                let baseline = since_first.is_none_or(|i| i >= n).then(|| {
+                    let counts = (1..=n)
+                        .map(|i| count_at(start - i * window_ms))
+                        .filter(|count| *count != 0)
+                        .collect();
+                    baseline(counts, slots, percentile)
+                });
+                // Earlier days with data: days before the first window do not count.
+                let earlier_days = since_first.map_or(days, |i| days.min(i / per_day));
                 let alert = (earlier_days >= alert_min_days(&params) as i64).then(|| {
-                    // Days with data and no sessions count 0; days before the first window
-                    // do not count.
-                    let mut samples = vec![0i64; earlier_days as usize];
-                    for (j, count) in day_samples {
-                        if j <= earlier_days {
-                            samples[(j - 1) as usize] = count;
-                        }
-                    }
+                    // Days with data and no sessions count 0.
+                    let mut samples: Vec<i64> = (1..=earlier_days)
+                        .map(|j| count_at(start - j * span))
+                        .collect();
                     alert_verdict(sessions_started, &mut samples, &params)
                 });
                 output.push((
@@ -208,7 +211,7 @@ pub fn spike_alerts<'s>(
             }
         },
     )
-    .map(|(_start, row)| row)
+    .map(|(_day, row)| row)
 }
 
 /// The baseline of a window's spike alert, kept exact: the percentile is
