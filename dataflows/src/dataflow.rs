@@ -132,10 +132,17 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let spike_alerts = spike_alerts(window_activity.clone(), &watermarks, params);
     let session_metrics_daily = session_metrics_daily(sessions.clone());
 
+    // Accepted events as (user, day, type) counts, made once for the day facts.
+    let user_day_types = combine(
+        events
+            .clone()
+            .map(|e| (e.user_id, day_of(e.ts), e.event_type)),
+        "CombineUserDayTypes",
+    );
     // Distinct (user, day) pairs, and each user's first active day (cohorts, adoption).
     let user_days = distinct_until_closed(
         combine(
-            events.clone().map(|e| (e.user_id, day_of(e.ts))),
+            user_day_types.clone().map(|(user, day, _type)| (user, day)),
             "CombineUserDays",
         ),
         &watermarks,
@@ -174,11 +181,11 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     );
 
     // Accepted events by (day, type), arranged once for the event mix and the skip rate.
-    let day_types = day_types(events.clone());
+    let day_types = day_types(user_day_types.clone());
     let event_mix_daily = event_mix_daily(day_types.clone());
     let skip_rate_daily = skip_rate_daily(day_types);
     let feature_adoption = feature_adoption(
-        events.clone(),
+        user_day_types.clone(),
         first_days,
         event_mix_daily.clone(),
         daily_active.clone(),
@@ -208,7 +215,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         params.forget_behind_watermark,
     );
     let plan_facts = plan_facts(inputs.users, inputs.subscriptions);
-    let user_activity_daily = user_activity_daily(events.clone(), sessions.clone());
+    let user_activity_daily = user_activity_daily(user_day_types, sessions.clone());
     let user_plans = user_plans(plan_facts.clone());
     let kpis = kpis(events, user_days, sessions.clone(), plan_facts, params);
     let quarantine = inputs.read_errors.concat(too_late);

@@ -7,14 +7,13 @@
 //! multiplicities already are the per-type counts, so each per-day reduce reads only
 //! the day's distinct types.
 
-use crate::model::action::Action;
+use crate::model::action::UserDayTypes;
 use crate::model::name::Name;
 use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::{ValBuilder, ValSpine};
 use differential_dataflow::VecCollection;
-use tidemark_records::time::day_of;
 
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::gate::Time;
@@ -25,9 +24,9 @@ use serde::{Deserialize, Serialize};
 pub type DayTypes<'s> = Arranged<'s, TraceAgent<ValSpine<i32, Name, Time, isize>>>;
 
 /// Arranges accepted events by day with their type (built once, read by both tables).
-pub fn day_types<'s>(events: VecCollection<'s, Time, Action>) -> DayTypes<'s> {
+pub fn day_types<'s>(user_day_types: UserDayTypes<'s>) -> DayTypes<'s> {
     let day_types = combine(
-        events.map(|e| (day_of(e.ts), e.event_type)),
+        user_day_types.map(|(_user, day, event_type)| (day, event_type)),
         "CombineDayTypes",
     );
     arrange_by_key(day_types, "DayTypes")

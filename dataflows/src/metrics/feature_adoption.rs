@@ -8,18 +8,16 @@
 //! adopters per (type, day) and new users per day (`count_total`), then one running sum
 //! per type over its days and one over the active days, joined by day.
 
-use crate::model::action::Action;
+use crate::model::action::UserDayTypes;
 use crate::model::name::Name;
 use crate::operators::arrange::ByKeyRuns;
 use crate::operators::totals::HashTotals;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
-use tidemark_records::time::day_of;
 
 use crate::metrics::actives::DailyActiveRow;
 use crate::metrics::event_mix::EventMixRow;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::combine::combine;
 use crate::operators::expiry::earliest_per_key;
 use crate::operators::gate::Time;
 
@@ -66,7 +64,7 @@ fn running_sums(parts: &[(&(i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
 /// day, the `event_mix_daily` rows (the days each type occurred) and the `daily_active`
 /// rows (the active days). `insert_only`: see [`earliest_per_key`].
 pub fn feature_adoption<'s>(
-    events: VecCollection<'s, Time, Action>,
+    user_day_types: UserDayTypes<'s>,
     first_days: VecCollection<'s, Time, (Name, i32)>,
     event_mix: VecCollection<'s, Time, EventMixRow>,
     daily_active: VecCollection<'s, Time, DailyActiveRow>,
@@ -75,10 +73,7 @@ pub fn feature_adoption<'s>(
     // Adopters: each user's first day with each type, counted per (type, day) and summed
     // per type over the days the type occurred.
     let new_adopters = earliest_per_key(
-        combine(
-            events.map(|e| ((e.user_id, e.event_type), day_of(e.ts))),
-            "CombineUserTypeDays",
-        ),
+        user_day_types.map(|(user, day, event_type)| ((user, event_type), day)),
         insert_only,
         "FirstUse",
     )

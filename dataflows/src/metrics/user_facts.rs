@@ -10,7 +10,7 @@ use tidemark_records::time::day_of;
 
 use crate::metrics::event_mix::{PLAY, SKIP};
 use crate::metrics::sessions::SessionRow;
-use crate::model::action::Action;
+use crate::model::action::UserDayTypes;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
@@ -28,18 +28,20 @@ type DayTally = (isize, isize, isize, (isize, isize));
 /// adds its [`DayTally`] to its (user, day), and one hash count per (user, day) keeps
 /// the sums (no reduce reads the day's records again when one arrives).
 pub fn user_activity_daily<'s>(
-    events: VecCollection<'s, Time, Action>,
+    user_day_types: UserDayTypes<'s>,
     sessions: VecCollection<'s, Time, SessionRow>,
 ) -> VecCollection<'s, Time, UserDailyRow> {
     let (play, skip) = (Name::new(PLAY), Name::new(SKIP));
-    let event_tallies = events.explode(move |e| {
+    // A (user, day, type)'s multiplicity is its number of events: the tally is
+    // multiplied by it.
+    let event_tallies = user_day_types.explode(move |(user, day, event_type)| {
         let tally: DayTally = (
             1,
-            isize::from(e.event_type == play),
-            isize::from(e.event_type == skip),
+            isize::from(event_type == play),
+            isize::from(event_type == skip),
             (0, 0),
         );
-        Some(((e.user_id, day_of(e.ts)), tally))
+        Some(((user, day), tally))
     });
     let session_tallies = sessions.explode(|s| {
         let tally: DayTally = (0, 0, 0, (1, (s.end - s.start) as isize));

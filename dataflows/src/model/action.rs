@@ -2,10 +2,19 @@
 //! and only the fields some output needs (`event_id` and `item_id` are not needed
 //! once duplicates are gone).
 
+use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Event, Millis};
 
 use crate::model::name::Name;
+use crate::operators::gate::Time;
+
+/// Accepted events as (user, UTC day, event type), each with the number of such events
+/// as its multiplicity, counted on each worker: the day facts that the distinct user
+/// days, the event mix, first use and the users' daily activity read, made once from
+/// the events instead of once per metric (a few updates per user and day, not one per
+/// event).
+pub type UserDayTypes<'s> = VecCollection<'s, Time, (Name, i32, Name)>;
 
 /// One accepted user action (64 bytes, `Copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
