@@ -28,6 +28,7 @@ use tidemark_dataflows::metrics::session_metrics_daily::session_metrics_daily;
 use tidemark_dataflows::metrics::sessions::sessions;
 use tidemark_dataflows::metrics::spike_alerts::spike_alerts;
 use tidemark_dataflows::metrics::window_activity::window_activity;
+use tidemark_dataflows::model::action::user_day_types;
 use tidemark_dataflows::model::action::Action;
 use tidemark_dataflows::model::name::Name;
 use tidemark_dataflows::model::plans::{plan_facts, Arrival};
@@ -110,17 +111,17 @@ const FAMILIES: &[(&str, Builder)] = &[
         f.probe(retention_cohorts(months, cohorts, &f.watermarks));
     }),
     ("event_mix+skip_rate", |f| {
-        let dt = day_types(f.events.clone());
+        let dt = day_types(user_day_types(f.events.clone()));
         f.probe(event_mix_daily(dt.clone()));
         f.probe(skip_rate_daily(dt));
     }),
     ("feature_adoption (+actives, event_mix)", |f| {
         let days = f.user_days();
-        let mix = event_mix_daily(day_types(f.events.clone()));
+        let mix = event_mix_daily(day_types(user_day_types(f.events.clone())));
         let daily = daily_active(days.clone());
         let first_days = earliest_per_key(days, true, "FirstActiveDay");
         f.probe(feature_adoption(
-            f.events.clone(),
+            user_day_types(f.events.clone()),
             first_days,
             mix,
             daily,

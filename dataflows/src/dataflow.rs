@@ -3,7 +3,7 @@
 
 use differential_dataflow::VecCollection;
 use tidemark_records::records::{Item, QuarantineRow, Subscription, UserRow};
-use tidemark_records::time::{day_of, month_of_day};
+use tidemark_records::time::month_of_day;
 use timely::dataflow::operators::vec::Filter;
 use timely::dataflow::StreamVec;
 
@@ -19,6 +19,7 @@ use crate::metrics::sessions::sessions;
 use crate::metrics::spike_alerts::spike_alerts;
 use crate::metrics::user_facts::{user_activity_daily, user_plans};
 use crate::metrics::window_activity::window_activity;
+use crate::model::action::user_day_types;
 use crate::model::name::Name;
 use crate::model::plans::{plan_facts, Arrival};
 use crate::model::settings::Params;
@@ -133,12 +134,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     let session_metrics_daily = session_metrics_daily(sessions.clone());
 
     // Accepted events as (user, day, type) counts, made once for the day facts.
-    let user_day_types = combine(
-        events
-            .clone()
-            .map(|e| (e.user_id, day_of(e.ts), e.event_type)),
-        "CombineUserDayTypes",
-    );
+    let user_day_types = user_day_types(events.clone());
     // Distinct (user, day) pairs, and each user's first active day (cohorts, adoption).
     let user_days = distinct_until_closed(
         combine(

@@ -26,6 +26,7 @@ use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::arrange::{arrange_by_key, ByKeyRuns};
+use crate::operators::combine::combine;
 use crate::operators::semijoin::semijoin_by_hash;
 use crate::operators::totals::HashTotals;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
@@ -108,17 +109,21 @@ pub fn engagement_by_segment<'s>(
         watermarks,
         move |((_user, day), _)| closes(month_of_day(*day)),
     );
-    // Each (user, day)'s events and duration: the count sums each logical time itself.
-    let day_totals = day_events
-        .clone()
-        .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize))))
-        .count_by_hash()
-        .map(|((user, day), (events, duration))| {
-            (
-                (user, month_of_day(day)),
-                MonthInput::Day(day, events as i64, duration as i64),
-            )
-        });
+    // Each (user, day)'s events and duration, summed on each worker before the exchange
+    // (one update per user and day, not one per event).
+    let day_totals = combine(
+        day_events
+            .clone()
+            .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize)))),
+        "CombineUserDayTotals",
+    )
+    .count_by_hash()
+    .map(|((user, day), (events, duration))| {
+        (
+            (user, month_of_day(day)),
+            MonthInput::Day(day, events as i64, duration as i64),
+        )
+    });
     // Every event stays keyed by its (user, day), in a hash map: few days have a plan
     // change, and a change that arrives later finds the day's events there.
     let change_day_events = semijoin_by_hash(day_events, change_days, "EventsOnChangeDays").map(

@@ -14,7 +14,8 @@ use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
-use tidemark_records::time::{day_of, day_start};
+use tidemark_records::records::Millis;
+use tidemark_records::time::{day_of, day_start, DAY_MS};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum UserFact {
@@ -60,10 +61,18 @@ pub fn kpis<'s>(
         let active = inside(day).then_some((user, UserFact::ActiveInPeriod));
         std::iter::once((user, UserFact::Seen)).chain(active)
     });
-    let cut_day_facts = events
-        .filter(move |e| cut(day_of(e.ts)) && in_period(e.ts))
-        .map(|e| (e.user_id, UserFact::ActiveInPeriod));
-    let event_facts = day_facts.concat(cut_day_facts);
+    // A bound at a midnight (or none, the default: all data) cuts no day, and then no
+    // event needs to be read here.
+    let cuts_a_day =
+        |bound: Millis| bound != Millis::MIN && bound != Millis::MAX && bound % DAY_MS != 0;
+    let event_facts = if cuts_a_day(from) || cuts_a_day(to) {
+        let cut_day_facts = events
+            .filter(move |e| cut(day_of(e.ts)) && in_period(e.ts))
+            .map(|e| (e.user_id, UserFact::ActiveInPeriod));
+        day_facts.concat(cut_day_facts)
+    } else {
+        day_facts
+    };
     let session_facts = sessions
         .filter(move |s| in_period(s.start))
         .map(|s| (s.user_id, UserFact::SessionInPeriod));

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Event, Millis};
 
 use crate::model::name::Name;
+use crate::operators::combine::combine;
 use crate::operators::gate::Time;
+use tidemark_records::time::day_of;
 
 /// Accepted events as (user, UTC day, event type), each with the number of such events
 /// as its multiplicity, counted on each worker: the day facts that the distinct user
@@ -15,6 +17,14 @@ use crate::operators::gate::Time;
 /// the events instead of once per metric (a few updates per user and day, not one per
 /// event).
 pub type UserDayTypes<'s> = VecCollection<'s, Time, (Name, i32, Name)>;
+
+/// The [`UserDayTypes`] of the accepted events.
+pub fn user_day_types<'s>(events: VecCollection<'s, Time, Action>) -> UserDayTypes<'s> {
+    combine(
+        events.map(|e| (e.user_id, day_of(e.ts), e.event_type)),
+        "CombineUserDayTypes",
+    )
+}
 
 /// One accepted user action (64 bytes, `Copy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
