@@ -377,7 +377,7 @@ impl TableRow for DimensionRow {
         vec![
             Cell::Date(self.day),
             Cell::Str(self.dimension.name()),
-            self.member.map_or(Cell::Null, |m| Cell::Str(m.to_string())),
+            self.member.map_or(Cell::Null, |m| Cell::Str(m.to_text())),
             Cell::Int(self.active_users),
             Cell::Int(self.events),
             Cell::Int(self.duration_ms),
