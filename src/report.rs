@@ -307,8 +307,7 @@ fn dimension_summary(out: &Path, text: &mut String) -> Result<()> {
     };
     // Only the last day's month is shown: the last day holding rows is found from each
     // day's net row count, and only that month's changes are read and summed into rows.
-    let mut last_day = None;
-    let changes = crate::sink::reader::read_changes_of_days(
+    let shown = crate::sink::reader::read_changes_of_days(
         out,
         &tables::ENGAGEMENT_BY_DIMENSION,
         |rows_per_day| {
@@ -317,13 +316,13 @@ fn dimension_summary(out: &Path, text: &mut String) -> Result<()> {
                 .rev()
                 .find(|(_, rows)| **rows > 0)
                 .map(|(day, _)| *day)?;
-            last_day = Some(last);
             Some(month_first_day(month_of_day(last))..=last)
         },
     )?;
-    let Some(last_day) = last_day else {
+    let Some((days, changes)) = shown else {
         return Ok(());
     };
+    let last_day = *days.end();
     let month = month_of_day(last_day);
     let mut rows: Vec<Vec<Cell>> = Vec::new();
     for (row, count) in crate::sink::reader::sum_changes(changes) {

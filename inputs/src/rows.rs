@@ -63,7 +63,8 @@ impl<'a> Got<'a> {
         }
     }
 
-    fn is_null(&self) -> bool {
+    /// Whether the value is null or blank text: a field without a value.
+    pub(crate) fn is_null(&self) -> bool {
         match self {
             Got::Null => true,
             Got::Str(s) => s.trim().is_empty(),
@@ -85,6 +86,23 @@ pub(crate) trait Row {
 /// Hex text of a 64-bit hash.
 pub(crate) fn hex(h: u64) -> String {
     format!("{h:016x}")
+}
+
+/// An `event_type` as events hold it: trimmed and lower-cased (lower-case ASCII, the
+/// usual case, kept as it is); empty when blank (`missing_value`).
+pub(crate) fn event_type_of(text: &str) -> Id {
+    let t = text.trim();
+    if t.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Id::from(t.to_lowercase())
+    } else {
+        Id::from(t)
+    }
+}
+
+/// A `value` as events hold it, if valid: finite and at most [`MAX_VALUE`] in
+/// magnitude (else `out_of_range`), with -0.0 and 0.0 one value.
+pub(crate) fn measure_of(v: f64) -> Option<Measure> {
+    (v.is_finite() && v.abs() <= MAX_VALUE).then_some(Measure(if v == 0.0 { 0.0 } else { v }))
 }
 
 /// Truncates raw text to [`RAW_LIMIT`] characters.
@@ -515,11 +533,7 @@ impl TablePlan {
             Got::Bool(_) | Got::Time(_) | Got::Null => return fail(field, "bad_number"),
             g => g.number().ok_or((field, "bad_number"))?,
         };
-        if !v.is_finite() || v.abs() > MAX_VALUE {
-            return fail(field, "out_of_range");
-        }
-        // -0.0 and 0.0 are one value.
-        Ok(Some(Measure(if v == 0.0 { 0.0 } else { v })))
+        measure_of(v).map(Some).ok_or((field, "out_of_range"))
     }
 
     fn plan<R: Row>(&self, i: usize, row: &R) -> Result<Plan, Fail> {
@@ -536,18 +550,7 @@ impl TablePlan {
         let ts = self.req_time(2, row)?;
         let event_type = {
             let g = self.value(3, row)?;
-            let t = match g.text() {
-                Some(t) => {
-                    let t = t.trim();
-                    // Lower-case ASCII (the usual case) is kept as it is.
-                    if t.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-                        Id::from(t.to_lowercase())
-                    } else {
-                        Id::from(t)
-                    }
-                }
-                None => Id::default(),
-            };
+            let t = g.text().map_or_else(Id::default, |t| event_type_of(&t));
             if t.is_empty() {
                 return fail("event_type", "missing_value");
             }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -27,14 +28,15 @@ pub fn read_changes(out: &Path, spec: &TableSpec) -> Result<Vec<Change>> {
 
 /// The changes of a table whose first column is a date (`day`): first the net row count
 /// of every day, read from the `day` and `diff` columns alone; then, for the days
-/// `wanted` picks from those counts, their changes, the other days' rows filtered out
-/// before they are decoded into cells. `report` shows one month of
-/// `engagement_by_dimension`, the largest change stream, this way.
+/// `wanted` picks from those counts, the range with their changes, the other days' rows
+/// filtered out before they are decoded into cells; `None` when `wanted` picks none.
+/// `report` shows one month of `engagement_by_dimension`, the largest change stream,
+/// this way.
 pub fn read_changes_of_days(
     out: &Path,
     spec: &TableSpec,
-    wanted: impl FnOnce(&BTreeMap<i32, i64>) -> Option<std::ops::RangeInclusive<i32>>,
-) -> Result<Vec<Change>> {
+    wanted: impl FnOnce(&BTreeMap<i32, i64>) -> Option<RangeInclusive<i32>>,
+) -> Result<Option<(RangeInclusive<i32>, Vec<Change>)>> {
     let day_column = spec.columns.first().map(|c| c.name).unwrap_or_default();
     let files = change_files(out, spec)?;
     let mut rows_per_day: BTreeMap<i32, i64> = BTreeMap::new();
@@ -51,7 +53,7 @@ pub fn read_changes_of_days(
         }
     }
     let Some(range) = wanted(&rows_per_day) else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
     let mut changes = Vec::new();
     for path in &files {
@@ -68,7 +70,7 @@ pub fn read_changes_of_days(
             );
         }
     }
-    Ok(changes)
+    Ok(Some((range, changes)))
 }
 
 /// The record batches of the Parquet file at `path`, of the named columns only when
@@ -230,12 +232,14 @@ mod tests {
         write_change_file(out.path(), spec, 0, 2, &second).unwrap();
 
         let mut counts = BTreeMap::new();
-        let some = read_changes_of_days(out.path(), &spec, |rows_per_day| {
+        let (range, some) = read_changes_of_days(out.path(), &spec, |rows_per_day| {
             counts = rows_per_day.clone();
             let last = rows_per_day.iter().rev().find(|(_, n)| **n > 0)?.0;
             Some(101..=*last)
         })
-        .unwrap();
+        .unwrap()
+        .expect("a range is picked");
+        assert_eq!(range, 101..=130);
         let expected_counts: BTreeMap<i32, i64> =
             [(100, 1), (101, 1), (129, 1), (130, 1), (131, 0)].into();
         assert_eq!(counts, expected_counts);
@@ -250,6 +254,6 @@ mod tests {
         // No day chosen: nothing read.
         assert!(read_changes_of_days(out.path(), &spec, |_| None)
             .unwrap()
-            .is_empty());
+            .is_none());
     }
 }

@@ -5,10 +5,11 @@
 //! typed columns, without the per-field dispatch of the general path (a tenth of a
 //! backfill's instructions). A row the fast path does not take whole (a null or blank
 //! required field, an out-of-range value) goes through the general path, which
-//! decides it exactly as for any other file: the fast path never quarantines.
+//! decides it exactly as for any other file: the fast path never quarantines. Both
+//! paths apply the same rules ([`event_type_of`], [`measure_of`], [`Got::is_null`]).
 
-use crate::records::{Event, Id, Measure, MAX_VALUE};
-use crate::rows::{Got, MAX_DURATION_MS};
+use crate::records::{Event, Id};
+use crate::rows::{event_type_of, measure_of, Got, MAX_DURATION_MS};
 
 use super::Col;
 
@@ -55,7 +56,7 @@ impl<'a> PlainEvents<'a> {
     }
 
     /// Row `r` as an event, if it is a valid one; `None` when the general path must
-    /// decide it (it may still be valid, such as an upper-case `event_type`).
+    /// decide it.
     pub(super) fn event(&self, r: usize) -> Option<Event> {
         let event_id = required(self.event_id.get(r))?;
         let user_id = required(self.user_id.get(r))?;
@@ -64,13 +65,7 @@ impl<'a> PlainEvents<'a> {
             _ => return None,
         };
         let event_type = match self.event_type.get(r) {
-            Got::Str(s) => {
-                let t = s.trim();
-                if t.is_empty() || t.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
-                    return None;
-                }
-                Id::from(t)
-            }
+            Got::Str(s) => Some(event_type_of(&s)).filter(|t| !t.is_empty())?,
             _ => return None,
         };
         let duration_ms = match self.duration_ms.get(r) {
@@ -80,8 +75,8 @@ impl<'a> PlainEvents<'a> {
         };
         let value = match self.value.get(r) {
             Got::Null => None,
-            Got::Float(v) if v.is_finite() && v.abs() <= MAX_VALUE => Some(measure(v)),
-            Got::Int(v) if (v as f64).abs() <= MAX_VALUE => Some(measure(v as f64)),
+            Got::Float(v) => Some(measure_of(v)?),
+            Got::Int(v) => Some(measure_of(v as f64)?),
             _ => return None,
         };
         Some(Event {
@@ -97,11 +92,6 @@ impl<'a> PlainEvents<'a> {
     }
 }
 
-/// -0.0 and 0.0 are one value, as in the general path.
-fn measure(v: f64) -> Measure {
-    Measure(if v == 0.0 { 0.0 } else { v })
-}
-
 /// A required text: `None` (the general path decides) when null or blank.
 fn required(got: Got) -> Option<Id> {
     optional(got).flatten()
@@ -110,9 +100,10 @@ fn required(got: Got) -> Option<Id> {
 /// An optional text: `Some(None)` when null or blank, `None` for a value that is not
 /// text.
 fn optional(got: Got) -> Option<Option<Id>> {
+    if got.is_null() {
+        return Some(None);
+    }
     match got {
-        Got::Null => Some(None),
-        Got::Str(s) if s.trim().is_empty() => Some(None),
         Got::Str(s) => Some(Some(Id::from(s.as_ref()))),
         _ => None,
     }
