@@ -6,8 +6,8 @@ use tidemark_records::time::{month_first_day, month_of_day};
 
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::gate::Time;
+use crate::operators::reduce::HashReduce;
 use crate::operators::totals::HashTotals;
 
 /// `daily_active` from the distinct (user, day) pairs with an accepted event.
@@ -42,7 +42,7 @@ pub fn monthly_active<'s>(
     daily
         .map(|row| (month_of_day(row.day), MonthPart::Day(row.day, row.dau)))
         .concat(mau)
-        .reduce_runs("MonthlyActive", |&month, parts, output| {
+        .reduce_by_hash("MonthlyActive", |&month, parts, output| {
             let mut row = MonthlyActiveRow {
                 month,
                 mau: 0,

@@ -25,8 +25,9 @@ use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::Action;
 use crate::model::name::Name;
-use crate::operators::arrange::{arrange_by_key, ByKeyRuns};
+use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
+use crate::operators::reduce::HashReduce;
 use crate::operators::semijoin::semijoin_by_hash;
 use crate::operators::totals::HashTotals;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
@@ -134,7 +135,7 @@ pub fn engagement_by_segment<'s>(
     let segments = day_totals
         .concat(change_day_events)
         .concat(facts_by_month)
-        .reduce_runs("UserMonthSegments", |_user_month, inputs, output| {
+        .reduce_by_hash("UserMonthSegments", |_user_month, inputs, output| {
             let mut country: Option<(Arrival, Option<String>)> = None;
             let mut plan_facts = Vec::new();
             let mut change_days = BTreeSet::new();

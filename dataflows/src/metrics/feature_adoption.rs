@@ -10,7 +10,7 @@
 
 use crate::model::action::UserDayTypes;
 use crate::model::name::Name;
-use crate::operators::arrange::ByKeyRuns;
+use crate::operators::reduce::HashReduce;
 use crate::operators::totals::HashTotals;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,7 @@ pub fn feature_adoption<'s>(
     let occurred = event_mix.map(|row| (row.event_type, (row.day, DayPart::Report)));
     let adopters = new_adopters
         .concat(occurred)
-        .reduce_runs("AdoptersToDate", |_type, parts, output| {
+        .reduce_by_hash("AdoptersToDate", |_type, parts, output| {
             for report in running_sums(parts) {
                 output.push((report, 1isize));
             }
@@ -99,7 +99,7 @@ pub fn feature_adoption<'s>(
     let active_days = daily_active.map(|row| ((), (row.day, DayPart::Report)));
     let users_to_date = new_users
         .concat(active_days)
-        .reduce_runs("UsersToDate", |_unit, parts, output| {
+        .reduce_by_hash("UsersToDate", |_unit, parts, output| {
             for (day, _new, total) in running_sums(parts) {
                 output.push(((day, total), 1isize));
             }

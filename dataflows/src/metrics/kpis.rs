@@ -11,9 +11,9 @@ use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::settings::Params;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
+use crate::operators::reduce::HashReduce;
 use tidemark_records::records::Millis;
 use tidemark_records::time::{day_of, day_start, DAY_MS};
 
@@ -82,7 +82,7 @@ pub fn kpis<'s>(
     event_facts
         .concat(session_facts)
         .concat(plan_facts)
-        .reduce_runs("UserKpiFlags", move |_user, facts, output| {
+        .reduce_by_hash("UserKpiFlags", move |_user, facts, output| {
             let mut flags = UserFlags {
                 seen: false,
                 listed: false,
@@ -115,7 +115,7 @@ pub fn kpis<'s>(
             output.push((flags, 1isize));
         })
         .map(|(_user, flags)| ((), flags))
-        .reduce_runs("Kpis", |_unit, flag_counts, output| {
+        .reduce_by_hash("Kpis", |_unit, flag_counts, output| {
             let count = |pred: fn(&UserFlags) -> bool| -> i64 {
                 flag_counts
                     .iter()

@@ -28,9 +28,9 @@ use tidemark_records::time::day_of;
 use crate::metrics::window_activity::WindowRow;
 use crate::model::settings::Params;
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::{reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
+use crate::operators::reduce::HashReduce;
 
 /// One input of a day's alerts, combined per day.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -50,11 +50,11 @@ fn first_window<'s>(
 ) -> VecCollection<'s, Time, Millis> {
     windows
         .map(|row| (day_of(row.start), row.start))
-        .reduce_runs("FirstWindowOfDay", |_day, starts, output| {
+        .reduce_by_hash("FirstWindowOfDay", |_day, starts, output| {
             output.push((*starts[0].0, 1isize))
         })
         .map(|(_day, start)| ((), start))
-        .reduce_runs("FirstWindow", |_unit, starts, output| {
+        .reduce_by_hash("FirstWindow", |_unit, starts, output| {
             output.push((*starts[0].0, 1isize))
         })
         .map(|((), start)| start)

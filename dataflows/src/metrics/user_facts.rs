@@ -14,8 +14,8 @@ use crate::model::action::UserDayTypes;
 use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::gate::Time;
+use crate::operators::reduce::HashReduce;
 use crate::operators::totals::HashTotals;
 use tidemark_records::records::{Millis, Plan};
 
@@ -72,7 +72,7 @@ pub fn user_plans<'s>(
     plan_facts: VecCollection<'s, Time, (Name, PlanFact)>,
 ) -> VecCollection<'s, Time, UserPlanRow> {
     plan_facts
-        .reduce_runs("UserPlans", |_user, facts, output| {
+        .reduce_by_hash("UserPlans", |_user, facts, output| {
             let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| *fact));
             for (valid_from, plan) in history.effective_changes() {
                 output.push(((valid_from, plan), 1isize));

@@ -19,7 +19,7 @@ use differential_dataflow::difference::Semigroup;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::operators::arrange::{Arranged, TraceAgent};
 use differential_dataflow::trace::implementations::ord_neu::{VecOrdKeyBuilder, VecOrdValBuilder};
-use differential_dataflow::trace::implementations::{KeySpine, ValBuilder, ValSpine};
+use differential_dataflow::trace::implementations::{KeySpine, ValSpine};
 use differential_dataflow::{ExchangeData, VecCollection};
 use timely::container::{ContainerBuilder, PushInto};
 
@@ -140,38 +140,6 @@ where
     collection
         .map(|key| (key, ()))
         .arrange_named::<RunKeyBatcher<K, R>, _>(name, RunKeyBatcher::new)
-}
-
-/// Differential's `reduce_named`, arranging by [`arrange_by_key`].
-pub trait ByKeyRuns<'s, K: ExchangeData + Hashable, V: ExchangeData> {
-    /// `reduce_named(name, logic)`.
-    fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
-    where
-        V2: ExchangeData,
-        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static;
-}
-
-impl<'s, K, V> ByKeyRuns<'s, K, V> for VecCollection<'s, Time, (K, V)>
-where
-    K: ExchangeData + Hashable,
-    V: ExchangeData,
-{
-    fn reduce_runs<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
-    where
-        V2: ExchangeData,
-        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
-    {
-        arrange_by_key(self, &format!("Arrange: {name}"))
-            .reduce_abelian::<_, ValBuilder<_, _, _, _>, ValSpine<K, V2, _, _>, _, _>(
-                name,
-                logic,
-                |vec, key, upds| {
-                    vec.clear();
-                    vec.extend(upds.drain(..).map(|(v, t, r)| ((key.clone(), v), t, r)));
-                },
-            )
-            .as_collection(|k, v| (k.clone(), v.clone()))
-    }
 }
 
 #[cfg(test)]

@@ -34,9 +34,9 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::{Capability, InputCapability};
 use timely::dataflow::StreamVec;
 
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::operators::reduce::HashReduce;
 use crate::operators::totals::HashTotals;
 
 /// An update as held: the record with its time and multiplicity.
@@ -323,15 +323,15 @@ pub fn reduce_until_closed<'s, K, V, O, B, L>(
     logic: L,
 ) -> VecCollection<'s, Time, (K, O)>
 where
-    K: ExchangeData + Hashable + Ord,
-    V: ExchangeData + Ord,
+    K: ExchangeData + Hashable + Hash,
+    V: ExchangeData,
     O: ExchangeData,
     B: Fn(&K) -> Option<Millis> + Clone + 'static,
     L: FnMut(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static,
 {
     let retire = bound.clone();
     let output =
-        retire_behind(input, watermarks, move |(key, _)| retire(key)).reduce_runs(name, logic);
+        retire_behind(input, watermarks, move |(key, _)| retire(key)).reduce_by_hash(name, logic);
     drop_closed(output, watermarks, move |(key, _)| bound(key))
 }
 
@@ -443,7 +443,7 @@ where
     V: ExchangeData + Ord,
 {
     if !insert_only {
-        return pairs.reduce_runs(name, |_key, values, output| {
+        return pairs.reduce_by_hash(name, |_key, values, output| {
             output.push((values[0].0.clone(), 1isize))
         });
     }

@@ -14,9 +14,9 @@ use timely::dataflow::operators::Capability;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::action::{Action, ActionMaker};
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::expiry::{note_watermarks, Watermarks};
 use crate::operators::held::{hold_updates, Chunks, ChunksIter, HeldByTime, HeldUpdates};
+use crate::operators::reduce::HashReduce;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
@@ -510,7 +510,7 @@ pub fn deduplicate_with_retractions<'s>(
     rows: VecCollection<'s, Time, Admitted>,
 ) -> VecCollection<'s, Time, Action> {
     rows.map(|row| (row.id, (row.batch, row.row, row.action)))
-        .reduce_runs("DeduplicateWithRetractions", |_id, arrivals, output| {
+        .reduce_by_hash("DeduplicateWithRetractions", |_id, arrivals, output| {
             // Values arrive sorted, so the first is the earliest live arrival.
             output.push((arrivals[0].0 .2, 1isize));
         })

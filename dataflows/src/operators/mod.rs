@@ -2,8 +2,8 @@
 //! pre-aggregation before an exchange ([`combine`], [`pre_reduce`]), state retired behind
 //! the watermark ([`expiry`]), the buffer that holds data until its logical time is complete
 //! ([`held`]), arrangements that sort their input in long runs ([`arrange`]), and counts and
-//! distincts kept in hash maps ([`totals`]), and a semijoin kept in hash maps
-//! ([`semijoin`]).
+//! distincts ([`totals`]), reduces ([`reduce`]) and a semijoin ([`semijoin`]) kept in hash
+//! maps.
 
 pub mod arrange;
 pub mod combine;
@@ -11,5 +11,6 @@ pub mod expiry;
 pub mod gate;
 pub mod held;
 pub mod pre_reduce;
+pub mod reduce;
 pub mod semijoin;
 pub mod totals;

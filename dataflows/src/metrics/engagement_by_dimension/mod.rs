@@ -31,10 +31,10 @@ use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::arrange::ByKeyRuns;
 use crate::operators::combine::combine;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
+use crate::operators::reduce::HashReduce;
 use crate::operators::totals::HashTotals;
 
 mod slices;
@@ -279,7 +279,7 @@ pub fn engagement_by_dimension<'s>(
         .map(|dimension| (dimension, ()));
     let members = used
         .concat(facts)
-        .reduce_runs(
+        .reduce_by_hash(
             "DimensionMembers",
             |&(_dimension, source), inputs, output| {
                 if !inputs

@@ -1,0 +1,325 @@
+//! A reduce over totally ordered times, with each key's values and output kept in a
+//! hash map.
+//!
+//! Differential's `reduce` reads two arrangements: every input update is sorted by the
+//! batcher, sealed into a batch and merged into a spine, and at each logical time the
+//! operator walks a cursor over the key's input history and its output history (every
+//! batch of each spine) to rebuild the key's values and its current output. tidemark's
+//! times are totally ordered and complete one after the other, so a key's values at a
+//! time are its values at the previous one plus the time's updates. [`reduce_by_hash`]
+//! keeps exactly that per key: its values (sorted, consolidated, nonzero) and the output
+//! its logic made of them. Once a time is complete its updates are sorted by (key,
+//! value), merged into each changed key's values, the logic runs once for the key, and
+//! the difference between the new output and the old one is sent. No batch, no spine,
+//! no cursor; a key whose values cancel out leaves the map, so state retired behind the
+//! watermark goes too.
+//!
+//! The output is the collection differential's `reduce` makes: the logic sees the same
+//! values in the same (sorted) order, and a key's output at a time is the logic's output
+//! for its values at that time. The property tests compare every table with an oracle,
+//! whatever the batching, and the unit test below compares this operator with a
+//! recompute at every time.
+
+use std::hash::Hash;
+
+use differential_dataflow::consolidation::consolidate;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
+use rustc_hash::FxHashMap;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::operators::gate::Time;
+use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+
+/// One key's state: its values over the complete times (sorted, consolidated, none
+/// zero) and the logic's output for them (sorted, consolidated).
+struct KeyState<V, V2> {
+    values: Vec<(V, isize)>,
+    output: Vec<(V2, isize)>,
+}
+
+/// Differential's `reduce_named(name, logic)` on a collection of `(key, value)` pairs,
+/// computed from a hash map of each key's values and output (see the module docs):
+/// `logic(key, values, output)` gets the key's values with their multiplicities, in
+/// value order and never empty, and pushes the key's output records with theirs.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use differential_dataflow::input::Input;
+/// use tidemark_dataflows::operators::reduce::HashReduce;
+/// use timely::dataflow::operators::Inspect;
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let out = Arc::clone(&seen);
+/// timely::execute_directly(move |worker| {
+///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
+///         let (input, pairs) = scope.new_collection::<(char, u32), isize>();
+///         // The smallest value of each key.
+///         pairs
+///             .reduce_by_hash("Smallest", |_key, values, output| {
+///                 output.push((*values[0].0, 1))
+///             })
+///             .inner
+///             .inspect(move |update| out.lock().unwrap().push(update.clone()));
+///         input
+///     });
+///     input.insert(('a', 5));
+///     input.insert(('a', 3));
+///     input.advance_to(1);
+///     input.remove(('a', 3));
+///     input.advance_to(2);
+/// });
+/// let mut seen = seen.lock().unwrap().clone();
+/// seen.sort();
+/// // At time 0 the smallest of 'a' is 3; at time 1, with 3 gone, it is 5.
+/// assert_eq!(seen, [(('a', 3), 0, 1), (('a', 3), 1, -1), (('a', 5), 1, 1)]);
+/// ```
+pub trait HashReduce<'s, K, V> {
+    /// `reduce_named(name, logic)`, keeping each key's state in a hash map.
+    fn reduce_by_hash<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
+    where
+        V2: ExchangeData,
+        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static;
+}
+
+impl<'s, K, V> HashReduce<'s, K, V> for VecCollection<'s, Time, (K, V)>
+where
+    K: ExchangeData + Hashable + Hash,
+    V: ExchangeData,
+{
+    fn reduce_by_hash<V2, L>(self, name: &str, mut logic: L) -> VecCollection<'s, Time, (K, V2)>
+    where
+        V2: ExchangeData,
+        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+    {
+        let route =
+            Exchange::new(|((key, _), _time, _diff): &((K, V), Time, isize)| key.hashed().into());
+        self.inner
+            .unary_frontier(route, name, move |_capability, _info| {
+                let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
+                let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
+                let mut merged: Vec<(V, isize)> = Vec::new();
+                let mut fresh: Vec<(V2, isize)> = Vec::new();
+                move |(input, frontier), output| {
+                    input.for_each(|cap, batch| {
+                        hold_updates(&mut pending, &cap, batch, |(key, value), _, diff| {
+                            (key, value, diff)
+                        })
+                    });
+                    while let Some((time, cap, mut updates)) =
+                        pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
+                    {
+                        updates.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+                        let mut session = output.session(&cap);
+                        for run in updates.chunk_by(|a, b| a.0 == b.0) {
+                            let key = &run[0].0;
+                            let state = keys.get_mut(key);
+                            let (old_values, old_output) = match &state {
+                                Some(state) => (state.values.as_slice(), state.output.as_slice()),
+                                None => (&[][..], &[][..]),
+                            };
+                            if !merge_values(old_values, run, &mut merged) {
+                                continue;
+                            }
+                            fresh.clear();
+                            if !merged.is_empty() {
+                                let values: Vec<(&V, isize)> =
+                                    merged.iter().map(|(v, r)| (v, *r)).collect();
+                                logic(key, &values, &mut fresh);
+                                consolidate(&mut fresh);
+                            }
+                            send_difference(key, old_output, &fresh, |record, diff| {
+                                session.give((record, time, diff))
+                            });
+                            if merged.is_empty() {
+                                if state.is_some() {
+                                    keys.remove(key);
+                                }
+                            } else if let Some(state) = state {
+                                std::mem::swap(&mut state.values, &mut merged);
+                                std::mem::swap(&mut state.output, &mut fresh);
+                            } else {
+                                let values = std::mem::take(&mut merged);
+                                let output = std::mem::take(&mut fresh);
+                                keys.insert(key.clone(), KeyState { values, output });
+                            }
+                        }
+                        let held = updates.len();
+                        pending.recycle(updates, held);
+                    }
+                }
+            })
+            .as_collection()
+    }
+}
+
+/// Merges a key's values `old` (sorted, consolidated) with one time's updates of the
+/// key `run` (sorted by value) into `merged`, consolidated with no zero; returns
+/// whether the values changed (updates that cancel out change nothing).
+fn merge_values<K, V: Ord + Clone>(
+    old: &[(V, isize)],
+    run: &[(K, V, isize)],
+    merged: &mut Vec<(V, isize)>,
+) -> bool {
+    merged.clear();
+    merged.reserve(old.len() + run.len());
+    let mut old_values = old.iter().peekable();
+    let mut updates = run.iter().map(|(_, v, r)| (v, *r)).peekable();
+    loop {
+        let take_old = match (old_values.peek(), updates.peek()) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((a, _)), Some((b, _))) => a <= *b,
+        };
+        let (value, diff) = if take_old {
+            old_values.next().map(|(v, r)| (v, *r))
+        } else {
+            updates.next()
+        }
+        .expect("peeked");
+        match merged.last_mut() {
+            Some((last, count)) if last == value => *count += diff,
+            _ => {
+                if merged.last().is_some_and(|(_, count)| *count == 0) {
+                    merged.pop();
+                }
+                merged.push((value.clone(), diff));
+            }
+        }
+    }
+    if merged.last().is_some_and(|(_, count)| *count == 0) {
+        merged.pop();
+    }
+    merged.as_slice() != old
+}
+
+/// Calls `send((key, record), diff)` for every record whose count differs between
+/// `old` and `new` (both sorted and consolidated), with the difference.
+fn send_difference<K: Clone, V2: Ord + Clone>(
+    key: &K,
+    old: &[(V2, isize)],
+    new: &[(V2, isize)],
+    mut send: impl FnMut((K, V2), isize),
+) {
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        let order = match (old.get(i), new.get(j)) {
+            (Some((a, _)), Some((b, _))) => a.cmp(b),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match order {
+            std::cmp::Ordering::Less => {
+                send((key.clone(), old[i].0.clone()), -old[i].1);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                send((key.clone(), new[j].0.clone()), new[j].1);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let diff = new[j].1 - old[i].1;
+                if diff != 0 {
+                    send((key.clone(), new[j].0.clone()), diff);
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use differential_dataflow::input::Input;
+    use timely::dataflow::operators::Inspect;
+
+    use super::*;
+
+    /// What the test's logic makes of a key's values: the smallest value (order
+    /// matters), the sum of value times count, and one record per value with an odd
+    /// count (several output records, some of them kept from time to time), and one
+    /// record as many times as there are values (a record whose count changes).
+    fn logic(_key: &u8, values: &[(&u8, isize)], output: &mut Vec<((u8, i64), isize)>) {
+        output.push(((0, i64::from(*values[0].0)), 1));
+        output.push(((3, 0), values.len() as isize));
+        let sum: i64 = values.iter().map(|(v, r)| i64::from(**v) * *r as i64).sum();
+        output.push(((1, sum), 1));
+        for (value, count) in values {
+            if count % 2 != 0 {
+                output.push(((2, i64::from(**value)), 2));
+            }
+        }
+    }
+
+    /// The output at every time equals the logic applied to the input accumulated up
+    /// to that time (a recompute), for random updates with retractions and negative
+    /// counts, spread over random times.
+    #[test]
+    fn every_time_s_output_is_the_recompute_of_its_input() {
+        for seed in 0..40 {
+            let mut next = crate::test_numbers(seed);
+            let times = 1 + next(6);
+            let updates: Vec<(u64, (u8, u8), isize)> = (0..next(60))
+                .map(|_| {
+                    let diff = if next(3) == 0 { -1 } else { 1 };
+                    (next(times), (next(5) as u8, next(6) as u8), diff)
+                })
+                .collect();
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let out = Arc::clone(&seen);
+            let fed = updates.clone();
+            timely::execute_directly(move |worker| {
+                let mut input = worker.dataflow::<u64, _, _>(|scope| {
+                    let (input, pairs) = scope.new_collection::<(u8, u8), isize>();
+                    pairs
+                        .reduce_by_hash("Test", logic)
+                        .inner
+                        .inspect(move |update| out.lock().unwrap().push(*update));
+                    input
+                });
+                for time in 0..times {
+                    for (_, pair, diff) in fed.iter().filter(|u| u.0 == time) {
+                        input.update(*pair, *diff);
+                    }
+                    input.advance_to(time + 1);
+                    worker.step();
+                }
+            });
+            let seen = seen.lock().unwrap().clone();
+            for time in 0..times {
+                let mut values: BTreeMap<u8, BTreeMap<u8, isize>> = BTreeMap::new();
+                for (_, (key, value), diff) in updates.iter().filter(|u| u.0 <= time) {
+                    *values.entry(*key).or_default().entry(*value).or_default() += diff;
+                }
+                let mut expected: BTreeMap<(u8, (u8, i64)), isize> = BTreeMap::new();
+                for (key, values) in &values {
+                    let values: Vec<(&u8, isize)> = values
+                        .iter()
+                        .filter(|(_, r)| **r != 0)
+                        .map(|(v, r)| (v, *r))
+                        .collect();
+                    if values.is_empty() {
+                        continue;
+                    }
+                    let mut output = Vec::new();
+                    logic(key, &values, &mut output);
+                    for (record, count) in output {
+                        *expected.entry((*key, record)).or_default() += count;
+                    }
+                }
+                let mut got: BTreeMap<(u8, (u8, i64)), isize> = BTreeMap::new();
+                for (record, _, diff) in seen.iter().filter(|u| u.1 <= time) {
+                    *got.entry(*record).or_default() += diff;
+                }
+                got.retain(|_, count| *count != 0);
+                assert_eq!(got, expected, "seed {seed}, time {time}");
+            }
+        }
+    }
+}
