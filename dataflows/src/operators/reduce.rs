@@ -99,8 +99,10 @@ where
             .unary_frontier(route, name, move |_capability, _info| {
                 let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
                 let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
-                let mut merged: Vec<(V, isize)> = Vec::new();
-                let mut fresh: Vec<(V2, isize)> = Vec::new();
+                let mut scratch = Scratch {
+                    merged: Vec::new(),
+                    fresh: Vec::new(),
+                };
                 move |(input, frontier), output| {
                     input.for_each(|cap, batch| {
                         hold_updates(&mut pending, &cap, batch, |(key, value), _, diff| {
@@ -114,35 +116,21 @@ where
                         let mut session = output.session(&cap);
                         for run in updates.chunk_by(|a, b| a.0 == b.0) {
                             let key = &run[0].0;
-                            let state = keys.get_mut(key);
-                            let (old_values, old_output) = match &state {
-                                Some(state) => (state.values.as_slice(), state.output.as_slice()),
-                                None => (&[][..], &[][..]),
-                            };
-                            if !merge_values(old_values, run, &mut merged) {
-                                continue;
-                            }
-                            fresh.clear();
-                            if !merged.is_empty() {
-                                let values: Vec<(&V, isize)> =
-                                    merged.iter().map(|(v, r)| (v, *r)).collect();
-                                logic(key, &values, &mut fresh);
-                                consolidate(&mut fresh);
-                            }
-                            send_difference(key, old_output, &fresh, |record, diff| {
-                                session.give((record, time, diff))
-                            });
-                            if merged.is_empty() {
-                                if state.is_some() {
+                            let mut send = |record, diff| session.give((record, time, diff));
+                            if let Some(state) = keys.get_mut(key) {
+                                state.update(key, run, &mut logic, &mut scratch, &mut send);
+                                if state.values.is_empty() {
                                     keys.remove(key);
                                 }
-                            } else if let Some(state) = state {
-                                std::mem::swap(&mut state.values, &mut merged);
-                                std::mem::swap(&mut state.output, &mut fresh);
                             } else {
-                                let values = std::mem::take(&mut merged);
-                                let output = std::mem::take(&mut fresh);
-                                keys.insert(key.clone(), KeyState { values, output });
+                                let mut state = KeyState {
+                                    values: Vec::new(),
+                                    output: Vec::new(),
+                                };
+                                state.update(key, run, &mut logic, &mut scratch, &mut send);
+                                if !state.values.is_empty() {
+                                    keys.insert(key.clone(), state);
+                                }
                             }
                         }
                         let held = updates.len();
@@ -154,45 +142,86 @@ where
     }
 }
 
-/// Merges a key's values `old` (sorted, consolidated) with one time's updates of the
-/// key `run` (sorted by value) into `merged`, consolidated with no zero; returns
-/// whether the values changed (updates that cancel out change nothing).
+/// Buffers reused from key to key: a key's new values while they are merged, and its
+/// new output while it is compared with the old one.
+struct Scratch<V, V2> {
+    merged: Vec<(V, isize)>,
+    fresh: Vec<(V2, isize)>,
+}
+
+impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
+    /// Applies one time's updates of `key` (`run`, sorted by value): merges them into
+    /// the values and, if the values changed, runs `logic` on them and sends the
+    /// difference between the new output and the old one. The key keeps its own
+    /// vectors, sized to what they hold (a scratch buffer's room, grown for the
+    /// largest key, never passes to a small one).
+    fn update<K: Clone>(
+        &mut self,
+        key: &K,
+        run: &[(K, V, isize)],
+        logic: &mut impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>),
+        scratch: &mut Scratch<V, V2>,
+        send: &mut impl FnMut((K, V2), isize),
+    ) {
+        let changed = merge_values(&mut self.values, run, &mut scratch.merged);
+        refill(&mut self.values, &mut scratch.merged);
+        if !changed {
+            return;
+        }
+        let fresh = &mut scratch.fresh;
+        fresh.clear();
+        if !self.values.is_empty() {
+            let values: Vec<(&V, isize)> = self.values.iter().map(|(v, r)| (v, *r)).collect();
+            logic(key, &values, fresh);
+            consolidate(fresh);
+        }
+        send_difference(key, &self.output, fresh, send);
+        refill(&mut self.output, fresh);
+    }
+}
+
+/// Moves every record of `from` into `to` (emptied), keeping `to` no larger than it
+/// needs to be.
+fn refill<T>(to: &mut Vec<T>, from: &mut Vec<T>) {
+    to.clear();
+    if to.capacity() > 2 * from.len() + 4 {
+        to.shrink_to(from.len());
+    }
+    to.reserve_exact(from.len());
+    to.append(from);
+}
+
+/// Merges a key's values `old` (sorted, consolidated; moved out, leaving it empty)
+/// with one time's updates of the key `run` (sorted by value) into `merged`,
+/// consolidated with no zero; returns whether the values changed (updates that cancel
+/// out change nothing).
 fn merge_values<K, V: Ord + Clone>(
-    old: &[(V, isize)],
+    old: &mut Vec<(V, isize)>,
     run: &[(K, V, isize)],
     merged: &mut Vec<(V, isize)>,
 ) -> bool {
     merged.clear();
-    merged.reserve(old.len() + run.len());
-    let mut old_values = old.iter().peekable();
-    let mut updates = run.iter().map(|(_, v, r)| (v, *r)).peekable();
+    let mut changed = false;
+    let mut old_values = old.drain(..).peekable();
+    let mut updates = run.iter().peekable();
     loop {
-        let take_old = match (old_values.peek(), updates.peek()) {
+        // The next value of either, with its count before this time.
+        let (value, before) = match (old_values.peek(), updates.peek()) {
             (None, None) => break,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some((a, _)), Some((b, _))) => a <= *b,
+            (Some((v, _)), Some((_, u, _))) if u < v => (u.clone(), 0),
+            (None, Some((_, u, _))) => (u.clone(), 0),
+            (Some(_), _) => old_values.next().expect("peeked"),
         };
-        let (value, diff) = if take_old {
-            old_values.next().map(|(v, r)| (v, *r))
-        } else {
-            updates.next()
+        let mut after = before;
+        while let Some((_, _, diff)) = updates.next_if(|(_, u, _)| *u == value) {
+            after += diff;
         }
-        .expect("peeked");
-        match merged.last_mut() {
-            Some((last, count)) if last == value => *count += diff,
-            _ => {
-                if merged.last().is_some_and(|(_, count)| *count == 0) {
-                    merged.pop();
-                }
-                merged.push((value.clone(), diff));
-            }
+        changed |= after != before;
+        if after != 0 {
+            merged.push((value, after));
         }
     }
-    if merged.last().is_some_and(|(_, count)| *count == 0) {
-        merged.pop();
-    }
-    merged.as_slice() != old
+    changed
 }
 
 /// Calls `send((key, record), diff)` for every record whose count differs between
@@ -201,7 +230,7 @@ fn send_difference<K: Clone, V2: Ord + Clone>(
     key: &K,
     old: &[(V2, isize)],
     new: &[(V2, isize)],
-    mut send: impl FnMut((K, V2), isize),
+    send: &mut impl FnMut((K, V2), isize),
 ) {
     let (mut i, mut j) = (0, 0);
     while i < old.len() || j < new.len() {
