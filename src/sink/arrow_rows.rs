@@ -89,12 +89,17 @@ fn build_column<'a>(
     cells: impl ExactSizeIterator<Item = &'a Cell>,
 ) -> Result<ArrayRef> {
     let n = cells.len();
+    // `$value` turns the cell's value into what the builder appends: the value itself
+    // for numbers, a borrowed `&str` for texts (no copy of the string first).
     macro_rules! fill {
-        ($builder:expr, $variant:path) => {{
+        ($builder:expr, $variant:path) => {
+            fill!($builder, $variant, v => *v)
+        };
+        ($builder:expr, $variant:path, $v:ident => $value:expr) => {{
             let mut builder = $builder;
             for cell in cells {
                 match cell {
-                    $variant(v) => builder.append_value(v.clone()),
+                    $variant($v) => builder.append_value($value),
                     Cell::Null => builder.append_null(),
                     other => bail!("column `{name}`: expected {:?}, found {other:?}", ty),
                 }
@@ -103,7 +108,11 @@ fn build_column<'a>(
         }};
     }
     Ok(match ty {
-        ColumnType::Str => fill!(StringBuilder::with_capacity(n, n * 16), Cell::Str),
+        ColumnType::Str => fill!(
+            StringBuilder::with_capacity(n, n * 16),
+            Cell::Str,
+            v => v.as_str()
+        ),
         ColumnType::Int => fill!(Int64Builder::with_capacity(n), Cell::Int),
         ColumnType::Float => fill!(Float64Builder::with_capacity(n), Cell::Float),
         ColumnType::Bool => fill!(BooleanBuilder::with_capacity(n), Cell::Bool),
