@@ -9,10 +9,10 @@
 //! time are its values at the previous one plus the time's updates. [`reduce_by_hash`]
 //! keeps exactly that per key: its values (sorted, consolidated, nonzero) and the output
 //! its logic made of them. Once a time is complete its updates are sorted by (key,
-//! value), merged into each changed key's values, the logic runs once for the key, and
-//! the difference between the new output and the old one is sent. No batch, no spine,
-//! no cursor; a key whose values cancel out leaves the map, so state retired behind the
-//! watermark goes too.
+//! value) and added to each changed key's values (differential's `consolidate`), the
+//! logic runs once for the key, and the difference between the new output and the old
+//! one is sent. No batch, no spine, no cursor; a key whose values cancel out leaves the
+//! map, so state retired behind the watermark goes too.
 //!
 //! The output is the collection differential's `reduce` makes: the logic sees the same
 //! values in the same (sorted) order, and a key's output at a time is the logic's output
@@ -100,8 +100,8 @@ where
                 let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
                 let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
                 let mut scratch = Scratch {
-                    merged: Vec::new(),
                     fresh: Vec::new(),
+                    changes: Vec::new(),
                 };
                 move |(input, frontier), output| {
                     input.for_each(|cap, batch| {
@@ -116,21 +116,16 @@ where
                         let mut session = output.session(&cap);
                         for run in updates.chunk_by(|a, b| a.0 == b.0) {
                             let key = &run[0].0;
-                            let mut send = |record, diff| session.give((record, time, diff));
-                            if let Some(state) = keys.get_mut(key) {
-                                state.update(key, run, &mut logic, &mut scratch, &mut send);
-                                if state.values.is_empty() {
-                                    keys.remove(key);
-                                }
-                            } else {
-                                let mut state = KeyState {
-                                    values: Vec::new(),
-                                    output: Vec::new(),
-                                };
-                                state.update(key, run, &mut logic, &mut scratch, &mut send);
-                                if !state.values.is_empty() {
-                                    keys.insert(key.clone(), state);
-                                }
+                            let state = keys.entry(key.clone()).or_default();
+                            state.update(
+                                key,
+                                run,
+                                &mut logic,
+                                &mut scratch,
+                                &mut |record, diff| session.give((record, time, diff)),
+                            );
+                            if state.values.is_empty() {
+                                keys.remove(key);
                             }
                         }
                         let held = updates.len();
@@ -142,121 +137,70 @@ where
     }
 }
 
-/// Buffers reused from key to key: a key's new values while they are merged, and its
-/// new output while it is compared with the old one.
-struct Scratch<V, V2> {
-    merged: Vec<(V, isize)>,
+impl<V, V2> Default for KeyState<V, V2> {
+    fn default() -> Self {
+        KeyState {
+            values: Vec::new(),
+            output: Vec::new(),
+        }
+    }
+}
+
+/// Buffers reused from key to key: a key's new output, and the difference between its
+/// new and old output.
+struct Scratch<V2> {
     fresh: Vec<(V2, isize)>,
+    changes: Vec<(V2, isize)>,
 }
 
 impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
-    /// Applies one time's updates of `key` (`run`, sorted by value): merges them into
-    /// the values and, if the values changed, runs `logic` on them and sends the
-    /// difference between the new output and the old one. The key keeps its own
-    /// vectors, sized to what they hold (a scratch buffer's room, grown for the
-    /// largest key, never passes to a small one).
+    /// Applies one time's updates of `key` (`run`): adds them to the values, runs
+    /// `logic` on the values and sends the difference between the new output and the
+    /// old one (nothing when the updates cancel out). The key keeps its own vectors,
+    /// sized to what they hold: a scratch buffer's room, grown for the largest key,
+    /// never passes to a small one.
     fn update<K: Clone>(
         &mut self,
         key: &K,
         run: &[(K, V, isize)],
         logic: &mut impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>),
-        scratch: &mut Scratch<V, V2>,
+        scratch: &mut Scratch<V2>,
         send: &mut impl FnMut((K, V2), isize),
     ) {
-        let changed = merge_values(&mut self.values, run, &mut scratch.merged);
-        refill(&mut self.values, &mut scratch.merged);
-        if !changed {
-            return;
-        }
+        self.values.reserve_exact(run.len());
+        self.values
+            .extend(run.iter().map(|(_, value, diff)| (value.clone(), *diff)));
+        consolidate(&mut self.values);
         let fresh = &mut scratch.fresh;
-        fresh.clear();
         if !self.values.is_empty() {
             let values: Vec<(&V, isize)> = self.values.iter().map(|(v, r)| (v, *r)).collect();
             logic(key, &values, fresh);
             consolidate(fresh);
         }
-        send_difference(key, &self.output, fresh, send);
-        refill(&mut self.output, fresh);
+        // The new output less the old: what changed.
+        let changes = &mut scratch.changes;
+        changes.extend(fresh.iter().cloned());
+        changes.extend(
+            self.output
+                .drain(..)
+                .map(|(record, count)| (record, -count)),
+        );
+        consolidate(changes);
+        for (record, diff) in changes.drain(..) {
+            send((key.clone(), record), diff);
+        }
+        fit(&mut self.values);
+        self.output.reserve_exact(fresh.len());
+        self.output.append(fresh);
+        fit(&mut self.output);
     }
 }
 
-/// Moves every record of `from` into `to` (emptied), keeping `to` no larger than it
-/// needs to be.
-fn refill<T>(to: &mut Vec<T>, from: &mut Vec<T>) {
-    to.clear();
-    if to.capacity() > 2 * from.len() + 4 {
-        to.shrink_to(from.len());
-    }
-    to.reserve_exact(from.len());
-    to.append(from);
-}
-
-/// Merges a key's values `old` (sorted, consolidated; moved out, leaving it empty)
-/// with one time's updates of the key `run` (sorted by value) into `merged`,
-/// consolidated with no zero; returns whether the values changed (updates that cancel
-/// out change nothing).
-fn merge_values<K, V: Ord + Clone>(
-    old: &mut Vec<(V, isize)>,
-    run: &[(K, V, isize)],
-    merged: &mut Vec<(V, isize)>,
-) -> bool {
-    merged.clear();
-    let mut changed = false;
-    let mut old_values = old.drain(..).peekable();
-    let mut updates = run.iter().peekable();
-    loop {
-        // The next value of either, with its count before this time.
-        let (value, before) = match (old_values.peek(), updates.peek()) {
-            (None, None) => break,
-            (Some((v, _)), Some((_, u, _))) if u < v => (u.clone(), 0),
-            (None, Some((_, u, _))) => (u.clone(), 0),
-            (Some(_), _) => old_values.next().expect("peeked"),
-        };
-        let mut after = before;
-        while let Some((_, _, diff)) = updates.next_if(|(_, u, _)| *u == value) {
-            after += diff;
-        }
-        changed |= after != before;
-        if after != 0 {
-            merged.push((value, after));
-        }
-    }
-    changed
-}
-
-/// Calls `send((key, record), diff)` for every record whose count differs between
-/// `old` and `new` (both sorted and consolidated), with the difference.
-fn send_difference<K: Clone, V2: Ord + Clone>(
-    key: &K,
-    old: &[(V2, isize)],
-    new: &[(V2, isize)],
-    send: &mut impl FnMut((K, V2), isize),
-) {
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < new.len() {
-        let order = match (old.get(i), new.get(j)) {
-            (Some((a, _)), Some((b, _))) => a.cmp(b),
-            (Some(_), None) => std::cmp::Ordering::Less,
-            _ => std::cmp::Ordering::Greater,
-        };
-        match order {
-            std::cmp::Ordering::Less => {
-                send((key.clone(), old[i].0.clone()), -old[i].1);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                send((key.clone(), new[j].0.clone()), new[j].1);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let diff = new[j].1 - old[i].1;
-                if diff != 0 {
-                    send((key.clone(), new[j].0.clone()), diff);
-                }
-                i += 1;
-                j += 1;
-            }
-        }
+/// Gives back the room of a vector that holds far fewer records than it has room for
+/// (a key whose values were retired).
+fn fit<T>(vec: &mut Vec<T>) {
+    if vec.capacity() > 2 * vec.len() + 4 {
+        vec.shrink_to_fit();
     }
 }
 
