@@ -8,9 +8,9 @@
 //! times are totally ordered and complete one after the other, so a key's values at a
 //! time are its values at the previous one plus the time's updates. [`reduce_by_hash`]
 //! keeps exactly that per key: its values (sorted, consolidated, nonzero) and the output
-//! its logic made of them. Once a time is complete its updates are sorted by (key,
-//! value) and added to each changed key's values (differential's `consolidate`), the
-//! logic runs once for the key, and the difference between the new output and the old
+//! its logic made of them. Once a time is complete its updates are grouped by key (in a
+//! hash map, not sorted) and added to each changed key's values (differential's
+//! `consolidate`, which sorts them), the logic runs once for the key, and the difference between the new output and the old
 //! one is sent. No batch, no spine, no cursor; a key whose values cancel out leaves the
 //! map, so state retired behind the watermark goes too.
 //!
@@ -99,6 +99,8 @@ where
             .unary_frontier(route, name, move |_capability, _info| {
                 let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
                 let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
+                // A complete time's updates by key; its room is kept from time to time.
+                let mut runs: FxHashMap<K, Vec<(V, isize)>> = FxHashMap::default();
                 let mut scratch = Scratch {
                     fresh: Vec::new(),
                     changes: Vec::new(),
@@ -112,24 +114,28 @@ where
                     while let Some((time, cap, mut updates)) =
                         pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
                     {
-                        updates.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+                        // Grouped by key in a hash map, not sorted: `update` consolidates
+                        // (so sorts) each key's values anyway, and sorting the whole
+                        // time by (key, value) cost as many instructions as the logic.
+                        let held = updates.len();
+                        for (key, value, diff) in updates.drain(..) {
+                            runs.entry(key).or_default().push((value, diff));
+                        }
+                        pending.recycle(updates, held);
                         let mut session = output.session(&cap);
-                        for run in updates.chunk_by(|a, b| a.0 == b.0) {
-                            let key = &run[0].0;
+                        for (key, run) in runs.drain() {
                             let state = keys.entry(key.clone()).or_default();
                             state.update(
-                                key,
+                                &key,
                                 run,
                                 &mut logic,
                                 &mut scratch,
                                 &mut |record, diff| session.give((record, time, diff)),
                             );
                             if state.values.is_empty() {
-                                keys.remove(key);
+                                keys.remove(&key);
                             }
                         }
-                        let held = updates.len();
-                        pending.recycle(updates, held);
                     }
                 }
             })
@@ -154,7 +160,7 @@ struct Scratch<V2> {
 }
 
 impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
-    /// Applies one time's updates of `key` (`run`): adds them to the values, runs
+    /// Applies one time's updates of `key` (`run`, in any order): adds them to the values, runs
     /// `logic` on the values and sends the difference between the new output and the
     /// old one (nothing when the updates cancel out). The key keeps its own vectors,
     /// sized to what they hold: a scratch buffer's room, grown for the largest key,
@@ -162,14 +168,18 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
     fn update<K: Clone>(
         &mut self,
         key: &K,
-        run: &[(K, V, isize)],
+        run: Vec<(V, isize)>,
         logic: &mut impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>),
         scratch: &mut Scratch<V2>,
         send: &mut impl FnMut((K, V2), isize),
     ) {
-        self.values.reserve_exact(run.len());
-        self.values
-            .extend(run.iter().map(|(_, value, diff)| (value.clone(), *diff)));
+        if self.values.is_empty() {
+            // A new key takes the time's updates as they are: no copy.
+            self.values = run;
+        } else {
+            self.values.reserve_exact(run.len());
+            self.values.extend(run);
+        }
         consolidate(&mut self.values);
         let fresh = &mut scratch.fresh;
         if !self.values.is_empty() {
