@@ -161,7 +161,7 @@ fn read(out: &Path, spec: &TableSpec) -> Result<Vec<Vec<Cell>>> {
 
 fn text(cell: &Cell) -> Result<String> {
     match cell {
-        Cell::Str(s) => Ok(s.clone()),
+        Cell::Str(s) => Ok(s.to_string()),
         other => bail!("expected text, found {other:?}"),
     }
 }

@@ -88,7 +88,7 @@ pub fn predict(out: &Path, options: PredictOptions) -> Result<Prediction> {
         .enumerate()
         .map(|(j, name)| {
             vec![
-                Cell::Str(name.to_string()),
+                Cell::Str((*name).into()),
                 Cell::Float(prediction.logistic.coefficients[j]),
                 Cell::Float(prediction.logistic.mean[j]),
                 Cell::Float(prediction.logistic.std[j]),
@@ -207,11 +207,11 @@ pub fn fit(histories: &Histories, options: PredictOptions) -> Result<(Prediction
 
 fn score_row(e: &Example, score: f64, split: &str, cutoff: i32) -> Vec<Cell> {
     vec![
-        Cell::Str(e.user_id.clone()),
+        Cell::Str(e.user_id.as_str().into()),
         Cell::Float(score),
         Cell::Bool(score >= 0.5),
         e.label.map_or(Cell::Null, Cell::Bool),
-        Cell::Str(split.to_string()),
+        Cell::Str(split.into()),
         Cell::Date(cutoff),
     ]
 }
@@ -230,7 +230,7 @@ impl Prediction {
         .into_iter()
         .map(|(name, m, threshold)| {
             vec![
-                Cell::Str(name.to_string()),
+                Cell::Str(name.into()),
                 Cell::opt_float(m.auc),
                 Cell::Float(m.accuracy),
                 Cell::opt_float(m.precision),

@@ -10,7 +10,7 @@ use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
 pub fn cell_json(cell: &Cell) -> Value {
     match cell {
         Cell::Null => Value::Null,
-        Cell::Str(text) => Value::from(text.as_str()),
+        Cell::Str(text) => Value::from(&**text),
         Cell::Int(n) => Value::from(*n),
         // Not finite (never written by tidemark) has no JSON number: null.
         Cell::Float(x) => serde_json::Number::from_f64(*x).map_or(Value::Null, Value::Number),
@@ -149,7 +149,7 @@ fn typed(ty: ColumnType, text: &str) -> Result<Cell, &'static str> {
         return Ok(Cell::Null);
     }
     match ty {
-        ColumnType::Str => Ok(Cell::Str(text.to_string())),
+        ColumnType::Str => Ok(Cell::Str(text.into())),
         ColumnType::Int => text.parse().map(Cell::Int).map_err(|_| "an integer"),
         ColumnType::Float => text.parse().map(Cell::Float).map_err(|_| "a number"),
         ColumnType::Bool => text.parse().map(Cell::Bool).map_err(|_| "true or false"),

@@ -111,7 +111,7 @@ fn build_column<'a>(
         ColumnType::Str => fill!(
             StringBuilder::with_capacity(n, n * 16),
             Cell::Str,
-            v => v.as_str()
+            v => &**v
         ),
         ColumnType::Int => fill!(Int64Builder::with_capacity(n), Cell::Int),
         ColumnType::Float => fill!(Float64Builder::with_capacity(n), Cell::Float),
@@ -199,7 +199,7 @@ fn read_cell(ty: ColumnType, array: &dyn Array, i: usize) -> Result<Cell> {
             .with_context(|| format!("unexpected type {:?}", array.data_type()))
     }
     Ok(match ty {
-        ColumnType::Str => Cell::Str(typed::<StringArray>(array)?.value(i).to_string()),
+        ColumnType::Str => Cell::Str(typed::<StringArray>(array)?.value(i).into()),
         ColumnType::Int => Cell::Int(typed::<Int64Array>(array)?.value(i)),
         ColumnType::Float => Cell::Float(typed::<Float64Array>(array)?.value(i)),
         ColumnType::Bool => Cell::Bool(typed::<BooleanArray>(array)?.value(i)),

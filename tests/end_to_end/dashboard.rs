@@ -98,7 +98,7 @@ fn kpi_pairs(rows: &[Vec<Cell>]) -> Vec<(String, f64)> {
     let mut pairs: Vec<(String, f64)> = rows
         .iter()
         .map(|row| match (&row[0], &row[1]) {
-            (Cell::Str(metric), Cell::Float(value)) => (metric.clone(), *value),
+            (Cell::Str(metric), Cell::Float(value)) => (metric.to_string(), *value),
             other => panic!("a kpis row is (metric, value): {other:?}"),
         })
         .collect();

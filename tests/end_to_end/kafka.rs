@@ -336,9 +336,9 @@ fn a_topic_read_through_a_crash_matches_the_oracle_exactly_once() {
         .find(|(_, bytes)| bytes.starts_with(b"{\"event_id\": \"broken"))
         .unwrap();
     let bad = [
-        Cell::Str(format!("{topic}/{partition}")),
+        Cell::Str(format!("{topic}/{partition}").into()),
         Cell::Int(offset),
-        Cell::Str(String::new()),
+        Cell::Str(String::new().into()),
         Cell::Str("bad_json".into()),
     ];
     assert!(

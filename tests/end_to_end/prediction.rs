@@ -147,11 +147,11 @@ fn check(dataset: &Path, mapping: Option<&Path>, out: &Path, days_before_end: i6
             panic!("unexpected scores row {row:?}");
         };
         assert_eq!(*predicted, *score >= 0.5, "{row:?}");
-        match (split.as_str(), &row[3]) {
-            ("forecast", Cell::Null) => assert!(forecast_users.insert(user.clone())),
+        match (&**split, &row[3]) {
+            ("forecast", Cell::Null) => assert!(forecast_users.insert(user.to_string())),
             (split @ ("train" | "test"), Cell::Bool(label)) => {
                 assert!(
-                    labelled.insert(user.clone(), *label).is_none(),
+                    labelled.insert(user.to_string(), *label).is_none(),
                     "{user} twice"
                 );
                 if split == "test" {
@@ -175,7 +175,7 @@ fn check(dataset: &Path, mapping: Option<&Path>, out: &Path, days_before_end: i6
         differing.is_empty(),
         "population and labels (user, expected, written): {differing:?}"
     );
-    assert_eq!(forecast_users, forecast, "forecast users");
+    assert_eq!(forecast_users, forecast.into(), "forecast users");
     assert_eq!(
         train,
         (population.len() * 4).div_ceil(5),
@@ -184,7 +184,7 @@ fn check(dataset: &Path, mapping: Option<&Path>, out: &Path, days_before_end: i6
 
     let logistic = metrics
         .iter()
-        .find(|row| row[0] == Cell::Str(LOGISTIC.to_string()))
+        .find(|row| row[0] == Cell::Str(LOGISTIC.to_string().into()))
         .expect("a logistic regression row");
     assert_eq!(logistic[6], Cell::Int(train as i64));
     assert_eq!(logistic[7], Cell::Int(test.len() as i64));

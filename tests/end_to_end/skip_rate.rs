@@ -135,7 +135,7 @@ fn skip_rate_matches_the_oracles_event_counts_on_messy_data() {
             panic!("unexpected event_mix_daily row {row:?}");
         };
         let entry = counts.entry(*day).or_default();
-        match kind.as_str() {
+        match &**kind {
             "skip" => entry.0 += events,
             "play" => entry.1 += events,
             _ => {}

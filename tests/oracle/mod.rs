@@ -364,7 +364,7 @@ fn sessions_table(sessions: &[Session]) -> Vec<Vec<Cell>> {
         .iter()
         .map(|s| {
             vec![
-                Cell::Str(s.user_id.clone()),
+                Cell::Str(s.user_id.clone().into()),
                 Cell::Timestamp(s.start),
                 Cell::opt_str(s.session_id.as_deref()),
                 Cell::Timestamp(s.end),
@@ -648,7 +648,7 @@ fn kpis(input: &Input, sessions: &[Session], params: &Params) -> Vec<Vec<Cell>> 
     }
     metrics
         .into_iter()
-        .map(|(name, value)| vec![Cell::Str(name.to_string()), Cell::Float(value)])
+        .map(|(name, value)| vec![Cell::Str(name.to_string().into()), Cell::Float(value)])
         .collect()
 }
 
@@ -712,7 +712,7 @@ fn event_mix_daily(input: &Input) -> Vec<Vec<Cell>> {
         .map(|(&(day, kind), &events)| {
             vec![
                 Cell::Date(day),
-                Cell::Str(kind.to_string()),
+                Cell::Str(kind.to_string().into()),
                 Cell::Int(events as i64),
                 Cell::Float(events as f64 / per_day[&day] as f64),
             ]
@@ -745,7 +745,7 @@ fn feature_adoption(input: &Input) -> Vec<Vec<Cell>> {
             let active_to_date = first_active.values().filter(|&&d| d <= day).count();
             vec![
                 Cell::Date(day),
-                Cell::Str(kind.to_string()),
+                Cell::Str(kind.to_string().into()),
                 Cell::Int(new_adopters as i64),
                 Cell::Int(adopters_to_date as i64),
                 Cell::Float(100.0 * adopters_to_date as f64 / active_to_date as f64),
@@ -807,11 +807,11 @@ fn quarantine_table(input: &Input) -> Vec<Vec<Cell>> {
         .iter()
         .map(|q| {
             vec![
-                Cell::Str(q.file.clone()),
+                Cell::Str(q.file.clone().into()),
                 Cell::Int(q.row as i64),
-                Cell::Str(q.field.clone()),
-                Cell::Str(q.reason.clone()),
-                Cell::Str(q.raw.clone()),
+                Cell::Str(q.field.clone().into()),
+                Cell::Str(q.reason.clone().into()),
+                Cell::Str(q.raw.clone().into()),
             ]
         })
         .collect()
@@ -842,7 +842,7 @@ fn user_activity_daily(input: &Input, sessions: &[Session]) -> Vec<Vec<Cell>> {
     days.into_iter()
         .map(|((user, day), [events, plays, skips, sessions, ms])| {
             vec![
-                Cell::Str(user.to_string()),
+                Cell::Str(user.to_string().into()),
                 Cell::Date(day),
                 Cell::Int(events),
                 Cell::Int(plays),
@@ -869,9 +869,9 @@ fn user_plans(input: &Input) -> Vec<Vec<Cell>> {
         let mut in_force = input.users.get(user).map(|u| u.plan);
         if let Some(plan) = in_force {
             rows.push(vec![
-                Cell::Str(user.to_string()),
+                Cell::Str(user.to_string().into()),
                 Cell::Null,
-                Cell::Str(plan.as_str().to_string()),
+                Cell::Str(plan.as_str().to_string().into()),
             ]);
         }
         let instants: BTreeSet<Millis> = input
@@ -886,9 +886,9 @@ fn user_plans(input: &Input) -> Vec<Vec<Cell>> {
             if plan != in_force {
                 let plan = plan.expect("a subscription row is in force at its instant");
                 rows.push(vec![
-                    Cell::Str(user.to_string()),
+                    Cell::Str(user.to_string().into()),
                     Cell::Timestamp(ts),
-                    Cell::Str(plan.as_str().to_string()),
+                    Cell::Str(plan.as_str().to_string().into()),
                 ]);
                 in_force = Some(plan);
             }
@@ -969,7 +969,7 @@ fn engagement_by_dimension(input: &Input, params: &Params) -> Vec<Vec<Cell>> {
                 .then(|| g.values.iter().sum::<f64>() / g.values.len() as f64);
             vec![
                 Cell::Date(day),
-                Cell::Str(dimension.to_string()),
+                Cell::Str(dimension.to_string().into()),
                 Cell::opt_str(member.as_deref()),
                 Cell::Int(g.users.len() as i64),
                 Cell::Int(g.events),

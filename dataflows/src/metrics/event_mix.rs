@@ -138,7 +138,7 @@ impl TableRow for EventMixRow {
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(self.day),
-            Cell::Str(self.event_type.to_text()),
+            Cell::Str(self.event_type.text()),
             Cell::Int(self.events),
             Cell::Float(self.events as f64 / self.day_events as f64),
         ]

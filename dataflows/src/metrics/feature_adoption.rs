@@ -150,7 +150,7 @@ impl TableRow for FeatureAdoptionRow {
     fn cells(&self) -> Vec<Cell> {
         vec![
             Cell::Date(self.day),
-            Cell::Str(self.event_type.to_text()),
+            Cell::Str(self.event_type.text()),
             Cell::Int(self.new_adopters),
             Cell::Int(self.adopters_to_date),
             Cell::Float(100.0 * self.adopters_to_date as f64 / self.users_to_date as f64),

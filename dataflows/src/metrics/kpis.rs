@@ -197,6 +197,9 @@ impl KpiRow {
 impl TableRow for KpiRow {
     const SPEC: TableSpec = KPIS;
     fn cells(&self) -> Vec<Cell> {
-        vec![Cell::Str(self.metric.clone()), Cell::Float(self.value())]
+        vec![
+            Cell::Str(self.metric.as_str().into()),
+            Cell::Float(self.value()),
+        ]
     }
 }

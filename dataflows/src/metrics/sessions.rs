@@ -189,10 +189,9 @@ impl TableRow for SessionRow {
     const SPEC: TableSpec = SESSIONS;
     fn cells(&self) -> Vec<Cell> {
         vec![
-            Cell::Str(self.user_id.to_text()),
+            Cell::Str(self.user_id.text()),
             Cell::Timestamp(self.start),
-            self.session_id
-                .map_or(Cell::Null, |s| Cell::Str(s.to_text())),
+            self.session_id.map_or(Cell::Null, |s| Cell::Str(s.text())),
             Cell::Timestamp(self.end),
             Cell::Float((self.end - self.start) as f64 / 1000.0),
             Cell::Int(self.actions),

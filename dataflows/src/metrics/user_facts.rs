@@ -138,7 +138,7 @@ impl TableRow for UserDailyRow {
     const SPEC: TableSpec = USER_ACTIVITY_DAILY;
     fn cells(&self) -> Vec<Cell> {
         vec![
-            Cell::Str(self.user_id.to_text()),
+            Cell::Str(self.user_id.text()),
             Cell::Date(self.day),
             Cell::Int(self.events),
             Cell::Int(self.plays),
@@ -166,9 +166,9 @@ impl TableRow for UserPlanRow {
     const SPEC: TableSpec = USER_PLANS;
     fn cells(&self) -> Vec<Cell> {
         vec![
-            Cell::Str(self.user_id.to_text()),
+            Cell::Str(self.user_id.text()),
             self.valid_from.map_or(Cell::Null, Cell::Timestamp),
-            Cell::Str(self.plan.as_str().to_string()),
+            Cell::Str(self.plan.as_str().into()),
         ]
     }
 }

@@ -11,11 +11,11 @@ impl TableRow for QuarantineRow {
     const SPEC: TableSpec = tables::QUARANTINE;
     fn cells(&self) -> Vec<Cell> {
         vec![
-            Cell::Str(self.file.clone()),
+            Cell::Str(self.file.as_str().into()),
             Cell::Int(self.row as i64),
-            Cell::Str(self.field.clone()),
-            Cell::Str(self.reason.clone()),
-            Cell::Str(self.raw.clone()),
+            Cell::Str(self.field.as_str().into()),
+            Cell::Str(self.reason.as_str().into()),
+            Cell::Str(self.raw.as_str().into()),
         ]
     }
 }

@@ -101,8 +101,9 @@ pub fn table_spec(name: &str) -> Option<TableSpec> {
 pub enum Cell {
     /// SQL NULL.
     Null,
-    /// A string.
-    Str(String),
+    /// A string, shared: an id's text is the [`crate::model::name::Name`] registry's own
+    /// (a reference count, not a copy per output row).
+    Str(std::sync::Arc<str>),
     /// An int64.
     Int(i64),
     /// A double.
@@ -141,7 +142,7 @@ impl Cell {
 
     /// An optional string as a cell.
     pub fn opt_str(value: Option<&str>) -> Cell {
-        value.map_or(Cell::Null, |s| Cell::Str(s.to_string()))
+        value.map_or(Cell::Null, |s| Cell::Str(s.into()))
     }
 
     /// An optional double as a cell.

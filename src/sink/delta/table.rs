@@ -342,7 +342,7 @@ mod tests {
         let dir = tmp.path().join("sessions");
         let session = |user: usize, start: i64, actions: i64| {
             vec![
-                Cell::Str(format!("u{user}")),
+                Cell::Str(format!("u{user}").into()),
                 Cell::Timestamp(start),
                 Cell::Null,
                 Cell::Timestamp(start + 60_000),

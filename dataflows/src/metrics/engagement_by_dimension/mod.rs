@@ -376,8 +376,8 @@ impl TableRow for DimensionRow {
         });
         vec![
             Cell::Date(self.day),
-            Cell::Str(self.dimension.name()),
-            self.member.map_or(Cell::Null, |m| Cell::Str(m.to_text())),
+            Cell::Str(self.dimension.name().into()),
+            self.member.map_or(Cell::Null, |m| Cell::Str(m.text())),
             Cell::Int(self.active_users),
             Cell::Int(self.events),
             Cell::Int(self.duration_ms),
