@@ -175,7 +175,7 @@ fn check(dataset: &Path, mapping: Option<&Path>, out: &Path, days_before_end: i6
         differing.is_empty(),
         "population and labels (user, expected, written): {differing:?}"
     );
-    assert_eq!(forecast_users, forecast.into(), "forecast users");
+    assert_eq!(forecast_users, forecast, "forecast users");
     assert_eq!(
         train,
         (population.len() * 4).div_ceil(5),
