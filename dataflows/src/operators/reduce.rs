@@ -99,7 +99,7 @@ where
             .unary_frontier(route, name, move |_capability, _info| {
                 let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
                 let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
-                // A complete time's updates by key; its room is kept from time to time.
+                // A complete time's updates by key.
                 let mut runs: FxHashMap<K, Vec<(V, isize)>> = FxHashMap::default();
                 let mut scratch = Scratch {
                     fresh: Vec::new(),
@@ -136,6 +136,9 @@ where
                                 keys.remove(&key);
                             }
                         }
+                        // Not kept for the next time: room for every key of a large
+                        // time, in each reduce, is memory that only that time needed.
+                        runs.shrink_to(0);
                     }
                 }
             })
@@ -173,13 +176,11 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
         scratch: &mut Scratch<V2>,
         send: &mut impl FnMut((K, V2), isize),
     ) {
-        if self.values.is_empty() {
-            // A new key takes the time's updates as they are: no copy.
-            self.values = run;
-        } else {
-            self.values.reserve_exact(run.len());
-            self.values.extend(run);
-        }
+        // Copied, not taken: the run's vector has room to spare from growing by
+        // doubling, and a key keeps only the room it needs (taking it raised the 10M
+        // peak from 3.57 to 3.73 GB).
+        self.values.reserve_exact(run.len());
+        self.values.extend(run);
         consolidate(&mut self.values);
         let fresh = &mut scratch.fresh;
         if !self.values.is_empty() {
