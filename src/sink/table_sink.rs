@@ -7,9 +7,10 @@
 //! Every worker's updates of a table are exchanged to the table's writer, a worker of
 //! process 0 (tables are dealt round-robin over process 0's workers, so the writing is
 //! spread while a cluster's Delta tables stay on one host). The writer holds the
-//! updates of each time until the time is complete and hands them to the table's
-//! writer thread ([`super::writer_thread`]), which consolidates them, turns each row into
-//! cells once, writes the change file and commits to Delta, all off the worker. The time's capability is held until both are durable (see the protocol in
+//! updates of each time until the time is complete, consolidates them, turns each row
+//! into cells once, and hands them to the table's writer thread
+//! ([`super::writer_thread`]), which writes the change file and commits to Delta off the
+//! worker. The time's capability is held until both are durable (see the protocol in
 //! [`crate::sink`]).
 //!
 //! A Delta commit costs milliseconds of CPU in delta-rs, whatever its size, so a
@@ -38,7 +39,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::StreamVec;
 
 use super::changes::checked_resume_point;
-use super::writer_thread::{Pending, TableWriterThread};
+use super::writer_thread::{Job, TableWriterThread};
 use super::SinkReport;
 
 /// The most completed times one Delta commit covers unless `--max-commit-times`
@@ -52,8 +53,8 @@ pub const DEFAULT_MAX_GROUP: usize = 8;
 /// times of 40 files: the large tables commit each time, the small ones at the end.)
 pub const COMMIT_ROWS: usize = 16_384;
 
-/// A completed time not yet handed to the writer thread: its capability, updates (not
-/// yet consolidated), and whether its change file is written.
+/// A completed time not yet handed to the writer thread: its capability, consolidated
+/// updates, and whether its change file is written.
 type Ready<R> = (u64, Capability<u64>, Vec<(R, isize)>, bool);
 
 /// Where and how a table sink writes.
@@ -125,11 +126,10 @@ where
                 input.for_each(|cap, data| {
                     hold_updates(&mut pending, &cap, data, |row, _time, diff| (row, diff))
                 });
-                while let Some((time, cap, updates)) =
+                while let Some((time, cap, mut updates)) =
                     pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
                 {
-                    // Consolidated on the writer thread (a time whose updates cancel
-                    // out writes nothing there).
+                    consolidate(&mut updates);
                     let change_file = resume_after.is_none_or(|done| time > done);
                     if updates.is_empty() || (!change_file && delta.is_none()) {
                         continue;
@@ -166,17 +166,15 @@ where
                         ),
                     };
                     let mut jobs = Vec::with_capacity(ready.len());
-                    for (time, cap, mut updates, change_file) in ready.drain(..) {
-                        jobs.push(Pending {
+                    for (time, cap, updates, change_file) in ready.drain(..) {
+                        let changes = updates
+                            .iter()
+                            .map(|(row, diff)| (row.cells(), *diff as i64))
+                            .collect();
+                        jobs.push(Job {
                             time,
+                            changes,
                             change_file,
-                            make: Box::new(move || {
-                                consolidate(&mut updates);
-                                updates
-                                    .iter()
-                                    .map(|(row, diff)| (row.cells(), *diff as i64))
-                                    .collect()
-                            }),
                         });
                         writing.insert(time, cap);
                     }

@@ -33,7 +33,7 @@ use timely::scheduling::SyncActivator;
 use super::changes::write_change_file;
 use super::delta::{delta_dir, CommitOutcome, DeltaTableSink};
 
-/// One logical time's consolidated changes, as the writer thread writes them.
+/// One logical time's consolidated changes, as the sink hands them to the thread.
 pub struct Job {
     /// The logical time.
     pub time: u64,
@@ -41,30 +41,6 @@ pub struct Job {
     pub changes: Vec<(Vec<Cell>, i64)>,
     /// Whether its change file is written (not for a time an earlier run wrote).
     pub change_file: bool,
-}
-
-/// One logical time's changes as the sink hands them over, still to be made: `make`
-/// consolidates the time's rows and turns them into cells. It runs on the writer
-/// thread, so that the worker goes on with the dataflow instead of sorting and
-/// converting every changed row of every table.
-pub struct Pending {
-    /// The logical time.
-    pub time: u64,
-    /// Whether its change file is written (not for a time an earlier run wrote).
-    pub change_file: bool,
-    /// Makes the time's consolidated changes as cells.
-    pub make: Box<dyn FnOnce() -> Vec<(Vec<Cell>, i64)> + Send>,
-}
-
-impl Pending {
-    /// The job: its changes made.
-    fn made(self) -> Job {
-        Job {
-            time: self.time,
-            changes: (self.make)(),
-            change_file: self.change_file,
-        }
-    }
 }
 
 /// The result of one time's writes, as the writing thread reports it.
@@ -82,7 +58,7 @@ pub struct Finished {
 /// A table's writing thread: jobs go in with [`submit`](Self::submit), results come
 /// back through [`take_finished`](Self::take_finished) in the order submitted.
 pub struct TableWriterThread {
-    jobs: Option<Sender<Vec<Pending>>>,
+    jobs: Option<Sender<Vec<Job>>>,
     finished: Arc<Mutex<Vec<Finished>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -106,7 +82,7 @@ impl TableWriterThread {
     ) -> Result<Self> {
         // A group of none would never drain the queue.
         let max_group = max_group.max(1);
-        let (jobs, incoming) = channel::<Vec<Pending>>();
+        let (jobs, incoming) = channel::<Vec<Job>>();
         let finished: Arc<Mutex<Vec<Finished>>> = Arc::default();
         let results = Arc::clone(&finished);
         let thread = std::thread::Builder::new()
@@ -115,7 +91,7 @@ impl TableWriterThread {
                 let dir = delta_dir(&out, spec.name);
                 let mut sink: Option<DeltaTableSink> = None;
                 let mut since_vacuum = 0;
-                let mut queued: VecDeque<Pending> = VecDeque::new();
+                let mut queued: VecDeque<Job> = VecDeque::new();
                 loop {
                     if queued.is_empty() {
                         match incoming.recv() {
@@ -127,23 +103,15 @@ impl TableWriterThread {
                     // most `max_group` of them.
                     queued.extend(incoming.try_iter().flatten());
                     let take = queued.len().min(max_group);
-                    // A time whose changes cancel out writes nothing: no change file,
-                    // no Delta commit.
-                    let (group, empty): (Vec<Job>, Vec<Job>) = queued
-                        .drain(..take)
-                        .map(Pending::made)
-                        .partition(|job| !job.changes.is_empty());
-                    let mut outcomes = all_finished(&empty, Ok(None));
-                    if !group.is_empty() {
-                        outcomes.extend(match write_change_files(&out, spec, writer, &group) {
-                            Err(message) => all_finished(&group, Err(message)),
-                            Ok(()) if delta.is_some() => commit_group(&mut sink, &dir, spec, group),
-                            Ok(()) => all_finished(&group, Ok(None)),
-                        });
-                    }
-                    if outcomes.is_empty() {
+                    let group: Vec<Job> = queued.drain(..take).collect();
+                    if group.is_empty() {
                         continue;
                     }
+                    let outcomes = match write_change_files(&out, spec, writer, &group) {
+                        Err(message) => all_finished(&group, Err(message)),
+                        Ok(()) if delta.is_some() => commit_group(&mut sink, &dir, spec, group),
+                        Ok(()) => all_finished(&group, Ok(None)),
+                    };
                     let failed = outcomes.iter().any(|f| f.outcome.is_err());
                     if outcomes
                         .iter()
@@ -179,7 +147,7 @@ impl TableWriterThread {
 
     /// Queues the changes of consecutive logical times: they go into one Delta commit
     /// (with any others queued).
-    pub fn submit(&self, jobs: Vec<Pending>) {
+    pub fn submit(&self, jobs: Vec<Job>) {
         if let Some(sender) = &self.jobs {
             // A send fails only once the thread stopped on a failure it has reported.
             let _ = sender.send(jobs);
