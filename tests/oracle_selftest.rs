@@ -108,7 +108,7 @@ fn lenient() -> Params {
 }
 
 fn s(v: &str) -> Cell {
-    Cell::Str(v.to_string().into())
+    Cell::Str(v.into())
 }
 fn int(v: i64) -> Cell {
     Cell::Int(v)

@@ -37,7 +37,7 @@ fn check(dataset: &Path, mapping: Option<&Path>, params: Params, workers: usize)
 fn members(tables: &common::Tables, dimension: &str) -> Vec<Cell> {
     let mut members: Vec<Cell> = tables["engagement_by_dimension"]
         .iter()
-        .filter(|row| row[1] == Cell::Str(dimension.to_string().into()))
+        .filter(|row| row[1] == Cell::Str(dimension.into()))
         .map(|row| row[2].clone())
         .collect();
     members.sort();

@@ -338,7 +338,7 @@ fn a_topic_read_through_a_crash_matches_the_oracle_exactly_once() {
     let bad = [
         Cell::Str(format!("{topic}/{partition}").into()),
         Cell::Int(offset),
-        Cell::Str(String::new().into()),
+        Cell::Str("".into()),
         Cell::Str("bad_json".into()),
     ];
     assert!(

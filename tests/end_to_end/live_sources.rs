@@ -96,7 +96,7 @@ fn piped_lines_match_the_oracle_and_a_bad_line_is_quarantined() {
     let bad = [
         Cell::Str("stdin".into()),
         Cell::Int(124),
-        Cell::Str(String::new().into()),
+        Cell::Str("".into()),
         Cell::Str("bad_json".into()),
     ];
     assert!(
@@ -166,7 +166,7 @@ fn lines_sent_over_tcp_are_ingested_and_a_bad_line_is_quarantined() {
     let bad = [
         Cell::Str(peer.into()),
         Cell::Int(bad_row),
-        Cell::Str(String::new().into()),
+        Cell::Str("".into()),
         Cell::Str("bad_json".into()),
     ];
     assert!(

@@ -184,7 +184,7 @@ fn check(dataset: &Path, mapping: Option<&Path>, out: &Path, days_before_end: i6
 
     let logistic = metrics
         .iter()
-        .find(|row| row[0] == Cell::Str(LOGISTIC.to_string().into()))
+        .find(|row| row[0] == Cell::Str(LOGISTIC.into()))
         .expect("a logistic regression row");
     assert_eq!(logistic[6], Cell::Int(train as i64));
     assert_eq!(logistic[7], Cell::Int(test.len() as i64));

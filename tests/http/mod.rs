@@ -224,7 +224,7 @@ pub fn cells(spec: &TableSpec, row: &Value) -> Vec<Cell> {
                 return Cell::Null;
             }
             match column.ty {
-                ColumnType::Str => Cell::Str(value.as_str().expect("a string").to_string().into()),
+                ColumnType::Str => Cell::Str(value.as_str().expect("a string").into()),
                 ColumnType::Int => Cell::Int(value.as_i64().expect("an integer")),
                 ColumnType::Float => Cell::Float(value.as_f64().expect("a number")),
                 ColumnType::Bool => Cell::Bool(value.as_bool().expect("a boolean")),

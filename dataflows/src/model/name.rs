@@ -135,12 +135,6 @@ impl Name {
         self.with_shared(Arc::clone)
     }
 
-    /// The text as a new `String`: one allocation of its length, without the
-    /// formatting machinery of `to_string` (output rows make one per name cell).
-    pub fn to_text(self) -> String {
-        self.with_text(|text| text.to_owned())
-    }
-
     /// Calls `f` with the text, without cloning it.
     pub fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
         self.with_shared(|text| f(text))

@@ -10,8 +10,8 @@
 //! keeps exactly that per key: its values (sorted, consolidated, nonzero) and the output
 //! its logic made of them. Once a time is complete its updates are grouped by key (in a
 //! hash map, not sorted) and added to each changed key's values (differential's
-//! `consolidate`, which sorts them), the logic runs once for the key, and the difference between the new output and the old
-//! one is sent. No batch, no spine, no cursor; a key whose values cancel out leaves the
+//! `consolidate`, which sorts them), the logic runs once for the key, and the
+//! difference between the new output and the old one is sent. No batch, no spine, no cursor; a key whose values cancel out leaves the
 //! map, so state retired behind the watermark goes too.
 //!
 //! The output is the collection differential's `reduce` makes: the logic sees the same
@@ -163,11 +163,11 @@ struct Scratch<V2> {
 }
 
 impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
-    /// Applies one time's updates of `key` (`run`, in any order): adds them to the values, runs
-    /// `logic` on the values and sends the difference between the new output and the
-    /// old one (nothing when the updates cancel out). The key keeps its own vectors,
-    /// sized to what they hold: a scratch buffer's room, grown for the largest key,
-    /// never passes to a small one.
+    /// Applies one time's updates of `key` (`run`, in any order): adds them to the
+    /// values, runs `logic` on the values and sends the difference between the new
+    /// output and the old one (nothing when the updates cancel out). The key keeps its
+    /// own vectors, sized to what they hold: a scratch buffer's room, grown for the
+    /// largest key, never passes to a small one.
     fn update<K: Clone>(
         &mut self,
         key: &K,
