@@ -6,21 +6,20 @@
 //! user row), so every worker gets all of them (a broadcast, as Spark and Flink join a
 //! small dimension table). The events stay with their user's worker, so the distinct
 //! users of a (day, dimension, member) are counted there, with no exchange. Each worker
-//! keeps, per user, the measures of each (item, day) and each day, and how many events
-//! each (day, dimension, member) has, so that a member change moves them from the old
-//! member to the new one; and per item only its members and how many events it has
-//! here. (An item's measures per day, kept per item, cost two cache misses per event
-//! on 80,000 items; a member change of an item that has events here is rare, and
-//! finds them in a pass over the users, which it makes anyway.)
+//! keeps, per user and day, the measures of the user's events, those of each of the
+//! user's items, and how many events each (dimension, member) has, in short lists (a
+//! user has a few items and members a day, so an event finds its entries in the cache
+//! lines its user's earlier events brought in); and per source only its members and
+//! how many events it has here. A member change of an item that has events here is
+//! rare (a late catalogue row), and finds them in a pass over the users. The (dimension,
+//! member)s are numbered on each worker, so a user's counts take 8 bytes each.
 //!
 //! At each complete logical time the member changes are applied against the events
 //! seen before it, then the time's events against the members after it: that is the
 //! delta of the join, `L·ΔR + ΔL·(R + ΔR)`. The output is each (day, dimension,
 //! member)'s change of [`Sums`] on this worker, which the table's sum adds up.
 
-use std::hash::Hash;
-
-use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
+use differential_dataflow::difference::{IsZero, Multiply};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
@@ -71,7 +70,7 @@ pub(super) fn slices<'s>(
                 let mut held_events: HeldUpdates<(Action, isize)> = HeldByTime::default();
                 let mut held_members: HeldUpdates<(Source, Slot, Option<Name>, isize)> =
                     HeldByTime::default();
-                let mut state = State::default();
+                let mut state = State::new(&plan);
                 move |(events_in, events_frontier), (members_in, members_frontier), output| {
                     events_in.for_each(|cap, batch| {
                         hold_updates(&mut held_events, &cap, batch, |event, _, diff| {
@@ -96,11 +95,7 @@ pub(super) fn slices<'s>(
                         state.move_members(changes.as_deref().unwrap_or_default());
                         state.add_events(&plan, events.as_deref_mut().unwrap_or_default());
                         output.session(&cap).give_iterator(
-                            state
-                                .out
-                                .drain()
-                                .filter(|(_, sums)| !sums.is_zero())
-                                .map(|(slice, sums)| (slice, time, sums)),
+                            state.drain_out().map(|(slice, sums)| (slice, time, sums)),
                         );
                         if let Some(events) = events {
                             let held = events.len();
@@ -113,8 +108,13 @@ pub(super) fn slices<'s>(
         .as_collection()
 }
 
-/// A 64-bit id (of a [`Name`], 0 for none) at 4-byte alignment, so that the keys that
-/// hold one pack with 32-bit fields.
+/// A member of a dimension on this worker, by its place in [`State::members`]: the
+/// per-user counts and the sums of a time hold this 4-byte index, not the 16-byte
+/// (dimension, member).
+type MemberIx = u32;
+
+/// A 64-bit id (of a [`Name`], 0 for none) at 4-byte alignment, so that the entries
+/// that hold one pack with 32-bit fields.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Id {
     low: u32,
@@ -131,33 +131,8 @@ impl Id {
     }
 }
 
-/// A user's (item, day): 12 bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct ItemDay {
-    item: Id,
-    day: i32,
-}
-
-/// A user's [`Slice`]: 16 bytes at 4-byte alignment, 20 with its count.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct UserSlice {
-    member: Id,
-    day: i32,
-    slot: Slot,
-}
-
-impl UserSlice {
-    fn of(&(day, slot, member): &Slice) -> UserSlice {
-        UserSlice {
-            member: Id::of(member),
-            day,
-            slot,
-        }
-    }
-}
-
-/// One day's measures of a source: [`Sums`] without its users, the value sum in two
-/// words, so that a (day, measures) entry is 48 bytes, not 64.
+/// The measures of a user's events of one day: [`Sums`] without its users, the value
+/// sum in two words (48 bytes, not 64).
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct Measures {
     events: i64,
@@ -175,63 +150,149 @@ impl Measures {
         Sums {
             events: self.events,
             duration: self.duration,
-            value_sum: (i128::from(self.value_sum[0]) << 64) | i128::from(self.value_sum[1] as u64),
+            value_sum: self.value_sum(),
             values: self.values,
             users: 0,
         }
     }
 
-    fn of(sums: &Sums) -> Measures {
-        Measures {
-            events: sums.events,
-            duration: sums.duration,
-            values: sums.values,
-            value_sum: [(sums.value_sum >> 64) as i64, sums.value_sum as i64],
-        }
-    }
-}
-
-impl IsZero for Measures {
-    fn is_zero(&self) -> bool {
-        *self == Measures::default()
-    }
-}
-
-impl Semigroup for Measures {
-    fn plus_equals(&mut self, rhs: &Measures) {
-        self.events += rhs.events;
-        self.duration += rhs.duration;
-        self.values += rhs.values;
-        let value_sum = self.value_sum() + rhs.value_sum();
+    fn add(&mut self, sums: &Sums) {
+        self.events += sums.events;
+        self.duration += sums.duration;
+        self.values += sums.values;
+        let value_sum = self.value_sum() + sums.value_sum;
         self.value_sum = [(value_sum >> 64) as i64, value_sum as i64];
     }
 }
 
-/// One user's events on this worker (counts fit 32 bits: 2^31 accepted events of one
-/// user would take 32 GiB in the deduplication's id set alone): the measures of each
-/// (item, day) (what a change of the item's members moves) and of each day (for
-/// dimensions of the user), and how many events each of the user's (day, dimension,
-/// member) has (nonzero: the user is active there).
-#[derive(Default)]
-struct UserEvents {
-    items: FxHashMap<ItemDay, Measures>,
-    days: FxHashMap<i32, Measures>,
-    active: FxHashMap<UserSlice, i32>,
+/// The events of one item in one user's day: the item, and their measures with the
+/// counts in 32 bits (see [`UserDay`]), in 40 bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ItemEvents {
+    item: Id,
+    events: i32,
+    values: i32,
+    duration: i64,
+    value_sum: [i64; 2],
 }
 
-impl UserEvents {
-    fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.days.is_empty() && self.active.is_empty()
+impl ItemEvents {
+    fn sums(&self) -> Sums {
+        Measures {
+            events: self.events.into(),
+            duration: self.duration,
+            values: self.values.into(),
+            value_sum: self.value_sum,
+        }
+        .sums()
+    }
+
+    fn is_zero(&self) -> bool {
+        self.events == 0 && self.values == 0 && self.duration == 0 && self.value_sum == [0, 0]
     }
 }
 
-/// A source's members with their multiplicities: an item has two (`genre`, `artist`),
-/// held in place, so that the event that looks its item up finds them in the same
-/// cache line, not behind a pointer.
-type Members = SmallVec<[(Slot, Option<Name>, i64); 2]>;
+/// Adds `sums` to the events of `item` in a user's day, dropping an entry that reaches
+/// zero.
+fn add_item(items: &mut Vec<ItemEvents>, item: Id, sums: &Sums) {
+    let at = match items.iter().position(|entry| entry.item == item) {
+        Some(at) => at,
+        None => {
+            items.push(ItemEvents {
+                item,
+                events: 0,
+                values: 0,
+                duration: 0,
+                value_sum: [0, 0],
+            });
+            items.len() - 1
+        }
+    };
+    let mut measures = Measures {
+        events: items[at].events.into(),
+        duration: items[at].duration,
+        values: items[at].values.into(),
+        value_sum: items[at].value_sum,
+    };
+    measures.add(sums);
+    let entry = &mut items[at];
+    entry.events = measures.events as i32;
+    entry.values = measures.values as i32;
+    entry.duration = measures.duration;
+    entry.value_sum = measures.value_sum;
+    if entry.is_zero() {
+        items.swap_remove(at);
+    }
+}
 
-/// One source on this worker: its members (from the broadcast), and for an item how
-/// many of its events are here (whether a member change must look for them).
+/// Adds `diff` to the count of `member` in a user's day, dropping an entry that reaches
+/// zero. Returns +1 when the member gains its first count, -1 when it loses its last, 0
+/// otherwise (what its distinct users change by).
+fn bump(active: &mut Vec<(MemberIx, i32)>, member: MemberIx, diff: i32) -> i64 {
+    if diff == 0 {
+        return 0;
+    }
+    match active.iter().position(|&(m, _)| m == member) {
+        Some(at) => {
+            active[at].1 += diff;
+            if active[at].1 == 0 {
+                active.swap_remove(at);
+                -1
+            } else {
+                0
+            }
+        }
+        None => {
+            active.push((member, diff));
+            1
+        }
+    }
+}
+
+/// One user's events of one day on this worker (counts fit 32 bits: 2^31 accepted
+/// events of one user would take 32 GiB in the deduplication's id set alone): their
+/// measures (what a change of the user's members moves), those of each item (what a
+/// change of an item's members moves), and how many each (dimension, member) has
+/// (nonzero: the user is active there). A user has a few items and members a day, so
+/// short lists, searched in place, hold them in a few cache lines.
+#[derive(Default)]
+struct UserDay {
+    measures: Measures,
+    items: Vec<ItemEvents>,
+    active: Vec<(MemberIx, i32)>,
+}
+
+impl UserDay {
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.active.is_empty() && self.measures == Measures::default()
+    }
+}
+
+/// One user's days on this worker, sorted by day (events arrive mostly in time order,
+/// so the day sought is most often the last).
+type UserDays = Vec<(i32, UserDay)>;
+
+/// The place of `day` in a user's days, inserted if new.
+fn day_at(days: &mut UserDays, day: i32) -> usize {
+    let at = match days.last() {
+        Some(&(last, _)) if last == day => return days.len() - 1,
+        Some(&(last, _)) if last < day => days.len(),
+        _ => match days.binary_search_by_key(&day, |(d, _)| *d) {
+            Ok(at) => return at,
+            Err(at) => at,
+        },
+    };
+    days.insert(at, (day, UserDay::default()));
+    at
+}
+
+/// A source's members (indexes, with their multiplicities) as the broadcast gives
+/// them: an item has two (`genre`, `artist`), held in place, so that the event that
+/// looks its item up finds them in the same cache line, not behind a pointer.
+type Members = SmallVec<[(MemberIx, i64); 2]>;
+
+/// One source on this worker: its members, and for an item how many of its events are
+/// here (whether a member change must look for them).
 #[derive(Default)]
 struct SourceState {
     members: Members,
@@ -244,34 +305,68 @@ impl SourceState {
     }
 }
 
-/// One worker's state, by user and by source, and the output being summed. Each
-/// event touches its user's maps, which stay in cache while the user's events of a
-/// time are taken one after the other.
+/// One worker's state: by user, by source, every (dimension, member) seen here by
+/// index, and the output of the time being summed, per (day, member index). Each event
+/// touches its user's day, which stays in cache while the user's events of a time are
+/// taken one after the other.
 #[derive(Default)]
 struct State {
-    users: FxHashMap<Name, UserEvents>,
+    users: FxHashMap<Name, UserDays>,
     sources: FxHashMap<Source, SourceState>,
-    out: FxHashMap<Slice, Sums>,
+    members: Vec<(Slot, Option<Name>)>,
+    member_index: FxHashMap<(Slot, Option<Name>), MemberIx>,
+    /// The member index of each hour of the day, when `hour_of_day` is in force.
+    hours: Option<[MemberIx; 24]>,
+    out: FxHashMap<(i32, MemberIx), Sums>,
 }
 
 impl State {
+    fn new(plan: &SlicePlan) -> State {
+        let mut state = State::default();
+        if let Some((slot, names)) = &plan.hour {
+            state.hours = Some(names.map(|name| state.member(*slot, Some(name))));
+        }
+        state
+    }
+
+    /// The index of a (dimension, member), given one if new.
+    fn member(&mut self, slot: Slot, member: Option<Name>) -> MemberIx {
+        let members = &mut self.members;
+        *self.member_index.entry((slot, member)).or_insert_with(|| {
+            members.push((slot, member));
+            (members.len() - 1) as MemberIx
+        })
+    }
+
+    /// The time's output: each (day, dimension, member)'s change of sums, emptying it.
+    fn drain_out(&mut self) -> impl Iterator<Item = (Slice, Sums)> + '_ {
+        let members = &self.members;
+        self.out
+            .drain()
+            .filter(|(_, sums)| !sums.is_zero())
+            .map(|((day, member), sums)| {
+                let (slot, member) = members[member as usize];
+                ((day, slot, member), sums)
+            })
+    }
+
     /// A logical time's member changes `(source, slot, member, diff)`: the events so
     /// far of each changed source move by `diff`, then the members change.
     fn move_members(&mut self, changes: &[(Source, Slot, Option<Name>, isize)]) {
-        let mut moved_items: FxHashMap<Id, Vec<(Slot, Option<Name>, i64)>> = FxHashMap::default();
+        let mut moved_items: FxHashMap<Id, Vec<(MemberIx, i64)>> = FxHashMap::default();
         for &(source, slot, member, diff) in changes {
+            let member = self.member(slot, member);
             match source {
                 Source::User(user) => {
                     // A user's events are all in one place: they move at once.
-                    let Some(events) = self.users.get_mut(&user) else {
+                    let Some(days) = self.users.get_mut(&user) else {
                         continue;
                     };
-                    for (&day, measures) in &events.days {
-                        let slice = (day, slot, member);
-                        let count = measures.events * diff as i64;
-                        add_user(&mut events.active, &mut self.out, slice, count);
-                        let sums = measures.sums().multiply(&diff);
-                        add_to_total(&mut self.out, slice, &sums);
+                    for (day, events) in days {
+                        let count = events.measures.events * diff as i64;
+                        add_user(&mut events.active, &mut self.out, (*day, member), count);
+                        let sums = events.measures.sums().multiply(&diff);
+                        add_to_total(&mut self.out, (*day, member), &sums);
                     }
                 }
                 Source::Item(_) | Source::Missing => {
@@ -283,7 +378,7 @@ impl State {
                         moved_items
                             .entry(item)
                             .or_default()
-                            .push((slot, member, diff as i64));
+                            .push((member, diff as i64));
                     }
                 }
             }
@@ -292,33 +387,32 @@ impl State {
         // late catalogue row, or the first `items/` row of all. An item used for the
         // first time has none.
         if !moved_items.is_empty() {
-            for events in self.users.values_mut() {
-                for (key, measures) in &events.items {
-                    for &(slot, member, diff) in moved_items.get(&key.item).into_iter().flatten() {
-                        let slice = (key.day, slot, member);
-                        add_user(
-                            &mut events.active,
-                            &mut self.out,
-                            slice,
-                            measures.events * diff,
-                        );
-                        let sums = measures.sums().multiply(&(diff as isize));
-                        add_to_total(&mut self.out, slice, &sums);
+            for days in self.users.values_mut() {
+                for (day, events) in days.iter_mut() {
+                    let UserDay { items, active, .. } = events;
+                    for entry in items.iter() {
+                        for &(member, diff) in moved_items.get(&entry.item).into_iter().flatten() {
+                            let slice = (*day, member);
+                            add_user(active, &mut self.out, slice, i64::from(entry.events) * diff);
+                            let sums = entry.sums().multiply(&(diff as isize));
+                            add_to_total(&mut self.out, slice, &sums);
+                        }
                     }
                 }
             }
         }
         for &(source, slot, member, diff) in changes {
+            let member = self.member(slot, member);
             let state = self.sources.entry(source).or_default();
             let members = &mut state.members;
-            match members.iter().position(|m| (m.0, m.1) == (slot, member)) {
+            match members.iter().position(|m| m.0 == member) {
                 Some(at) => {
-                    members[at].2 += diff as i64;
-                    if members[at].2 == 0 {
+                    members[at].1 += diff as i64;
+                    if members[at].1 == 0 {
                         members.swap_remove(at);
                     }
                 }
-                None => members.push((slot, member, diff as i64)),
+                None => members.push((member, diff as i64)),
             }
             if state.is_empty() {
                 self.sources.remove(&source);
@@ -327,46 +421,62 @@ impl State {
     }
 
     /// A logical time's accepted events (`diff` +1, or -1 when retired or taken back),
-    /// one user after another.
+    /// one user after another, in time order.
     fn add_events(&mut self, plan: &SlicePlan, events: &mut [(Action, isize)]) {
-        events.sort_unstable_by_key(|(event, _)| event.user_id);
+        events.sort_unstable_by_key(|(event, _)| (event.user_id, event.ts));
         for run in events.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
             let user = run[0].0.user_id;
-            let events = self.users.entry(user).or_default();
+            let days = self.users.entry(user).or_default();
+            let mut at = usize::MAX;
             for (event, diff) in run {
-                add_event(plan, &mut self.sources, events, &mut self.out, event, *diff);
+                let day = day_of(event.ts);
+                if days.get(at).is_none_or(|(d, _)| *d != day) {
+                    at = day_at(days, day);
+                }
+                let events = &mut days[at].1;
+                add_event(
+                    plan,
+                    self.hours.as_ref(),
+                    &mut self.sources,
+                    events,
+                    &mut self.out,
+                    day,
+                    event,
+                    *diff,
+                );
+                if events.is_empty() {
+                    days.remove(at);
+                    at = usize::MAX;
+                }
             }
-            if events.is_empty() {
+            if days.is_empty() {
                 self.users.remove(&user);
             }
         }
     }
 }
 
-/// Adds one event of a user (whose `events` these are) to the state, and its slices
-/// to `out`.
+/// Adds one event (`diff` times) of a user on `day` (whose events of the day are
+/// `events`) to the state, and its slices to `out`.
+#[allow(clippy::too_many_arguments)]
 fn add_event(
     plan: &SlicePlan,
+    hours: Option<&[MemberIx; 24]>,
     sources: &mut FxHashMap<Source, SourceState>,
-    events: &mut UserEvents,
-    out: &mut FxHashMap<Slice, Sums>,
+    events: &mut UserDay,
+    out: &mut FxHashMap<(i32, MemberIx), Sums>,
+    day: i32,
     event: &Action,
     diff: isize,
 ) {
-    let day = day_of(event.ts);
     let sums = Sums::event(event.duration_ms, event.value).multiply(&diff);
-    if let Some((slot, hours)) = &plan.hour {
+    if let Some(hours) = hours {
         let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
-        let slice = (day, *slot, Some(hours[hour]));
-        add_user(&mut events.active, out, slice, diff as i64);
-        add_to_total(out, slice, &sums);
+        add_user(&mut events.active, out, (day, hours[hour]), diff as i64);
+        add_to_total(out, (day, hours[hour]), &sums);
     }
     if plan.by_item {
-        let item = ItemDay {
-            item: Id::of(event.item_id),
-            day,
-        };
-        add_to_total(&mut events.items, item, &Measures::of(&sums));
+        add_item(&mut events.items, Id::of(event.item_id), &sums);
         let source = event.item_id.map_or(Source::Missing, Source::Item);
         let state = sources.entry(source).or_default();
         state.events += diff as i64;
@@ -376,44 +486,41 @@ fn add_event(
         }
     }
     if plan.by_user {
-        add_to_total(&mut events.days, day, &Measures::of(&sums));
+        events.measures.add(&sums);
         if let Some(state) = sources.get(&Source::User(event.user_id)) {
             add_slices(&state.members, &mut events.active, out, day, diff, &sums);
         }
     }
 }
 
-/// Adds an event (`diff` times, with `sums`) of a user whose active slices are
-/// `active` to its slices of `day` under `members`.
+/// Adds an event (`diff` times, with `sums`) of a user whose active members of the
+/// day are `active` to its slices of `day` under `members`.
 fn add_slices(
-    members: &[(Slot, Option<Name>, i64)],
-    active: &mut FxHashMap<UserSlice, i32>,
-    out: &mut FxHashMap<Slice, Sums>,
+    members: &[(MemberIx, i64)],
+    active: &mut Vec<(MemberIx, i32)>,
+    out: &mut FxHashMap<(i32, MemberIx), Sums>,
     day: i32,
     diff: isize,
     sums: &Sums,
 ) {
-    for &(slot, member, times) in members {
-        let slice = (day, slot, member);
-        add_user(active, out, slice, diff as i64 * times);
-        add_to_total(out, slice, &sums.multiply(&(times as isize)));
+    for &(member, times) in members {
+        add_user(active, out, (day, member), diff as i64 * times);
+        add_to_total(out, (day, member), &sums.multiply(&(times as isize)));
     }
 }
 
-/// Adds `diff` events to one user's (day, dimension, member): a user who gains their
-/// first event there (or loses their last) adds (or takes) one active user.
+/// Adds `diff` events to one user's (day, member): a user who gains their first event
+/// there (or loses their last) adds (or takes) one active user.
 fn add_user(
-    active: &mut FxHashMap<UserSlice, i32>,
-    out: &mut FxHashMap<Slice, Sums>,
-    slice: Slice,
+    active: &mut Vec<(MemberIx, i32)>,
+    out: &mut FxHashMap<(i32, MemberIx), Sums>,
+    slice: (i32, MemberIx),
     diff: i64,
 ) {
-    let users = match add_to_total(active, UserSlice::of(&slice), &(diff as i32)) {
-        (false, true) => 1,
-        (true, false) => -1,
-        _ => return,
-    };
-    add_to_total(out, slice, &Sums::users(users));
+    let users = bump(active, slice.1, diff as i32);
+    if users != 0 {
+        add_to_total(out, slice, &Sums::users(users));
+    }
 }
 
 #[cfg(test)]
@@ -422,9 +529,9 @@ mod tests {
 
     #[test]
     fn the_per_user_and_per_day_entries_are_compact() {
-        assert_eq!(std::mem::size_of::<(ItemDay, Measures)>(), 56);
-        assert_eq!(std::mem::size_of::<(UserSlice, i32)>(), 20);
-        assert_eq!(std::mem::size_of::<(i32, Measures)>(), 48);
+        assert_eq!(std::mem::size_of::<ItemEvents>(), 40);
+        assert_eq!(std::mem::size_of::<(MemberIx, i32)>(), 8);
+        assert_eq!(std::mem::size_of::<(i32, UserDay)>(), 96);
     }
 
     #[test]
@@ -437,7 +544,41 @@ mod tests {
                 values: 1,
                 users: 0,
             };
-            assert_eq!(Measures::of(&sums).sums(), sums);
+            let mut measures = Measures::default();
+            measures.add(&sums);
+            assert_eq!(measures.sums(), sums);
+            let mut items = Vec::new();
+            add_item(&mut items, Id::of(None), &sums);
+            assert_eq!(items[0].sums(), sums);
         }
+        let sums = Sums::event(1_500, Some(-7 << 32));
+        let mut items = Vec::new();
+        add_item(&mut items, Id::of(None), &sums.multiply(&2));
+        assert_eq!(items[0].sums(), sums.multiply(&2));
+        add_item(&mut items, Id::of(None), &sums.multiply(&-2));
+        assert!(items.is_empty());
+    }
+
+    #[test]
+    fn a_days_members_count_in_and_out() {
+        let mut active = Vec::new();
+        assert_eq!(bump(&mut active, 7, 2), 1);
+        assert_eq!(bump(&mut active, 7, -1), 0);
+        assert_eq!(bump(&mut active, 3, 0), 0);
+        assert_eq!(bump(&mut active, 7, -1), -1);
+        assert!(active.is_empty());
+    }
+
+    #[test]
+    fn a_users_days_stay_sorted() {
+        let mut days = UserDays::new();
+        for day in [5, 3, 5, 8, 4] {
+            let at = day_at(&mut days, day);
+            assert_eq!(days[at].0, day);
+        }
+        assert_eq!(
+            days.iter().map(|(d, _)| *d).collect::<Vec<_>>(),
+            [3, 4, 5, 8]
+        );
     }
 }
