@@ -451,7 +451,17 @@ impl State {
             }
             if days.is_empty() {
                 self.users.remove(&user);
+                continue;
             }
+            // Lists grow by doubling; most days take no more events once their time is
+            // over, so the days this time touched keep only the room they use.
+            let (first, last) = (day_of(run[0].0.ts), day_of(run[run.len() - 1].0.ts));
+            let from = days.partition_point(|(day, _)| *day < first);
+            for (_, events) in days[from..].iter_mut().take_while(|(day, _)| *day <= last) {
+                events.items.shrink_to_fit();
+                events.active.shrink_to_fit();
+            }
+            days.shrink_to_fit();
         }
     }
 }
