@@ -59,6 +59,31 @@ enum MonthInput {
     Fact(UserFact),
 }
 
+/// An accepted event of a known (user, day), as the semijoin keeps it for a plan change
+/// that may come later: its time since the day's start (27 bits: a day has 86,400,000
+/// ms) and its duration (37 bits; readers accept at most 2 hours) in one word, so that
+/// an event with its multiplicity takes 16 bytes, not 24.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct DayEvent(u64);
+
+impl DayEvent {
+    const DURATION_BITS: u32 = 37;
+
+    fn new(since_day_start: Millis, duration: i64) -> DayEvent {
+        debug_assert!((0..86_400_000).contains(&since_day_start));
+        debug_assert!((0..1 << Self::DURATION_BITS).contains(&duration));
+        DayEvent(((since_day_start as u64) << Self::DURATION_BITS) | duration as u64)
+    }
+
+    fn since_day_start(self) -> Millis {
+        (self.0 >> Self::DURATION_BITS) as Millis
+    }
+
+    fn duration(self) -> i64 {
+        (self.0 & ((1 << Self::DURATION_BITS) - 1)) as i64
+    }
+}
+
 /// The `engagement_by_segment` table from the accepted events, the `users/` and
 /// `subscriptions/` rows, and an arrangement of distinct (user, month) pairs.
 ///
@@ -104,9 +129,16 @@ pub fn engagement_by_segment<'s>(
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });
-    // Accepted events as ((user, day), (ts, duration)), retired once their month closes.
+    // Accepted events as ((user, day), time in the day and duration), retired once their
+    // month closes.
     let day_events = retire_behind(
-        events.map(|e| ((e.user_id, day_of(e.ts)), (e.ts, e.duration_ms))),
+        events.map(|e| {
+            let day = day_of(e.ts);
+            (
+                (e.user_id, day),
+                DayEvent::new(e.ts - day_start(day), e.duration_ms),
+            )
+        }),
         watermarks,
         move |((_user, day), _)| closes(month_of_day(*day)),
     );
@@ -115,7 +147,7 @@ pub fn engagement_by_segment<'s>(
     let day_totals = combine(
         day_events
             .clone()
-            .explode(|(user_day, (_ts, duration))| Some((user_day, (1isize, duration as isize)))),
+            .explode(|(user_day, event)| Some((user_day, (1isize, event.duration() as isize)))),
         "CombineUserDayTotals",
     )
     .count_by_hash()
@@ -128,8 +160,12 @@ pub fn engagement_by_segment<'s>(
     // Every event stays keyed by its (user, day), in a hash map: few days have a plan
     // change, and a change that arrives later finds the day's events there.
     let change_day_events = semijoin_by_hash(day_events, change_days, "EventsOnChangeDays").map(
-        |((user, day), (ts, duration))| {
-            ((user, month_of_day(day)), MonthInput::Event(ts, duration))
+        |((user, day), event)| {
+            let ts = day_start(day) + event.since_day_start();
+            (
+                (user, month_of_day(day)),
+                MonthInput::Event(ts, event.duration()),
+            )
         },
     );
     let segments = day_totals
@@ -241,4 +277,22 @@ impl TableRow for SegmentRow {
             Cell::Int(self.duration_ms),
         ]
     }
+}
+
+#[cfg(test)]
+#[test]
+fn a_day_event_keeps_its_time_and_duration() {
+    for (since, duration) in [
+        (0, 0),
+        (86_399_999, 7_200_000),
+        (1, (1 << 37) - 1),
+        (43_200_000, 1),
+    ] {
+        let event = DayEvent::new(since, duration);
+        assert_eq!(
+            (event.since_day_start(), event.duration()),
+            (since, duration)
+        );
+    }
+    assert_eq!(std::mem::size_of::<(DayEvent, isize)>(), 16);
 }
