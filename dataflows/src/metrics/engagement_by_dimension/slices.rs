@@ -131,13 +131,13 @@ impl Id {
     }
 }
 
-/// The measures of a user's events of one day: [`Sums`] without its users, the value
-/// sum in two words (48 bytes, not 64).
+/// The measures of some of one user's events of one day: [`Sums`] without its users,
+/// the counts in 32 bits (see [`UserDay`]) and the value sum in two words, in 32 bytes.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct Measures {
-    events: i64,
+    events: i32,
+    values: i32,
     duration: i64,
-    values: i64,
     value_sum: [i64; 2],
 }
 
@@ -148,48 +148,28 @@ impl Measures {
 
     fn sums(&self) -> Sums {
         Sums {
-            events: self.events,
+            events: self.events.into(),
             duration: self.duration,
             value_sum: self.value_sum(),
-            values: self.values,
+            values: self.values.into(),
             users: 0,
         }
     }
 
     fn add(&mut self, sums: &Sums) {
-        self.events += sums.events;
+        self.events += sums.events as i32;
         self.duration += sums.duration;
-        self.values += sums.values;
+        self.values += sums.values as i32;
         let value_sum = self.value_sum() + sums.value_sum;
         self.value_sum = [(value_sum >> 64) as i64, value_sum as i64];
     }
 }
 
-/// The events of one item in one user's day: the item, and their measures with the
-/// counts in 32 bits (see [`UserDay`]), in 40 bytes.
+/// The events of one item in one user's day: the item and their measures, in 40 bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct ItemEvents {
     item: Id,
-    events: i32,
-    values: i32,
-    duration: i64,
-    value_sum: [i64; 2],
-}
-
-impl ItemEvents {
-    fn sums(&self) -> Sums {
-        Measures {
-            events: self.events.into(),
-            duration: self.duration,
-            values: self.values.into(),
-            value_sum: self.value_sum,
-        }
-        .sums()
-    }
-
-    fn is_zero(&self) -> bool {
-        self.events == 0 && self.values == 0 && self.duration == 0 && self.value_sum == [0, 0]
-    }
+    measures: Measures,
 }
 
 /// Adds `sums` to the events of `item` in a user's day, dropping an entry that reaches
@@ -198,29 +178,13 @@ fn add_item(items: &mut Vec<ItemEvents>, item: Id, sums: &Sums) {
     let at = match items.iter().position(|entry| entry.item == item) {
         Some(at) => at,
         None => {
-            items.push(ItemEvents {
-                item,
-                events: 0,
-                values: 0,
-                duration: 0,
-                value_sum: [0, 0],
-            });
+            let measures = Measures::default();
+            items.push(ItemEvents { item, measures });
             items.len() - 1
         }
     };
-    let mut measures = Measures {
-        events: items[at].events.into(),
-        duration: items[at].duration,
-        values: items[at].values.into(),
-        value_sum: items[at].value_sum,
-    };
-    measures.add(sums);
-    let entry = &mut items[at];
-    entry.events = measures.events as i32;
-    entry.values = measures.values as i32;
-    entry.duration = measures.duration;
-    entry.value_sum = measures.value_sum;
-    if entry.is_zero() {
+    items[at].measures.add(sums);
+    if items[at].measures == Measures::default() {
         items.swap_remove(at);
     }
 }
@@ -363,7 +327,7 @@ impl State {
                         continue;
                     };
                     for (day, events) in days {
-                        let count = events.measures.events * diff as i64;
+                        let count = i64::from(events.measures.events) * diff as i64;
                         add_user(&mut events.active, &mut self.out, (*day, member), count);
                         let sums = events.measures.sums().multiply(&diff);
                         add_to_total(&mut self.out, (*day, member), &sums);
@@ -393,8 +357,13 @@ impl State {
                     for entry in items.iter() {
                         for &(member, diff) in moved_items.get(&entry.item).into_iter().flatten() {
                             let slice = (*day, member);
-                            add_user(active, &mut self.out, slice, i64::from(entry.events) * diff);
-                            let sums = entry.sums().multiply(&(diff as isize));
+                            add_user(
+                                active,
+                                &mut self.out,
+                                slice,
+                                i64::from(entry.measures.events) * diff,
+                            );
+                            let sums = entry.measures.sums().multiply(&(diff as isize));
                             add_to_total(&mut self.out, slice, &sums);
                         }
                     }
@@ -541,7 +510,7 @@ mod tests {
     fn the_per_user_and_per_day_entries_are_compact() {
         assert_eq!(std::mem::size_of::<ItemEvents>(), 40);
         assert_eq!(std::mem::size_of::<(MemberIx, i32)>(), 8);
-        assert_eq!(std::mem::size_of::<(i32, UserDay)>(), 96);
+        assert_eq!(std::mem::size_of::<(i32, UserDay)>(), 88);
     }
 
     #[test]
@@ -559,12 +528,12 @@ mod tests {
             assert_eq!(measures.sums(), sums);
             let mut items = Vec::new();
             add_item(&mut items, Id::of(None), &sums);
-            assert_eq!(items[0].sums(), sums);
+            assert_eq!(items[0].measures.sums(), sums);
         }
         let sums = Sums::event(1_500, Some(-7 << 32));
         let mut items = Vec::new();
         add_item(&mut items, Id::of(None), &sums.multiply(&2));
-        assert_eq!(items[0].sums(), sums.multiply(&2));
+        assert_eq!(items[0].measures.sums(), sums.multiply(&2));
         add_item(&mut items, Id::of(None), &sums.multiply(&-2));
         assert!(items.is_empty());
     }
