@@ -11,8 +11,9 @@
 //! its logic made of them. Once a time is complete its updates are grouped by key (in a
 //! hash map, not sorted) and added to each changed key's values (differential's
 //! `consolidate`, which sorts them), the logic runs once for the key, and the
-//! difference between the new output and the old one is sent. No batch, no spine, no cursor; a key whose values cancel out leaves the
-//! map, so state retired behind the watermark goes too.
+//! difference between the new output and the old one is sent. No batch, no spine, no
+//! cursor; a key whose values cancel out leaves the map, so state retired behind the
+//! watermark goes too.
 //!
 //! The output is the collection differential's `reduce` makes: the logic sees the same
 //! values in the same (sorted) order, and a key's output at a time is the logic's output

@@ -194,6 +194,29 @@ pub fn add_to_total<K: Hash + Eq, R: Semigroup>(
     }
 }
 
+/// [`add_to_total`] for a short list of `(key, total)` searched in place instead of a
+/// map (a handful of keys, where a hash map's table costs more than a scan): a total
+/// that returns to zero leaves the list, and the answer is the same pair.
+#[inline]
+pub fn add_to_list<K: Eq, R: Semigroup>(list: &mut Vec<(K, R)>, key: K, diff: &R) -> (bool, bool) {
+    match list.iter().position(|(k, _)| *k == key) {
+        Some(at) => {
+            list[at].1.plus_equals(diff);
+            if list[at].1.is_zero() {
+                list.swap_remove(at);
+                (true, false)
+            } else {
+                (true, true)
+            }
+        }
+        None if diff.is_zero() => (false, false),
+        None => {
+            list.push((key, diff.clone()));
+            (false, true)
+        }
+    }
+}
+
 /// Differential's `count_total`, `threshold_total` and `distinct_total` as methods of a
 /// collection, computed by [`totals_by_hash`].
 pub trait HashTotals<'s, D, R> {
@@ -239,6 +262,27 @@ mod tests {
     use differential_dataflow::operators::{CountTotal, ThresholdTotal};
     use std::sync::{Arc, Mutex};
     use timely::dataflow::operators::Inspect;
+
+    /// A list summed by [`add_to_list`] answers as a map summed by [`add_to_total`]
+    /// does, and holds the same nonzero totals, whatever the keys and diffs (zero diffs,
+    /// totals that return to zero and come back).
+    #[test]
+    fn a_list_sums_as_a_map_does() {
+        let mut next = crate::test_numbers(17);
+        for case in 0..300 {
+            let mut list: Vec<(u8, i32)> = Vec::new();
+            let mut map: FxHashMap<u8, i32> = FxHashMap::default();
+            for _ in 0..next(40) {
+                let (key, diff) = (next(6) as u8, next(5) as i32 - 2);
+                let expected = add_to_total(&mut map, key, &diff);
+                assert_eq!(add_to_list(&mut list, key, &diff), expected, "case {case}");
+            }
+            let mut held: Vec<(u8, i32)> = map.into_iter().collect();
+            held.sort_unstable();
+            list.sort_unstable();
+            assert_eq!(list, held, "case {case}");
+        }
+    }
 
     type Key = u16;
     type Seen<D> = Arc<Mutex<Vec<(D, Time, isize)>>>;

@@ -19,7 +19,7 @@
 //! delta of the join, `L·ΔR + ΔL·(R + ΔR)`. The output is each (day, dimension,
 //! member)'s change of [`Sums`] on this worker, which the table's sum adds up.
 
-use differential_dataflow::difference::{IsZero, Multiply};
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
@@ -34,7 +34,7 @@ use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, pop_complete_pair, HeldByTime, HeldUpdates};
-use crate::operators::totals::add_to_total;
+use crate::operators::totals::{add_to_list, add_to_total};
 
 /// A (day, dimension, member): the key of a table row.
 pub(super) type Slice = (i32, Slot, Option<Name>);
@@ -156,60 +156,29 @@ impl Measures {
         }
     }
 
-    fn add(&mut self, sums: &Sums) {
-        self.events += sums.events as i32;
-        self.duration += sums.duration;
-        self.values += sums.values as i32;
-        let value_sum = self.value_sum() + sums.value_sum;
+    fn of(sums: &Sums) -> Measures {
+        Measures {
+            events: sums.events as i32,
+            values: sums.values as i32,
+            duration: sums.duration,
+            value_sum: [(sums.value_sum >> 64) as i64, sums.value_sum as i64],
+        }
+    }
+}
+
+impl IsZero for Measures {
+    fn is_zero(&self) -> bool {
+        *self == Measures::default()
+    }
+}
+
+impl Semigroup for Measures {
+    fn plus_equals(&mut self, rhs: &Measures) {
+        self.events += rhs.events;
+        self.values += rhs.values;
+        self.duration += rhs.duration;
+        let value_sum = self.value_sum() + rhs.value_sum();
         self.value_sum = [(value_sum >> 64) as i64, value_sum as i64];
-    }
-}
-
-/// The events of one item in one user's day: the item and their measures, in 40 bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct ItemEvents {
-    item: Id,
-    measures: Measures,
-}
-
-/// Adds `sums` to the events of `item` in a user's day, dropping an entry that reaches
-/// zero.
-fn add_item(items: &mut Vec<ItemEvents>, item: Id, sums: &Sums) {
-    let at = match items.iter().position(|entry| entry.item == item) {
-        Some(at) => at,
-        None => {
-            let measures = Measures::default();
-            items.push(ItemEvents { item, measures });
-            items.len() - 1
-        }
-    };
-    items[at].measures.add(sums);
-    if items[at].measures == Measures::default() {
-        items.swap_remove(at);
-    }
-}
-
-/// Adds `diff` to the count of `member` in a user's day, dropping an entry that reaches
-/// zero. Returns +1 when the member gains its first count, -1 when it loses its last, 0
-/// otherwise (what its distinct users change by).
-fn bump(active: &mut Vec<(MemberIx, i32)>, member: MemberIx, diff: i32) -> i64 {
-    if diff == 0 {
-        return 0;
-    }
-    match active.iter().position(|&(m, _)| m == member) {
-        Some(at) => {
-            active[at].1 += diff;
-            if active[at].1 == 0 {
-                active.swap_remove(at);
-                -1
-            } else {
-                0
-            }
-        }
-        None => {
-            active.push((member, diff));
-            1
-        }
     }
 }
 
@@ -222,13 +191,13 @@ fn bump(active: &mut Vec<(MemberIx, i32)>, member: MemberIx, diff: i32) -> i64 {
 #[derive(Default)]
 struct UserDay {
     measures: Measures,
-    items: Vec<ItemEvents>,
+    items: Vec<(Id, Measures)>,
     active: Vec<(MemberIx, i32)>,
 }
 
 impl UserDay {
     fn is_empty(&self) -> bool {
-        self.items.is_empty() && self.active.is_empty() && self.measures == Measures::default()
+        self.items.is_empty() && self.active.is_empty() && self.measures.is_zero()
     }
 }
 
@@ -354,16 +323,16 @@ impl State {
             for days in self.users.values_mut() {
                 for (day, events) in days.iter_mut() {
                     let UserDay { items, active, .. } = events;
-                    for entry in items.iter() {
-                        for &(member, diff) in moved_items.get(&entry.item).into_iter().flatten() {
+                    for (item, measures) in items.iter() {
+                        for &(member, diff) in moved_items.get(item).into_iter().flatten() {
                             let slice = (*day, member);
                             add_user(
                                 active,
                                 &mut self.out,
                                 slice,
-                                i64::from(entry.measures.events) * diff,
+                                i64::from(measures.events) * diff,
                             );
-                            let sums = entry.measures.sums().multiply(&(diff as isize));
+                            let sums = measures.sums().multiply(&(diff as isize));
                             add_to_total(&mut self.out, slice, &sums);
                         }
                     }
@@ -455,7 +424,11 @@ fn add_event(
         add_to_total(out, (day, hours[hour]), &sums);
     }
     if plan.by_item {
-        add_item(&mut events.items, Id::of(event.item_id), &sums);
+        add_to_list(
+            &mut events.items,
+            Id::of(event.item_id),
+            &Measures::of(&sums),
+        );
         let source = event.item_id.map_or(Source::Missing, Source::Item);
         let state = sources.entry(source).or_default();
         state.events += diff as i64;
@@ -465,7 +438,7 @@ fn add_event(
         }
     }
     if plan.by_user {
-        events.measures.add(&sums);
+        events.measures.plus_equals(&Measures::of(&sums));
         if let Some(state) = sources.get(&Source::User(event.user_id)) {
             add_slices(&state.members, &mut events.active, out, day, diff, &sums);
         }
@@ -496,10 +469,12 @@ fn add_user(
     slice: (i32, MemberIx),
     diff: i64,
 ) {
-    let users = bump(active, slice.1, diff as i32);
-    if users != 0 {
-        add_to_total(out, slice, &Sums::users(users));
-    }
+    let users = match add_to_list(active, slice.1, &(diff as i32)) {
+        (false, true) => 1,
+        (true, false) => -1,
+        _ => return,
+    };
+    add_to_total(out, slice, &Sums::users(users));
 }
 
 #[cfg(test)]
@@ -508,7 +483,7 @@ mod tests {
 
     #[test]
     fn the_per_user_and_per_day_entries_are_compact() {
-        assert_eq!(std::mem::size_of::<ItemEvents>(), 40);
+        assert_eq!(std::mem::size_of::<(Id, Measures)>(), 40);
         assert_eq!(std::mem::size_of::<(MemberIx, i32)>(), 8);
         assert_eq!(std::mem::size_of::<(i32, UserDay)>(), 88);
     }
@@ -524,28 +499,16 @@ mod tests {
                 users: 0,
             };
             let mut measures = Measures::default();
-            measures.add(&sums);
+            measures.plus_equals(&Measures::of(&sums));
             assert_eq!(measures.sums(), sums);
-            let mut items = Vec::new();
-            add_item(&mut items, Id::of(None), &sums);
-            assert_eq!(items[0].measures.sums(), sums);
         }
+        // A day's item entry leaves its list when its events cancel out.
         let sums = Sums::event(1_500, Some(-7 << 32));
         let mut items = Vec::new();
-        add_item(&mut items, Id::of(None), &sums.multiply(&2));
-        assert_eq!(items[0].measures.sums(), sums.multiply(&2));
-        add_item(&mut items, Id::of(None), &sums.multiply(&-2));
+        add_to_list(&mut items, Id::of(None), &Measures::of(&sums.multiply(&2)));
+        assert_eq!(items[0].1.sums(), sums.multiply(&2));
+        add_to_list(&mut items, Id::of(None), &Measures::of(&sums.multiply(&-2)));
         assert!(items.is_empty());
-    }
-
-    #[test]
-    fn a_days_members_count_in_and_out() {
-        let mut active = Vec::new();
-        assert_eq!(bump(&mut active, 7, 2), 1);
-        assert_eq!(bump(&mut active, 7, -1), 0);
-        assert_eq!(bump(&mut active, 3, 0), 0);
-        assert_eq!(bump(&mut active, 7, -1), -1);
-        assert!(active.is_empty());
     }
 
     #[test]
