@@ -177,12 +177,9 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
         scratch: &mut Scratch<V2>,
         send: &mut impl FnMut((K, V2), isize),
     ) {
-        // Copied, not taken: the run's vector has room to spare from growing by
-        // doubling, and a key keeps only the room it needs (taking it raised the 10M
-        // peak from 3.57 to 3.73 GB).
-        self.values.reserve_exact(run.len());
-        self.values.extend(run);
-        consolidate(&mut self.values);
+        let mut run = run;
+        consolidate(&mut run);
+        merge_consolidated(&mut self.values, run);
         let fresh = &mut scratch.fresh;
         if !self.values.is_empty() {
             let values: Vec<(&V, isize)> = self.values.iter().map(|(v, r)| (v, *r)).collect();
@@ -208,6 +205,44 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
     }
 }
 
+/// Adds the consolidated updates `run` (sorted, one entry per value, no zero count) to
+/// the consolidated `values`, which stay consolidated: one merge pass over both
+/// instead of sorting all of a key's values again at every time it changes. The run is
+/// copied, not taken: its vector has room to spare from growing by doubling, and a key
+/// keeps only the room it needs (taking it raised the 10M peak from 3.57 to 3.73 GB).
+fn merge_consolidated<V: Ord>(values: &mut Vec<(V, isize)>, run: Vec<(V, isize)>) {
+    let appended = match (values.last(), run.first()) {
+        (Some((last, _)), Some((first, _))) => last < first,
+        _ => true,
+    };
+    if appended {
+        // Values after all held ones (days, times): the usual case, no merge.
+        values.reserve_exact(run.len());
+        values.extend(run);
+        return;
+    }
+    let held = std::mem::take(values);
+    let mut merged = Vec::with_capacity(held.len() + run.len());
+    let mut held = held.into_iter().peekable();
+    let mut run = run.into_iter().peekable();
+    while let (Some((a, _)), Some((b, _))) = (held.peek(), run.peek()) {
+        match a.cmp(b) {
+            std::cmp::Ordering::Less => merged.extend(held.next()),
+            std::cmp::Ordering::Greater => merged.extend(run.next()),
+            std::cmp::Ordering::Equal => {
+                if let (Some((value, was)), Some((_, diff))) = (held.next(), run.next()) {
+                    if was + diff != 0 {
+                        merged.push((value, was + diff));
+                    }
+                }
+            }
+        }
+    }
+    merged.extend(held);
+    merged.extend(run);
+    *values = merged;
+}
+
 /// Gives back the room of a vector that holds far fewer records than it has room for
 /// (a key whose values were retired).
 fn fit<T>(vec: &mut Vec<T>) {
@@ -225,6 +260,29 @@ mod tests {
     use timely::dataflow::operators::Inspect;
 
     use super::*;
+
+    /// Merging a consolidated run into consolidated values leaves what consolidating
+    /// both together leaves, for random values with cancelling and negative counts.
+    #[test]
+    fn merging_a_run_is_consolidating_both() {
+        for seed in 0..500 {
+            let mut next = crate::test_numbers(seed);
+            let mut updates = |next: &mut dyn FnMut(u64) -> u64| {
+                let len = next(30);
+                let mut updates: Vec<(u8, isize)> = (0..len)
+                    .map(|_| (next(20) as u8, next(5) as isize - 2))
+                    .collect();
+                consolidate(&mut updates);
+                updates
+            };
+            let (mut values, run) = (updates(&mut next), updates(&mut next));
+            let mut expected = values.clone();
+            expected.extend(run.clone());
+            consolidate(&mut expected);
+            merge_consolidated(&mut values, run);
+            assert_eq!(values, expected, "seed {seed}");
+        }
+    }
 
     /// What the test's logic makes of a key's values: the smallest value (order
     /// matters), the sum of value times count, and one record per value with an odd
