@@ -267,7 +267,7 @@ mod tests {
     fn merging_a_run_is_consolidating_both() {
         for seed in 0..500 {
             let mut next = crate::test_numbers(seed);
-            let mut updates = |next: &mut dyn FnMut(u64) -> u64| {
+            let updates = |next: &mut dyn FnMut(u64) -> u64| {
                 let len = next(30);
                 let mut updates: Vec<(u8, isize)> = (0..len)
                     .map(|_| (next(20) as u8, next(5) as isize - 2))
