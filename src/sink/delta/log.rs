@@ -20,7 +20,10 @@ use deltalake::table::state::DeltaTableState;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tidemark_dataflows::model::tables::{Cell, TableSpec};
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use tidemark_dataflows::model::tables::{Cell, ColumnType, TableSpec};
 use url::Url;
 
 use super::layout::{app_id, delta_type};
@@ -246,6 +249,26 @@ pub(super) fn vacuum(dir: &Path, retention: std::time::Duration) -> Result<(LogS
     })
 }
 
+/// How a table's Delta data files are encoded: Snappy, as delta-rs and Spark write
+/// them, with dictionaries for the text columns only. Ids, dimensions and members
+/// repeat, and their dictionaries keep the files small; counts, sums and instants are
+/// mostly distinct, and building a dictionary for them, only to drop it when it grows
+/// too large, took 3% of a backfill's instructions.
+fn data_file_properties(spec: &TableSpec) -> WriterProperties {
+    spec.columns
+        .iter()
+        .filter(|column| column.ty == ColumnType::Str)
+        .fold(
+            WriterProperties::builder()
+                .set_compression(Compression::SNAPPY)
+                .set_dictionary_enabled(false),
+            |builder, column| {
+                builder.set_column_dictionary_enabled(ColumnPath::from(column.name), true)
+            },
+        )
+        .build()
+}
+
 /// One atomic commit of logical time `time` to the table of `spec` in `dir` (created
 /// by this commit when `state` is `None`): removes the `removed` files, adds one new
 /// data file set per batch of `written` (`None` adds nothing), and records a `txn` of
@@ -266,7 +289,8 @@ pub(super) fn commit(
     let mut actions: Vec<Action> = removed.iter().map(|f| f.remove(now_ms)).collect();
     let txn = Transaction::new(app, time as i64);
     runtime()?.block_on(async {
-        let mut writer = RecordBatchWriter::try_new(url.as_str(), schema(spec, false), None, None)?;
+        let mut writer = RecordBatchWriter::try_new(url.as_str(), schema(spec, false), None, None)?
+            .with_writer_properties(data_file_properties(spec));
         let mut new_files = Vec::with_capacity(written.len());
         for batch in written {
             let mut files = Vec::new();
