@@ -257,13 +257,12 @@ fn commit_group(
     let (Some(&(first, _)), Some(&(time, _))) = (new.first(), new.last()) else {
         return reports;
     };
-    // Each time's changes are consolidated: no row comes twice within a time.
-    let runs = group
+    let changes = group
         .into_iter()
         .skip(done)
-        .map(|job| job.changes)
+        .flat_map(|job| job.changes)
         .collect();
-    let outcome = sink.commit_runs(time, runs, true).map_err(|error| {
+    let outcome = sink.commit(time, changes).map_err(|error| {
         let times = if first < time {
             format!("times {first}..={time}")
         } else {

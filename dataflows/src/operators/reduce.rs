@@ -172,12 +172,11 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
     fn update<K: Clone>(
         &mut self,
         key: &K,
-        run: Vec<(V, isize)>,
+        mut run: Vec<(V, isize)>,
         logic: &mut impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>),
         scratch: &mut Scratch<V2>,
         send: &mut impl FnMut((K, V2), isize),
     ) {
-        let mut run = run;
         consolidate(&mut run);
         merge_consolidated(&mut self.values, run);
         let fresh = &mut scratch.fresh;

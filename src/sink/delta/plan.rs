@@ -10,9 +10,6 @@ use tidemark_dataflows::model::tables::{Cell, TableSpec};
 
 use super::layout::bucket_of;
 
-/// Rows with their diffs.
-type Changes = Vec<(Vec<Cell>, i64)>;
-
 /// One bucket's contents after a commit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rewrite {
@@ -28,45 +25,32 @@ pub struct Rewrite {
 /// rows plus the changes. Changes that cancel touch nothing. A row whose count would
 /// fall below zero is an error: the changes do not fit the table as it is.
 ///
-/// `runs` are the changes, in one or more runs (the times a commit covers). With
-/// `distinct`, the caller promises that no row appears twice within a run (one time's
-/// consolidated changes). A bucket the table does not hold yet, whose changes come
-/// from one run and only add rows, then takes them as they come, with no sort: the
-/// usual case of a backfill, whose times mostly open new buckets. Rows kept in that
-/// order are sorted when a later commit merges changes into them.
+/// A bucket the table does not hold yet, whose changes only add rows, takes them as
+/// they come, repeated by their diffs, with no sort: the same rows as consolidating
+/// first, and the usual case of a backfill, whose times mostly open new buckets. Rows
+/// kept in that order are sorted when a later commit merges changes into them.
 pub fn plan_rewrites(
     spec: &TableSpec,
     time: u64,
-    runs: Vec<Vec<(Vec<Cell>, i64)>>,
-    distinct: bool,
+    changes: Vec<(Vec<Cell>, i64)>,
     forced: impl IntoIterator<Item = i64>,
     mut current: impl FnMut(i64) -> Result<Vec<Vec<Cell>>>,
 ) -> Result<Vec<Rewrite>> {
-    // Per bucket: its changes, and the run they all come from (`None`: several).
-    let mut by_bucket: BTreeMap<i64, (Changes, Option<usize>)> = BTreeMap::new();
-    for (run, changes) in runs.into_iter().enumerate() {
-        for (row, diff) in changes {
-            let (diffs, one_run) = by_bucket
-                .entry(bucket_of(spec, &row))
-                .or_insert_with(|| (Vec::new(), Some(run)));
-            if *one_run != Some(run) {
-                *one_run = None;
-            }
-            diffs.push((row, diff));
-        }
+    let mut by_bucket: BTreeMap<i64, Vec<(Vec<Cell>, i64)>> = BTreeMap::new();
+    for (row, diff) in changes {
+        by_bucket
+            .entry(bucket_of(spec, &row))
+            .or_default()
+            .push((row, diff));
     }
     let forced: BTreeSet<i64> = forced.into_iter().collect();
     for bucket in &forced {
-        by_bucket.entry(*bucket).or_insert((Vec::new(), None));
+        by_bucket.entry(*bucket).or_default();
     }
     let mut rewrites = Vec::with_capacity(by_bucket.len());
-    for (bucket, (mut diffs, one_run)) in by_bucket {
-        // Rows that are only added, each once: a new bucket needs no sort.
-        let added = distinct
-            && one_run.is_some()
-            && !diffs.is_empty()
-            && diffs.iter().all(|(_, diff)| *diff > 0);
-        if !added {
+    for (bucket, mut diffs) in by_bucket {
+        let only_added = !diffs.is_empty() && diffs.iter().all(|(_, diff)| *diff > 0);
+        if !only_added {
             // Consolidated per bucket (a row has one bucket): many small sorts of
             // rows, which are costly to compare, instead of one large one.
             consolidate_rows(&mut diffs);
@@ -75,10 +59,13 @@ pub fn plan_rewrites(
             }
         }
         let held = current(bucket)?;
-        let rows = if added && held.is_empty() {
-            expand(diffs)
+        let rows = if only_added && held.is_empty() {
+            diffs
+                .into_iter()
+                .flat_map(|(row, diff)| std::iter::repeat_n(row, diff as usize))
+                .collect()
         } else {
-            if added {
+            if only_added {
                 consolidate_rows(&mut diffs);
             }
             apply_diffs(held, diffs, time)?
@@ -86,17 +73,6 @@ pub fn plan_rewrites(
         rewrites.push(Rewrite { bucket, rows });
     }
     Ok(rewrites)
-}
-
-/// The rows of `diffs` (all positive), each repeated by its diff, in the order given.
-fn expand(diffs: Vec<(Vec<Cell>, i64)>) -> Vec<Vec<Cell>> {
-    if diffs.iter().all(|(_, diff)| *diff == 1) {
-        return diffs.into_iter().map(|(row, _)| row).collect();
-    }
-    diffs
-        .into_iter()
-        .flat_map(|(row, diff)| std::iter::repeat_n(row, diff as usize))
-        .collect()
 }
 
 /// Sorts `diffs` by row and sums the diffs of equal rows, dropping those that cancel:
@@ -173,36 +149,56 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// With `distinct` (no row twice within a run of changes), every bucket holds
-        /// the rows it holds without the promise, as a multiset: a new bucket whose
-        /// changes are one run's additions takes them unsorted, any other is merged.
+        /// Every touched bucket holds the table's rows plus the changes, as a multiset
+        /// (a model: counts per row), whether it is new and only added to (taken
+        /// unsorted) or merged; untouched buckets are not rewritten; a count below
+        /// zero is an error.
         #[test]
-        fn distinct_changes_give_the_same_buckets_as_consolidated_ones(
+        fn buckets_hold_the_rows_plus_the_changes(
             held in proptest::collection::vec((0..300i32, 0..3i64), 0..6),
-            runs in proptest::collection::vec(
-                proptest::collection::btree_map(
-                    (0..300i32, 0..3i64),
-                    proptest::prop_oneof![proptest::strategy::Just(-1i64), 1..3i64],
-                    0..30,
-                ),
-                1..4,
+            changes in proptest::collection::vec(
+                ((0..300i32, 0..3i64), proptest::prop_oneof![proptest::strategy::Just(-1i64), 1..3i64]),
+                0..40,
             ),
         ) {
             let held: Vec<Vec<Cell>> = held.iter().map(|&(d, n)| day(d, n)).collect();
-            let runs: Vec<Vec<(Vec<Cell>, i64)>> = runs
+            let changes: Vec<(Vec<Cell>, i64)> =
+                changes.iter().map(|&((d, n), diff)| (day(d, n), diff)).collect();
+            // The model: every row's count after the changes, and the rows whose count moved.
+            let mut counts: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
+            for row in &held {
+                *counts.entry(row.clone()).or_default() += 1;
+            }
+            let mut moved: BTreeMap<Vec<Cell>, i64> = BTreeMap::new();
+            for (row, diff) in &changes {
+                *counts.entry(row.clone()).or_default() += diff;
+                *moved.entry(row.clone()).or_default() += diff;
+            }
+            let touched: BTreeSet<i64> = moved
                 .iter()
-                .map(|run| run.iter().map(|(&(d, n), &diff)| (day(d, n), diff)).collect())
+                .filter(|(_, net)| **net != 0)
+                .map(|(row, _)| bucket_of(&DAILY_ACTIVE, row))
                 .collect();
-            let plain = plan_rewrites(&DAILY_ACTIVE, 1, runs.clone(), false, [], table(&held));
-            let fast = plan_rewrites(&DAILY_ACTIVE, 1, runs, true, [], table(&held));
-            match (plain, fast) {
-                (Ok(plain), Ok(mut fast)) => {
-                    for rewrite in &mut fast {
-                        rewrite.rows.sort();
-                    }
-                    proptest::prop_assert_eq!(plain, fast);
+            let planned = plan_rewrites(&DAILY_ACTIVE, 1, changes, [], table(&held));
+            if counts.values().any(|count| *count < 0) {
+                proptest::prop_assert!(planned.is_err());
+            } else {
+                let mut planned = planned.unwrap();
+                for rewrite in &mut planned {
+                    rewrite.rows.sort();
                 }
-                (plain, fast) => proptest::prop_assert_eq!(plain.is_err(), fast.is_err()),
+                let expected: Vec<Rewrite> = touched
+                    .iter()
+                    .map(|&bucket| Rewrite {
+                        bucket,
+                        rows: counts
+                            .iter()
+                            .filter(|(row, _)| bucket_of(&DAILY_ACTIVE, row) == bucket)
+                            .flat_map(|(row, count)| std::iter::repeat_n(row.clone(), *count as usize))
+                            .collect(),
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(planned, expected);
             }
         }
     }
@@ -210,8 +206,7 @@ mod tests {
     #[test]
     fn added_rows_of_a_new_bucket_keep_their_order_and_multiplicity() {
         let changes = vec![(day(3, 1), 1), (day(1, 5), 2)];
-        let rewrites =
-            plan_rewrites(&DAILY_ACTIVE, 0, vec![changes], true, [], table(&[])).unwrap();
+        let rewrites = plan_rewrites(&DAILY_ACTIVE, 0, changes, [], table(&[])).unwrap();
         assert_eq!(
             rewrites,
             vec![Rewrite {
@@ -236,8 +231,7 @@ mod tests {
     fn only_the_buckets_a_change_touches_are_rewritten_with_their_other_rows() {
         let current = [day(1, 5), day(2, 6), day(40, 7), day(80, 8)];
         let changes = vec![(day(2, 6), -1), (day(2, 9), 1), (day(3, 1), 2)];
-        let rewrites =
-            plan_rewrites(&DAILY_ACTIVE, 4, vec![changes], false, [], table(&current)).unwrap();
+        let rewrites = plan_rewrites(&DAILY_ACTIVE, 4, changes, [], table(&current)).unwrap();
         assert_eq!(
             rewrites,
             vec![Rewrite {
@@ -251,16 +245,13 @@ mod tests {
     fn changes_that_cancel_rewrite_nothing_and_an_emptied_bucket_has_no_rows() {
         let current = [day(1, 5), day(40, 7)];
         let cancel = vec![(day(2, 1), 1), (day(2, 1), -1)];
-        assert!(
-            plan_rewrites(&DAILY_ACTIVE, 0, vec![cancel], false, [], table(&current))
-                .unwrap()
-                .is_empty()
-        );
+        assert!(plan_rewrites(&DAILY_ACTIVE, 0, cancel, [], table(&current))
+            .unwrap()
+            .is_empty());
         let empty = plan_rewrites(
             &DAILY_ACTIVE,
             0,
-            vec![vec![(day(40, 7), -1)]],
-            false,
+            vec![(day(40, 7), -1)],
             [],
             table(&current),
         );
@@ -277,8 +268,7 @@ mod tests {
     fn unsorted_current_rows_with_repeats_merge_with_the_changes() {
         let current = [day(3, 1), day(1, 5), day(3, 1)];
         let changes = vec![(day(3, 1), 1), (day(1, 5), -1), (day(2, 2), 1)];
-        let rewrites =
-            plan_rewrites(&DAILY_ACTIVE, 0, vec![changes], false, [], table(&current)).unwrap();
+        let rewrites = plan_rewrites(&DAILY_ACTIVE, 0, changes, [], table(&current)).unwrap();
         assert_eq!(
             rewrites,
             vec![Rewrite {
@@ -291,15 +281,8 @@ mod tests {
     #[test]
     fn a_forced_bucket_is_rewritten_without_changes() {
         let current = [day(1, 5), day(40, 7)];
-        let rewrites = plan_rewrites(
-            &DAILY_ACTIVE,
-            0,
-            vec![vec![(day(2, 1), 1)]],
-            false,
-            [1],
-            table(&current),
-        )
-        .unwrap();
+        let rewrites =
+            plan_rewrites(&DAILY_ACTIVE, 0, vec![(day(2, 1), 1)], [1], table(&current)).unwrap();
         assert_eq!(
             rewrites.iter().map(|r| r.bucket).collect::<Vec<_>>(),
             vec![0, 1]
@@ -309,16 +292,9 @@ mod tests {
 
     #[test]
     fn a_retraction_of_a_row_the_table_does_not_hold_is_an_error_naming_row_and_time() {
-        let error = plan_rewrites(
-            &DAILY_ACTIVE,
-            7,
-            vec![vec![(day(9, 9), -1)]],
-            false,
-            [],
-            table(&[]),
-        )
-        .unwrap_err()
-        .to_string();
+        let error = plan_rewrites(&DAILY_ACTIVE, 7, vec![(day(9, 9), -1)], [], table(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("-1 times at time 7"), "{error}");
         assert!(error.contains("Date(9)"), "{error}");
     }

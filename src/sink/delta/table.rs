@@ -157,19 +157,6 @@ impl DeltaTableSink {
     /// rows of touched buckets that are not cached are read back from their data files;
     /// the rewritten buckets become the most recently committed ones in the cache.
     pub fn commit(&mut self, time: u64, changes: Vec<(Vec<Cell>, i64)>) -> Result<CommitOutcome> {
-        self.commit_runs(time, vec![changes], false)
-    }
-
-    /// [`commit`](Self::commit) of changes in runs (the times the commit covers), where
-    /// `distinct` promises that no row appears twice within a run (one logical time's
-    /// consolidated changes): the rows of a bucket the table does not hold yet, added
-    /// by one run, are then written as they come, unsorted (see [`plan_rewrites`]).
-    pub fn commit_runs(
-        &mut self,
-        time: u64,
-        runs: Vec<Vec<(Vec<Cell>, i64)>>,
-        distinct: bool,
-    ) -> Result<CommitOutcome> {
         if self.last_time.is_some_and(|last| time <= last) {
             return Ok(CommitOutcome::AlreadyCommitted);
         }
@@ -177,7 +164,7 @@ impl DeltaTableSink {
         // The new contents of every touched bucket; nothing is changed until the commit
         // lands. Buckets with rows in foreign files are rewritten one bucket a file.
         let forced: Vec<i64> = self.foreign_rows.keys().copied().collect();
-        let rewrites = plan_rewrites(&spec, time, runs, distinct, forced, |bucket| {
+        let rewrites = plan_rewrites(&spec, time, changes, forced, |bucket| {
             self.bucket_rows(bucket)
         })?;
         if rewrites.is_empty() && self.foreign.is_empty() {
