@@ -67,9 +67,29 @@ impl<'a> Got<'a> {
     pub(crate) fn is_null(&self) -> bool {
         match self {
             Got::Null => true,
-            Got::Str(s) => s.trim().is_empty(),
+            Got::Str(s) => is_blank(s),
             _ => false,
         }
+    }
+}
+
+/// Whether `text` is empty or only whitespace (what `str::trim` removes). Most texts
+/// start with a visible ASCII character, which settles it without decoding the rest.
+pub(crate) fn is_blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        None => true,
+        Some(&b) if b.is_ascii() => (b as char).is_whitespace() && text.trim().is_empty(),
+        Some(_) => text.trim().is_empty(),
+    }
+}
+
+/// `text` without leading and trailing whitespace, as `str::trim` gives it, without
+/// decoding anything when both ends are visible ASCII characters (the common case).
+fn trimmed(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
     }
 }
 
@@ -91,7 +111,7 @@ pub(crate) fn hex(h: u64) -> String {
 /// An `event_type` as events hold it: trimmed and lower-cased (lower-case ASCII, the
 /// usual case, kept as it is); empty when blank (`missing_value`).
 pub(crate) fn event_type_of(text: &str) -> Id {
-    let t = text.trim();
+    let t = trimmed(text);
     if t.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
         Id::from(t.to_lowercase())
     } else {
@@ -639,5 +659,46 @@ fn test(t: &FilterTest, value: &Got) -> bool {
         FilterTest::Ge(x) => value.number().is_some_and(|v| v >= *x),
         FilterTest::Lt(x) => value.number().is_some_and(|v| v < *x),
         FilterTest::Le(x) => value.number().is_some_and(|v| v <= *x),
+    }
+}
+
+#[cfg(test)]
+mod text_tests {
+    use proptest::prelude::*;
+
+    use super::{is_blank, trimmed};
+
+    /// Texts mixing visible ASCII, ASCII and Unicode whitespace (vertical tab, form
+    /// feed, NEL, no-break and ideographic spaces) and other non-ASCII characters.
+    fn text() -> impl Strategy<Value = String> {
+        prop::collection::vec(
+            prop_oneof![
+                Just('a'),
+                Just('Z'),
+                Just('7'),
+                Just(':'),
+                Just(' '),
+                Just('\t'),
+                Just('\n'),
+                Just('\u{0B}'),
+                Just('\u{0C}'),
+                Just('\u{85}'),
+                Just('\u{A0}'),
+                Just('\u{3000}'),
+                Just('é'),
+                Just('\u{7F}'),
+            ],
+            0..6,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    proptest! {
+        /// The shortcuts agree with `str::trim` on every text.
+        #[test]
+        fn shortcuts_agree_with_trim(text in text()) {
+            prop_assert_eq!(is_blank(&text), text.trim().is_empty());
+            prop_assert_eq!(trimmed(&text), text.trim());
+        }
     }
 }

@@ -13,7 +13,6 @@ use std::hash::Hash;
 use differential_dataflow::difference::Semigroup;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::IntoIter;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
@@ -54,6 +53,9 @@ use crate::operators::held::{sum_updates, HeldByTime, HeldSums};
 /// seen.sort();
 /// assert_eq!(seen, [(("u1".to_string(), 3), 0, 10), (("u2".to_string(), 3), 0, 1)]);
 /// ```
+/// A complete time being released: its capability and the sums not sent yet.
+type Releasing<D, R> = (Time, Capability<Time>, std::vec::IntoIter<(D, R)>);
+
 pub fn combine<'s, D, R>(
     data: VecCollection<'s, Time, D, R>,
     name: &str,
@@ -67,12 +69,16 @@ where
         .unary_frontier(Pipeline, name, |_capability, info| {
             let activator = scope.activator_for(info.address);
             let mut sums: HeldSums<D, R> = HeldByTime::default();
+            // The emptied map of the time last released, for the next new time: a map
+            // grown anew for each time would rehash at every doubling.
+            let mut spare: Option<FxHashMap<D, R>> = None;
             // The complete time being released, a chunk per activation (see
             // [`RELEASE_CHUNK`]).
-            let mut releasing: Option<(Time, Capability<Time>, IntoIter<D, R>)> = None;
+            let mut releasing: Option<Releasing<D, R>> = None;
             move |(input, frontier), output| {
-                input
-                    .for_each(|cap, batch| sum_updates(&mut sums, &cap, batch, FxHashMap::default));
+                input.for_each(|cap, batch| {
+                    sum_updates(&mut sums, &cap, batch, || spare.take().unwrap_or_default())
+                });
                 loop {
                     if releasing.is_none() {
                         let Some((time, cap, time_sums)) =
@@ -80,7 +86,16 @@ where
                         else {
                             break;
                         };
-                        releasing = Some((time, cap, time_sums.into_iter()));
+                        let mut time_sums = time_sums;
+                        let sums_of_time: Vec<(D, R)> = time_sums
+                            .drain()
+                            .filter(|(_, diff)| !diff.is_zero())
+                            .collect();
+                        // A live run's small times after a large one let its room go.
+                        if time_sums.capacity() <= 4 * sums_of_time.len().max(1024) {
+                            spare = Some(time_sums);
+                        }
+                        releasing = Some((time, cap, sums_of_time.into_iter()));
                     }
                     let Some((time, cap, left)) = releasing.as_mut() else {
                         break;
@@ -89,7 +104,6 @@ where
                     output.session(cap).give_iterator(
                         left.by_ref()
                             .take(RELEASE_CHUNK)
-                            .filter(|(_, diff)| !diff.is_zero())
                             .map(|(record, diff)| (record, time, diff)),
                     );
                     if left.len() > 0 {

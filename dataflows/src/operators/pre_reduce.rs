@@ -8,11 +8,11 @@
 //! every worker and every time as it would cut the events (see
 //! [`crate::metrics::sessions`]).
 
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
-use std::collections::hash_map::IntoIter;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
@@ -64,10 +64,9 @@ where
     K: ExchangeData + Hash + Eq,
     V: ExchangeData,
     O: ExchangeData,
-    L: FnMut(&K, &mut Vec<(V, isize)>, &mut Vec<(O, isize)>) + 'static,
+    L: FnMut(&K, &mut [(V, isize)], &mut Vec<(O, isize)>) + 'static,
 {
-    type Groups<K, V> = FxHashMap<K, Vec<(V, isize)>>;
-    type Releasing<K, V> = (Time, Capability<Time>, IntoIter<K, Vec<(V, isize)>>);
+    type Releasing<K, V> = (Time, Capability<Time>, Grouped<K, V>);
     let scope = data.inner.scope();
     data.inner
         .unary_frontier(Pipeline, name, |_capability, info| {
@@ -77,14 +76,22 @@ where
             // [`RELEASE_CHUNK`]).
             let mut releasing: Option<Releasing<K, V>> = None;
             let mut made: Vec<(O, isize)> = Vec::new();
+            // The emptied groups of the time last released, whose room the next new
+            // time takes: a backfill's times are large, and a vector grown anew for
+            // each would copy its updates at every doubling.
+            let mut spare: Option<Groups<K, V>> = None;
             move |(input, frontier), output| {
                 input.for_each(|cap, batch| {
                     // A batch's updates mostly share one time: look it up once per run.
                     let mut updates = batch.drain(..).peekable();
                     while let Some(&(_, time, _)) = updates.peek() {
-                        let time_groups = groups.at(time, || cap.delayed(&time, 0));
+                        let time_groups = groups.at_with(
+                            time,
+                            || cap.delayed(&time, 0),
+                            || spare.take().unwrap_or_default(),
+                        );
                         while let Some(((key, value), _, diff)) = updates.next_if(|u| u.1 == time) {
-                            time_groups.entry(key).or_default().push((value, diff));
+                            time_groups.push(key, value, diff);
                         }
                     }
                 });
@@ -95,21 +102,31 @@ where
                         else {
                             break;
                         };
-                        releasing = Some((time, cap, time_groups.into_iter()));
+                        let mut time_groups = time_groups;
+                        let grouped = time_groups.grouped();
+                        // Kept for the next time unless a live run's small time after
+                        // a large one left it with far more room than it used.
+                        if time_groups.updates.capacity() <= 4 * grouped.values.len().max(1024) {
+                            spare = Some(time_groups);
+                        }
+                        releasing = Some((time, cap, grouped));
                     }
                     let Some((time, cap, left)) = releasing.as_mut() else {
                         break;
                     };
                     let time = *time;
                     let mut session = output.session(cap);
-                    for (key, mut values) in left.by_ref().take(RELEASE_CHUNK) {
-                        logic(&key, &mut values, &mut made);
+                    for _ in 0..RELEASE_CHUNK {
+                        let Some((key, values)) = left.next_group() else {
+                            break;
+                        };
+                        logic(key, values, &mut made);
                         for (record, diff) in made.drain(..) {
                             session.give(((key.clone(), record), time, diff));
                         }
                     }
                     drop(session);
-                    if left.len() > 0 {
+                    if !left.is_done() {
                         activator.activate();
                         break;
                     }
@@ -118,4 +135,138 @@ where
             }
         })
         .as_collection()
+}
+
+/// One logical time's updates on one worker, by key: each key gets a group number as
+/// it first comes, and the updates are kept in one vector with their group's number,
+/// not in a vector per key that grows by doubling (an allocation and a copy each time
+/// it fills, for every key).
+struct Groups<K, V> {
+    number: FxHashMap<K, u32>,
+    keys: Vec<K>,
+    updates: Vec<(u32, V, isize)>,
+}
+
+impl<K, V> Default for Groups<K, V> {
+    fn default() -> Self {
+        Groups {
+            number: FxHashMap::default(),
+            keys: Vec::new(),
+            updates: Vec::new(),
+        }
+    }
+}
+
+impl<K: Clone + Hash + Eq, V> Groups<K, V> {
+    /// Adds an update of `key`.
+    fn push(&mut self, key: K, value: V, diff: isize) {
+        let group = match self.number.entry(key) {
+            Entry::Occupied(number) => *number.get(),
+            Entry::Vacant(slot) => {
+                let group = self.keys.len() as u32;
+                self.keys.push(slot.key().clone());
+                *slot.insert(group)
+            }
+        };
+        self.updates.push((group, value, diff));
+    }
+
+    /// The updates sorted by group (a counting sort: stable, so each key's values stay
+    /// in arrival order), to be taken a key at a time. Leaves the groups empty, with
+    /// their room.
+    fn grouped(&mut self) -> Grouped<K, V> {
+        self.number.clear();
+        let keys = std::mem::take(&mut self.keys);
+        let updates = &mut self.updates;
+        // `starts[g]`: where group g's values begin; then, while placing, where its
+        // next value goes.
+        let mut starts = vec![0usize; keys.len() + 1];
+        for (group, _, _) in updates.iter() {
+            starts[*group as usize + 1] += 1;
+        }
+        for g in 1..starts.len() {
+            starts[g] += starts[g - 1];
+        }
+        let ends: Vec<usize> = starts[1..].to_vec();
+        let mut next = starts;
+        let mut slots: Vec<Option<(V, isize)>> = Vec::with_capacity(updates.len());
+        slots.resize_with(updates.len(), || None);
+        for (group, value, diff) in updates.drain(..) {
+            let at = &mut next[group as usize];
+            slots[*at] = Some((value, diff));
+            *at += 1;
+        }
+        let values = slots
+            .into_iter()
+            .map(|slot| slot.expect("every slot is filled"))
+            .collect();
+        Grouped {
+            keys,
+            ends,
+            values,
+            group: 0,
+        }
+    }
+}
+
+/// One time's values sorted by key (see [`Groups::grouped`]), taken a key at a time.
+struct Grouped<K, V> {
+    keys: Vec<K>,
+    /// Where each key's values end in `values`.
+    ends: Vec<usize>,
+    values: Vec<(V, isize)>,
+    /// The next key to take.
+    group: usize,
+}
+
+impl<K, V> Grouped<K, V> {
+    /// The next key with its values, in the order the keys first came.
+    fn next_group(&mut self) -> Option<(&K, &mut [(V, isize)])> {
+        let g = self.group;
+        let key = self.keys.get(g)?;
+        let start = if g == 0 { 0 } else { self.ends[g - 1] };
+        self.group += 1;
+        Some((key, &mut self.values[start..self.ends[g]]))
+    }
+
+    /// Whether every key was taken.
+    fn is_done(&self) -> bool {
+        self.group >= self.keys.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each key's values come out together, in arrival order, keys in the order they
+    /// first came, whatever the interleaving; emptied groups take a new time's updates
+    /// as a fresh one would.
+    #[test]
+    fn groups_keep_each_keys_values_in_arrival_order() {
+        let mut next = crate::test_numbers(5);
+        let mut groups: Groups<u8, u64> = Groups::default();
+        for _case in 0..50 {
+            let updates: Vec<(u8, u64, isize)> = (0..next(40))
+                .map(|_| (next(5) as u8, next(100), next(3) as isize - 1))
+                .collect();
+            for &(key, value, diff) in &updates {
+                groups.push(key, value, diff);
+            }
+            let mut expected: Vec<(u8, Vec<(u64, isize)>)> = Vec::new();
+            for &(key, value, diff) in &updates {
+                match expected.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, values)) => values.push((value, diff)),
+                    None => expected.push((key, vec![(value, diff)])),
+                }
+            }
+            let mut grouped = groups.grouped();
+            let mut got = Vec::new();
+            while let Some((key, values)) = grouped.next_group() {
+                got.push((*key, values.to_vec()));
+            }
+            assert!(grouped.is_done());
+            assert_eq!(got, expected);
+        }
+    }
 }

@@ -251,6 +251,8 @@ struct State {
     /// The member index of each hour of the day, when `hour_of_day` is in force.
     hours: Option<[MemberIx; 24]>,
     out: FxHashMap<(i32, MemberIx), Sums>,
+    /// The day being added to (see [`State::add_events`]), whose lists keep their room.
+    scratch: UserDay,
 }
 
 impl State {
@@ -365,42 +367,67 @@ impl State {
         for run in events.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
             let user = run[0].0.user_id;
             let days = self.users.entry(user).or_default();
-            let mut at = usize::MAX;
-            for (event, diff) in run {
-                let day = day_of(event.ts);
-                if days.get(at).is_none_or(|(d, _)| *d != day) {
-                    at = day_at(days, day);
+            // Room for the run's new days at once: one allocation, not a doubling
+            // vector shrunk again after every time.
+            let new_days = run
+                .chunk_by(|a, b| day_of(a.0.ts) == day_of(b.0.ts))
+                .filter(|day_run| {
+                    let day = day_of(day_run[0].0.ts);
+                    days.binary_search_by_key(&day, |(d, _)| *d).is_err()
+                })
+                .count();
+            days.reserve_exact(new_days);
+            for day_run in run.chunk_by(|a, b| day_of(a.0.ts) == day_of(b.0.ts)) {
+                let day = day_of(day_run[0].0.ts);
+                let at = day_at(days, day);
+                // The day's lists are worked on in the scratch day, whose room is
+                // kept from run to run, and stored back in exactly the room they need.
+                let held = &mut days[at].1;
+                let work = &mut self.scratch;
+                work.measures = held.measures;
+                work.items.clear();
+                work.items.extend_from_slice(&held.items);
+                work.active.clear();
+                work.active.extend_from_slice(&held.active);
+                for (event, diff) in day_run {
+                    add_event(
+                        plan,
+                        self.hours.as_ref(),
+                        &mut self.sources,
+                        work,
+                        &mut self.out,
+                        day,
+                        event,
+                        *diff,
+                    );
                 }
-                let events = &mut days[at].1;
-                add_event(
-                    plan,
-                    self.hours.as_ref(),
-                    &mut self.sources,
-                    events,
-                    &mut self.out,
-                    day,
-                    event,
-                    *diff,
-                );
-                if events.is_empty() {
+                held.measures = work.measures;
+                store_exactly(&mut held.items, &work.items);
+                store_exactly(&mut held.active, &work.active);
+                if held.is_empty() {
                     days.remove(at);
-                    at = usize::MAX;
                 }
             }
             if days.is_empty() {
                 self.users.remove(&user);
-                continue;
+            } else if days.capacity() > days.len() + days.len() / 4 {
+                // Days taken back (a retraction): give their room back.
+                days.shrink_to_fit();
             }
-            // Lists grow by doubling; most days take no more events once their time is
-            // over, so the days this time touched keep only the room they use.
-            let (first, last) = (day_of(run[0].0.ts), day_of(run[run.len() - 1].0.ts));
-            let from = days.partition_point(|(day, _)| *day < first);
-            for (_, events) in days[from..].iter_mut().take_while(|(day, _)| *day <= last) {
-                events.items.shrink_to_fit();
-                events.active.shrink_to_fit();
-            }
-            days.shrink_to_fit();
         }
+    }
+}
+
+/// Replaces the contents of `list` with `contents`, in the room it has if that is
+/// enough and not much more, else in a new allocation of exactly the room needed: a
+/// list changed by a time costs at most one allocation, and holds no spare room after.
+fn store_exactly<T: Copy>(list: &mut Vec<T>, contents: &[T]) {
+    let room = list.capacity();
+    if contents.len() <= room && room <= contents.len() + contents.len() / 4 {
+        list.clear();
+        list.extend_from_slice(contents);
+    } else {
+        *list = contents.to_vec();
     }
 }
 
