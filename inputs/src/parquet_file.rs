@@ -38,6 +38,17 @@ enum Scale {
     Div(i64),
 }
 
+impl Scale {
+    /// Milliseconds of a column value. Saturating: an overflowing value stays out of
+    /// range and is quarantined as `out_of_range`, not read as null.
+    fn millis(self, v: i64) -> i64 {
+        match self {
+            Scale::Mul(m) => v.saturating_mul(m),
+            Scale::Div(d) => tidemark_records::timestamp::floor_to_millis(v, d),
+        }
+    }
+}
+
 /// One column of a record batch, in the form rows read it.
 enum Col {
     Absent,
@@ -117,15 +128,7 @@ impl Col {
             Col::Int(a) if a.is_valid(r) => Got::Int(a.value(r)),
             Col::Float(a) if a.is_valid(r) => Got::Float(a.value(r)),
             Col::Bool(a) if a.is_valid(r) => Got::Bool(a.value(r)),
-            Col::Time(a, scale) if a.is_valid(r) => {
-                let v = a.value(r);
-                // Saturating: an overflowing value stays out of range and is quarantined
-                // as `out_of_range`, not read as null.
-                Got::Time(match scale {
-                    Scale::Mul(m) => v.saturating_mul(*m),
-                    Scale::Div(d) => tidemark_records::timestamp::floor_to_millis(v, *d),
-                })
-            }
+            Col::Time(a, scale) if a.is_valid(r) => Got::Time(scale.millis(a.value(r))),
             Col::Text(v) => match v.get(r) {
                 Some(Some(s)) => Got::Str(Cow::Borrowed(s)),
                 _ => Got::Null,

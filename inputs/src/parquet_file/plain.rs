@@ -6,107 +6,128 @@
 //! backfill's instructions). A row the fast path does not take whole (a null or blank
 //! required field, an out-of-range value) goes through the general path, which
 //! decides it exactly as for any other file: the fast path never quarantines. Both
-//! paths apply the same rules ([`event_type_of`], [`measure_of`], [`Got::is_null`]).
+//! paths apply the same rules ([`event_type_of`], [`measure_of`], [`is_blank`]).
 
-use crate::records::{Event, Id};
-use crate::rows::{event_type_of, measure_of, Got, MAX_DURATION_MS};
+use arrow::array::{Array, Float64Array, Int64Array, StringArray};
 
-use super::Col;
+use crate::records::{Event, Id, Measure};
+use crate::rows::{event_type_of, is_blank, measure_of, MAX_DURATION_MS};
 
-/// A record batch's event columns, in the order of `Table::Events.fields()`, when
-/// their types suit the fast path.
+use super::{Col, Scale};
+
+/// A record batch's event columns, in the order of `Table::Events.fields()`, each
+/// resolved once per batch to its typed array (`None`: the column is not read), so
+/// that a row reads its fields without a dispatch per field.
 pub(super) struct PlainEvents<'a> {
-    event_id: &'a Col,
-    user_id: &'a Col,
-    ts: &'a Col,
-    event_type: &'a Col,
-    item_id: &'a Col,
-    duration_ms: &'a Col,
-    session_id: &'a Col,
-    value: &'a Col,
+    event_id: &'a StringArray,
+    user_id: &'a StringArray,
+    ts: (&'a Int64Array, Scale),
+    event_type: &'a StringArray,
+    item_id: Option<&'a StringArray>,
+    duration_ms: Option<&'a Int64Array>,
+    session_id: Option<&'a StringArray>,
+    value: Value<'a>,
 }
 
-const ABSENT: Col = Col::Absent;
+/// The `value` column as the fast path reads it.
+enum Value<'a> {
+    Absent,
+    Float(&'a Float64Array),
+    Int(&'a Int64Array),
+}
 
 impl<'a> PlainEvents<'a> {
     /// The columns of `cols` that `plain` names, if each has the type the fast path
     /// reads; `None` sends the whole batch through the general path.
     pub(super) fn of(cols: &'a [Col], plain: &[Option<usize>; 8]) -> Option<PlainEvents<'a>> {
-        let col = |field: usize| -> &'a Col { plain[field].map_or(&ABSENT, |c| &cols[c]) };
-        let text = |c: &Col| matches!(c, Col::Str(_) | Col::Absent);
-        let events = PlainEvents {
-            event_id: col(0),
-            user_id: col(1),
-            ts: col(2),
-            event_type: col(3),
-            item_id: col(4),
-            duration_ms: col(5),
-            session_id: col(6),
-            value: col(7),
+        let col = |field: usize| -> Option<&'a Col> { plain[field].map(|c| &cols[c]) };
+        let text = |field: usize| match col(field) {
+            Some(Col::Str(a)) => Some(a),
+            _ => None,
         };
-        let suits = [events.event_id, events.user_id, events.event_type]
-            .iter()
-            .all(|c| matches!(c, Col::Str(_)))
-            && text(events.item_id)
-            && text(events.session_id)
-            && matches!(events.ts, Col::Time(..))
-            && matches!(events.duration_ms, Col::Int(_) | Col::Absent)
-            && matches!(events.value, Col::Float(_) | Col::Int(_) | Col::Absent);
-        suits.then_some(events)
+        // An optional text column: absent, or read as strings.
+        let optional_text = |field: usize| match col(field) {
+            None | Some(Col::Absent) => Some(None),
+            Some(Col::Str(a)) => Some(Some(a)),
+            Some(_) => None,
+        };
+        let ts = match col(2) {
+            Some(Col::Time(a, scale)) => (a, *scale),
+            _ => return None,
+        };
+        let duration_ms = match col(5) {
+            None | Some(Col::Absent) => None,
+            Some(Col::Int(a)) => Some(a),
+            Some(_) => return None,
+        };
+        let value = match col(7) {
+            None | Some(Col::Absent) => Value::Absent,
+            Some(Col::Float(a)) => Value::Float(a),
+            Some(Col::Int(a)) => Value::Int(a),
+            Some(_) => return None,
+        };
+        Some(PlainEvents {
+            event_id: text(0)?,
+            user_id: text(1)?,
+            ts,
+            event_type: text(3)?,
+            item_id: optional_text(4)?,
+            duration_ms,
+            session_id: optional_text(6)?,
+            value,
+        })
     }
 
     /// Row `r` as an event, if it is a valid one; `None` when the general path must
     /// decide it.
     pub(super) fn event(&self, r: usize) -> Option<Event> {
-        let event_id = required(self.event_id.get(r))?;
-        let user_id = required(self.user_id.get(r))?;
-        let ts = match self.ts.get(r) {
-            Got::Time(ts) if crate::time::in_range(ts) => ts,
-            _ => return None,
+        let event_id = optional(self.event_id, r)?;
+        let user_id = optional(self.user_id, r)?;
+        let (ts, scale) = self.ts;
+        let ts = Some(ts)
+            .filter(|a| a.is_valid(r))
+            .map(|a| scale.millis(a.value(r)))
+            .filter(|ts| crate::time::in_range(*ts))?;
+        let event_type = Some(self.event_type)
+            .filter(|a| a.is_valid(r))
+            .map(|a| event_type_of(a.value(r)))
+            .filter(|t| !t.is_empty())?;
+        let duration_ms = match self.duration_ms {
+            Some(a) if a.is_valid(r) => {
+                let d = a.value(r);
+                if !(0..=MAX_DURATION_MS).contains(&d) {
+                    return None;
+                }
+                Some(d)
+            }
+            _ => None,
         };
-        let event_type = match self.event_type.get(r) {
-            Got::Str(s) => Some(event_type_of(&s)).filter(|t| !t.is_empty())?,
-            _ => return None,
-        };
-        let duration_ms = match self.duration_ms.get(r) {
-            Got::Null => None,
-            Got::Int(d) if (0..=MAX_DURATION_MS).contains(&d) => Some(d),
-            _ => return None,
-        };
-        let value = match self.value.get(r) {
-            Got::Null => None,
-            Got::Float(v) => Some(measure_of(v)?),
-            Got::Int(v) => Some(measure_of(v as f64)?),
-            _ => return None,
+        let value: Option<Measure> = match self.value {
+            Value::Float(a) if a.is_valid(r) => Some(measure_of(a.value(r))?),
+            Value::Int(a) if a.is_valid(r) => Some(measure_of(a.value(r) as f64)?),
+            _ => None,
         };
         Some(Event {
             event_id,
             user_id,
             ts,
             event_type,
-            item_id: optional(self.item_id.get(r))?,
+            item_id: self.item_id.and_then(|a| optional(a, r)),
             duration_ms,
-            session_id: optional(self.session_id.get(r))?,
+            session_id: self.session_id.and_then(|a| optional(a, r)),
             value,
         })
     }
 }
 
-/// A required text: `None` (the general path decides) when null or blank.
-fn required(got: Got) -> Option<Id> {
-    optional(got).flatten()
-}
-
-/// An optional text: `Some(None)` when null or blank, `None` for a value that is not
-/// text.
-fn optional(got: Got) -> Option<Option<Id>> {
-    if got.is_null() {
-        return Some(None);
+/// A text: `None` when null or blank (for a required field, the general path then
+/// decides the row).
+fn optional(a: &StringArray, r: usize) -> Option<Id> {
+    if !a.is_valid(r) {
+        return None;
     }
-    match got {
-        Got::Str(s) => Some(Some(Id::from(s.as_ref()))),
-        _ => None,
-    }
+    let text = a.value(r);
+    (!is_blank(text)).then(|| Id::from(text))
 }
 
 #[cfg(test)]
