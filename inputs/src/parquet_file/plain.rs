@@ -135,7 +135,8 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{
-        ArrayRef, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
+        ArrayRef, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        TimestampMillisecondArray,
     };
     use proptest::prelude::*;
 
@@ -203,7 +204,9 @@ mod tests {
         Option<f64>,
     );
 
-    fn columns(rows: &[Row]) -> Vec<Col> {
+    /// The columns of `rows`: `ts` in milliseconds, or in microseconds with
+    /// `micros`; `value` as doubles, or as integers (truncated) with `int_values`.
+    fn columns_as(rows: &[Row], micros: bool, int_values: bool) -> Vec<Col> {
         let texts = |f: fn(&Row) -> &Option<String>| -> ArrayRef {
             Arc::new(StringArray::from(
                 rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>(),
@@ -212,26 +215,50 @@ mod tests {
         let arrays: Vec<ArrayRef> = vec![
             texts(|r| &r.0),
             texts(|r| &r.1),
-            Arc::new(TimestampMillisecondArray::from(
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            )),
+            if micros {
+                Arc::new(TimestampMicrosecondArray::from(
+                    rows.iter()
+                        .map(|r| r.2.map(|ms| ms.saturating_mul(1000).saturating_add(999)))
+                        .collect::<Vec<_>>(),
+                ))
+            } else {
+                Arc::new(TimestampMillisecondArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                ))
+            },
             texts(|r| &r.3),
             texts(|r| &r.4),
             Arc::new(Int64Array::from(
                 rows.iter().map(|r| r.5).collect::<Vec<_>>(),
             )),
-            Arc::new(Float64Array::from(
-                rows.iter().map(|r| r.6).collect::<Vec<_>>(),
-            )),
+            if int_values {
+                Arc::new(Int64Array::from(
+                    rows.iter()
+                        .map(|r| r.6.filter(|v| v.is_finite()).map(|v| v as i64))
+                        .collect::<Vec<_>>(),
+                ))
+            } else {
+                Arc::new(Float64Array::from(
+                    rows.iter().map(|r| r.6).collect::<Vec<_>>(),
+                ))
+            },
         ];
         arrays.iter().map(Col::of).collect()
+    }
+
+    fn columns(rows: &[Row]) -> Vec<Col> {
+        columns_as(rows, false, false)
     }
 
     proptest! {
         /// Every row the fast path takes is the one event the general path makes of it,
         /// with no quarantine row; every other row is left to the general path.
         #[test]
-        fn the_fast_path_makes_the_general_paths_events(rows in rows()) {
+        fn the_fast_path_makes_the_general_paths_events(
+            rows in rows(),
+            micros in any::<bool>(),
+            int_values in any::<bool>(),
+        ) {
             let mapping = Mapping::default();
             // The test file's columns: every event field but `session_id`, in order.
             let names: Vec<String> = Table::Events
@@ -245,7 +272,7 @@ mod tests {
             })
             .expect("every column is there");
             let plain = plan.plain_event_columns().expect("the default mapping is plain");
-            let cols = columns(&rows);
+            let cols = columns_as(&rows, micros, int_values);
             let fast = PlainEvents::of(&cols, &plain).expect("natural types");
             for r in 0..rows.len() {
                 let mut general = FileBatch::default();
