@@ -419,8 +419,9 @@ impl State {
 }
 
 /// Replaces the contents of `list` with `contents`, in the room it has if that is
-/// enough and not much more, else in a new allocation of exactly the room needed: a
-/// list changed by a time costs at most one allocation, and holds no spare room after.
+/// enough and at most a quarter more, else in a new allocation of exactly the room
+/// needed: a list changed by a time costs at most one allocation, and keeps little
+/// spare room.
 fn store_exactly<T: Copy>(list: &mut Vec<T>, contents: &[T]) {
     let room = list.capacity();
     if contents.len() <= room && room <= contents.len() + contents.len() / 4 {
