@@ -18,7 +18,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::operators::gate::{Time, RELEASE_CHUNK};
-use crate::operators::held::{sum_updates, HeldByTime, HeldSums};
+use crate::operators::held::{sum_updates, worth_keeping, HeldByTime, HeldSums};
+
+/// A complete time being released: its capability and the sums not sent yet.
+type Releasing<D, R> = (Time, Capability<Time>, std::vec::IntoIter<(D, R)>);
 
 /// Sums the updates of `data` per record and logical time on each worker, releasing a
 /// time once the input has passed it (when nothing downstream could complete it
@@ -53,9 +56,6 @@ use crate::operators::held::{sum_updates, HeldByTime, HeldSums};
 /// seen.sort();
 /// assert_eq!(seen, [(("u1".to_string(), 3), 0, 10), (("u2".to_string(), 3), 0, 1)]);
 /// ```
-/// A complete time being released: its capability and the sums not sent yet.
-type Releasing<D, R> = (Time, Capability<Time>, std::vec::IntoIter<(D, R)>);
-
 pub fn combine<'s, D, R>(
     data: VecCollection<'s, Time, D, R>,
     name: &str,
@@ -81,18 +81,16 @@ where
                 });
                 loop {
                     if releasing.is_none() {
-                        let Some((time, cap, time_sums)) =
+                        let Some((time, cap, mut time_sums)) =
                             sums.pop_complete(|time| !frontier.frontier().less_equal(&time))
                         else {
                             break;
                         };
-                        let mut time_sums = time_sums;
                         let sums_of_time: Vec<(D, R)> = time_sums
                             .drain()
                             .filter(|(_, diff)| !diff.is_zero())
                             .collect();
-                        // A live run's small times after a large one let its room go.
-                        if time_sums.capacity() <= 4 * sums_of_time.len().max(1024) {
+                        if worth_keeping(time_sums.capacity(), sums_of_time.len()) {
                             spare = Some(time_sums);
                         }
                         releasing = Some((time, cap, sums_of_time.into_iter()));

@@ -70,6 +70,14 @@ const ROOM_FACTOR: usize = 4;
 /// Buffers with room for at most this many records are always kept.
 const KEPT_ROOM: usize = 4096;
 
+/// Whether an emptied buffer with room for `room` records, which held `used` of them
+/// for its time, is kept for the next time: not when it has far more room than it used
+/// (see [`ROOM_FACTOR`]). Every operator that reuses a time's buffer or map decides
+/// with it.
+pub fn worth_keeping(room: usize, used: usize) -> bool {
+    room <= ROOM_FACTOR * used.max(KEPT_ROOM / ROOM_FACTOR)
+}
+
 impl<C, D> HeldByTime<C, Vec<D>> {
     /// Takes back the buffer of a time whose data is used up (`held` records were in
     /// it), emptied, for the next new time: its pages stay mapped, so the next time's
@@ -77,7 +85,7 @@ impl<C, D> HeldByTime<C, Vec<D>> {
     /// doubling, copying its records into fresh pages each time (half the page faults
     /// of a backfill, which cost more than the copies).
     pub fn recycle(&mut self, mut buffer: Vec<D>, held: usize) {
-        if buffer.capacity() > ROOM_FACTOR * held.max(KEPT_ROOM / ROOM_FACTOR) {
+        if !worth_keeping(buffer.capacity(), held) {
             return;
         }
         buffer.clear();

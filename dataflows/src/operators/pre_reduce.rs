@@ -18,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 
 use crate::operators::gate::{Time, RELEASE_CHUNK};
-use crate::operators::held::HeldByTime;
+use crate::operators::held::{worth_keeping, HeldByTime};
 
 /// Groups the updates of `data` per key and logical time on each worker and, once the
 /// input has passed the time, replaces each key's group by what `logic` makes of it:
@@ -97,16 +97,13 @@ where
                 });
                 loop {
                     if releasing.is_none() {
-                        let Some((time, cap, time_groups)) =
+                        let Some((time, cap, mut time_groups)) =
                             groups.pop_complete(|time| !frontier.frontier().less_equal(&time))
                         else {
                             break;
                         };
-                        let mut time_groups = time_groups;
                         let grouped = time_groups.grouped();
-                        // Kept for the next time unless a live run's small time after
-                        // a large one left it with far more room than it used.
-                        if time_groups.updates.capacity() <= 4 * grouped.values.len().max(1024) {
+                        if worth_keeping(time_groups.updates.capacity(), grouped.values.len()) {
                             spare = Some(time_groups);
                         }
                         releasing = Some((time, cap, grouped));
@@ -178,17 +175,15 @@ impl<K: Clone + Hash + Eq, V> Groups<K, V> {
         self.number.clear();
         let keys = std::mem::take(&mut self.keys);
         let updates = &mut self.updates;
-        // `starts[g]`: where group g's values begin; then, while placing, where its
-        // next value goes.
-        let mut starts = vec![0usize; keys.len() + 1];
+        // `next[g]`: where group g's next value goes; it starts where the group
+        // begins and ends where it ends.
+        let mut next = vec![0usize; keys.len() + 1];
         for (group, _, _) in updates.iter() {
-            starts[*group as usize + 1] += 1;
+            next[*group as usize + 1] += 1;
         }
-        for g in 1..starts.len() {
-            starts[g] += starts[g - 1];
+        for g in 1..next.len() {
+            next[g] += next[g - 1];
         }
-        let ends: Vec<usize> = starts[1..].to_vec();
-        let mut next = starts;
         let mut slots: Vec<Option<(V, isize)>> = Vec::with_capacity(updates.len());
         slots.resize_with(updates.len(), || None);
         for (group, value, diff) in updates.drain(..) {
@@ -200,6 +195,8 @@ impl<K: Clone + Hash + Eq, V> Groups<K, V> {
             .into_iter()
             .map(|slot| slot.expect("every slot is filled"))
             .collect();
+        let mut ends = next;
+        ends.truncate(keys.len());
         Grouped {
             keys,
             ends,
