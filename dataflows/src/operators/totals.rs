@@ -23,7 +23,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
-use crate::operators::held::{sum_updates, HeldByTime, HeldSums};
+use crate::operators::held::{sum_updates, worth_keeping, HeldByTime, HeldSums};
 
 /// What a key's total becomes in the output: nothing, or records with multiplicities.
 pub trait TotalOutput<D, R>: 'static {
@@ -124,6 +124,7 @@ where
                     pending.pop_complete(|time| !frontier.frontier().less_equal(&time))
                 {
                     let mut session = output.session(&cap);
+                    let used = sums.len();
                     for (key, diff) in sums.drain() {
                         if diff.is_zero() {
                             continue;
@@ -157,7 +158,12 @@ where
                                 .chain(after.drain(..).map(|(out, n)| (out, time, n))),
                         );
                     }
-                    spare = Some(sums);
+                    // A map grown by a large time (a backfill) is dropped once times
+                    // are small again (a live run): draining it would visit all its
+                    // buckets at every time.
+                    if worth_keeping(sums.capacity(), used) {
+                        spare = Some(sums);
+                    }
                 }
             }
         })
