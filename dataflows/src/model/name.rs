@@ -82,13 +82,14 @@ fn record_collision(id: u64, known: &str, text: &str) {
     }
 }
 
-/// A thread's copy of a text it has seen: the other 64 bits of the text's hash (which
-/// tell two texts of one id apart without reading either text) and the shared text.
-type Seen = (u64, Arc<str>);
-
 thread_local! {
-    /// This thread's copy of the texts it has seen, so interning rarely takes a lock.
-    static SEEN: RefCell<FxHashMap<u64, Seen>> = RefCell::new(FxHashMap::default());
+    /// The ids this thread has made, each with the other 64 bits of its text's hash
+    /// (which tell two texts of one id apart without reading either text): 16 bytes
+    /// an id, so that the table [`Name::new`] probes for every field of every event
+    /// stays small enough for the core's own cache.
+    static CHECKS: RefCell<FxHashMap<u64, u64>> = RefCell::new(FxHashMap::default());
+    /// The texts this thread has written, so that output rows rarely take a lock.
+    static TEXTS: RefCell<FxHashMap<u64, Arc<str>>> = RefCell::new(FxHashMap::default());
 }
 
 /// The id of a text (the low 64 bits of its 128-bit xxh3, masked by the test hook;
@@ -112,15 +113,21 @@ impl Name {
     /// deduplication takes for one.
     pub fn new(text: &str) -> Name {
         let (id, check) = id_and_check(text);
-        SEEN.with(|seen| {
-            let mut seen = seen.borrow_mut();
-            if let Some((known_check, known)) = seen.get(&id) {
+        CHECKS.with(|checks| {
+            let mut checks = checks.borrow_mut();
+            if let Some(known_check) = checks.get(&id) {
                 if *known_check != check {
-                    record_collision(id, known, text);
+                    let known = registry()
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(&id)
+                        .cloned();
+                    record_collision(id, known.as_deref().unwrap_or("?"), text);
                 }
                 return;
             }
-            remember(&mut seen, id, (check, register(id, text)));
+            register(id, text);
+            remember(&mut checks, id, check);
         });
         Name(NonZeroU64::new(id).unwrap_or(NonZeroU64::MIN))
     }
@@ -146,8 +153,8 @@ impl Name {
     /// process registry.
     fn with_shared<R>(self, f: impl FnOnce(&Arc<str>) -> R) -> R {
         let id = self.0.get();
-        SEEN.with(|seen| {
-            if let Some((_, known)) = seen.borrow().get(&id) {
+        TEXTS.with(|texts| {
+            if let Some(known) = texts.borrow().get(&id) {
                 return f(known);
             }
             let found = registry()
@@ -158,8 +165,7 @@ impl Name {
             match found {
                 Some(text) => {
                     let result = f(&text);
-                    let (_, check) = id_and_check(&text);
-                    remember(&mut seen.borrow_mut(), id, (check, text));
+                    remember(&mut texts.borrow_mut(), id, text);
                     result
                 }
                 None => f(&Arc::from(format!("#{id:016x}"))),
@@ -168,16 +174,18 @@ impl Name {
     }
 }
 
-/// Keeps `text` in this thread's cache, starting the cache over once it is full.
-fn remember(seen: &mut FxHashMap<u64, Seen>, id: u64, text: Seen) {
-    if seen.len() >= THREAD_CACHE {
-        seen.clear();
+/// Keeps what this thread knows of `id` in one of its caches, starting the cache over
+/// once it is full.
+fn remember<T>(cache: &mut FxHashMap<u64, T>, id: u64, known: T) {
+    if cache.len() >= THREAD_CACHE {
+        cache.clear();
     }
-    seen.insert(id, text);
+    cache.insert(id, known);
 }
 
-/// Registers `text` under `id` in the process registry; returns the shared text.
-fn register(id: u64, text: &str) -> Arc<str> {
+/// Registers `text` under `id` in the process registry, recording a collision if
+/// another text holds the id.
+fn register(id: u64, text: &str) {
     if let Some(known) = registry()
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -186,14 +194,13 @@ fn register(id: u64, text: &str) -> Arc<str> {
         if &**known != text {
             record_collision(id, known, text);
         }
-        return known.clone();
+        return;
     }
     let mut names = registry().write().unwrap_or_else(|e| e.into_inner());
-    let known = names.entry(id).or_insert_with(|| Arc::from(text)).clone();
-    if &*known != text {
-        record_collision(id, &known, text);
+    let known = names.entry(id).or_insert_with(|| Arc::from(text));
+    if &**known != text {
+        record_collision(id, known, text);
     }
-    known
 }
 
 impl fmt::Display for Name {
