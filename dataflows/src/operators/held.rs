@@ -280,6 +280,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_buffer_is_kept_unless_it_has_far_more_room_than_its_time_used() {
+        // Small buffers are always kept, whatever their time used.
+        assert!(worth_keeping(KEPT_ROOM, 0));
+        assert!(!worth_keeping(KEPT_ROOM + 1, 0));
+        // A large one is kept while its time used at least 1 / ROOM_FACTOR of it: a
+        // backfill's buffer goes once the times are small again.
+        let room = 1 << 20;
+        assert!(worth_keeping(room, room / ROOM_FACTOR));
+        assert!(!worth_keeping(room, room / ROOM_FACTOR - 1));
+        assert!(!worth_keeping(room, 10));
+    }
+
+    #[test]
     fn times_come_out_in_order_and_only_when_complete() {
         let mut held: HeldByTime<u64, Vec<char>> = HeldByTime::default();
         for (time, c) in [(7, 'a'), (2, 'b'), (7, 'c'), (4, 'd')] {
