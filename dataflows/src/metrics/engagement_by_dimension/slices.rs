@@ -34,7 +34,7 @@ use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, pop_complete_pair, HeldByTime, HeldUpdates};
-use crate::operators::totals::{add_to_list, add_to_total};
+use crate::operators::totals::add_to_list;
 
 /// A (day, dimension, member): the key of a table row.
 pub(super) type Slice = (i32, Slot, Option<Name>);
@@ -301,7 +301,7 @@ impl State {
                         let count = i64::from(events.measures.events) * diff as i64;
                         add_user(&mut events.active, &mut self.out, (*day, member), count);
                         let sums = events.measures.sums().multiply(&diff);
-                        add_to_total(&mut self.out, (*day, member), &sums);
+                        add_out(&mut self.out, (*day, member), &sums);
                     }
                 }
                 Source::Item(_) | Source::Missing => {
@@ -335,7 +335,7 @@ impl State {
                                 i64::from(measures.events) * diff,
                             );
                             let sums = measures.sums().multiply(&(diff as isize));
-                            add_to_total(&mut self.out, slice, &sums);
+                            add_out(&mut self.out, slice, &sums);
                         }
                     }
                 }
@@ -449,7 +449,7 @@ fn add_event(
     if let Some(hours) = hours {
         let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         add_user(&mut events.active, out, (day, hours[hour]), diff as i64);
-        add_to_total(out, (day, hours[hour]), &sums);
+        add_out(out, (day, hours[hour]), &sums);
     }
     if plan.by_item {
         add_to_list(
@@ -485,8 +485,15 @@ fn add_slices(
 ) {
     for &(member, times) in members {
         add_user(active, out, (day, member), diff as i64 * times);
-        add_to_total(out, (day, member), &sums.multiply(&(times as isize)));
+        add_out(out, (day, member), &sums.multiply(&(times as isize)));
     }
+}
+
+/// Adds `sums` to a slice's change in the time's output. A change that returns to
+/// zero stays until [`State::drain_out`] skips it: the output is summed, not kept.
+#[inline]
+fn add_out(out: &mut FxHashMap<(i32, MemberIx), Sums>, slice: (i32, MemberIx), sums: &Sums) {
+    out.entry(slice).or_default().plus_equals(sums);
 }
 
 /// Adds `diff` events to one user's (day, member): a user who gains their first event
@@ -502,7 +509,7 @@ fn add_user(
         (true, false) => -1,
         _ => return,
     };
-    add_to_total(out, slice, &Sums::users(users));
+    add_out(out, slice, &Sums::users(users));
 }
 
 #[cfg(test)]
