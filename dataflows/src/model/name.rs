@@ -117,11 +117,7 @@ impl Name {
             let mut checks = checks.borrow_mut();
             if let Some(known_check) = checks.get(&id) {
                 if *known_check != check {
-                    let known = registry()
-                        .read()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .get(&id)
-                        .cloned();
+                    let known = registered(id);
                     record_collision(id, known.as_deref().unwrap_or("?"), text);
                 }
                 return;
@@ -157,12 +153,7 @@ impl Name {
             if let Some(known) = texts.borrow().get(&id) {
                 return f(known);
             }
-            let found = registry()
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&id)
-                .cloned();
-            match found {
+            match registered(id) {
                 Some(text) => {
                     let result = f(&text);
                     remember(&mut texts.borrow_mut(), id, text);
@@ -181,6 +172,15 @@ fn remember<T>(cache: &mut FxHashMap<u64, T>, id: u64, known: T) {
         cache.clear();
     }
     cache.insert(id, known);
+}
+
+/// The text registered under `id` in this process, if any.
+fn registered(id: u64) -> Option<Arc<str>> {
+    registry()
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&id)
+        .cloned()
 }
 
 /// Registers `text` under `id` in the process registry, recording a collision if

@@ -81,8 +81,8 @@ impl<'a> PlainEvents<'a> {
     /// Row `r` as an event, if it is a valid one; `None` when the general path must
     /// decide it.
     pub(super) fn event(&self, r: usize) -> Option<Event> {
-        let event_id = optional(self.event_id, r)?;
-        let user_id = optional(self.user_id, r)?;
+        let event_id = nonblank(self.event_id, r)?;
+        let user_id = nonblank(self.user_id, r)?;
         let (ts, scale) = self.ts;
         let ts = Some(ts)
             .filter(|a| a.is_valid(r))
@@ -112,17 +112,17 @@ impl<'a> PlainEvents<'a> {
             user_id,
             ts,
             event_type,
-            item_id: self.item_id.and_then(|a| optional(a, r)),
+            item_id: self.item_id.and_then(|a| nonblank(a, r)),
             duration_ms,
-            session_id: self.session_id.and_then(|a| optional(a, r)),
+            session_id: self.session_id.and_then(|a| nonblank(a, r)),
             value,
         })
     }
 }
 
-/// A text: `None` when null or blank (for a required field, the general path then
-/// decides the row).
-fn optional(a: &StringArray, r: usize) -> Option<Id> {
+/// Row `r`'s text: `None` when null or blank (for a required field, the general path
+/// then decides the row; an optional one is absent).
+fn nonblank(a: &StringArray, r: usize) -> Option<Id> {
     if !a.is_valid(r) {
         return None;
     }
