@@ -34,7 +34,7 @@ use tidemark_dataflows::model::name::Name;
 use tidemark_dataflows::model::plans::{plan_facts, Arrival};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::operators::expiry::{earliest_per_key, Watermarks};
-use tidemark_dataflows::operators::gate::{deduplicate, watermark_gate, BatchMark, RawEvent, Time};
+use tidemark_dataflows::operators::gate::{deduplicate, watermark_gate, BatchMark, Time, UnitRows};
 use tidemark_inputs::generator::OutputFormat;
 use tidemark_inputs::records::{Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
@@ -245,9 +245,7 @@ pub fn run_all(parsed: Parsed) -> Duration {
             .enumerate()
         {
             let time = time as Time;
-            for raw in rows {
-                rows_in.send((raw, 1isize));
-            }
+            rows_in.send((common::unit_rows(time, rows), 1isize));
             marks_in.send(BatchMark {
                 batch: time,
                 file,
@@ -278,7 +276,7 @@ fn run_ingest(parsed: Parsed) -> Duration {
         let started = Instant::now();
         let probe = Handle::new();
         let (mut rows_in, mut marks_in) = worker.dataflow::<Time, _, _>(|scope| {
-            let (rows_in, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+            let (rows_in, event_rows) = scope.new_input::<Vec<(UnitRows, isize)>>();
             let (marks_in, batch_marks) = scope.new_input::<Vec<BatchMark>>();
             let (on_time, too_late, watermarks) = watermark_gate(
                 event_rows,
@@ -299,9 +297,7 @@ fn run_ingest(parsed: Parsed) -> Duration {
             .enumerate()
         {
             let time = time as Time;
-            for raw in rows {
-                rows_in.send((raw, 1isize));
-            }
+            rows_in.send((common::unit_rows(time, rows), 1isize));
             marks_in.send(BatchMark {
                 batch: time,
                 file,

@@ -103,10 +103,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
             .zip(users)
             .zip(subscriptions)
         {
-            for mut raw in batch {
-                raw.batch = time;
-                rows_in.send((raw, 1isize));
-            }
+            rows_in.send((common::unit_rows(time, batch), 1isize));
             marks_in.send(BatchMark {
                 batch: time,
                 file,
@@ -140,10 +137,7 @@ fn run(base: Parsed, extra: Vec<Vec<RawEvent>>, operators: bool) -> (Duration, V
             let started = Instant::now();
             let batch_time = time;
             let max_ts = batch.iter().map(|r| r.event.ts).max();
-            for mut raw in batch {
-                raw.batch = batch_time;
-                rows_in.send((raw, 1isize));
-            }
+            rows_in.send((common::unit_rows(batch_time, batch), 1isize));
             marks_in.send(BatchMark {
                 batch: batch_time,
                 file: format!("events/late-{batch_time}.parquet"),

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use tidemark_dataflows::model::action::{Action, ActionMaker};
 use tidemark_dataflows::model::plans::Arrival;
-use tidemark_dataflows::operators::gate::RawEvent;
+use tidemark_dataflows::operators::gate::{RawEvent, UnitRows};
 use tidemark_inputs::dataset::{Dataset, SourceFile, Table};
 use tidemark_inputs::generator::{self, GeneratorConfig, OutputFormat};
 use tidemark_inputs::records::{FileBatch, Subscription, UserRow};
@@ -170,5 +170,16 @@ impl Parsed {
             .iter()
             .map(|rows| rows.iter().map(|r| maker.make(&r.event)).collect())
             .collect()
+    }
+}
+
+/// Rows of one logical time as the gate takes them: one run of unit `batch` (the unit
+/// each row says is replaced by it).
+pub fn unit_rows(batch: u64, rows: Vec<RawEvent>) -> UnitRows {
+    let (rows, events) = rows.into_iter().map(|raw| (raw.row, raw.event)).unzip();
+    UnitRows {
+        batch,
+        rows,
+        events,
     }
 }

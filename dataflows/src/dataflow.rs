@@ -30,15 +30,16 @@ use crate::operators::expiry::{
     day_end, distinct_until_closed, drop_closed, earliest_per_key, month_end, retire_behind,
 };
 use crate::operators::gate::{
-    deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, RawEvent, Time,
+    deduplicate, deduplicate_with_retractions, watermark_gate, BatchMark, Time, UnitRows,
 };
 use crate::operators::totals::HashTotals;
 
 /// What the runtime feeds in, per worker.
 pub struct Inputs<'s> {
-    /// Valid event rows as read (before lateness and duplicate checks), at their batch's
-    /// time, with +1; -1 retracts a row of an earlier batch (a re-ingested file).
-    pub event_rows: StreamVec<'s, Time, (RawEvent, isize)>,
+    /// Valid event rows as read (before lateness and duplicate checks), a unit's rows
+    /// per record, at their batch's time, with +1; -1 retracts the rows of an earlier
+    /// batch (a re-ingested file).
+    pub event_rows: StreamVec<'s, Time, (UnitRows, isize)>,
     /// One [`BatchMark`] per batch, from the worker that read it.
     pub batch_marks: StreamVec<'s, Time, BatchMark>,
     /// Valid `users/` rows with their arrival.

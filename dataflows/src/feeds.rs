@@ -11,12 +11,12 @@ use timely::dataflow::{InputHandle, Scope};
 use crate::dataflow::{build, Inputs, Outputs};
 use crate::model::plans::Arrival;
 use crate::model::settings::Params;
-use crate::operators::gate::{BatchMark, RawEvent, Time};
+use crate::operators::gate::{BatchMark, Time, UnitRows};
 
 /// The input handles of one worker's dataflow.
 pub struct Feeds {
-    /// Event rows, with their arrival and row number.
-    pub rows: InputHandle<Time, CapacityContainerBuilder<Vec<(RawEvent, isize)>>>,
+    /// Event rows, a unit's rows at a time, with their arrival and row numbers.
+    pub rows: InputHandle<Time, CapacityContainerBuilder<Vec<(UnitRows, isize)>>>,
     /// One [`BatchMark`] per input unit, from the worker that fed it.
     pub marks: InputHandle<Time, CapacityContainerBuilder<Vec<BatchMark>>>,
     /// `users/` rows with their arrival.
@@ -32,17 +32,16 @@ pub struct Feeds {
 impl Feeds {
     /// Feeds `batch`, the input unit arriving as unit `arrival`, at the current
     /// logical time with multiplicity `diff` (-1 retracts it at a later time).
-    /// The batch is moved in, so no event is copied. Its [`BatchMark`] is sent apart.
+    /// The batch is moved in: its event rows go to the gate as one record, in the
+    /// reader's vectors, so no event is copied. Its [`BatchMark`] is sent apart.
     pub fn feed(&mut self, batch: FileBatch, arrival: u64, diff: isize) {
-        for (event, row) in batch.events.into_iter().zip(batch.event_rows) {
-            self.rows.send((
-                RawEvent {
-                    batch: arrival,
-                    row,
-                    event,
-                },
-                diff,
-            ));
+        if !batch.events.is_empty() {
+            let rows = UnitRows {
+                batch: arrival,
+                rows: batch.event_rows,
+                events: batch.events,
+            };
+            self.rows.send((rows, diff));
         }
         for (position, user) in batch.users.into_iter().enumerate() {
             self.users.update((user, (arrival, position as u64)), diff);
@@ -82,7 +81,7 @@ pub fn build_with_feeds<'s>(
     params: Params,
     retractions: bool,
 ) -> (Feeds, Outputs<'s>) {
-    let (rows, event_rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+    let (rows, event_rows) = scope.new_input::<Vec<(UnitRows, isize)>>();
     let (marks, batch_marks) = scope.new_input::<Vec<BatchMark>>();
     let (users, user_rows) = scope.new_collection();
     let (subscriptions, subscription_rows) = scope.new_collection();

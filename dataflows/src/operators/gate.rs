@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::action::{Action, ActionMaker};
 use crate::operators::expiry::{note_watermarks, Watermarks};
-use crate::operators::held::{hold_updates, Chunks, ChunksIter, HeldByTime, HeldUpdates};
+use crate::operators::held::{flatten, hold_chunks, HeldByTime, HeldChunks, HeldUpdates};
 use crate::operators::reduce::HashReduce;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -59,11 +59,41 @@ pub struct Admitted {
 impl Admitted {
     /// The compact form of a row.
     pub fn of(raw: &RawEvent) -> Admitted {
+        Admitted::new(raw.batch, raw.row, &raw.event)
+    }
+
+    /// The compact form of `event`, row `row` of input unit `batch`.
+    pub fn new(batch: u64, row: u64, event: &Event) -> Admitted {
         Admitted {
+            batch,
+            row,
+            id: xxh3_128(event.event_id.as_bytes()),
+            action: ActionMaker.make(event),
+        }
+    }
+}
+
+/// Event rows of one input unit, in file order, as one record: what the gate takes in.
+/// A file's rows go from its reader to the gate in the reader's own vectors, moved
+/// whole, so no row is copied or allocated again before the gate turns it into an
+/// [`Admitted`] row. A unit may come in several of these (tests feed a row at a time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UnitRows {
+    /// The input unit (see [`RawEvent::batch`]).
+    pub batch: u64,
+    /// Each event's 1-based row number in its file (as long as `events`).
+    pub rows: Vec<u64>,
+    /// The parsed events.
+    pub events: Vec<Event>,
+}
+
+impl From<RawEvent> for UnitRows {
+    /// One row as a run of its own.
+    fn from(raw: RawEvent) -> UnitRows {
+        UnitRows {
             batch: raw.batch,
-            row: raw.row,
-            id: xxh3_128(raw.event.event_id.as_bytes()),
-            action: ActionMaker.make(&raw.event),
+            rows: vec![raw.row],
+            events: vec![raw.event],
         }
     }
 }
@@ -83,16 +113,21 @@ pub struct BatchMark {
 
 /// Rows held per logical time until it is complete, with capabilities for the on-time
 /// and the too-late output.
-type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Chunks<(RawEvent, isize)>>;
+type HeldRows = HeldByTime<(Capability<Time>, Capability<Time>), Vec<(UnitRows, isize)>>;
 
-/// A complete time the gate is releasing: its time, capabilities, the rows left and
-/// the watermark of each unit among them.
-type Releasing = (
-    Time,
-    (Capability<Time>, Capability<Time>),
-    ChunksIter<(RawEvent, isize)>,
-    BTreeMap<u64, Option<Millis>>,
-);
+/// A complete time the gate is releasing, a chunk of rows per activation.
+struct Releasing {
+    time: Time,
+    /// Capabilities for the on-time and the too-late output.
+    caps: (Capability<Time>, Capability<Time>),
+    /// The time's runs of rows, each with its multiplicity.
+    units: Vec<(UnitRows, isize)>,
+    /// The run being released, and its first row not released yet.
+    unit: usize,
+    at: usize,
+    /// The watermark of each unit among them, once judged.
+    judged: BTreeMap<u64, Option<Millis>>,
+}
 
 /// Operators that hold a whole logical time release it at most this many records per
 /// activation, so that the operators downstream take each chunk (and the copies made
@@ -121,7 +156,7 @@ pub const RELEASE_CHUNK: usize = 16_384;
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use tidemark_dataflows::operators::gate::{deduplicate, watermark_gate, BatchMark, RawEvent};
+/// use tidemark_dataflows::operators::gate::{deduplicate, watermark_gate, BatchMark, RawEvent, UnitRows};
 /// use tidemark_records::records::Event;
 /// use timely::dataflow::operators::{Input as _, Inspect};
 ///
@@ -140,7 +175,7 @@ pub const RELEASE_CHUNK: usize = 16_384;
 /// let (accepted_out, late_out) = (Arc::clone(&accepted), Arc::clone(&late));
 /// timely::execute_directly(move |worker| {
 ///     let (mut rows, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
-///         let (rows_in, rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+///         let (rows_in, rows) = scope.new_input::<Vec<(UnitRows, isize)>>();
 ///         let (marks_in, marks) = scope.new_input::<Vec<BatchMark>>();
 ///         let (on_time, too_late, watermarks) = watermark_gate(rows, marks, HOUR);
 ///         deduplicate(on_time, &watermarks, false)
@@ -153,7 +188,7 @@ pub const RELEASE_CHUNK: usize = 16_384;
 ///     });
 ///     // Unit 0 (file a): events at 10:00 and 12:00.
 ///     for (row, e) in [event("e1", 10 * HOUR), event("e2", 12 * HOUR)].into_iter().enumerate() {
-///         rows.send((RawEvent { batch: 0, row: row as u64 + 1, event: e }, 1));
+///         rows.send((RawEvent { batch: 0, row: row as u64 + 1, event: e }.into(), 1));
 ///     }
 ///     marks.send(BatchMark { batch: 0, file: "a".into(), max_ts: Some(12 * HOUR) });
 ///     rows.advance_to(1);
@@ -164,7 +199,7 @@ pub const RELEASE_CHUNK: usize = 16_384;
 ///         .into_iter()
 ///         .enumerate()
 ///     {
-///         rows.send((RawEvent { batch: 1, row: row as u64 + 1, event: e }, 1));
+///         rows.send((RawEvent { batch: 1, row: row as u64 + 1, event: e }.into(), 1));
 ///     }
 ///     marks.send(BatchMark { batch: 1, file: "b".into(), max_ts: Some(12 * HOUR) });
 ///     rows.advance_to(2);
@@ -176,7 +211,7 @@ pub const RELEASE_CHUNK: usize = 16_384;
 /// assert_eq!((late[0].file.as_str(), late[0].row, late[0].reason.as_str()), ("b", 1, "too_late"));
 /// ```
 pub fn watermark_gate<'s>(
-    rows: StreamVec<'s, Time, (RawEvent, isize)>,
+    rows: StreamVec<'s, Time, (UnitRows, isize)>,
     marks: StreamVec<'s, Time, BatchMark>,
     allowed_lateness_ms: Millis,
 ) -> (
@@ -224,9 +259,7 @@ pub fn watermark_gate<'s>(
                 if let (Some(on_time), Some(too_late)) = (cap.retain_least(0), cap.retain_least(1))
                 {
                     let time = *on_time.time();
-                    pending
-                        .at(time, || (on_time, too_late))
-                        .push(std::mem::take(data));
+                    pending.at(time, || (on_time, too_late)).append(data);
                 }
             });
             marks_in.for_each(|cap, data| {
@@ -247,41 +280,49 @@ pub fn watermark_gate<'s>(
             // Complete times in order: each announces its watermark (if it is a batch
             // time) and releases its rows (if it has any), a chunk per activation.
             loop {
-                if let Some((time, (on_time_cap, too_late_cap), rows, judged)) = releasing.as_mut()
-                {
-                    let mut on_time = on_time_out.session(on_time_cap);
-                    let mut too_late = too_late_out.session(too_late_cap);
-                    // The unit of the previous row and its watermark: rows come in runs
-                    // of one unit.
-                    let mut last: Option<(u64, Option<Millis>)> = None;
-                    for (raw, diff) in rows.by_ref().take(RELEASE_CHUNK) {
-                        // The watermark of the row's unit, looked up once per unit.
-                        let watermark = match last {
-                            Some((unit, watermark)) if unit == raw.batch => watermark,
-                            _ => {
-                                let watermark = *judged.entry(raw.batch).or_insert_with(|| {
-                                    lateness(before.get(&raw.batch).copied().unwrap_or_else(|| {
-                                        maxima.range(..raw.batch).map(|(_, ts)| *ts).max()
-                                    }))
-                                });
-                                last = Some((raw.batch, watermark));
-                                watermark
+                if let Some(release) = releasing.as_mut() {
+                    let time = release.time;
+                    let mut on_time = on_time_out.session(&release.caps.0);
+                    let mut too_late = too_late_out.session(&release.caps.1);
+                    let mut budget = RELEASE_CHUNK;
+                    while budget > 0 && release.unit < release.units.len() {
+                        let (run, diff) = &mut release.units[release.unit];
+                        let (unit, diff) = (run.batch, *diff);
+                        // The watermark of the run's unit, looked up once per run.
+                        let watermark =
+                            *release.judged.entry(unit).or_insert_with(|| {
+                                lateness(before.get(&unit).copied().unwrap_or_else(|| {
+                                    maxima.range(..unit).map(|(_, ts)| *ts).max()
+                                }))
+                            });
+                        // Rows and events pair up (a reader gives both, as long).
+                        let len = run.events.len().min(run.rows.len());
+                        let end = len.min(release.at + budget);
+                        let rows = run.rows[release.at..end].iter();
+                        for (row, event) in rows.zip(&run.events[release.at..end]) {
+                            if watermark.is_some_and(|w| event.ts < w) {
+                                let row = QuarantineRow {
+                                    file: files.get(&unit).cloned().unwrap_or_default(),
+                                    row: *row,
+                                    field: "ts".into(),
+                                    reason: "too_late".into(),
+                                    raw: event.raw_json(),
+                                };
+                                too_late.give((row, time, diff));
+                            } else {
+                                on_time.give((Admitted::new(unit, *row, event), time, diff));
                             }
-                        };
-                        if watermark.is_some_and(|w| raw.event.ts < w) {
-                            let row = QuarantineRow {
-                                file: files.get(&raw.batch).cloned().unwrap_or_default(),
-                                row: raw.row,
-                                field: "ts".into(),
-                                reason: "too_late".into(),
-                                raw: raw.event.raw_json(),
-                            };
-                            too_late.give((row, *time, diff));
-                        } else {
-                            on_time.give((Admitted::of(&raw), *time, diff));
+                        }
+                        budget -= end - release.at;
+                        release.at = end;
+                        if end == len {
+                            // The run is released: its memory goes back now.
+                            *run = UnitRows::default();
+                            release.unit += 1;
+                            release.at = 0;
                         }
                     }
-                    if rows.left() > 0 {
+                    if release.unit < release.units.len() {
                         activator.activate();
                         break;
                     }
@@ -319,8 +360,15 @@ pub fn watermark_gate<'s>(
                         watermarks_out.session(&cap).give(watermark);
                     }
                 }
-                if let Some((caps, rows)) = pending.take(time) {
-                    releasing = Some((time, caps, ChunksIter::new(rows), BTreeMap::new()));
+                if let Some((caps, units)) = pending.take(time) {
+                    releasing = Some(Releasing {
+                        time,
+                        caps,
+                        units,
+                        unit: 0,
+                        at: 0,
+                        judged: BTreeMap::new(),
+                    });
                 }
             }
         }
@@ -362,30 +410,29 @@ pub fn deduplicate<'s>(
             "Deduplicate",
             move |_capability, info| {
                 let activator = scope.activator_for(info.address);
-                let mut pending: HeldUpdates<Admitted> = HeldByTime::default();
+                let mut pending: HeldChunks<Admitted> = HeldByTime::default();
                 let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
                 // Ids by the day of their first row (all under one key unless `forget`).
                 let mut seen: BTreeMap<i32, FxHashSet<u128>> = BTreeMap::new();
                 // The complete time being released, in row order, a chunk per activation.
                 let mut releasing: Option<(Time, Capability<Time>, Judged)> = None;
                 move |(input, frontier), (marks, marks_frontier), output| {
-                    input.for_each(|cap, data| {
-                        hold_updates(&mut pending, &cap, data, |row, _time, diff| {
-                            // Retractions come only with `--reingest-changed`, which
-                            // selects `deduplicate_with_retractions` instead.
-                            debug_assert!(diff > 0, "input rows are never retracted here");
-                            row
-                        })
-                    });
+                    input.for_each(|cap, data| hold_chunks(&mut pending, &cap, data));
                     marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
                     loop {
                         if releasing.is_none() {
-                            let Some((time, cap, rows)) = pending.pop_complete(|time| {
+                            let Some((time, cap, chunks)) = pending.pop_complete(|time| {
                                 !frontier.frontier().less_equal(&time)
                                     && !marks_frontier.frontier().less_equal(&time)
                             }) else {
                                 break;
                             };
+                            let rows = flatten(chunks, |row, diff| {
+                                // Retractions come only with `--reingest-changed`, which
+                                // selects `deduplicate_with_retractions` instead.
+                                debug_assert!(diff > 0, "input rows are never retracted here");
+                                row
+                            });
                             if let Some(watermark) = known.remove(&time).filter(|_| forget) {
                                 // Days that ended at or before the watermark are closed.
                                 seen = seen.split_off(&day_of(watermark));
@@ -440,10 +487,7 @@ pub fn deduplicate<'s>(
                             activator.activate();
                             break;
                         }
-                        if let Some((_, _, judged)) = releasing.take() {
-                            let held = judged.rows.len();
-                            pending.recycle(judged.rows, held);
-                        }
+                        releasing = None;
                     }
                 }
             },
@@ -551,7 +595,7 @@ mod tests {
         let (accepted_out, late_out) = (Arc::clone(&accepted), Arc::clone(&late));
         timely::execute_directly(move |worker| {
             let (mut rows, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
-                let (rows_in, rows) = scope.new_input::<Vec<(RawEvent, isize)>>();
+                let (rows_in, rows) = scope.new_input::<Vec<(UnitRows, isize)>>();
                 let (marks_in, marks) = scope.new_input::<Vec<BatchMark>>();
                 let (on_time, too_late, watermarks) = watermark_gate(rows, marks, HOUR);
                 deduplicate(on_time, &watermarks, false).inner.inspect(
@@ -574,7 +618,8 @@ mod tests {
                         batch: 0,
                         row: row as u64,
                         event: e,
-                    },
+                    }
+                    .into(),
                     1,
                 ));
             }
@@ -594,7 +639,8 @@ mod tests {
                         batch: 1,
                         row: row as u64,
                         event: e,
-                    },
+                    }
+                    .into(),
                     1,
                 ));
             }

@@ -188,45 +188,6 @@ pub fn pop_complete_pair<C, A, B>(
 /// large time), and fault in fresh pages for each copy.
 pub type Chunks<T> = Vec<Vec<T>>;
 
-/// Drains [`Chunks`] in order, a record at a time, knowing how many are left.
-#[derive(Debug)]
-pub struct ChunksIter<T> {
-    chunks: std::vec::IntoIter<Vec<T>>,
-    current: std::vec::IntoIter<T>,
-    left: usize,
-}
-
-impl<T> ChunksIter<T> {
-    /// Drains `chunks`.
-    pub fn new(chunks: Chunks<T>) -> Self {
-        let left = chunks.iter().map(Vec::len).sum();
-        ChunksIter {
-            chunks: chunks.into_iter(),
-            current: Vec::new().into_iter(),
-            left,
-        }
-    }
-
-    /// Records not yet drained.
-    pub fn left(&self) -> usize {
-        self.left
-    }
-}
-
-impl<T> Iterator for ChunksIter<T> {
-    type Item = T;
-
-    fn next(&mut self) -> Option<T> {
-        loop {
-            if let Some(item) = self.current.next() {
-                self.left -= 1;
-                return Some(item);
-            }
-            self.current = self.chunks.next()?.into_iter();
-        }
-    }
-}
-
 /// Updates held by time with a capability each, the common case.
 pub type HeldUpdates<D> = HeldByTime<Capability<Time>, Vec<D>>;
 
@@ -246,6 +207,51 @@ pub fn hold_updates<D, I>(
             held.push(item(record, time, diff));
         }
     }
+}
+
+/// Updates held by time in the containers they came in, with a capability each.
+pub type HeldChunks<D> = HeldByTime<Capability<Time>, Chunks<(D, Time, isize)>>;
+
+/// Holds every update of `batch` under its own time, with a capability for the time
+/// delayed from `cap`. A batch whose updates share one time (the usual case) is held
+/// as it came, without copying a record: appending to one vector per time would copy
+/// each record once more, and again each time the vector doubles, faulting in fresh
+/// pages for every copy. Take a time's updates out with [`flatten`].
+pub fn hold_chunks<D>(
+    held: &mut HeldChunks<D>,
+    cap: &InputCapability<Time>,
+    batch: &mut Vec<(D, Time, isize)>,
+) {
+    let Some(&(_, first, _)) = batch.first() else {
+        return;
+    };
+    if batch.iter().all(|(_, time, _)| *time == first) {
+        held.at(first, || cap.delayed(&first, 0))
+            .push(std::mem::take(batch));
+        return;
+    }
+    let mut updates = batch.drain(..).peekable();
+    while let Some(&(_, time, _)) = updates.peek() {
+        let mut run = Vec::new();
+        while let Some(update) = updates.next_if(|u| u.1 == time) {
+            run.push(update);
+        }
+        held.at(time, || cap.delayed(&time, 0)).push(run);
+    }
+}
+
+/// A time's updates held by [`hold_chunks`], in arrival order, in one vector of
+/// exactly their number, each as `item(record, diff)`.
+pub fn flatten<D, I>(chunks: Chunks<(D, Time, isize)>, item: impl Fn(D, isize) -> I) -> Vec<I> {
+    let mut all = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+    for chunk in chunks {
+        all.extend(
+            chunk
+                .into_iter()
+                .map(|(record, _, diff)| item(record, diff)),
+        );
+    }
+    all
 }
 
 /// Updates summed per record and time, with a capability for each time.
@@ -323,15 +329,5 @@ mod tests {
         // Four times as much room as its time held: let go.
         held.recycle(data, room / 5);
         assert_eq!(held.at(3, || 3).capacity(), 0);
-    }
-
-    #[test]
-    fn chunks_drain_in_order_and_count_what_is_left() {
-        let mut chunks = ChunksIter::new(vec![vec![1, 2], vec![], vec![3]]);
-        assert_eq!(chunks.left(), 3);
-        assert_eq!(chunks.next(), Some(1));
-        assert_eq!(chunks.left(), 2);
-        assert_eq!(chunks.by_ref().collect::<Vec<_>>(), vec![2, 3]);
-        assert_eq!((chunks.left(), chunks.next()), (0, None));
     }
 }

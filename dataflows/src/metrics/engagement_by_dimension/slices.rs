@@ -33,7 +33,9 @@ use super::{Slot, Source, Sums};
 use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::operators::gate::Time;
-use crate::operators::held::{hold_updates, pop_complete_pair, HeldByTime, HeldUpdates};
+use crate::operators::held::{
+    flatten, hold_chunks, hold_updates, pop_complete_pair, HeldByTime, HeldChunks, HeldUpdates,
+};
 use crate::operators::totals::add_to_list;
 
 /// A (day, dimension, member): the key of a table row.
@@ -67,16 +69,12 @@ pub(super) fn slices<'s>(
             Pipeline,
             "DimensionSlices",
             move |_capability, _info| {
-                let mut held_events: HeldUpdates<(Action, isize)> = HeldByTime::default();
+                let mut held_events: HeldChunks<Action> = HeldByTime::default();
                 let mut held_members: HeldUpdates<(Source, Slot, Option<Name>, isize)> =
                     HeldByTime::default();
                 let mut state = State::new(&plan);
                 move |(events_in, events_frontier), (members_in, members_frontier), output| {
-                    events_in.for_each(|cap, batch| {
-                        hold_updates(&mut held_events, &cap, batch, |event, _, diff| {
-                            (event, diff)
-                        })
-                    });
+                    events_in.for_each(|cap, batch| hold_chunks(&mut held_events, &cap, batch));
                     members_in.for_each(|cap, batch| {
                         hold_updates(
                             &mut held_members,
@@ -89,18 +87,15 @@ pub(super) fn slices<'s>(
                         !events_frontier.frontier().less_equal(&time)
                             && !members_frontier.frontier().less_equal(&time)
                     };
-                    while let Some((time, cap, mut events, changes)) =
+                    while let Some((time, cap, events, changes)) =
                         pop_complete_pair(&mut held_events, &mut held_members, complete)
                     {
                         state.move_members(changes.as_deref().unwrap_or_default());
-                        state.add_events(&plan, events.as_deref_mut().unwrap_or_default());
+                        let mut events = flatten(events.unwrap_or_default(), |e, diff| (e, diff));
+                        state.add_events(&plan, &mut events);
                         output.session(&cap).give_iterator(
                             state.drain_out().map(|(slice, sums)| (slice, time, sums)),
                         );
-                        if let Some(events) = events {
-                            let held = events.len();
-                            held_events.recycle(events, held);
-                        }
                     }
                 }
             },
