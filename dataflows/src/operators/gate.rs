@@ -77,7 +77,7 @@ impl Admitted {
 /// A file's rows go from its reader to the gate in the reader's own vectors, moved
 /// whole, so no row is copied or allocated again before the gate turns it into an
 /// [`Admitted`] row. A unit may come in several of these (tests feed a row at a time).
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UnitRows {
     /// The input unit (see [`RawEvent::batch`]).
     pub batch: u64,
