@@ -284,6 +284,61 @@ pub fn sum_updates<D: Hash + Eq, R: Semigroup>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
+    use timely::container::CapacityContainerBuilder;
+    use timely::dataflow::channels::pact::Pipeline;
+    use timely::dataflow::operators::generic::Operator;
+    use timely::dataflow::operators::Input as _;
+
+    /// Containers of one time are held as they came, a container of several times is
+    /// split, and each complete time comes out with exactly its updates, in arrival
+    /// order, as a plain list of them says.
+    #[test]
+    fn held_chunks_give_each_time_its_updates_in_arrival_order() {
+        let containers: Vec<Vec<(u32, Time, isize)>> = vec![
+            vec![(1, 0, 1), (2, 0, 1)],
+            vec![(3, 1, 1), (4, 0, -1), (5, 2, 1), (6, 1, 1)],
+            vec![(7, 2, 2)],
+        ];
+        let expected: BTreeMap<Time, Vec<(u32, isize)>> = containers.iter().flatten().fold(
+            BTreeMap::new(),
+            |mut by_time, &(record, time, diff)| {
+                by_time
+                    .entry(time)
+                    .or_insert_with(Vec::new)
+                    .push((record, diff));
+                by_time
+            },
+        );
+        let seen = Arc::new(Mutex::new(BTreeMap::new()));
+        let out = Arc::clone(&seen);
+        timely::execute_directly(move |worker| {
+            let mut input = worker.dataflow::<Time, _, _>(|scope| {
+                let (input, stream) = scope.new_input::<Vec<(u32, Time, isize)>>();
+                stream.unary_frontier::<CapacityContainerBuilder<Vec<()>>, _, _, _>(
+                    Pipeline,
+                    "Held",
+                    |_, _| {
+                        let mut held: HeldChunks<u32> = HeldByTime::default();
+                        move |(input, frontier), _output| {
+                            input.for_each(|cap, data| hold_chunks(&mut held, &cap, data));
+                            while let Some((time, _cap, chunks)) =
+                                held.pop_complete(|t| !frontier.less_equal(&t))
+                            {
+                                let updates = flatten(chunks, |record, diff| (record, diff));
+                                out.lock().unwrap().insert(time, updates);
+                            }
+                        }
+                    },
+                );
+                input
+            });
+            for mut container in containers {
+                input.send_batch(&mut container);
+            }
+        });
+        assert_eq!(*seen.lock().unwrap(), expected);
+    }
 
     #[test]
     fn a_buffer_is_kept_unless_it_has_far_more_room_than_its_time_used() {
