@@ -173,8 +173,8 @@ impl Parsed {
     }
 }
 
-/// Rows of one logical time as the gate takes them: one run of unit `batch` (the unit
-/// each row says is replaced by it).
+/// Rows of one logical time as the gate takes them: one run of unit `batch`, whatever
+/// unit the rows name themselves.
 pub fn unit_rows(batch: u64, rows: Vec<RawEvent>) -> UnitRows {
     let (rows, events) = rows.into_iter().map(|raw| (raw.row, raw.event)).unzip();
     UnitRows {

@@ -186,13 +186,9 @@ fn registered(id: u64) -> Option<Arc<str>> {
 /// Registers `text` under `id` in the process registry, recording a collision if
 /// another text holds the id.
 fn register(id: u64, text: &str) {
-    if let Some(known) = registry()
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&id)
-    {
-        if &**known != text {
-            record_collision(id, known, text);
+    if let Some(known) = registered(id) {
+        if &*known != text {
+            record_collision(id, &known, text);
         }
         return;
     }

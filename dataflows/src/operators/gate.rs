@@ -57,11 +57,6 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// The compact form of a row.
-    pub fn of(raw: &RawEvent) -> Admitted {
-        Admitted::new(raw.batch, raw.row, &raw.event)
-    }
-
     /// The compact form of `event`, row `row` of input unit `batch`.
     pub fn new(batch: u64, row: u64, event: &Event) -> Admitted {
         Admitted {
@@ -676,13 +671,7 @@ mod tests {
         let mut next = crate::test_numbers(5);
         for case in 0..200 {
             let rows: Vec<Admitted> = (0..next(40))
-                .map(|_| {
-                    Admitted::of(&RawEvent {
-                        batch: next(3),
-                        row: next(10),
-                        event: event(next(8) as usize, 10 * HOUR),
-                    })
-                })
+                .map(|_| Admitted::new(next(3), next(10), &event(next(8) as usize, 10 * HOUR)))
                 .collect();
             let earlier: FxHashSet<u128> = (0..next(3))
                 .map(|_| xxh3_128(format!("e{}", next(8)).as_bytes()))
