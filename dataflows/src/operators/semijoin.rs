@@ -80,9 +80,9 @@ where
             move |_capability, _info| {
                 let mut held_data: HeldUpdates<((K, V), isize)> = HeldByTime::default();
                 let mut held_keys: HeldSums<K, isize> = HeldByTime::default();
-                // Each key's records so far (consolidated where a retraction came), and
-                // every key of the set with its multiplicity (never zero).
-                let mut records: FxHashMap<K, Vec<(V, isize)>> = FxHashMap::default();
+                // Each key's records so far, and every key of the set with its
+                // multiplicity (never zero).
+                let mut records: Records<K, V> = Records::default();
                 let mut set: FxHashMap<K, isize> = FxHashMap::default();
                 move |(data_in, data_frontier), (keys_in, keys_frontier), output| {
                     data_in.for_each(|cap, batch| {
@@ -106,14 +106,13 @@ where
                             if change == 0 {
                                 continue;
                             }
-                            for (value, diff) in records.get(&key).into_iter().flatten() {
+                            records.for_each(&key, |value, diff| {
                                 let record = (key.clone(), value.clone());
                                 session.give((record, time, diff * change));
-                            }
+                            });
                             add_to_total(&mut set, key, &change);
                         }
                         // The time's records meet the set after them, and are kept.
-                        let mut retracted: FxHashSet<K> = FxHashSet::default();
                         let held = data.as_ref().map_or(0, Vec::len);
                         for ((key, value), diff) in data.iter_mut().flat_map(|d| d.drain(..)) {
                             if diff == 0 {
@@ -123,21 +122,9 @@ where
                                 let record = (key.clone(), value.clone());
                                 session.give((record, time, diff * count));
                             }
-                            if diff < 0 {
-                                retracted.insert(key.clone());
-                            }
-                            records.entry(key).or_default().push((value, diff));
+                            records.add(key, value, diff);
                         }
-                        // A key's records are summed only when some were taken back, so
-                        // an insert costs a push, and a retired day a sort of its records.
-                        for key in retracted {
-                            if let Entry::Occupied(mut values) = records.entry(key) {
-                                consolidate(values.get_mut());
-                                if values.get().is_empty() {
-                                    values.remove();
-                                }
-                            }
-                        }
+                        records.settle();
                         if let Some(data) = data {
                             held_data.recycle(data, held);
                         }
@@ -146,6 +133,104 @@ where
             },
         )
         .as_collection()
+}
+
+/// The records of the large side so far, by key. Almost every record comes once (a
+/// multiplicity of one), so those are kept as bare values, 8 bytes an event for
+/// `EventsOnChangeDays`, in lists trimmed to their length once a time has grown them;
+/// the few of another multiplicity (a retraction, a repeat) are kept with it, apart.
+struct Records<K, V> {
+    /// Each key's records of multiplicity one.
+    ones: FxHashMap<K, Vec<V>>,
+    /// Each key's records of any other multiplicity (never zero once settled).
+    others: FxHashMap<K, Vec<(V, isize)>>,
+    /// The keys whose lists the time being added grew, to trim when it ends.
+    grown: Vec<K>,
+    /// The keys to which the time being added took a record back, to sum when it ends.
+    retracted: FxHashSet<K>,
+}
+
+impl<K, V> Default for Records<K, V> {
+    fn default() -> Self {
+        Records {
+            ones: FxHashMap::default(),
+            others: FxHashMap::default(),
+            grown: Vec::new(),
+            retracted: FxHashSet::default(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Ord + Clone> Records<K, V> {
+    /// Calls `f` with each record of `key` and its multiplicity.
+    fn for_each(&self, key: &K, mut f: impl FnMut(&V, isize)) {
+        for value in self.ones.get(key).into_iter().flatten() {
+            f(value, 1);
+        }
+        for (value, diff) in self.others.get(key).into_iter().flatten() {
+            f(value, *diff);
+        }
+    }
+
+    /// Adds a record with a nonzero multiplicity: an insert costs a push, and a
+    /// retraction is summed with the key's records when the time is settled.
+    fn add(&mut self, key: K, value: V, diff: isize) {
+        if diff == 1 {
+            match self.ones.entry(key) {
+                Entry::Occupied(mut list) => {
+                    if list.get().len() == list.get().capacity() {
+                        // This push moves the list into doubled room.
+                        self.grown.push(list.key().clone());
+                    }
+                    list.get_mut().push(value);
+                }
+                Entry::Vacant(list) => {
+                    list.insert(vec![value]);
+                }
+            }
+        } else {
+            if diff < 0 {
+                self.retracted.insert(key.clone());
+            }
+            self.others.entry(key).or_default().push((value, diff));
+        }
+    }
+
+    /// Ends a time: the records of each key that some were taken from are summed (a
+    /// retired day costs a sort of its records), and each list the time grew gives
+    /// back room beyond a quarter more than its length.
+    fn settle(&mut self) {
+        for key in std::mem::take(&mut self.retracted) {
+            let mut all: Vec<(V, isize)> = self
+                .ones
+                .remove(&key)
+                .into_iter()
+                .flatten()
+                .map(|value| (value, 1))
+                .collect();
+            all.extend(self.others.remove(&key).into_iter().flatten());
+            consolidate(&mut all);
+            let ones: Vec<V> = all
+                .iter()
+                .filter(|(_, diff)| *diff == 1)
+                .map(|(value, _)| value.clone())
+                .collect();
+            all.retain(|(_, diff)| *diff != 1);
+            if !ones.is_empty() {
+                self.ones.insert(key.clone(), ones);
+            }
+            if !all.is_empty() {
+                self.others.insert(key, all);
+            }
+        }
+        for key in std::mem::take(&mut self.grown) {
+            if let Some(list) = self.ones.get_mut(&key) {
+                if list.capacity() > list.len() + list.len() / 4 {
+                    list.shrink_to_fit();
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
