@@ -291,6 +291,7 @@ pub fn watermark_gate<'s>(
                                 }))
                             });
                         // Rows and events pair up (a reader gives both, as long).
+                        debug_assert_eq!(run.events.len(), run.rows.len());
                         let len = run.events.len().min(run.rows.len());
                         let end = len.min(release.at + budget);
                         let rows = run.rows[release.at..end].iter();

@@ -210,17 +210,13 @@ impl<K: Hash + Eq + Clone, V: Ord + Clone> Records<K, V> {
                 .collect();
             all.extend(self.others.remove(&key).into_iter().flatten());
             consolidate(&mut all);
-            let ones: Vec<V> = all
-                .iter()
-                .filter(|(_, diff)| *diff == 1)
-                .map(|(value, _)| value.clone())
-                .collect();
-            all.retain(|(_, diff)| *diff != 1);
+            let (ones, others): (Vec<_>, Vec<_>) = all.into_iter().partition(|(_, d)| *d == 1);
             if !ones.is_empty() {
+                let ones = ones.into_iter().map(|(value, _)| value).collect();
                 self.ones.insert(key.clone(), ones);
             }
-            if !all.is_empty() {
-                self.others.insert(key, all);
+            if !others.is_empty() {
+                self.others.insert(key, others);
             }
         }
         for key in std::mem::take(&mut self.grown) {

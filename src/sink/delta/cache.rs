@@ -23,8 +23,6 @@ pub(super) struct RowCache {
     /// repeated by multiplicity; never empty).
     pub(super) entries: HashMap<i64, (u64, RecordBatch)>,
     clock: u64,
-    /// The rows of all entries.
-    rows: usize,
 }
 
 impl RowCache {
@@ -33,21 +31,23 @@ impl RowCache {
         self.entries.get(&bucket).map(|(_, rows)| rows)
     }
 
+    /// The rows of all entries (at most [`CACHED_BUCKETS`] batches to add up).
+    fn rows(&self) -> usize {
+        self.entries.values().map(|(_, rows)| rows.num_rows()).sum()
+    }
+
     /// Records the rows of a bucket just committed (`None`: it is now empty), evicting
     /// the least recently committed buckets beyond [`CACHED_BUCKETS`] and
     /// [`CACHED_ROWS`].
     pub(super) fn put(&mut self, bucket: i64, rows: Option<RecordBatch>) {
-        if let Some((_, old)) = self.entries.remove(&bucket) {
-            self.rows -= old.num_rows();
-        }
         let Some(rows) = rows else {
+            self.entries.remove(&bucket);
             return;
         };
         self.clock += 1;
-        self.rows += rows.num_rows();
         self.entries.insert(bucket, (self.clock, rows));
         while self.entries.len() > CACHED_BUCKETS
-            || (self.rows > CACHED_ROWS && self.entries.len() > 1)
+            || (self.entries.len() > 1 && self.rows() > CACHED_ROWS)
         {
             let oldest = self
                 .entries
@@ -55,9 +55,7 @@ impl RowCache {
                 .min_by_key(|(_, (used, _))| *used)
                 .map(|(bucket, _)| *bucket)
                 .expect("the cache is not empty");
-            if let Some((_, old)) = self.entries.remove(&oldest) {
-                self.rows -= old.num_rows();
-            }
+            self.entries.remove(&oldest);
         }
     }
 }
@@ -88,10 +86,10 @@ mod tests {
         let mut kept: Vec<i64> = cache.entries.keys().copied().collect();
         kept.sort();
         assert_eq!(kept, [3, 4]);
-        assert_eq!(cache.rows, 2 * big);
+        assert_eq!(cache.rows(), 2 * big);
         cache.put(5, Some(batch(CACHED_ROWS + 7)));
         assert_eq!(cache.entries.keys().copied().collect::<Vec<_>>(), [5]);
-        assert_eq!(cache.rows, CACHED_ROWS + 7);
+        assert_eq!(cache.rows(), CACHED_ROWS + 7);
         for bucket in 10..10 + CACHED_BUCKETS as i64 + 3 {
             cache.put(bucket, Some(batch(1)));
         }
@@ -100,6 +98,6 @@ mod tests {
         assert!(cache.get(10).is_none());
         cache.put(10 + CACHED_BUCKETS as i64 + 2, None);
         assert_eq!(cache.entries.len(), CACHED_BUCKETS - 1);
-        assert_eq!(cache.rows, CACHED_BUCKETS - 1);
+        assert_eq!(cache.rows(), CACHED_BUCKETS - 1);
     }
 }
