@@ -14,7 +14,7 @@ use crate::model::settings::Params;
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{day_end, reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
-use crate::operators::pre_reduce::pre_reduce;
+use crate::operators::pre_reduce::pre_reduce_map;
 
 /// The set of a user's events within which sessions are formed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -121,16 +121,24 @@ pub fn sessions<'s>(
     params: Params,
     insert_only: bool,
 ) -> VecCollection<'s, Time, SessionRow> {
-    let scoped = events.map(move |event| {
+    let scoped = move |event: Action| {
         let scope = session_scope(&event, &params);
         ((event.user_id, scope), event.ts)
-    });
+    };
     let runs = if insert_only {
-        pre_reduce(scoped, "SessionRuns", move |(_user, scope), times, runs| {
-            session_runs(scope, times, params.session_gap_ms, runs)
-        })
+        pre_reduce_map(
+            events,
+            "SessionRuns",
+            scoped,
+            move |(_user, scope), times, runs| {
+                session_runs(scope, times, params.session_gap_ms, runs)
+            },
+        )
     } else {
-        scoped.map(|(key, ts)| (key, (ts, ts, 1)))
+        events.map(move |event| {
+            let (key, ts) = scoped(event);
+            (key, (ts, ts, 1))
+        })
     };
     reduce_until_closed(
         runs,

@@ -8,7 +8,7 @@ use tidemark_records::records::Millis;
 use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::combine::combine;
+use crate::operators::combine::combine_map;
 use crate::operators::expiry::{drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 use crate::operators::totals::HashTotals;
@@ -47,10 +47,9 @@ pub fn window_activity<'s>(
     // A user's events of one window are counted on each worker before they are held:
     // a session puts several events in a window.
     let user_windows = retire_behind(
-        combine(
-            events.map(move |e| (window_start(e.ts, window_ms), e.user_id)),
-            "CombineWindowUsers",
-        ),
+        combine_map(events, "CombineWindowUsers", move |e| {
+            Some((window_start(e.ts, window_ms), e.user_id))
+        }),
         watermarks,
         move |(start, _user)| closes(start),
     );

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Event, Millis};
 
 use crate::model::name::Name;
-use crate::operators::combine::combine;
+use crate::operators::combine::combine_map;
 use crate::operators::gate::Time;
 use tidemark_records::time::day_of;
 
@@ -20,10 +20,9 @@ pub type UserDayTypes<'s> = VecCollection<'s, Time, (Name, i32, Name)>;
 
 /// The [`UserDayTypes`] of the accepted events.
 pub fn user_day_types<'s>(events: VecCollection<'s, Time, Action>) -> UserDayTypes<'s> {
-    combine(
-        events.map(|e| (e.user_id, day_of(e.ts), e.event_type)),
-        "CombineUserDayTypes",
-    )
+    combine_map(events, "CombineUserDayTypes", |e| {
+        Some((e.user_id, day_of(e.ts), e.event_type))
+    })
 }
 
 /// One accepted user action (64 bytes, `Copy`).

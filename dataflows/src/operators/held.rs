@@ -264,17 +264,36 @@ pub fn sum_updates<D: Hash + Eq, R: Semigroup>(
     held: &mut HeldSums<D, R>,
     cap: &InputCapability<Time>,
     batch: &mut Vec<(D, Time, R)>,
-    mut fresh: impl FnMut() -> FxHashMap<D, R>,
+    fresh: impl FnMut() -> FxHashMap<D, R>,
 ) {
+    sum_mapped_updates(held, cap, batch, std::iter::once, fresh)
+}
+
+/// [`sum_updates`] of the records that `map` makes of each record of `batch` (each
+/// with the record's difference), without a stream of them in between: a map ahead of
+/// a sum would copy every record of the stream once more.
+pub fn sum_mapped_updates<S, D, R, I>(
+    held: &mut HeldSums<D, R>,
+    cap: &InputCapability<Time>,
+    batch: &mut Vec<(S, Time, R)>,
+    mut map: impl FnMut(S) -> I,
+    mut fresh: impl FnMut() -> FxHashMap<D, R>,
+) where
+    D: Hash + Eq,
+    R: Semigroup,
+    I: IntoIterator<Item = D>,
+{
     // A batch's updates mostly share one time: look it up once per run.
     let mut updates = batch.drain(..).peekable();
     while let Some(&(_, time, _)) = updates.peek() {
         let sums = held.at_with(time, || cap.delayed(&time, 0), &mut fresh);
         while let Some((record, _, diff)) = updates.next_if(|u| u.1 == time) {
-            match sums.entry(record) {
-                Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&diff),
-                Entry::Vacant(slot) => {
-                    slot.insert(diff);
+            for record in map(record) {
+                match sums.entry(record) {
+                    Entry::Occupied(mut sum) => sum.get_mut().plus_equals(&diff),
+                    Entry::Vacant(slot) => {
+                        slot.insert(diff.clone());
+                    }
                 }
             }
         }

@@ -58,9 +58,29 @@ use crate::operators::held::{worth_keeping, HeldByTime};
 pub fn pre_reduce<'s, K, V, O, L>(
     data: VecCollection<'s, Time, (K, V)>,
     name: &str,
+    logic: L,
+) -> VecCollection<'s, Time, (K, O)>
+where
+    K: ExchangeData + Hash + Eq,
+    V: ExchangeData,
+    O: ExchangeData,
+    L: FnMut(&K, &mut [(V, isize)], &mut Vec<(O, isize)>) + 'static,
+{
+    pre_reduce_map(data, name, |record| record, logic)
+}
+
+/// [`pre_reduce`] of the `(key, value)` that `map` makes of each record of `data`:
+/// `pre_reduce(data.map(map), ..)` in one operator, without the stream in between,
+/// which would copy every record once more (the sessions' runs are cut this way
+/// straight from the accepted events).
+pub fn pre_reduce_map<'s, S, K, V, O, L>(
+    data: VecCollection<'s, Time, S>,
+    name: &str,
+    mut map: impl FnMut(S) -> (K, V) + 'static,
     mut logic: L,
 ) -> VecCollection<'s, Time, (K, O)>
 where
+    S: ExchangeData,
     K: ExchangeData + Hash + Eq,
     V: ExchangeData,
     O: ExchangeData,
@@ -90,7 +110,8 @@ where
                             || cap.delayed(&time, 0),
                             || spare.take().unwrap_or_default(),
                         );
-                        while let Some(((key, value), _, diff)) = updates.next_if(|u| u.1 == time) {
+                        while let Some((record, _, diff)) = updates.next_if(|u| u.1 == time) {
+                            let (key, value) = map(record);
                             time_groups.push(key, value, diff);
                         }
                     }

@@ -31,7 +31,7 @@ use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
-use crate::operators::combine::combine;
+use crate::operators::combine::combine_map;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
 use crate::operators::reduce::HashReduce;
@@ -207,16 +207,13 @@ pub fn engagement_by_dimension<'s>(
     };
     let (by_item, by_user) = (plan.by_item, plan.by_user);
     // The sources the events use, counted on each worker before the exchange.
-    let sources = combine(
-        events.clone().flat_map(move |e| {
-            let item = e.item_id.map_or(Source::Missing, Source::Item);
-            [(by_item, item), (by_user, Source::User(e.user_id))]
-                .into_iter()
-                .filter(|(wanted, _)| *wanted)
-                .map(|(_, source)| source)
-        }),
-        "CombineDimensionSources",
-    );
+    let sources = combine_map(events.clone(), "CombineDimensionSources", move |e| {
+        let item = e.item_id.map_or(Source::Missing, Source::Item);
+        [(by_item, item), (by_user, Source::User(e.user_id))]
+            .into_iter()
+            .filter(|(wanted, _)| *wanted)
+            .map(|(_, source)| source)
+    });
 
     // The member of every source some event uses.
     let facts = items
