@@ -136,7 +136,7 @@ pub fn engagement_by_segment<'s>(
             let day = day_of(e.ts);
             (
                 (e.user_id, day),
-                DayEvent::new(e.ts - day_start(day), e.duration_ms),
+                DayEvent::new(e.ts - day_start(day), e.duration_ms.into()),
             )
         }),
         watermarks,

@@ -440,7 +440,7 @@ fn add_event(
     event: &Action,
     diff: isize,
 ) {
-    let sums = Sums::event(event.duration_ms, event.value).multiply(&diff);
+    let sums = Sums::event(event.duration_ms.into(), event.value()).multiply(&diff);
     if let Some(hours) = hours {
         let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         add_user(&mut events.active, out, (day, hours[hour]), diff as i64);
