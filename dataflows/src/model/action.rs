@@ -61,9 +61,9 @@ impl Action {
 
 #[cfg(test)]
 #[test]
-fn an_action_is_56_bytes_and_an_admitted_row_96() {
+fn an_action_is_56_bytes_and_an_admitted_row_88() {
     assert_eq!(std::mem::size_of::<Action>(), 56);
-    assert_eq!(std::mem::size_of::<crate::operators::gate::Admitted>(), 96);
+    assert_eq!(std::mem::size_of::<crate::operators::gate::Admitted>(), 88);
 }
 
 /// Turns events into actions, their texts into integer [`Name`]s.

@@ -43,15 +43,17 @@ pub struct RawEvent {
 /// An event row that passed the watermark gate, compact: where it came from (which
 /// orders duplicates), the 128-bit hash of its `event_id` (what deduplication keys
 /// on) and the [`Action`] it becomes if it is the first of its id. Every text is gone,
-/// so the rows that are moved, exchanged and sorted from here on are 96 bytes, `Copy`.
+/// so the rows that are moved, exchanged and sorted from here on are 88 bytes, `Copy`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Admitted {
     /// The input unit that brought the row (see [`RawEvent::batch`]).
     pub batch: u64,
     /// The row's 1-based number in its file.
     pub row: u64,
-    /// `xxh3_128` of the `event_id` text.
-    pub id: u128,
+    /// `xxh3_128` of the `event_id` text, high half first (read it with
+    /// [`Admitted::id`]): two words align to 8 bytes where a `u128` aligns to 16, which
+    /// would pad the row to 96 bytes.
+    id: [u64; 2],
     /// The event as the metrics hold it.
     pub action: Action,
 }
@@ -62,10 +64,20 @@ impl Admitted {
         Admitted {
             batch,
             row,
-            id: xxh3_128(event.event_id.as_bytes()),
+            id: split(xxh3_128(event.event_id.as_bytes())),
             action: ActionMaker.make(event),
         }
     }
+
+    /// `xxh3_128` of the row's `event_id` text: what deduplication keys on.
+    pub fn id(&self) -> u128 {
+        (u128::from(self.id[0]) << 64) | u128::from(self.id[1])
+    }
+}
+
+/// A 128-bit id as its high and low words.
+fn split(id: u128) -> [u64; 2] {
+    [(id >> 64) as u64, id as u64]
 }
 
 /// Event rows of one input unit, in file order, as one record: what the gate takes in.
@@ -396,7 +408,7 @@ pub fn deduplicate<'s>(
     watermarks: &Watermarks<'s>,
     forget: bool,
 ) -> VecCollection<'s, Time, Action> {
-    let route = Exchange::new(|(row, _time, _diff): &(Admitted, Time, isize)| row.id as u64);
+    let route = Exchange::new(|(row, _time, _diff): &(Admitted, Time, isize)| row.id() as u64);
     let scope = rows.scope();
     rows.inner
         .binary_frontier(
@@ -442,20 +454,20 @@ pub fn deduplicate<'s>(
                                     &rows,
                                     |row| {
                                         let mut seen = seen.borrow_mut();
-                                        if seen.values().any(|ids| ids.contains(&row.id)) {
+                                        if seen.values().any(|ids| ids.contains(&row.id())) {
                                             return false;
                                         }
                                         let day = day_of(row.action.ts);
-                                        seen.entry(day).or_default().insert(row.id)
+                                        seen.entry(day).or_default().insert(row.id())
                                     },
                                     |recorded, winner| {
                                         let mut seen = seen.borrow_mut();
                                         let day = day_of(recorded.action.ts);
                                         if let Some(ids) = seen.get_mut(&day) {
-                                            ids.remove(&recorded.id);
+                                            ids.remove(&recorded.id());
                                         }
                                         let day = day_of(winner.action.ts);
-                                        seen.entry(day).or_default().insert(winner.id);
+                                        seen.entry(day).or_default().insert(winner.id());
                                     },
                                 )
                             } else {
@@ -464,7 +476,7 @@ pub fn deduplicate<'s>(
                                 // each time it doubles.
                                 let ids = seen.entry(0).or_default();
                                 ids.reserve(rows.len());
-                                first_arrivals(&rows, |row| ids.insert(row.id), |_, _| {})
+                                first_arrivals(&rows, |row| ids.insert(row.id()), |_, _| {})
                             };
                             releasing = Some((time, cap, Judged { rows, keep, at: 0 }));
                         }
@@ -517,7 +529,7 @@ fn first_arrivals(
         let new = record(row);
         keep.push(new);
         if !new {
-            let earliest = repeats.entry(row.id).or_insert(at);
+            let earliest = repeats.entry(row.id()).or_insert(at);
             if (row.batch, row.row) < (rows[*earliest].batch, rows[*earliest].row) {
                 *earliest = at;
             }
@@ -530,7 +542,7 @@ fn first_arrivals(
             if !keep[at] {
                 continue;
             }
-            if let Some(&other) = repeats.get(&row.id) {
+            if let Some(&other) = repeats.get(&row.id()) {
                 if (rows[other].batch, rows[other].row) < (row.batch, row.row) {
                     keep[at] = false;
                     keep[other] = true;
@@ -549,7 +561,7 @@ fn first_arrivals(
 pub fn deduplicate_with_retractions<'s>(
     rows: VecCollection<'s, Time, Admitted>,
 ) -> VecCollection<'s, Time, Action> {
-    rows.map(|row| (row.id, (row.batch, row.row, row.action)))
+    rows.map(|row| (row.id(), (row.batch, row.row, row.action)))
         .reduce_by_hash("DeduplicateWithRetractions", |_id, arrivals, output| {
             // Values arrive sorted, so the first is the earliest live arrival.
             output.push((arrivals[0].0 .2, 1isize));
@@ -678,10 +690,10 @@ mod tests {
                 .map(|_| xxh3_128(format!("e{}", next(8)).as_bytes()))
                 .collect();
             let mut ids = earlier.clone();
-            let keep = first_arrivals(&rows, |row| ids.insert(row.id), |_, _| {});
+            let keep = first_arrivals(&rows, |row| ids.insert(row.id()), |_, _| {});
             let mut ours: Vec<(u64, u64, u128)> = (rows.iter().zip(&keep))
                 .filter(|(_, keep)| **keep)
-                .map(|(r, _)| (r.batch, r.row, r.id))
+                .map(|(r, _)| (r.batch, r.row, r.id()))
                 .collect();
             ours.sort_unstable();
             let mut sorted = rows.clone();
@@ -689,8 +701,8 @@ mod tests {
             let mut seen = earlier;
             let expected: Vec<(u64, u64, u128)> = sorted
                 .iter()
-                .filter(|r| seen.insert(r.id))
-                .map(|r| (r.batch, r.row, r.id))
+                .filter(|r| seen.insert(r.id()))
+                .map(|r| (r.batch, r.row, r.id()))
                 .collect();
             // Rows of one id at one (batch, row) are equal here, so either may win.
             let mut expected = expected;
