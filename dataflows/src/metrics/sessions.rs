@@ -14,7 +14,7 @@ use crate::model::settings::Params;
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::{day_end, reduce_until_closed, Watermarks};
 use crate::operators::gate::Time;
-use crate::operators::pre_reduce::pre_reduce_map;
+use crate::operators::pre_reduce::pre_reduce;
 
 /// The set of a user's events within which sessions are formed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ pub fn sessions<'s>(
         ((event.user_id, scope), event.ts)
     };
     let runs = if insert_only {
-        pre_reduce_map(
+        pre_reduce(
             events,
             "SessionRuns",
             scoped,

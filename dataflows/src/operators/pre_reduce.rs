@@ -23,7 +23,10 @@ use crate::operators::held::{worth_keeping, HeldByTime};
 /// Groups the updates of `data` per key and logical time on each worker and, once the
 /// input has passed the time, replaces each key's group by what `logic` makes of it:
 /// `logic(key, values, output)` gets the key's values with their differences (in
-/// arrival order) and pushes the records to send for the key, with differences.
+/// arrival order) and pushes the records to send for the key, with differences. Each
+/// record of `data` becomes its `(key, value)` through `map`, in this operator: a map
+/// operator ahead of it would copy every record once more (the sessions' runs are cut
+/// this way straight from the accepted events).
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
@@ -37,7 +40,7 @@ use crate::operators::held::{worth_keeping, HeldByTime};
 ///     let mut input = worker.dataflow::<u64, _, _>(|scope| {
 ///         let (input, values) = scope.new_collection::<(char, u32), isize>();
 ///         // The largest value of each key, per worker and time.
-///         pre_reduce(values, "Largest", |_key, values, output| {
+///         pre_reduce(values, "Largest", |record| record, |_key, values, output| {
 ///             let largest = values.iter().map(|(v, _)| *v).max();
 ///             output.extend(largest.map(|v| (v, 1)));
 ///         })
@@ -55,25 +58,7 @@ use crate::operators::held::{worth_keeping, HeldByTime};
 /// seen.sort();
 /// assert_eq!(seen, [(('a', 2), 1, 1), (('a', 7), 0, 1), (('b', 1), 0, 1)]);
 /// ```
-pub fn pre_reduce<'s, K, V, O, L>(
-    data: VecCollection<'s, Time, (K, V)>,
-    name: &str,
-    logic: L,
-) -> VecCollection<'s, Time, (K, O)>
-where
-    K: ExchangeData + Hash + Eq,
-    V: ExchangeData,
-    O: ExchangeData,
-    L: FnMut(&K, &mut [(V, isize)], &mut Vec<(O, isize)>) + 'static,
-{
-    pre_reduce_map(data, name, |record| record, logic)
-}
-
-/// [`pre_reduce`] of the `(key, value)` that `map` makes of each record of `data`:
-/// `pre_reduce(data.map(map), ..)` in one operator, without the stream in between,
-/// which would copy every record once more (the sessions' runs are cut this way
-/// straight from the accepted events).
-pub fn pre_reduce_map<'s, S, K, V, O, L>(
+pub fn pre_reduce<'s, S, K, V, O, L>(
     data: VecCollection<'s, Time, S>,
     name: &str,
     mut map: impl FnMut(S) -> (K, V) + 'static,
