@@ -54,7 +54,7 @@ pub const DEFAULT_MAX_GROUP: usize = 8;
 /// it, so one commit per time of a large table rewrote half its rows again (10M events
 /// in 60 times: 1.5x the rows of `sessions` and `user_activity_daily` written, 1.65x
 /// of `engagement_by_dimension`). At 16,384 rows every time of those tables committed
-/// on its own; at 65,536 a few times share a commit, which took 4-5% off 1M/240 and
+/// on its own; at 65,536 a few times share a commit, which took 2-5% off 1M/240 and
 /// 10M/60 backfills (README "Performance").
 pub const COMMIT_ROWS: usize = 65_536;
 
