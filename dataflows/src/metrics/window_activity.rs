@@ -1,84 +1,197 @@
 //! Tumbling activity windows (contract `window_activity`): events, exact distinct
 //! active users and sessions started per window of `window_ms`.
 
-use differential_dataflow::VecCollection;
+use std::collections::hash_map::Entry;
+use std::collections::BTreeMap;
+
+use differential_dataflow::{AsCollection, Hashable, VecCollection};
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::Millis;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::operators::generic::Operator;
 
 use crate::metrics::sessions::SessionRow;
 use crate::model::action::Action;
+use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine_map;
-use crate::operators::expiry::{drop_closed, retire_behind, Watermarks};
+use crate::operators::expiry::{note_watermarks, Watermarks};
 use crate::operators::gate::Time;
-use crate::operators::totals::HashTotals;
+use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 
 /// The start of the window holding `ts`.
 pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
     ts.div_euclid(window_ms) * window_ms
 }
 
-/// What a window sums, held in the difference of its updates: accepted events,
-/// distinct active users and sessions started.
-type WindowTally = (isize, isize, isize);
+/// What a window counts: a user's accepted events in it (their number is the
+/// update's multiplicity), or a session started in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum Fact {
+    /// A user's events in the window starting then.
+    Events(Millis, Name),
+    /// A session started in the window starting then.
+    Session(Millis),
+}
 
-/// The tally of one event, one active user, one session started.
-const EVENT: WindowTally = (1, 0, 0);
-const USER: WindowTally = (0, 1, 0);
-const SESSION: WindowTally = (0, 0, 1);
+impl Fact {
+    /// The start of the fact's window.
+    fn start(&self) -> Millis {
+        match *self {
+            Fact::Events(start, _) | Fact::Session(start) => start,
+        }
+    }
+}
 
 /// The `window_activity` table: a row per window with at least one accepted event.
 ///
 /// Every event adds to its window's events, every distinct (window, user) to its
-/// active users and every session to the sessions started in its start's window; one
-/// hash count per window keeps the sums, so no reduce reads a window's users again
-/// when one more arrives.
+/// active users and every session to the sessions started in its start's window. A
+/// user's events of one window are counted on each worker first (a session puts
+/// several events in a window), then [`count_windows`] keeps each open window's
+/// users and sums on one worker.
 ///
 /// A window is final once the watermark passes its end: its events are then past, and
 /// session starts only ever appear or vanish at or after an accepted event's time. Its
-/// inputs are retired then (see [`crate::operators::expiry`]); its row stays.
+/// state is dropped then; its row stays.
 pub fn window_activity<'s>(
     events: VecCollection<'s, Time, Action>,
     sessions: VecCollection<'s, Time, SessionRow>,
     watermarks: &Watermarks<'s>,
     window_ms: Millis,
 ) -> VecCollection<'s, Time, WindowRow> {
-    let closes = move |start: &Millis| Some(start + window_ms);
-    // A user's events of one window are counted on each worker before they are held:
-    // a session puts several events in a window.
-    let user_windows = retire_behind(
-        combine_map(events, "CombineWindowUsers", move |e| {
-            Some((window_start(e.ts, window_ms), e.user_id))
-        }),
-        watermarks,
-        move |(start, _user)| closes(start),
-    );
-    let started = retire_behind(
-        sessions.map(move |s| window_start(s.start, window_ms)),
-        watermarks,
-        closes,
-    );
-    let rows = user_windows
-        .clone()
-        .explode(|(start, _user)| Some((start, EVENT)))
-        .concat(
-            user_windows
-                .distinct_by_hash()
-                .explode(|(start, _user)| Some((start, USER))),
-        )
-        .concat(started.explode(|start| Some((start, SESSION))))
-        .count_by_hash()
-        .filter(|(_start, (events, _, _))| *events > 0)
-        .map(
-            move |(start, (events, active_users, sessions_started))| WindowRow {
-                start,
-                length_ms: window_ms,
-                events: events as i64,
-                active_users: active_users as i64,
-                sessions_started: sessions_started as i64,
+    let user_events = combine_map(events, "CombineWindowUsers", move |e| {
+        Some(Fact::Events(window_start(e.ts, window_ms), e.user_id))
+    });
+    let started = sessions.map(move |s| Fact::Session(window_start(s.start, window_ms)));
+    count_windows(user_events.concat(started), watermarks, window_ms)
+}
+
+/// One open window on its worker: each active user's events, and the sums.
+#[derive(Default)]
+struct OpenWindow {
+    users: FxHashMap<Name, isize>,
+    events: isize,
+    sessions: isize,
+}
+
+impl OpenWindow {
+    /// Events, distinct active users, sessions started.
+    fn totals(&self) -> (isize, isize, isize) {
+        (self.events, self.users.len() as isize, self.sessions)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.events == 0 && self.sessions == 0
+    }
+}
+
+/// The rows of the windows that `facts` fill, kept up to date in one operator: the
+/// facts are routed by window, each worker keeps its open windows' users (the exact
+/// distinct count) and sums, and a complete logical time's changed windows each
+/// retract their old row and add their new one. A row has at least one event.
+///
+/// At each logical time the windows that its watermark (or an earlier one) has passed
+/// the end of are closed first: their state is dropped and they never change again
+/// (contract "Lateness": no accepted event lies behind the watermark, so no fact can
+/// reach them; one that did would be dropped with them, as the expiry pattern drops a
+/// change to a closed key). Their rows stay.
+fn count_windows<'s>(
+    facts: VecCollection<'s, Time, Fact>,
+    watermarks: &Watermarks<'s>,
+    window_ms: Millis,
+) -> VecCollection<'s, Time, WindowRow> {
+    let by_window = Exchange::new(|(fact, _, _): &(Fact, Time, isize)| fact.start().hashed());
+    let row = move |start: Millis, (events, users, sessions): (isize, isize, isize)| WindowRow {
+        start,
+        length_ms: window_ms,
+        events: events as i64,
+        active_users: users as i64,
+        sessions_started: sessions as i64,
+    };
+    facts
+        .inner
+        .binary_frontier(
+            watermarks.clone(),
+            by_window,
+            Pipeline,
+            "WindowCounts",
+            move |_capability, _info| {
+                let mut pending: HeldUpdates<(Fact, isize)> = HeldByTime::default();
+                let mut known: BTreeMap<Time, Millis> = BTreeMap::new();
+                let mut open: FxHashMap<Millis, OpenWindow> = FxHashMap::default();
+                // Windows that end at or before it are closed.
+                let mut closed_through = Millis::MIN;
+                move |(input, frontier), (marks, marks_frontier), output| {
+                    input.for_each(|cap, batch| {
+                        hold_updates(&mut pending, &cap, batch, |fact, _, diff| (fact, diff))
+                    });
+                    marks.for_each(|cap, data| note_watermarks(&mut known, &cap, data));
+                    while let Some((time, cap, updates)) = pending.pop_complete(|time| {
+                        !frontier.frontier().less_equal(&time)
+                            && !marks_frontier.frontier().less_equal(&time)
+                    }) {
+                        // The watermarks up to this time close windows.
+                        let later = known.split_off(&(time + 1));
+                        let passed = std::mem::replace(&mut known, later).into_values().max();
+                        if let Some(watermark) = passed.filter(|w| *w > closed_through) {
+                            closed_through = watermark;
+                            open.retain(|start, _| start.saturating_add(window_ms) > watermark);
+                        }
+                        // Each changed window's totals before this time.
+                        let mut before: FxHashMap<Millis, (isize, isize, isize)> =
+                            FxHashMap::default();
+                        for (fact, diff) in updates {
+                            let start = fact.start();
+                            if start.saturating_add(window_ms) <= closed_through {
+                                continue;
+                            }
+                            let window = open.entry(start).or_default();
+                            before.entry(start).or_insert_with(|| window.totals());
+                            match fact {
+                                Fact::Events(_, user) => {
+                                    window.events += diff;
+                                    match window.users.entry(user) {
+                                        Entry::Occupied(mut count) => {
+                                            *count.get_mut() += diff;
+                                            if *count.get() == 0 {
+                                                count.remove();
+                                            }
+                                        }
+                                        Entry::Vacant(slot) => {
+                                            if diff != 0 {
+                                                slot.insert(diff);
+                                            }
+                                        }
+                                    }
+                                }
+                                Fact::Session(_) => window.sessions += diff,
+                            }
+                        }
+                        let mut session = output.session(&cap);
+                        for (start, old) in before {
+                            let Some(window) = open.get(&start) else {
+                                continue;
+                            };
+                            let new = window.totals();
+                            if new != old {
+                                if old.0 > 0 {
+                                    session.give((row(start, old), time, -1));
+                                }
+                                if new.0 > 0 {
+                                    session.give((row(start, new), time, 1));
+                                }
+                            }
+                            if window.is_empty() {
+                                open.remove(&start);
+                            }
+                        }
+                    }
+                }
             },
-        );
-    drop_closed(rows, watermarks, move |row| closes(&row.start))
+        )
+        .as_collection()
 }
 
 /// `window_activity`: one row per window with at least one accepted event.
