@@ -131,17 +131,21 @@ pub fn engagement_by_segment<'s>(
     });
     // Accepted events as ((user, day), time in the day and duration), retired once their
     // month closes.
-    let day_events = retire_behind(
-        events.map(|e| {
-            let day = day_of(e.ts);
-            (
-                (e.user_id, day),
-                DayEvent::new(e.ts - day_start(day), e.duration_ms.into()),
-            )
-        }),
-        watermarks,
-        move |((_user, day), _)| closes(month_of_day(*day)),
-    );
+    // (Without `forget` nothing closes: the events go straight on.)
+    let day_events = events.map(|e| {
+        let day = day_of(e.ts);
+        (
+            (e.user_id, day),
+            DayEvent::new(e.ts - day_start(day), e.duration_ms.into()),
+        )
+    });
+    let day_events = if forget {
+        retire_behind(day_events, watermarks, move |((_user, day), _)| {
+            closes(month_of_day(*day))
+        })
+    } else {
+        day_events
+    };
     // Each (user, day)'s events and duration, summed on each worker before the exchange
     // (one update per user and day, not one per event).
     let day_totals = combine(
@@ -231,7 +235,11 @@ pub fn engagement_by_segment<'s>(
                 duration_ms: duration_ms as i64,
             },
         );
-    drop_closed(segments, watermarks, move |row| closes(row.month))
+    if forget {
+        drop_closed(segments, watermarks, move |row| closes(row.month))
+    } else {
+        segments
+    }
 }
 
 /// `engagement_by_segment`: month x country x plan.
