@@ -60,6 +60,22 @@ impl Action {
 }
 
 #[cfg(test)]
+impl Action {
+    /// An action of `user` at `ts` (its type the user's name, nothing else given).
+    pub(crate) fn for_test(user: Name, ts: Millis) -> Action {
+        Action {
+            user_id: user,
+            ts,
+            event_type: user,
+            duration_ms: 0,
+            session_id: None,
+            item_id: None,
+            value: NO_VALUE,
+        }
+    }
+}
+
+#[cfg(test)]
 #[test]
 fn an_action_is_56_bytes_and_an_admitted_row_88() {
     assert_eq!(std::mem::size_of::<Action>(), 56);

@@ -248,6 +248,8 @@ struct State {
     out: FxHashMap<(i32, MemberIx), Sums>,
     /// The day being added to (see [`State::add_events`]), whose lists keep their room.
     scratch: UserDay,
+    /// Room for a time's events while [`sort_by_user`] distributes them.
+    sorting: Vec<(Action, isize)>,
 }
 
 impl State {
@@ -358,7 +360,7 @@ impl State {
     /// A logical time's accepted events (`diff` +1, or -1 when retired or taken back),
     /// one user after another, in time order.
     fn add_events(&mut self, plan: &SlicePlan, events: &mut [(Action, isize)]) {
-        events.sort_unstable_by_key(|(event, _)| (event.user_id, event.ts));
+        sort_by_user(events, &mut self.sorting);
         for run in events.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
             let user = run[0].0.user_id;
             let days = self.users.entry(user).or_default();
@@ -410,6 +412,49 @@ impl State {
                 days.shrink_to_fit();
             }
         }
+    }
+}
+
+/// How many leading bits of a user's id pick the bucket of [`sort_by_user`].
+const SORT_BUCKET_BITS: u32 = 10;
+
+/// Sorts a time's events by (user, time), as `sort_unstable_by_key` would, in two
+/// steps: a counting sort into buckets by the leading bits of the user's id (ids are
+/// hashes, so the buckets are even), then a sort of each bucket, which fits in cache.
+/// A whole-time sort moved every 64-byte event through about 17 levels of partitions,
+/// a tenth of this operator's time. `room` keeps its allocation from time to time.
+fn sort_by_user(events: &mut [(Action, isize)], room: &mut Vec<(Action, isize)>) {
+    let key = |(event, _): &(Action, isize)| (event.user_id, event.ts);
+    let bucket = |(event, _): &(Action, isize)| {
+        (event.user_id.id() >> (u64::BITS - SORT_BUCKET_BITS)) as usize
+    };
+    if events.len() < 4 << SORT_BUCKET_BITS {
+        events.sort_unstable_by_key(key);
+        return;
+    }
+    // Where each bucket starts.
+    let mut starts = vec![0usize; (1 << SORT_BUCKET_BITS) + 1];
+    for event in events.iter() {
+        starts[bucket(event) + 1] += 1;
+    }
+    for b in 1..starts.len() {
+        starts[b] += starts[b - 1];
+    }
+    room.clear();
+    room.extend_from_slice(events);
+    let mut next = starts.clone();
+    for event in room.iter() {
+        let b = bucket(event);
+        events[next[b]] = *event;
+        next[b] += 1;
+    }
+    for range in starts.windows(2) {
+        events[range[0]..range[1]].sort_unstable_by_key(key);
+    }
+    if room.capacity() > 2 * events.len() {
+        *room = Vec::new();
+    } else {
+        room.clear();
     }
 }
 
@@ -539,6 +584,31 @@ mod tests {
         assert_eq!(items[0].1.sums(), sums.multiply(&2));
         add_to_list(&mut items, Id::of(None), &Measures::of(&sums.multiply(&-2)));
         assert!(items.is_empty());
+    }
+
+    #[test]
+    fn sorting_by_user_equals_a_plain_sort() {
+        let mut next = crate::test_numbers(11);
+        let mut room = Vec::new();
+        for size in [0, 3, 5000, 20_000] {
+            let mut events: Vec<(Action, isize)> = (0..size)
+                .map(|_| {
+                    let user = Name::new(&format!("u{}", next(3000)));
+                    (Action::for_test(user, next(1_000_000) as i64), 1)
+                })
+                .collect();
+            let mut expected = events.clone();
+            expected.sort_by_key(|(e, _)| (e.user_id, e.ts));
+            sort_by_user(&mut events, &mut room);
+            let keys = |v: &[(Action, isize)]| -> Vec<(Name, i64)> {
+                v.iter().map(|(e, _)| (e.user_id, e.ts)).collect()
+            };
+            assert_eq!(keys(&events), keys(&expected), "{size} events");
+            let mut sorted = events.clone();
+            sorted.sort();
+            expected.sort();
+            assert_eq!(sorted, expected, "the same events");
+        }
     }
 
     #[test]
