@@ -33,7 +33,7 @@ enum DayPart {
 
 /// Running sums over `(day, part)` values sorted by day: for each reported day,
 /// `(day, new that day, total up to and including the day)`.
-fn running_sums(parts: &[(&(i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
+fn running_sums(parts: &[((i32, DayPart), isize)]) -> Vec<(i32, i64, i64)> {
     let mut total = 0i64;
     let mut new_today = (i32::MIN, 0i64);
     let mut reports = Vec::new();
@@ -172,7 +172,8 @@ mod tests {
             (3, DayPart::Report),
             (5, DayPart::Report),
         ];
-        let with_counts: Vec<(&(i32, DayPart), isize)> = parts.iter().map(|p| (p, 1)).collect();
+        let with_counts: Vec<((i32, DayPart), isize)> =
+            parts.iter().map(|p| (p.clone(), 1)).collect();
         assert_eq!(
             running_sums(&with_counts),
             vec![(1, 2, 2), (3, 5, 7), (5, 0, 7)]
@@ -182,7 +183,7 @@ mod tests {
     #[test]
     fn a_count_with_multiplicity_counts_that_many_times() {
         let parts = [(7, DayPart::New(3)), (7, DayPart::Report)];
-        let with_counts = vec![(&parts[0], 2), (&parts[1], 1)];
+        let with_counts = vec![(parts[0].clone(), 2), (parts[1].clone(), 1)];
         assert_eq!(running_sums(&with_counts), vec![(7, 6, 6)]);
     }
 }

@@ -146,7 +146,7 @@ pub fn sessions<'s>(
         |(_user, scope): &(Name, SessionScope)| scope_end(scope),
         "Sessions",
         move |(_user, scope), runs, output| {
-            let runs = runs.iter().map(|(run, count)| (**run, *count as i64));
+            let runs = runs.iter().map(|(run, count)| (*run, *count as i64));
             for session in cut_sessions(scope, runs, params.session_gap_ms) {
                 output.push((session, 1isize));
             }

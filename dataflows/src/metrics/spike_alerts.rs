@@ -51,11 +51,11 @@ fn first_window<'s>(
     windows
         .map(|row| (day_of(row.start), row.start))
         .reduce_by_hash("FirstWindowOfDay", |_day, starts, output| {
-            output.push((*starts[0].0, 1isize))
+            output.push((starts[0].0, 1isize))
         })
         .map(|(_day, start)| ((), start))
         .reduce_by_hash("FirstWindow", |_unit, starts, output| {
-            output.push((*starts[0].0, 1isize))
+            output.push((starts[0].0, 1isize))
         })
         .map(|((), start)| start)
 }

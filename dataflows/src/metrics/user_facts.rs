@@ -73,7 +73,7 @@ pub fn user_plans<'s>(
 ) -> VecCollection<'s, Time, UserPlanRow> {
     plan_facts
         .reduce_by_hash("UserPlans", |_user, facts, output| {
-            let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| *fact));
+            let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| fact));
             for (valid_from, plan) in history.effective_changes() {
                 output.push(((valid_from, plan), 1isize));
             }

@@ -294,7 +294,7 @@ where
 ///     let (mut events, mut marks) = worker.dataflow::<u64, _, _>(|scope| {
 ///         let (events_in, events) = scope.new_collection::<(i32, u32), isize>();
 ///         let (marks_in, watermarks) = scope.new_input::<Vec<i64>>();
-///         let count = |_day: &i32, input: &[(&u32, isize)], output: &mut Vec<(isize, isize)>| {
+///         let count = |_day: &i32, input: &[(u32, isize)], output: &mut Vec<(isize, isize)>| {
 ///             output.push((input.iter().map(|(_, n)| n).sum(), 1))
 ///         };
 ///         reduce_until_closed(events, &watermarks, |day: &i32| Some(day_end(*day)), "PerDay", count)
@@ -327,7 +327,7 @@ where
     V: ExchangeData,
     O: ExchangeData,
     B: Fn(&K) -> Option<Millis> + Clone + 'static,
-    L: FnMut(&K, &[(&V, isize)], &mut Vec<(O, isize)>) + 'static,
+    L: FnMut(&K, &[(V, isize)], &mut Vec<(O, isize)>) + 'static,
 {
     let retire = bound.clone();
     let output =

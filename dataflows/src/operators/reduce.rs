@@ -59,7 +59,7 @@ struct KeyState<V, V2> {
 ///         // The smallest value of each key.
 ///         pairs
 ///             .reduce_by_hash("Smallest", |_key, values, output| {
-///                 output.push((*values[0].0, 1))
+///                 output.push((values[0].0, 1))
 ///             })
 ///             .inner
 ///             .inspect(move |update| out.lock().unwrap().push(update.clone()));
@@ -81,7 +81,7 @@ pub trait HashReduce<'s, K, V> {
     fn reduce_by_hash<V2, L>(self, name: &str, logic: L) -> VecCollection<'s, Time, (K, V2)>
     where
         V2: ExchangeData,
-        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static;
+        L: FnMut(&K, &[(V, isize)], &mut Vec<(V2, isize)>) + 'static;
 }
 
 impl<'s, K, V> HashReduce<'s, K, V> for VecCollection<'s, Time, (K, V)>
@@ -92,7 +92,7 @@ where
     fn reduce_by_hash<V2, L>(self, name: &str, mut logic: L) -> VecCollection<'s, Time, (K, V2)>
     where
         V2: ExchangeData,
-        L: FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>) + 'static,
+        L: FnMut(&K, &[(V, isize)], &mut Vec<(V2, isize)>) + 'static,
     {
         let route =
             Exchange::new(|((key, _), _time, _diff): &((K, V), Time, isize)| key.hashed().into());
@@ -173,7 +173,7 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
         &mut self,
         key: &K,
         mut run: Vec<(V, isize)>,
-        logic: &mut impl FnMut(&K, &[(&V, isize)], &mut Vec<(V2, isize)>),
+        logic: &mut impl FnMut(&K, &[(V, isize)], &mut Vec<(V2, isize)>),
         scratch: &mut Scratch<V2>,
         send: &mut impl FnMut((K, V2), isize),
     ) {
@@ -181,8 +181,7 @@ impl<V: Ord + Clone, V2: Ord + Clone> KeyState<V, V2> {
         merge_consolidated(&mut self.values, run);
         let fresh = &mut scratch.fresh;
         if !self.values.is_empty() {
-            let values: Vec<(&V, isize)> = self.values.iter().map(|(v, r)| (v, *r)).collect();
-            logic(key, &values, fresh);
+            logic(key, &self.values, fresh);
             consolidate(fresh);
         }
         // The new output less the old: what changed.
@@ -287,14 +286,14 @@ mod tests {
     /// matters), the sum of value times count, and one record per value with an odd
     /// count (several output records, some of them kept from time to time), and one
     /// record as many times as there are values (a record whose count changes).
-    fn logic(_key: &u8, values: &[(&u8, isize)], output: &mut Vec<((u8, i64), isize)>) {
-        output.push(((0, i64::from(*values[0].0)), 1));
+    fn logic(_key: &u8, values: &[(u8, isize)], output: &mut Vec<((u8, i64), isize)>) {
+        output.push(((0, i64::from(values[0].0)), 1));
         output.push(((3, 0), values.len() as isize));
-        let sum: i64 = values.iter().map(|(v, r)| i64::from(**v) * *r as i64).sum();
+        let sum: i64 = values.iter().map(|(v, r)| i64::from(*v) * *r as i64).sum();
         output.push(((1, sum), 1));
         for (value, count) in values {
             if count % 2 != 0 {
-                output.push(((2, i64::from(**value)), 2));
+                output.push(((2, i64::from(*value)), 2));
             }
         }
     }
@@ -341,10 +340,10 @@ mod tests {
                 }
                 let mut expected: BTreeMap<(u8, (u8, i64)), isize> = BTreeMap::new();
                 for (key, values) in &values {
-                    let values: Vec<(&u8, isize)> = values
+                    let values: Vec<(u8, isize)> = values
                         .iter()
                         .filter(|(_, r)| **r != 0)
-                        .map(|(v, r)| (v, *r))
+                        .map(|(v, r)| (*v, *r))
                         .collect();
                     if values.is_empty() {
                         continue;
