@@ -99,7 +99,6 @@ pub fn engagement_by_segment<'s>(
     watermarks: &Watermarks<'s>,
     forget: bool,
 ) -> VecCollection<'s, Time, SegmentRow> {
-    let closes = move |month: i32| forget.then(|| month_end(month));
     let changes = subscriptions.map(|(s, arrival)| {
         (
             Name::new(&s.user_id),
@@ -129,9 +128,9 @@ pub fn engagement_by_segment<'s>(
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });
-    // Accepted events as ((user, day), time in the day and duration), retired once their
-    // month closes.
-    // (Without `forget` nothing closes: the events go straight on.)
+    // Accepted events as ((user, day), time in the day and duration); with `forget`,
+    // retired once their month closes (without it nothing closes, and no operator is
+    // put in their way).
     let day_events = events.map(|e| {
         let day = day_of(e.ts);
         (
@@ -141,7 +140,7 @@ pub fn engagement_by_segment<'s>(
     });
     let day_events = if forget {
         retire_behind(day_events, watermarks, move |((_user, day), _)| {
-            closes(month_of_day(*day))
+            Some(month_end(month_of_day(*day)))
         })
     } else {
         day_events
@@ -236,7 +235,7 @@ pub fn engagement_by_segment<'s>(
             },
         );
     if forget {
-        drop_closed(segments, watermarks, move |row| closes(row.month))
+        drop_closed(segments, watermarks, |row| Some(month_end(row.month)))
     } else {
         segments
     }

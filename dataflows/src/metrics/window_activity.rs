@@ -1,7 +1,6 @@
 //! Tumbling activity windows (contract `window_activity`): events, exact distinct
 //! active users and sessions started per window of `window_ms`.
 
-use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
 use differential_dataflow::{AsCollection, Hashable, VecCollection};
@@ -19,6 +18,7 @@ use crate::operators::combine::combine_map;
 use crate::operators::expiry::{note_watermarks, Watermarks};
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::operators::totals::add_to_total;
 
 /// The start of the window holding `ts`.
 pub fn window_start(ts: Millis, window_ms: Millis) -> Millis {
@@ -152,28 +152,15 @@ fn count_windows<'s>(
                             match fact {
                                 Fact::Events(_, user) => {
                                     window.events += diff;
-                                    match window.users.entry(user) {
-                                        Entry::Occupied(mut count) => {
-                                            *count.get_mut() += diff;
-                                            if *count.get() == 0 {
-                                                count.remove();
-                                            }
-                                        }
-                                        Entry::Vacant(slot) => {
-                                            if diff != 0 {
-                                                slot.insert(diff);
-                                            }
-                                        }
-                                    }
+                                    add_to_total(&mut window.users, user, &diff);
                                 }
                                 Fact::Session(_) => window.sessions += diff,
                             }
                         }
                         let mut session = output.session(&cap);
+                        // Every window in `before` is open: it was just added to.
                         for (start, old) in before {
-                            let Some(window) = open.get(&start) else {
-                                continue;
-                            };
+                            let window = &open[&start];
                             let new = window.totals();
                             if new != old {
                                 if old.0 > 0 {
