@@ -29,7 +29,7 @@ use tidemark_dataflows::metrics::sessions::sessions;
 use tidemark_dataflows::metrics::spike_alerts::spike_alerts;
 use tidemark_dataflows::metrics::window_activity::window_activity;
 use tidemark_dataflows::model::action::user_day_types;
-use tidemark_dataflows::model::action::Action;
+use tidemark_dataflows::model::action::{Action, ActionsByUser};
 use tidemark_dataflows::model::name::Name;
 use tidemark_dataflows::model::plans::{plan_facts, Arrival};
 use tidemark_dataflows::model::settings::Params;
@@ -131,7 +131,7 @@ const FAMILIES: &[(&str, Builder)] = &[
     ("segments (+user months)", |f| {
         let months = f.user_months(f.user_days());
         f.probe(engagement_by_segment(
-            f.events.clone(),
+            ActionsByUser::exchange(f.events.clone()),
             months,
             f.users.clone(),
             f.subscriptions.clone(),

@@ -19,7 +19,7 @@ use crate::metrics::sessions::sessions;
 use crate::metrics::spike_alerts::spike_alerts;
 use crate::metrics::user_facts::{user_activity_daily, user_plans};
 use crate::metrics::window_activity::window_activity;
-use crate::model::action::user_day_types;
+use crate::model::action::{user_day_types, ActionsByUser};
 use crate::model::name::Name;
 use crate::model::plans::{plan_facts, Arrival};
 use crate::model::settings::Params;
@@ -123,6 +123,10 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
     } else {
         deduplicate(on_time, &watermarks, params.forget_behind_watermark)
     };
+    // Accepted events move once to their users' workers: every metric reads them there
+    // (those keyed by user with no exchange of their own).
+    let by_user = ActionsByUser::exchange(events);
+    let events = by_user.collection();
 
     let sessions = sessions(events.clone(), &watermarks, params, insert_only);
     let window_activity = window_activity(
@@ -196,7 +200,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         arrange_by_key(all_user_months.clone(), "AllUserMonths")
     };
     let engagement_by_segment = engagement_by_segment(
-        events.clone(),
+        by_user.clone(),
         segment_months,
         inputs.users.clone(),
         inputs.subscriptions.clone(),
@@ -204,7 +208,7 @@ pub fn build<'s>(inputs: Inputs<'s>, params: Params) -> Outputs<'s> {
         params.forget_behind_watermark,
     );
     let engagement_by_dimension = engagement_by_dimension(
-        events.clone(),
+        by_user,
         inputs.users.clone(),
         inputs.items,
         params.dimensions,

@@ -23,12 +23,12 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
-use crate::model::action::Action;
+use crate::model::action::{user_route, ActionsByUser};
 use crate::model::name::Name;
 use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
 use crate::operators::reduce::HashReduce;
-use crate::operators::semijoin::semijoin_by_hash;
+use crate::operators::semijoin::semijoin_partitioned;
 use crate::operators::totals::HashTotals;
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 
@@ -92,7 +92,7 @@ impl DayEvent {
 /// the open months only and a closed month's events are retired, its rows staying as
 /// they were (see [`crate::operators::expiry`]).
 pub fn engagement_by_segment<'s>(
-    events: VecCollection<'s, Time, Action>,
+    events: ActionsByUser<'s>,
     user_months: UserMonths<'s>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     subscriptions: VecCollection<'s, Time, (Subscription, Arrival)>,
@@ -131,7 +131,8 @@ pub fn engagement_by_segment<'s>(
     // Accepted events as ((user, day), time in the day and duration); with `forget`,
     // retired once their month closes (without it nothing closes, and no operator is
     // put in their way).
-    let day_events = events.map(|e| {
+    // Mapped where they are, so still partitioned by user.
+    let day_events = events.collection().map(|e| {
         let day = day_of(e.ts);
         (
             (e.user_id, day),
@@ -160,17 +161,22 @@ pub fn engagement_by_segment<'s>(
             MonthInput::Day(day, events as i64, duration as i64),
         )
     });
-    // Every event stays keyed by its (user, day), in a hash map: few days have a plan
-    // change, and a change that arrives later finds the day's events there.
-    let change_day_events = semijoin_by_hash(day_events, change_days, "EventsOnChangeDays").map(
-        |((user, day), event)| {
-            let ts = day_start(day) + event.since_day_start();
-            (
-                (user, month_of_day(day)),
-                MonthInput::Event(ts, event.duration()),
-            )
-        },
-    );
+    // Every event stays keyed by its (user, day), in a hash map on its user's worker:
+    // few days have a plan change, and a change that arrives later finds the day's
+    // events there.
+    let change_day_events = semijoin_partitioned(
+        day_events,
+        change_days,
+        "EventsOnChangeDays",
+        |(user, _day): &(Name, i32)| user_route(user),
+    )
+    .map(|((user, day), event)| {
+        let ts = day_start(day) + event.since_day_start();
+        (
+            (user, month_of_day(day)),
+            MonthInput::Event(ts, event.duration()),
+        )
+    });
     let segments = day_totals
         .concat(change_day_events)
         .concat(facts_by_month)

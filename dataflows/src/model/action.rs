@@ -2,9 +2,11 @@
 //! and only the fields some output needs (`event_id` and `item_id` are not needed
 //! once duplicates are gone).
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::hashable::Hashable;
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Event, Millis};
+use timely::dataflow::operators::Exchange;
 
 use crate::model::name::Name;
 use crate::operators::combine::combine_map;
@@ -23,6 +25,51 @@ pub fn user_day_types<'s>(events: VecCollection<'s, Time, Action>) -> UserDayTyp
     combine_map(events, "CombineUserDayTypes", |e| {
         Some((e.user_id, day_of(e.ts), e.event_type))
     })
+}
+
+/// Accepted events partitioned by user: every event of a user is on the worker that
+/// [`user_route`] picks for the user. Operators keyed by user (the dimension slices,
+/// the events of plan-change days) then read the events where they are, with no
+/// exchange of their own, and per-worker pre-aggregations by user (sessions' runs, the
+/// day facts) meet each user's events of a time on one worker, not spread over all.
+/// Only [`ActionsByUser::exchange`] and operators that keep records where they are
+/// (`Pipeline`) make one, so the type is the guarantee.
+#[derive(Clone)]
+pub struct ActionsByUser<'s>(VecCollection<'s, Time, Action>);
+
+/// The exchange route of a user: the worker of its events in [`ActionsByUser`], and of
+/// every record routed by user that must meet them.
+pub fn user_route(user: &Name) -> u64 {
+    user.hashed()
+}
+
+impl<'s> ActionsByUser<'s> {
+    /// `events` moved to their users' workers (one exchange for every operator that
+    /// reads them by user).
+    pub fn exchange(events: VecCollection<'s, Time, Action>) -> ActionsByUser<'s> {
+        ActionsByUser(
+            events
+                .inner
+                .exchange(|(event, _time, _diff): &(Action, Time, isize)| {
+                    user_route(&event.user_id)
+                })
+                .as_collection(),
+        )
+    }
+
+    /// The events, as a collection.
+    pub fn collection(&self) -> VecCollection<'s, Time, Action> {
+        self.0.clone()
+    }
+
+    /// The events that `keep` passes through, staying where they are. `keep` must not
+    /// move records between workers (a `Pipeline` operator), which keeps the partition.
+    pub fn keep_partitioned(
+        &self,
+        keep: impl FnOnce(VecCollection<'s, Time, Action>) -> VecCollection<'s, Time, Action>,
+    ) -> ActionsByUser<'s> {
+        ActionsByUser(keep(self.0.clone()))
+    }
 }
 
 /// One accepted user action (56 bytes, `Copy`): every copy of the accepted events

@@ -186,11 +186,17 @@ fn registered(id: u64) -> Option<Arc<str>> {
 /// Registers `text` under `id` in the process registry, recording a collision if
 /// another text holds the id.
 fn register(id: u64, text: &str) {
-    if let Some(known) = registered(id) {
-        if &*known != text {
-            record_collision(id, &known, text);
+    // Most ids a thread meets are registered already (by another thread, or before a
+    // thread cache started over): compare under the read lock, without cloning the
+    // shared text (whose reference count every thread would write).
+    {
+        let names = registry().read().unwrap_or_else(|e| e.into_inner());
+        if let Some(known) = names.get(&id) {
+            if &**known != text {
+                record_collision(id, known, text);
+            }
+            return;
         }
-        return;
     }
     let mut names = registry().write().unwrap_or_else(|e| e.into_inner());
     let known = names.entry(id).or_insert_with(|| Arc::from(text));

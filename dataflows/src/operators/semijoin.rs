@@ -16,7 +16,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::{FxHashMap, FxHashSet};
-use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
@@ -70,11 +70,45 @@ where
 {
     let data_route =
         Exchange::new(|((key, _), _time, _diff): &((K, V), Time, isize)| key.hashed().into());
-    let keys_route = Exchange::new(|(key, _time, _diff): &(K, Time, isize)| key.hashed().into());
+    semijoin_core(data, keys, name, data_route, |key: &K| key.hashed().into())
+}
+
+/// [`semijoin_by_hash`] of `data` that is already partitioned by `route` of its keys
+/// (every record on the worker that an exchange by `route(key)` picks): the records stay
+/// where they are, only the keys move, by the same route. Accepted events come
+/// partitioned by user ([`crate::model::action::ActionsByUser`]), so records keyed by
+/// (user, ...) join without an exchange of every event.
+pub fn semijoin_partitioned<'s, K, V>(
+    data: VecCollection<'s, Time, (K, V)>,
+    keys: VecCollection<'s, Time, K>,
+    name: &str,
+    route: impl Fn(&K) -> u64 + 'static,
+) -> VecCollection<'s, Time, (K, V)>
+where
+    K: ExchangeData + Hash + Eq,
+    V: ExchangeData + Ord,
+{
+    semijoin_core(data, keys, name, Pipeline, route)
+}
+
+/// The semijoin operator, its data side moved by `data_pact` and its keys by `route`.
+fn semijoin_core<'s, K, V, P>(
+    data: VecCollection<'s, Time, (K, V)>,
+    keys: VecCollection<'s, Time, K>,
+    name: &str,
+    data_pact: P,
+    route: impl Fn(&K) -> u64 + 'static,
+) -> VecCollection<'s, Time, (K, V)>
+where
+    K: ExchangeData + Hash + Eq,
+    V: ExchangeData + Ord,
+    P: ParallelizationContract<Time, Vec<((K, V), Time, isize)>>,
+{
+    let keys_route = Exchange::new(move |(key, _time, _diff): &(K, Time, isize)| route(key));
     data.inner
         .binary_frontier(
             keys.inner,
-            data_route,
+            data_pact,
             keys_route,
             name,
             move |_capability, _info| {

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use tidemark_records::records::{Item, UserRow};
 use tidemark_records::time::day_of;
 
-use crate::model::action::Action;
+use crate::model::action::{Action, ActionsByUser};
 use crate::model::name::Name;
 use crate::model::plans::Arrival;
 use crate::model::settings::{Dimension, Dimensions};
@@ -179,7 +179,7 @@ impl Multiply<isize> for Sums {
 /// day's rows stop changing once the watermark passes its end (a late catalogue or user
 /// row then moves only the open days' events), and the state of closed days is dropped.
 pub fn engagement_by_dimension<'s>(
-    events: VecCollection<'s, Time, Action>,
+    events: ActionsByUser<'s>,
     users: VecCollection<'s, Time, (UserRow, Arrival)>,
     items: VecCollection<'s, Time, (Item, Arrival)>,
     dimensions: Dimensions,
@@ -189,7 +189,9 @@ pub fn engagement_by_dimension<'s>(
     // With `forget` (setting `forget_behind_watermark`), a closed day's events are
     // retired, so every per-day state below empties, and its rows stay as they were.
     let events = if forget {
-        retire_behind(events, watermarks, |e: &Action| Some(day_end(day_of(e.ts))))
+        events.keep_partitioned(|events| {
+            retire_behind(events, watermarks, |e: &Action| Some(day_end(day_of(e.ts))))
+        })
     } else {
         events
     };
@@ -207,7 +209,7 @@ pub fn engagement_by_dimension<'s>(
     };
     let (by_item, by_user) = (plan.by_item, plan.by_user);
     // The sources the events use, counted on each worker before the exchange.
-    let sources = combine_map(events.clone(), "CombineDimensionSources", move |e| {
+    let sources = combine_map(events.collection(), "CombineDimensionSources", move |e| {
         let item = e.item_id.map_or(Source::Missing, Source::Item);
         [(by_item, item), (by_user, Source::User(e.user_id))]
             .into_iter()

@@ -4,8 +4,9 @@
 //!
 //! Members are few and change rarely (once per source, and with a late catalogue or
 //! user row), so every worker gets all of them (a broadcast, as Spark and Flink join a
-//! small dimension table). The events stay with their user's worker, so the distinct
-//! users of a (day, dimension, member) are counted there, with no exchange. Each worker
+//! small dimension table). The events come partitioned by user ([`ActionsByUser`]) and
+//! stay there, so the distinct users of a (day, dimension, member) are counted there,
+//! with no exchange. Each worker
 //! keeps, per user and day, the measures of the user's events, those of each of the
 //! user's items, and how many events each (dimension, member) has, in short lists (a
 //! user has a few items and members a day, so an event finds its entries in the cache
@@ -20,17 +21,16 @@
 //! member)'s change of [`Sums`] on this worker, which the table's sum adds up.
 
 use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
-use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, VecCollection};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 use tidemark_records::time::day_of;
-use timely::dataflow::channels::pact::{Exchange, Pipeline};
+use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
 
 use super::{Slot, Source, Sums};
-use crate::model::action::Action;
+use crate::model::action::{Action, ActionsByUser};
 use crate::model::name::Name;
 use crate::operators::gate::Time;
 use crate::operators::held::{
@@ -56,16 +56,17 @@ pub(super) struct SlicePlan {
 /// events of `events`, each under the members that `members` gives its sources (see
 /// the module docs).
 pub(super) fn slices<'s>(
-    events: VecCollection<'s, Time, Action>,
+    events: ActionsByUser<'s>,
     members: VecCollection<'s, Time, (Source, (Slot, Option<Name>))>,
     plan: SlicePlan,
 ) -> VecCollection<'s, Time, Slice, Sums> {
-    let by_user = Exchange::new(|(event, _, _): &(Action, Time, isize)| event.user_id.hashed());
+    // The events are where their users are: no exchange.
     events
+        .collection()
         .inner
         .binary_frontier(
             members.inner.broadcast(),
-            by_user,
+            Pipeline,
             Pipeline,
             "DimensionSlices",
             move |_capability, _info| {
