@@ -251,6 +251,8 @@ struct State {
     scratch: UserDay,
     /// Room for a time's events while [`sort_by_user`] distributes them.
     sorting: Vec<(Action, isize)>,
+    /// The members of each of a time's events' items (see [`State::item_members`]).
+    item_members: Vec<Members>,
 }
 
 impl State {
@@ -362,6 +364,11 @@ impl State {
     /// one user after another, in time order.
     fn add_events(&mut self, plan: &SlicePlan, events: &mut [(Action, isize)]) {
         sort_by_user(events, &mut self.sorting);
+        let mut item_members = std::mem::take(&mut self.item_members);
+        if plan.by_item {
+            self.item_members(events, &mut item_members);
+        }
+        let mut next = 0;
         for run in events.chunk_by(|a, b| a.0.user_id == b.0.user_id) {
             let user = run[0].0.user_id;
             let days = self.users.entry(user).or_default();
@@ -391,13 +398,15 @@ impl State {
                     add_event(
                         plan,
                         self.hours.as_ref(),
-                        &mut self.sources,
+                        item_members.get(next).map(|m| &m[..]),
+                        &self.sources,
                         work,
                         &mut self.out,
                         day,
                         event,
                         *diff,
                     );
+                    next += 1;
                 }
                 held.measures = work.measures;
                 store_exactly(&mut held.items, &work.items);
@@ -412,6 +421,30 @@ impl State {
                 // Days taken back (a retraction): give their room back.
                 days.shrink_to_fit();
             }
+        }
+        item_members.clear();
+        self.item_members = item_members;
+    }
+
+    /// Counts each of a time's events under its item's source and puts the item's
+    /// members, event by event, in `members`. Every event looks its item up in
+    /// `sources`, a map too large for the core's cache: here the lookups depend on
+    /// nothing but the events, so the core overlaps their misses, where inside
+    /// [`add_event`] each waited for the work before it.
+    fn item_members(&mut self, events: &[(Action, isize)], members: &mut Vec<Members>) {
+        members.clear();
+        members.reserve(events.len());
+        for (event, diff) in events {
+            let source = event.item_id.map_or(Source::Missing, Source::Item);
+            let state = self.sources.entry(source).or_default();
+            state.events += *diff as i64;
+            members.push(state.members.clone());
+            if state.is_empty() {
+                self.sources.remove(&source);
+            }
+        }
+        if members.capacity() > 2 * events.len().max(1024) {
+            members.shrink_to(events.len());
         }
     }
 }
@@ -474,12 +507,15 @@ fn store_exactly<T: Copy>(list: &mut Vec<T>, contents: &[T]) {
 }
 
 /// Adds one event (`diff` times) of a user on `day` (whose events of the day are
-/// `events`) to the state, and its slices to `out`.
+/// `events`), whose item has `item_members` when some dimension reads the item (its
+/// source already counted, see [`State::item_members`]), to the state, and its slices
+/// to `out`.
 #[allow(clippy::too_many_arguments)]
 fn add_event(
     plan: &SlicePlan,
     hours: Option<&[MemberIx; 24]>,
-    sources: &mut FxHashMap<Source, SourceState>,
+    item_members: Option<&[(MemberIx, i64)]>,
+    sources: &FxHashMap<Source, SourceState>,
     events: &mut UserDay,
     out: &mut FxHashMap<(i32, MemberIx), Sums>,
     day: i32,
@@ -492,19 +528,13 @@ fn add_event(
         add_user(&mut events.active, out, (day, hours[hour]), diff as i64);
         add_out(out, (day, hours[hour]), &sums);
     }
-    if plan.by_item {
+    if let Some(members) = item_members {
         add_to_list(
             &mut events.items,
             Id::of(event.item_id),
             &Measures::of(&sums),
         );
-        let source = event.item_id.map_or(Source::Missing, Source::Item);
-        let state = sources.entry(source).or_default();
-        state.events += diff as i64;
-        add_slices(&state.members, &mut events.active, out, day, diff, &sums);
-        if state.is_empty() {
-            sources.remove(&source);
-        }
+        add_slices(members, &mut events.active, out, day, diff, &sums);
     }
     if plan.by_user {
         events.measures.plus_equals(&Measures::of(&sums));
