@@ -14,17 +14,15 @@ use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
 use crate::operators::reduce::HashReduce;
+use crate::operators::totals::HashTotals;
 use tidemark_records::records::Millis;
 use tidemark_records::time::{day_of, day_start, DAY_MS};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 enum UserFact {
-    /// An accepted event (any time).
-    Seen,
-    /// An accepted event inside the period.
-    ActiveInPeriod,
-    /// A session starting inside the period.
-    SessionInPeriod,
+    /// Whether the user has an accepted event, whether one is inside the period, and
+    /// how many sessions start inside it (one such fact per user at any time).
+    Counts(bool, bool, isize),
     /// A users/ row or a plan change.
     Plan(PlanFact),
 }
@@ -57,30 +55,34 @@ pub fn kpis<'s>(
     // Only the (at most two) days the period's bounds cut need the events' times.
     let inside = move |day: i32| from <= day_start(day) && day_end(day) <= to;
     let cut = move |day: i32| !inside(day) && day_start(day) < to && from < day_end(day);
-    let day_facts = user_days.flat_map(move |(user, day)| {
-        let active = inside(day).then_some((user, UserFact::ActiveInPeriod));
-        std::iter::once((user, UserFact::Seen)).chain(active)
-    });
+    // Per user, how many days it was seen, how many of them (or of its events on the
+    // days the bounds cut) are in the period, and how many sessions start in it: summed
+    // per user before the reduce, which then reads one value for all of them, not one
+    // per day and session at every time that touches the user.
+    let day_counts = user_days
+        .explode(move |(user, day)| Some((user, (1isize, isize::from(inside(day)), 0isize))));
     // A bound at a midnight (or none, the default: all data) cuts no day, and then no
     // event needs to be read here.
     let cuts_a_day =
         |bound: Millis| bound != Millis::MIN && bound != Millis::MAX && bound % DAY_MS != 0;
-    let event_facts = if cuts_a_day(from) || cuts_a_day(to) {
-        let cut_day_facts = events
+    let activity_counts = if cuts_a_day(from) || cuts_a_day(to) {
+        let cut_day_counts = events
             .filter(move |e| cut(day_of(e.ts)) && in_period(e.ts))
-            .map(|e| (e.user_id, UserFact::ActiveInPeriod));
-        day_facts.concat(cut_day_facts)
+            .explode(|e| Some((e.user_id, (0isize, 1isize, 0isize))));
+        day_counts.concat(cut_day_counts)
     } else {
-        day_facts
+        day_counts
     };
-    let session_facts = sessions
+    let session_counts = sessions
         .filter(move |s| in_period(s.start))
-        .map(|s| (s.user_id, UserFact::SessionInPeriod));
+        .explode(|s| Some((s.user_id, (0isize, 0isize, 1isize))));
+    let count_facts = activity_counts.concat(session_counts).count_by_hash().map(
+        |(user, (seen, active, sessions))| (user, UserFact::Counts(seen > 0, active > 0, sessions)),
+    );
     let plan_facts = plan_facts.map(|(user, fact)| (user, UserFact::Plan(fact)));
 
     let engaged_threshold = params.engaged_sessions as isize;
-    event_facts
-        .concat(session_facts)
+    count_facts
         .concat(plan_facts)
         .reduce_by_hash("UserKpiFlags", move |_user, facts, output| {
             let mut flags = UserFlags {
@@ -93,11 +95,13 @@ pub fn kpis<'s>(
                 paid: false,
             };
             let mut sessions = 0isize;
-            for (fact, count) in facts {
+            for (fact, _count) in facts {
                 match fact {
-                    UserFact::Seen => flags.seen = true,
-                    UserFact::ActiveInPeriod => flags.active = true,
-                    UserFact::SessionInPeriod => sessions += count,
+                    UserFact::Counts(seen, active, in_period) => {
+                        flags.seen = *seen;
+                        flags.active = *active;
+                        sessions = *in_period;
+                    }
                     UserFact::Plan(PlanFact::Profile(..)) => {
                         flags.listed = true;
                         flags.planned = true;
