@@ -16,6 +16,7 @@ use differential_dataflow::consolidation::consolidate;
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::{smallvec, SmallVec};
 use timely::dataflow::channels::pact::{Exchange, ParallelizationContract, Pipeline};
 use timely::dataflow::operators::generic::Operator;
 
@@ -174,8 +175,9 @@ where
 /// `EventsOnChangeDays`, in lists trimmed to their length once a time has grown them;
 /// the few of another multiplicity (a retraction, a repeat) are kept with it, apart.
 struct Records<K, V> {
-    /// Each key's records of multiplicity one.
-    ones: FxHashMap<K, Vec<V>>,
+    /// Each key's records of multiplicity one; the first two in place (most keys of
+    /// `EventsOnChangeDays`, a user's day, have one or two events: no allocation each).
+    ones: FxHashMap<K, SmallVec<[V; 2]>>,
     /// Each key's records of any other multiplicity (never zero once settled).
     others: FxHashMap<K, Vec<(V, isize)>>,
     /// The keys whose lists the time being added grew, to trim when it ends.
@@ -219,7 +221,7 @@ impl<K: Hash + Eq + Clone, V: Ord + Clone> Records<K, V> {
                     list.get_mut().push(value);
                 }
                 Entry::Vacant(list) => {
-                    list.insert(vec![value]);
+                    list.insert(smallvec![value]);
                 }
             }
         } else {
