@@ -17,10 +17,9 @@
 //! duration) per segment it reaches, summed per segment by a `count_total` over those
 //! triples.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
 
 use crate::model::action::{user_route, ActionsByUser};
@@ -181,27 +180,30 @@ pub fn engagement_by_segment<'s>(
         .concat(change_day_events)
         .concat(facts_by_month)
         .reduce_by_hash("UserMonthSegments", |_user_month, inputs, output| {
-            let mut country: Option<(Arrival, Option<String>)> = None;
-            let mut plan_facts = Vec::new();
-            let mut change_days = BTreeSet::new();
+            // Called for every (user, month) a time touches: the few facts, change days
+            // and segments of one user are kept on the stack, not in maps.
+            let mut country: Option<(Arrival, &Option<String>)> = None;
+            let mut plan_facts: SmallVec<[PlanFact; 4]> = SmallVec::new();
+            let mut change_days: SmallVec<[i32; 4]> = SmallVec::new();
             for (input, _count) in inputs {
                 match input {
                     MonthInput::Fact(UserFact::Profile(arrival, c, plan)) => {
-                        if country.as_ref().is_none_or(|(a, _)| arrival > a) {
-                            country = Some((*arrival, c.clone()));
+                        if country.is_none_or(|(a, _)| arrival > &a) {
+                            country = Some((*arrival, c));
                         }
                         plan_facts.push(PlanFact::Profile(*arrival, *plan));
                     }
                     MonthInput::Fact(UserFact::Change(ts, arrival, plan)) => {
-                        change_days.insert(day_of(*ts));
+                        change_days.push(day_of(*ts));
                         plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
                     }
                     MonthInput::Day(..) | MonthInput::Event(..) => {}
                 }
             }
             let history = PlanHistory::from_facts(&plan_facts);
-            let country = country.and_then(|(_, c)| c);
-            let mut segments: BTreeMap<Option<Plan>, (i64, i64)> = BTreeMap::new();
+            let country = country.and_then(|(_, c)| c.as_ref());
+            // (plan, events, duration) of each plan in force during the month.
+            let mut segments: SmallVec<[(Option<Plan>, i64, i64); 4]> = SmallVec::new();
             for (input, count) in inputs {
                 let count = *count as i64;
                 // (plan, events, duration) of the input.
@@ -213,13 +215,18 @@ pub fn engagement_by_segment<'s>(
                     MonthInput::Event(ts, duration) => (history.plan_at(*ts), 1, *duration),
                     MonthInput::Day(..) | MonthInput::Fact(_) => continue,
                 };
-                let entry = segments.entry(plan).or_default();
-                entry.0 += events * count;
-                entry.1 += duration * count;
+                match segments.iter_mut().find(|segment| segment.0 == plan) {
+                    Some(segment) => {
+                        segment.1 += events * count;
+                        segment.2 += duration * count;
+                    }
+                    None => segments.push((plan, events * count, duration * count)),
+                }
             }
-            for (plan, (events, duration)) in segments {
+            segments.sort_unstable_by_key(|segment| segment.0);
+            for (plan, events, duration) in segments {
                 if events > 0 {
-                    output.push(((country.clone(), plan, events, duration), 1isize));
+                    output.push(((country.cloned(), plan, events, duration), 1isize));
                 }
             }
         })
