@@ -270,21 +270,28 @@ mod tests {
     use super::*;
     use differential_dataflow::consolidation::consolidate_updates;
     use differential_dataflow::input::Input;
+    use differential_dataflow::AsCollection;
     use std::sync::{Arc, Mutex};
-    use timely::dataflow::operators::Inspect;
+    use timely::dataflow::operators::{Exchange as _, Inspect};
 
     type Record = (u8, u8);
     type Updates = Vec<(Record, Time, isize)>;
     type Seen = Arc<Mutex<Updates>>;
 
-    /// What both implementations output for `data` and `keys` updates, each
-    /// consolidated: (ours, differential's).
+    /// A route of keys that differs from their hash's: the partitioned semijoin must
+    /// send the keys where this route put the records.
+    fn route(key: &u8) -> u64 {
+        u64::from(*key / 2)
+    }
+
+    /// What the implementations output for `data` and `keys` updates, each
+    /// consolidated: (ours, ours on data partitioned by [`route`], differential's).
     fn both(
         data: &[(Record, Time, isize)],
         keys: &[(u8, Time, isize)],
         workers: usize,
-    ) -> (Updates, Updates) {
-        let seen: [Seen; 2] = Default::default();
+    ) -> (Updates, Updates, Updates) {
+        let seen: [Seen; 3] = Default::default();
         let seen_in = seen.clone();
         let (data, keys) = (data.to_vec(), keys.to_vec());
         timely::execute(timely::Config::process(workers), move |worker| {
@@ -299,7 +306,15 @@ mod tests {
                 semijoin_by_hash(data.clone(), keys.clone(), "Ours")
                     .inner
                     .inspect(keep(&seen[0]));
-                data.semijoin(keys).inner.inspect(keep(&seen[1]));
+                let partitioned = data
+                    .inner
+                    .clone()
+                    .exchange(|((key, _), _, _): &(Record, Time, isize)| route(key))
+                    .as_collection();
+                semijoin_partitioned(partitioned, keys.clone(), "Partitioned", route)
+                    .inner
+                    .inspect(keep(&seen[1]));
+                data.semijoin(keys).inner.inspect(keep(&seen[2]));
                 (data_in, keys_in)
             });
             if worker.index() == 0 {
@@ -321,14 +336,15 @@ mod tests {
             consolidate_updates(&mut v);
             v
         };
-        (take(&seen[0]), take(&seen[1]))
+        (take(&seen[0]), take(&seen[1]), take(&seen[2]))
     }
 
-    /// The hash semijoin equals differential's semijoin, time by time, for random
-    /// updates on both sides (retractions, and keys whose multiplicity goes above one
-    /// or below zero, included), on one and two workers.
+    /// The hash semijoin, and its form for data already partitioned, equal
+    /// differential's semijoin, time by time, for random updates on both sides
+    /// (retractions, and keys whose multiplicity goes above one or below zero,
+    /// included), on one, two and three workers.
     #[test]
-    fn a_hash_semijoin_equals_differentials_semijoin() {
+    fn hash_semijoins_equal_differentials_semijoin() {
         let mut next = crate::test_numbers(17);
         for case in 0..60 {
             let data: Vec<(Record, Time, isize)> = (0..next(60))
@@ -343,9 +359,13 @@ mod tests {
             let keys: Vec<(u8, Time, isize)> = (0..next(12))
                 .map(|_| (next(6) as u8, next(8), next(4) as isize - 1))
                 .collect();
-            for workers in [1, 2] {
-                let (ours, theirs) = both(&data, &keys, workers);
+            for workers in [1, 2, 3] {
+                let (ours, partitioned, theirs) = both(&data, &keys, workers);
                 assert_eq!(ours, theirs, "case {case}, {workers} workers");
+                assert_eq!(
+                    partitioned, theirs,
+                    "partitioned: case {case}, {workers} workers"
+                );
             }
         }
     }
