@@ -127,10 +127,9 @@ pub fn engagement_by_segment<'s>(
     let facts_by_month = user_months.join_core(facts, |user, month, fact| {
         Some(((*user, *month), MonthInput::Fact(fact.clone())))
     });
-    // Accepted events as ((user, day), time in the day and duration); with `forget`,
-    // retired once their month closes (without it nothing closes, and no operator is
-    // put in their way).
-    // Mapped where they are, so still partitioned by user.
+    // Accepted events as ((user, day), time in the day and duration), mapped where they
+    // are (so still partitioned by user); with `forget`, retired once their month
+    // closes (without it nothing closes, and no operator is put in their way).
     let day_events = events.collection().map(|e| {
         let day = day_of(e.ts);
         (

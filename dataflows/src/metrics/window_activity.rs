@@ -15,7 +15,7 @@ use crate::model::action::Action;
 use crate::model::name::Name;
 use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine_map;
-use crate::operators::expiry::{note_watermarks, Watermarks};
+use crate::operators::expiry::{note_watermarks, take_watermark_through, Watermarks};
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
 use crate::operators::totals::add_to_total;
@@ -133,8 +133,7 @@ fn count_windows<'s>(
                             && !marks_frontier.frontier().less_equal(&time)
                     }) {
                         // The watermarks up to this time close windows.
-                        let later = known.split_off(&(time + 1));
-                        let passed = std::mem::replace(&mut known, later).into_values().max();
+                        let passed = take_watermark_through(&mut known, time);
                         if let Some(watermark) = passed.filter(|w| *w > closed_through) {
                             closed_through = watermark;
                             open.retain(|start, _| start.saturating_add(window_ms) > watermark);

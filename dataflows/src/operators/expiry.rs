@@ -63,6 +63,14 @@ pub fn note_watermarks(
     }
 }
 
+/// Takes the watermarks noted at `time` and before out of `known`: the largest of them,
+/// if any. An operator that handles its complete times in order calls it once per
+/// time; a watermark of a time it had nothing to do at still counts at the next.
+pub fn take_watermark_through(known: &mut BTreeMap<Time, Millis>, time: Time) -> Option<Millis> {
+    let later = known.split_off(&time.saturating_add(1));
+    std::mem::replace(known, later).into_values().max()
+}
+
 /// The instant a UTC day ends (exclusive): the bound of a per-day key.
 ///
 /// ```
@@ -486,4 +494,33 @@ where
             }
         })
         .as_collection()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watermark taken at a time is the largest noted at it or before, whichever
+    /// times had one; those go, later ones stay for their own time.
+    #[test]
+    fn a_time_takes_the_largest_watermark_up_to_it() {
+        let mut next = crate::test_numbers(23);
+        for case in 0..200 {
+            let noted: BTreeMap<Time, Millis> = (0..next(6))
+                .map(|_| (next(10), next(1000) as Millis))
+                .collect();
+            let time = next(10);
+            let mut known = noted.clone();
+            let taken = take_watermark_through(&mut known, time);
+            let expected = noted
+                .iter()
+                .filter(|(t, _)| **t <= time)
+                .map(|(_, w)| *w)
+                .max();
+            assert_eq!(taken, expected, "case {case}");
+            let left: BTreeMap<Time, Millis> =
+                noted.into_iter().filter(|(t, _)| *t > time).collect();
+            assert_eq!(known, left, "case {case}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ use timely::dataflow::operators::Capability;
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::model::action::{Action, ActionMaker};
-use crate::operators::expiry::{note_watermarks, Watermarks};
+use crate::operators::expiry::{note_watermarks, take_watermark_through, Watermarks};
 use crate::operators::held::{flatten, hold_chunks, HeldByTime, HeldChunks, HeldUpdates};
 use crate::operators::reduce::HashReduce;
 use timely::container::CapacityContainerBuilder;
@@ -441,11 +441,11 @@ pub fn deduplicate<'s>(
                                 debug_assert!(diff > 0, "input rows are never retracted here");
                                 row
                             });
-                            if let Some(watermark) = known.remove(&time).filter(|_| forget) {
+                            let watermark = take_watermark_through(&mut known, time);
+                            if let Some(watermark) = watermark.filter(|_| forget) {
                                 // Days that ended at or before the watermark are closed.
                                 seen = seen.split_off(&day_of(watermark));
                             }
-                            known = known.split_off(&time);
                             let keep = if forget {
                                 // An id is kept under the day of its first row, which
                                 // closes with that day.

@@ -422,7 +422,6 @@ impl State {
                 days.shrink_to_fit();
             }
         }
-        item_members.clear();
         self.item_members = item_members;
     }
 
