@@ -1,7 +1,8 @@
 //! Headline KPIs over the analysis period (contract `kpis`). Facts are first folded
 //! per user into a handful of flags, then the flags are counted globally, so a change
-//! touches one user's reduce and one small global reduce.
+//! touches one user's total and one small global reduce.
 
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
@@ -14,17 +15,98 @@ use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
 use crate::operators::reduce::HashReduce;
-use crate::operators::totals::HashTotals;
+use crate::operators::totals::{add_to_list, totals_by_hash, TotalOutput};
 use tidemark_records::records::Millis;
 use tidemark_records::time::{day_of, day_start, DAY_MS};
 
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum UserFact {
-    /// Whether the user has an accepted event, whether one is inside the period, and
-    /// how many sessions start inside it (one such fact per user at any time).
-    Counts(bool, bool, isize),
-    /// A users/ row or a plan change.
-    Plan(PlanFact),
+/// What the KPIs know of one user, held in the difference of its updates so that one
+/// hash total per user keeps it (no reduce's vectors of inputs and output): how many
+/// distinct days it was seen, how many of them (or of its events on the days the
+/// period's bounds cut) are in the period, how many sessions start in it, and its
+/// `users/` rows and plan changes with their multiplicities.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct UserKnown {
+    seen: isize,
+    active: isize,
+    sessions: isize,
+    plans: Vec<(PlanFact, isize)>,
+}
+
+impl UserKnown {
+    /// Counts of days seen, of days or events in the period, and of sessions in it.
+    fn counts(seen: isize, active: isize, sessions: isize) -> UserKnown {
+        UserKnown {
+            seen,
+            active,
+            sessions,
+            plans: Vec::new(),
+        }
+    }
+
+    /// A `users/` row or a plan change.
+    fn plan(fact: PlanFact) -> UserKnown {
+        UserKnown {
+            plans: vec![(fact, 1)],
+            ..UserKnown::default()
+        }
+    }
+}
+
+impl IsZero for UserKnown {
+    fn is_zero(&self) -> bool {
+        self.seen == 0 && self.active == 0 && self.sessions == 0 && self.plans.is_empty()
+    }
+}
+
+impl Semigroup for UserKnown {
+    fn plus_equals(&mut self, rhs: &UserKnown) {
+        self.seen += rhs.seen;
+        self.active += rhs.active;
+        self.sessions += rhs.sessions;
+        for (fact, count) in &rhs.plans {
+            add_to_list(&mut self.plans, fact.clone(), count);
+        }
+    }
+}
+
+impl Multiply<isize> for UserKnown {
+    type Output = UserKnown;
+    fn multiply(self, rhs: &isize) -> UserKnown {
+        UserKnown {
+            seen: self.seen * rhs,
+            active: self.active * rhs,
+            sessions: self.sessions * rhs,
+            plans: (self.plans.into_iter())
+                .map(|(fact, count)| (fact, count * rhs))
+                .filter(|(_, count)| *count != 0)
+                .collect(),
+        }
+    }
+}
+
+/// A user's [`UserFlags`] from what is known of it, for the period `from..to`.
+struct Flags {
+    from: Millis,
+    to: Millis,
+    engaged_sessions: isize,
+}
+
+impl TotalOutput<Name, UserKnown> for Flags {
+    type Out = UserFlags;
+    fn output(&mut self, _user: &Name, known: &UserKnown, out: &mut Vec<(UserFlags, isize)>) {
+        let active = known.active > 0;
+        let history = PlanHistory::from_facts(known.plans.iter().map(|(fact, _)| fact));
+        let flags = UserFlags {
+            seen: known.seen > 0,
+            listed: (known.plans.iter()).any(|(fact, _)| matches!(fact, PlanFact::Profile(..))),
+            planned: !known.plans.is_empty(),
+            active,
+            has_session: known.sessions > 0,
+            engaged: active && known.sessions >= self.engaged_sessions,
+            paid: active && history.paid_during(self.from, self.to),
+        };
+        out.push((flags, 1));
+    }
 }
 
 /// What the KPIs need to know of one user.
@@ -56,11 +138,12 @@ pub fn kpis<'s>(
     let inside = move |day: i32| from <= day_start(day) && day_end(day) <= to;
     let cut = move |day: i32| !inside(day) && day_start(day) < to && from < day_end(day);
     // Per user, how many days it was seen, how many of them (or of its events on the
-    // days the bounds cut) are in the period, and how many sessions start in it: summed
-    // per user before the reduce, which then reads one value for all of them, not one
-    // per day and session at every time that touches the user.
-    let day_counts = user_days
-        .explode(move |(user, day)| Some((user, (1isize, isize::from(inside(day)), 0isize))));
+    // days the bounds cut) are in the period, how many sessions start in it, and its
+    // plan facts: summed into one total per user, whose flags are worked out again
+    // only for a user that changed.
+    let day_counts = user_days.explode(move |(user, day)| {
+        Some((user, UserKnown::counts(1, isize::from(inside(day)), 0)))
+    });
     // A bound at a midnight (or none, the default: all data) cuts no day, and then no
     // event needs to be read here.
     let cuts_a_day =
@@ -68,103 +151,72 @@ pub fn kpis<'s>(
     let activity_counts = if cuts_a_day(from) || cuts_a_day(to) {
         let cut_day_counts = events
             .filter(move |e| cut(day_of(e.ts)) && in_period(e.ts))
-            .explode(|e| Some((e.user_id, (0isize, 1isize, 0isize))));
+            .explode(|e| Some((e.user_id, UserKnown::counts(0, 1, 0))));
         day_counts.concat(cut_day_counts)
     } else {
         day_counts
     };
     let session_counts = sessions
         .filter(move |s| in_period(s.start))
-        .explode(|s| Some((s.user_id, (0isize, 0isize, 1isize))));
-    let count_facts = activity_counts.concat(session_counts).count_by_hash().map(
-        |(user, (seen, active, sessions))| (user, UserFact::Counts(seen > 0, active > 0, sessions)),
-    );
-    let plan_facts = plan_facts.map(|(user, fact)| (user, UserFact::Plan(fact)));
-
-    let engaged_threshold = params.engaged_sessions as isize;
-    count_facts
-        .concat(plan_facts)
-        .reduce_by_hash("UserKpiFlags", move |_user, facts, output| {
-            let mut flags = UserFlags {
-                seen: false,
-                listed: false,
-                planned: false,
-                active: false,
-                has_session: false,
-                engaged: false,
-                paid: false,
-            };
-            let mut sessions = 0isize;
-            for (fact, _count) in facts {
-                match fact {
-                    UserFact::Counts(seen, active, in_period) => {
-                        flags.seen = *seen;
-                        flags.active = *active;
-                        sessions = *in_period;
-                    }
-                    UserFact::Plan(PlanFact::Profile(..)) => {
-                        flags.listed = true;
-                        flags.planned = true;
-                    }
-                    UserFact::Plan(_) => flags.planned = true,
-                }
+        .explode(|s| Some((s.user_id, UserKnown::counts(0, 0, 1))));
+    let plan_facts = plan_facts.explode(|(user, fact)| Some((user, UserKnown::plan(fact))));
+    let flags = Flags {
+        from,
+        to,
+        engaged_sessions: params.engaged_sessions as isize,
+    };
+    totals_by_hash(
+        activity_counts.concat(session_counts).concat(plan_facts),
+        flags,
+        "UserKpiFlags",
+    )
+    .map(|flags| ((), flags))
+    .reduce_by_hash("Kpis", |_unit, flag_counts, output| {
+        let count = |pred: fn(&UserFlags) -> bool| -> i64 {
+            flag_counts
+                .iter()
+                .filter(|(f, _)| pred(f))
+                .map(|(_, c)| *c as i64)
+                .sum()
+        };
+        let seen = count(|f| f.seen);
+        let listed = count(|f| f.listed);
+        if seen == 0 && listed == 0 {
+            return;
+        }
+        let total = if listed > 0 { listed } else { seen };
+        let active = count(|f| f.active);
+        let mut rows = vec![
+            KpiRow {
+                metric: "total_customers".into(),
+                numerator: total,
+                denominator: None,
+            },
+            KpiRow {
+                metric: "active_customers".into(),
+                numerator: active,
+                denominator: None,
+            },
+        ];
+        let mut pct = |metric: &str, numerator: i64, denominator: i64| {
+            if denominator > 0 {
+                rows.push(KpiRow {
+                    metric: metric.into(),
+                    numerator,
+                    denominator: Some(denominator),
+                });
             }
-            let history = PlanHistory::from_facts(facts.iter().filter_map(|(f, _)| match f {
-                UserFact::Plan(p) => Some(p),
-                _ => None,
-            }));
-            flags.has_session = sessions > 0;
-            flags.engaged = flags.active && sessions >= engaged_threshold;
-            flags.paid = flags.active && history.paid_during(from, to);
-            output.push((flags, 1isize));
-        })
-        .map(|(_user, flags)| ((), flags))
-        .reduce_by_hash("Kpis", |_unit, flag_counts, output| {
-            let count = |pred: fn(&UserFlags) -> bool| -> i64 {
-                flag_counts
-                    .iter()
-                    .filter(|(f, _)| pred(f))
-                    .map(|(_, c)| *c as i64)
-                    .sum()
-            };
-            let seen = count(|f| f.seen);
-            let listed = count(|f| f.listed);
-            if seen == 0 && listed == 0 {
-                return;
-            }
-            let total = if listed > 0 { listed } else { seen };
-            let active = count(|f| f.active);
-            let mut rows = vec![
-                KpiRow {
-                    metric: "total_customers".into(),
-                    numerator: total,
-                    denominator: None,
-                },
-                KpiRow {
-                    metric: "active_customers".into(),
-                    numerator: active,
-                    denominator: None,
-                },
-            ];
-            let mut pct = |metric: &str, numerator: i64, denominator: i64| {
-                if denominator > 0 {
-                    rows.push(KpiRow {
-                        metric: metric.into(),
-                        numerator,
-                        denominator: Some(denominator),
-                    });
-                }
-            };
-            pct("session_adoption_rate_pct", count(|f| f.has_session), total);
-            pct("engaged_users_pct", count(|f| f.engaged), active);
-            // Without any plan data (no users/ or subscriptions/ rows) the paid share
-            // is unknown, not 0: the row is absent.
-            if count(|f| f.planned) > 0 {
-                pct("paid_share_pct", count(|f| f.paid), active);
-            }
-            output.extend(rows.into_iter().map(|row| (row, 1isize)));
-        })
-        .map(|((), row)| row)
+        };
+        pct("session_adoption_rate_pct", count(|f| f.has_session), total);
+        pct("engaged_users_pct", count(|f| f.engaged), active);
+        // Without any plan data (no users/ or subscriptions/ rows) the paid share
+        // is unknown, not 0: the row is absent.
+        if count(|f| f.planned) > 0 {
+            pct("paid_share_pct", count(|f| f.paid), active);
+        }
+        output.extend(rows.into_iter().map(|row| (row, 1isize)));
+    })
+    .map(|((), row)| row)
 }
 
 /// `kpis`: one row per metric.
