@@ -5,19 +5,20 @@
 //! plan is [`PlanHistory::plan_at`] the event's time.
 //!
 //! A user's plan facts are copied to each month the user is active in, through the
-//! shared arrangement of distinct (user, month) pairs, so that one reduce per (user,
-//! month) sees every fact that places the month's events. The events reach it as
-//! per-day totals: on a day with no plan change the plan in force is one plan all day,
-//! so the day's count and duration are all the reduce needs. Only the days on which a
-//! `subscriptions/` row changes the user's plan bring their events one by one (a join
-//! of the events, arranged by (user, day), with those change days). The reduce thus
-//! reads at most a month of day totals, not every event of the month, when the month
-//! gains an event. A late event touches one day total; a late `users/` row or plan
-//! change touches the user's months. Each (user, month) adds (1 user, events,
-//! duration) per segment it reaches, summed per segment by a `count_total` over those
-//! triples.
+//! shared arrangement of distinct (user, month) pairs, so that one hash total per
+//! (user, month) holds every fact that places the month's events. The events reach it
+//! as per-day totals: on a day with no plan change the plan in force is one plan all
+//! day, so the day's count and duration are all it needs. Only the days on which a
+//! `subscriptions/` row changes the user's plan bring their events one by one (a
+//! semijoin of the events, kept by (user, day), with those change days). A changed
+//! (user, month) thus reads at most a month of day totals, not every event of the
+//! month, when the month gains an event. A late event touches one day total; a late
+//! `users/` row or plan change touches the user's months. Each (user, month) adds
+//! (1 user, events, duration) per segment it reaches, summed per segment by a
+//! `count_total` over those triples.
 
-use differential_dataflow::VecCollection;
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
+use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use tidemark_records::records::{Millis, Plan, Subscription, UserRow};
@@ -26,10 +27,10 @@ use crate::model::action::{user_route, ActionsByUser};
 use crate::model::name::Name;
 use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
-use crate::operators::reduce::HashReduce;
 use crate::operators::semijoin::semijoin_partitioned;
-use crate::operators::totals::HashTotals;
+use crate::operators::totals::{add_to_list, totals_by_hash, HashTotals, TotalOutput};
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
+use timely::dataflow::operators::vec::Map as _;
 
 use crate::metrics::retention_cohorts::UserMonths;
 use crate::model::plans::{Arrival, PlanFact, PlanHistory};
@@ -46,16 +47,149 @@ enum UserFact {
     Change(Millis, Arrival, Plan),
 }
 
-/// One input of a (user, month) reduce.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-enum MonthInput {
-    /// A day's accepted events: the day, their number and total duration (null counts
-    /// 0). Used unless a plan change falls on the day.
-    Day(i32, i64, i64),
-    /// An accepted event at `ts` with its duration, on a day with a plan change.
-    Event(Millis, i64),
+/// What places one user's events of one month in segments, held in the difference of
+/// its updates so that one hash total per (user, month) keeps it (no reduce's vectors
+/// of inputs and output, nor a count per (user, day) before it): each day's accepted
+/// events and their total duration (null counts 0; used unless a plan change falls on
+/// the day), the events one by one (time and duration) of the days with a plan change,
+/// and the user's facts, each with its multiplicity.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+struct MonthKnown {
+    days: Vec<(i32, (isize, isize))>,
+    events: Vec<((Millis, i64), isize)>,
+    facts: Vec<(UserFact, isize)>,
+}
+
+impl MonthKnown {
+    /// `events` accepted events on `day`, lasting `duration` ms in all.
+    fn day(day: i32, events: isize, duration: isize) -> MonthKnown {
+        MonthKnown {
+            days: vec![(day, (events, duration))],
+            ..MonthKnown::default()
+        }
+    }
+
+    /// An accepted event at `ts` lasting `duration` ms, on a day with a plan change.
+    fn event(ts: Millis, duration: i64) -> MonthKnown {
+        MonthKnown {
+            events: vec![((ts, duration), 1)],
+            ..MonthKnown::default()
+        }
+    }
+
     /// One of the user's facts.
-    Fact(UserFact),
+    fn fact(fact: UserFact) -> MonthKnown {
+        MonthKnown {
+            facts: vec![(fact, 1)],
+            ..MonthKnown::default()
+        }
+    }
+}
+
+impl IsZero for MonthKnown {
+    fn is_zero(&self) -> bool {
+        self.days.is_empty() && self.events.is_empty() && self.facts.is_empty()
+    }
+}
+
+impl Semigroup for MonthKnown {
+    fn plus_equals(&mut self, rhs: &MonthKnown) {
+        for (day, totals) in &rhs.days {
+            add_to_list(&mut self.days, *day, totals);
+        }
+        for (event, count) in &rhs.events {
+            add_to_list(&mut self.events, *event, count);
+        }
+        for (fact, count) in &rhs.facts {
+            add_to_list(&mut self.facts, fact.clone(), count);
+        }
+    }
+}
+
+impl Multiply<isize> for MonthKnown {
+    type Output = MonthKnown;
+    fn multiply(self, rhs: &isize) -> MonthKnown {
+        fn times<X>((x, n): (X, isize), rhs: isize) -> Option<(X, isize)> {
+            (n * rhs != 0).then(|| (x, n * rhs))
+        }
+        MonthKnown {
+            days: (self.days.into_iter())
+                .map(|(day, (events, duration))| (day, (events * rhs, duration * rhs)))
+                .filter(|(_, totals)| !totals.is_zero())
+                .collect(),
+            events: (self.events.into_iter())
+                .filter_map(|e| times(e, *rhs))
+                .collect(),
+            facts: (self.facts.into_iter())
+                .filter_map(|f| times(f, *rhs))
+                .collect(),
+        }
+    }
+}
+
+/// A (user, month)'s segments: `(month, country, plan, events, duration)` for each plan
+/// in force during the month over some of the user's events.
+struct Segments;
+
+impl TotalOutput<(Name, i32), MonthKnown> for Segments {
+    type Out = (i32, Option<String>, Option<Plan>, i64, i64);
+    fn output(
+        &mut self,
+        &(_user, month): &(Name, i32),
+        known: &MonthKnown,
+        output: &mut Vec<(Self::Out, isize)>,
+    ) {
+        // Called for every (user, month) a time touches: the few facts, change days and
+        // segments of one user are kept on the stack, not in maps.
+        let mut country: Option<(Arrival, &Option<String>)> = None;
+        let mut plan_facts: SmallVec<[PlanFact; 4]> = SmallVec::new();
+        let mut change_days: SmallVec<[i32; 4]> = SmallVec::new();
+        for (fact, _count) in &known.facts {
+            match fact {
+                UserFact::Profile(arrival, c, plan) => {
+                    if country.is_none_or(|(a, _)| arrival > &a) {
+                        country = Some((*arrival, c));
+                    }
+                    plan_facts.push(PlanFact::Profile(*arrival, *plan));
+                }
+                UserFact::Change(ts, arrival, plan) => {
+                    change_days.push(day_of(*ts));
+                    plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
+                }
+            }
+        }
+        let history = PlanHistory::from_facts(&plan_facts);
+        let country = country.and_then(|(_, c)| c.as_ref());
+        // (plan, events, duration) of each plan in force during the month.
+        let mut segments: SmallVec<[(Option<Plan>, i64, i64); 4]> = SmallVec::new();
+        let mut add = |plan: Option<Plan>, events: i64, duration: i64| match segments
+            .iter_mut()
+            .find(|segment| segment.0 == plan)
+        {
+            Some(segment) => {
+                segment.1 += events;
+                segment.2 += duration;
+            }
+            None => segments.push((plan, events, duration)),
+        };
+        // No plan change falls on the day: the plan at its start holds all day.
+        for (day, (events, duration)) in &known.days {
+            if !change_days.contains(day) {
+                let plan = history.plan_at(day_start(*day));
+                add(plan, *events as i64, *duration as i64);
+            }
+        }
+        for ((ts, duration), count) in &known.events {
+            let count = *count as i64;
+            add(history.plan_at(*ts), count, duration * count);
+        }
+        segments.sort_unstable_by_key(|segment| segment.0);
+        for (plan, events, duration) in segments {
+            if events > 0 {
+                output.push(((month, country.cloned(), plan, events, duration), 1));
+            }
+        }
+    }
 }
 
 /// An accepted event of a known (user, day), as the semijoin keeps it for a plan change
@@ -124,9 +258,11 @@ pub fn engagement_by_segment<'s>(
             .concat(changes),
         "UserFacts",
     );
-    let facts_by_month = user_months.join_core(facts, |user, month, fact| {
-        Some(((*user, *month), MonthInput::Fact(fact.clone())))
-    });
+    let facts_by_month = user_months
+        .join_core(facts, |user, month, fact| {
+            Some(((*user, *month), fact.clone()))
+        })
+        .explode(|(user_month, fact)| Some((user_month, MonthKnown::fact(fact))));
     // Accepted events as ((user, day), time in the day and duration), mapped where they
     // are (so still partitioned by user); with `forget`, retired once their month
     // closes (without it nothing closes, and no operator is put in their way).
@@ -152,13 +288,12 @@ pub fn engagement_by_segment<'s>(
             .explode(|(user_day, event)| Some((user_day, (1isize, event.duration() as isize)))),
         "CombineUserDayTotals",
     )
-    .count_by_hash()
-    .map(|((user, day), (events, duration))| {
-        (
-            (user, month_of_day(day)),
-            MonthInput::Day(day, events as i64, duration as i64),
-        )
-    });
+    .inner
+    .map(|((user, day), time, (events, duration))| {
+        let month = (user, month_of_day(day));
+        (month, time, MonthKnown::day(day, events, duration))
+    })
+    .as_collection();
     // Every event stays keyed by its (user, day), in a hash map on its user's worker:
     // few days have a plan change, and a change that arrives later finds the day's
     // events there.
@@ -168,84 +303,35 @@ pub fn engagement_by_segment<'s>(
         "EventsOnChangeDays",
         |(user, _day): &(Name, i32)| user_route(user),
     )
-    .map(|((user, day), event)| {
+    .explode(|((user, day), event)| {
         let ts = day_start(day) + event.since_day_start();
-        (
+        Some((
             (user, month_of_day(day)),
-            MonthInput::Event(ts, event.duration()),
-        )
+            MonthKnown::event(ts, event.duration()),
+        ))
     });
-    let segments = day_totals
-        .concat(change_day_events)
-        .concat(facts_by_month)
-        .reduce_by_hash("UserMonthSegments", |_user_month, inputs, output| {
-            // Called for every (user, month) a time touches: the few facts, change days
-            // and segments of one user are kept on the stack, not in maps.
-            let mut country: Option<(Arrival, &Option<String>)> = None;
-            let mut plan_facts: SmallVec<[PlanFact; 4]> = SmallVec::new();
-            let mut change_days: SmallVec<[i32; 4]> = SmallVec::new();
-            for (input, _count) in inputs {
-                match input {
-                    MonthInput::Fact(UserFact::Profile(arrival, c, plan)) => {
-                        if country.is_none_or(|(a, _)| arrival > &a) {
-                            country = Some((*arrival, c));
-                        }
-                        plan_facts.push(PlanFact::Profile(*arrival, *plan));
-                    }
-                    MonthInput::Fact(UserFact::Change(ts, arrival, plan)) => {
-                        change_days.push(day_of(*ts));
-                        plan_facts.push(PlanFact::Change(*ts, *arrival, *plan))
-                    }
-                    MonthInput::Day(..) | MonthInput::Event(..) => {}
-                }
-            }
-            let history = PlanHistory::from_facts(&plan_facts);
-            let country = country.and_then(|(_, c)| c.as_ref());
-            // (plan, events, duration) of each plan in force during the month.
-            let mut segments: SmallVec<[(Option<Plan>, i64, i64); 4]> = SmallVec::new();
-            for (input, count) in inputs {
-                let count = *count as i64;
-                // (plan, events, duration) of the input.
-                let (plan, events, duration) = match input {
-                    // No plan change falls on the day: the plan at its start holds all day.
-                    MonthInput::Day(day, events, duration) if !change_days.contains(day) => {
-                        (history.plan_at(day_start(*day)), *events, *duration)
-                    }
-                    MonthInput::Event(ts, duration) => (history.plan_at(*ts), 1, *duration),
-                    MonthInput::Day(..) | MonthInput::Fact(_) => continue,
-                };
-                match segments.iter_mut().find(|segment| segment.0 == plan) {
-                    Some(segment) => {
-                        segment.1 += events * count;
-                        segment.2 += duration * count;
-                    }
-                    None => segments.push((plan, events * count, duration * count)),
-                }
-            }
-            segments.sort_unstable_by_key(|segment| segment.0);
-            for (plan, events, duration) in segments {
-                if events > 0 {
-                    output.push(((country.cloned(), plan, events, duration), 1isize));
-                }
-            }
-        })
-        .explode(|((_user, month), (country, plan, events, duration))| {
-            Some((
-                (month, country, plan),
-                (1isize, events as isize, duration as isize),
-            ))
-        })
-        .count_by_hash()
-        .map(
-            |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
-                month,
-                country,
-                plan,
-                active_users: active_users as i64,
-                events: events as i64,
-                duration_ms: duration_ms as i64,
-            },
-        );
+    let segments = totals_by_hash(
+        day_totals.concat(change_day_events).concat(facts_by_month),
+        Segments,
+        "UserMonthSegments",
+    )
+    .explode(|(month, country, plan, events, duration)| {
+        Some((
+            (month, country, plan),
+            (1isize, events as isize, duration as isize),
+        ))
+    })
+    .count_by_hash()
+    .map(
+        |((month, country, plan), (active_users, events, duration_ms))| SegmentRow {
+            month,
+            country,
+            plan,
+            active_users: active_users as i64,
+            events: events as i64,
+            duration_ms: duration_ms as i64,
+        },
+    );
     if forget {
         drop_closed(segments, watermarks, |row| Some(month_end(row.month)))
     } else {
@@ -314,4 +400,45 @@ fn a_day_event_keeps_its_time_and_duration() {
         );
     }
     assert_eq!(std::mem::size_of::<(DayEvent, isize)>(), 16);
+}
+
+/// A (user, month)'s total is the same whatever order its updates come in, and taking
+/// every update back leaves nothing: the hash total keeps no entry for it.
+#[cfg(test)]
+#[test]
+fn a_months_total_is_its_updates_in_any_order() {
+    let mut next = crate::test_numbers(31);
+    for case in 0..300 {
+        let updates: Vec<(MonthKnown, isize)> = (0..1 + next(10))
+            .map(|_| {
+                let known = match next(3) {
+                    0 => MonthKnown::day(next(4) as i32, 1 + next(3) as isize, next(9) as isize),
+                    1 => MonthKnown::event(next(5) as Millis, next(7) as i64),
+                    _ => MonthKnown::fact(UserFact::Change(
+                        next(5) as Millis,
+                        (next(2), 0),
+                        Plan::Paid,
+                    )),
+                };
+                (known, if next(3) == 0 { -1 } else { 1 })
+            })
+            .collect();
+        let sum = |order: &mut dyn Iterator<Item = &(MonthKnown, isize)>| {
+            let mut total = MonthKnown::default();
+            for (known, diff) in order {
+                total.plus_equals(&known.clone().multiply(diff));
+            }
+            total.days.sort();
+            total.events.sort();
+            total.facts.sort();
+            total
+        };
+        let forwards = sum(&mut updates.iter());
+        assert_eq!(forwards, sum(&mut updates.iter().rev()), "case {case}");
+        let mut back = forwards.clone();
+        for (known, diff) in &updates {
+            back.plus_equals(&known.clone().multiply(&-diff));
+        }
+        assert!(back.is_zero(), "case {case}");
+    }
 }
