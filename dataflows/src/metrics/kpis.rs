@@ -15,7 +15,7 @@ use crate::model::tables::{col, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::expiry::day_end;
 use crate::operators::gate::Time;
 use crate::operators::reduce::HashReduce;
-use crate::operators::totals::{add_to_list, totals_by_hash, TotalOutput};
+use crate::operators::totals::{totals_by_hash, Bag, TotalOutput};
 use tidemark_records::records::Millis;
 use tidemark_records::time::{day_of, day_start, DAY_MS};
 
@@ -29,7 +29,7 @@ struct UserKnown {
     seen: isize,
     active: isize,
     sessions: isize,
-    plans: Vec<(PlanFact, isize)>,
+    plans: Bag<PlanFact>,
 }
 
 impl UserKnown {
@@ -39,14 +39,14 @@ impl UserKnown {
             seen,
             active,
             sessions,
-            plans: Vec::new(),
+            plans: Bag::default(),
         }
     }
 
     /// A `users/` row or a plan change.
     fn plan(fact: PlanFact) -> UserKnown {
         UserKnown {
-            plans: vec![(fact, 1)],
+            plans: Bag::one(fact),
             ..UserKnown::default()
         }
     }
@@ -63,9 +63,7 @@ impl Semigroup for UserKnown {
         self.seen += rhs.seen;
         self.active += rhs.active;
         self.sessions += rhs.sessions;
-        for (fact, count) in &rhs.plans {
-            add_to_list(&mut self.plans, fact.clone(), count);
-        }
+        self.plans.plus_equals(&rhs.plans);
     }
 }
 
@@ -76,10 +74,7 @@ impl Multiply<isize> for UserKnown {
             seen: self.seen * rhs,
             active: self.active * rhs,
             sessions: self.sessions * rhs,
-            plans: (self.plans.into_iter())
-                .map(|(fact, count)| (fact, count * rhs))
-                .filter(|(_, count)| *count != 0)
-                .collect(),
+            plans: self.plans.multiply(rhs),
         }
     }
 }

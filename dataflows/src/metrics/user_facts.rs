@@ -15,8 +15,7 @@ use crate::model::name::Name;
 use crate::model::plans::{PlanFact, PlanHistory};
 use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::gate::Time;
-use crate::operators::reduce::HashReduce;
-use crate::operators::totals::HashTotals;
+use crate::operators::totals::{totals_by_hash, Bag, HashTotals, TotalOutput};
 use tidemark_records::records::{Millis, Plan};
 
 /// What a (user, day) sums, held in the difference of its updates: events, plays,
@@ -71,18 +70,27 @@ pub fn user_activity_daily<'s>(
 pub fn user_plans<'s>(
     plan_facts: VecCollection<'s, Time, (Name, PlanFact)>,
 ) -> VecCollection<'s, Time, UserPlanRow> {
-    plan_facts
-        .reduce_by_hash("UserPlans", |_user, facts, output| {
-            let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| fact));
-            for (valid_from, plan) in history.effective_changes() {
-                output.push(((valid_from, plan), 1isize));
-            }
-        })
-        .map(|(user_id, (valid_from, plan))| UserPlanRow {
-            user_id,
-            valid_from,
-            plan,
-        })
+    // Each user's facts in one hash total, its rows worked out from them.
+    let facts = plan_facts.explode(|(user, fact)| Some((user, Bag::one(fact))));
+    totals_by_hash(facts, PlanRows, "UserPlans")
+}
+
+/// A user's `user_plans` rows from its plan facts.
+struct PlanRows;
+
+impl TotalOutput<Name, Bag<PlanFact>> for PlanRows {
+    type Out = UserPlanRow;
+    fn output(&mut self, user: &Name, facts: &Bag<PlanFact>, out: &mut Vec<(UserPlanRow, isize)>) {
+        let history = PlanHistory::from_facts(facts.iter().map(|(fact, _)| fact));
+        for (valid_from, plan) in history.effective_changes() {
+            let row = UserPlanRow {
+                user_id: *user,
+                valid_from,
+                plan,
+            };
+            out.push((row, 1));
+        }
+    }
 }
 
 /// `user_activity_daily` (beyond the contract): one row per user and UTC day with

@@ -15,10 +15,11 @@
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
-use differential_dataflow::difference::Semigroup;
+use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::hashable::Hashable;
 use differential_dataflow::{AsCollection, ExchangeData, VecCollection};
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
@@ -220,6 +221,60 @@ pub fn add_to_list<K: Eq, R: Semigroup>(list: &mut Vec<(K, R)>, key: K, diff: &R
             list.push((key, diff.clone()));
             (false, true)
         }
+    }
+}
+
+/// A multiset of records as a difference: each distinct record with its multiplicity,
+/// none zero, in a short list. A hash total whose difference holds one keeps a key's
+/// few facts (catalogue rows, plan changes) in place, where a reduce kept vectors of
+/// its inputs and of its output.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Bag<T>(Vec<(T, isize)>);
+
+impl<T> Default for Bag<T> {
+    fn default() -> Self {
+        Bag(Vec::new())
+    }
+}
+
+impl<T> Bag<T> {
+    /// One record, once.
+    pub fn one(record: T) -> Bag<T> {
+        Bag(vec![(record, 1)])
+    }
+
+    /// The records, each with its multiplicity (never zero).
+    pub fn iter(&self) -> impl Iterator<Item = &(T, isize)> {
+        self.0.iter()
+    }
+
+    /// Whether no record is in it.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T: Clone + Eq + 'static> IsZero for Bag<T> {
+    fn is_zero(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T: Clone + Eq + 'static> Semigroup for Bag<T> {
+    fn plus_equals(&mut self, rhs: &Bag<T>) {
+        for (record, count) in &rhs.0 {
+            add_to_list(&mut self.0, record.clone(), count);
+        }
+    }
+}
+
+impl<T> Multiply<isize> for Bag<T> {
+    type Output = Bag<T>;
+    fn multiply(self, rhs: &isize) -> Bag<T> {
+        Bag((self.0.into_iter())
+            .map(|(record, count)| (record, count * rhs))
+            .filter(|(_, count)| *count != 0)
+            .collect())
     }
 }
 

@@ -34,7 +34,7 @@ use crate::model::tables::{col, opt, Cell, ColumnType, TableRow, TableSpec};
 use crate::operators::combine::combine_map;
 use crate::operators::expiry::{day_end, drop_closed, retire_behind, Watermarks};
 use crate::operators::gate::Time;
-use crate::operators::totals::{add_to_list, totals_by_hash, HashTotals, TotalOutput};
+use crate::operators::totals::{totals_by_hash, Bag, HashTotals, TotalOutput};
 
 mod slices;
 use slices::{slices, SlicePlan};
@@ -89,7 +89,7 @@ impl Source {
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 struct MemberFacts {
     used: isize,
-    facts: Vec<((Arrival, Option<Name>), isize)>,
+    facts: Bag<(Arrival, Option<Name>)>,
 }
 
 impl MemberFacts {
@@ -97,7 +97,7 @@ impl MemberFacts {
     fn used() -> MemberFacts {
         MemberFacts {
             used: 1,
-            facts: Vec::new(),
+            facts: Bag::default(),
         }
     }
 
@@ -105,7 +105,7 @@ impl MemberFacts {
     fn fact(arrival: Arrival, member: Option<Name>) -> MemberFacts {
         MemberFacts {
             used: 0,
-            facts: vec![((arrival, member), 1)],
+            facts: Bag::one((arrival, member)),
         }
     }
 }
@@ -119,9 +119,7 @@ impl IsZero for MemberFacts {
 impl Semigroup for MemberFacts {
     fn plus_equals(&mut self, rhs: &MemberFacts) {
         self.used += rhs.used;
-        for (fact, count) in &rhs.facts {
-            add_to_list(&mut self.facts, *fact, count);
-        }
+        self.facts.plus_equals(&rhs.facts);
     }
 }
 
@@ -130,10 +128,7 @@ impl Multiply<isize> for MemberFacts {
     fn multiply(self, rhs: &isize) -> MemberFacts {
         MemberFacts {
             used: self.used * rhs,
-            facts: (self.facts.into_iter())
-                .map(|(fact, count)| (fact, count * rhs))
-                .filter(|(_, count)| *count != 0)
-                .collect(),
+            facts: self.facts.multiply(rhs),
         }
     }
 }
