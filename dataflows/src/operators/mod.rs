@@ -3,7 +3,7 @@
 //! the watermark ([`expiry`]), the buffer that holds data until its logical time is complete
 //! ([`held`]), arrangements that sort their input in long runs ([`arrange`]), and counts and
 //! distincts ([`totals`]), reduces ([`reduce`]) and a semijoin ([`semijoin`]) kept in hash
-//! maps.
+//! maps, whose state sizes [`state_sizes`] prints on request.
 
 pub mod arrange;
 pub mod combine;
@@ -13,4 +13,5 @@ pub mod held;
 pub mod pre_reduce;
 pub mod reduce;
 pub mod semijoin;
+pub mod state_sizes;
 pub mod totals;

@@ -32,6 +32,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
+use crate::operators::state_sizes;
 
 /// One key's state: its values over the complete times (sorted, consolidated, none
 /// zero) and the logic's output for them (sorted, consolidated).
@@ -98,6 +99,8 @@ where
             Exchange::new(|((key, _), _time, _diff): &((K, V), Time, isize)| key.hashed().into());
         self.inner
             .unary_frontier(route, name, move |_capability, _info| {
+                let name = name.to_string();
+                let mut reported = false;
                 let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
                 let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
                 // A complete time's updates by key.
@@ -141,9 +144,23 @@ where
                         // time, in each reduce, is memory that only that time needed.
                         runs.shrink_to(0);
                     }
+                    if !reported && frontier.frontier().is_empty() && state_sizes::wanted() {
+                        reported = true;
+                        let owned = keys.values().map(KeyState::owned_bytes).sum();
+                        let entry = std::mem::size_of::<(K, KeyState<V, V2>)>();
+                        state_sizes::report(&name, keys.len(), keys.capacity(), entry, Some(owned));
+                    }
                 }
             })
             .as_collection()
+    }
+}
+
+impl<V, V2> KeyState<V, V2> {
+    /// The bytes of the key's vectors.
+    fn owned_bytes(&self) -> usize {
+        self.values.capacity() * std::mem::size_of::<(V, isize)>()
+            + self.output.capacity() * std::mem::size_of::<(V2, isize)>()
     }
 }
 

@@ -25,6 +25,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
 use crate::operators::held::{sum_updates, worth_keeping, HeldByTime, HeldSums};
+use crate::operators::state_sizes;
 
 /// What a key's total becomes in the output: nothing, or records with multiplicities.
 pub trait TotalOutput<D, R>: 'static {
@@ -106,6 +107,8 @@ where
     let route = Exchange::new(|(key, _time, _diff): &(D, Time, R)| key.hashed().into());
     data.inner
         .unary_frontier(route, name, move |_capability, _info| {
+            let name = name.to_string();
+            let mut reported = false;
             // Each time's updates, summed per key, until the time is complete.
             let mut pending: HeldSums<D, R> = HeldByTime::default();
             // Every key's total over the complete times; never zero.
@@ -165,6 +168,11 @@ where
                     if worth_keeping(sums.capacity(), used) {
                         spare = Some(sums);
                     }
+                }
+                if !reported && frontier.frontier().is_empty() && state_sizes::wanted() {
+                    reported = true;
+                    let entry = std::mem::size_of::<(D, R)>();
+                    state_sizes::report(&name, totals.len(), totals.capacity(), entry, None);
                 }
             }
         })

@@ -1,0 +1,31 @@
+//! A diagnostic: with `TIDEMARK_STATE_SIZES` set, every hash reduce and hash total
+//! prints its state once its input has ended (the end of a backfill, when state is
+//! largest): its keys and the bytes of its map and of the vectors its keys own. The
+//! heap profile (`scripts/heap-profile`) names an allocation's source file, and every
+//! reduce shares one file; this names the operator.
+
+use std::sync::OnceLock;
+
+/// Whether `TIDEMARK_STATE_SIZES` is set (read once).
+pub fn wanted() -> bool {
+    static WANTED: OnceLock<bool> = OnceLock::new();
+    *WANTED.get_or_init(|| std::env::var_os("TIDEMARK_STATE_SIZES").is_some())
+}
+
+/// Prints one operator's state on stderr: `keys` keys in a map of `capacity` entries
+/// of `entry_bytes` each, and `owned_bytes` in vectors its entries own, where counted
+/// (a hash total's differences may own vectors too, which are not).
+pub fn report(
+    name: &str,
+    keys: usize,
+    capacity: usize,
+    entry_bytes: usize,
+    owned_bytes: Option<usize>,
+) {
+    let mb = |bytes: usize| format!("{:.1} MB", bytes as f64 / 1e6);
+    let owned = owned_bytes.map_or_else(|| "not counted".to_string(), mb);
+    eprintln!(
+        "state: {name}: {keys} keys, map {}, owned {owned}",
+        mb(capacity * entry_bytes)
+    );
+}
