@@ -17,7 +17,6 @@
 //! (1 user, events, duration) per segment it reaches, summed per segment by a
 //! `count_total` over those triples.
 
-use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::{AsCollection, VecCollection};
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
@@ -28,7 +27,7 @@ use crate::model::name::Name;
 use crate::operators::arrange::arrange_by_key;
 use crate::operators::combine::combine;
 use crate::operators::semijoin::semijoin_partitioned;
-use crate::operators::totals::{add_to_list, totals_by_hash, Bag, HashTotals, TotalOutput};
+use crate::operators::totals::{totals_by_hash, Bag, HashTotals, TotalOutput};
 use tidemark_records::time::{day_of, day_start, month_first_day, month_of_day};
 use timely::dataflow::operators::vec::Map as _;
 
@@ -52,68 +51,27 @@ enum UserFact {
 /// of inputs and output, nor a count per (user, day) before it): each day's accepted
 /// events and their total duration (null counts 0; used unless a plan change falls on
 /// the day), the events one by one (time and duration) of the days with a plan change,
-/// and the user's facts, each with its multiplicity.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct MonthKnown {
-    days: Vec<(i32, (isize, isize))>,
-    events: Bag<(Millis, i64)>,
-    facts: Bag<UserFact>,
+/// and the user's facts, each with its multiplicity. Differential sums the tuple field
+/// by field.
+type MonthKnown = (Bag<i32, (isize, isize)>, Bag<(Millis, i64)>, Bag<UserFact>);
+
+/// `events` accepted events on `day`, lasting `duration` ms in all.
+fn month_day(day: i32, events: isize, duration: isize) -> MonthKnown {
+    (
+        Bag::single(day, (events, duration)),
+        Bag::default(),
+        Bag::default(),
+    )
 }
 
-impl MonthKnown {
-    /// `events` accepted events on `day`, lasting `duration` ms in all.
-    fn day(day: i32, events: isize, duration: isize) -> MonthKnown {
-        MonthKnown {
-            days: vec![(day, (events, duration))],
-            ..MonthKnown::default()
-        }
-    }
-
-    /// An accepted event at `ts` lasting `duration` ms, on a day with a plan change.
-    fn event(ts: Millis, duration: i64) -> MonthKnown {
-        MonthKnown {
-            events: Bag::one((ts, duration)),
-            ..MonthKnown::default()
-        }
-    }
-
-    /// One of the user's facts.
-    fn fact(fact: UserFact) -> MonthKnown {
-        MonthKnown {
-            facts: Bag::one(fact),
-            ..MonthKnown::default()
-        }
-    }
+/// An accepted event at `ts` lasting `duration` ms, on a day with a plan change.
+fn month_event(ts: Millis, duration: i64) -> MonthKnown {
+    (Bag::default(), Bag::one((ts, duration)), Bag::default())
 }
 
-impl IsZero for MonthKnown {
-    fn is_zero(&self) -> bool {
-        self.days.is_empty() && self.events.is_empty() && self.facts.is_empty()
-    }
-}
-
-impl Semigroup for MonthKnown {
-    fn plus_equals(&mut self, rhs: &MonthKnown) {
-        for (day, totals) in &rhs.days {
-            add_to_list(&mut self.days, *day, totals);
-        }
-        self.events.plus_equals(&rhs.events);
-        self.facts.plus_equals(&rhs.facts);
-    }
-}
-
-impl Multiply<isize> for MonthKnown {
-    type Output = MonthKnown;
-    fn multiply(self, rhs: &isize) -> MonthKnown {
-        MonthKnown {
-            days: (self.days.into_iter())
-                .map(|(day, (events, duration))| (day, (events * rhs, duration * rhs)))
-                .filter(|(_, totals)| !totals.is_zero())
-                .collect(),
-            events: self.events.multiply(rhs),
-            facts: self.facts.multiply(rhs),
-        }
-    }
+/// One of the user's facts.
+fn month_fact(fact: UserFact) -> MonthKnown {
+    (Bag::default(), Bag::default(), Bag::one(fact))
 }
 
 /// A (user, month)'s segments: `(month, country, plan, events, duration)` for each plan
@@ -125,7 +83,7 @@ impl TotalOutput<(Name, i32), MonthKnown> for Segments {
     fn output(
         &mut self,
         &(_user, month): &(Name, i32),
-        known: &MonthKnown,
+        (days, events, facts): &MonthKnown,
         output: &mut Vec<(Self::Out, isize)>,
     ) {
         // Called for every (user, month) a time touches: the few facts, change days and
@@ -133,7 +91,7 @@ impl TotalOutput<(Name, i32), MonthKnown> for Segments {
         let mut country: Option<(Arrival, &Option<String>)> = None;
         let mut plan_facts: SmallVec<[PlanFact; 4]> = SmallVec::new();
         let mut change_days: SmallVec<[i32; 4]> = SmallVec::new();
-        for (fact, _count) in known.facts.iter() {
+        for (fact, _count) in facts.iter() {
             match fact {
                 UserFact::Profile(arrival, c, plan) => {
                     if country.is_none_or(|(a, _)| arrival > &a) {
@@ -162,13 +120,13 @@ impl TotalOutput<(Name, i32), MonthKnown> for Segments {
             None => segments.push((plan, events, duration)),
         };
         // No plan change falls on the day: the plan at its start holds all day.
-        for (day, (events, duration)) in &known.days {
+        for (day, (events, duration)) in days.iter() {
             if !change_days.contains(day) {
                 let plan = history.plan_at(day_start(*day));
                 add(plan, *events as i64, *duration as i64);
             }
         }
-        for ((ts, duration), count) in known.events.iter() {
+        for ((ts, duration), count) in events.iter() {
             let count = *count as i64;
             add(history.plan_at(*ts), count, duration * count);
         }
@@ -251,7 +209,7 @@ pub fn engagement_by_segment<'s>(
         .join_core(facts, |user, month, fact| {
             Some(((*user, *month), fact.clone()))
         })
-        .explode(|(user_month, fact)| Some((user_month, MonthKnown::fact(fact))));
+        .explode(|(user_month, fact)| Some((user_month, month_fact(fact))));
     // Accepted events as ((user, day), time in the day and duration), mapped where they
     // are (so still partitioned by user); with `forget`, retired once their month
     // closes (without it nothing closes, and no operator is put in their way).
@@ -280,7 +238,7 @@ pub fn engagement_by_segment<'s>(
     .inner
     .map(|((user, day), time, (events, duration))| {
         let month = (user, month_of_day(day));
-        (month, time, MonthKnown::day(day, events, duration))
+        (month, time, month_day(day, events, duration))
     })
     .as_collection();
     // Every event stays keyed by its (user, day), in a hash map on its user's worker:
@@ -294,10 +252,7 @@ pub fn engagement_by_segment<'s>(
     )
     .explode(|((user, day), event)| {
         let ts = day_start(day) + event.since_day_start();
-        Some((
-            (user, month_of_day(day)),
-            MonthKnown::event(ts, event.duration()),
-        ))
+        Some(((user, month_of_day(day)), month_event(ts, event.duration())))
     });
     let segments = totals_by_hash(
         day_totals.concat(change_day_events).concat(facts_by_month),
@@ -391,19 +346,21 @@ fn a_day_event_keeps_its_time_and_duration() {
     assert_eq!(std::mem::size_of::<(DayEvent, isize)>(), 16);
 }
 
-/// A (user, month)'s total is the same whatever order its updates come in, and taking
-/// every update back leaves nothing: the hash total keeps no entry for it.
+/// A (user, month)'s total holds each day's, event's and fact's summed multiplicity
+/// (against a recount in sorted maps), is the same whatever order its updates come in,
+/// and taking every update back leaves nothing: the hash total keeps no entry for it.
 #[cfg(test)]
 #[test]
 fn a_months_total_is_its_updates_in_any_order() {
+    use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
     let mut next = crate::test_numbers(31);
     for case in 0..300 {
         let updates: Vec<(MonthKnown, isize)> = (0..1 + next(10))
             .map(|_| {
                 let known = match next(3) {
-                    0 => MonthKnown::day(next(4) as i32, 1 + next(3) as isize, next(9) as isize),
-                    1 => MonthKnown::event(next(5) as Millis, next(7) as i64),
-                    _ => MonthKnown::fact(UserFact::Change(
+                    0 => month_day(next(4) as i32, 1 + next(3) as isize, next(9) as isize),
+                    1 => month_event(next(5) as Millis, next(7) as i64),
+                    _ => month_fact(UserFact::Change(
                         next(5) as Millis,
                         (next(2), 0),
                         Plan::Paid,
@@ -417,20 +374,45 @@ fn a_months_total_is_its_updates_in_any_order() {
             for (known, diff) in order {
                 total.plus_equals(&known.clone().multiply(diff));
             }
-            total.days.sort();
             total
         };
-        // The same records with the same multiplicities, in whatever order.
-        let canonical = |known: &MonthKnown| {
-            let mut events: Vec<_> = known.events.iter().cloned().collect();
-            let mut facts: Vec<_> = known.facts.iter().cloned().collect();
-            events.sort();
-            facts.sort();
-            (known.days.clone(), events, facts)
-        };
+        // The oracle: each record's multiplicities summed in a sorted map, zeros gone.
+        fn recount<T: Ord + Clone, R: Semigroup>(
+            bags: impl Iterator<Item = (Bag<T, R>, isize)>,
+            times: impl Fn(&R, isize) -> R,
+        ) -> Vec<(T, R)> {
+            let mut sums: std::collections::BTreeMap<T, R> = Default::default();
+            for (bag, diff) in bags {
+                for (record, r) in bag.iter() {
+                    let r = times(r, diff);
+                    match sums.get_mut(record) {
+                        Some(sum) => sum.plus_equals(&r),
+                        None => drop(sums.insert(record.clone(), r)),
+                    }
+                }
+            }
+            sums.into_iter().filter(|(_, r)| !r.is_zero()).collect()
+        }
         let forwards = sum(&mut updates.iter());
-        let backwards = sum(&mut updates.iter().rev());
-        assert_eq!(canonical(&forwards), canonical(&backwards), "case {case}");
+        assert_eq!(forwards, sum(&mut updates.iter().rev()), "case {case}");
+        let (days, events, facts) = &forwards;
+        let days_of = updates.iter().map(|((d, _, _), n)| (d.clone(), *n));
+        let scaled = |(e, t): &(isize, isize), n: isize| (e * n, t * n);
+        assert_eq!(
+            days.iter().cloned().collect::<Vec<_>>(),
+            recount(days_of, scaled)
+        );
+        let events_of = updates.iter().map(|((_, e, _), n)| (e.clone(), *n));
+        let counted = |r: &isize, n: isize| r * n;
+        assert_eq!(
+            events.iter().cloned().collect::<Vec<_>>(),
+            recount(events_of, counted)
+        );
+        let facts_of = updates.iter().map(|((_, _, f), n)| (f.clone(), *n));
+        assert_eq!(
+            facts.iter().cloned().collect::<Vec<_>>(),
+            recount(facts_of, counted)
+        );
         let mut back = forwards.clone();
         for (known, diff) in &updates {
             back.plus_equals(&known.clone().multiply(&-diff));

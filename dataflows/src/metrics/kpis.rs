@@ -2,7 +2,6 @@
 //! per user into a handful of flags, then the flags are counted globally, so a change
 //! touches one user's total and one small global reduce.
 
-use differential_dataflow::difference::{IsZero, Multiply, Semigroup};
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
@@ -23,60 +22,18 @@ use tidemark_records::time::{day_of, day_start, DAY_MS};
 /// hash total per user keeps it (no reduce's vectors of inputs and output): how many
 /// distinct days it was seen, how many of them (or of its events on the days the
 /// period's bounds cut) are in the period, how many sessions start in it, and its
-/// `users/` rows and plan changes with their multiplicities.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct UserKnown {
-    seen: isize,
-    active: isize,
-    sessions: isize,
-    plans: Bag<PlanFact>,
+/// `users/` rows and plan changes with their multiplicities. Differential sums the
+/// tuple field by field.
+type UserKnown = (isize, isize, isize, Bag<PlanFact>);
+
+/// Counts of days seen, of days or events in the period, and of sessions in it.
+fn user_counts(seen: isize, active: isize, sessions: isize) -> UserKnown {
+    (seen, active, sessions, Bag::default())
 }
 
-impl UserKnown {
-    /// Counts of days seen, of days or events in the period, and of sessions in it.
-    fn counts(seen: isize, active: isize, sessions: isize) -> UserKnown {
-        UserKnown {
-            seen,
-            active,
-            sessions,
-            plans: Bag::default(),
-        }
-    }
-
-    /// A `users/` row or a plan change.
-    fn plan(fact: PlanFact) -> UserKnown {
-        UserKnown {
-            plans: Bag::one(fact),
-            ..UserKnown::default()
-        }
-    }
-}
-
-impl IsZero for UserKnown {
-    fn is_zero(&self) -> bool {
-        self.seen == 0 && self.active == 0 && self.sessions == 0 && self.plans.is_empty()
-    }
-}
-
-impl Semigroup for UserKnown {
-    fn plus_equals(&mut self, rhs: &UserKnown) {
-        self.seen += rhs.seen;
-        self.active += rhs.active;
-        self.sessions += rhs.sessions;
-        self.plans.plus_equals(&rhs.plans);
-    }
-}
-
-impl Multiply<isize> for UserKnown {
-    type Output = UserKnown;
-    fn multiply(self, rhs: &isize) -> UserKnown {
-        UserKnown {
-            seen: self.seen * rhs,
-            active: self.active * rhs,
-            sessions: self.sessions * rhs,
-            plans: self.plans.multiply(rhs),
-        }
-    }
+/// A `users/` row or a plan change.
+fn user_plan(fact: PlanFact) -> UserKnown {
+    (0, 0, 0, Bag::one(fact))
 }
 
 /// A user's [`UserFlags`] from what is known of it, for the period `from..to`.
@@ -89,15 +46,16 @@ struct Flags {
 impl TotalOutput<Name, UserKnown> for Flags {
     type Out = UserFlags;
     fn output(&mut self, _user: &Name, known: &UserKnown, out: &mut Vec<(UserFlags, isize)>) {
-        let active = known.active > 0;
-        let history = PlanHistory::from_facts(known.plans.iter().map(|(fact, _)| fact));
+        let (seen, active, sessions, plans) = known;
+        let active = *active > 0;
+        let history = PlanHistory::from_facts(plans.iter().map(|(fact, _)| fact));
         let flags = UserFlags {
-            seen: known.seen > 0,
-            listed: (known.plans.iter()).any(|(fact, _)| matches!(fact, PlanFact::Profile(..))),
-            planned: !known.plans.is_empty(),
+            seen: *seen > 0,
+            listed: (plans.iter()).any(|(fact, _)| matches!(fact, PlanFact::Profile(..))),
+            planned: !plans.is_empty(),
             active,
-            has_session: known.sessions > 0,
-            engaged: active && known.sessions >= self.engaged_sessions,
+            has_session: *sessions > 0,
+            engaged: active && *sessions >= self.engaged_sessions,
             paid: active && history.paid_during(self.from, self.to),
         };
         out.push((flags, 1));
@@ -136,9 +94,8 @@ pub fn kpis<'s>(
     // days the bounds cut) are in the period, how many sessions start in it, and its
     // plan facts: summed into one total per user, whose flags are worked out again
     // only for a user that changed.
-    let day_counts = user_days.explode(move |(user, day)| {
-        Some((user, UserKnown::counts(1, isize::from(inside(day)), 0)))
-    });
+    let day_counts = user_days
+        .explode(move |(user, day)| Some((user, user_counts(1, isize::from(inside(day)), 0))));
     // A bound at a midnight (or none, the default: all data) cuts no day, and then no
     // event needs to be read here.
     let cuts_a_day =
@@ -146,15 +103,15 @@ pub fn kpis<'s>(
     let activity_counts = if cuts_a_day(from) || cuts_a_day(to) {
         let cut_day_counts = events
             .filter(move |e| cut(day_of(e.ts)) && in_period(e.ts))
-            .explode(|e| Some((e.user_id, UserKnown::counts(0, 1, 0))));
+            .explode(|e| Some((e.user_id, user_counts(0, 1, 0))));
         day_counts.concat(cut_day_counts)
     } else {
         day_counts
     };
     let session_counts = sessions
         .filter(move |s| in_period(s.start))
-        .explode(|s| Some((s.user_id, UserKnown::counts(0, 0, 1))));
-    let plan_facts = plan_facts.explode(|(user, fact)| Some((user, UserKnown::plan(fact))));
+        .explode(|s| Some((s.user_id, user_counts(0, 0, 1))));
+    let plan_facts = plan_facts.explode(|(user, fact)| Some((user, user_plan(fact))));
     let flags = Flags {
         from,
         to,

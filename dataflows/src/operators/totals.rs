@@ -232,27 +232,29 @@ pub fn add_to_list<K: Eq, R: Semigroup>(list: &mut Vec<(K, R)>, key: K, diff: &R
     }
 }
 
-/// A multiset of records as a difference: each distinct record with its multiplicity,
-/// none zero, in a short list. A hash total whose difference holds one keeps a key's
-/// few facts (catalogue rows, plan changes) in place, where a reduce kept vectors of
-/// its inputs and of its output.
+/// A multiset of records as a difference: each distinct record with its multiplicity
+/// (`R`, by default a count), none zero, in a short list sorted by record, so that two
+/// equal bags are equal as values too. A hash total whose difference holds one (alone,
+/// or in a tuple with counts: differential sums tuples field by field) keeps a key's
+/// few facts (catalogue rows, plan changes, a month's days) in place, where a reduce
+/// kept vectors of its inputs and of its output.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Bag<T>(Vec<(T, isize)>);
+pub struct Bag<T, R = isize>(Vec<(T, R)>);
 
-impl<T> Default for Bag<T> {
+impl<T, R> Default for Bag<T, R> {
     fn default() -> Self {
         Bag(Vec::new())
     }
 }
 
-impl<T> Bag<T> {
-    /// One record, once.
-    pub fn one(record: T) -> Bag<T> {
-        Bag(vec![(record, 1)])
+impl<T, R> Bag<T, R> {
+    /// One record with multiplicity `r` (which must not be zero).
+    pub fn single(record: T, r: R) -> Bag<T, R> {
+        Bag(vec![(record, r)])
     }
 
-    /// The records, each with its multiplicity (never zero).
-    pub fn iter(&self) -> impl Iterator<Item = &(T, isize)> {
+    /// The records in order, each with its multiplicity (never zero).
+    pub fn iter(&self) -> impl Iterator<Item = &(T, R)> {
         self.0.iter()
     }
 
@@ -262,26 +264,42 @@ impl<T> Bag<T> {
     }
 }
 
-impl<T: Clone + Eq + 'static> IsZero for Bag<T> {
+impl<T> Bag<T> {
+    /// One record, once.
+    pub fn one(record: T) -> Bag<T> {
+        Bag::single(record, 1)
+    }
+}
+
+impl<T: Ord + Clone + 'static, R: Semigroup> IsZero for Bag<T, R> {
     fn is_zero(&self) -> bool {
         self.0.is_empty()
     }
 }
 
-impl<T: Clone + Eq + 'static> Semigroup for Bag<T> {
-    fn plus_equals(&mut self, rhs: &Bag<T>) {
-        for (record, count) in &rhs.0 {
-            add_to_list(&mut self.0, record.clone(), count);
+impl<T: Ord + Clone + 'static, R: Semigroup> Semigroup for Bag<T, R> {
+    fn plus_equals(&mut self, rhs: &Bag<T, R>) {
+        for (record, r) in &rhs.0 {
+            match self.0.binary_search_by(|(mine, _)| mine.cmp(record)) {
+                Ok(at) => {
+                    self.0[at].1.plus_equals(r);
+                    if self.0[at].1.is_zero() {
+                        self.0.remove(at);
+                    }
+                }
+                Err(at) if !r.is_zero() => self.0.insert(at, (record.clone(), r.clone())),
+                Err(_) => {}
+            }
         }
     }
 }
 
-impl<T> Multiply<isize> for Bag<T> {
-    type Output = Bag<T>;
-    fn multiply(self, rhs: &isize) -> Bag<T> {
+impl<T, R: Multiply<isize, Output = R> + IsZero> Multiply<isize> for Bag<T, R> {
+    type Output = Bag<T, R>;
+    fn multiply(self, rhs: &isize) -> Bag<T, R> {
         Bag((self.0.into_iter())
-            .map(|(record, count)| (record, count * rhs))
-            .filter(|(_, count)| *count != 0)
+            .map(|(record, r)| (record, r.multiply(rhs)))
+            .filter(|(_, r)| !r.is_zero())
             .collect())
     }
 }

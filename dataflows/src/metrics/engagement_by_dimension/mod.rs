@@ -85,52 +85,17 @@ impl Source {
 /// reduce kept vectors of its inputs and of its output, 180 bytes a source at 10M
 /// events): how many accepted events use the source (nonzero: some does), and its
 /// facts, the catalogue or user rows that give it a member (their arrival and member,
-/// null allowed), with their multiplicities.
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-struct MemberFacts {
-    used: isize,
-    facts: Bag<(Arrival, Option<Name>)>,
+/// null allowed), with their multiplicities. Differential sums the pair field by field.
+type MemberFacts = (isize, Bag<(Arrival, Option<Name>)>);
+
+/// One accepted event's use of a source.
+fn source_used() -> MemberFacts {
+    (1, Bag::default())
 }
 
-impl MemberFacts {
-    /// One accepted event's use of the source.
-    fn used() -> MemberFacts {
-        MemberFacts {
-            used: 1,
-            facts: Bag::default(),
-        }
-    }
-
-    /// One row that gives the source `member`, arrived at `arrival`.
-    fn fact(arrival: Arrival, member: Option<Name>) -> MemberFacts {
-        MemberFacts {
-            used: 0,
-            facts: Bag::one((arrival, member)),
-        }
-    }
-}
-
-impl IsZero for MemberFacts {
-    fn is_zero(&self) -> bool {
-        self.used == 0 && self.facts.is_empty()
-    }
-}
-
-impl Semigroup for MemberFacts {
-    fn plus_equals(&mut self, rhs: &MemberFacts) {
-        self.used += rhs.used;
-        self.facts.plus_equals(&rhs.facts);
-    }
-}
-
-impl Multiply<isize> for MemberFacts {
-    type Output = MemberFacts;
-    fn multiply(self, rhs: &isize) -> MemberFacts {
-        MemberFacts {
-            used: self.used * rhs,
-            facts: self.facts.multiply(rhs),
-        }
-    }
+/// One row that gives a source `member`, arrived at `arrival`.
+fn member_fact(arrival: Arrival, member: Option<Name>) -> MemberFacts {
+    (0, Bag::one((arrival, member)))
 }
 
 /// The member of every (dimension, source) some accepted event uses: that of its
@@ -142,15 +107,15 @@ impl TotalOutput<(Dimension, Source), MemberFacts> for LatestMember {
     fn output(
         &mut self,
         key: &(Dimension, Source),
-        total: &MemberFacts,
+        (used, facts): &MemberFacts,
         out: &mut Vec<(Self::Out, isize)>,
     ) {
-        if total.used == 0 {
+        if *used == 0 {
             return;
         }
         let member = match key.1 {
             Source::Missing => None,
-            Source::Item(_) | Source::User(_) => (total.facts.iter())
+            Source::Item(_) | Source::User(_) => (facts.iter())
                 .map(|(fact, _)| *fact)
                 .max()
                 .and_then(|(_, member)| member),
@@ -296,7 +261,7 @@ pub fn engagement_by_dimension<'s>(
             [(Dimension::Genre, genre), (Dimension::Artist, artist)]
                 .into_iter()
                 .filter(move |(d, _)| dimensions.contains(*d))
-                .map(move |(d, member)| ((d, Source::Item(id)), MemberFacts::fact(arrival, member)))
+                .map(move |(d, member)| ((d, Source::Item(id)), member_fact(arrival, member)))
         })
         .concat(users.clone().flat_map(move |(user, arrival)| {
             let id = Source::User(Name::new(&user.user_id));
@@ -312,7 +277,7 @@ pub fn engagement_by_dimension<'s>(
                             .and_then(|(_, value)| value.as_deref()),
                         _ => return None,
                     };
-                    let fact = MemberFacts::fact(arrival, member.map(Name::new));
+                    let fact = member_fact(arrival, member.map(Name::new));
                     Some(((dimension, id), fact))
                 })
                 .collect();
@@ -328,7 +293,7 @@ pub fn engagement_by_dimension<'s>(
             dimensions
                 .iter()
                 .filter(move |d| kind(*d) == source.kind())
-                .map(move |d| ((d, source), MemberFacts::used()))
+                .map(move |d| ((d, source), source_used()))
         });
     // A dimension whose source table has no row yet (no `items/` row for `genre` and
     // `artist`, no `users/` row for `country` and the user attributes) produces no rows:
@@ -458,11 +423,11 @@ fn a_sources_member_is_its_latest_facts_while_used() {
         for _ in 0..1 + next(8) {
             let diff = if next(4) == 0 { -1 } else { 1 } * (1 + next(2) as isize);
             if next(2) == 0 {
-                total.plus_equals(&MemberFacts::used().multiply(&diff));
+                total.plus_equals(&source_used().multiply(&diff));
                 used += diff;
             } else {
                 let fact = ((next(3), next(2)), members[next(3) as usize]);
-                total.plus_equals(&MemberFacts::fact(fact.0, fact.1).multiply(&diff));
+                total.plus_equals(&member_fact(fact.0, fact.1).multiply(&diff));
                 facts.extend(
                     std::iter::repeat_n(fact, diff.unsigned_abs()).map(|f| (f, diff.signum())),
                 );
