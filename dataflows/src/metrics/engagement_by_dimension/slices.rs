@@ -109,23 +109,14 @@ pub(super) fn slices<'s>(
 /// (dimension, member).
 type MemberIx = u32;
 
-/// A 64-bit id (of a [`Name`], 0 for none) at 4-byte alignment, so that the entries
-/// that hold one pack with 32-bit fields.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-struct Id {
-    low: u32,
-    high: u32,
-}
+/// An item (or the missing item) on this worker, by an index its [`SourceState`] holds
+/// while it has events or members here: a user's day lists its items by this 4-byte
+/// index, not the 8-byte name. An index is given back at the end of the time whose
+/// events leave its item none here (no day lists it then), for a later item to reuse.
+type ItemIx = u32;
 
-impl Id {
-    fn of(name: Option<Name>) -> Id {
-        let id = name.map_or(0, Name::id);
-        Id {
-            low: id as u32,
-            high: (id >> 32) as u32,
-        }
-    }
-}
+/// What a user's source holds in place of an [`ItemIx`].
+const NOT_AN_ITEM: ItemIx = ItemIx::MAX;
 
 /// The measures of some of one user's events of one day: [`Sums`] without its users,
 /// the counts in 32 bits (see [`UserDay`]) and the value sum in two words, in 32 bytes.
@@ -178,6 +169,52 @@ impl Semigroup for Measures {
     }
 }
 
+/// The measures of one user's events of one day on one item, in 24 bytes at 4-byte
+/// alignment (so that an entry with its [`ItemIx`] takes 28, where [`Measures`] took
+/// 40): the duration in 64 bits (32-bit durations of at most 2^31 events), the value
+/// sum's low 64 bits, exact with [`State::wide`] (see [`add_item`]). Items are most of
+/// this operator's state: about one entry per accepted event.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ItemMeasures {
+    events: i32,
+    values: i32,
+    duration: [u32; 2],
+    value_sum: [u32; 2],
+}
+
+/// A 64-bit integer from two 32-bit halves (high first): the fields of
+/// [`ItemMeasures`], which keep it at 4-byte alignment.
+fn join_halves(halves: [u32; 2]) -> i64 {
+    ((u64::from(halves[0]) << 32) | u64::from(halves[1])) as i64
+}
+
+/// The two 32-bit halves of a 64-bit integer, high first.
+fn halves(value: i64) -> [u32; 2] {
+    [((value as u64) >> 32) as u32, value as u32]
+}
+
+impl ItemMeasures {
+    fn is_zero(&self) -> bool {
+        *self == ItemMeasures::default()
+    }
+
+    /// The measures with the value sum `value_sum` (the low 64 bits kept here with
+    /// their correction in [`State::wide`]).
+    fn sums(&self, value_sum: i128) -> Sums {
+        Sums {
+            events: self.events.into(),
+            duration: join_halves(self.duration),
+            value_sum,
+            values: self.values.into(),
+            users: 0,
+        }
+    }
+}
+
+/// A user's (day, item) whose value sum does not fit 64 bits: what to add to its
+/// entry's low 64 bits (read as a signed number) to make the exact sum.
+type WideKey = (Name, i32, ItemIx);
+
 /// One user's events of one day on this worker (counts fit 32 bits: 2^31 accepted
 /// events of one user would take 32 GiB in the deduplication's id set alone): their
 /// measures (what a change of the user's members moves), those of each item (what a
@@ -187,7 +224,7 @@ impl Semigroup for Measures {
 #[derive(Default)]
 struct UserDay {
     measures: Measures,
-    items: Vec<(Id, Measures)>,
+    items: Vec<(ItemIx, ItemMeasures)>,
     active: Vec<(MemberIx, i32)>,
 }
 
@@ -221,16 +258,71 @@ fn day_at(days: &mut UserDays, day: i32) -> usize {
 type Members = SmallVec<[(MemberIx, i64); 2]>;
 
 /// One source on this worker: its members, and for an item how many of its events are
-/// here (whether a member change must look for them).
-#[derive(Default)]
+/// here (whether a member change must look for them) and its [`ItemIx`].
 struct SourceState {
     members: Members,
     events: i64,
+    item: ItemIx,
 }
 
 impl SourceState {
     fn is_empty(&self) -> bool {
         self.members.is_empty() && self.events == 0
+    }
+}
+
+/// The sources on this worker by name, and the item indexes free for reuse.
+#[derive(Default)]
+struct Sources {
+    map: FxHashMap<Source, SourceState>,
+    /// Indexes of items that left before this time.
+    free: Vec<ItemIx>,
+    /// Indexes of items that left during this time, which some days may still list
+    /// until the time's events are in.
+    leaving: Vec<ItemIx>,
+    /// The next index never given (indexes are reused, so there are at most as many as
+    /// items with events or members here at once).
+    next: ItemIx,
+}
+
+impl Sources {
+    fn get(&self, source: &Source) -> Option<&SourceState> {
+        self.map.get(source)
+    }
+
+    /// A source's state, made (with an item index for an item) if new.
+    fn entry(&mut self, source: Source) -> &mut SourceState {
+        let Sources {
+            map, free, next, ..
+        } = self;
+        map.entry(source).or_insert_with(|| {
+            let item = match source {
+                Source::User(_) => NOT_AN_ITEM,
+                Source::Item(_) | Source::Missing => free.pop().unwrap_or_else(|| {
+                    *next += 1;
+                    *next - 1
+                }),
+            };
+            SourceState {
+                members: Members::new(),
+                events: 0,
+                item,
+            }
+        })
+    }
+
+    /// Forgets a source with neither members nor events here.
+    fn remove(&mut self, source: &Source) {
+        if let Some(state) = self.map.remove(source) {
+            if state.item != NOT_AN_ITEM {
+                self.leaving.push(state.item);
+            }
+        }
+    }
+
+    /// The end of a time's events: the indexes of the items that left are free.
+    fn end_time(&mut self) {
+        self.free.append(&mut self.leaving);
     }
 }
 
@@ -241,7 +333,10 @@ impl SourceState {
 #[derive(Default)]
 struct State {
     users: FxHashMap<Name, UserDays>,
-    sources: FxHashMap<Source, SourceState>,
+    sources: Sources,
+    /// The exact value sums of the few (user, day, item)s whose sum does not fit an
+    /// item entry's 64 bits: what to add to its low 64 bits (see [`add_item`]).
+    wide: FxHashMap<WideKey, i128>,
     members: Vec<(Slot, Option<Name>)>,
     member_index: FxHashMap<(Slot, Option<Name>), MemberIx>,
     /// The member index of each hour of the day, when `hour_of_day` is in force.
@@ -251,8 +346,9 @@ struct State {
     scratch: UserDay,
     /// Room for a time's events while [`sort_by_user`] distributes them.
     sorting: Vec<(Action, isize)>,
-    /// The members of each of a time's events' items (see [`State::item_members`]).
-    item_members: Vec<Members>,
+    /// The index and members of each of a time's events' items (see
+    /// [`State::item_members`]).
+    item_members: Vec<(ItemIx, Members)>,
 }
 
 impl State {
@@ -288,7 +384,7 @@ impl State {
     /// A logical time's member changes `(source, slot, member, diff)`: the events so
     /// far of each changed source move by `diff`, then the members change.
     fn move_members(&mut self, changes: &[(Source, Slot, Option<Name>, isize)]) {
-        let mut moved_items: FxHashMap<Id, Vec<(MemberIx, i64)>> = FxHashMap::default();
+        let mut moved_items: FxHashMap<ItemIx, Vec<(MemberIx, i64)>> = FxHashMap::default();
         for &(source, slot, member, diff) in changes {
             let member = self.member(slot, member);
             match source {
@@ -305,13 +401,9 @@ impl State {
                     }
                 }
                 Source::Item(_) | Source::Missing => {
-                    if self.sources.get(&source).is_some_and(|s| s.events != 0) {
-                        let item = Id::of(match source {
-                            Source::Item(item) => Some(item),
-                            _ => None,
-                        });
+                    if let Some(state) = self.sources.get(&source).filter(|s| s.events != 0) {
                         moved_items
-                            .entry(item)
+                            .entry(state.item)
                             .or_default()
                             .push((member, diff as i64));
                     }
@@ -322,11 +414,18 @@ impl State {
         // late catalogue row, or the first `items/` row of all. An item used for the
         // first time has none.
         if !moved_items.is_empty() {
-            for days in self.users.values_mut() {
+            let wide = &self.wide;
+            for (user, days) in self.users.iter_mut() {
                 for (day, events) in days.iter_mut() {
                     let UserDay { items, active, .. } = events;
                     for (item, measures) in items.iter() {
-                        for &(member, diff) in moved_items.get(item).into_iter().flatten() {
+                        let Some(moves) = moved_items.get(item) else {
+                            continue;
+                        };
+                        let value_sum = i128::from(join_halves(measures.value_sum))
+                            + wide.get(&(*user, *day, *item)).copied().unwrap_or(0);
+                        let sums = measures.sums(value_sum);
+                        for &(member, diff) in moves {
                             let slice = (*day, member);
                             add_user(
                                 active,
@@ -334,8 +433,7 @@ impl State {
                                 slice,
                                 i64::from(measures.events) * diff,
                             );
-                            let sums = measures.sums().multiply(&(diff as isize));
-                            add_out(&mut self.out, slice, &sums);
+                            add_out(&mut self.out, slice, &sums.multiply(&(diff as isize)));
                         }
                     }
                 }
@@ -343,7 +441,7 @@ impl State {
         }
         for &(source, slot, member, diff) in changes {
             let member = self.member(slot, member);
-            let state = self.sources.entry(source).or_default();
+            let state = self.sources.entry(source);
             let members = &mut state.members;
             match members.iter().position(|m| m.0 == member) {
                 Some(at) => {
@@ -398,9 +496,10 @@ impl State {
                     add_event(
                         plan,
                         self.hours.as_ref(),
-                        item_members.get(next).map(|m| &m[..]),
+                        item_members.get(next),
                         &self.sources,
                         work,
+                        &mut self.wide,
                         &mut self.out,
                         day,
                         event,
@@ -423,6 +522,7 @@ impl State {
             }
         }
         self.item_members = item_members;
+        self.sources.end_time();
     }
 
     /// Counts each of a time's events under its item's source and puts the item's
@@ -430,14 +530,14 @@ impl State {
     /// `sources`, a map too large for the core's cache: here the lookups depend on
     /// nothing but the events, so the core overlaps their misses, where inside
     /// [`add_event`] each waited for the work before it.
-    fn item_members(&mut self, events: &[(Action, isize)], members: &mut Vec<Members>) {
+    fn item_members(&mut self, events: &[(Action, isize)], members: &mut Vec<(ItemIx, Members)>) {
         members.clear();
         members.reserve(events.len());
         for (event, diff) in events {
             let source = event.item_id.map_or(Source::Missing, Source::Item);
-            let state = self.sources.entry(source).or_default();
+            let state = self.sources.entry(source);
             state.events += *diff as i64;
-            members.push(state.members.clone());
+            members.push((state.item, state.members.clone()));
             if state.is_empty() {
                 self.sources.remove(&source);
             }
@@ -506,16 +606,17 @@ fn store_exactly<T: Copy>(list: &mut Vec<T>, contents: &[T]) {
 }
 
 /// Adds one event (`diff` times) of a user on `day` (whose events of the day are
-/// `events`), whose item has `item_members` when some dimension reads the item (its
-/// source already counted, see [`State::item_members`]), to the state, and its slices
-/// to `out`.
+/// `events`), whose item has `item_members` (its index and members) when some dimension
+/// reads the item (its source already counted, see [`State::item_members`]), to the
+/// state, and its slices to `out`.
 #[allow(clippy::too_many_arguments)]
 fn add_event(
     plan: &SlicePlan,
     hours: Option<&[MemberIx; 24]>,
-    item_members: Option<&[(MemberIx, i64)]>,
-    sources: &FxHashMap<Source, SourceState>,
+    item_members: Option<&(ItemIx, Members)>,
+    sources: &Sources,
     events: &mut UserDay,
+    wide: &mut FxHashMap<WideKey, i128>,
     out: &mut FxHashMap<(i32, MemberIx), Sums>,
     day: i32,
     event: &Action,
@@ -527,12 +628,8 @@ fn add_event(
         add_user(&mut events.active, out, (day, hours[hour]), diff as i64);
         add_out(out, (day, hours[hour]), &sums);
     }
-    if let Some(members) = item_members {
-        add_to_list(
-            &mut events.items,
-            Id::of(event.item_id),
-            &Measures::of(&sums),
-        );
+    if let Some((item, members)) = item_members {
+        add_item(&mut events.items, wide, (event.user_id, day, *item), &sums);
         add_slices(members, &mut events.active, out, day, diff, &sums);
     }
     if plan.by_user {
@@ -540,6 +637,49 @@ fn add_event(
         if let Some(state) = sources.get(&Source::User(event.user_id)) {
             add_slices(&state.members, &mut events.active, out, day, diff, &sums);
         }
+    }
+}
+
+/// Adds `sums` to a user's (day, item) entry in `items`, which leaves the list when
+/// its measures return to zero. The entry keeps the value sum's low 64 bits (wrapping);
+/// what the exact sum adds to them, when not zero (a sum beyond 64 bits), is in `wide`
+/// under `key`, and an entry with such a part stays.
+fn add_item(
+    items: &mut Vec<(ItemIx, ItemMeasures)>,
+    wide: &mut FxHashMap<WideKey, i128>,
+    key: WideKey,
+    sums: &Sums,
+) {
+    let at = match items.iter().position(|(item, _)| *item == key.2) {
+        Some(at) => at,
+        None => {
+            items.push((key.2, ItemMeasures::default()));
+            items.len() - 1
+        }
+    };
+    let entry = &mut items[at].1;
+    entry.events += sums.events as i32;
+    entry.values += sums.values as i32;
+    entry.duration = halves(join_halves(entry.duration) + sums.duration);
+    let low = join_halves(entry.value_sum);
+    let new_low = low.wrapping_add(sums.value_sum as i64);
+    entry.value_sum = halves(new_low);
+    // What the wrapped low bits missed of the exact change: zero unless a sum leaves
+    // (or comes back into) 64 bits.
+    let missed = i128::from(low) + sums.value_sum - i128::from(new_low);
+    let mut wide_part = false;
+    if missed != 0 {
+        let part = wide.entry(key).or_default();
+        *part += missed;
+        wide_part = *part != 0;
+        if !wide_part {
+            wide.remove(&key);
+        }
+    } else if !wide.is_empty() {
+        wide_part = wide.contains_key(&key);
+    }
+    if entry.is_zero() && !wide_part {
+        items.swap_remove(at);
     }
 }
 
@@ -585,10 +725,11 @@ fn add_user(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn the_per_user_and_per_day_entries_are_compact() {
-        assert_eq!(std::mem::size_of::<(Id, Measures)>(), 40);
+        assert_eq!(std::mem::size_of::<(ItemIx, ItemMeasures)>(), 28);
         assert_eq!(std::mem::size_of::<(MemberIx, i32)>(), 8);
         assert_eq!(std::mem::size_of::<(i32, UserDay)>(), 88);
     }
@@ -607,13 +748,58 @@ mod tests {
             measures.plus_equals(&Measures::of(&sums));
             assert_eq!(measures.sums(), sums);
         }
-        // A day's item entry leaves its list when its events cancel out.
-        let sums = Sums::event(1_500, Some(-7 << 32));
-        let mut items = Vec::new();
-        add_to_list(&mut items, Id::of(None), &Measures::of(&sums.multiply(&2)));
-        assert_eq!(items[0].1.sums(), sums.multiply(&2));
-        add_to_list(&mut items, Id::of(None), &Measures::of(&sums.multiply(&-2)));
-        assert!(items.is_empty());
+    }
+
+    /// The exact sums of each (user, day, item), recounted in a map: what an item
+    /// entry and its wide part must read.
+    fn read_items(
+        items: &[(ItemIx, ItemMeasures)],
+        wide: &FxHashMap<WideKey, i128>,
+        user: Name,
+        day: i32,
+    ) -> BTreeMap<ItemIx, Sums> {
+        items
+            .iter()
+            .map(|(item, measures)| {
+                let low = i128::from(join_halves(measures.value_sum));
+                let part = wide.get(&(user, day, *item)).copied().unwrap_or(0);
+                (*item, measures.sums(low + part))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn item_entries_sum_exactly_beyond_64_bits_and_leave_when_zero() {
+        let mut next = crate::test_numbers(5);
+        let user = Name::new("u1");
+        let huge = [i64::MAX, i64::MIN, i64::MAX - 1, 1, -1, 0, 7 << 40];
+        for round in 0..200 {
+            let mut items = Vec::new();
+            let mut wide = FxHashMap::default();
+            let mut expected: BTreeMap<ItemIx, Sums> = BTreeMap::new();
+            // Events on a few items, then each taken back in another order: every
+            // partial state reads as the recount, and nothing is left at the end.
+            let events: Vec<(ItemIx, Sums)> = (0..1 + next(12))
+                .map(|_| {
+                    let value = (next(4) > 0).then(|| huge[next(huge.len() as u64) as usize]);
+                    (next(3) as ItemIx, Sums::event(next(1000) as i64, value))
+                })
+                .collect();
+            let mut order: Vec<(ItemIx, Sums)> = events.clone();
+            order.extend(events.iter().rev().map(|(i, s)| (*i, s.multiply(&-1))));
+            for (item, sums) in order {
+                add_item(&mut items, &mut wide, (user, 3, item), &sums);
+                let total = expected.entry(item).or_default();
+                total.plus_equals(&sums);
+                expected.retain(|_, s| !s.is_zero());
+                assert_eq!(
+                    read_items(&items, &wide, user, 3),
+                    expected,
+                    "round {round}"
+                );
+            }
+            assert!(items.is_empty() && wide.is_empty(), "round {round}");
+        }
     }
 
     #[test]
