@@ -36,6 +36,7 @@ use crate::operators::gate::Time;
 use crate::operators::held::{
     flatten, hold_chunks, hold_updates, pop_complete_pair, HeldByTime, HeldChunks, HeldUpdates,
 };
+use crate::operators::state_sizes;
 use crate::operators::totals::add_to_list;
 
 /// A (day, dimension, member): the key of a table row.
@@ -74,6 +75,7 @@ pub(super) fn slices<'s>(
                 let mut held_members: HeldUpdates<(Source, Slot, Option<Name>, isize)> =
                     HeldByTime::default();
                 let mut state = State::new(&plan);
+                let mut reported = false;
                 move |(events_in, events_frontier), (members_in, members_frontier), output| {
                     events_in.for_each(|cap, batch| hold_chunks(&mut held_events, &cap, batch));
                     members_in.for_each(|cap, batch| {
@@ -97,6 +99,10 @@ pub(super) fn slices<'s>(
                         output.session(&cap).give_iterator(
                             state.drain_out().map(|(slice, sums)| (slice, time, sums)),
                         );
+                    }
+                    if !reported && events_frontier.frontier().is_empty() && state_sizes::wanted() {
+                        reported = true;
+                        state.report();
                     }
                 }
             },
@@ -358,6 +364,34 @@ impl State {
             state.hours = Some(names.map(|name| state.member(*slot, Some(name))));
         }
         state
+    }
+
+    /// Prints the state's size (see [`state_sizes`]): users, their days, and the
+    /// bytes of the days' item and member lists.
+    fn report(&self) {
+        let (mut days, mut items, mut active, mut bytes) = (0, 0, 0, 0);
+        for user_days in self.users.values() {
+            days += user_days.len();
+            bytes += user_days.capacity() * std::mem::size_of::<(i32, UserDay)>();
+            for (_, day) in user_days {
+                items += day.items.len();
+                active += day.active.len();
+                bytes += day.items.capacity() * std::mem::size_of::<(ItemIx, ItemMeasures)>()
+                    + day.active.capacity() * std::mem::size_of::<(MemberIx, i32)>();
+            }
+        }
+        let entry = std::mem::size_of::<(Name, UserDays)>();
+        state_sizes::report(
+            &format!(
+                "DimensionSlices ({days} user days, {items} item entries, {active} member \
+                 entries; {} sources)",
+                self.sources.map.len()
+            ),
+            self.users.len(),
+            self.users.capacity(),
+            entry,
+            Some(bytes),
+        );
     }
 
     /// The index of a (dimension, member), given one if new.
