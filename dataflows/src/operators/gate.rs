@@ -501,23 +501,42 @@ pub fn deduplicate<'s>(
         .as_collection()
 }
 
-/// How many hash sets hold the ids of [`IdSet`] (a power of two).
+/// How many hash sets hold the ids of [`IdSet`].
 const ID_SET_PARTS: usize = 16;
 
 /// The id hashes of every accepted event on this worker (the exact default: 16 bytes
-/// an id), in [`ID_SET_PARTS`] hash sets picked by the id's leading bits. The parts
-/// fill alike, but each grows on its own: a set that doubles holds its old and its new
-/// table at once, and one set for all ids held both for the whole id set. At 30M events
-/// on 2 workers that was 285 MB of old table beside 570 MB of new on each worker, in
-/// the last files of the run, at its peak; a part holds a sixteenth of that.
+/// an id), in [`ID_SET_PARTS`] hash sets picked by the id's leading byte.
+///
+/// A hash set has a power of two of buckets and doubles when 7/8 full, so one set for
+/// all ids was between 44% and 87% full, 19 to 39 bytes an id, by the luck of the id
+/// count: at 30M events on 2 workers, 15M ids a worker had just doubled it to 570 MB,
+/// and the copy had held the old 285 MB table beside it, at the run's peak. Here the
+/// parts take unequal shares of the ids, part `i` in proportion to `2^(i/16)`, so
+/// their doublings are spread evenly over each doubling of the whole: whatever the
+/// count, the parts are as full as a set is on average over its cycle (about 27
+/// bytes an id), and a doubling copies one part, a twentieth of the ids or less.
 struct IdSet {
     parts: Vec<FxHashSet<u128>>,
+    /// The part of each leading byte of an id.
+    part_of: [u8; 256],
 }
 
 impl Default for IdSet {
     fn default() -> IdSet {
+        let share = |part: usize| (part as f64 / ID_SET_PARTS as f64).exp2();
+        let total: f64 = (0..ID_SET_PARTS).map(share).sum();
+        let mut part_of = [0u8; 256];
+        let mut below = 0.0;
+        let mut first = 0;
+        for part in 0..ID_SET_PARTS {
+            below += share(part);
+            let end = ((below / total) * 256.0).round() as usize;
+            part_of[first..end].fill(part as u8);
+            first = end;
+        }
         IdSet {
             parts: vec![FxHashSet::default(); ID_SET_PARTS],
+            part_of,
         }
     }
 }
@@ -526,16 +545,20 @@ impl IdSet {
     /// Records `id`; whether it is new.
     #[inline]
     fn insert(&mut self, id: u128) -> bool {
-        let part = (id >> (u128::BITS - ID_SET_PARTS.trailing_zeros())) as usize;
-        self.parts[part].insert(id)
+        let part = self.part_of[(id >> (u128::BITS - 8)) as usize];
+        self.parts[usize::from(part)].insert(id)
     }
 
-    /// Room for about `ids` more ids spread over the parts (ids are hashes, so evenly),
-    /// with a little to spare: a time's ids go in without a rehash of a part for each
-    /// doubling on the way.
+    /// Room for about `ids` more ids spread over the parts by their shares, with a
+    /// little to spare: a time's ids go in without a rehash of a part for each doubling
+    /// on the way.
     fn reserve(&mut self, ids: usize) {
-        let each = ids / ID_SET_PARTS;
-        for part in &mut self.parts {
+        let mut bytes = [0usize; ID_SET_PARTS];
+        for part in self.part_of {
+            bytes[usize::from(part)] += 1;
+        }
+        for (part, bytes) in self.parts.iter_mut().zip(bytes) {
+            let each = ids * bytes / 256;
             part.reserve(each + each / 8 + 16);
         }
     }
@@ -639,11 +662,16 @@ mod tests {
         }
         let held: usize = parts.parts.iter().map(|p| p.len()).sum();
         assert_eq!(held, one.len());
-        // Every part holds about a sixteenth.
-        let expected = one.len() / ID_SET_PARTS;
-        for part in &parts.parts {
-            assert!(part.len() > expected * 3 / 4 && part.len() < expected * 5 / 4);
+        // Part i holds about a share 2^(i/16) / sum of them, the last about twice the
+        // first: their doublings come one after another.
+        let total: f64 = (0..ID_SET_PARTS).map(|i| (i as f64 / 16.0).exp2()).sum();
+        for (i, part) in parts.parts.iter().enumerate() {
+            let share = part.len() as f64 / one.len() as f64;
+            let expected = (i as f64 / 16.0).exp2() / total;
+            assert!((share / expected - 1.0).abs() < 0.15, "part {i}: {share}");
         }
+        let (first, last) = (parts.parts[0].len(), parts.parts[ID_SET_PARTS - 1].len());
+        assert!(last as f64 / first as f64 > 1.6, "{first} {last}");
     }
 
     fn event(id: usize, ts: i64) -> Event {
