@@ -428,21 +428,16 @@ fn window_activity(input: &Input, sessions: &[Session], params: &Params) -> Vec<
 }
 
 /// Percentile `p` (0..=1) of a non-empty list by linear interpolation between the
-/// closest ranks, in Spark's arithmetic (`Percentile.getPercentile`): sorted v, pos =
-/// (n-1)*p, the lower value where pos is whole or both ranks hold the same value, else
-/// (hi - pos) * v[lo] + (pos - lo) * v[hi]. (The same value written lo + f * (hi - lo)
-/// can differ in its last bit, and flip a spike whose count equals the percentile.)
+/// closest ranks (Spark `percentile`): sorted v, pos = p*(n-1), then Spark 4.3.0's
+/// arithmetic v[lo] + (pos - lo) * (v[hi] - v[lo]) (another order of the same
+/// operations can round differently, and flip a spike whose count equals it).
 fn percentile(values: &[f64], p: f64) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    let pos = (v.len() - 1) as f64 * p;
-    let lo = pos.floor();
-    let hi = pos.ceil();
-    let (below, above) = (v[lo as usize], v[hi as usize]);
-    if lo == hi || below == above {
-        return below;
-    }
-    (hi - pos) * below + (pos - lo) * above
+    let pos = p * (v.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    v[lo] + (pos - lo as f64) * (v[hi] - v[lo])
 }
 
 fn spike_alerts(input: &Input, sessions: &[Session], params: &Params) -> Vec<Vec<Cell>> {

@@ -64,13 +64,15 @@ fn first_window<'s>(
 pub fn baseline(mut counts: Vec<i64>, slots: usize, percentile: f64) -> Baseline {
     counts.resize(slots, 0);
     counts.sort_unstable();
-    let position = (slots - 1) as f64 * percentile;
+    let position = percentile * (slots - 1) as f64;
+    let below = position.floor() as usize;
+    let above = position.ceil() as usize;
     Baseline {
         slots: slots as i64,
         sum: counts.iter().sum(),
-        below: counts[position.floor() as usize],
-        above: counts[position.ceil() as usize],
-        position_bits: position.to_bits(),
+        below: counts[below],
+        above: counts[above],
+        fraction_bits: (position - below as f64).to_bits(),
     }
 }
 
@@ -212,8 +214,8 @@ pub fn spike_alerts<'s>(
     .map(|(_day, row)| row)
 }
 
-/// The baseline of a window's spike alert, kept exact: the percentile interpolates
-/// between the sorted slot counts at the floor and the ceiling of its position.
+/// The baseline of a window's spike alert, kept exact: the percentile is
+/// `below + fraction * (above - below)` over the sorted slot counts.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Baseline {
     /// Number of slots (empty slots count 0).
@@ -224,9 +226,8 @@ pub struct Baseline {
     pub below: i64,
     /// The sorted slot value at the ceiling of the percentile's position.
     pub above: i64,
-    /// The percentile's position `(slots - 1) * percentile`, as `f64::to_bits` (so the
-    /// row stays `Ord`).
-    pub position_bits: u64,
+    /// The position's fractional part, as `f64::to_bits` (so the row stays `Ord`).
+    pub fraction_bits: u64,
 }
 
 impl Baseline {
@@ -236,18 +237,13 @@ impl Baseline {
     }
 
     /// The percentile by linear interpolation between the closest ranks, in the
-    /// arithmetic of Spark's `percentile` (`Percentile.getPercentile`): `(ceil - pos) *
-    /// below + (pos - floor) * above`, or `below` where the position is whole or both
-    /// ranks hold the same count. Written `below + fraction * (above - below)` it can
-    /// differ in the last bit, and flip `spike` where the count equals the percentile
-    /// (a 30M-event run had 160 against Spark's 160.0 and DuckDB's 159.99999999999997).
+    /// arithmetic of Spark's `percentile` (4.3.0's `PercentileBase.getPercentile`:
+    /// `lower + (position - floor) * (upper - lower)`): where the count equals the
+    /// exact percentile, another rounding flips `spike` (DuckDB's `quantile_cont` gives
+    /// 159.99999999999997 where Spark and this give 160).
     pub fn percentile(&self) -> f64 {
-        let position = f64::from_bits(self.position_bits);
-        let (floor, ceil) = (position.floor(), position.ceil());
-        if floor == ceil || self.below == self.above {
-            return self.below as f64;
-        }
-        (ceil - position) * self.below as f64 + (position - floor) * self.above as f64
+        let fraction = f64::from_bits(self.fraction_bits);
+        self.below as f64 + fraction * (self.above - self.below) as f64
     }
 }
 
@@ -330,15 +326,17 @@ mod tests {
     }
 
     #[test]
-    fn a_count_equal_to_the_exact_percentile_is_no_spike() {
-        // Sorted, the 12 slots hold 151 and 171 at ranks 10 and 11: the position
-        // 11 * 0.95 = 10.45 gives 151 + 0.45 * 20 = 160, which Spark's `percentile`
-        // computes as exactly 160.0 ((11 - pos) * 151 + (pos - 10) * 171), where
-        // DuckDB's `quantile_cont` gives 159.99999999999997 and calls 160 a spike.
+    fn the_percentile_rounds_as_sparks() {
+        // 12 slots, p95 at position 11 * 0.95 = 10.45 between the sorted counts at
+        // ranks 10 and 11. PySpark 4.3.0, `SELECT percentile(n, 0.95)` over these
+        // values, returns exactly 160.0 and 131.0; the same interpolation written
+        // `(11 - pos) * lower + (pos - 10) * upper` gives 130.99999999999997 for the
+        // second, and DuckDB's `quantile_cont` 159.99999999999997 for the first: a
+        // window starting 160 or 131 sessions would be called a spike there.
         let counts = vec![126, 99, 107, 132, 143, 132, 122, 139, 135, 151, 117, 171];
-        let b = baseline(counts, 12, 0.95);
-        assert_eq!((b.below, b.above), (151, 171));
-        assert_eq!(b.percentile(), 160.0);
+        assert_eq!(baseline(counts, 12, 0.95).percentile(), 160.0);
+        let counts = vec![10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 122, 142];
+        assert_eq!(baseline(counts, 12, 0.95).percentile(), 131.0);
         // A whole position, or equal ranks, give the count itself.
         assert_eq!(baseline(vec![5, 9], 3, 0.5).percentile(), 5.0);
         assert_eq!(baseline(vec![7, 7, 7], 3, 0.95).percentile(), 7.0);
