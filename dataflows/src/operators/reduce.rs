@@ -32,7 +32,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
 use crate::operators::held::{hold_updates, HeldByTime, HeldUpdates};
-use crate::operators::state_sizes;
+use crate::operators::state_sizes::{self, ReportOnce};
 
 /// One key's state: its values over the complete times (sorted, consolidated, none
 /// zero) and the logic's output for them (sorted, consolidated).
@@ -100,7 +100,7 @@ where
         self.inner
             .unary_frontier(route, name, move |_capability, _info| {
                 let name = name.to_string();
-                let mut reported = false;
+                let mut report = ReportOnce::default();
                 let mut pending: HeldUpdates<(K, V, isize)> = HeldByTime::default();
                 let mut keys: FxHashMap<K, KeyState<V, V2>> = FxHashMap::default();
                 // A complete time's updates by key.
@@ -144,8 +144,7 @@ where
                         // time, in each reduce, is memory that only that time needed.
                         runs.shrink_to(0);
                     }
-                    if !reported && frontier.frontier().is_empty() && state_sizes::wanted() {
-                        reported = true;
+                    if report.due(frontier.frontier().is_empty()) {
                         let owned = keys.values().map(KeyState::owned_bytes).sum();
                         let entry = std::mem::size_of::<(K, KeyState<V, V2>)>();
                         state_sizes::report(&name, keys.len(), keys.capacity(), entry, Some(owned));

@@ -29,3 +29,20 @@ pub fn report(
         mb(capacity * entry_bytes)
     );
 }
+
+/// Whether an operator has printed its state: [`ReportOnce::due`] says yes once, when
+/// its input has ended and a report is wanted.
+#[derive(Default)]
+pub struct ReportOnce(bool);
+
+impl ReportOnce {
+    /// Whether to print the state now: the first call after `input_ended` with
+    /// `TIDEMARK_STATE_SIZES` set.
+    pub fn due(&mut self, input_ended: bool) -> bool {
+        if self.0 || !input_ended || !wanted() {
+            return false;
+        }
+        self.0 = true;
+        true
+    }
+}

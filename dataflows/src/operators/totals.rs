@@ -25,7 +25,7 @@ use timely::dataflow::operators::generic::Operator;
 
 use crate::operators::gate::Time;
 use crate::operators::held::{sum_updates, worth_keeping, HeldByTime, HeldSums};
-use crate::operators::state_sizes;
+use crate::operators::state_sizes::{self, ReportOnce};
 
 /// What a key's total becomes in the output: nothing, or records with multiplicities.
 pub trait TotalOutput<D, R>: 'static {
@@ -108,7 +108,7 @@ where
     data.inner
         .unary_frontier(route, name, move |_capability, _info| {
             let name = name.to_string();
-            let mut reported = false;
+            let mut report = ReportOnce::default();
             // Each time's updates, summed per key, until the time is complete.
             let mut pending: HeldSums<D, R> = HeldByTime::default();
             // Every key's total over the complete times; never zero.
@@ -169,8 +169,7 @@ where
                         spare = Some(sums);
                     }
                 }
-                if !reported && frontier.frontier().is_empty() && state_sizes::wanted() {
-                    reported = true;
+                if report.due(frontier.frontier().is_empty()) {
                     let entry = std::mem::size_of::<(D, R)>();
                     state_sizes::report(&name, totals.len(), totals.capacity(), entry, None);
                 }

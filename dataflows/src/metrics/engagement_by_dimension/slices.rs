@@ -36,7 +36,7 @@ use crate::operators::gate::Time;
 use crate::operators::held::{
     flatten, hold_chunks, hold_updates, pop_complete_pair, HeldByTime, HeldChunks, HeldUpdates,
 };
-use crate::operators::state_sizes;
+use crate::operators::state_sizes::{self, ReportOnce};
 use crate::operators::totals::add_to_list;
 
 /// A (day, dimension, member): the key of a table row.
@@ -75,7 +75,7 @@ pub(super) fn slices<'s>(
                 let mut held_members: HeldUpdates<(Source, Slot, Option<Name>, isize)> =
                     HeldByTime::default();
                 let mut state = State::new(&plan);
-                let mut reported = false;
+                let mut report = ReportOnce::default();
                 move |(events_in, events_frontier), (members_in, members_frontier), output| {
                     events_in.for_each(|cap, batch| hold_chunks(&mut held_events, &cap, batch));
                     members_in.for_each(|cap, batch| {
@@ -100,8 +100,7 @@ pub(super) fn slices<'s>(
                             state.drain_out().map(|(slice, sums)| (slice, time, sums)),
                         );
                     }
-                    if !reported && events_frontier.frontier().is_empty() && state_sizes::wanted() {
-                        reported = true;
+                    if report.due(events_frontier.frontier().is_empty()) {
                         state.report();
                     }
                 }
@@ -701,18 +700,14 @@ fn add_item(
     // What the wrapped low bits missed of the exact change: zero unless a sum leaves
     // (or comes back into) 64 bits.
     let missed = i128::from(low) + sums.value_sum - i128::from(new_low);
-    let mut wide_part = false;
     if missed != 0 {
         let part = wide.entry(key).or_default();
         *part += missed;
-        wide_part = *part != 0;
-        if !wide_part {
+        if *part == 0 {
             wide.remove(&key);
         }
-    } else if !wide.is_empty() {
-        wide_part = wide.contains_key(&key);
     }
-    if entry.is_zero() && !wide_part {
+    if entry.is_zero() && !wide.contains_key(&key) {
         items.swap_remove(at);
     }
 }
