@@ -9,8 +9,11 @@
 //! fail before it writes anything computed with the merged id.
 
 use std::cell::RefCell;
+use std::cmp::Ordering as Order;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroU64;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -23,9 +26,11 @@ use xxhash_rust::xxh3::xxh3_128;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(NonZeroU64);
 
-/// Every text of this process, by id.
-fn registry() -> &'static RwLock<FxHashMap<u64, Arc<str>>> {
-    static REGISTRY: OnceLock<RwLock<FxHashMap<u64, Arc<str>>>> = OnceLock::new();
+/// Every text of this process, by id. A text is registered once and kept for the life
+/// of the process, so it is held as a `&'static str`: output rows borrow it, with no
+/// reference count for every worker and writer thread to write.
+fn registry() -> &'static RwLock<FxHashMap<u64, &'static str>> {
+    static REGISTRY: OnceLock<RwLock<FxHashMap<u64, &'static str>>> = OnceLock::new();
     REGISTRY.get_or_init(Default::default)
 }
 
@@ -89,7 +94,7 @@ thread_local! {
     /// stays small enough for the core's own cache.
     static CHECKS: RefCell<FxHashMap<u64, u64>> = RefCell::new(FxHashMap::default());
     /// The texts this thread has written, so that output rows rarely take a lock.
-    static TEXTS: RefCell<FxHashMap<u64, Arc<str>>> = RefCell::new(FxHashMap::default());
+    static TEXTS: RefCell<FxHashMap<u64, &'static str>> = RefCell::new(FxHashMap::default());
 }
 
 /// The id of a text (the low 64 bits of its 128-bit xxh3, masked by the test hook;
@@ -118,7 +123,7 @@ impl Name {
             if let Some(known_check) = checks.get(&id) {
                 if *known_check != check {
                     let known = registered(id);
-                    record_collision(id, known.as_deref().unwrap_or("?"), text);
+                    record_collision(id, known.unwrap_or("?"), text);
                 }
                 return;
             }
@@ -133,35 +138,133 @@ impl Name {
         self.0.get()
     }
 
-    /// The text (shared).
-    pub fn text(self) -> Arc<str> {
-        self.with_shared(Arc::clone)
-    }
-
-    /// Calls `f` with the text, without cloning it.
-    pub fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
-        self.with_shared(|text| f(text))
-    }
-
-    /// Calls `f` with the shared text. Output rows turn many names into text on
-    /// several threads at once: this thread's cache answers without a lock and without
-    /// touching a shared reference count; only a name first seen here reads the
-    /// process registry.
-    fn with_shared<R>(self, f: impl FnOnce(&Arc<str>) -> R) -> R {
-        let id = self.0.get();
-        TEXTS.with(|texts| {
-            if let Some(known) = texts.borrow().get(&id) {
-                return f(known);
-            }
-            match registered(id) {
-                Some(text) => {
-                    let result = f(&text);
-                    remember(&mut texts.borrow_mut(), id, text);
-                    result
-                }
-                None => f(&Arc::from(format!("#{id:016x}"))),
-            }
+    /// The text: the registry's own, borrowed for the life of the process.
+    pub fn text(self) -> Text {
+        self.with_known(|known| match known {
+            Some(text) => Text::Name(text),
+            None => Text::from(format!("#{:016x}", self.0.get())),
         })
+    }
+
+    /// Calls `f` with the text, without copying it.
+    pub fn with_text<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        self.with_known(|known| match known {
+            Some(text) => f(text),
+            None => f(&format!("#{:016x}", self.0.get())),
+        })
+    }
+
+    /// Calls `f` with the registered text, if any. Output rows turn many names into
+    /// text on several threads at once: this thread's cache answers without a lock;
+    /// only a name first seen here reads the process registry.
+    fn with_known<R>(self, f: impl FnOnce(Option<&'static str>) -> R) -> R {
+        let id = self.0.get();
+        let cached = TEXTS.with(|texts| texts.borrow().get(&id).copied());
+        if cached.is_some() {
+            return f(cached);
+        }
+        let known = registered(id);
+        if let Some(text) = known {
+            TEXTS.with(|texts| remember(&mut texts.borrow_mut(), id, text));
+        }
+        f(known)
+    }
+}
+
+/// The text of an output cell: a [`Name`]'s, borrowed from the registry (no reference
+/// count: every worker and writer thread writing the same user's rows would otherwise
+/// write one shared counter, a cache line moved between cores at every row), or a text
+/// of its own (a value read back from a file, a label). Compares, hashes and prints as
+/// its text.
+#[derive(Clone)]
+pub enum Text {
+    /// A registered name's text.
+    Name(&'static str),
+    /// A text of its own.
+    Shared(Arc<str>),
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Name(text) => text,
+            Text::Shared(text) => text,
+        }
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialOrd for Text {
+    fn partial_cmp(&self, other: &Text) -> Option<Order> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Text {
+    fn cmp(&self, other: &Text) -> Order {
+        (**self).cmp(&**other)
+    }
+}
+
+impl Hash for Text {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl fmt::Display for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Text {
+        Text::Shared(Arc::from(text))
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Text {
+        Text::Shared(Arc::from(text))
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(text: Arc<str>) -> Text {
+        Text::Shared(text)
+    }
+}
+
+impl Serialize for Text {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        Ok(Text::from(String::deserialize(deserializer)?))
     }
 }
 
@@ -175,12 +278,12 @@ fn remember<T>(cache: &mut FxHashMap<u64, T>, id: u64, known: T) {
 }
 
 /// The text registered under `id` in this process, if any.
-fn registered(id: u64) -> Option<Arc<str>> {
+fn registered(id: u64) -> Option<&'static str> {
     registry()
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .get(&id)
-        .cloned()
+        .copied()
 }
 
 /// Registers `text` under `id` in the process registry, recording a collision if
@@ -199,8 +302,11 @@ fn register(id: u64, text: &str) {
         }
     }
     let mut names = registry().write().unwrap_or_else(|e| e.into_inner());
-    let known = names.entry(id).or_insert_with(|| Arc::from(text));
-    if &**known != text {
+    // Kept for the life of the process (see [`registry`]).
+    let known = *names
+        .entry(id)
+        .or_insert_with(|| Box::leak(Box::<str>::from(text)));
+    if known != text {
         record_collision(id, known, text);
     }
 }

@@ -101,9 +101,9 @@ pub fn table_spec(name: &str) -> Option<TableSpec> {
 pub enum Cell {
     /// SQL NULL.
     Null,
-    /// A string, shared: an id's text is the [`crate::model::name::Name`] registry's own
-    /// (a reference count, not a copy per output row).
-    Str(std::sync::Arc<str>),
+    /// A string: an id's text is the [`crate::model::name::Name`] registry's own,
+    /// borrowed (not a copy per output row, nor a shared reference count).
+    Str(crate::model::name::Text),
     /// An int64.
     Int(i64),
     /// A double.
