@@ -80,47 +80,79 @@ impl Source {
     }
 }
 
-/// What resolves one (dimension, source)'s member, held in the difference of its
-/// updates so that one hash total per (dimension, source) keeps it (a few words; a
-/// reduce kept vectors of its inputs and of its output, 180 bytes a source at 10M
-/// events): how many accepted events use the source (nonzero: some does), and its
-/// facts, the catalogue or user rows that give it a member (their arrival and member,
-/// null allowed), with their multiplicities. Differential sums the pair field by field.
-type MemberFacts = (isize, Bag<(Arrival, Option<Name>)>);
+/// What `DimensionMembers` keeps one source's facts under: an item (or the missing
+/// item) once for both of its dimensions, a user once for each user dimension. An
+/// item's catalogue row gives its genre and its artist together, so one key and one
+/// fact hold both (the whole catalogue stays in this state, used or not: an event may
+/// name any item later; a key per dimension and item held it twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+enum FactKey {
+    /// An item's `genre` and `artist`.
+    Item(Source),
+    /// A user's member of one user dimension.
+    User(Dimension, Source),
+}
+
+/// The members one fact gives: an item's genre and artist, in that order, or a user's
+/// member of its [`FactKey::User`] dimension (first; the second is `None`).
+type FactMembers = [Option<Name>; 2];
+
+/// What resolves one [`FactKey`]'s members, held in the difference of its updates so
+/// that one hash total per key keeps it (a few words; a reduce kept vectors of its
+/// inputs and of its output, 180 bytes a source at 10M events): how many accepted
+/// events use the source (nonzero: some does), and its facts, the catalogue or user
+/// rows that give it members (their arrival and members, null allowed), with their
+/// multiplicities. Differential sums the pair field by field.
+type MemberFacts = (isize, Bag<(Arrival, FactMembers)>);
 
 /// One accepted event's use of a source.
 fn source_used() -> MemberFacts {
     (1, Bag::default())
 }
 
-/// One row that gives a source `member`, arrived at `arrival`.
-fn member_fact(arrival: Arrival, member: Option<Name>) -> MemberFacts {
-    (0, Bag::one((arrival, member)))
+/// One row that gives a source `members`, arrived at `arrival`.
+fn member_fact(arrival: Arrival, members: FactMembers) -> MemberFacts {
+    (0, Bag::one((arrival, members)))
 }
 
-/// The member of every (dimension, source) some accepted event uses: that of its
-/// latest fact (the null member when it has none, or for [`Source::Missing`]).
-struct LatestMember;
+/// The member of every (dimension, source) some accepted event uses, for the
+/// `dimensions` in force: that of its latest fact (the null member when it has none,
+/// or for [`Source::Missing`]).
+struct LatestMember(Dimensions);
 
-impl TotalOutput<(Dimension, Source), MemberFacts> for LatestMember {
+impl TotalOutput<FactKey, MemberFacts> for LatestMember {
     type Out = ((Dimension, Source), Option<Name>);
     fn output(
         &mut self,
-        key: &(Dimension, Source),
+        key: &FactKey,
         (used, facts): &MemberFacts,
         out: &mut Vec<(Self::Out, isize)>,
     ) {
         if *used == 0 {
             return;
         }
-        let member = match key.1 {
-            Source::Missing => None,
-            Source::Item(_) | Source::User(_) => (facts.iter())
-                .map(|(fact, _)| *fact)
-                .max()
-                .and_then(|(_, member)| member),
-        };
-        out.push(((*key, member), 1));
+        let latest = || facts.iter().map(|(fact, _)| *fact).max();
+        match *key {
+            FactKey::Item(source) => {
+                let members = match source {
+                    Source::Missing => None,
+                    Source::Item(_) | Source::User(_) => latest().map(|(_, members)| members),
+                };
+                for (at, dimension) in [Dimension::Genre, Dimension::Artist]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if self.0.contains(dimension) {
+                        let member = members.and_then(|members| members[at]);
+                        out.push((((dimension, source), member), 1));
+                    }
+                }
+            }
+            FactKey::User(dimension, source) => {
+                let member = latest().and_then(|(_, members)| members[0]);
+                out.push((((dimension, source), member), 1));
+            }
+        }
     }
 }
 
@@ -255,13 +287,10 @@ pub fn engagement_by_dimension<'s>(
     let facts = items
         .clone()
         .flat_map(move |(item, arrival)| {
-            let id = Name::new(&item.item_id);
+            let key = FactKey::Item(Source::Item(Name::new(&item.item_id)));
             let genre = item.genre.as_deref().map(Name::new);
             let artist = item.artist_id.as_deref().map(Name::new);
-            [(Dimension::Genre, genre), (Dimension::Artist, artist)]
-                .into_iter()
-                .filter(move |(d, _)| dimensions.contains(*d))
-                .map(move |(d, member)| ((d, Source::Item(id)), member_fact(arrival, member)))
+            by_item.then(|| (key, member_fact(arrival, [genre, artist])))
         })
         .concat(users.clone().flat_map(move |(user, arrival)| {
             let id = Source::User(Name::new(&user.user_id));
@@ -277,8 +306,8 @@ pub fn engagement_by_dimension<'s>(
                             .and_then(|(_, value)| value.as_deref()),
                         _ => return None,
                     };
-                    let fact = member_fact(arrival, member.map(Name::new));
-                    Some(((dimension, id), fact))
+                    let fact = member_fact(arrival, [member.map(Name::new), None]);
+                    Some((FactKey::User(dimension, id), fact))
                 })
                 .collect();
             members
@@ -290,10 +319,12 @@ pub fn engagement_by_dimension<'s>(
     let used = sources
         .threshold_by_hash(|_source, events| isize::from(*events > 0))
         .flat_map(move |source| {
-            dimensions
+            let item = (source.kind() == Kind::Item).then_some(FactKey::Item(source));
+            let user = dimensions
                 .iter()
-                .filter(move |d| kind(*d) == source.kind())
-                .map(move |d| ((d, source), source_used()))
+                .filter(move |d| source.kind() == Kind::User && kind(*d) == Kind::User)
+                .map(move |d| FactKey::User(d, source));
+            item.into_iter().chain(user).map(|key| (key, source_used()))
         });
     // A dimension whose source table has no row yet (no `items/` row for `genre` and
     // `artist`, no `users/` row for `country` and the user attributes) produces no rows:
@@ -313,7 +344,7 @@ pub fn engagement_by_dimension<'s>(
     let members = totals_by_hash(
         used.concat(facts)
             .explode(|(key, facts)| Some((key, facts))),
-        LatestMember,
+        LatestMember(dimensions),
         "DimensionMembers",
     )
     .map(|((dimension, source), member)| (dimension, (source, member)))
@@ -408,16 +439,24 @@ fn a_slice_is_16_bytes_and_sums_48() {
     assert_eq!(std::mem::size_of::<Sums>(), 48);
 }
 
-/// A source's member is that of its latest fact while some event uses it, whatever
+/// A source's members are those of its latest fact while some event uses it, whatever
 /// order its facts and uses come and go in: the sum of its updates, as the hash total
 /// keeps it, against the facts and uses kept one by one.
 #[cfg(test)]
 #[test]
 fn a_sources_member_is_its_latest_facts_while_used() {
     let mut next = crate::test_numbers(23);
-    let key = (Dimension::Genre, Source::Item(Name::new("t1")));
-    let members = [None, Some(Name::new("pop")), Some(Name::new("rock"))];
-    for case in 0..500 {
+    let item = Source::Item(Name::new("t1"));
+    let user = Source::User(Name::new("u1"));
+    let names = [None, Some(Name::new("pop")), Some(Name::new("rock"))];
+    let dimensions =
+        Dimensions::of(&[Dimension::Genre, Dimension::Artist, Dimension::Country]).unwrap();
+    for case in 0..1000 {
+        let key = if case % 2 == 0 {
+            FactKey::Item(item)
+        } else {
+            FactKey::User(Dimension::Country, user)
+        };
         let mut total = MemberFacts::default();
         let (mut used, mut facts) = (0isize, Vec::new());
         for _ in 0..1 + next(8) {
@@ -426,7 +465,8 @@ fn a_sources_member_is_its_latest_facts_while_used() {
                 total.plus_equals(&source_used().multiply(&diff));
                 used += diff;
             } else {
-                let fact = ((next(3), next(2)), members[next(3) as usize]);
+                let members = [names[next(3) as usize], names[next(3) as usize]];
+                let fact = ((next(3), next(2)), members);
                 total.plus_equals(&member_fact(fact.0, fact.1).multiply(&diff));
                 facts.extend(
                     std::iter::repeat_n(fact, diff.unsigned_abs()).map(|f| (f, diff.signum())),
@@ -438,10 +478,21 @@ fn a_sources_member_is_its_latest_facts_while_used() {
             *counted.entry(fact).or_default() += sign;
         }
         counted.retain(|_, n| *n != 0);
-        let expected = (used != 0).then(|| counted.keys().max().and_then(|(_, m)| *m));
+        // The latest row's members, by arrival (one row per arrival in the data;
+        // here ties go to the larger members, as the hash total's maximum does).
+        let latest = counted.keys().max().map(|(_, members)| *members);
+        let expected: Vec<_> = match key {
+            FactKey::Item(source) => [Dimension::Genre, Dimension::Artist]
+                .into_iter()
+                .enumerate()
+                .map(|(at, d)| ((d, source), latest.and_then(|m| m[at])))
+                .collect(),
+            FactKey::User(d, source) => vec![((d, source), latest.and_then(|m| m[0]))],
+        };
+        let expected = if used != 0 { expected } else { Vec::new() };
         let mut out = Vec::new();
-        LatestMember.output(&key, &total, &mut out);
-        let ours = out.first().map(|((_, member), _)| *member);
+        LatestMember(dimensions).output(&key, &total, &mut out);
+        let ours: Vec<_> = out.into_iter().map(|(row, _)| row).collect();
         assert_eq!(ours, expected, "case {case}");
         assert_eq!(
             total.is_zero(),
