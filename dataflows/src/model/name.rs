@@ -14,7 +14,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU64;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -274,7 +274,34 @@ fn remember<T>(cache: &mut FxHashMap<u64, T>, id: u64, known: T) {
     if cache.len() >= THREAD_CACHE {
         cache.clear();
     }
+    let before = cache.capacity();
     cache.insert(id, known);
+    let grown = cache.capacity().saturating_sub(before);
+    if grown > 0 {
+        // A table's bucket is its entry and a control byte.
+        let bucket = std::mem::size_of::<(u64, T)>() + 1;
+        CACHE_BYTES.fetch_add(grown * bucket * 8 / 7, Ordering::Relaxed);
+    }
+}
+
+/// The bytes of every thread's caches of names (see [`remember`]), about: tables grow,
+/// and a cache that starts over keeps its room.
+static CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// The bytes of the registry's texts (each a block of its own).
+static TEXT_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// What this process holds for its names, for `TIDEMARK_STATE_SIZES`: the registry's
+/// names, its table's bytes, its texts' bytes, and the threads' caches' bytes.
+pub fn held_sizes() -> (usize, usize, usize, usize) {
+    let names = registry().read().unwrap_or_else(|e| e.into_inner());
+    let table = names.capacity() * 8 / 7 * (std::mem::size_of::<(u64, &str)>() + 1);
+    (
+        names.len(),
+        table,
+        TEXT_BYTES.load(Ordering::Relaxed),
+        CACHE_BYTES.load(Ordering::Relaxed),
+    )
 }
 
 /// The text registered under `id` in this process, if any.
@@ -303,9 +330,10 @@ fn register(id: u64, text: &str) {
     }
     let mut names = registry().write().unwrap_or_else(|e| e.into_inner());
     // Kept for the life of the process (see [`registry`]).
-    let known = *names
-        .entry(id)
-        .or_insert_with(|| Box::leak(Box::<str>::from(text)));
+    let known = *names.entry(id).or_insert_with(|| {
+        TEXT_BYTES.fetch_add(text.len().next_multiple_of(16), Ordering::Relaxed);
+        Box::leak(Box::<str>::from(text))
+    });
     if known != text {
         record_collision(id, known, text);
     }
