@@ -475,16 +475,7 @@ fn run_on(options: &RunOptions, layout: OutLayout) -> Result<RunStats> {
     if let Some(EndReason::Failed(message)) = &end {
         bail!("{message}");
     }
-    if tidemark_dataflows::operators::state_sizes::wanted() {
-        let (names, table, texts, caches) = tidemark_dataflows::model::name::held_sizes();
-        let mb = |bytes: usize| bytes as f64 / 1e6;
-        eprintln!(
-            "state: names: {names} in the registry, table {:.1} MB, texts {:.1} MB; threads' caches {:.1} MB",
-            mb(table),
-            mb(texts),
-            mb(caches)
-        );
-    }
+    tidemark_dataflows::model::name::report_held();
     let floored = tidemark_inputs::timestamp::sub_millisecond_times();
     if floored > 0 {
         tracing::warn!(

@@ -291,17 +291,23 @@ static CACHE_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// The bytes of the registry's texts (each a block of its own).
 static TEXT_BYTES: AtomicUsize = AtomicUsize::new(0);
 
-/// What this process holds for its names, for `TIDEMARK_STATE_SIZES`: the registry's
-/// names, its table's bytes, its texts' bytes, and the threads' caches' bytes.
-pub fn held_sizes() -> (usize, usize, usize, usize) {
+/// Prints what this process holds for its names when `TIDEMARK_STATE_SIZES` is set
+/// (see [`crate::operators::state_sizes`]): the registry's names, its table, the bytes
+/// of their texts, and those of every thread's caches of names.
+pub fn report_held() {
+    if !crate::operators::state_sizes::wanted() {
+        return;
+    }
     let names = registry().read().unwrap_or_else(|e| e.into_inner());
-    let table = names.capacity() * 8 / 7 * (std::mem::size_of::<(u64, &str)>() + 1);
-    (
+    // A hash table holds 7/8 of its buckets; a bucket is an entry and a control byte.
+    let caches = CACHE_BYTES.load(Ordering::Relaxed) as f64 / 1e6;
+    crate::operators::state_sizes::report(
+        &format!("Names (threads' caches {caches:.1} MB; owned: the texts)"),
         names.len(),
-        table,
-        TEXT_BYTES.load(Ordering::Relaxed),
-        CACHE_BYTES.load(Ordering::Relaxed),
-    )
+        names.capacity() * 8 / 7,
+        std::mem::size_of::<(u64, &str)>() + 1,
+        Some(TEXT_BYTES.load(Ordering::Relaxed)),
+    );
 }
 
 /// The text registered under `id` in this process, if any.
