@@ -8,10 +8,6 @@
 //! row. `all` is the whole [`build`] from raw rows (watermark gate and dedup included).
 //!
 //! `cargo bench --bench dataflows` (100,000 events; `TIDEMARK_BENCH_EVENTS` overrides).
-//!
-//! `id_set` times the exact deduplication's id set against a `HashSet<u128>` at a
-//! worker's share of a 10M-event run (5M ids; `TIDEMARK_BENCH_IDS` overrides), and
-//! prints the bytes an id each holds.
 
 mod common;
 
@@ -39,7 +35,6 @@ use tidemark_dataflows::model::plans::{plan_facts, Arrival};
 use tidemark_dataflows::model::settings::Params;
 use tidemark_dataflows::operators::expiry::{earliest_per_key, Watermarks};
 use tidemark_dataflows::operators::gate::{deduplicate, watermark_gate, BatchMark, Time, UnitRows};
-use tidemark_dataflows::operators::id_set::IdSet;
 use tidemark_inputs::generator::OutputFormat;
 use tidemark_inputs::records::{Subscription, UserRow};
 use tidemark_inputs::time::{day_of, month_of_day};
@@ -354,64 +349,5 @@ fn dataflows(c: &mut Criterion) {
     group.finish();
 }
 
-/// Ids as the gate makes them (uniform 128-bit hashes), from a fixed seed.
-fn random_ids(count: usize) -> Vec<u128> {
-    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move || {
-        // xorshift64*
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    };
-    (0..count)
-        .map(|_| (u128::from(next()) << 64) | u128::from(next()))
-        .collect()
-}
-
-fn id_set(c: &mut Criterion) {
-    let count = std::env::var("TIDEMARK_BENCH_IDS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5_000_000);
-    let ids = random_ids(count);
-    // A file's share of a worker's ids at 10M events in 60 files.
-    let batch = count / 60 + 1;
-    let mut group = c.benchmark_group("id_set");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(10))
-        .throughput(Throughput::Elements(count as u64));
-    let mut held = (0, 0);
-    group.bench_function("IdSet (open addressing, 256 parts)", |b| {
-        b.iter(|| {
-            let mut set = IdSet::default();
-            for ids in ids.chunks(batch) {
-                set.reserve(ids.len());
-                ids.iter().for_each(|&id| assert!(set.insert(id)));
-            }
-            held.0 = set.slots() * 17;
-        })
-    });
-    group.bench_function("FxHashSet<u128>", |b| {
-        b.iter(|| {
-            let mut set = rustc_hash::FxHashSet::default();
-            for ids in ids.chunks(batch) {
-                set.reserve(ids.len());
-                ids.iter().for_each(|&id| assert!(set.insert(id)));
-            }
-            held.1 = set.capacity() * 8 / 7 * 17;
-        })
-    });
-    group.finish();
-    let per_id = |bytes: usize| bytes as f64 / count as f64;
-    println!(
-        "id_set: {count} ids: IdSet {:.1} bytes an id, FxHashSet<u128> {:.1}",
-        per_id(held.0),
-        per_id(held.1)
-    );
-}
-
-criterion_group!(benches, dataflows, id_set);
+criterion_group!(benches, dataflows);
 criterion_main!(benches);

@@ -16,9 +16,7 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::model::action::{Action, ActionMaker};
 use crate::operators::expiry::{note_watermarks, take_watermark_through, Watermarks};
 use crate::operators::held::{flatten, hold_chunks, HeldByTime, HeldChunks, HeldUpdates};
-use crate::operators::id_set::IdSet;
 use crate::operators::reduce::HashReduce;
-use crate::operators::state_sizes::{self, ReportOnce};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::Operator;
@@ -398,7 +396,7 @@ pub fn watermark_gate<'s>(
 /// dedup a streaming operator: rows are routed by id, each complete batch is taken in
 /// row order, and an id's first row is emitted while its 128-bit hash is remembered.
 /// (A differential `reduce` here would arrange every event by id and copy it on each
-/// merge; this keeps about 22 bytes per id instead, in an [`IdSet`].)
+/// merge; this keeps 16 bytes per id instead.)
 ///
 /// With `forget` (setting `forget_behind_watermark`), ids are kept per UTC day of their
 /// first row's time and a day's ids are dropped once the watermark passes its end, so
@@ -425,7 +423,6 @@ pub fn deduplicate<'s>(
                 // Ids by the day of their first row (with `forget`), or all of them.
                 let mut seen: BTreeMap<i32, FxHashSet<u128>> = BTreeMap::new();
                 let mut all_ids = IdSet::default();
-                let mut report = ReportOnce::default();
                 // The complete time being released, in row order, a chunk per activation.
                 let mut releasing: Option<(Time, Capability<Time>, Judged)> = None;
                 move |(input, frontier), (marks, marks_frontier), output| {
@@ -498,25 +495,73 @@ pub fn deduplicate<'s>(
                         }
                         releasing = None;
                     }
-                    if !forget
-                        && report.due(
-                            frontier.frontier().is_empty()
-                                && pending.is_empty()
-                                && releasing.is_none(),
-                        )
-                    {
-                        state_sizes::report(
-                            "Deduplicate ids",
-                            all_ids.len(),
-                            all_ids.slots(),
-                            17,
-                            None,
-                        );
-                    }
                 }
             },
         )
         .as_collection()
+}
+
+/// How many hash sets hold the ids of [`IdSet`].
+const ID_SET_PARTS: usize = 16;
+
+/// The id hashes of every accepted event on this worker (the exact default: 16 bytes
+/// an id), in [`ID_SET_PARTS`] hash sets picked by the id's leading byte.
+///
+/// A hash set has a power of two of buckets and doubles when 7/8 full, so one set for
+/// all ids was between 44% and 87% full, 19 to 39 bytes an id, by the luck of the id
+/// count: at 30M events on 2 workers, 15M ids a worker had just doubled it to 570 MB,
+/// and the copy had held the old 285 MB table beside it, at the run's peak. Here the
+/// parts take unequal shares of the ids, part `i` in proportion to `2^(i/16)`, so
+/// their doublings are spread evenly over each doubling of the whole: whatever the
+/// count, the parts are as full as a set is on average over its cycle (about 27
+/// bytes an id), and a doubling copies one part, a twentieth of the ids or less.
+struct IdSet {
+    parts: Vec<FxHashSet<u128>>,
+    /// The part of each leading byte of an id.
+    part_of: [u8; 256],
+}
+
+impl Default for IdSet {
+    fn default() -> IdSet {
+        let share = |part: usize| (part as f64 / ID_SET_PARTS as f64).exp2();
+        let total: f64 = (0..ID_SET_PARTS).map(share).sum();
+        let mut part_of = [0u8; 256];
+        let mut below = 0.0;
+        let mut first = 0;
+        for part in 0..ID_SET_PARTS {
+            below += share(part);
+            let end = ((below / total) * 256.0).round() as usize;
+            part_of[first..end].fill(part as u8);
+            first = end;
+        }
+        IdSet {
+            parts: vec![FxHashSet::default(); ID_SET_PARTS],
+            part_of,
+        }
+    }
+}
+
+impl IdSet {
+    /// Records `id`; whether it is new.
+    #[inline]
+    fn insert(&mut self, id: u128) -> bool {
+        let part = self.part_of[(id >> (u128::BITS - 8)) as usize];
+        self.parts[usize::from(part)].insert(id)
+    }
+
+    /// Room for about `ids` more ids spread over the parts by their shares, with a
+    /// little to spare: a time's ids go in without a rehash of a part for each doubling
+    /// on the way.
+    fn reserve(&mut self, ids: usize) {
+        let mut bytes = [0usize; ID_SET_PARTS];
+        for part in self.part_of {
+            bytes[usize::from(part)] += 1;
+        }
+        for (part, bytes) in self.parts.iter_mut().zip(bytes) {
+            let each = ids * bytes / 256;
+            part.reserve(each + each / 8 + 16);
+        }
+    }
 }
 
 /// A complete time's rows, each with whether it is the first of its id.
@@ -593,6 +638,41 @@ mod tests {
     use timely::dataflow::operators::{Input as _, Inspect};
 
     const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn the_id_set_in_parts_answers_as_one_set() {
+        let mut next = crate::test_numbers(17);
+        let mut parts = IdSet::default();
+        let mut one = FxHashSet::default();
+        // Ids as the gate makes them (128-bit hashes), some repeated, in times of
+        // varied sizes with room reserved as the gate does.
+        let mut earlier: Vec<u128> = Vec::new();
+        for size in [0, 1, 700, 5_000, 40_000] {
+            parts.reserve(size);
+            for _ in 0..size {
+                let id = if !earlier.is_empty() && next(5) == 0 {
+                    earlier[next(earlier.len() as u64) as usize]
+                } else {
+                    // 31 random bits a draw: five fill the 128.
+                    (0..5).fold(0u128, |id, _| id << 31 | u128::from(next(1 << 31)))
+                };
+                earlier.push(id);
+                assert_eq!(parts.insert(id), one.insert(id), "id {id:x}");
+            }
+        }
+        let held: usize = parts.parts.iter().map(|p| p.len()).sum();
+        assert_eq!(held, one.len());
+        // Part i holds about a share 2^(i/16) / sum of them, the last about twice the
+        // first: their doublings come one after another.
+        let total: f64 = (0..ID_SET_PARTS).map(|i| (i as f64 / 16.0).exp2()).sum();
+        for (i, part) in parts.parts.iter().enumerate() {
+            let share = part.len() as f64 / one.len() as f64;
+            let expected = (i as f64 / 16.0).exp2() / total;
+            assert!((share / expected - 1.0).abs() < 0.15, "part {i}: {share}");
+        }
+        let (first, last) = (parts.parts[0].len(), parts.parts[ID_SET_PARTS - 1].len());
+        assert!(last as f64 / first as f64 > 1.6, "{first} {last}");
+    }
 
     fn event(id: usize, ts: i64) -> Event {
         Event {

@@ -10,7 +10,6 @@ pub mod combine;
 pub mod expiry;
 pub mod gate;
 pub mod held;
-pub mod id_set;
 pub mod pre_reduce;
 pub mod reduce;
 pub mod semijoin;
