@@ -21,6 +21,8 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use xxhash_rust::xxh3::xxh3_128;
 
+use crate::operators::state_sizes;
+
 /// An interned identifier: 8 bytes, `Copy`, ordered by its id. The id is never 0, so
 /// an `Option<Name>` is 8 bytes too (records that carry optional names stay small).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -276,11 +278,10 @@ fn remember<T>(cache: &mut FxHashMap<u64, T>, id: u64, known: T) {
     }
     let before = cache.capacity();
     cache.insert(id, known);
-    let grown = cache.capacity().saturating_sub(before);
-    if grown > 0 {
-        // A table's bucket is its entry and a control byte.
-        let bucket = std::mem::size_of::<(u64, T)>() + 1;
-        CACHE_BYTES.fetch_add(grown * bucket * 8 / 7, Ordering::Relaxed);
+    if cache.capacity() > before {
+        let grown = cache.capacity() - before;
+        let bytes = state_sizes::hash_table_bytes(grown, std::mem::size_of::<(u64, T)>());
+        CACHE_BYTES.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -295,17 +296,18 @@ static TEXT_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// (see [`crate::operators::state_sizes`]): the registry's names, its table, the bytes
 /// of their texts, and those of every thread's caches of names.
 pub fn report_held() {
-    if !crate::operators::state_sizes::wanted() {
+    if !state_sizes::wanted() {
         return;
     }
     let names = registry().read().unwrap_or_else(|e| e.into_inner());
-    // A hash table holds 7/8 of its buckets; a bucket is an entry and a control byte.
-    let caches = CACHE_BYTES.load(Ordering::Relaxed) as f64 / 1e6;
-    crate::operators::state_sizes::report(
-        &format!("Names (threads' caches {caches:.1} MB; owned: the texts)"),
+    let caches = state_sizes::mb(CACHE_BYTES.load(Ordering::Relaxed));
+    // The table's bytes as one entry of a map of one: the report multiplies them.
+    let table = state_sizes::hash_table_bytes(names.capacity(), size_of::<(u64, &str)>());
+    state_sizes::report(
+        &format!("Names (threads' caches {caches}; owned: the texts)"),
         names.len(),
-        names.capacity() * 8 / 7,
-        std::mem::size_of::<(u64, &str)>() + 1,
+        1,
+        table,
         Some(TEXT_BYTES.load(Ordering::Relaxed)),
     );
 }

@@ -22,12 +22,23 @@ pub fn report(
     entry_bytes: usize,
     owned_bytes: Option<usize>,
 ) {
-    let mb = |bytes: usize| format!("{:.1} MB", bytes as f64 / 1e6);
     let owned = owned_bytes.map_or_else(|| "not counted".to_string(), mb);
     eprintln!(
         "state: {name}: {keys} keys, map {}, owned {owned}",
         mb(capacity * entry_bytes)
     );
+}
+
+/// `bytes` as the reports print them.
+pub fn mb(bytes: usize) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// The bytes of a hash table (`hashbrown`'s) that holds up to `capacity` entries of
+/// `entry_bytes` each: it has about 8/7 as many buckets, each an entry and a control
+/// byte.
+pub fn hash_table_bytes(capacity: usize, entry_bytes: usize) -> usize {
+    capacity * 8 / 7 * (entry_bytes + 1)
 }
 
 /// Whether an operator has printed its state: [`ReportOnce::due`] says yes once, when
