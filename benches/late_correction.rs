@@ -21,9 +21,10 @@
 //! cargo bench --bench late_correction -- --events 1000000
 //! ```
 //! Prints a table and one `late,SIZE,...` CSV line per size. With `--operators` it
-//! also prints where the backfill's time, and each late batch's, went, per timely operator (from timely's
-//! own schedule log: the time between each operator's schedule start and stop). Under `cargo test` (no
-//! `--bench` argument) it runs on a tiny generated data set.
+//! also prints where the time of the backfill and of each late batch went, per timely
+//! operator (from timely's own schedule log: the time between each operator's schedule
+//! start and stop). Under `cargo test` (no `--bench` argument) it runs on a tiny
+//! generated data set.
 
 mod common;
 
