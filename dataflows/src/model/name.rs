@@ -278,8 +278,8 @@ fn remember<T>(cache: &mut FxHashMap<u64, T>, id: u64, known: T) {
     }
     let before = cache.capacity();
     cache.insert(id, known);
-    if cache.capacity() > before {
-        let grown = cache.capacity() - before;
+    let grown = cache.capacity().saturating_sub(before);
+    if grown > 0 {
         let bytes = state_sizes::hash_table_bytes(grown, std::mem::size_of::<(u64, T)>());
         CACHE_BYTES.fetch_add(bytes, Ordering::Relaxed);
     }
@@ -301,13 +301,11 @@ pub fn report_held() {
     }
     let names = registry().read().unwrap_or_else(|e| e.into_inner());
     let caches = state_sizes::mb(CACHE_BYTES.load(Ordering::Relaxed));
-    // The table's bytes as one entry of a map of one: the report multiplies them.
-    let table = state_sizes::hash_table_bytes(names.capacity(), size_of::<(u64, &str)>());
     state_sizes::report(
         &format!("Names (threads' caches {caches}; owned: the texts)"),
         names.len(),
-        1,
-        table,
+        names.capacity(),
+        size_of::<(u64, &str)>(),
         Some(TEXT_BYTES.load(Ordering::Relaxed)),
     );
 }

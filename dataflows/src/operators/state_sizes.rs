@@ -12,9 +12,10 @@ pub fn wanted() -> bool {
     *WANTED.get_or_init(|| std::env::var_os("TIDEMARK_STATE_SIZES").is_some())
 }
 
-/// Prints one operator's state on stderr: `keys` keys in a map of `capacity` entries
-/// of `entry_bytes` each, and `owned_bytes` in vectors its entries own, where counted
-/// (a hash total's differences may own vectors too, which are not).
+/// Prints one operator's state on stderr: `keys` keys in a hash map with room for
+/// `capacity` entries of `entry_bytes` each (its bytes as [`hash_table_bytes`] counts
+/// them), and `owned_bytes` in vectors its entries own, where counted (a hash total's
+/// differences may own vectors too, which are not).
 pub fn report(
     name: &str,
     keys: usize,
@@ -25,7 +26,7 @@ pub fn report(
     let owned = owned_bytes.map_or_else(|| "not counted".to_string(), mb);
     eprintln!(
         "state: {name}: {keys} keys, map {}, owned {owned}",
-        mb(capacity * entry_bytes)
+        mb(hash_table_bytes(capacity, entry_bytes))
     );
 }
 
