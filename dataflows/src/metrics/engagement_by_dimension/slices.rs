@@ -347,6 +347,9 @@ struct State {
     /// The member index of each hour of the day, when `hour_of_day` is in force.
     hours: Option<[MemberIx; 24]>,
     out: FxHashMap<(i32, MemberIx), Sums>,
+    /// The changes of the (user, day) being added to, summed per member before they
+    /// go to `out` (see [`DayChanges`]).
+    day_changes: DayChanges,
     /// The day being added to (see [`State::add_events`]), whose lists keep their room.
     scratch: UserDay,
     /// Room for a time's events while [`sort_by_user`] distributes them.
@@ -533,13 +536,14 @@ impl State {
                         &self.sources,
                         work,
                         &mut self.wide,
-                        &mut self.out,
+                        &mut self.day_changes,
                         day,
                         event,
                         *diff,
                     );
                     next += 1;
                 }
+                self.day_changes.drain_into(&mut self.out, day);
                 held.measures = work.measures;
                 store_exactly(&mut held.items, &work.items);
                 store_exactly(&mut held.active, &work.active);
@@ -641,7 +645,7 @@ fn store_exactly<T: Copy>(list: &mut Vec<T>, contents: &[T]) {
 /// Adds one event (`diff` times) of a user on `day` (whose events of the day are
 /// `events`), whose item has `item_members` (its index and members) when some dimension
 /// reads the item (its source already counted, see [`State::item_members`]), to the
-/// state, and its slices to `out`.
+/// state, and its slices' changes to the day's changes `out`.
 #[allow(clippy::too_many_arguments)]
 fn add_event(
     plan: &SlicePlan,
@@ -650,7 +654,7 @@ fn add_event(
     sources: &Sources,
     events: &mut UserDay,
     wide: &mut FxHashMap<WideKey, i128>,
-    out: &mut FxHashMap<(i32, MemberIx), Sums>,
+    out: &mut DayChanges,
     day: i32,
     event: &Action,
     diff: isize,
@@ -717,7 +721,7 @@ fn add_item(
 fn add_slices(
     members: &[(MemberIx, i64)],
     active: &mut Vec<(MemberIx, i32)>,
-    out: &mut FxHashMap<(i32, MemberIx), Sums>,
+    out: &mut impl SliceChanges,
     day: i32,
     diff: isize,
     sums: &Sums,
@@ -731,15 +735,63 @@ fn add_slices(
 /// Adds `sums` to a slice's change in the time's output. A change that returns to
 /// zero stays until [`State::drain_out`] skips it: the output is summed, not kept.
 #[inline]
-fn add_out(out: &mut FxHashMap<(i32, MemberIx), Sums>, slice: (i32, MemberIx), sums: &Sums) {
-    out.entry(slice).or_default().plus_equals(sums);
+fn add_out(out: &mut impl SliceChanges, slice: (i32, MemberIx), sums: &Sums) {
+    out.add(slice, sums);
+}
+
+/// Where a slice's change of sums is added: the time's output, or the changes of the
+/// (user, day) being added to.
+trait SliceChanges {
+    /// Adds `sums` to `slice`'s change.
+    fn add(&mut self, slice: (i32, MemberIx), sums: &Sums);
+}
+
+impl SliceChanges for FxHashMap<(i32, MemberIx), Sums> {
+    #[inline]
+    fn add(&mut self, slice: (i32, MemberIx), sums: &Sums) {
+        self.entry(slice).or_default().plus_equals(sums);
+    }
+}
+
+/// The changes of one user's day, per member, in two short lists searched in place.
+/// Each event adds to several members (its hour, its item's genre and artist, its
+/// user's country): summed here first, a day's events reach the time's output (a map
+/// too large for the core's cache) once per member of the day, not once per event
+/// and member.
+#[derive(Default)]
+struct DayChanges {
+    members: Vec<MemberIx>,
+    sums: Vec<Sums>,
+}
+
+impl SliceChanges for DayChanges {
+    /// Adds to the member's change; the day is the one being added to.
+    #[inline]
+    fn add(&mut self, (_day, member): (i32, MemberIx), sums: &Sums) {
+        match self.members.iter().position(|m| *m == member) {
+            Some(at) => self.sums[at].plus_equals(sums),
+            None => {
+                self.members.push(member);
+                self.sums.push(*sums);
+            }
+        }
+    }
+}
+
+impl DayChanges {
+    /// Adds the changes to `out` under `day`, emptying them (their room is kept).
+    fn drain_into(&mut self, out: &mut FxHashMap<(i32, MemberIx), Sums>, day: i32) {
+        for (member, sums) in self.members.drain(..).zip(self.sums.drain(..)) {
+            out.add((day, member), &sums);
+        }
+    }
 }
 
 /// Adds `diff` events to one user's (day, member): a user who gains their first event
 /// there (or loses their last) adds (or takes) one active user.
 fn add_user(
     active: &mut Vec<(MemberIx, i32)>,
-    out: &mut FxHashMap<(i32, MemberIx), Sums>,
+    out: &mut impl SliceChanges,
     slice: (i32, MemberIx),
     diff: i64,
 ) {
