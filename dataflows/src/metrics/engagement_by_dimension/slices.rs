@@ -754,8 +754,8 @@ impl SliceChanges for FxHashMap<(i32, MemberIx), Sums> {
 }
 
 /// The changes of one user's day, per member, in two short lists searched in place.
-/// Each event adds to several members (its hour, its item's genre and artist, its
-/// user's country): summed here first, a day's events reach the time's output (a map
+/// Each event adds to several members (with the default dimensions its hour, its
+/// item's genre and its artist): summed here first, a day's events reach the time's output (a map
 /// too large for the core's cache) once per member of the day, not once per event
 /// and member.
 #[derive(Default)]
