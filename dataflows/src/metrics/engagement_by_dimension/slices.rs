@@ -433,7 +433,7 @@ impl State {
                         let count = i64::from(events.measures.events) * diff as i64;
                         add_user(&mut events.active, &mut self.out, (*day, member), count);
                         let sums = events.measures.sums().multiply(&diff);
-                        add_out(&mut self.out, (*day, member), &sums);
+                        self.out.add((*day, member), &sums);
                     }
                 }
                 Source::Item(_) | Source::Missing => {
@@ -469,7 +469,7 @@ impl State {
                                 slice,
                                 i64::from(measures.events) * diff,
                             );
-                            add_out(&mut self.out, slice, &sums.multiply(&(diff as isize)));
+                            self.out.add(slice, &sums.multiply(&(diff as isize)));
                         }
                     }
                 }
@@ -663,7 +663,7 @@ fn add_event(
     if let Some(hours) = hours {
         let hour = (event.ts.rem_euclid(86_400_000) / 3_600_000) as usize;
         add_user(&mut events.active, out, (day, hours[hour]), diff as i64);
-        add_out(out, (day, hours[hour]), &sums);
+        out.add((day, hours[hour]), &sums);
     }
     if let Some((item, members)) = item_members {
         add_item(&mut events.items, wide, (event.user_id, day, *item), &sums);
@@ -728,15 +728,8 @@ fn add_slices(
 ) {
     for &(member, times) in members {
         add_user(active, out, (day, member), diff as i64 * times);
-        add_out(out, (day, member), &sums.multiply(&(times as isize)));
+        out.add((day, member), &sums.multiply(&(times as isize)));
     }
-}
-
-/// Adds `sums` to a slice's change in the time's output. A change that returns to
-/// zero stays until [`State::drain_out`] skips it: the output is summed, not kept.
-#[inline]
-fn add_out(out: &mut impl SliceChanges, slice: (i32, MemberIx), sums: &Sums) {
-    out.add(slice, sums);
 }
 
 /// Where a slice's change of sums is added: the time's output, or the changes of the
@@ -747,41 +740,34 @@ trait SliceChanges {
 }
 
 impl SliceChanges for FxHashMap<(i32, MemberIx), Sums> {
+    /// Adds to the time's output. A change that returns to zero stays until
+    /// [`State::drain_out`] skips it: the output is summed, not kept.
     #[inline]
     fn add(&mut self, slice: (i32, MemberIx), sums: &Sums) {
         self.entry(slice).or_default().plus_equals(sums);
     }
 }
 
-/// The changes of one user's day, per member, in two short lists searched in place.
-/// Each event adds to several members (with the default dimensions its hour, its
+/// The changes of one user's day, per member, in a short list searched in place
+/// ([`add_to_list`]). Each event adds to several members (with the default dimensions its hour, its
 /// item's genre and its artist): summed here first, a day's events reach the time's output (a map
 /// too large for the core's cache) once per member of the day, not once per event
 /// and member.
 #[derive(Default)]
-struct DayChanges {
-    members: Vec<MemberIx>,
-    sums: Vec<Sums>,
-}
+struct DayChanges(Vec<(MemberIx, Sums)>);
 
 impl SliceChanges for DayChanges {
     /// Adds to the member's change; the day is the one being added to.
     #[inline]
     fn add(&mut self, (_day, member): (i32, MemberIx), sums: &Sums) {
-        match self.members.iter().position(|m| *m == member) {
-            Some(at) => self.sums[at].plus_equals(sums),
-            None => {
-                self.members.push(member);
-                self.sums.push(*sums);
-            }
-        }
+        add_to_list(&mut self.0, member, sums);
     }
 }
 
 impl DayChanges {
     /// Adds the changes to `out` under `day`, emptying them (their room is kept).
     fn drain_into(&mut self, out: &mut FxHashMap<(i32, MemberIx), Sums>, day: i32) {
-        for (member, sums) in self.members.drain(..).zip(self.sums.drain(..)) {
+        for (member, sums) in self.0.drain(..) {
             out.add((day, member), &sums);
         }
     }
@@ -800,7 +786,7 @@ fn add_user(
         (true, false) => -1,
         _ => return,
     };
-    add_out(out, slice, &Sums::users(users));
+    out.add(slice, &Sums::users(users));
 }
 
 #[cfg(test)]
@@ -880,6 +866,32 @@ mod tests {
                 );
             }
             assert!(items.is_empty() && wide.is_empty(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_days_changes_reach_the_output_as_if_added_one_by_one() {
+        let mut next = crate::test_numbers(17);
+        for round in 0..100 {
+            let day = next(5) as i32;
+            let mut direct: FxHashMap<(i32, MemberIx), Sums> = FxHashMap::default();
+            let mut summed = direct.clone();
+            let mut changes = DayChanges::default();
+            for _ in 0..next(40) {
+                let member = next(6) as MemberIx;
+                let value = (next(3) > 0).then(|| next(100) as i64 - 50);
+                let mut sums = Sums::event(next(1000) as i64, value);
+                if next(3) == 0 {
+                    sums = sums.multiply(&-1);
+                }
+                direct.add((day, member), &sums);
+                changes.add((day, member), &sums);
+            }
+            changes.drain_into(&mut summed, day);
+            direct.retain(|_, sums| !sums.is_zero());
+            summed.retain(|_, sums| !sums.is_zero());
+            assert_eq!(summed, direct, "round {round}");
+            assert!(changes.0.is_empty(), "round {round}");
         }
     }
 
